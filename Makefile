@@ -1,0 +1,29 @@
+# Two commands on a fresh machine:
+#   make demo   create .venv, install the pinned stack, run the main job
+#   make test   run the test suite (creates .venv first when needed)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,dask]'
+	touch $(STAMP)
+
+demo: setup
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m mrcnn_pipeline.demo --output demo_output
+
+test: setup
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q
+
+bench: setup
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/inference.py
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

@@ -1,0 +1,211 @@
+"""Model configuration with matterport's attribute names and defaults.
+
+Subclass `Config` and override attributes, as with matterport, or pass overrides as keyword
+arguments (`Config(NAME="shapes", NUM_CLASSES=4)`). Values are validated when the object is
+created, so a bad value fails before any graph is built. `to_dict()`/`from_dict()` give a
+JSON-safe copy that travels with the weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+OPTIMIZERS = ("sgd", "adamw")
+RESIZE_MODES = ("none", "square", "pad64", "crop")
+BUILTIN_BACKBONES = ("resnet50", "resnet101")
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
+
+# Attributes derived from the others in `__init__`; never read back from a dict.
+DERIVED = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
+
+
+class Config:
+    """Base configuration. Attribute names and defaults follow matterport/Mask_RCNN."""
+
+    NAME: str | None = None
+    GPU_COUNT = 1
+    IMAGES_PER_GPU = 2
+    STEPS_PER_EPOCH = 1000
+    VALIDATION_STEPS = 50
+
+    # "resnet50", "resnet101", or a callable(input_image, stage5, train_bn) -> [C1..C5]
+    # whose C2..C5 have strides 4, 8, 16, 32.
+    BACKBONE: str | Callable = "resnet101"
+    COMPUTE_BACKBONE_SHAPE = None
+    BACKBONE_STRIDES = [4, 8, 16, 32, 64]
+    FPN_CLASSIF_FC_LAYERS_SIZE = 1024
+    TOP_DOWN_PYRAMID_SIZE = 256
+    NUM_CLASSES = 1
+
+    RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)
+    RPN_ANCHOR_RATIOS = [0.5, 1, 2]
+    RPN_ANCHOR_STRIDE = 1
+    RPN_NMS_THRESHOLD = 0.7
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 256
+    PRE_NMS_LIMIT = 6000
+    POST_NMS_ROIS_TRAINING = 2000
+    POST_NMS_ROIS_INFERENCE = 1000
+
+    USE_MINI_MASK = True
+    MINI_MASK_SHAPE = (56, 56)
+
+    IMAGE_RESIZE_MODE = "square"
+    IMAGE_MIN_DIM = 800
+    IMAGE_MAX_DIM = 1024
+    IMAGE_MIN_SCALE = 0
+    IMAGE_CHANNEL_COUNT = 3
+    MEAN_PIXEL = np.array([123.7, 116.8, 103.9])
+
+    TRAIN_ROIS_PER_IMAGE = 200
+    ROI_POSITIVE_RATIO = 0.33
+    POOL_SIZE = 7
+    MASK_POOL_SIZE = 14
+    MASK_SHAPE = [28, 28]
+    MAX_GT_INSTANCES = 100
+
+    RPN_BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+    BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+
+    DETECTION_MAX_INSTANCES = 100
+    DETECTION_MIN_CONFIDENCE = 0.7
+    DETECTION_NMS_THRESHOLD = 0.3
+
+    LEARNING_RATE = 0.001
+    LEARNING_MOMENTUM = 0.9
+    WEIGHT_DECAY = 0.0001
+    LOSS_WEIGHTS = {name: 1.0 for name in LOSS_NAMES}
+    USE_RPN_ROIS = True
+    TRAIN_BN = False
+    GRADIENT_CLIP_NORM = 5.0
+
+    # Additions to matterport's set.
+    OPTIMIZER = "sgd"  # "sgd" (matterport: momentum, L2 in the loss) or "adamw" (decoupled decay)
+    WARMUP_STEPS = 0  # linear learning-rate warmup at the start of every train() call
+    SEED: int | None = None  # seeds Python, numpy and TensorFlow when the model is built
+
+    def __init__(self, **overrides: Any) -> None:
+        unknown = sorted(k for k in overrides if not _is_setting(k) or not hasattr(self, k))
+        if unknown:
+            raise ValueError(f"unknown Config attribute(s): {', '.join(unknown)}")
+        for key, value in overrides.items():
+            if key in DERIVED:
+                raise ValueError(f"{key} is derived from other settings and cannot be set")
+            setattr(self, key, value)
+        self.MEAN_PIXEL = np.asarray(self.MEAN_PIXEL, dtype=np.float64)
+        self.RPN_BBOX_STD_DEV = np.asarray(self.RPN_BBOX_STD_DEV, dtype=np.float64)
+        self.BBOX_STD_DEV = np.asarray(self.BBOX_STD_DEV, dtype=np.float64)
+        self.LOSS_WEIGHTS = {**Config.LOSS_WEIGHTS, **dict(self.LOSS_WEIGHTS)}
+        self.validate()
+        self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
+        if self.IMAGE_RESIZE_MODE == "crop":
+            self.IMAGE_SHAPE = np.array([self.IMAGE_MIN_DIM, self.IMAGE_MIN_DIM, self.IMAGE_CHANNEL_COUNT])
+        else:
+            self.IMAGE_SHAPE = np.array([self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM, self.IMAGE_CHANNEL_COUNT])
+        # image_id, original shape (3), molded shape (3), window (4), scale, active class ids
+        self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise ValueError with a specific message for the first inconsistent setting."""
+        if not isinstance(self.NAME, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", self.NAME):
+            raise ValueError(f"NAME must be a non-empty name of letters, digits, '_' or '-', got {self.NAME!r}")
+        for key in ("GPU_COUNT", "IMAGES_PER_GPU", "STEPS_PER_EPOCH", "NUM_CLASSES", "TRAIN_ROIS_PER_IMAGE",
+                    "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES", "POST_NMS_ROIS_TRAINING",
+                    "POST_NMS_ROIS_INFERENCE", "PRE_NMS_LIMIT", "RPN_TRAIN_ANCHORS_PER_IMAGE"):
+            _require_int(self, key, minimum=1)
+        _require_int(self, "VALIDATION_STEPS", minimum=0)
+        _require_int(self, "WARMUP_STEPS", minimum=0)
+        if self.NUM_CLASSES < 2:
+            raise ValueError(f"NUM_CLASSES must count the background plus at least one class (>= 2), got {self.NUM_CLASSES}")
+        if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
+            raise ValueError(f"IMAGE_RESIZE_MODE must be one of {RESIZE_MODES}, got {self.IMAGE_RESIZE_MODE!r}")
+        if self.IMAGE_RESIZE_MODE in ("square", "crop"):
+            dim = self.IMAGE_MAX_DIM if self.IMAGE_RESIZE_MODE == "square" else self.IMAGE_MIN_DIM
+            if int(dim) % 64:
+                raise ValueError(f"image dimensions must be divisible by 64 (6 downsamplings), got {dim}")
+        if self.IMAGE_MIN_DIM and self.IMAGE_MAX_DIM and self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
+            raise ValueError(f"IMAGE_MIN_DIM ({self.IMAGE_MIN_DIM}) must not exceed IMAGE_MAX_DIM ({self.IMAGE_MAX_DIM})")
+        if not (isinstance(self.BACKBONE, str) and self.BACKBONE in BUILTIN_BACKBONES or callable(self.BACKBONE)):
+            raise ValueError(f"BACKBONE must be one of {BUILTIN_BACKBONES} or a callable, got {self.BACKBONE!r}")
+        if len(self.BACKBONE_STRIDES) != len(self.RPN_ANCHOR_SCALES):
+            raise ValueError("RPN_ANCHOR_SCALES needs one scale per entry of BACKBONE_STRIDES")
+        if self.OPTIMIZER not in OPTIMIZERS:
+            raise ValueError(f"OPTIMIZER must be one of {OPTIMIZERS}, got {self.OPTIMIZER!r}")
+        for key in ("LEARNING_RATE",):
+            if not float(getattr(self, key)) > 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        for key in ("ROI_POSITIVE_RATIO", "RPN_NMS_THRESHOLD", "DETECTION_NMS_THRESHOLD"):
+            if not 0 < float(getattr(self, key)) <= 1:
+                raise ValueError(f"{key} must be in (0, 1], got {getattr(self, key)}")
+        if not 0 <= float(self.DETECTION_MIN_CONFIDENCE) <= 1:
+            raise ValueError(f"DETECTION_MIN_CONFIDENCE must be in [0, 1], got {self.DETECTION_MIN_CONFIDENCE}")
+        unknown_losses = sorted(set(self.LOSS_WEIGHTS) - set(LOSS_NAMES))
+        if unknown_losses:
+            raise ValueError(f"LOSS_WEIGHTS has unknown loss names {unknown_losses}; known: {list(LOSS_NAMES)}")
+        if len(self.MEAN_PIXEL) != self.IMAGE_CHANNEL_COUNT:
+            raise ValueError(f"MEAN_PIXEL needs {self.IMAGE_CHANNEL_COUNT} values, got {len(self.MEAN_PIXEL)}")
+        if not self.USE_RPN_ROIS:
+            raise ValueError("USE_RPN_ROIS=False (training the heads on external ROIs) is not supported")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """All settings as JSON-safe values (numpy arrays become lists)."""
+        out: dict[str, Any] = {}
+        for key in sorted(dir(self)):
+            if not _is_setting(key):
+                continue
+            value = getattr(self, key)
+            if callable(value) and key == "BACKBONE":
+                value = f"{value.__module__}:{value.__qualname__}"
+            out[key] = _json_safe(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Config":
+        """Rebuild a config from `to_dict()` output (derived keys are recomputed)."""
+        settings = {k: v for k, v in values.items() if k not in DERIVED}
+        backbone = settings.get("BACKBONE")
+        if isinstance(backbone, str) and ":" in backbone:
+            module, _, qualname = backbone.partition(":")
+            target: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                target = getattr(target, part)
+            settings["BACKBONE"] = target
+        return cls(**settings)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def display(self) -> None:
+        """Print every setting, one per line (matterport's `display`)."""
+        print("\nConfigurations:")
+        for key, value in self.to_dict().items():
+            print(f"{key:30} {value}")
+        print("\n")
+
+
+def _is_setting(name: str) -> bool:
+    return name.isupper() and not name.startswith("_")
+
+
+def _require_int(config: Config, key: str, minimum: int) -> None:
+    value = getattr(config, key)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,75 @@
+"""ResNet-50/101 backbone with matterport's (Keras 1 style) layer names.
+
+Names matter: matterport `.h5` files and the Keras-applications ImageNet file load by them.
+Every conv has a bias, as in the original.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+from keras import layers
+
+from mrcnn.layers.batch_norm import BatchNorm
+
+STAGE4_BLOCKS = {"resnet50": 5, "resnet101": 22}
+
+
+def _bottleneck(x, filters: tuple[int, int, int], stage: int, block: str, train_bn: bool,
+                strides: int = 1, project: bool = False):
+    """One bottleneck block: 1×1 → 3×3 → 1×1, plus the identity or a projected shortcut."""
+    f1, f2, f3 = filters
+    conv = f"res{stage}{block}_branch"
+    bn = f"bn{stage}{block}_branch"
+    y = layers.Conv2D(f1, 1, strides=strides, name=conv + "2a")(x)
+    y = BatchNorm(train_bn=train_bn, name=bn + "2a")(y)
+    y = layers.Activation("relu")(y)
+    y = layers.Conv2D(f2, 3, padding="same", name=conv + "2b")(y)
+    y = BatchNorm(train_bn=train_bn, name=bn + "2b")(y)
+    y = layers.Activation("relu")(y)
+    y = layers.Conv2D(f3, 1, name=conv + "2c")(y)
+    y = BatchNorm(train_bn=train_bn, name=bn + "2c")(y)
+    if project:
+        x = layers.Conv2D(f3, 1, strides=strides, name=conv + "1")(x)
+        x = BatchNorm(train_bn=train_bn, name=bn + "1")(x)
+    y = layers.Add()([y, x])
+    return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
+
+
+def _stage(x, filters: tuple[int, int, int], stage: int, blocks: int, train_bn: bool, strides: int):
+    x = _bottleneck(x, filters, stage, "a", train_bn, strides=strides, project=True)
+    for i in range(1, blocks):
+        x = _bottleneck(x, filters, stage, chr(ord("a") + i), train_bn)  # blocks b, c, ... (w)
+    return x
+
+
+def resnet_graph(input_image, architecture: str, stage5: bool = True, train_bn: bool = False) -> list:
+    """Build ResNet on `input_image [B, H, W, 3]`; return feature maps [C1, C2, C3, C4, C5]."""
+    if architecture not in STAGE4_BLOCKS:
+        raise ValueError(f"unknown ResNet architecture {architecture!r}; use one of {sorted(STAGE4_BLOCKS)}")
+    x = layers.ZeroPadding2D((3, 3))(input_image)
+    x = layers.Conv2D(64, 7, strides=2, name="conv1")(x)
+    x = BatchNorm(train_bn=train_bn, name="bn_conv1")(x)
+    x = layers.Activation("relu")(x)
+    c1 = x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    c2 = x = _stage(x, (64, 64, 256), 2, 3, train_bn, strides=1)
+    c3 = x = _stage(x, (128, 128, 512), 3, 4, train_bn, strides=2)
+    c4 = x = _stage(x, (256, 256, 1024), 4, STAGE4_BLOCKS[architecture] + 1, train_bn, strides=2)
+    c5 = _stage(x, (512, 512, 2048), 5, 3, train_bn, strides=2) if stage5 else None
+    return [c1, c2, c3, c4, c5]
+
+
+def build_backbone(input_image, backbone: str | Callable, train_bn: bool) -> list:
+    """Return [C2, C3, C4, C5] from a built-in ResNet name or a user callable."""
+    if callable(backbone):
+        features = backbone(input_image, stage5=True, train_bn=train_bn)
+    else:
+        features = resnet_graph(input_image, backbone, stage5=True, train_bn=train_bn)
+    return list(features[1:5])
+
+
+def backbone_model(backbone: str | Callable, train_bn: bool = False) -> keras.Model:
+    """The backbone alone as a Keras model (handy for loading ImageNet weights or inspection)."""
+    image = keras.Input((None, None, 3), name="input_image")
+    return keras.Model(image, build_backbone(image, backbone, train_bn), name=f"{getattr(backbone, '__name__', backbone)}_backbone")

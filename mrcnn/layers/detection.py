@@ -1,0 +1,64 @@
+"""Detection layer (inference): refine ROIs, pick each one's class, per-class NMS, keep the best.
+
+Shapes: B images, R ROIs, NC classes, D = `max_instances`.
+Output: `[B, D, (y1, x1, y2, x2, class_id, score)]` normalized boxes, sorted by score and
+zero-padded (class_id 0) where fewer than D survive.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from mrcnn.layers.box_ops import apply_box_deltas, clip_boxes
+
+
+def normalized_window(image_meta: tf.Tensor) -> tf.Tensor:
+    """The real-image window `[B, 4]` of each molded image, in normalized coordinates."""
+    h = image_meta[:, 4]
+    w = image_meta[:, 5]
+    scale = tf.stack([h, w, h, w], axis=1) - 1.0
+    return (image_meta[:, 7:11] - tf.constant([0.0, 0.0, 1.0, 1.0])) / scale
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class DetectionLayer(keras.layers.Layer):
+    """Inputs: `[rois [B,R,4], mrcnn_class [B,R,NC], mrcnn_bbox [B,R,NC,4], image_meta [B,M]]`."""
+
+    def __init__(self, max_instances: int, min_confidence: float, nms_threshold: float, bbox_std_dev, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_jit = False  # XLA has no kernel for CombinedNonMaxSuppression
+        self.max_instances = int(max_instances)
+        self.min_confidence = float(min_confidence)
+        self.nms_threshold = float(nms_threshold)
+        self.bbox_std_dev = [float(v) for v in bbox_std_dev]
+
+    def call(self, inputs):
+        rois, probs, deltas, image_meta = inputs
+        num_classes = tf.shape(probs)[-1]
+        class_ids = tf.argmax(probs, axis=-1, output_type=tf.int32)
+        scores = tf.reduce_max(probs, axis=-1)
+        class_deltas = tf.gather(deltas, class_ids, batch_dims=2) * tf.constant(self.bbox_std_dev, tf.float32)
+        boxes = clip_boxes(apply_box_deltas(rois, class_deltas), normalized_window(image_meta)[:, None, :])
+
+        # One score column per class, non-zero only for each ROI's own (non-background)
+        # class, so combined NMS does matterport's per-class NMS for all images at once.
+        keep = (class_ids > 0) & (scores >= self.min_confidence) & tf.reduce_any(rois != 0.0, axis=-1)
+        scores = tf.where(keep, scores, 0.0)
+        class_scores = tf.one_hot(class_ids, num_classes) * scores[..., None]
+        nmsed = tf.image.combined_non_max_suppression(
+            boxes[:, :, None, :], class_scores[:, :, 1:],
+            max_output_size_per_class=self.max_instances, max_total_size=self.max_instances,
+            iou_threshold=self.nms_threshold, score_threshold=1e-12, pad_per_class=False, clip_boxes=False)
+        nms_boxes, nms_scores, nms_classes, valid = nmsed
+        valid_rows = tf.cast(tf.range(self.max_instances)[None, :] < valid[:, None], tf.float32)[..., None]
+        detections = tf.concat([nms_boxes, nms_classes[..., None] + 1.0, nms_scores[..., None]], axis=-1)
+        return detections * valid_rows
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.max_instances, 6)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "max_instances": self.max_instances,
+                "min_confidence": self.min_confidence, "nms_threshold": self.nms_threshold,
+                "bbox_std_dev": self.bbox_std_dev}

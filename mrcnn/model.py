@@ -1,0 +1,247 @@
+"""`MaskRCNN`: matterport's model API on TensorFlow 2 / Keras 3.
+
+The class only wires parts together: graphs come from `mrcnn.network`, losses and the
+optimizer from `mrcnn.training`, inputs from `mrcnn.data`, weight files from `mrcnn.weights`,
+and image pre/post-processing from `mrcnn.transform` and `mrcnn.masks`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mrcnn import weights as weight_files
+from mrcnn.anchors import get_anchors
+from mrcnn.boxes import denorm_boxes, norm_boxes
+from mrcnn.config import Config
+from mrcnn.data import DataGenerator
+from mrcnn.masks import paste_masks
+from mrcnn.network import build_inference_graph, build_training_graph
+from mrcnn.training import TrainingModel, layers_regex, make_optimizer, set_trainable
+from mrcnn.transform import compose_image_meta, mold_image, resize_image
+
+MODES = ("training", "inference")
+# <model_dir>/<name><YYYYMMDDTHHMM>/mask_rcnn_<name>_<epoch:04d>[.weights].h5
+CHECKPOINT_PATTERN = re.compile(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w-]+_(\d{4})(\.weights)?\.h5$")
+
+
+class MaskRCNN:
+    """Mask R-CNN in `"training"` or `"inference"` mode.
+
+    Attributes:
+        keras_model: the Keras model; its layers carry matterport's names.
+        epoch: the last completed epoch (training resumes after it).
+        log_dir / checkpoint_path: where `train` writes checkpoints.
+    """
+
+    def __init__(self, mode: str, config: Config, model_dir: str | os.PathLike):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be an mrcnn.config.Config, got {type(config).__name__}")
+        self.mode = mode
+        self.config = config
+        self.model_dir = str(model_dir)
+        if config.SEED is not None:
+            keras.utils.set_random_seed(int(config.SEED))
+        self.set_log_dir()
+        self.keras_model = self.build(mode, config)
+        self._predict = None
+
+    # ------------------------------------------------------------------ graph
+    def build(self, mode: str, config: Config) -> keras.Model:
+        if mode == "inference":
+            return build_inference_graph(config)
+        inputs, outputs = build_training_graph(config)
+        decay = config.WEIGHT_DECAY if config.OPTIMIZER == "sgd" else 0.0  # AdamW decays in the optimizer
+        return TrainingModel(inputs, outputs, loss_weights=config.LOSS_WEIGHTS, l2_weight_decay=decay,
+                             name="mask_rcnn")
+
+    def get_anchors(self, image_shape: Sequence[int]) -> np.ndarray:
+        """Normalized anchors `[A, 4]` of a molded image shape (matterport API)."""
+        c = self.config
+        return get_anchors(tuple(image_shape), c.RPN_ANCHOR_SCALES, c.RPN_ANCHOR_RATIOS, c.BACKBONE_STRIDES,
+                           c.RPN_ANCHOR_STRIDE)
+
+    # ------------------------------------------------------------------ weights and log dirs
+    def load_weights(self, filepath: str | os.PathLike, by_name: bool = False,
+                     exclude: Sequence[str] | None = None) -> list[str]:
+        """Load a Keras 3 `.weights.h5` or a matterport/Keras 2 `.h5` file; returns loaded layer names.
+
+        Our own checkpoints are matched by layer name (the training and inference graphs
+        differ in structure but share layer names). Loading a checkpoint of this project's
+        naming scheme also sets `epoch` and `log_dir`, so training resumes after it.
+        """
+        filepath = str(filepath)
+        if filepath.endswith(".weights.h5"):
+            by_name = True
+        loaded = weight_files.load_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
+        self.set_log_dir(filepath)
+        return loaded
+
+    def save_weights(self, filepath: str | os.PathLike) -> None:
+        """Write the weights in Keras 3 format (the name must end with `.weights.h5`)."""
+        filepath = str(filepath)
+        if not filepath.endswith(".weights.h5"):
+            raise ValueError(f"Keras 3 weight files must end with '.weights.h5', got {filepath!r}")
+        Path(filepath).parent.mkdir(parents=True, exist_ok=True)
+        self.keras_model.save_weights(filepath)
+
+    def find_last(self) -> str:
+        """Path of the last checkpoint of the newest run of this config's NAME under `model_dir`."""
+        prefix = self.config.NAME.lower()
+        runs = sorted(p for p in Path(self.model_dir).glob(f"{prefix}*") if p.is_dir()) if os.path.isdir(self.model_dir) else []
+        for run in reversed(runs):
+            checkpoints = sorted(run.glob("mask_rcnn*.h5"))
+            if checkpoints:
+                return str(checkpoints[-1])
+        raise FileNotFoundError(f"no checkpoint of {self.config.NAME!r} found under {self.model_dir!r}")
+
+    def set_log_dir(self, model_path: str | None = None) -> None:
+        """Start a new run folder, or continue the run (and epoch count) of `model_path`."""
+        self.epoch = 0
+        now = datetime.datetime.now()
+        match = CHECKPOINT_PATTERN.match(str(model_path)) if model_path else None
+        if match:
+            now = datetime.datetime(*(int(match.group(i)) for i in range(1, 6)))
+            self.epoch = int(match.group(6))
+        name = self.config.NAME.lower()
+        self.log_dir = os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")
+        self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.weights.h5")
+
+    # ------------------------------------------------------------------ training
+    def train(self, train_dataset, val_dataset, learning_rate: float, epochs: int, layers: str,
+              augmentation=None, custom_callbacks: Sequence[keras.callbacks.Callback] | None = None,
+              no_augmentation_sources=None, verbose: int | str = "auto") -> keras.callbacks.History:
+        """Train the layers matching `layers` until the cumulative epoch `epochs`.
+
+        Args:
+            layers: `heads`, `3+`, `4+`, `5+`, `all`, or a regex over layer names.
+            epochs: the epoch to stop at, counted over all `train` calls (heads→100 then
+                all→200 trains 100 more).
+            augmentation: an `mrcnn.augment.Augmentation` or an albumentations-style callable.
+        """
+        if self.mode != "training":
+            raise RuntimeError("create the model with mode='training' to train it")
+        if no_augmentation_sources:
+            raise ValueError("no_augmentation_sources is not supported; pass augmentation=None for those datasets")
+        pattern = layers_regex(layers)
+        config = self.config
+        train_data = DataGenerator(train_dataset, config, shuffle=True, augmentation=augmentation,
+                                   steps=config.STEPS_PER_EPOCH, seed=config.SEED)
+        val_data = None
+        if val_dataset is not None and config.VALIDATION_STEPS:
+            val_data = DataGenerator(val_dataset, config, shuffle=True, steps=config.VALIDATION_STEPS,
+                                     seed=None if config.SEED is None else config.SEED + 1)
+        trainable = set_trainable(self.keras_model, pattern)
+        if not trainable:
+            raise ValueError(f"layers={layers!r} matches no layer with weights")
+        self.keras_model.compile(optimizer=make_optimizer(config, learning_rate))
+        os.makedirs(self.log_dir, exist_ok=True)
+        Path(self.log_dir, "config.json").write_text(config.to_json())
+        callbacks = [keras.callbacks.ModelCheckpoint(self.checkpoint_path, save_weights_only=True, verbose=0),
+                     keras.callbacks.CSVLogger(os.path.join(self.log_dir, "losses.csv"), append=True),
+                     *(custom_callbacks or [])]
+        history = self.keras_model.fit(train_data, initial_epoch=self.epoch, epochs=epochs,
+                                       validation_data=val_data, callbacks=callbacks, verbose=verbose)
+        if history.epoch:  # epochs run, fewer than asked when a callback stopped training
+            self.epoch = history.epoch[-1] + 1
+        return history
+
+    # ------------------------------------------------------------------ inference
+    def mold_inputs(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Resize, pad and normalize images: `(molded [N,H,W,3] float32, metas [N,M], windows [N,4])`."""
+        c = self.config
+        molded, metas, windows = [], [], []
+        for image in images:
+            image = _as_rgb(image)
+            resized, window, scale, _, _ = resize_image(image, min_dim=c.IMAGE_MIN_DIM, min_scale=c.IMAGE_MIN_SCALE,
+                                                        max_dim=c.IMAGE_MAX_DIM, mode=c.IMAGE_RESIZE_MODE)
+            molded.append(mold_image(resized.astype(np.float32), c.MEAN_PIXEL))
+            metas.append(compose_image_meta(0, image.shape, resized.shape, window, scale,
+                                            np.zeros(c.NUM_CLASSES, np.int32)))
+            windows.append(window)
+        shapes = {m.shape for m in molded}
+        if len(shapes) > 1:
+            raise ValueError(f"after resizing, images differ in size {sorted(shapes)}; use IMAGE_RESIZE_MODE='square'")
+        return np.stack(molded), np.stack(metas).astype(np.float32), np.asarray(windows)
+
+    def _predict_fn(self):
+        """One traced function for every call: batch and image size are dynamic."""
+        if self._predict is None:
+            meta_size = self.config.IMAGE_META_SIZE
+            model = self.keras_model
+
+            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
+                                          tf.TensorSpec([None, meta_size], tf.float32)], autograph=False)
+            def predict(images, metas):
+                detections, _, _, masks, *_ = model([images, metas], training=False)
+                class_ids = tf.cast(detections[..., 4], tf.int32)
+                return detections, tf.gather(masks, class_ids, axis=-1, batch_dims=2)
+
+            self._predict = predict
+        return self._predict
+
+    def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
+        """Detect instances; one dict per image with `rois`, `class_ids`, `scores`, `masks`.
+
+        `rois` int32 `[N, (y1, x1, y2, x2)]` and `masks` bool `[H, W, N]` are at each image's
+        original size. Any number of images is accepted; they run in batches of BATCH_SIZE.
+        """
+        if self.mode != "inference":
+            raise RuntimeError("create the model with mode='inference' to detect")
+        if len(images) == 0:
+            return []
+        molded, metas, windows = self.mold_inputs(images)
+        if verbose:
+            print(f"Processing {len(images)} images; molded shape {molded.shape[1:]}")
+        results = []
+        step = self.config.BATCH_SIZE
+        for start in range(0, len(images), step):
+            detections, masks = self._predict_fn()(molded[start:start + step], metas[start:start + step])
+            for i, (dets, image_masks) in enumerate(zip(detections.numpy(), masks.numpy())):
+                index = start + i
+                results.append(self.unmold_detections(dets, image_masks, np.shape(images[index]),
+                                                      molded.shape[1:], windows[index]))
+        return results
+
+    def unmold_detections(self, detections: np.ndarray, mrcnn_mask: np.ndarray, original_image_shape,
+                          image_shape, window) -> dict[str, np.ndarray]:
+        """Map one image's detections `[D, 6]` and class masks `[D, h, w]` back to the original image."""
+        keep = detections[:, 4] > 0
+        boxes, class_ids = detections[keep, :4], detections[keep, 4].astype(np.int32)
+        scores, masks = detections[keep, 5].astype(np.float32), mrcnn_mask[keep]
+        wy1, wx1, wy2, wx2 = norm_boxes(np.asarray([window]), image_shape[:2])[0]
+        scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
+        boxes = denorm_boxes((boxes - np.array([wy1, wx1, wy1, wx1])) / scale, original_image_shape[:2])
+        visible = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, class_ids, scores, masks = boxes[visible], class_ids[visible], scores[visible], masks[visible]
+        return {"rois": boxes.astype(np.int32), "class_ids": class_ids, "scores": scores,
+                "masks": paste_masks(masks, boxes, original_image_shape[:2])}
+
+    def export(self, path: str | os.PathLike) -> None:
+        """Write a TensorFlow SavedModel whose `serve(images, metas)` returns detections and masks."""
+        fn = self._predict_fn()
+        module = tf.Module()
+        module.model = self.keras_model
+        module.serve = fn
+        tf.saved_model.save(module, str(path), signatures={"serving_default": fn.get_concrete_function()})
+        Path(path, "mrcnn_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+
+
+def _as_rgb(image: Any) -> np.ndarray:
+    """Validate one input image: `[H, W, 3]` (grayscale `[H, W]` is expanded)."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"images must be [H, W, 3] RGB arrays, got shape {image.shape}")
+    return image

@@ -1,0 +1,104 @@
+
+import numpy as np
+import pytest
+
+from mrcnn import masks
+from mrcnn.boxes import extract_bboxes
+
+
+def _disk_and_rectangle(shape=(64, 80)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    disk = (yy - 20) ** 2 + (xx - 30) ** 2 <= 15**2
+    rectangle = np.zeros(shape, bool)
+    rectangle[40:61, 5:70] = True
+    return np.stack([disk, rectangle], axis=-1)
+
+
+def test_mini_mask_round_trip():
+    mask = _disk_and_rectangle()
+    bbox = extract_bboxes(mask)
+    mini = masks.minimize_mask(bbox, mask, (28, 28))
+    assert mini.shape == (28, 28, 2) and mini.dtype == bool
+    assert mini[:, :, 1].all()  # the rectangle fills its box
+    restored = masks.expand_mask(bbox, mini, mask.shape)
+    assert restored.shape == mask.shape and restored.dtype == bool
+    np.testing.assert_array_equal(restored[:, :, 1], mask[:, :, 1])
+    iou = masks.compute_overlaps_masks(restored[:, :, :1], mask[:, :, :1])[0, 0]
+    assert iou > 0.95
+
+
+def test_minimize_mask_rejects_empty_box():
+    with pytest.raises(ValueError, match="instance 0 has a box of zero area"):
+        masks.minimize_mask(np.array([[3, 3, 3, 8]]), np.ones((10, 10, 1), bool), (28, 28))
+    with pytest.raises(ValueError, match="bbox must have shape"):
+        masks.minimize_mask(np.zeros((2, 4), int), np.ones((10, 10, 1), bool), (28, 28))
+
+
+def test_compute_overlaps_masks_hand_worked_and_empty():
+    a = np.zeros((4, 4, 2), bool)
+    a[0, :4, 0] = True  # 4 pixels
+    a[3, 3, 1] = True
+    b = np.zeros((4, 4, 1), bool)
+    b[0, 2:4, 0] = True  # 2 pixels, both inside a[..., 0]
+    b[1, 0, 0] = True  # one outside
+    np.testing.assert_allclose(masks.compute_overlaps_masks(a, b), [[2 / 5], [0.0]])
+    assert masks.compute_overlaps_masks(a, np.zeros((4, 4, 0), bool)).shape == (2, 0)
+    assert masks.compute_overlaps_masks(np.zeros((4, 4, 0), bool), b).shape == (0, 1)
+
+
+def test_unmold_mask_hand_worked():
+    # Width 2 -> 4: pixel centres read source x = -0.25, 0.25, 0.75, 1.25 with zeros beyond
+    # the edge, giving 0, 0.25, 0.75, 0.75 for the row [0, 1].
+    small = np.array([[0.0, 1.0], [0.0, 1.0]])
+    full = masks.unmold_mask(small, (0, 0, 2, 4), (3, 5, 3))
+    expected = np.zeros((3, 5), bool)
+    expected[0:2, 2:4] = True
+    np.testing.assert_array_equal(full, expected)
+
+
+def _random_instances(rng, n, height, width, max_side):
+    y1 = rng.integers(0, height - 2, n)
+    x1 = rng.integers(0, width - 2, n)
+    y2 = np.minimum(y1 + rng.integers(1, max_side, n), height)
+    x2 = np.minimum(x1 + rng.integers(1, max_side, n), width)
+    small = rng.random((n, 28, 28)).astype(np.float32)
+    return small, np.stack([y1, x1, y2, x2], axis=1)
+
+
+def test_paste_masks_agrees_with_unmold_mask():
+    rng = np.random.default_rng(0)
+    small, boxes = _random_instances(rng, 40, 90, 120, 80)
+    small[:3] = 0.6 + 0.4 * small[:3]  # every value above threshold: the whole box is set
+    pasted = masks.paste_masks(small, boxes, (90, 120, 3))
+    looped = np.stack([masks.unmold_mask(m, b, (90, 120)) for m, b in zip(small, boxes)], axis=-1)
+    assert pasted.shape == (90, 120, 40) and pasted.dtype == bool
+    assert np.mean(pasted == looped) >= 0.99
+    np.testing.assert_array_equal(pasted[..., :3], looped[..., :3])
+
+
+def test_paste_masks_cuts_boxes_at_the_image_border():
+    small = np.ones((1, 28, 28), np.float32)
+    pasted = masks.paste_masks(small, np.array([[-5, 10, 20, 60]]), (15, 50))
+    expected = np.zeros((15, 50), bool)
+    expected[0:15, 10:50] = True
+    np.testing.assert_array_equal(pasted[..., 0], expected)
+
+
+def test_paste_masks_no_instances_and_bad_input():
+    assert masks.paste_masks(np.zeros((0, 28, 28)), np.zeros((0, 4)), (30, 40)).shape == (30, 40, 0)
+    with pytest.raises(ValueError, match="masks must be"):
+        masks.paste_masks(np.zeros((2, 28, 28)), np.zeros((3, 4)), (30, 40))
+    with pytest.raises(ValueError, match="threshold"):
+        masks.paste_masks(np.zeros((1, 28, 28)), np.zeros((1, 4)), (30, 40), threshold=0)
+
+
+def test_paste_100_masks_at_1024_stays_inside_boxes():
+    # Speed is measured in benchmarks/, not asserted here.
+    rng = np.random.default_rng(1)
+    small, boxes = _random_instances(rng, 100, 1024, 1024, 300)
+    pasted = masks.paste_masks(small, boxes, (1024, 1024))
+    assert pasted.shape == (1024, 1024, 100)
+    for i, (y1, x1, y2, x2) in enumerate(boxes):
+        outside = pasted[:, :, i].copy()
+        outside[y1:y2, x1:x2] = False
+        assert not outside.any()
