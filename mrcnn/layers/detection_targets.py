@@ -64,10 +64,11 @@ class DetectionTargetLayer(keras.layers.Layer):
         gt_class_ids = tf.boolean_mask(gt_class_ids, ~is_crowd)
         gt_masks = tf.boolean_mask(gt_masks, ~is_crowd, axis=2)
 
-        overlaps = pairwise_iou(proposals, gt_boxes)  # [P, G]
-        best_iou = tf.reduce_max(tf.concat([overlaps, tf.zeros_like(overlaps[:, :1])], axis=1), axis=1)
-        crowd_iou = tf.reduce_max(tf.concat([pairwise_iou(proposals, crowd_boxes),
-                                             tf.zeros_like(overlaps[:, :1])], axis=1), axis=1)
+        # A zero column keeps the reductions defined when an image has no (non-crowd) GT.
+        no_match = tf.zeros([tf.shape(proposals)[0], 1])
+        overlaps = tf.concat([pairwise_iou(proposals, gt_boxes), no_match], axis=1)  # [P, G + 1]
+        best_iou = tf.reduce_max(overlaps, axis=1)
+        crowd_iou = tf.reduce_max(tf.concat([pairwise_iou(proposals, crowd_boxes), no_match], axis=1), axis=1)
         positive = tf.where(best_iou >= 0.5)[:, 0]
         negative = tf.where((best_iou < 0.5) & (crowd_iou < 0.001))[:, 0]
 
@@ -77,7 +78,7 @@ class DetectionTargetLayer(keras.layers.Layer):
         negative = tf.random.shuffle(negative)[:num_negative]
 
         positive_rois = tf.gather(proposals, positive)
-        assignment = tf.argmax(tf.gather(overlaps, positive), axis=1, output_type=tf.int32)
+        assignment = tf.argmax(tf.gather(overlaps, positive), axis=1, output_type=tf.int32)  # never the pad column
         assigned_boxes = tf.gather(gt_boxes, assignment)
         class_ids = tf.gather(gt_class_ids, assignment)
         deltas = box_deltas(positive_rois, assigned_boxes) / tf.constant(self.bbox_std_dev, tf.float32)
