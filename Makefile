@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,dask]'
+	# labelme's own rasterizer is the reference of the conformance test; its GUI deps are not needed
+	$(VENV)/bin/pip install -q --no-deps labelme==6.3.1
 	touch $(STAMP)
 
 demo: setup

@@ -147,6 +147,8 @@ class MaskRCNN:
         self.keras_model.compile(optimizer=make_optimizer(config, learning_rate))
         os.makedirs(self.log_dir, exist_ok=True)
         Path(self.log_dir, "config.json").write_text(config.to_json())
+        # Class names without the background, in class-id order (id = index + 1).
+        Path(self.log_dir, "classes.json").write_text(json.dumps(list(train_dataset.class_names[1:])))
         callbacks = [keras.callbacks.ModelCheckpoint(self.checkpoint_path, save_weights_only=True, verbose=0),
                      keras.callbacks.CSVLogger(os.path.join(self.log_dir, "losses.csv"), append=True),
                      *(custom_callbacks or [])]

@@ -1,0 +1,111 @@
+"""Flow ``convert-masks``: annotation files (labelme, legacy, VIA, COCO) -> canonical dataset.
+
+list sources -> convert each (in parallel) -> merge -> copy images -> write annotations and
+report. Re-running on the same input writes the same bytes. Storage credentials come from
+the environment (see ``tasks.storage``), never from parameters, which Prefect records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.artifacts import (create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
+from prefect.futures import PrefectFutureList
+
+from tasks import storage
+from tasks.annotations import canonical
+from tasks.annotations.labels import LabelMap
+from tasks.convert import (STAGING_FOLDER, Format, convert_source, copy_images, list_sources,
+                           read_labels, remove_tree, write_annotations)
+
+COPY_BATCH = 64  # images per copy task: few enough tasks, retries stay cheap
+
+
+class StrictModeError(ValueError):
+    """A strict run met a file, shape or region that did not convert as-is."""
+
+
+@flow(name="convert-masks", flow_run_name="convert-masks-{format}")
+def convert_masks(source: str, destination: str, format: Format = "labelme",
+                  labels: str | list[str] | None = None, aliases: dict[str, str] | None = None,
+                  alias_prefix: bool = False, val_fraction: float = 0.2, strict: bool = False,
+                  via_attribute: str = "label", default_label: str | None = None
+                  ) -> dict[str, Any]:
+    """Convert annotations below ``source`` into the canonical dataset at ``destination``.
+
+    Args:
+        source: input folder (or single file) URI: a local path or ``s3://bucket/prefix``.
+        destination: output folder URI; must not lie inside ``source``.
+        format: ``labelme``, ``legacy`` (the seed's folders), ``via`` or ``coco``.
+        labels: labels file URI, or the class names; None takes the classes found.
+        aliases: annotated label -> class, e.g. ``{"car1": "car"}``.
+        alias_prefix: map other labels by prefix (``car12`` -> ``car``).
+        val_fraction: expected share of images in ``val`` (0 puts all in ``train``).
+        strict: fail on the first issue (skipped file, dropped or clipped shape) instead of
+            reporting it; nothing is written then.
+        via_attribute: VIA region attribute holding the class.
+        default_label: VIA class for regions without that attribute.
+
+    Returns:
+        ``{destination, train, val, report, labels, items, images, issues}``: URIs and counts.
+    """
+    logger = get_run_logger()
+    _check_arguments(source, destination, val_fraction)
+    names = read_labels(labels) if isinstance(labels, str) else labels
+    label_map = LabelMap(tuple(names) if names is not None else None, aliases or {}, alias_prefix)
+    root, files = list_sources(source, format)
+    staging = storage.join(destination, STAGING_FOLDER)
+    progress = create_progress_artifact(0.0, key="convert-masks-progress",
+                                        description=f"converting {len(files)} {format} files")
+    futures = convert_source.map(unmapped(root), files, unmapped(format), unmapped(label_map),
+                                 unmapped(staging), unmapped(via_attribute),
+                                 unmapped(default_label))
+    summaries = _gather(futures, progress)
+    dataset = canonical.build_dataset(summaries, label_map, val_fraction, format, source)
+    if strict and dataset.problems:
+        remove_tree(staging)
+        raise StrictModeError(dataset.problems[0])
+    batches = [dataset.copies[i:i + COPY_BATCH] for i in range(0, len(dataset.copies), COPY_BATCH)]
+    copy_images.map(batches, unmapped(destination)).result()
+    written = write_annotations(dataset, destination)
+    remove_tree(staging)
+    update_progress_artifact(progress, 100.0)
+    report = dataset.report
+    _summary_artifact(report)
+    logger.info("converted %d of %d items (%d skipped) into %s", report["items"]["converted"],
+                report["items"]["found"], report["items"]["skipped"], destination)
+    return {"destination": destination, **written, "labels": report["labels"],
+            "items": report["items"], "images": report["images"],
+            "issues": len(dataset.problems)}
+
+
+def _gather(futures: PrefectFutureList, progress: UUID) -> list[dict[str, Any]]:
+    """Results in input order; the progress artifact moves in tenths up to 90 %."""
+    results = []
+    for done, future in enumerate(futures, start=1):
+        results.append(future.result())
+        if done == len(futures) or done % max(1, len(futures) // 10) == 0:
+            update_progress_artifact(progress, 90.0 * done / len(futures))
+    return results
+
+
+def _check_arguments(source: str, destination: str, val_fraction: float) -> None:
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    if storage.is_inside(destination, source):
+        raise ValueError(f"destination {destination!r} must not be inside the input {source!r} "
+                     "(a re-run would read its own output)")
+
+
+def _summary_artifact(report: dict[str, Any]) -> None:
+    rows = [{"class": name, "id": index, "train": report["instances"]["train"][name],
+             "val": report["instances"]["val"][name]}
+            for index, name in enumerate(report["labels"], start=1)]
+    items = report["items"]
+    create_table_artifact(rows, key="convert-masks-summary", description=(
+        f"{items['converted']} of {items['found']} items converted, {items['skipped']} skipped; "
+        f"images train {report['images']['train']}, val {report['images']['val']}; "
+        f"{len(report['dropped'])} shapes dropped, {len(report['clipped'])} clipped"))

@@ -1,0 +1,5 @@
+"""Readers that turn annotation files (labelme, the seed's legacy folders, VIA, COCO) into
+records, and the writer of the canonical COCO-RLE dataset. Pure functions: no Prefect, no
+fsspec; file access is injected as a ``fetch(relative_path) -> bytes`` callable."""
+
+FORMATS = ("labelme", "legacy", "via", "coco")

@@ -1,0 +1,117 @@
+"""Small value types passed from the readers to the dataset writer.
+
+An ``Instance`` is one object: a raw label and a bool mask ``[H, W]``. An ``ImageRecord`` is
+one image with its instances. An ``Issue`` is something that did not convert as-is, with the
+file and the reason, destined for ``report.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from enum import Enum
+
+import numpy as np
+
+# Reads a file given its path relative to the input root; raises FileNotFoundError.
+Fetch = Callable[[str], bytes]
+
+
+class IssueKind(str, Enum):
+    """How bad an issue is."""
+
+    SKIPPED = "skipped"  # a whole item (file, image entry) did not convert
+    DROPPED = "dropped"  # one shape/region/annotation was left out, the image converted
+    CLIPPED = "clipped"  # coordinates outside the image; the instance was clipped and kept
+
+
+@dataclasses.dataclass(frozen=True)
+class Issue:
+    """One entry of the report: what happened to which file (and which part of it)."""
+
+    kind: IssueKind
+    file: str
+    reason: str
+    item: str | None = None  # e.g. "shape 3"; None when the whole file/entry is meant
+
+    def message(self) -> str:
+        """One line: ``file: item: reason``."""
+        parts = [self.file] + ([self.item] if self.item else []) + [self.reason]
+        return ": ".join(parts)
+
+    def to_json(self) -> dict:
+        """JSON-able form (the ``kind`` is implied by the report list it goes in)."""
+        entry = {"file": self.file}
+        if self.item:
+            entry["item"] = self.item
+        entry["reason"] = self.reason
+        return entry
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    """One object.
+
+    Attributes:
+        label: the label as annotated (aliases are resolved later, dataset-wide).
+        mask: bool ``[H, W]``.
+        crowd: a COCO crowd region (``iscrowd=1``).
+        origin: where in the file it came from, for the report (e.g. ``"shape 3"``).
+    """
+
+    label: str
+    mask: np.ndarray
+    crowd: bool = False
+    origin: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    """One image and its instances.
+
+    Attributes:
+        file_name: path of the image relative to the input root; also its path below
+            ``<dest>/images/``.
+        source: the annotation file (relative to the input root) it came from.
+        height, width: image size in pixels.
+        instances: the image's objects, in annotation order.
+        image_bytes: set when the image to write differs from the file at ``file_name``
+            (embedded ``imageData``, EXIF rotation applied); otherwise that file is copied.
+        image_path: where the image file lies below the input root, when that differs from
+            ``file_name`` (COCO looks for images in several folders).
+    """
+
+    file_name: str
+    source: str
+    height: int
+    width: int
+    instances: tuple[Instance, ...] = ()
+    image_bytes: bytes | None = None
+    image_path: str | None = None
+
+
+@dataclasses.dataclass
+class ReadResult:
+    """What a reader made of one source file.
+
+    Attributes:
+        items: how many items (images, or the file itself when it cannot be parsed) the file
+            holds; every item ends up either in ``images`` or as a SKIPPED issue.
+        images: converted images.
+        issues: every problem, in file order.
+        labels: labels the source declares in order (COCO categories), if any.
+        category_ids: for COCO, the source's category id → label name.
+        ignored: shapes deliberately left out (labelme's ``__ignore__``/``_background_``).
+    """
+
+    items: int = 0
+    images: list[ImageRecord] = dataclasses.field(default_factory=list)
+    issues: list[Issue] = dataclasses.field(default_factory=list)
+    labels: tuple[str, ...] = ()
+    category_ids: dict[int, str] = dataclasses.field(default_factory=dict)
+    ignored: int = 0
+
+    def skip(self, file: str, reason: str, item: str | None = None) -> None:
+        """Record a whole item that did not convert."""
+        self.issues.append(Issue(IssueKind.SKIPPED, file, reason, item))
+

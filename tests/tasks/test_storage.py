@@ -1,0 +1,107 @@
+"""Storage by URI: local paths and a real S3 server (SeaweedFS), credentials from the
+environment or explicit options, clear errors for refused access."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tasks import storage
+
+
+def round_trip(root: str, options=None) -> None:
+    """The same script against any filesystem."""
+    a = storage.join(root, "x", "a.json")
+    assert storage.write_bytes(a, b"{}", options) == a
+    storage.write_bytes(storage.join(root, "x/sub/b.PNG"), b"png", options)
+    storage.write_bytes(storage.join(root, "c.txt"), b"text", options)
+    assert storage.read_bytes(a, options) == b"{}"
+    assert storage.exists(a, options) and storage.is_file(a, options)
+    assert storage.exists(storage.join(root, "x"), options)
+    assert not storage.is_file(storage.join(root, "x"), options)
+    listed = storage.list_files(root, options=options)
+    assert [storage.relative_path(u, root, options) for u in listed] == ["c.txt", "x/a.json", "x/sub/b.PNG"]
+    assert storage.list_files(root, (".png", ".json"), options) == listed[1:]
+    with storage.open_file(storage.join(root, "y/stream.bin"), "wb", options) as handle:
+        handle.write(b"streamed")
+    with storage.open_file(storage.join(root, "y/stream.bin"), "rb", options) as handle:
+        assert handle.read() == b"streamed"
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(storage.join(root, "missing.json"), options)
+    storage.remove(storage.join(root, "x"), options)
+    storage.remove(storage.join(root, "never-was"), options)
+    assert not storage.exists(a, options)
+    assert storage.list_files(storage.join(root, "nothing-here"), options=options) == []
+
+
+def test_local_paths(tmp_path: Path):
+    round_trip(str(tmp_path / "root"))
+
+
+def test_memory_filesystem():
+    round_trip(f"memory://test-{uuid.uuid4().hex}")
+
+
+def test_local_write_leaves_no_temporary_file(tmp_path: Path):
+    target = tmp_path / "deep" / "a.bin"
+    storage.write_bytes(str(target), b"1")
+    storage.write_bytes(str(target), b"22")
+    assert target.read_bytes() == b"22" and [p.name for p in target.parent.iterdir()] == ["a.bin"]
+
+
+def test_join_and_inside(tmp_path: Path):
+    assert storage.join("s3://b/p/", "/images/", "a.jpg") == "s3://b/p/images/a.jpg"
+    assert storage.join("/data", "") == "/data"
+    assert storage.is_inside(str(tmp_path / "a" / "b"), str(tmp_path / "a"))
+    assert storage.is_inside(str(tmp_path / "a"), str(tmp_path / "a/"))
+    assert not storage.is_inside(str(tmp_path / "ab"), str(tmp_path / "a"))
+    assert not storage.is_inside("s3://b/a/x", str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="is not inside"):
+        storage.relative_path(str(tmp_path / "b"), str(tmp_path / "a"))
+
+
+def test_s3_with_credentials_from_the_environment(s3_env, s3_prefix: str):
+    round_trip(s3_prefix)
+
+
+def test_s3_with_explicit_options(seaweed, s3_prefix: str, monkeypatch: pytest.MonkeyPatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
+                 "FSSPEC_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    round_trip(s3_prefix, seaweed.storage_options)
+
+
+def test_s3_endpoint_from_fsspec_variable(s3_env, s3_prefix: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", s3_env.endpoint)
+    uri = storage.join(s3_prefix, "a.txt")
+    storage.write_bytes(uri, b"via fsspec variable")
+    assert storage.read_bytes(uri) == b"via fsspec variable"
+
+
+def test_s3_wrong_credentials_are_refused_clearly(s3_env, s3_prefix: str,
+                                                  monkeypatch: pytest.MonkeyPatch):
+    uri = storage.join(s3_prefix, "secret.txt")
+    storage.write_bytes(uri, b"data")
+    wrong_secret = "wrong-secret-do-not-print"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong_secret)
+    for action in (lambda: storage.read_bytes(uri), lambda: storage.write_bytes(uri, b"x"),
+                   lambda: storage.list_files(s3_prefix)):
+        with pytest.raises(PermissionError) as caught:
+            action()
+        message = str(caught.value)
+        assert f"access denied to '{s3_prefix}" in message and "AWS_SECRET_ACCESS_KEY" in message
+        assert wrong_secret not in message and s3_env.secret not in message
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unknown-key")
+    with pytest.raises(PermissionError, match="access denied"):
+        storage.read_bytes(uri)
+
+
+def test_copy_between_local_and_s3(s3_env, s3_prefix: str, tmp_path: Path):
+    local = tmp_path / "a.bin"
+    local.write_bytes(b"\x00\x01")
+    storage.copy_file(str(local), storage.join(s3_prefix, "a.bin"))
+    storage.copy_file(storage.join(s3_prefix, "a.bin"), str(tmp_path / "back" / "a.bin"))
+    assert (tmp_path / "back" / "a.bin").read_bytes() == b"\x00\x01"
