@@ -96,9 +96,10 @@ class Config:
             if key in DERIVED:
                 raise ValueError(f"{key} is derived from other settings and cannot be set")
             setattr(self, key, value)
-        self.MEAN_PIXEL = np.asarray(self.MEAN_PIXEL, dtype=np.float64)
-        self.RPN_BBOX_STD_DEV = np.asarray(self.RPN_BBOX_STD_DEV, dtype=np.float64)
-        self.BBOX_STD_DEV = np.asarray(self.BBOX_STD_DEV, dtype=np.float64)
+        # Copies, so that changing one config's arrays never changes the class defaults.
+        self.MEAN_PIXEL = np.array(self.MEAN_PIXEL, dtype=np.float64)
+        self.RPN_BBOX_STD_DEV = np.array(self.RPN_BBOX_STD_DEV, dtype=np.float64)
+        self.BBOX_STD_DEV = np.array(self.BBOX_STD_DEV, dtype=np.float64)
         self.LOSS_WEIGHTS = {**Config.LOSS_WEIGHTS, **dict(self.LOSS_WEIGHTS)}
         self.validate()
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
@@ -161,6 +162,9 @@ class Config:
                 continue
             value = getattr(self, key)
             if callable(value) and key == "BACKBONE":
+                if "<" in value.__qualname__:
+                    raise ValueError("a BACKBONE callable must be a module-level function to be saved "
+                                     f"with the config, got {value.__qualname__!r}")
                 value = f"{value.__module__}:{value.__qualname__}"
             out[key] = _json_safe(value)
         return out

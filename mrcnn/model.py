@@ -200,6 +200,8 @@ class MaskRCNN:
         """
         if self.mode != "inference":
             raise RuntimeError("create the model with mode='inference' to detect")
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            raise ValueError(f"detect() takes a list of [H, W, 3] images, got one array of shape {images.shape}")
         if len(images) == 0:
             return []
         molded, metas, windows = self.mold_inputs(images)
@@ -244,6 +246,6 @@ def _as_rgb(image: Any) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"images must be [H, W, 3] RGB arrays, got shape {image.shape}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+        raise ValueError(f"images must be non-empty [H, W, 3] RGB arrays, got shape {image.shape}")
     return image

@@ -12,11 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.annotations import FORMATS
+# Before Prefect or TensorFlow load: no telemetry (its SQLite writes race with the temporary
+# server's and print "database is locked"), and only TensorFlow's errors.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tasks.annotations import FORMATS  # noqa: E402
 
 # Errors that describe bad input or environment; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, TypeError, OSError, KeyError)
