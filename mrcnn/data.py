@@ -23,11 +23,12 @@ from mrcnn.transform import compose_image_meta, mold_image, resize_image, resize
 
 
 def load_image_gt(dataset, config: Config, image_id: int, augmentation=None,
-                  rng: np.random.Generator | None = None) -> tuple:
+                  rng: np.random.Generator | None = None, use_mini_mask: bool | None = None) -> tuple:
     """One training sample: `(image, image_meta, class_ids [N], bbox [N, 4], mask)`.
 
     `image` is the resized uint8 image; `mask` is `[h, w, N]` bool (mini masks when
-    `USE_MINI_MASK`). Instances that augmentation or cropping leave empty are dropped.
+    `use_mini_mask`, which defaults to `USE_MINI_MASK`). Instances that augmentation or
+    cropping leave empty are dropped.
     """
     rng = rng if rng is not None else np.random.default_rng()
     image = dataset.load_image(image_id)
@@ -45,7 +46,7 @@ def load_image_gt(dataset, config: Config, image_id: int, augmentation=None,
     active_class_ids = np.zeros(config.NUM_CLASSES, np.int32)
     source = dataset.image_info[image_id]["source"]
     active_class_ids[dataset.source_class_ids[source]] = 1
-    if config.USE_MINI_MASK:
+    if config.USE_MINI_MASK if use_mini_mask is None else use_mini_mask:
         mask = minimize_mask(bbox, mask, config.MINI_MASK_SHAPE)
     meta = compose_image_meta(image_id, original_shape, image.shape, window, scale, active_class_ids)
     return image, meta, class_ids, bbox, mask

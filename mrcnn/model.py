@@ -22,11 +22,11 @@ from mrcnn import weights as weight_files
 from mrcnn.anchors import get_anchors
 from mrcnn.boxes import denorm_boxes, norm_boxes
 from mrcnn.config import Config
-from mrcnn.data import DataGenerator
+from mrcnn.data import DataGenerator, load_image_gt  # noqa: F401  (matterport: modellib.load_image_gt)
 from mrcnn.masks import paste_masks
 from mrcnn.network import build_inference_graph, build_training_graph
 from mrcnn.training import TrainingModel, layers_regex, make_optimizer, set_trainable
-from mrcnn.transform import compose_image_meta, mold_image, resize_image
+from mrcnn.transform import compose_image_meta, mold_image, resize_image  # mold_image: modellib API
 
 MODES = ("training", "inference")
 # <model_dir>/<name><YYYYMMDDTHHMM>/mask_rcnn_<name>_<epoch:04d>[.weights].h5
