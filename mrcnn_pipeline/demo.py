@@ -3,7 +3,7 @@
 Writes to `--output`: the checkpoints (`logs/`), `detections.json` (boxes, classes, scores and
 per-class area ratios of each held-out image) and `overlays/<n>.png` pictures.
 
-    python -m mrcnn_pipeline.demo --output demo_output --minutes 3
+    python -m mrcnn_pipeline.demo --output demo_output --minutes 5
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def run(output: Path, minutes: float, train_images: int = 500, val_images: int =
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
-    parser.add_argument("--minutes", type=float, default=3.0, help="training time budget")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training time budget")
     args = parser.parse_args(argv)
     summary = run(args.output, args.minutes)
     print(json.dumps(summary, indent=2))
