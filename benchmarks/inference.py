@@ -1,0 +1,298 @@
+"""Inference and training-step speed: our Mask R-CNN against torchvision's, in one run.
+
+    python -m benchmarks.inference [--sizes 512 1024] [--batches 1 4] [--runs 8] [--warmup 2]
+                                   [--peer auto|none] [--train-step] [--bf16] [--quick]
+
+Ours is ResNet50-FPN with matterport's defaults, NUM_CLASSES 81 and
+DETECTION_MIN_CONFIDENCE 0 (so the mask head runs on all 100 detections); the peer is
+`torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, num_classes=81,
+box_score_thresh=0, box_detections_per_img=100)`. Both have random weights: the figures are
+timings only. Seconds per image cover the whole call on uint8 images, pre-processing and
+full-size bool masks included, for both engines. Each engine runs in its own child process
+(own peak RSS); the JSON on stdout holds every figure and the ratio ours/torchvision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import os
+import sys
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from benchmarks import common
+
+ENGINES = ("ours", "torchvision")
+TASKS = ("inference", "train")
+PRECISIONS = ("fp32", "bf16")
+NUM_CLASSES = 81
+TRAIN_LEARNING_RATE = 1e-3  # matterport's SGD recipe, used for both engines
+NOTES = [
+    "random weights: timings only, detections are meaningless",
+    "seconds_per_image: median/min/max over timed runs after warm-up; each run is one call on a batch of random "
+    "uint8 images, divided by the batch size; pre-processing and pasting full-size bool masks are included",
+    "train step: one fixed batch of ShapesDataset images, all layers trainable, batch norm trainable in both "
+    "engines, SGD lr 1e-3 momentum 0.9 weight decay 1e-4, gradient clip 5; data loading not timed",
+    "bf16 (--bf16): ours via the Keras 'mixed_bfloat16' policy (NHWC is TensorFlow's layout already); "
+    "torchvision via torch.autocast('cpu', bfloat16) and channels-last",
+    "each engine runs in its own child process; peak_rss_mib is that process's peak",
+]
+
+
+# ---------------------------------------------------------------------- ours
+def _ours_config(size: int, batch: int, **overrides: Any):
+    from mrcnn.config import Config
+
+    return Config(NAME="bench", BACKBONE="resnet50", NUM_CLASSES=NUM_CLASSES, IMAGE_MIN_DIM=size,
+                  IMAGE_MAX_DIM=size, IMAGES_PER_GPU=batch, SEED=0, **overrides)
+
+
+def _ours_policy(precision: str) -> str:
+    """Set Keras's dtype policy (again: `clear_session` resets it) and return its name."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    return keras.mixed_precision.global_policy().name
+
+
+def _ours_setup(precision: str) -> dict[str, Any]:
+    return {"threads": common.tf_threads(), "dtype_policy": _ours_policy(precision)}
+
+
+def ours_inference(size: int, batch: int, runs: int, warmup: int, precision: str) -> dict[str, Any]:
+    """Time `MaskRCNN.detect` on `batch` random images of `size`²."""
+    from mrcnn.model import MaskRCNN
+
+    policy = _ours_policy(precision)
+    config = _ours_config(size, batch, DETECTION_MIN_CONFIDENCE=0.0)
+    with tempfile.TemporaryDirectory() as model_dir:
+        model = MaskRCNN("inference", config, model_dir)
+        images = common.random_images(batch, size)
+        seconds, results = common.time_runs(lambda: model.detect(images), warmup, runs)
+    return {"seconds_per_image": common.summarize(seconds, scale=batch), "dtype_policy": policy,
+            "detections_per_image": float(np.mean([len(r["class_ids"]) for r in results]))}
+
+
+def ours_train_step(size: int, batch: int, runs: int, warmup: int, precision: str) -> dict[str, Any]:
+    """Time `train_on_batch` of the training model (all layers) on one fixed shapes batch."""
+    from mrcnn.data import DataGenerator
+    from mrcnn.model import MaskRCNN
+    from mrcnn.shapes import ShapesDataset
+    from mrcnn.training import layers_regex, make_optimizer, set_trainable
+
+    policy = _ours_policy(precision)
+    config = _ours_config(size, batch, TRAIN_BN=True, LEARNING_RATE=TRAIN_LEARNING_RATE)
+    dataset = ShapesDataset()
+    dataset.load_shapes(batch, size, size, seed=0)
+    dataset.prepare()
+    with tempfile.TemporaryDirectory() as model_dir:
+        model = MaskRCNN("training", config, model_dir)
+    set_trainable(model.keras_model, layers_regex("all"))
+    model.keras_model.compile(optimizer=make_optimizer(config, config.LEARNING_RATE))
+    inputs = DataGenerator(dataset, config, shuffle=False, steps=1, seed=0)[0]
+    seconds, logs = common.time_runs(lambda: model.keras_model.train_on_batch(inputs, return_dict=True),
+                                     warmup, runs)
+    return {"seconds_per_step": common.summarize(seconds), "dtype_policy": policy,
+            "last_loss": round(float(logs["loss"]), 4)}
+
+
+# ---------------------------------------------------------------------- torchvision
+def _torch_setup(precision: str) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    return {"threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()},
+            "dtype_policy": "autocast bfloat16, channels_last" if precision == "bf16" else "float32"}
+
+
+def _torch_model(size: int, precision: str, **kwargs: Any):
+    import torch
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
+                                  min_size=size, max_size=size, **kwargs)
+    if precision == "bf16":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _autocast(precision: str):
+    import torch
+
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def torch_inference(size: int, batch: int, runs: int, warmup: int, precision: str) -> dict[str, Any]:
+    """Time torchvision's eval-mode forward on `batch` random images of `size`²."""
+    import torch
+
+    model = _torch_model(size, precision, box_score_thresh=0.0, box_detections_per_img=100).eval()
+    images = common.random_images(batch, size)
+
+    def detect() -> list[dict[str, np.ndarray]]:
+        with torch.inference_mode(), _autocast(precision):
+            outputs = model([common.to_torch_image(image) for image in images])
+        return [common.from_torch_output(output) for output in outputs]
+
+    seconds, results = common.time_runs(detect, warmup, runs)
+    return {"seconds_per_image": common.summarize(seconds, scale=batch),
+            "detections_per_image": float(np.mean([len(r["class_ids"]) for r in results]))}
+
+
+def torch_train_step(size: int, batch: int, runs: int, warmup: int, precision: str) -> dict[str, Any]:
+    """Time one SGD step of torchvision's training-mode model on the same shapes batch as ours."""
+    import torch
+
+    from mrcnn.shapes import ShapesDataset
+
+    dataset = ShapesDataset()
+    dataset.load_shapes(batch, size, size, seed=0)
+    dataset.prepare()
+    images = [common.to_torch_image(dataset.load_image(i)) for i in dataset.image_ids]
+    targets = [common.to_torch_target(*dataset.load_mask(i)) for i in dataset.image_ids]
+    model = _torch_model(size, precision).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=TRAIN_LEARNING_RATE, momentum=0.9, weight_decay=1e-4)
+
+    def step() -> float:
+        with _autocast(precision):
+            loss = sum(model(images, targets).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        return float(loss)
+
+    seconds, loss = common.time_runs(step, warmup, runs)
+    return {"seconds_per_step": common.summarize(seconds), "last_loss": round(loss, 4)}
+
+
+# ---------------------------------------------------------------------- one child = one engine, task, precision
+def run_job(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure every setting of one (engine, task, precision) and report it with peak RSS."""
+    engine, task, precision = args.engine, args.task, args.precision
+    job: dict[str, Any] = {"engine": engine, "task": task, "precision": precision, "records": []}
+    job.update(_ours_setup(precision) if engine == "ours" else _torch_setup(precision))
+    if task == "inference":
+        settings = [(size, batch) for size in args.sizes for batch in args.batches]
+    else:
+        settings = [(args.train_size, args.train_batch)]
+    for size, batch in settings:
+        record: dict[str, Any] = {"size": size, "batch": batch}
+        try:
+            record.update(_measure(engine, task, precision, size, batch, args))
+        except Exception as error:  # noqa: BLE001 - a failing setting is a result (e.g. bf16 not supported)
+            record["error"] = f"not supported: {type(error).__name__}: {common.plain(str(error), 600)}"
+        print(f"[bench] {engine} {task} {precision} {size}x{size} batch {batch}: {record}", file=sys.stderr, flush=True)
+        job["records"].append(record)
+        _release(engine)
+    job["peak_rss_mib"] = common.peak_rss_mib()
+    return job
+
+
+def _measure(engine: str, task: str, precision: str, size: int, batch: int, args: argparse.Namespace) -> dict:
+    if engine == "ours":
+        measure = ours_inference if task == "inference" else ours_train_step
+    else:
+        measure = torch_inference if task == "inference" else torch_train_step
+    return measure(size, batch, args.runs, args.warmup, precision)
+
+
+def _release(engine: str) -> None:
+    """Free the previous setting's model before building the next one."""
+    if engine == "ours":
+        import keras
+
+        keras.backend.clear_session()
+    gc.collect()
+
+
+# ---------------------------------------------------------------------- parent: all jobs, merged
+def jobs(args: argparse.Namespace, peer: bool) -> list[tuple[str, str, str]]:
+    """(engine, task, precision) in run order; engines alternate so drift hits both alike."""
+    engines = ENGINES if peer else ENGINES[:1]
+    tasks = TASKS if args.train_step else TASKS[:1]
+    precisions = PRECISIONS if args.bf16 else PRECISIONS[:1]
+    return [(e, t, p) for p in precisions for t in tasks for e in engines]
+
+
+def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ours/torchvision median per matching (task, precision, size, batch)."""
+    table: dict[tuple, dict[str, float]] = {}
+    for job in results:
+        for record in job.get("records", []):
+            figure = record.get("seconds_per_image") or record.get("seconds_per_step")
+            if figure:
+                key = (job["task"], job["precision"], record["size"], record["batch"])
+                table.setdefault(key, {})[job["engine"]] = figure["median"]
+    return [{"task": task, "precision": precision, "size": size, "batch": batch,
+             "ours_median": medians.get("ours"), "torchvision_median": medians.get("torchvision"),
+             "ratio_ours_over_torchvision": common.ratio(medians.get("ours"), medians.get("torchvision"))}
+            for (task, precision, size, batch), medians in table.items()]
+
+
+def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    document = common.header("inference", argv)
+    peer = args.peer == "auto" and common.peer_available()
+    document["settings"] = {"sizes": args.sizes, "batches": args.batches, "runs": args.runs, "warmup": args.warmup,
+                            "train_step": {"size": args.train_size, "batch": args.train_batch} if args.train_step else None,
+                            "bf16": args.bf16, "peer": "torchvision" if peer else f"none ({_why_no_peer(args)})"}
+    document["notes"] = NOTES
+    shared = ["--sizes", *map(str, args.sizes), "--batches", *map(str, args.batches), "--runs", str(args.runs),
+              "--warmup", str(args.warmup), "--train-size", str(args.train_size), "--train-batch", str(args.train_batch)]
+    results = []
+    for engine, task, precision in jobs(args, peer):
+        child = common.run_child("benchmarks.inference",
+                                 ["--engine", engine, "--task", task, "--precision", precision, *shared])
+        results.append({"engine": engine, "task": task, "precision": precision, **child})
+    document["results"] = results
+    document["load_average_at_end"] = common.load_average()
+    document["ratios"] = ratios(results)
+    return document
+
+
+def _why_no_peer(args: argparse.Namespace) -> str:
+    return "--peer none" if args.peer == "none" else "torch/torchvision not installed"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="square image sizes (multiples of 64)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="images per call")
+    parser.add_argument("--runs", type=int, default=8, help="timed runs per setting")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (tracing, caches)")
+    parser.add_argument("--peer", choices=("auto", "none"), default="auto",
+                        help="auto: also run torchvision when torch and torchvision are installed")
+    parser.add_argument("--train-step", action="store_true", help="also time a training step")
+    parser.add_argument("--train-size", type=int, default=512)
+    parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true", help="also measure bf16 (autocast / mixed_bfloat16)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: size 256 (train step too), batches 1 2, 2 runs, 1 warm-up; overrides those")
+    parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # set by the parent for a child
+    parser.add_argument("--task", choices=TASKS, default="inference", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.batches, args.runs, args.warmup, args.train_size = [256], [1, 2], 2, 1, 256
+    bad = [s for s in [*args.sizes, args.train_size] if s % 64]
+    if bad:
+        parser.error(f"sizes must be multiples of 64 (the backbone downsamples 6 times), got {bad}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    common.emit(run_job(args) if args.engine else run_all(args, argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
