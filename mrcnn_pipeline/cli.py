@@ -22,6 +22,7 @@ from typing import Any
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from mrcnn_pipeline import inference_commands  # noqa: E402
 from tasks.annotations import FORMATS  # noqa: E402
 
 # Errors that describe bad input or environment; anything else is a bug and keeps its traceback.
@@ -36,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show full tracebacks and Prefect's error logs")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
+    _add_train(subparsers)
+    _add_evaluate(subparsers)
+    _add_register(subparsers)
+    _add_models(subparsers)
+    inference_commands.add_commands(subparsers)  # infer, results, serve
     return parser
 
 
@@ -114,6 +120,218 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     print(f"images: train {images['train']}, val {images['val']}; "
           f"classes: {', '.join(summary['labels']) or '-'}")
     print(f"report: {summary['report']}")
+
+
+def _registry_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", default=os.environ.get("MRCNN_REGISTRY", "registry"),
+                        metavar="URI", help="model registry folder or s3:// URI (default: "
+                        "$MRCNN_REGISTRY or ./registry)")
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model on a canonical dataset (flow train-model)",
+        description="Run the train-model flow: the config's stages, a checkpoint per epoch in "
+                    "the run folder, metrics.json and loss_curve.png there.")
+    parser.add_argument("--dataset", required=True, metavar="URI", help="canonical dataset")
+    parser.add_argument("--config", required=True, metavar="FILE",
+                        help="training config (YAML/JSON file or URI) or preset:shapes, "
+                        "preset:seed-like")
+    parser.add_argument("--run-dir", metavar="URI", help="run folder (default: "
+                        "<registry>/.runs/<name>-<time>; with --resume the newest of that name)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue after the run folder's newest checkpoint")
+    parser.add_argument("--timeout-minutes", type=float, metavar="M", help="stop training after M minutes")
+    _registry_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handler of ``train``: validate the config and dataset, run the flow, print the summary."""
+    from tasks import storage
+    from tasks.training_config import load_training_config
+
+    training = load_training_config(args.config)
+    if not storage.exists(args.dataset):
+        raise FileNotFoundError(f"dataset {args.dataset!r} does not exist")
+    from flows.train_model import train_model
+
+    summary = train_model(dataset=args.dataset, config=training.to_dict(), run_dir=args.run_dir,
+                          resume=args.resume, registry=args.registry,
+                          timeout_minutes=args.timeout_minutes)
+    _print_result(summary, args.json, [("run folder", "run_dir"), ("epochs", "epochs"),
+                                       ("checkpoint", "checkpoint"), ("metrics", "metrics")])
+    return 0
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="COCO AP and area-ratio error on the val split (flow evaluate-model)",
+        description="Run the evaluate-model flow on a registry reference or a run folder.")
+    parser.add_argument("--model", required=True, metavar="REF",
+                        help="NAME@ALIAS, NAME@vN, or a training run folder URI")
+    parser.add_argument("--dataset", required=True, metavar="URI", help="canonical dataset")
+    parser.add_argument("--output", metavar="URI", help="folder for metrics.json")
+    _registry_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Handler of ``evaluate``."""
+    from flows.evaluate_model import evaluate_model
+
+    metrics = evaluate_model(model=args.model, dataset=args.dataset, registry=args.registry,
+                             output=args.output)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    print(f"{'class':20} {'bbox AP':>8} {'segm AP':>8} {'area MAE (pp)':>14}")
+    from tasks.evaluation import metrics_table
+
+    for row in metrics_table(metrics):
+        print(f"{row['class']:20} {_cell(row['bbox_AP']):>8} {_cell(row['segm_AP']):>8} "
+              f"{_cell(row['area_mae_pp']):>14}")
+    print(f"segm AP {_cell(metrics['segm']['AP'])}, AP50 {_cell(metrics['segm']['AP50'])}, "
+          f"AP75 {_cell(metrics['segm']['AP75'])}; bbox AP {_cell(metrics['bbox']['AP'])}")
+    print(f"metrics: {metrics['metrics_uri']}")
+    return 0
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _gate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--alias", default="production", help="alias to move (default: production)")
+    parser.add_argument("--metric", default="segm.AP",
+                        help="metrics.json entry the gate compares (default: segm.AP)")
+    parser.add_argument("--lower-is-better", action="store_true",
+                        help="for error metrics, e.g. area_ratio_error.mean_mae_pp")
+    parser.add_argument("--force", action="store_true", help="move the alias even if the gate fails")
+    parser.add_argument("--reason", help="why (required with --force)")
+
+
+def _add_register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "register", help="publish a finished run as a new model version (flow register-model)",
+        description="Run the register-model flow: a new immutable version, then the promotion "
+                    "gate on --alias.")
+    parser.add_argument("--run-dir", required=True, metavar="URI", help="training run folder")
+    parser.add_argument("--metrics", metavar="URI",
+                        help="evaluation metrics.json (default: <run-dir>/evaluation/metrics.json)")
+    parser.add_argument("--name", help="model name (default: the run's)")
+    parser.add_argument("--no-promote", action="store_true", help="register without the gate")
+    _gate_arguments(parser)
+    _registry_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=run_register)
+
+
+def run_register(args: argparse.Namespace) -> int:
+    """Handler of ``register``."""
+    from flows.register_model import register_model
+
+    result = register_model(run_dir=args.run_dir, registry=args.registry, metrics=args.metrics,
+                            name=args.name, alias=args.alias, promote=not args.no_promote,
+                            gate_metric=args.metric, higher_is_better=not args.lower_is_better,
+                            force=args.force, reason=args.reason)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"registered {result['reference']} at {result['uri']}")
+    if result["decision"]:
+        _print_decision(result["decision"])
+    return 0
+
+
+def _print_decision(decision: dict[str, Any]) -> None:
+    verdict = "promoted to" if decision["promoted"] else "not promoted to"
+    print(f"v{decision['candidate']['version']} {verdict} {decision['alias']}: {decision['reason']}")
+
+
+def _add_models(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list, show, promote and alias registry models",
+                                   description="Read and manage the model registry.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="models, or the versions and aliases of one")
+    listing.add_argument("name", nargs="?", help="a model name")
+    show = actions.add_parser("show", help="a version's metrics, lineage and aliases")
+    show.add_argument("reference", help="NAME@vN, NAME@ALIAS or NAME (newest)")
+    promote = actions.add_parser("promote", help="apply the promotion gate to a version")
+    promote.add_argument("reference", help="the version to promote")
+    _gate_arguments(promote)
+    alias = actions.add_parser("alias", help="point an alias at a version (no gate)")
+    alias.add_argument("reference", help="the version, e.g. road@v3")
+    alias.add_argument("alias", help="alias name, e.g. staging")
+    alias.add_argument("--reason", help="recorded in the alias file")
+    for action in (listing, show, promote, alias):
+        _registry_argument(action)
+        action.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """Handler of ``models``: registry operations, no flow run."""
+    from tasks import registry
+
+    if args.action == "list":
+        result: Any = _model_listing(args.registry, args.name)
+    elif args.action == "show":
+        version = registry.resolve(args.reference, args.registry)
+        aliases = {alias: record
+                   for alias, record in registry.read_aliases(args.registry, version.name).items()
+                   if record["version"] == version.version}
+        result = {"reference": version.reference, "uri": version.uri, "aliases": aliases,
+                  "classes": version.read_json("classes.json"),
+                  "metrics": version.read_json("metrics.json"),
+                  "lineage": version.read_json("lineage.json")}
+    elif args.action == "promote":
+        result = registry.promote(registry.resolve(args.reference, args.registry), args.alias,
+                                  args.metric, not args.lower_is_better, args.force, args.reason)
+    else:
+        version = registry.resolve(args.reference, args.registry)
+        result = {"alias": args.alias, **registry.set_alias(version, args.alias, args.reason)}
+    if args.json or args.action == "show":
+        print(json.dumps(result, indent=2))
+    elif args.action == "list":
+        print("\n".join(result) if isinstance(result, list) else _versions_text(result))
+    elif args.action == "promote":
+        _print_decision(result)
+    else:
+        print(f"{args.alias} -> v{result['version']} (was {result['previous'] or '-'})")
+    return 0
+
+
+def _model_listing(registry_uri: str, name: str | None) -> Any:
+    from tasks import registry
+
+    if name is None:
+        return registry.list_models(registry_uri)
+    versions = registry.list_versions(registry_uri, name)
+    if not versions:
+        raise FileNotFoundError(f"model {name!r} not found in registry {registry_uri!r}")
+    return {"name": name, "versions": versions,
+            "aliases": {alias: record["version"]
+                        for alias, record in registry.read_aliases(registry_uri, name).items()}}
+
+
+def _versions_text(listing: dict[str, Any]) -> str:
+    by_version: dict[int, list[str]] = {}
+    for alias, version in listing["aliases"].items():
+        by_version.setdefault(version, []).append(alias)
+    return "\n".join(f"{listing['name']}@v{v}" + (f"  ({', '.join(sorted(by_version[v]))})"
+                                                  if v in by_version else "")
+                     for v in listing["versions"])
+
+
+def _print_result(summary: dict[str, Any], as_json: bool, fields: list[tuple[str, str]]) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    for label, key in fields:
+        print(f"{label}: {summary[key]}")
 
 
 class _UserErrorFilter(logging.Filter):

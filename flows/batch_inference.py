@@ -1,0 +1,247 @@
+"""Flow ``batch-inference``: a folder of images -> per-class area ratios in Parquet.
+
+commit leftovers -> list images -> load model -> skip what this model version already did ->
+shards (``process_shard.map``) -> commit -> summary. Outputs under ``output_uri``
+(hive-partitioned by ``run_date``): ``area_ratios/``, ``instances/``, ``errors/``, ``overlays/``;
+the schemas are in ``tasks.parquet_schemas``. Re-running a date with nothing new writes
+nothing; re-processing replaces rows instead of adding them (``tasks.processed_manifest``).
+Storage credentials come from the environment (``tasks.storage``), never from parameters,
+which Prefect records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import uuid
+import zoneinfo
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import (create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+
+from tasks import processed_manifest, storage
+from tasks.image_decoding import MAX_PIXELS
+from tasks.inference import (ShardContext, list_images, plan_shards, process_shard,
+                             retry_transient)
+from tasks.model_loading import ModelSpec, resolve_model
+
+DEFAULT_REGISTRY = "registry"
+ProgressListener = Callable[[int, int], None]
+_listeners: list[ProgressListener] = []
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedModel:
+    """What the flow needs to know about the loaded model (the model stays in the worker)."""
+
+    name: str
+    version: str
+    key: str
+    class_names: tuple[str, ...]
+    spec: ModelSpec  # pinned to this exact version
+    threshold: float  # DETECTION_MIN_CONFIDENCE applied inside the graph
+
+
+@contextlib.contextmanager
+def progress_listener(listener: ProgressListener) -> Iterator[None]:
+    """Call ``listener(images_done, images_to_do)`` as shards finish (e.g. a CLI progress bar)."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
+
+@task(name="load-model", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
+def load_model(spec: ModelSpec) -> ResolvedModel:
+    """Load the model in this process (shards in the same process reuse it) and pin it."""
+    loaded = resolve_model(spec)
+    return ResolvedModel(loaded.name, loaded.version, loaded.key, loaded.class_names,
+                         loaded.spec, float(loaded.model.config.DETECTION_MIN_CONFIDENCE))
+
+
+@task(name="commit-manifest", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
+def commit_manifest(output_uri: str) -> dict[str, int]:
+    """Fold the shards' pending records into the index (see ``tasks.processed_manifest``)."""
+    return processed_manifest.commit(output_uri)
+
+
+@flow(name="batch-inference")
+def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
+                    weights: str | None = None, config: str | None = None,
+                    classes: str | None = None, registry_uri: str = DEFAULT_REGISTRY,
+                    run_date: datetime.date | None = None, timezone: str | None = None,
+                    min_confidence: float | None = None, batch_size: int = 4,
+                    shard_size: int = 64, overlays: bool = True, reprocess: bool = False,
+                    patterns: list[str] | None = None, max_pixels: int = MAX_PIXELS
+                    ) -> dict[str, Any]:
+    """Detect instances in every new image below ``input_uri`` and store per-class areas.
+
+    Args:
+        input_uri: image folder, local or ``s3://bucket/prefix/``; searched recursively for
+            jpg/jpeg/png/bmp/tif/tiff/webp (any case).
+        output_uri: where the tables and overlays go; must not lie inside ``input_uri``.
+        model: registry reference ``NAME@production``, ``NAME@vN`` or ``NAME``.
+        weights, config: instead of ``model``, a weights file and its ``config.json``.
+        classes: class names file for ``weights`` (JSON list or one per line); default
+            ``classes.json`` beside ``config``, else ``class_<id>``.
+        registry_uri: the model registry root, for ``model``.
+        run_date: the partition to write; default the flow run's scheduled start date in
+            ``timezone``, so retries and late runs write the same partition.
+        timezone: IANA name for ``run_date``; default the deployment schedule's, else UTC.
+        min_confidence: keep instances scoring at least this; default the model config's
+            DETECTION_MIN_CONFIDENCE.
+        batch_size: images per ``detect()`` call.
+        shard_size: images per task; a task loads the model once per worker process.
+        overlays: write the annotated JPEG of each image.
+        reprocess: process images this model version already did.
+        patterns: only paths below ``input_uri`` matching one of these shell patterns.
+        max_pixels: larger images are recorded as ``too_large`` errors.
+
+    Returns:
+        Counts (``listed``, ``skipped``, ``processed``, ``errors`` ...), the model, run_date
+        and the output URI.
+    """
+    _check_arguments(input_uri, output_uri, min_confidence, shard_size, max_pixels)
+    logger = get_run_logger()
+    day = (run_date or _scheduled_date(timezone)).isoformat()
+    spec = ModelSpec(reference=model, registry_uri=registry_uri if model else None,
+                     weights=weights, config=config, classes=classes, batch_size=batch_size,
+                     min_confidence=min_confidence)
+    commit_manifest(output_uri)
+    images = list_images(input_uri, patterns)
+    resolved = load_model(spec)
+    _warn_threshold(resolved, min_confidence, logger)
+    entries = processed_manifest.load(output_uri).values()
+    done = processed_manifest.done_images(entries, resolved.key)
+    shards = plan_shards(images, done, reprocess, shard_size)
+    todo = sum(len(shard) for shard in shards)
+    logger.info("%d images listed, %d to process in %d shards with %s, run_date %s",
+                len(images), todo, len(shards), resolved.key, day)
+    context = ShardContext(output_uri, day, _run_id(), min_confidence or 0.0, overlays,
+                           max_pixels)
+    results, failures = _run_shards(shards, resolved.spec, context, todo)
+    committed = commit_manifest(output_uri)
+    summary = _summary(results, len(images), todo, resolved, day, output_uri)
+    _summary_artifact(summary, resolved)
+    logger.info("processed %d images, %d errors, %d skipped; %d rows superseded",
+                summary["processed"], summary["errors"], summary["skipped"],
+                committed["rows_removed"])
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(shards)} shards failed (their images are "
+                           f"retried by the next run): {failures[0]}")
+    return summary
+
+
+def _check_arguments(input_uri: str, output_uri: str, min_confidence: float | None,
+                     shard_size: int, max_pixels: int) -> None:
+    if storage.is_inside(output_uri, input_uri):
+        raise ValueError(f"output_uri {output_uri!r} must not be inside input_uri {input_uri!r} "
+                         "(the overlays would be listed as new images)")
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+    if shard_size < 1 or max_pixels < 1:
+        raise ValueError(f"shard_size and max_pixels must be >= 1, got {shard_size}, {max_pixels}")
+
+
+def _scheduled_date(timezone: str | None) -> datetime.date:
+    """The run's scheduled start (stable across retries) as a date in the schedule's zone."""
+    from prefect.runtime import flow_run
+
+    name = timezone or _deployment_timezone() or "UTC"
+    try:
+        zone = zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {name!r}; use an IANA name such as "
+                         "'Europe/Berlin'") from None
+    return flow_run.scheduled_start_time.astimezone(zone).date()
+
+
+def _deployment_timezone() -> str | None:
+    """The timezone of the first schedule of the deployment this run belongs to, if any."""
+    from prefect import get_client
+    from prefect.runtime import deployment
+
+    if not deployment.id:
+        return None
+    with get_client(sync_client=True) as client:
+        found = client.read_deployment(uuid.UUID(str(deployment.id)))
+    zones = [getattr(s.schedule, "timezone", None) for s in found.schedules or []]
+    return next((zone for zone in zones if zone), None)
+
+
+def _run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or uuid.uuid4())
+
+
+def _warn_threshold(resolved: ResolvedModel, min_confidence: float | None, logger: Any) -> None:
+    if min_confidence is not None and min_confidence < resolved.threshold:
+        logger.warning("min_confidence %.3f is below the model's DETECTION_MIN_CONFIDENCE "
+                       "%.3f, which the registered model applies first", min_confidence,
+                       resolved.threshold)
+
+
+def _run_shards(shards: list[list[Any]], spec: ModelSpec, context: ShardContext, todo: int
+                ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Submit every shard; report progress as they finish; collect results and failures."""
+    progress = create_progress_artifact(0.0, key="batch-inference-progress",
+                                        description=f"{todo} images in {len(shards)} shards")
+    futures = process_shard.map(shards, unmapped(spec), unmapped(context))
+    results, failures, done = [], [], 0
+    for future in as_completed(futures):
+        outcome = future.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException):
+            failures.append(f"{type(outcome).__name__}: {outcome}")
+            continue
+        results.append(outcome)
+        done += outcome["images"]
+        update_progress_artifact(progress, 100.0 * done / max(todo, 1))
+        for listener in list(_listeners):
+            listener(done, todo)
+    update_progress_artifact(progress, 100.0)
+    return results, failures
+
+
+def _summary(results: list[dict[str, Any]], listed: int, todo: int, resolved: ResolvedModel,
+             day: str, output_uri: str) -> dict[str, Any]:
+    classes = {name: {"images": 0, "instances": 0, "area_ratio_sum": 0.0, "area_ratio_max": 0.0}
+               for name in resolved.class_names}
+    error_types: dict[str, int] = {}
+    for result in results:
+        for name, totals in result["classes"].items():
+            merged = classes[name]
+            for field in ("images", "instances", "area_ratio_sum"):
+                merged[field] += totals[field]
+            merged["area_ratio_max"] = max(merged["area_ratio_max"], totals["area_ratio_max"])
+        for kind, count in result["error_types"].items():
+            error_types[kind] = error_types.get(kind, 0) + count
+    return {"run_date": day, "model_name": resolved.name, "model_version": resolved.version,
+            "output_uri": output_uri, "listed": listed, "skipped": listed - todo,
+            "processed": sum(r["processed"] for r in results),
+            "errors": sum(r["errors"] for r in results), "error_types": error_types,
+            "shards": len(results), "overlays": sum(r["overlays"] for r in results),
+            "classes": classes}
+
+
+def _summary_artifact(summary: dict[str, Any], resolved: ResolvedModel) -> None:
+    processed = max(summary["processed"], 1)
+    rows = [{"class": name, "images with class": totals["images"],
+             "instances": totals["instances"],
+             "mean area %": round(100.0 * totals["area_ratio_sum"] / processed, 3),
+             "max area %": round(100.0 * totals["area_ratio_max"], 3)}
+            for name, totals in summary["classes"].items()]
+    errors = ", ".join(f"{kind} {count}" for kind, count in sorted(summary["error_types"].items()))
+    create_table_artifact(rows, key="batch-inference-summary", description=(
+        f"run_date {summary['run_date']}, model {resolved.key}: {summary['processed']} images "
+        f"processed, {summary['skipped']} skipped (already done), {summary['errors']} errors"
+        f"{' (' + errors + ')' if errors else ''}; output {summary['output_uri']}"))

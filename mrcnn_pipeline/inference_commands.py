@@ -1,0 +1,158 @@
+"""The ``infer``, ``results`` and ``serve`` subcommands of ``mrcnn-pipeline``.
+
+Same pattern as ``mrcnn_pipeline.cli``: ``add_<name>(subparsers)`` declares the arguments
+and sets ``handler``; handlers return an exit code and import flows lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``infer``, ``results`` and ``serve``."""
+    add_infer(subparsers)
+    add_results(subparsers)
+    add_serve(subparsers)
+
+
+def add_infer(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "infer", help="run batch inference on a folder: per-class area ratios in Parquet",
+        description="Run the batch-inference flow: images below --input -> area_ratios/, "
+                    "instances/, errors/ (Parquet, by run_date), overlays/ and a CSV summary "
+                    "at --output. Images this model version already processed are skipped.")
+    parser.add_argument("--input", "--input-folder", dest="input", required=True, metavar="URI",
+                        help="image folder: a local path or s3://bucket/prefix/ (recursive)")
+    parser.add_argument("--output", "--output-folder", dest="output", required=True,
+                        metavar="URI", help="output folder (not inside the input)")
+    parser.add_argument("--weights", metavar="FILE", help="weights file (.weights.h5 or .h5)")
+    parser.add_argument("--config", metavar="FILE", help="the config.json beside the weights")
+    parser.add_argument("--classes", metavar="FILE", help="class names for --weights "
+                        "(default: classes.json beside --config)")
+    parser.add_argument("--model", metavar="REF", help="registry reference instead of "
+                        "--weights, e.g. roads@production")
+    parser.add_argument("--registry", default=os.environ.get("MRCNN_REGISTRY", "registry"),
+                        metavar="URI", help="model registry for --model (default: "
+                        "$MRCNN_REGISTRY or ./registry)")
+    parser.add_argument("--run-date", type=_date, metavar="YYYY-MM-DD",
+                        help="output partition (default: today, UTC)")
+    parser.add_argument("--min-confidence", type=_confidence, metavar="F",
+                        help="keep instances scoring at least F (default: the model config's)")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
+                        help="images per detect() call (default 4)")
+    parser.add_argument("--shard-size", type=int, default=64, metavar="N",
+                        help="images per task (default 64)")
+    parser.add_argument("--pattern", action="append", default=[], metavar="GLOB",
+                        help="only paths below --input matching GLOB (repeatable)")
+    parser.add_argument("--no-overlays", dest="overlays", action="store_false",
+                        help="do not write the annotated JPEGs")
+    parser.add_argument("--reprocess", action="store_true",
+                        help="process images this model version already did")
+    parser.add_argument("--no-csv", dest="csv", action="store_false",
+                        help="do not write results_<run_date>.csv")
+    parser.add_argument("--device", choices=("cpu", "gpu"),
+                        help="force the CPU, or require a GPU (default: a GPU when present)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(handler=run_infer)
+
+
+def _date(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    """Handler of ``infer``: run the flow with a progress bar, write the CSV, print a summary."""
+    _select_device(args.device)
+    from rich.progress import Progress
+
+    from flows.batch_inference import batch_inference, progress_listener
+    from mrcnn_pipeline.results import image_csv
+    from tasks import storage
+
+    with Progress(disable=not sys.stderr.isatty()) as bar:
+        images = bar.add_task("images", total=None)
+        with progress_listener(lambda done, total: bar.update(images, completed=done,
+                                                                total=total)):
+            summary = batch_inference(
+                input_uri=args.input, output_uri=args.output, model=args.model,
+                weights=args.weights, config=args.config, classes=args.classes,
+                registry_uri=args.registry, run_date=args.run_date,
+                min_confidence=args.min_confidence, batch_size=args.batch_size,
+                shard_size=args.shard_size, overlays=args.overlays, reprocess=args.reprocess,
+                patterns=args.pattern or None)
+    if args.csv:
+        csv_uri = storage.join(args.output, f"results_{summary['run_date']}.csv")
+        summary["csv"] = storage.write_bytes(
+            csv_uri, image_csv(args.output, summary["run_date"]).encode("utf-8"))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{summary['processed']} images processed, {summary['skipped']} skipped (already "
+          f"done), {summary['errors']} errors; model {summary['model_name']} "
+          f"{summary['model_version']}, run_date {summary['run_date']}")
+    print(f"tables: {args.output} (area_ratios/, instances/, errors/)"
+          + (f"; summary: {summary['csv']}" if args.csv else ""))
+    return 0
+
+
+def _select_device(device: str | None) -> None:
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"  # read when TensorFlow loads, later
+    elif device == "gpu":
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            raise OSError("--device gpu: TensorFlow sees no GPU (install the 'gpu' extra and "
+                          "the NVIDIA driver, or use --device cpu)")
+
+
+def add_results(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "results", help="summarise batch-inference outputs per day and class (DuckDB)",
+        description="Per run_date and class: images, images with the class, instances, "
+                    "mean and max area ratio, read from <output>/area_ratios with DuckDB.")
+    parser.add_argument("--output", required=True, metavar="URI",
+                        help="the batch-inference output folder (local or s3://)")
+    parser.add_argument("--since", type=_date, metavar="YYYY-MM-DD",
+                        help="only run dates on or after this day")
+    parser.add_argument("--class", dest="class_name", metavar="NAME", help="only this class")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.set_defaults(handler=run_results)
+
+
+def run_results(args: argparse.Namespace) -> int:
+    """Handler of ``results``: query and print."""
+    from mrcnn_pipeline.results import render, summarize
+
+    columns, rows = summarize(args.output, args.since, args.class_name)
+    print(render(columns, rows, args.format), end="")
+    return 0
+
+
+def add_serve(subparsers: argparse._SubParsersAction) -> None:
+    from deployments.serve import add_arguments, serve_from_arguments
+
+    parser = subparsers.add_parser(
+        "serve", help="serve the deployments (batch-inference/nightly, ...) until stopped",
+        description="Same as python -m deployments.serve: serves batch-inference/nightly "
+                    "(cron 0 2 * * *), training-pipeline/on-demand and convert-masks/on-demand.")
+    add_arguments(parser)
+    parser.set_defaults(handler=serve_from_arguments)

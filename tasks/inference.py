@@ -1,0 +1,334 @@
+"""Batch inference steps: list images, plan shards, run one shard into the output tables.
+
+A shard task loads the model once per worker process (``tasks.model_loading``), reads and
+decodes images on a small thread pool while the model runs (TensorFlow releases the GIL),
+detects in batches, writes overlay JPEGs in the background, then stores its rows with
+``tasks.parquet_io`` and records what it did with ``tasks.processed_manifest``. It returns
+URIs and counts only; arrays never leave the task.
+
+Every image of a shard ends as ``area_ratios`` rows or one ``errors`` row:
+bad files get the decoder's ``error_type`` (final: skipped until the file changes);
+``read_error`` and ``inference_error`` are transient and retried by the next run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import fnmatch
+import hashlib
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import storage
+from tasks.area_ratios import area_rows, instance_rows, legend_lines, select_detections
+from tasks.image_decoding import MAX_PIXELS, ImageDecodeError, decode_image
+from tasks.model_loading import LoadedModel, ModelSpec, cached_model
+from tasks.parquet_io import write_shard
+from tasks.parquet_schemas import PARTITION_KEY, to_table
+from tasks.processed_manifest import Entry, write_pending
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+TRANSIENT_ERRORS = ("read_error", "inference_error")
+IO_THREADS = 4  # reads, decodes and overlay writes in flight per shard
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRef:
+    """A listed image: URI, path below the input folder, and what identifies its content."""
+
+    uri: str
+    relative: str
+    fingerprint: str  # ETag + size on object stores, size + mtime on disk
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardContext:
+    """What every shard of one run shares (plain values: it travels to workers)."""
+
+    output_uri: str
+    run_date: str  # YYYY-MM-DD, the partition
+    run_id: str
+    min_confidence: float
+    overlays: bool = True
+    max_pixels: int = MAX_PIXELS
+
+
+def find_images(input_uri: str, patterns: Sequence[str] = ()) -> list[ImageRef]:
+    """Image files below ``input_uri`` (recursive), sorted by URI.
+
+    Args:
+        input_uri: a folder: local path or ``s3://bucket/prefix/``.
+        patterns: optional shell-style patterns matched against the path below
+            ``input_uri`` (``*`` also crosses ``/``); an image must match one of them.
+
+    Returns:
+        Files whose extension is one of ``IMAGE_EXTENSIONS`` (any case).
+
+    Raises:
+        FileNotFoundError: ``input_uri`` does not exist.
+    """
+    if not storage.exists(input_uri):
+        raise FileNotFoundError(f"input folder {input_uri!r} not found")
+    fs = storage.filesystem_for(input_uri)
+    root = fs._strip_protocol(str(input_uri)).rstrip("/")
+    local = storage.is_local(input_uri)
+    found = []
+    for path, info in fs.find(root, withdirs=False, detail=True).items():
+        relative = path[len(root) + 1:]
+        if not path.lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        if patterns and not any(fnmatch.fnmatchcase(relative, p) for p in patterns):
+            continue
+        uri = path if local else fs.unstrip_protocol(path)
+        found.append(ImageRef(uri, relative, fingerprint(info)))
+    return sorted(found, key=lambda ref: ref.uri)
+
+
+def fingerprint(info: dict[str, Any]) -> str:
+    """A file's content identity from its listing: ETag and size, else size and mtime."""
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return f"etag={str(etag).strip(chr(34))};size={info.get('size')}"
+    return f"size={info.get('size')};mtime={info.get('mtime') or info.get('LastModified')}"
+
+
+def plan_shards(images: Sequence[ImageRef], done: set[tuple[str, str]], reprocess: bool,
+                shard_size: int) -> list[list[ImageRef]]:
+    """The images still to process, in shards of ``shard_size`` (in listing order).
+
+    Args:
+        images: the listing.
+        done: ``(uri, fingerprint)`` pairs the run's model finished earlier.
+        reprocess: process everything again.
+        shard_size: images per shard.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    todo = [ref for ref in images if reprocess or (ref.uri, ref.fingerprint) not in done]
+    return [todo[start:start + shard_size] for start in range(0, len(todo), shard_size)]
+
+
+def shard_key(images: Sequence[ImageRef]) -> str:
+    """A shard's file name stem: a hash of its images and their fingerprints.
+
+    The same images (unchanged) give the same key, so re-running a shard overwrites its files.
+    """
+    digest = hashlib.sha256()
+    for ref in images:
+        digest.update(f"{ref.uri}\t{ref.fingerprint}\n".encode("utf-8"))
+    return digest.hexdigest()[:20]
+
+
+PERMANENT_ERRORS = (PermissionError, FileNotFoundError, ValueError, TypeError, KeyError)
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry I/O hiccups, not what a retry cannot fix (wrong
+    credentials, a missing path, bad input)."""
+    return not isinstance(state.result(raise_on_failure=False), PERMANENT_ERRORS)
+
+
+@task(name="list-images", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
+def list_images(input_uri: str, patterns: list[str] | None = None) -> list[ImageRef]:
+    """Prefect task around :func:`find_images` (retried: listing is I/O)."""
+    return find_images(input_uri, patterns or ())
+
+
+@task(name="process-shard", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient, task_run_name="process-shard-{context.run_date}")
+def process_shard(images: list[ImageRef], model: ModelSpec, context: ShardContext
+                  ) -> dict[str, Any]:
+    """Detect, measure and store one shard; see :func:`run_shard`."""
+    return run_shard(images, model, context)
+
+
+def run_shard(images: Sequence[ImageRef], model: ModelSpec, context: ShardContext
+              ) -> dict[str, Any]:
+    """Process a shard of images into the output tables and the pending manifest.
+
+    Returns:
+        ``{"shard", "images", "processed", "errors", "error_types", "files", "overlays",
+        "classes"}``: the shard key, counts, written URIs and per-class totals
+        (``{name: {"images", "instances", "area_ratio_sum", "area_ratio_max"}}``).
+    """
+    loaded = cached_model(model)
+    key = shard_key(images)
+    tables: dict[str, list[dict[str, Any]]] = {"area_ratios": [], "instances": [], "errors": []}
+    entries, overlay_writes = [], []
+    with ThreadPoolExecutor(IO_THREADS, thread_name_prefix="shard-io") as pool:
+        for batch in _batches(_decoded(images, pool, context), model.batch_size):
+            decoded = [(ref, image) for ref, image in batch if not isinstance(image, Exception)]
+            for (ref, image), result in zip(decoded, _detect(loaded, [i for _, i in decoded])):
+                if isinstance(result, Exception):
+                    tables["errors"].append(_error_row(ref, result))
+                    entries.append(_entry(ref, loaded, context, key, "retry"))
+                    continue
+                detection, rows = _measure(ref, image, result, loaded, context, tables)
+                if context.overlays:
+                    overlay_writes.append(pool.submit(_write_overlay, ref, image, detection,
+                                                      rows, loaded, context))
+                entries.append(_entry(ref, loaded, context, key, "ok"))
+            for ref, error in batch:
+                if isinstance(error, Exception):
+                    tables["errors"].append(_error_row(ref, error))
+                    entries.append(_entry(ref, loaded, context, key, _error_outcome(error)))
+        overlays = sum(1 for future in overlay_writes if future.result())
+    files = _store(tables, loaded, context, key)
+    write_pending(context.output_uri, entries)
+    return _summary(key, images, tables, files, overlays, loaded)
+
+
+def _decoded(images: Sequence[ImageRef], pool: ThreadPoolExecutor, context: ShardContext
+             ) -> Iterator[tuple[ImageRef, np.ndarray | Exception]]:
+    """Images in order, read and decoded ahead on ``pool`` (a bounded window of futures)."""
+    window: deque[tuple[ImageRef, Future]] = deque()
+    pending = iter(images)
+    for ref in pending:
+        window.append((ref, pool.submit(_read_and_decode, ref, context.max_pixels)))
+        if len(window) >= 2 * IO_THREADS:
+            break
+    while window:
+        ref, future = window.popleft()
+        following = next(pending, None)
+        if following is not None:
+            window.append((following, pool.submit(_read_and_decode, following,
+                                                  context.max_pixels)))
+        yield ref, future.result()
+
+
+def _read_and_decode(ref: ImageRef, max_pixels: int) -> np.ndarray | Exception:
+    """The decoded image, or the exception that says why not (recorded, not raised)."""
+    try:
+        data = storage.read_bytes(ref.uri)
+    except OSError as error:  # vanished since the listing, refused, network
+        return error
+    try:
+        return decode_image(data, ref.uri, max_pixels)
+    except ImageDecodeError as error:
+        return error
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _detect(loaded: LoadedModel, images: list[np.ndarray]) -> list[dict[str, Any] | Exception]:
+    """``detect()`` on a batch; if the batch fails, image by image, keeping each failure."""
+    if not images:
+        return []
+    try:
+        return list(loaded.model.detect(images))
+    except Exception as error:  # e.g. sizes that cannot share a batch, or one bad image
+        if len(images) == 1:
+            return [error]
+    results: list[dict[str, Any] | Exception] = []
+    for image in images:
+        try:
+            results.extend(loaded.model.detect([image]))
+        except Exception as error:  # recorded as an inference_error row; next run retries
+            results.append(error)
+    return results
+
+
+def _measure(ref: ImageRef, image: np.ndarray, result: dict[str, Any], loaded: LoadedModel,
+             context: ShardContext, tables: dict[str, list]
+             ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Append an image's area and instance rows; returns its kept detections and area rows."""
+    detection = select_detections(result, context.min_confidence)
+    height, width = image.shape[:2]
+    stamp = {"inferred_at": _now()}
+    rows = [{**row, **stamp} for row in
+            area_rows(ref.uri, height, width, detection, loaded.class_names)]
+    tables["area_ratios"] += rows
+    tables["instances"] += instance_rows(ref.uri, detection, loaded.class_names)
+    return detection, rows
+
+
+def _error_type(error: Exception) -> str:
+    if isinstance(error, ImageDecodeError):
+        return error.error_type
+    return "read_error" if isinstance(error, OSError) else "inference_error"
+
+
+def _error_outcome(error: Exception) -> str:
+    return "retry" if _error_type(error) in TRANSIENT_ERRORS else "error"
+
+
+def _error_row(ref: ImageRef, error: Exception) -> dict[str, Any]:
+    message = str(error) or type(error).__name__
+    return {"image_uri": ref.uri, "error_type": _error_type(error), "message": message,
+            "failed_at": _now()}
+
+
+def _entry(ref: ImageRef, loaded: LoadedModel, context: ShardContext, key: str,
+           outcome: str) -> Entry:
+    return Entry(ref.uri, context.run_date, ref.fingerprint, loaded.key, key, outcome)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def overlay_uri(output_uri: str, run_date: str, relative: str) -> str:
+    """``<output_uri>/overlays/run_date=<date>/<relative image path>.jpg``."""
+    return storage.join(output_uri, "overlays", f"{PARTITION_KEY}={run_date}", relative + ".jpg")
+
+
+def _write_overlay(ref: ImageRef, image: np.ndarray, detection: dict[str, np.ndarray],
+                   rows: list[dict[str, Any]], loaded: LoadedModel, context: ShardContext
+                   ) -> bool:
+    """The seed's picture: masks, boxes, "class score" captions and the per-class area %."""
+    from mrcnn.visualize import draw_instances, encode_image
+
+    drawn = draw_instances(image, detection["rois"], detection["masks"], detection["class_ids"],
+                           ("BG", *loaded.class_names), detection["scores"],
+                           text_lines=legend_lines(rows))
+    storage.write_bytes(overlay_uri(context.output_uri, context.run_date, ref.relative),
+                        encode_image(drawn, "JPEG"))
+    return True
+
+
+def _store(tables: dict[str, list[dict[str, Any]]], loaded: LoadedModel, context: ShardContext,
+           key: str) -> dict[str, str]:
+    constants = {
+        "area_ratios": {"model_name": loaded.name, "model_version": loaded.version,
+                        "run_id": context.run_id},
+        "instances": {"model_version": loaded.version, "run_id": context.run_id},
+        "errors": {"run_id": context.run_id},
+    }
+    arrow = {name: to_table(name, rows, constants[name]) for name, rows in tables.items()}
+    return write_shard(context.output_uri, context.run_date, key, arrow)
+
+
+def _summary(key: str, images: Sequence[ImageRef], tables: dict[str, list[dict[str, Any]]],
+             files: dict[str, str], overlays: int, loaded: LoadedModel) -> dict[str, Any]:
+    classes = {name: {"images": 0, "instances": 0, "area_ratio_sum": 0.0, "area_ratio_max": 0.0}
+               for name in loaded.class_names}
+    for row in tables["area_ratios"]:
+        totals = classes[row["class_name"]]
+        totals["images"] += row["instance_count"] > 0
+        totals["instances"] += row["instance_count"]
+        totals["area_ratio_sum"] += row["area_ratio"]
+        totals["area_ratio_max"] = max(totals["area_ratio_max"], row["area_ratio"])
+    error_types: dict[str, int] = {}
+    for row in tables["errors"]:
+        error_types[row["error_type"]] = error_types.get(row["error_type"], 0) + 1
+    return {"shard": key, "images": len(images),
+            "processed": len({row["image_uri"] for row in tables["area_ratios"]}),
+            "errors": len(tables["errors"]), "error_types": error_types, "files": files,
+            "overlays": overlays, "classes": classes}

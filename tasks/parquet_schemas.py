@@ -1,0 +1,93 @@
+"""The three output tables of batch inference, declared once.
+
+Each table lives at ``<output_uri>/<table>/run_date=YYYY-MM-DD/part-<shard>.parquet`` (hive
+partitioning); ``run_date`` is the partition key, present in the path and not in the files.
+Readers (DuckDB ``hive_partitioning=true``, ``pyarrow.dataset(..., partitioning="hive")``,
+pandas) add it back as a column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+PARTITION_KEY = "run_date"
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+AREA_RATIOS = pa.schema([
+    pa.field("image_uri", pa.string(), nullable=False),
+    pa.field("image_width", pa.int32(), nullable=False),
+    pa.field("image_height", pa.int32(), nullable=False),
+    pa.field("class_id", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("instance_count", pa.int32(), nullable=False),
+    pa.field("pixel_count", pa.int64(), nullable=False),
+    pa.field("area_ratio", pa.float64(), nullable=False),  # pixel_count / (width * height)
+    pa.field("model_name", pa.string(), nullable=False),
+    pa.field("model_version", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("inferred_at", TIMESTAMP, nullable=False),
+])
+
+INSTANCES = pa.schema([
+    pa.field("image_uri", pa.string(), nullable=False),
+    pa.field("instance_index", pa.int32(), nullable=False),
+    pa.field("class_id", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("score", pa.float32(), nullable=False),
+    pa.field("y1", pa.int32(), nullable=False),  # pixels; y2/x2 exclusive
+    pa.field("x1", pa.int32(), nullable=False),
+    pa.field("y2", pa.int32(), nullable=False),
+    pa.field("x2", pa.int32(), nullable=False),
+    pa.field("pixel_count", pa.int64(), nullable=False),
+    pa.field("model_version", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+])
+
+ERRORS = pa.schema([
+    pa.field("image_uri", pa.string(), nullable=False),
+    pa.field("error_type", pa.string(), nullable=False),
+    pa.field("message", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("failed_at", TIMESTAMP, nullable=False),
+])
+
+SCHEMAS: dict[str, pa.Schema] = {"area_ratios": AREA_RATIOS, "instances": INSTANCES,
+                                 "errors": ERRORS}
+
+
+def to_table(name: str, rows: Sequence[Mapping[str, Any]],
+             constants: Mapping[str, Any] | None = None) -> pa.Table:
+    """Rows of table ``name`` as a pyarrow Table with exactly that table's schema.
+
+    Args:
+        name: ``area_ratios``, ``instances`` or ``errors``.
+        rows: one dict per row; keys not in the schema are an error.
+        constants: values shared by every row (e.g. ``run_id``), added to each.
+
+    Raises:
+        KeyError: unknown table name.
+        ValueError: a row lacks a column, has one the schema does not know, or holds None
+            in a required column.
+    """
+    if name not in SCHEMAS:
+        raise KeyError(f"unknown table {name!r}; expected one of {sorted(SCHEMAS)}")
+    schema = SCHEMAS[name]
+    constants = dict(constants or {})
+    columns: dict[str, list[Any]] = {field.name: [] for field in schema}
+    for row in rows:
+        full = {**row, **constants}
+        if set(full) != set(columns):
+            missing, extra = set(columns) - set(full), set(full) - set(columns)
+            raise ValueError(f"{name} row does not match the schema: missing {sorted(missing)}, "
+                             f"unknown {sorted(extra)}")
+        for key, value in full.items():
+            columns[key].append(value)
+    table = pa.Table.from_pydict(columns, schema=schema)
+    # pyarrow does not enforce `nullable=False` itself.
+    empty = [f.name for f in schema if not f.nullable and table.column(f.name).null_count]
+    if empty:
+        raise ValueError(f"{name} rows have missing values in required columns {empty}")
+    return table

@@ -1,0 +1,286 @@
+"""The batch-inference flow end to end with a tiny random-weight model: every image ends as
+rows or one error, re-runs skip, changes replace rows, on disk, on a real S3 server and
+through a registry reference; plus listing and planning."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+from PIL import Image
+
+from flows.batch_inference import batch_inference
+from mrcnn_pipeline.cli import main
+from mrcnn_pipeline.results import summarize
+from tasks import storage
+from tasks.inference import ImageRef, find_images, plan_shards, shard_key
+from tasks.model_loading import ModelSpec, read_class_names
+from tests.support.tiny_model import CLASS_NAMES, png_bytes, tiny_model_dir
+
+DAY = "2024-05-01"
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Path:
+    return tiny_model_dir()
+
+
+def files_of(tiny: Path) -> dict[str, str]:
+    return {"weights": str(tiny / "model.weights.h5"), "config": str(tiny / "config.json")}
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def bomb() -> bytes:
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(kind + payload)))
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+            + chunk(b"IEND", b""))
+
+
+def image_folder(root: Path) -> dict[str, str]:
+    """Nine good images in several formats and modes, six bad ones (name -> error type)."""
+    rgb = np.random.default_rng(1).integers(0, 256, (30, 60, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise: 60 x 30 stored -> 30 wide, 60 high
+    good_png = png_bytes(40, 60, seed=2)
+    half = png_bytes(40, 40, seed=3)
+    corrupt = bytearray(png_bytes(40, 40, seed=4))
+    start = corrupt.index(b"IDAT") + 20
+    corrupt[start:start + 40] = bytes(b ^ 0xFF for b in corrupt[start:start + 40])
+    files = {
+        "a.png": good_png, "sub/b.JPG": encoded(Image.fromarray(rgb), "JPEG"),
+        "sub/deeper/c_gray.png": png_bytes(32, 48, seed=5, mode="L"),
+        "d_rgba.png": png_bytes(40, 32, seed=6, mode="RGBA"),
+        "e16.png": encoded(Image.fromarray(np.full((32, 32), 40000, np.uint16)), "PNG"),
+        "f_cmyk.tif": encoded(Image.new("CMYK", (40, 30), (0, 200, 100, 20)), "TIFF"),
+        "g_exif.jpg": encoded(Image.fromarray(rgb), "JPEG", exif=exif),
+        "h.bmp": encoded(Image.fromarray(rgb), "BMP"),
+        "i.webp": encoded(Image.fromarray(rgb), "WEBP"),
+        "bad/empty.png": b"", "bad/text.jpg": b"car,0.9\n",
+        "bad/truncated.png": half[:len(half) // 2],
+        "bad/corrupt.png": bytes(corrupt), "bad/bomb.png": bomb(),
+        "bad/float.tiff": encoded(Image.new("F", (8, 8)), "TIFF"),
+        "notes.txt": b"not listed", "sub/readme.md": b"not listed",
+    }
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return {"bad/empty.png": "empty_file", "bad/text.jpg": "not_an_image",
+            "bad/truncated.png": "truncated", "bad/corrupt.png": "corrupt",
+            "bad/bomb.png": "too_large", "bad/float.tiff": "unsupported_mode"}
+
+
+def rows(out: str | Path, table: str, columns: str = "*") -> list[tuple]:
+    return duckdb.sql(f"SELECT {columns} FROM read_parquet('{out}/{table}/*/*.parquet', "
+                      "hive_partitioning=true) ORDER BY ALL").fetchall()
+
+
+def table_files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.parquet"))
+            if "_manifest" not in p.parts}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path, tiny: Path):
+    source, out = tmp_path / "in", tmp_path / "out"
+    bad = image_folder(source)
+    run = dict(input_uri=str(source), output_uri=str(out), run_date=DAY, batch_size=2,
+               shard_size=4, **files_of(tiny))
+    summary = batch_inference(**run)
+    assert (summary["listed"], summary["processed"], summary["errors"]) == (15, 9, 6)
+    assert summary["error_types"] == {kind: 1 for kind in bad.values()}
+    assert (summary["model_name"], summary["run_date"]) == ("tiny", DAY)
+
+    errors = {uri: kind for uri, kind in rows(out, "errors", "image_uri, error_type")}
+    assert errors == {str(source / name): kind for name, kind in bad.items()}
+    areas = rows(out, "area_ratios", "image_uri, class_id, class_name, instance_count, "
+                 "pixel_count, area_ratio, image_width, image_height, run_date")
+    good = {uri for uri, *_ in areas}
+    assert len(areas) == 9 * 2 and len(good) == 9 and not good & set(errors)
+    assert good | set(errors) == {ref.uri for ref in find_images(str(source))}  # nothing lost
+    for uri, class_id, name, count, pixels, ratio, width, height, day in areas:
+        assert name == CLASS_NAMES[class_id - 1] and str(day) == DAY
+        assert ratio == pytest.approx(pixels / (width * height)) and 0.0 <= ratio <= 1.0
+    sizes = {Path(uri).name: (w, h) for uri, *_, w, h, _ in areas}
+    assert sizes["g_exif.jpg"] == (30, 60) and sizes["b.JPG"] == (60, 30)
+    instances = rows(out, "instances", "image_uri, class_id, pixel_count")
+    assert len(instances) == sum(r[3] for r in areas) > 0
+    for uri, class_id, _, count, union, *_ in areas:  # the union never exceeds the sum
+        assert union <= sum(p for u, c, p in instances if (u, c) == (uri, class_id))
+    overlays = sorted(p.relative_to(out / "overlays" / f"run_date={DAY}").as_posix()
+                      for p in (out / "overlays").rglob("*.jpg"))
+    assert overlays == sorted(str(Path(u).relative_to(source)) + ".jpg" for u in good)
+    assert Image.open(out / "overlays" / f"run_date={DAY}" / "g_exif.jpg.jpg").size == (30, 60)
+    assert len(set(rows(out, "area_ratios", "run_id"))) == 1
+
+    before = table_files(out)
+    again = batch_inference(**run)
+    assert (again["processed"], again["errors"], again["skipped"]) == (0, 0, 15)
+    assert table_files(out) == before  # a re-run with nothing new writes nothing
+
+    (source / "a.png").write_bytes(png_bytes(64, 40, seed=9))  # changed content and size
+    (source / "bad/truncated.png").write_bytes(png_bytes(20, 20, seed=10))  # repaired
+    (source / "new.png").write_bytes(png_bytes(36, 36, seed=11))
+    third = batch_inference(**run)
+    assert (third["processed"], third["errors"], third["skipped"]) == (3, 0, 13)
+    areas = rows(out, "area_ratios", "image_uri, image_width, image_height")
+    assert len(areas) == 11 * 2 and len(set(areas)) == 11  # one result per image, no doubles
+    assert (str(source / "a.png"), 40, 64) in areas
+    assert len(rows(out, "errors")) == 5
+
+    counts = {t: len(rows(out, t)) for t in ("area_ratios", "instances", "errors")}
+    fourth = batch_inference(**{**run, "reprocess": True, "shard_size": 3})
+    assert (fourth["processed"], fourth["errors"], fourth["skipped"]) == (11, 5, 0)
+    assert {t: len(rows(out, t)) for t in counts} == counts  # reprocessing replaces rows
+
+    later = batch_inference(**{**run, "run_date": "2024-05-02"})
+    assert later["processed"] == 0 and not (out / "area_ratios" / "run_date=2024-05-02").exists()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_cli_infer_writes_tables_and_csv_and_results_summarises(tmp_path: Path, tiny: Path,
+                                                                  capsys: pytest.CaptureFixture):
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    (source / "x.png").write_bytes(png_bytes(40, 50, seed=1))
+    (source / "y.jpg").write_bytes(b"")
+    argv = ["infer", "--weights", str(tiny / "model.weights.h5"), "--config",
+            str(tiny / "config.json"), "--input-folder", str(source), "--output-folder", str(out),
+            "--device", "cpu", "--run-date", DAY, "--no-overlays", "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["processed"], summary["errors"]) == (1, 1)
+    lines = (out / f"results_{DAY}.csv").read_text().splitlines()
+    assert lines[0] == ("image_uri,image_width,image_height,instance_count,car_area_pct,"
+                        "pothole_area_pct,error")
+    assert lines[1].startswith(f"{source / 'x.png'},50,40,") and lines[2].endswith(",empty_file")
+    assert not (out / "overlays").exists()
+    assert main(["results", "--output", str(out), "--format", "csv", "--class", "car"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith(f"{DAY},car,1,")
+    assert main(["results", "--output", str(tmp_path / "nothing")]) == 1
+    assert "no area_ratios Parquet files" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_s3_input_and_output_with_credentials(s3_env, s3_prefix: str, tiny: Path):
+    for index in range(3):
+        storage.write_bytes(f"{s3_prefix}/in/day/{index}.png", png_bytes(40, 48, seed=index))
+    storage.write_bytes(f"{s3_prefix}/in/day/broken.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 10)
+    run = dict(input_uri=f"{s3_prefix}/in/", output_uri=f"{s3_prefix}/out", run_date=DAY,
+               min_confidence=0.5, **files_of(tiny))
+    summary = batch_inference(**run)
+    assert (summary["processed"], summary["errors"], summary["listed"]) == (3, 1, 4)
+    columns, table = summarize(f"{s3_prefix}/out")  # DuckDB through the registered s3fs
+    assert [dict(zip(columns, r))["images"] for r in table] == [3, 3]
+    con = duckdb.connect()
+    con.register_filesystem(storage.filesystem_for(s3_prefix))
+    assert all(s >= 0.5 for (s,) in con.sql(
+        f"SELECT score FROM read_parquet('{s3_prefix}/out/instances/*/*.parquet')").fetchall())
+    assert len(storage.list_files(f"{s3_prefix}/out/overlays", (".jpg",))) == 3
+    assert batch_inference(**run)["skipped"] == 4
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_wrong_s3_credentials_fail_fast_with_a_clear_error(s3_env, s3_prefix: str, tiny: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(PermissionError, match="access denied.*AWS_ACCESS_KEY_ID"):
+        batch_inference(input_uri=f"{s3_prefix}/in", output_uri=f"{s3_prefix}/out",
+                        **files_of(tiny))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_registry_reference_and_a_new_version_replace_rows(tmp_path: Path, tiny: Path):
+    from tasks import registry
+
+    config = json.loads((tiny / "config.json").read_text())
+    first = registry.register_version(str(tmp_path / "reg"), "tiny", str(tiny / "model.weights.h5"),
+                                      config, CLASS_NAMES, {}, {})
+    registry.set_alias(first, "production")
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for index in range(2):
+        (source / f"{index}.png").write_bytes(png_bytes(40, 40, seed=index))
+    run = dict(input_uri=str(source), output_uri=str(out), model="tiny@production",
+               registry_uri=str(tmp_path / "reg"), run_date=DAY, overlays=False)
+    assert batch_inference(**run)["model_version"] == "1"
+    second = registry.register_version(str(tmp_path / "reg"), "tiny",
+                                       str(tiny / "model.weights.h5"), config, CLASS_NAMES, {}, {})
+    registry.set_alias(second, "production")
+    summary = batch_inference(**run)  # a new version processes everything again, same day
+    assert (summary["model_version"], summary["processed"], summary["skipped"]) == ("2", 2, 0)
+    assert rows(out, "area_ratios", "DISTINCT model_version") == [("2",)]
+    assert len(rows(out, "area_ratios")) == 2 * 2
+
+
+def test_arguments_are_checked_before_any_work(tmp_path: Path):
+    files = {"weights": "w.weights.h5", "config": "config.json"}
+    with pytest.raises(ValueError, match="must not be inside"):
+        batch_inference.fn(input_uri=str(tmp_path), output_uri=str(tmp_path / "out"), **files)
+    with pytest.raises(ValueError, match="min_confidence"):
+        batch_inference.fn(input_uri="in", output_uri="out", min_confidence=2.0, **files)
+    with pytest.raises(ValueError, match="either model"):
+        ModelSpec(reference="tiny@production", registry_uri="r", **files)
+    with pytest.raises(ValueError, match="needs its config"):
+        ModelSpec(weights="w.weights.h5")
+    with pytest.raises(ValueError, match="NAME@ALIAS"):
+        ModelSpec(reference="s3://bucket/model.h5", registry_uri="r")
+    with pytest.raises(ValueError, match="give registry_uri"):
+        ModelSpec(reference="tiny@production")
+    with pytest.raises(ValueError, match="no model"):
+        ModelSpec()
+
+
+def test_class_names_from_a_file_beside_the_config_or_numbered(tmp_path: Path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "classes.json").write_text(json.dumps(CLASS_NAMES))
+    beside = ModelSpec(weights="w.h5", config=str(tmp_path / "run" / "config.json"))
+    assert read_class_names(beside, 2) == ("car", "pothole")
+    alone = ModelSpec(weights="w.h5", config=str(tmp_path / "config.json"))
+    assert read_class_names(alone, 2) == ("class_1", "class_2")
+    (tmp_path / "names.txt").write_text("BG\nroad\nlane\n")
+    named = ModelSpec(weights="w.h5", config=str(tmp_path / "config.json"),
+                      classes=str(tmp_path / "names.txt"))
+    assert read_class_names(named, 2) == ("road", "lane")
+    with pytest.raises(ValueError, match="names 2 classes but the config has NUM_CLASSES=4"):
+        read_class_names(named, 3)
+
+
+def test_listing_filters_extensions_case_insensitively_and_by_pattern(tmp_path: Path):
+    for name in ("a.PNG", "b.jpeg", "c.Tif", "d.webp", "e.bmp", "sub/f.jpg", "g.gif", "h.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x" * len(name))
+    found = find_images(str(tmp_path))
+    assert [ref.relative for ref in found] == ["a.PNG", "b.jpeg", "c.Tif", "d.webp", "e.bmp",
+                                               "sub/f.jpg"]
+    assert found[0].uri == str(tmp_path / "a.PNG") and found[0].fingerprint.startswith("size=5;")
+    assert [r.relative for r in find_images(str(tmp_path), ["sub/*", "*.bmp"])] == ["e.bmp",
+                                                                                  "sub/f.jpg"]
+    with pytest.raises(FileNotFoundError, match="input folder"):
+        find_images(str(tmp_path / "missing"))
+
+
+def test_planning_skips_done_images_and_shards_deterministically():
+    images = [ImageRef(f"s3://b/{i}.png", f"{i}.png", f"etag={i}") for i in range(5)]
+    done = {("s3://b/1.png", "etag=1"), ("s3://b/2.png", "etag=old")}
+    shards = plan_shards(images, done, reprocess=False, shard_size=2)
+    assert [[r.relative for r in s] for s in shards] == [["0.png", "2.png"], ["3.png", "4.png"]]
+    assert len(plan_shards(images, done, reprocess=True, shard_size=2)) == 3
+    assert shard_key(shards[0]) == shard_key(list(shards[0])) != shard_key(shards[1])
+    changed = [shards[0][0], ImageRef("s3://b/2.png", "2.png", "etag=new")]
+    assert shard_key(changed) != shard_key(shards[0])
+    with pytest.raises(ValueError, match="shard_size"):
+        plan_shards(images, done, False, 0)
