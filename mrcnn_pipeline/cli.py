@@ -23,6 +23,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mrcnn_pipeline import inference_commands  # noqa: E402
+from mrcnn_pipeline.arguments import fraction  # noqa: E402
 from tasks.annotations import FORMATS  # noqa: E402
 
 # Errors that describe bad input or environment; anything else is a bug and keeps its traceback.
@@ -62,7 +63,7 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--alias-prefix", action="store_true",
                         help="map labels by prefix: car12 -> car (the longest listed class "
                         "it starts with, or without trailing digits)")
-    parser.add_argument("--val-fraction", type=_fraction, default=0.2, metavar="F",
+    parser.add_argument("--val-fraction", type=fraction, default=0.2, metavar="F",
                         help="share of images in val, chosen by a hash of the path (default 0.2)")
     parser.add_argument("--strict", action="store_true",
                         help="fail on the first skipped file or dropped/clipped shape")
@@ -79,16 +80,6 @@ def _alias(text: str) -> tuple[str, str]:
     if not sep or not label.strip() or not name.strip():
         raise argparse.ArgumentTypeError(f"expected LABEL=CLASS, got {text!r}")
     return label.strip(), name.strip()
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
 
 
 def run_convert(args: argparse.Namespace) -> int:

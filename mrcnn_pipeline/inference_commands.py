@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+from mrcnn_pipeline.arguments import fraction
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``infer``, ``results`` and ``serve``."""
@@ -41,7 +43,7 @@ def add_infer(subparsers: argparse._SubParsersAction) -> None:
                         "$MRCNN_REGISTRY or ./registry)")
     parser.add_argument("--run-date", type=_date, metavar="YYYY-MM-DD",
                         help="output partition (default: today, UTC)")
-    parser.add_argument("--min-confidence", type=_confidence, metavar="F",
+    parser.add_argument("--min-confidence", type=fraction, metavar="F",
                         help="keep instances scoring at least F (default: the model config's)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N",
                         help="images per detect() call (default 4)")
@@ -66,16 +68,6 @@ def _date(text: str) -> datetime.date:
         return datetime.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
-
-
-def _confidence(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
 
 
 def run_infer(args: argparse.Namespace) -> int:

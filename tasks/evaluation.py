@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mrcnn.evaluation import DetectionEvaluator
 from tasks import registry, storage
+from tasks.area_ratios import class_areas
 from tasks.training import check_classes, fetch_dataset, list_checkpoints, load_split, read_json_file
 
 Sample = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]  # gt class ids, gt masks, result
@@ -40,10 +41,9 @@ def area_percentages(masks: np.ndarray, class_ids: np.ndarray, num_classes: int)
     Returns:
         float `[C - 1]`: the percentages of classes 1..C-1.
     """
-    masks, class_ids = np.asarray(masks, dtype=bool), np.abs(np.asarray(class_ids))
-    pixels = masks.shape[0] * masks.shape[1]
-    return np.array([100.0 * masks[..., class_ids == c].any(axis=-1).sum() / pixels
-                     for c in range(1, num_classes)])
+    masks = np.asarray(masks, dtype=bool)
+    _, pixels = class_areas(masks, np.abs(np.asarray(class_ids)), num_classes - 1)
+    return 100.0 * pixels / (masks.shape[0] * masks.shape[1])
 
 
 class AreaRatioErrors:
