@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from tasks import registry as model_registry
-from tasks import storage
+from tasks import registry_documents, storage
 from tasks.training import collect_run, read_json_file
 
 
@@ -35,7 +35,7 @@ def register_version(run_dir: str, registry: str, metrics: str, name: str | None
         model_registry.metric_value(evaluation, gate_metric, metrics)
     lineage = {**run["lineage"], "flow_run_id": flow_runs["root"],
                "flow_runs": {**flow_runs, "training": run["lineage"]["training_flow_run_id"]},
-               "code_version": model_registry.code_version(),
+               "code_version": registry_documents.code_version(),
                "evaluation": {"metrics": metrics, "dataset": evaluation.get("dataset"),
                               "seconds": evaluation.get("seconds")}}
     version = model_registry.register_version(registry, name or run["name"], run["weights"],
@@ -50,7 +50,7 @@ def promotion_gate(registry: str, name: str, version: int, alias: str, metric: s
     """Apply the gate; the decision becomes a markdown artifact."""
     decision = model_registry.promote(model_registry.ModelVersion(registry, name, version), alias,
                                       metric, higher_is_better, force, reason)
-    create_markdown_artifact(model_registry.decision_markdown(decision),
+    create_markdown_artifact(registry_documents.decision_markdown(decision),
                              key="register-model-promotion",
                              description=f"{name} v{version} -> {alias}")
     return decision

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mrcnn_pipeline.cli import main
-from tasks import registry, storage
+from tasks import registry, registry_documents, storage
 from tasks.registry import ModelVersion, promote, register_version, resolve, set_alias
 
 FILES = ["MODEL_CARD.md", "classes.json", "config.json", "lineage.json", "metrics.json",
@@ -196,7 +196,7 @@ def test_promotion_gate_both_ways(tmp_path: Path):
     assert lower["promoted"] and lower["reason"] == "area_ratio_error.mean_mae_pp 1.5000 <= 1.5000 of v3"
     with pytest.raises(ValueError, match="metric 'segm.AP75' not found in the metrics of road@v1"):
         promote(v1, metric="segm.AP75")
-    markdown = registry.decision_markdown(worse)
+    markdown = registry_documents.decision_markdown(worse)
     assert "not promoted to `production`" in markdown and "| current `production` | v1 | 0.4000 |" in markdown
 
 
