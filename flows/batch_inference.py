@@ -1,12 +1,19 @@
 """Flow ``batch-inference``: a folder of images -> per-class area ratios in Parquet.
 
 commit leftovers -> list images -> load model -> skip what this model version already did ->
-shards (``process_shard.map``) -> commit -> summary. Outputs under ``output_uri``
-(hive-partitioned by ``run_date``): ``area_ratios/``, ``instances/``, ``errors/``, ``overlays/``;
-the schemas are in ``tasks.parquet_schemas``. Re-running a date with nothing new writes
-nothing; re-processing replaces rows instead of adding them (``tasks.processed_manifest``).
+shards (``process_shard`` mapped onto the task runner) -> commit -> summary. Outputs under
+``output_uri`` (hive-partitioned by ``run_date``): ``area_ratios/``, ``instances/``,
+``errors/``, ``overlays/``; the schemas are in ``tasks.parquet_schemas``. Re-running a date
+with nothing new writes nothing; re-processing replaces rows instead of adding them
+(``tasks.processed_manifest``).
 Storage credentials come from the environment (``tasks.storage``), never from parameters,
 which Prefect records.
+
+Shards run on the flow's own thread pool, or on a Dask cluster when ``dask_address`` is given
+(``tasks.task_runners``): ``tcp://host:8786`` for an existing scheduler, ``local:N`` for N
+worker processes on this machine. A worker process loads the model on its first shard and
+reuses it. ``shard_size`` bounds the task count: ceil(images / shard_size) shard tasks
+(10,000 images at the default 64 make 157 tasks).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from tasks.image_decoding import MAX_PIXELS
 from tasks.inference import (ShardContext, list_images, plan_shards, process_shard,
                              retry_transient)
 from tasks.model_loading import ModelSpec, resolve_model
+from tasks.task_runners import dask_task_runner, shard_task_runner
 
 DEFAULT_REGISTRY = "registry"
 ProgressListener = Callable[[int, int], None]
@@ -81,8 +89,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                     run_date: datetime.date | None = None, timezone: str | None = None,
                     min_confidence: float | None = None, batch_size: int = 4,
                     shard_size: int = 64, overlays: bool = True, reprocess: bool = False,
-                    patterns: list[str] | None = None, max_pixels: int = MAX_PIXELS
-                    ) -> dict[str, Any]:
+                    patterns: list[str] | None = None, max_pixels: int = MAX_PIXELS,
+                    dask_address: str | None = None) -> dict[str, Any]:
     """Detect instances in every new image below ``input_uri`` and store per-class areas.
 
     Args:
@@ -100,17 +108,20 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
         min_confidence: keep instances scoring at least this; default the model config's
             DETECTION_MIN_CONFIDENCE.
         batch_size: images per ``detect()`` call.
-        shard_size: images per task; a task loads the model once per worker process.
+        shard_size: images per task (ceil(images / shard_size) tasks); the model is loaded
+            once per worker process, not per task.
         overlays: write the annotated JPEG of each image.
         reprocess: process images this model version already did.
         patterns: only paths below ``input_uri`` matching one of these shell patterns.
         max_pixels: larger images are recorded as ``too_large`` errors.
+        dask_address: run the shards on Dask: a scheduler address (``tcp://host:8786``) or
+            ``local:N`` (N worker processes here); default the flow's thread pool.
 
     Returns:
         Counts (``listed``, ``skipped``, ``processed``, ``errors`` ...), the model, run_date
         and the output URI.
     """
-    _check_arguments(input_uri, output_uri, min_confidence, shard_size, max_pixels)
+    _check_arguments(input_uri, output_uri, min_confidence, shard_size, max_pixels, dask_address)
     logger = get_run_logger()
     day = (run_date or _scheduled_date(timezone)).isoformat()
     spec = ModelSpec(reference=model, registry_uri=registry_uri if model else None,
@@ -128,7 +139,7 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                 len(images), todo, len(shards), resolved.key, day)
     context = ShardContext(output_uri, day, _run_id(), min_confidence or 0.0, overlays,
                            max_pixels)
-    results, failures = _run_shards(shards, resolved.spec, context, todo)
+    results, failures = _run_shards(shards, resolved.spec, context, todo, dask_address)
     committed = commit_manifest(output_uri)
     summary = _summary(results, len(images), todo, resolved, day, output_uri)
     _summary_artifact(summary, resolved)
@@ -142,7 +153,7 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
 
 
 def _check_arguments(input_uri: str, output_uri: str, min_confidence: float | None,
-                     shard_size: int, max_pixels: int) -> None:
+                     shard_size: int, max_pixels: int, dask_address: str | None) -> None:
     if storage.is_inside(output_uri, input_uri):
         raise ValueError(f"output_uri {output_uri!r} must not be inside input_uri {input_uri!r} "
                          "(the overlays would be listed as new images)")
@@ -150,6 +161,8 @@ def _check_arguments(input_uri: str, output_uri: str, min_confidence: float | No
         raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
     if shard_size < 1 or max_pixels < 1:
         raise ValueError(f"shard_size and max_pixels must be >= 1, got {shard_size}, {max_pixels}")
+    if dask_address is not None:
+        dask_task_runner(dask_address)  # a malformed address fails here, before any work
 
 
 def _scheduled_date(timezone: str | None) -> datetime.date:
@@ -191,23 +204,26 @@ def _warn_threshold(resolved: ResolvedModel, min_confidence: float | None, logge
                        resolved.threshold)
 
 
-def _run_shards(shards: list[list[Any]], spec: ModelSpec, context: ShardContext, todo: int
-                ) -> tuple[list[dict[str, Any]], list[str]]:
+def _run_shards(shards: list[list[Any]], spec: ModelSpec, context: ShardContext, todo: int,
+                dask_address: str | None) -> tuple[list[dict[str, Any]], list[str]]:
     """Submit every shard; report progress as they finish; collect results and failures."""
     progress = create_progress_artifact(0.0, key="batch-inference-progress",
                                         description=f"{todo} images in {len(shards)} shards")
-    futures = process_shard.map(shards, unmapped(spec), unmapped(context))
     results, failures, done = [], [], 0
-    for future in as_completed(futures):
-        outcome = future.result(raise_on_failure=False)
-        if isinstance(outcome, BaseException):
-            failures.append(f"{type(outcome).__name__}: {outcome}")
-            continue
-        results.append(outcome)
-        done += outcome["images"]
-        update_progress_artifact(progress, 100.0 * done / max(todo, 1))
-        for listener in list(_listeners):
-            listener(done, todo)
+    # A run with nothing new starts no cluster.
+    with shard_task_runner(dask_address if shards else None) as runner:
+        futures = runner.map(process_shard, {"images": shards, "model": unmapped(spec),
+                                             "context": unmapped(context)})
+        for future in as_completed(futures):
+            outcome = future.result(raise_on_failure=False)
+            if isinstance(outcome, BaseException):
+                failures.append(f"{type(outcome).__name__}: {outcome}")
+                continue
+            results.append(outcome)
+            done += outcome["images"]
+            update_progress_artifact(progress, 100.0 * done / max(todo, 1))
+            for listener in list(_listeners):
+                listener(done, todo)
     update_progress_artifact(progress, 100.0)
     return results, failures
 
