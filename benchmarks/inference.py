@@ -37,8 +37,9 @@ NOTES = [
     "uint8 images, divided by the batch size; pre-processing and pasting full-size bool masks are included",
     "train step: one fixed batch of ShapesDataset images, all layers trainable, batch norm trainable in both "
     "engines, SGD lr 1e-3 momentum 0.9 weight decay 1e-4, gradient clip 5; data loading not timed",
-    "bf16 (--bf16): ours via the Keras 'mixed_bfloat16' policy (NHWC is TensorFlow's layout already); "
-    "torchvision via torch.autocast('cpu', bfloat16) and channels-last",
+    "bf16 (--bf16): ours via Config.INFERENCE_PRECISION='bfloat16' for inference (mixed_bfloat16 layers, float32 "
+    "boxes/NMS/ROI Align) and the global Keras 'mixed_bfloat16' policy for the training step (NHWC is TensorFlow's "
+    "layout already); torchvision via torch.autocast('cpu', bfloat16) and channels-last",
     "each engine runs in its own child process; peak_rss_mib is that process's peak",
 ]
 
@@ -67,8 +68,10 @@ def ours_inference(size: int, batch: int, runs: int, warmup: int, precision: str
     """Time `MaskRCNN.detect` on `batch` random images of `size`²."""
     from mrcnn.model import MaskRCNN
 
-    policy = _ours_policy(precision)
-    config = _ours_config(size, batch, DETECTION_MIN_CONFIDENCE=0.0)
+    _ours_policy("fp32")  # the model's own INFERENCE_PRECISION setting picks bfloat16
+    inference_precision = "bfloat16" if precision == "bf16" else "float32"
+    policy = f"INFERENCE_PRECISION={inference_precision}"
+    config = _ours_config(size, batch, DETECTION_MIN_CONFIDENCE=0.0, INFERENCE_PRECISION=inference_precision)
     with tempfile.TemporaryDirectory() as model_dir:
         model = MaskRCNN("inference", config, model_dir)
         images = common.random_images(batch, size)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 OPTIMIZERS = ("sgd", "adamw")
+PRECISIONS = ("float32", "bfloat16")
 RESIZE_MODES = ("none", "square", "pad64", "crop")
 BUILTIN_BACKBONES = ("resnet50", "resnet101")
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
@@ -87,6 +88,10 @@ class Config:
     OPTIMIZER = "sgd"  # "sgd" (matterport: momentum, L2 in the loss) or "adamw" (decoupled decay)
     WARMUP_STEPS = 0  # linear learning-rate warmup at the start of every train() call
     SEED: int | None = None  # seeds Python, numpy and TensorFlow when the model is built
+    # "bfloat16": the inference graph's convolutions and dense layers compute in bfloat16
+    # (Keras "mixed_bfloat16"; fast on CPUs with AVX512-BF16/AMX). Weights stay float32, so
+    # the same checkpoints load; boxes, NMS, ROI Align and the outputs stay float32.
+    INFERENCE_PRECISION = "float32"
 
     def __init__(self, **overrides: Any) -> None:
         unknown = sorted(k for k in overrides if not _is_setting(k) or not hasattr(self, k))
@@ -135,6 +140,8 @@ class Config:
             raise ValueError(f"BACKBONE must be one of {BUILTIN_BACKBONES} or a callable, got {self.BACKBONE!r}")
         if len(self.BACKBONE_STRIDES) != len(self.RPN_ANCHOR_SCALES):
             raise ValueError("RPN_ANCHOR_SCALES needs one scale per entry of BACKBONE_STRIDES")
+        if self.INFERENCE_PRECISION not in PRECISIONS:
+            raise ValueError(f"INFERENCE_PRECISION must be one of {PRECISIONS}, got {self.INFERENCE_PRECISION!r}")
         if self.OPTIMIZER not in OPTIMIZERS:
             raise ValueError(f"OPTIMIZER must be one of {OPTIMIZERS}, got {self.OPTIMIZER!r}")
         for key in ("LEARNING_RATE",):

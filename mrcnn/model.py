@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -29,6 +29,8 @@ from mrcnn.training import TrainingModel, layers_regex, make_optimizer, set_trai
 from mrcnn.transform import compose_image_meta, mold_image, resize_image  # mold_image: modellib API
 
 MODES = ("training", "inference")
+# Settings of an exported model, next to its saved_model.pb.
+EXPORT_CONFIG = "mrcnn_config.json"
 # <model_dir>/<name><YYYYMMDDTHHMM>/mask_rcnn_<name>_<epoch:04d>[.weights].h5
 CHECKPOINT_PATTERN = re.compile(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w-]+_(\d{4})(\.weights)?\.h5$")
 
@@ -161,33 +163,26 @@ class MaskRCNN:
     # ------------------------------------------------------------------ inference
     def mold_inputs(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Resize, pad and normalize images: `(molded [N,H,W,3] float32, metas [N,M], windows [N,4])`."""
-        c = self.config
-        molded, metas, windows = [], [], []
-        for image in images:
-            image = _as_rgb(image)
-            resized, window, scale, _, _ = resize_image(image, min_dim=c.IMAGE_MIN_DIM, min_scale=c.IMAGE_MIN_SCALE,
-                                                        max_dim=c.IMAGE_MAX_DIM, mode=c.IMAGE_RESIZE_MODE)
-            molded.append(mold_image(resized.astype(np.float32), c.MEAN_PIXEL))
-            metas.append(compose_image_meta(0, image.shape, resized.shape, window, scale,
-                                            np.zeros(c.NUM_CLASSES, np.int32)))
-            windows.append(window)
-        shapes = {m.shape for m in molded}
-        if len(shapes) > 1:
-            raise ValueError(f"after resizing, images differ in size {sorted(shapes)}; use IMAGE_RESIZE_MODE='square'")
-        return np.stack(molded), np.stack(metas).astype(np.float32), np.asarray(windows)
+        return mold_inputs(self.config, images)
 
-    def _predict_fn(self):
-        """One traced function for every call: batch and image size are dynamic."""
+    def _predict_fn(self) -> tf.types.experimental.PolymorphicFunction:
+        """One traced function for every call: batch and image size are dynamic.
+
+        It maps molded images `[B, H, W, 3]` and metas `[B, M]` to a dict: `detections`
+        `[B, D, (y1, x1, y2, x2, class_id, score)]` and `masks` `[B, D, h, w]`, each
+        detection's own-class mask probabilities, both float32 whatever INFERENCE_PRECISION.
+        """
         if self._predict is None:
             meta_size = self.config.IMAGE_META_SIZE
             model = self.keras_model
 
-            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
-                                          tf.TensorSpec([None, meta_size], tf.float32)], autograph=False)
+            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
+                                          tf.TensorSpec([None, meta_size], tf.float32, name="metas")],
+                         autograph=False)
             def predict(images, metas):
                 detections, _, _, masks, *_ = model([images, metas], training=False)
                 class_ids = tf.cast(detections[..., 4], tf.int32)
-                return detections, tf.gather(masks, class_ids, axis=-1, batch_dims=2)
+                return {"detections": detections, "masks": tf.gather(masks, class_ids, axis=-1, batch_dims=2)}
 
             self._predict = predict
         return self._predict
@@ -200,45 +195,114 @@ class MaskRCNN:
         """
         if self.mode != "inference":
             raise RuntimeError("create the model with mode='inference' to detect")
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            raise ValueError(f"detect() takes a list of [H, W, 3] images, got one array of shape {images.shape}")
-        if len(images) == 0:
-            return []
-        molded, metas, windows = self.mold_inputs(images)
-        if verbose:
-            print(f"Processing {len(images)} images; molded shape {molded.shape[1:]}")
-        results = []
-        step = self.config.BATCH_SIZE
-        for start in range(0, len(images), step):
-            detections, masks = self._predict_fn()(molded[start:start + step], metas[start:start + step])
-            for i, (dets, image_masks) in enumerate(zip(detections.numpy(), masks.numpy())):
-                index = start + i
-                results.append(self.unmold_detections(dets, image_masks, np.shape(images[index]),
-                                                      molded.shape[1:], windows[index]))
-        return results
+        return detect_with(self._predict_fn(), self.config, images, verbose)
 
     def unmold_detections(self, detections: np.ndarray, mrcnn_mask: np.ndarray, original_image_shape,
                           image_shape, window) -> dict[str, np.ndarray]:
         """Map one image's detections `[D, 6]` and class masks `[D, h, w]` back to the original image."""
-        keep = detections[:, 4] > 0
-        boxes, class_ids = detections[keep, :4], detections[keep, 4].astype(np.int32)
-        scores, masks = detections[keep, 5].astype(np.float32), mrcnn_mask[keep]
-        wy1, wx1, wy2, wx2 = norm_boxes(np.asarray([window]), image_shape[:2])[0]
-        scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
-        boxes = denorm_boxes((boxes - np.array([wy1, wx1, wy1, wx1])) / scale, original_image_shape[:2])
-        visible = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        boxes, class_ids, scores, masks = boxes[visible], class_ids[visible], scores[visible], masks[visible]
-        return {"rois": boxes.astype(np.int32), "class_ids": class_ids, "scores": scores,
-                "masks": paste_masks(masks, boxes, original_image_shape[:2])}
+        return unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape, window)
 
     def export(self, path: str | os.PathLike) -> None:
-        """Write a TensorFlow SavedModel whose `serve(images, metas)` returns detections and masks."""
-        fn = self._predict_fn()
+        """Write a TensorFlow SavedModel for serving, plus `mrcnn_config.json` next to it.
+
+        `load_exported(path)` gives back a `detect`-like callable. Without `mrcnn` (TensorFlow
+        and numpy only) call the `serving_default` signature on molded inputs::
+
+            serve = tf.saved_model.load(path).signatures["serving_default"]
+            out = serve(images=molded, metas=metas)
+
+        - `images`: float32 `[B, H, W, 3]`: each RGB image resized and padded as
+          `mrcnn.transform.resize_image` does for the saved IMAGE_RESIZE_MODE ("square":
+          scale the short side up to IMAGE_MIN_DIM, the long side at most IMAGE_MAX_DIM,
+          then zero-pad, centred, to IMAGE_MAX_DIM²), minus MEAN_PIXEL.
+        - `metas`: float32 `[B, 12 + NUM_CLASSES]`: image id, original (h, w, 3), molded
+          (H, W, 3), window (y1, x1, y2, x2) of the picture in the molded image, scale, then
+          NUM_CLASSES zeros. Only the molded shape and the window are read.
+        - `out["detections"]`: `[B, D, (y1, x1, y2, x2, class_id, score)]`, boxes normalized
+          to the molded image as (box - [0, 0, 1, 1]) / [H-1, W-1, H-1, W-1]; rows with
+          class_id 0 are padding. `out["masks"]`: `[B, D, 28, 28]` each detection's mask
+          probabilities inside its box (threshold 0.5 and resize to the box to paste).
+        """
+        if self.mode != "inference":
+            raise RuntimeError("create the model with mode='inference' to export it")
+        predict = self._predict_fn()
         module = tf.Module()
-        module.model = self.keras_model
-        module.serve = fn
-        tf.saved_model.save(module, str(path), signatures={"serving_default": fn.get_concrete_function()})
-        Path(path, "mrcnn_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        module.model = self.keras_model  # tracks the variables the function reads
+        module.serve = predict
+        tf.saved_model.save(module, str(path), signatures={"serving_default": predict.get_concrete_function()})
+        Path(path, EXPORT_CONFIG).write_text(self.config.to_json())
+
+
+def mold_inputs(config: Config, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resize, pad and normalize images: `(molded [N,H,W,3] float32, metas [N,M], windows [N,4])`."""
+    c = config
+    molded, metas, windows = [], [], []
+    for image in images:
+        image = _as_rgb(image)
+        resized, window, scale, _, _ = resize_image(image, min_dim=c.IMAGE_MIN_DIM, min_scale=c.IMAGE_MIN_SCALE,
+                                                    max_dim=c.IMAGE_MAX_DIM, mode=c.IMAGE_RESIZE_MODE)
+        molded.append(mold_image(resized.astype(np.float32), c.MEAN_PIXEL))
+        metas.append(compose_image_meta(0, image.shape, resized.shape, window, scale,
+                                        np.zeros(c.NUM_CLASSES, np.int32)))
+        windows.append(window)
+    shapes = {m.shape for m in molded}
+    if len(shapes) > 1:
+        raise ValueError(f"after resizing, images differ in size {sorted(shapes)}; use IMAGE_RESIZE_MODE='square'")
+    return np.stack(molded), np.stack(metas).astype(np.float32), np.asarray(windows)
+
+
+def detect_with(predict: Callable[..., dict], config: Config, images: Sequence[np.ndarray],
+                verbose: int = 0) -> list[dict[str, np.ndarray]]:
+    """`detect` on any predict function of `_predict_fn`'s contract (in-process or exported)."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise ValueError(f"detect() takes a list of [H, W, 3] images, got one array of shape {images.shape}")
+    if len(images) == 0:
+        return []
+    molded, metas, windows = mold_inputs(config, images)
+    if verbose:
+        print(f"Processing {len(images)} images; molded shape {molded.shape[1:]}")
+    results = []
+    step = config.BATCH_SIZE
+    for start in range(0, len(images), step):
+        outputs = predict(images=tf.constant(molded[start:start + step]), metas=tf.constant(metas[start:start + step]))
+        for i, (dets, masks) in enumerate(zip(outputs["detections"].numpy(), outputs["masks"].numpy())):
+            index = start + i
+            results.append(unmold_detections(dets, masks, np.shape(images[index]), molded.shape[1:], windows[index]))
+    return results
+
+
+def unmold_detections(detections: np.ndarray, mrcnn_mask: np.ndarray, original_image_shape, image_shape,
+                      window) -> dict[str, np.ndarray]:
+    """Map one image's detections `[D, 6]` and class masks `[D, h, w]` back to the original image."""
+    keep = detections[:, 4] > 0
+    boxes, class_ids = detections[keep, :4], detections[keep, 4].astype(np.int32)
+    scores, masks = detections[keep, 5].astype(np.float32), mrcnn_mask[keep]
+    wy1, wx1, wy2, wx2 = norm_boxes(np.asarray([window]), image_shape[:2])[0]
+    scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
+    boxes = denorm_boxes((boxes - np.array([wy1, wx1, wy1, wx1])) / scale, original_image_shape[:2])
+    visible = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes, class_ids, scores, masks = boxes[visible], class_ids[visible], scores[visible], masks[visible]
+    return {"rois": boxes.astype(np.int32), "class_ids": class_ids, "scores": scores,
+            "masks": paste_masks(masks, boxes, original_image_shape[:2])}
+
+
+def load_exported(path: str | os.PathLike) -> Callable[[Sequence[np.ndarray]], list[dict[str, np.ndarray]]]:
+    """Load a SavedModel written by `MaskRCNN.export` as a `detect`-like callable.
+
+    The callable takes a list of RGB `[H, W, 3]` images and returns one dict per image with
+    `rois`, `class_ids`, `scores` and `masks`, as `MaskRCNN.detect` does; the model's
+    settings come from the `mrcnn_config.json` saved next to it.
+    """
+    config_file = Path(path, EXPORT_CONFIG)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: is {str(path)!r} a folder written by MaskRCNN.export?")
+    config = Config.from_dict(json.loads(config_file.read_text()))
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+    def detect(images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
+        return detect_with(serve, config, images, verbose)
+
+    return detect
 
 
 def _as_rgb(image: Any) -> np.ndarray:

@@ -6,12 +6,15 @@ saved from one load into the other by layer name.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import keras
 
 from mrcnn.config import Config
 from mrcnn.layers.anchors import AnchorGenerator
 from mrcnn.layers.backbone import build_backbone
-from mrcnn.layers.detection import DetectionLayer
+from mrcnn.layers.detection import DetectionLayer, LeadingDetectionBoxes, PadToDetections
 from mrcnn.layers.detection_targets import DetectionTargetLayer
 from mrcnn.layers.fpn import build_fpn
 from mrcnn.layers.gt_boxes import NormalizeBoxes
@@ -45,9 +48,31 @@ def _proposals(config: Config, rpn_class, rpn_bbox, anchors, count: int):
                          name="ROI")([rpn_class, rpn_bbox, anchors])
 
 
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Build layers under Keras dtype policy `name`, then restore the global policy."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_inference_graph(config: Config) -> keras.Model:
     """Inputs `[input_image, input_image_meta]`; outputs matterport's inference list:
-    `[mrcnn_detection, mrcnn_class, mrcnn_bbox, mrcnn_mask, ROI, rpn_class, rpn_bbox]`."""
+    `[mrcnn_detection, mrcnn_class, mrcnn_bbox, mrcnn_mask, ROI, rpn_class, rpn_bbox]`.
+
+    With `INFERENCE_PRECISION="bfloat16"` the layers are built under "mixed_bfloat16" (the
+    box, NMS and ROI Align layers and the heads' outputs keep float32 themselves).
+    """
+    if config.INFERENCE_PRECISION == "bfloat16":
+        with dtype_policy("mixed_bfloat16"):
+            return _inference_graph(config)
+    return _inference_graph(config)
+
+
+def _inference_graph(config: Config) -> keras.Model:
     image, meta = _image_inputs(config)
     features, (_, rpn_class, rpn_bbox), anchors = _features_and_rpn(config, image, train_bn=False)
     rpn_rois = _proposals(config, rpn_class, rpn_bbox, anchors, config.POST_NMS_ROIS_INFERENCE)
@@ -56,8 +81,11 @@ def build_inference_graph(config: Config) -> keras.Model:
     detections = DetectionLayer(config.DETECTION_MAX_INSTANCES, config.DETECTION_MIN_CONFIDENCE,
                                 config.DETECTION_NMS_THRESHOLD, config.BBOX_STD_DEV,
                                 name="mrcnn_detection")([rpn_rois, mrcnn_class, mrcnn_bbox, meta])
-    mrcnn_mask = build_fpn_mask_graph(detections[..., :4], features, meta, config.MASK_POOL_SIZE,
-                                      config.NUM_CLASSES, False)
+    # The mask head runs only on the slots that hold a detection (in every image of the
+    # batch); padding slots get all-zero masks.
+    mask_rois = LeadingDetectionBoxes(name="mask_rois")(detections)
+    mrcnn_mask = build_fpn_mask_graph(mask_rois, features, meta, config.MASK_POOL_SIZE, config.NUM_CLASSES, False)
+    mrcnn_mask = PadToDetections(name="mrcnn_mask_padded")([mrcnn_mask, detections])
     outputs = [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class, rpn_bbox]
     return keras.Model([image, meta], outputs, name="mask_rcnn")
 

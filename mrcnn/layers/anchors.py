@@ -33,6 +33,7 @@ class AnchorGenerator(keras.layers.Layer):
     """Normalized anchors `[A, 4]` for the (molded) image batch it is called on."""
 
     def __init__(self, scales, ratios, strides, anchor_stride: int = 1, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy
         super().__init__(**kwargs)
         self.scales = [float(s) for s in scales]
         self.ratios = [float(r) for r in ratios]

@@ -26,6 +26,7 @@ class DetectionLayer(keras.layers.Layer):
     """Inputs: `[rois [B,R,4], mrcnn_class [B,R,NC], mrcnn_bbox [B,R,NC,4], image_meta [B,M]]`."""
 
     def __init__(self, max_instances: int, min_confidence: float, nms_threshold: float, bbox_std_dev, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy
         super().__init__(**kwargs)
         self.supports_jit = False  # XLA has no kernel for CombinedNonMaxSuppression
         self.max_instances = int(max_instances)
@@ -62,3 +63,40 @@ class DetectionLayer(keras.layers.Layer):
         return {**super().get_config(), "max_instances": self.max_instances,
                 "min_confidence": self.min_confidence, "nms_threshold": self.nms_threshold,
                 "bbox_std_dev": self.bbox_std_dev}
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class LeadingDetectionBoxes(keras.layers.Layer):
+    """Detections `[B, D, 6]` → boxes `[B, n, 4]` of the first n slots, n = most detections in an image.
+
+    Detections come first and padding last, so the mask head run on these boxes skips the
+    padding slots: with a real confidence threshold most of the D slots are padding.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # boxes stay float32 under a mixed policy
+        super().__init__(**kwargs)
+
+    def call(self, detections):
+        count = tf.reduce_max(tf.reduce_sum(tf.cast(detections[..., 4] > 0, tf.int32), axis=1))
+        return detections[:, :count, :4]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None, 4)
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class PadToDetections(keras.layers.Layer):
+    """Inputs `[x [B, n, ...], detections [B, D, 6]]` → x zero-padded to `[B, D, ...]`."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("autocast", False)  # a padding: keeps x's dtype
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        x, detections = inputs
+        padding = tf.shape(detections)[1] - tf.shape(x)[1]
+        return tf.pad(x, [[0, 0], [0, padding]] + [[0, 0]] * (len(x.shape) - 2))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], input_shape[1][1], *input_shape[0][2:])

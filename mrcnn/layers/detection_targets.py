@@ -26,6 +26,7 @@ class DetectionTargetLayer(keras.layers.Layer):
 
     def __init__(self, rois_per_image: int, positive_ratio: float, bbox_std_dev, mask_shape,
                  use_mini_mask: bool, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy
         super().__init__(**kwargs)
         self.supports_jit = False  # XLA has no kernel for CropAndResize
         self.rois_per_image = int(rois_per_image)

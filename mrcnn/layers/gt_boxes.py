@@ -12,6 +12,10 @@ from mrcnn.layers.box_ops import norm_boxes
 class NormalizeBoxes(keras.layers.Layer):
     """Inputs `[boxes [B, N, 4] pixels, images [B, H, W, C]]` → normalized `[B, N, 4]`; zero rows stay zero."""
 
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy
+        super().__init__(**kwargs)
+
     def call(self, inputs):
         boxes, images = inputs
         normalized = norm_boxes(boxes, tf.shape(images)[1:3])

@@ -17,7 +17,11 @@ from mrcnn.layers.roi_align import PyramidROIAlign
 
 @keras.saving.register_keras_serializable(package="mrcnn")
 class FoldRois(keras.layers.Layer):
-    """`[B, R, ...]` → `[B*R, ...]`."""
+    """`[B, R, ...]` → `[B*R, ...]`, in the input's dtype."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("autocast", False)  # a reshape: casting under a mixed policy would only cost
+        super().__init__(**kwargs)
 
     def call(self, x):
         return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
@@ -28,7 +32,11 @@ class FoldRois(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mrcnn")
 class UnfoldRois(keras.layers.Layer):
-    """Inputs `[x [B*R, ...], rois [B, R, 4]]` → `[B, R, ...]`."""
+    """Inputs `[x [B*R, ...], rois [B, R, 4]]` → `[B, R, ...]` float32 (the heads' outputs)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # losses and detection read float32 under a mixed policy
+        super().__init__(**kwargs)
 
     def call(self, inputs):
         x, rois = inputs
@@ -54,7 +62,7 @@ def fpn_classifier_graph(rois, feature_maps: list, image_meta, pool_size: int, n
     x = _conv_bn_relu(x, fc_layers_size, 1, "mrcnn_class_conv2", "mrcnn_class_bn2", train_bn)
     shared = layers.Reshape((fc_layers_size,), name="pool_squeeze")(x)
     logits = layers.Dense(num_classes, name="mrcnn_class_logits")(shared)
-    probs = layers.Activation("softmax")(logits)
+    probs = layers.Activation("softmax", dtype="float32")(logits)  # scores are compared to thresholds
     deltas = layers.Dense(num_classes * 4, name="mrcnn_bbox_fc")(shared)
     deltas = layers.Reshape((num_classes, 4))(deltas)
     return (UnfoldRois(name="mrcnn_class_logits_unfold")([logits, rois]),

@@ -27,6 +27,7 @@ class ProposalLayer(keras.layers.Layer):
 
     def __init__(self, proposal_count: int, nms_threshold: float, pre_nms_limit: int,
                  rpn_bbox_std_dev, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy
         super().__init__(**kwargs)
         self.supports_jit = False  # XLA has no kernel for NonMaxSuppressionV3
         self.proposal_count = int(proposal_count)

@@ -26,6 +26,7 @@ class PyramidROIAlign(keras.layers.Layer):
     """Inputs: `[rois [B, R, 4], image_meta [B, M], P2, P3, P4, P5]` → `[B, R, h, w, C]`."""
 
     def __init__(self, pool_shape, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy
         super().__init__(**kwargs)
         self.supports_jit = False  # XLA has no kernel for CropAndResize
         self.pool_shape = tuple(int(v) for v in pool_shape)

@@ -18,7 +18,8 @@ def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int) -
                            name="rpn_conv_shared")(feature_map)
     logits = layers.Conv2D(2 * anchors_per_location, 1, name="rpn_class_raw")(shared)
     logits = layers.Reshape((-1, 2))(logits)
-    probs = layers.Activation("softmax", name="rpn_class_softmax")(logits)
+    # float32 scores: bfloat16's 3 digits would tie many anchors in the proposals' top-k.
+    probs = layers.Activation("softmax", name="rpn_class_softmax", dtype="float32")(logits)
     deltas = layers.Conv2D(4 * anchors_per_location, 1, name="rpn_bbox_pred")(shared)
     deltas = layers.Reshape((-1, 4))(deltas)
     return keras.Model(feature_map, [logits, probs, deltas], name="rpn_model")
@@ -28,6 +29,7 @@ def apply_rpn(rpn_model: keras.Model, feature_maps: list) -> tuple:
     """Run `rpn_model` on each level and concatenate: (rpn_class_logits, rpn_class, rpn_bbox)."""
     per_level = [rpn_model(p) for p in feature_maps]
     logits, probs, deltas = zip(*per_level)
-    return (layers.Concatenate(axis=1, name="rpn_class_logits")(list(logits)),
-            layers.Concatenate(axis=1, name="rpn_class")(list(probs)),
-            layers.Concatenate(axis=1, name="rpn_bbox")(list(deltas)))
+    # float32 outputs whatever the policy: losses and the proposal layer compute in float32.
+    return (layers.Concatenate(axis=1, name="rpn_class_logits", dtype="float32")(list(logits)),
+            layers.Concatenate(axis=1, name="rpn_class", dtype="float32")(list(probs)),
+            layers.Concatenate(axis=1, name="rpn_bbox", dtype="float32")(list(deltas)))
