@@ -25,7 +25,8 @@ from mrcnn.config import Config
 from mrcnn.data import DataGenerator, load_image_gt  # noqa: F401  (matterport: modellib.load_image_gt)
 from mrcnn.masks import paste_masks
 from mrcnn.network import build_inference_graph, build_training_graph
-from mrcnn.training import TrainingModel, layers_regex, make_optimizer, set_trainable
+from mrcnn.training import (EpochCheckpoint, TrainingModel, layers_regex, make_optimizer, save_model_weights,
+                            set_trainable)
 from mrcnn.transform import compose_image_meta, mold_image, resize_image  # mold_image: modellib API
 
 MODES = ("training", "inference")
@@ -95,7 +96,7 @@ class MaskRCNN:
         if not filepath.endswith(".weights.h5"):
             raise ValueError(f"Keras 3 weight files must end with '.weights.h5', got {filepath!r}")
         Path(filepath).parent.mkdir(parents=True, exist_ok=True)
-        self.keras_model.save_weights(filepath)
+        save_model_weights(self.keras_model, filepath)
 
     def find_last(self) -> str:
         """Path of the last checkpoint of the newest run of this config's NAME under `model_dir`."""
@@ -151,7 +152,7 @@ class MaskRCNN:
         Path(self.log_dir, "config.json").write_text(config.to_json())
         # Class names without the background, in class-id order (id = index + 1).
         Path(self.log_dir, "classes.json").write_text(json.dumps(list(train_dataset.class_names[1:])))
-        callbacks = [keras.callbacks.ModelCheckpoint(self.checkpoint_path, save_weights_only=True, verbose=0),
+        callbacks = [EpochCheckpoint(self.checkpoint_path),
                      keras.callbacks.CSVLogger(os.path.join(self.log_dir, "losses.csv"), append=True),
                      *(custom_callbacks or [])]
         history = self.keras_model.fit(train_data, initial_epoch=self.epoch, epochs=epochs,

@@ -84,6 +84,29 @@ def make_optimizer(config: Config, learning_rate: float) -> keras.optimizers.Opt
     return optimizer
 
 
+def save_model_weights(model: keras.Model, filepath: str) -> None:
+    """Write the model's own weights as Keras 3 `.weights.h5`.
+
+    A compiled model's `save_weights` also writes the optimizer state (with AdamW, twice the
+    model's size); checkpoints and registered models hold only what inference loads.
+    """
+    from keras.src.saving import saving_lib  # save_weights_only is where objects_to_skip lives
+
+    optimizer = getattr(model, "optimizer", None)
+    saving_lib.save_weights_only(model, filepath, objects_to_skip=[optimizer] if optimizer is not None else None)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Save the weights after every epoch to `template.format(epoch=<1-based epoch>)`."""
+
+    def __init__(self, template: str):
+        super().__init__()
+        self.template = template
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_model_weights(self.model, self.template.format(epoch=epoch + 1))
+
+
 def _unpack(data):
     return data[0] if isinstance(data, (tuple, list)) else data
 
