@@ -11,7 +11,6 @@ JSON, in the JSON folder's parent and at the input root, each directly and under
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ import pycocotools.mask as mask_utils
 
 from .images import image_size
 from .paths import parent_of, resolve_inside
-from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult
+from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, load_json
 
 
 def read_coco(name: str, data: bytes, fetch: Fetch) -> ReadResult:
@@ -73,10 +72,7 @@ def read_coco(name: str, data: bytes, fetch: Fetch) -> ReadResult:
 
 
 def _parse(data: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"malformed JSON ({error})") from None
+    document = load_json(data)
     if not isinstance(document, dict) or not all(
             isinstance(document.get(key), list) for key in ("images", "annotations", "categories")):
         raise ValueError("not a COCO instances file (needs images, annotations and categories "

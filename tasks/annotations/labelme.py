@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ import PIL.Image
 from . import rasterize
 from .images import exif_upright, fetch_image, image_size
 from .paths import parent_of, resolve_inside, stem_of
-from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult
+from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, load_json
 
 NOT_INSTANCES = ("__ignore__", "_background_")
 
@@ -53,10 +52,7 @@ def read_labelme(name: str, data: bytes, fetch: Fetch) -> ReadResult:
 
 
 def _parse(data: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"malformed JSON ({error})") from None
+    document = load_json(data)
     if not isinstance(document, dict) or not isinstance(document.get("shapes"), list):
         raise ValueError("not a labelme file (no 'shapes' list)")
     return document

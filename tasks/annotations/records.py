@@ -8,8 +8,10 @@ file and the reason, destined for ``report.json``.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -115,3 +117,10 @@ class ReadResult:
         """Record a whole item that did not convert."""
         self.issues.append(Issue(IssueKind.SKIPPED, file, reason, item))
 
+
+def load_json(data: bytes) -> Any:
+    """Parse an annotation file's bytes; malformed JSON is a ValueError saying so."""
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"malformed JSON ({error})") from None

@@ -10,7 +10,6 @@ source; an ellipse becomes a 64-gon so its rotation ``theta`` is honoured.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 from . import rasterize
 from .images import fetch_image, image_size
 from .paths import parent_of, resolve_inside
-from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult
+from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, load_json
 
 _ELLIPSE_VERTICES = 64
 
@@ -77,10 +76,7 @@ def read_via(name: str, data: bytes, fetch: Fetch, attribute: str = "label",
 
 
 def _entries(data: bytes) -> list[tuple[str, dict[str, Any]]]:
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"malformed JSON ({error})") from None
+    document = load_json(data)
     if isinstance(document, dict) and "_via_img_metadata" in document:
         document = document["_via_img_metadata"]
     if not isinstance(document, dict) or not all(
