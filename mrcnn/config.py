@@ -21,6 +21,8 @@ RESIZE_MODES = ("none", "square", "pad64", "crop")
 BUILTIN_BACKBONES = ("resnet50", "resnet101")
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
 
+DEVICE_NAME = re.compile(r"(/job:\w+/replica:\d+/task:\d+)?/(device:)?(cpu|gpu|CPU|GPU):\d+")
+
 # Attributes derived from the others in `__init__`; never read back from a dict.
 DERIVED = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
 
@@ -92,6 +94,9 @@ class Config:
     # (Keras "mixed_bfloat16"; fast on CPUs with AVX512-BF16/AMX). Weights stay float32, so
     # the same checkpoints load; boxes, NMS, ROI Align and the outputs stay float32.
     INFERENCE_PRECISION = "float32"
+    # Replica devices for data-parallel training (mrcnn.distribute), e.g. ["/gpu:0", "/gpu:2"];
+    # one per GPU_COUNT. None: the first GPU_COUNT GPUs (GPU_COUNT 1: no tf.distribute at all).
+    TRAINING_DEVICES: list[str] | None = None
 
     def __init__(self, **overrides: Any) -> None:
         unknown = sorted(k for k in overrides if not _is_setting(k) or not hasattr(self, k))
@@ -157,6 +162,12 @@ class Config:
             raise ValueError(f"LOSS_WEIGHTS has unknown loss names {unknown_losses}; known: {list(LOSS_NAMES)}")
         if len(self.MEAN_PIXEL) != self.IMAGE_CHANNEL_COUNT:
             raise ValueError(f"MEAN_PIXEL needs {self.IMAGE_CHANNEL_COUNT} values, got {len(self.MEAN_PIXEL)}")
+        if self.TRAINING_DEVICES is not None:
+            devices = self.TRAINING_DEVICES
+            if (not isinstance(devices, (list, tuple)) or len(devices) != self.GPU_COUNT
+                    or not all(isinstance(d, str) and DEVICE_NAME.fullmatch(d) for d in devices)):
+                raise ValueError(f"TRAINING_DEVICES must list GPU_COUNT ({self.GPU_COUNT}) device names such as "
+                                 f"'/gpu:0' or '/cpu:1', got {devices!r}")
         if not self.USE_RPN_ROIS:
             raise ValueError("USE_RPN_ROIS=False (training the heads on external ROIs) is not supported")
 

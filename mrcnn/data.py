@@ -129,7 +129,8 @@ def collate(samples: list[dict[str, np.ndarray]], config: Config) -> dict[str, n
     out["input_rpn_match"] = out["input_rpn_match"].astype(np.int32)
     out["input_gt_class_ids"] = np.stack([_pad(s["input_gt_class_ids"], limit, 0) for s in samples]).astype(np.int32)
     out["input_gt_boxes"] = np.stack([_pad(s["input_gt_boxes"], limit, 0) for s in samples]).astype(np.float32)
-    out["input_gt_masks"] = np.stack([_pad(s["input_gt_masks"], limit, 2) for s in samples]).astype(bool)
+    # uint8, not bool: tf.distribute averages a batch to build the model, and bool cannot be summed.
+    out["input_gt_masks"] = np.stack([_pad(s["input_gt_masks"], limit, 2) for s in samples]).astype(np.uint8)
     return out
 
 

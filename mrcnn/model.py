@@ -23,6 +23,7 @@ from mrcnn.anchors import get_anchors
 from mrcnn.boxes import denorm_boxes, norm_boxes
 from mrcnn.config import Config
 from mrcnn.data import DataGenerator, load_image_gt  # noqa: F401  (matterport: modellib.load_image_gt)
+from mrcnn.distribute import training_strategy
 from mrcnn.masks import paste_masks
 from mrcnn.network import build_inference_graph, build_training_graph
 from mrcnn.training import (EpochCheckpoint, TrainingModel, layers_regex, make_optimizer, save_model_weights,
@@ -42,6 +43,8 @@ class MaskRCNN:
     Attributes:
         keras_model: the Keras model; its layers carry matterport's names.
         epoch: the last completed epoch (training resumes after it).
+        strategy: the `tf.distribute` strategy a training model is built and trained under
+            (several replicas when GPU_COUNT > 1, see `mrcnn.distribute`).
         log_dir / checkpoint_path: where `train` writes checkpoints.
     """
 
@@ -53,10 +56,13 @@ class MaskRCNN:
         self.mode = mode
         self.config = config
         self.model_dir = str(model_dir)
+        # First: splitting the CPU into replica devices must precede any TensorFlow op.
+        self.strategy = training_strategy(config) if mode == "training" else tf.distribute.get_strategy()
         if config.SEED is not None:
             keras.utils.set_random_seed(int(config.SEED))
         self.set_log_dir()
-        self.keras_model = self.build(mode, config)
+        with self.strategy.scope():  # variables are mirrored on every replica
+            self.keras_model = self.build(mode, config)
         self._predict = None
 
     # ------------------------------------------------------------------ graph
@@ -147,7 +153,8 @@ class MaskRCNN:
         trainable = set_trainable(self.keras_model, pattern)
         if not trainable:
             raise ValueError(f"layers={layers!r} matches no layer with weights")
-        self.keras_model.compile(optimizer=make_optimizer(config, learning_rate))
+        with self.strategy.scope():
+            self.keras_model.compile(optimizer=make_optimizer(config, learning_rate))
         os.makedirs(self.log_dir, exist_ok=True)
         Path(self.log_dir, "config.json").write_text(config.to_json())
         # Class names without the background, in class-id order (id = index + 1).

@@ -100,7 +100,7 @@ def build_training_graph(config: Config) -> tuple[dict, dict]:
         "input_rpn_bbox": keras.Input((None, 4), name="input_rpn_bbox"),
         "input_gt_class_ids": keras.Input((None,), name="input_gt_class_ids", dtype="int32"),
         "input_gt_boxes": keras.Input((None, 4), name="input_gt_boxes"),
-        "input_gt_masks": keras.Input((*_gt_mask_shape(config), None), name="input_gt_masks", dtype="bool"),
+        "input_gt_masks": keras.Input((*_gt_mask_shape(config), None), name="input_gt_masks", dtype="uint8"),
     }
     features, (rpn_class_logits, rpn_class, rpn_bbox), anchors = _features_and_rpn(config, image, config.TRAIN_BN)
     rpn_rois = _proposals(config, rpn_class, rpn_bbox, anchors, config.POST_NMS_ROIS_TRAINING)

@@ -158,8 +158,10 @@ class TrainingModel(keras.Model):
         with tf.GradientTape() as tape:
             named = self.compute_losses(x, self(x, training=True))
             total = self._total(named)
+            # Replicas' gradients are summed; each replica's share makes the sum a mean.
+            share = total / tf.distribute.get_replica_context().num_replicas_in_sync
         variables = self.trainable_variables
-        gradients = tape.gradient(total, variables)
+        gradients = tape.gradient(share, variables)
         self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
         return self._record(total, named)
 

@@ -324,7 +324,8 @@ class EpochRecorder:
         rate = keras.ops.convert_to_numpy(self.model.keras_model.optimizer.learning_rate)
         row = {**{key: float(value) for key, value in (logs or {}).items()},
                "epoch": done, "stage": self.stage_number, "layers": self.stage["layers"],
-               "learning_rate": float(rate), "seconds": round(time.monotonic() - self._started, 3)}
+               "learning_rate": float(rate), "seconds": round(time.monotonic() - self._started, 3),
+               "replicas": int(self.model.strategy.num_replicas_in_sync)}
         self.history.append(row)
         storage.write_bytes(storage.join(self.run_dir, HISTORY_FILE), _dumps(self.history))
         self.report({"type": "epoch", "row": row})
@@ -404,6 +405,7 @@ def run_training_process(request: dict[str, Any], on_event: Report,
         `timeout_seconds` (the child is stopped), RuntimeError if the child dies silently.
     """
     work = Path(request["work_dir"])
+    work.mkdir(parents=True, exist_ok=True)
     request_path, events_path = work / "request.json", work / "events.jsonl"
     request_path.write_text(json.dumps(request))
     events_path.write_text("")

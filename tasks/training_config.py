@@ -9,6 +9,7 @@ name: shapes              # model name: Config.NAME and the registry name
 classes: [square, circle, triangle]
 init_with: scratch        # scratch | imagenet:<uri> | coco:<uri> | last | model:<NAME@ALIAS>
 config: {IMAGES_PER_GPU: 8, IMAGE_MAX_DIM: 128}   # mrcnn Config overrides
+                          # (GPU_COUNT > 1: data-parallel over that many GPUs, mrcnn.distribute)
 epochs: 10                # default stages: heads to 10 at learning_rate, all to 20 at lr/10
 learning_rate: 0.001      # default: config LEARNING_RATE
 augmentation: {hflip: 0.5}  # default of every stage that does not set its own

@@ -23,7 +23,7 @@ from mrcnn.shapes import ShapesDataset
 from mrcnn_pipeline.cli import main
 from tasks import registry, storage
 from tasks.training import (collect_run, list_checkpoints, prepare_training, read_history,
-                            run_training)
+                            run_training, run_training_process)
 from tasks.training_config import TrainingConfig
 from tasks.training_report import loss_curve_png, training_metrics
 from tests.support.builders import labelme_json, shape, write
@@ -205,6 +205,24 @@ def test_staged_training_freezes_counts_epochs_and_resumes_after_a_crash(tmp_pat
     other = {**collected["config"], "NUM_CLASSES": 3}
     with pytest.raises(ValueError, match="mask_rcnn_tiny_0003.weights.h5' do not fit the model"):
         registry.build_inference_model(other, collected["weights"])
+
+
+@pytest.mark.slow
+def test_a_training_config_with_two_replicas_trains_mirrored(tmp_path: Path):
+    """GPU_COUNT 2 in the training config: a MirroredStrategy over two devices (CPUs here)."""
+    dataset = write_canonical(tmp_path / "data")
+    training = TrainingConfig.from_dict({
+        "name": "tiny", "classes": SHAPES,
+        "config": {**TINY, "IMAGES_PER_GPU": 1, "GPU_COUNT": 2, "TRAINING_DEVICES": ["/cpu:0", "/cpu:1"]},
+        "stages": [{"layers": "heads", "epochs": 1, "learning_rate": 0.01}]})
+    run_dir = str(tmp_path / "run")
+    request = prepare_training(dataset, training, run_dir, False, str(tmp_path / "reg"),
+                               str(tmp_path / "work"))
+    events: list[dict] = []
+    result = run_training_process(request, events.append, timeout_seconds=600)
+    assert result["epoch"] == 1 and [e["row"]["replicas"] for e in events] == [2]
+    assert np.isfinite(events[0]["row"]["loss"]) and sorted(list_checkpoints(run_dir)) == [1]
+    assert read_history(run_dir)[0]["replicas"] == 2
 
 
 # ---------------------------------------------------------------------------- the whole pipeline

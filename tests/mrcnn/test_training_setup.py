@@ -238,7 +238,7 @@ def test_batch_keys_shapes_and_dtypes(shapes_dataset):
         "input_rpn_bbox": ((2, config.RPN_TRAIN_ANCHORS_PER_IMAGE, 4), np.float32),
         "input_gt_class_ids": ((2, 4), np.int32),
         "input_gt_boxes": ((2, 4, 4), np.float32),
-        "input_gt_masks": ((2, 56, 56, 4), np.bool_),
+        "input_gt_masks": ((2, 56, 56, 4), np.uint8),
     }
     for key, (shape, dtype) in expected.items():
         assert batch[key].shape == shape and batch[key].dtype == dtype, key
