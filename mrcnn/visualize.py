@@ -96,12 +96,15 @@ def draw_instances(
     colors = [class_color(c) for c in class_ids]
     width = _line_width(image.shape)
     for i in range(n):
-        mask = masks[..., i].astype(bool)
+        region = _mask_region(masks[..., i])
+        if region is None:
+            continue
+        mask, view = masks[..., i][region].astype(bool), out[region]  # view writes into `out`
         if show_masks:
-            blended = (1.0 - alpha) * out[mask] + alpha * np.asarray(colors[i], np.float64)
-            out[mask] = np.round(blended).astype(np.uint8)
+            blended = (1.0 - alpha) * view[mask] + alpha * np.asarray(colors[i], np.float64)
+            view[mask] = np.round(blended).astype(np.uint8)
         if show_outlines:
-            out[_outline(mask, width)] = colors[i]
+            view[_outline(mask, width)] = colors[i]
     if not text_lines and not (n and (show_boxes or show_captions)):
         return out
     canvas = Image.fromarray(out)
@@ -162,6 +165,19 @@ def _font_size(shape: tuple[int, ...]) -> int:
     return max(10, round(max(shape[:2]) / 40))
 
 
+def _mask_region(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The mask's bounding rows and columns plus one pixel of margin (None when empty).
+
+    Drawing inside this window gives the same pixels as drawing on the whole image (the
+    margin keeps the window's border from counting as a mask edge) at a fraction of the cost.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not rows.size:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
+
+
 def _outline(mask: np.ndarray, width: int) -> np.ndarray:
     """The mask pixels within `width` (4-neighbour) steps of its edge or the image edge."""
     inner = mask.copy()
@@ -207,10 +223,11 @@ def _legend(canvas: Image.Image, font: ImageFont.FreeTypeFont, lines: Sequence[s
     step = round(font.size * 1.25)
     measure = ImageDraw.Draw(canvas)
     text_w = max(measure.textbbox((0, 0), line, font=font)[2] for line in lines)
-    overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
-    box = (0, 0, text_w + 2 * pad, step * len(lines) + 2 * pad)
-    ImageDraw.Draw(overlay).rectangle(box, fill=(0, 0, 0, _LEGEND_OPACITY))
-    canvas = Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")
+    box = (0, 0, min(text_w + 2 * pad + 1, canvas.width), min(step * len(lines) + 2 * pad + 1, canvas.height))
+    # Darken only the legend's corner (compositing the whole image costs more than the drawing).
+    corner = canvas.crop(box).convert("RGBA")
+    shade = Image.new("RGBA", corner.size, (0, 0, 0, _LEGEND_OPACITY))
+    canvas.paste(Image.alpha_composite(corner, shade).convert("RGB"), box[:2])
     draw = ImageDraw.Draw(canvas)
     for row, line in enumerate(lines):
         draw.text((pad, pad + row * step), line, fill=(255, 255, 255), font=font)

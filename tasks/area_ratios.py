@@ -32,6 +32,8 @@ def select_detections(detection: Detection, min_confidence: float) -> dict[str, 
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
     keep = np.asarray(detection["scores"]) >= min_confidence
+    if keep.all():  # the common case: no copy of the [H, W, N] masks
+        return {key: np.asarray(detection[key]) for key in ("rois", "class_ids", "scores", "masks")}
     return {"rois": np.asarray(detection["rois"])[keep],
             "class_ids": np.asarray(detection["class_ids"])[keep],
             "scores": np.asarray(detection["scores"])[keep],
