@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 
 from tasks import registry as model_registry
 from tasks import registry_documents, storage
-from tasks.training import collect_run, read_json_file
+from tasks.training_runs import collect_run, read_json_file
 
 
 @task(name="register-version", cache_policy=NO_CACHE, persist_result=False)

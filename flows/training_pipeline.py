@@ -15,7 +15,7 @@ from flows.evaluate_model import evaluate_model
 from flows.register_model import register_model
 from flows.train_model import train_model
 from tasks.convert import Format
-from tasks.training import default_run_dir
+from tasks.training_runs import default_run_dir
 from tasks.training_config import load_training_config
 
 

@@ -25,7 +25,8 @@ from prefect.cache_policies import NO_CACHE
 from mrcnn.evaluation import DetectionEvaluator
 from tasks import registry, storage
 from tasks.area_ratios import class_areas
-from tasks.training import check_classes, fetch_dataset, list_checkpoints, load_split, read_json_file
+from tasks.training_data import check_classes, fetch_dataset, load_split
+from tasks.training_runs import list_checkpoints, read_json_file
 
 Sample = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]  # gt class ids, gt masks, result
 

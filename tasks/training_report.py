@@ -1,6 +1,6 @@
 """What a training run reports: `metrics.json`, a loss-curve PNG and the per-epoch table.
 
-History rows are `tasks.training.EpochRecorder`'s: `epoch`, `stage`, `layers`,
+History rows are `tasks.training_process.EpochRecorder`'s: `epoch`, `stage`, `layers`,
 `learning_rate`, `seconds` and the Keras logs (`loss`, the five named losses, `val_*`).
 The PNG is drawn with Pillow so that no plotting library is needed.
 """

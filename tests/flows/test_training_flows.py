@@ -22,8 +22,9 @@ from pycocotools import mask as mask_utils
 from mrcnn.shapes import ShapesDataset
 from mrcnn_pipeline.cli import main
 from tasks import registry, storage
-from tasks.training import (collect_run, list_checkpoints, prepare_training, read_history,
-                            run_training, run_training_process)
+from tasks.training import prepare_training
+from tasks.training_process import run_training, run_training_process
+from tasks.training_runs import collect_run, list_checkpoints, read_history
 from tasks.training_config import TrainingConfig
 from tasks.training_report import loss_curve_png, training_metrics
 from tests.support.builders import labelme_json, shape, write

@@ -1,0 +1,105 @@
+"""Training run folders: where a run keeps its record, checkpoints and history.
+
+Run folder (`run_dir`: a local path or `s3://...`)::
+
+    run.json          name, classes, dataset URI + content hash, training config, stages,
+                      initial weights, training flow run id, start time
+    config.json       the mrcnn Config (`to_dict`); classes.json: class names without BG
+    checkpoints/mask_rcnn_<name>_<epoch:04d>.weights.h5     uploaded after every epoch
+    history.json      one row per finished epoch: stage, layers, learning rate, seconds,
+                      replicas, losses
+    metrics.json      summary and history, written when the stages are done; loss_curve.png
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from typing import Any
+
+from tasks import storage
+
+RUN_FILE, HISTORY_FILE, METRICS_FILE, CURVE_FILE = ("run.json", "history.json", "metrics.json",
+                                                    "loss_curve.png")
+CHECKPOINT_FOLDER = "checkpoints"
+CHECKPOINT_NAME = re.compile(r"mask_rcnn_[\w-]+_(\d{4,})\.weights\.h5")
+RUNS_FOLDER = ".runs"  # default home of run folders, beside the registry's models
+
+
+def dump_json(value: Any) -> bytes:
+    return json.dumps(value, indent=2).encode("utf-8")
+
+
+def absolute(uri: str) -> str:
+    """Local paths made absolute (so that records stay valid from any folder); URIs as given."""
+    return os.path.abspath(uri.removeprefix("file://")) if storage.is_local(uri) else uri
+
+
+def default_run_dir(registry_uri: str, name: str) -> str:
+    """A new run folder `<registry>/.runs/<name>-<UTC time>`."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return storage.join(registry_uri, RUNS_FOLDER, f"{name}-{stamp}")
+
+
+def newest_run(registry_uri: str, name: str) -> str | None:
+    """The newest run folder of `name` under `<registry>/.runs` that holds a checkpoint."""
+    base = storage.join(registry_uri, RUNS_FOLDER)
+    runs = {storage.relative_path(uri, base).split("/")[0]
+            for uri in storage.list_files(base, (".weights.h5",))}
+    ours = sorted(run for run in runs if re.fullmatch(rf"{re.escape(name)}-\d{{8}}T\d{{6}}", run))
+    return storage.join(base, ours[-1]) if ours else None
+
+
+def list_checkpoints(run_dir: str) -> dict[int, str]:
+    """Checkpoint URIs of a run folder by epoch."""
+    found = {}
+    for uri in storage.list_files(storage.join(run_dir, CHECKPOINT_FOLDER), (".weights.h5",)):
+        match = CHECKPOINT_NAME.fullmatch(uri.rsplit("/", 1)[-1])
+        if match:
+            found[int(match.group(1))] = uri
+    return dict(sorted(found.items()))
+
+
+def read_json_file(uri: str, what: str) -> Any:
+    """Parse a JSON file; errors name `what` and the URI."""
+    try:
+        return json.loads(storage.read_bytes(uri))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {uri!r} not found") from None
+    except ValueError as error:
+        raise ValueError(f"{what} {uri!r} is not valid JSON: {error}") from None
+
+
+def read_history(run_dir: str) -> list[dict[str, Any]]:
+    """The per-epoch rows written so far (empty for a new run)."""
+    try:
+        return json.loads(storage.read_bytes(storage.join(run_dir, HISTORY_FILE)))
+    except FileNotFoundError:
+        return []
+
+
+def collect_run(run_dir: str) -> dict[str, Any]:
+    """What registering a finished run needs: its last checkpoint, config, classes, lineage.
+
+    Raises:
+        FileNotFoundError: not a run folder, or no checkpoint.
+        ValueError: the run stopped before its last stage ended (resume it first).
+    """
+    run = read_json_file(storage.join(run_dir, RUN_FILE), "run record")
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise FileNotFoundError(f"run folder {run_dir!r} has no checkpoint")
+    epoch, planned = max(checkpoints), run["stages"][-1]["epochs"]
+    if epoch < planned:
+        raise ValueError(f"run {run_dir!r} stopped at epoch {epoch} of {planned}; resume it first")
+    seconds = sum(row.get("seconds", 0.0) for row in read_history(run_dir))
+    return {"name": run["name"], "weights": checkpoints[epoch],
+            "config": read_json_file(storage.join(run_dir, "config.json"), "model config"),
+            "classes": read_json_file(storage.join(run_dir, "classes.json"), "class list"),
+            "lineage": {"dataset": run["dataset"], "training_config": run["training_config"],
+                        "stages": run["stages"], "init_weights": run["init_with"],
+                        "run_dir": run_dir, "checkpoint": checkpoints[epoch], "epochs": epoch,
+                        "training_flow_run_id": run["flow_run_id"],
+                        "training_seconds": round(seconds, 3)}}
