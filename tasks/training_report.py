@@ -8,7 +8,6 @@ The PNG is drawn with Pillow so that no plotting library is needed.
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +18,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks import storage
+from tasks.training_runs import CURVE_FILE, METRICS_FILE, dump_json
 
 LOSS_KEYS = ("loss", "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
              "mrcnn_mask_loss")
@@ -119,9 +119,9 @@ def write_training_report(run_dir: str, history: list[dict[str, Any]]) -> dict[s
     Returns:
         `{"metrics": uri, "loss_curve": uri}`.
     """
-    metrics = storage.write_bytes(storage.join(run_dir, "metrics.json"),
-                                  json.dumps(training_metrics(history), indent=2).encode())
-    curve = storage.write_bytes(storage.join(run_dir, "loss_curve.png"), loss_curve_png(history))
+    metrics = storage.write_bytes(storage.join(run_dir, METRICS_FILE),
+                                  dump_json(training_metrics(history)))
+    curve = storage.write_bytes(storage.join(run_dir, CURVE_FILE), loss_curve_png(history))
     create_table_artifact(table_rows(history), key="train-model-losses",
                           description=f"losses per epoch of {run_dir}")
     return {"metrics": metrics, "loss_curve": curve}
