@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks import storage
+from tasks.annotations.canonical import SPLITS
 from tasks.training_runs import absolute
-
-SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,29 @@ def test_outline_is_the_mask_edge_in_full_colour():
     assert tuple(out[28, 15]) == (100, 100, 100)  # interior left alone without mask fill
 
 
+def test_outlines_match_a_morphological_reference_at_edges_holes_and_empty_masks():
+    """Each instance is drawn inside its own window; the result must equal the whole-image
+    definition: mask pixels within `width` 4-neighbour steps of the mask's or image's edge."""
+    from skimage.morphology import diamond, erosion
+
+    image = np.full((120, 160, 3), 100, np.uint8)
+    masks = np.zeros((120, 160, 3), bool)
+    masks[0:50, 0:70, 0] = True  # touches the top and left image edges
+    masks[15:30, 20:40, 0] = False  # with a hole
+    masks[60:120, 100:160, 2] = True  # touches the bottom and right edges; mask 1 stays empty
+    out = viz.draw_instances(image, np.zeros((3, 4), np.int32), masks, np.array([1, 2, 1]), NAMES,
+                             show_masks=False, show_boxes=False, show_captions=False)
+    width = viz._line_width(image.shape)
+    expected = np.zeros((120, 160), bool)
+    for i in (0, 2):
+        padded = np.pad(masks[..., i], width)  # outside the image counts as outside the mask
+        for _ in range(width):
+            padded = erosion(padded, diamond(1))
+        expected |= masks[..., i] & ~padded[width:-width, width:-width]
+    assert expected.sum() > 0 and (expected != masks.any(axis=2)).any()
+    np.testing.assert_array_equal((out != 100).any(axis=2), expected)
+
+
 def test_box_drawn_on_its_border_with_exclusive_corner():
     image, boxes, masks, ids = _scene()
     out = viz.draw_instances(
