@@ -1,11 +1,12 @@
 """Flow ``batch-inference``: a folder of images -> per-class area ratios in Parquet.
 
-commit leftovers -> list images -> load model -> skip what this model version already did ->
-shards (``process_shard`` mapped onto the task runner) -> commit -> summary. Outputs under
-``output_uri`` (hive-partitioned by ``run_date``): ``area_ratios/``, ``instances/``,
-``errors/``, ``overlays/``; the schemas are in ``tasks.parquet_schemas``. Re-running a date
-with nothing new writes nothing; re-processing replaces rows instead of adding them
-(``tasks.processed_manifest``).
+probe the output -> commit leftovers -> list images -> load model -> skip what this model
+version already did -> shards (``process_shard`` mapped onto the task runner, each staging
+its rows) -> commit -> summary. Outputs under ``output_uri`` (hive-partitioned by
+``run_date``): ``area_ratios/``, ``instances/``, ``errors/``, ``overlays/``; the schemas are
+in ``tasks.parquet_schemas``. Re-running a date with nothing new writes nothing;
+re-processing replaces rows instead of adding them; a crash anywhere is finished or rolled
+back by the next run's first commit (``tasks.tables``).
 Storage credentials come from the environment (``tasks.storage``), never from parameters,
 which Prefect records.
 
@@ -32,10 +33,10 @@ from prefect.artifacts import (create_progress_artifact, create_table_artifact,
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
-from tasks import processed_manifest, storage
+from tasks import storage, tables
+from tasks.failures import RunIncomplete, retry_delays, retry_transient
 from tasks.image_decoding import MAX_PIXELS
-from tasks.inference import (ShardContext, list_images, plan_shards, process_shard,
-                             retry_transient)
+from tasks.inference import ShardContext, list_images, plan_shards, process_shard
 from tasks.model_loading import ModelSpec, resolve_model
 from tasks.task_runners import dask_task_runner, shard_task_runner
 
@@ -75,11 +76,26 @@ def load_model(spec: ModelSpec) -> ResolvedModel:
                          loaded.spec, float(loaded.model.config.DETECTION_MIN_CONFIDENCE))
 
 
-@task(name="commit-manifest", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
-      retry_condition_fn=retry_transient)
-def commit_manifest(output_uri: str) -> dict[str, int]:
-    """Fold the shards' pending records into the index (see ``tasks.processed_manifest``)."""
-    return processed_manifest.commit(output_uri)
+@task(name="check-output", retries=len(retry_delays()), retry_delay_seconds=retry_delays(),
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+def check_output(output_uri: str) -> None:
+    """Write and delete a probe object: an unusable output fails before the model loads."""
+    storage.probe_writable(output_uri)
+
+
+@task(name="commit-results", retries=len(retry_delays()), retry_delay_seconds=retry_delays(),
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+def commit_results(output_uri: str) -> dict[str, int]:
+    """Take staged shards into the tables under the commit lease (see ``tasks.tables``)."""
+    return tables.commit(output_uri).as_dict()
+
+
+def done_images(output_uri: str, model_key: str) -> set[tuple[str, str]]:
+    """``(uri, fingerprint)`` of images ``model_key`` finished: committed or staged."""
+    done = tables.done_images(tables.read_current(output_uri), model_key)
+    done.update((entry.image_uri, entry.fingerprint) for entry in tables.pending_entries(output_uri)
+                if entry.model == model_key and entry.outcome != "retry")
+    return done
 
 
 @flow(name="batch-inference")
@@ -127,28 +143,27 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
     spec = ModelSpec(reference=model, registry_uri=registry_uri if model else None,
                      weights=weights, config=config, classes=classes, batch_size=batch_size,
                      min_confidence=min_confidence)
-    commit_manifest(output_uri)
+    check_output(output_uri)
+    commit_results(output_uri)
     images = list_images(input_uri, patterns)
     resolved = load_model(spec)
     _warn_threshold(resolved, min_confidence, logger)
-    entries = processed_manifest.load(output_uri).values()
-    done = processed_manifest.done_images(entries, resolved.key)
-    shards = plan_shards(images, done, reprocess, shard_size)
+    shards = plan_shards(images, done_images(output_uri, resolved.key), reprocess, shard_size)
     todo = sum(len(shard) for shard in shards)
     logger.info("%d images listed, %d to process in %d shards with %s, run_date %s",
                 len(images), todo, len(shards), resolved.key, day)
     context = ShardContext(output_uri, day, _run_id(), min_confidence or 0.0, overlays,
                            max_pixels)
     results, failures = _run_shards(shards, resolved.spec, context, todo, dask_address)
-    committed = commit_manifest(output_uri)
+    committed = commit_results(output_uri)
     summary = _summary(results, len(images), todo, resolved, day, output_uri)
     _summary_artifact(summary, resolved)
     logger.info("processed %d images, %d errors, %d skipped; %d rows superseded",
                 summary["processed"], summary["errors"], summary["skipped"],
                 committed["rows_removed"])
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(shards)} shards failed (their images are "
-                           f"retried by the next run): {failures[0]}")
+        raise RunIncomplete(f"{len(failures)} of {len(shards)} shards failed (their images are "
+                            f"retried by the next run): {failures[0]}")
     return summary
 
 
@@ -217,7 +232,7 @@ def _run_shards(shards: list[list[Any]], spec: ModelSpec, context: ShardContext,
         for future in as_completed(futures):
             outcome = future.result(raise_on_failure=False)
             if isinstance(outcome, BaseException):
-                failures.append(f"{type(outcome).__name__}: {outcome}")
+                failures.append(str(outcome) or type(outcome).__name__)
                 continue
             results.append(outcome)
             done += outcome["images"]

@@ -25,9 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from mrcnn_pipeline import inference_commands  # noqa: E402
 from mrcnn_pipeline.arguments import fraction  # noqa: E402
 from tasks.annotations import FORMATS  # noqa: E402
+from tasks.failures import RunIncomplete  # noqa: E402
 
 # Errors that describe bad input or environment; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, TypeError, OSError, KeyError)
+USER_ERRORS = (ValueError, TypeError, OSError, KeyError, RunIncomplete)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,8 @@
 
 A shard task loads the model once per worker process (``tasks.model_loading``), reads and
 decodes images on a small thread pool while the model runs (TensorFlow releases the GIL),
-detects in batches, writes overlay JPEGs in the background, then stores its rows with
-``tasks.parquet_io`` and records what it did with ``tasks.processed_manifest``. It returns
+detects in batches, writes overlay JPEGs in the background, then stages its rows and index
+entries (``tasks.tables.staging``) for the next commit to take into the tables. It returns
 URIs and counts only; arrays never leave the task.
 
 Every image of a shard ends as ``area_ratios`` rows or one ``errors`` row:
@@ -30,9 +30,9 @@ from tasks import storage
 from tasks.area_ratios import area_rows, instance_rows, legend_lines, select_detections
 from tasks.image_decoding import MAX_PIXELS, ImageDecodeError, decode_image
 from tasks.model_loading import LoadedModel, ModelSpec, cached_model
-from tasks.parquet_io import write_shard
+from tasks.failures import retry_delays, retry_transient
 from tasks.parquet_schemas import PARTITION_KEY, to_table
-from tasks.processed_manifest import Entry, write_pending
+from tasks.tables import Entry, staging
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 TRANSIENT_ERRORS = ("read_error", "inference_error")
@@ -116,9 +116,10 @@ def plan_shards(images: Sequence[ImageRef], done: set[tuple[str, str]], reproces
 
 
 def shard_key(images: Sequence[ImageRef]) -> str:
-    """A shard's file name stem: a hash of its images and their fingerprints.
+    """A shard's staging name: a hash of its images and their fingerprints.
 
-    The same images (unchanged) give the same key, so re-running a shard overwrites its files.
+    The same images (unchanged) give the same key, so a retried shard rewrites its own
+    staging folder instead of adding another.
     """
     digest = hashlib.sha256()
     for ref in images:
@@ -126,24 +127,16 @@ def shard_key(images: Sequence[ImageRef]) -> str:
     return digest.hexdigest()[:20]
 
 
-PERMANENT_ERRORS = (PermissionError, FileNotFoundError, ValueError, TypeError, KeyError)
-
-
-def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: retry I/O hiccups, not what a retry cannot fix (wrong
-    credentials, a missing path, bad input)."""
-    return not isinstance(state.result(raise_on_failure=False), PERMANENT_ERRORS)
-
-
-@task(name="list-images", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
-      retry_condition_fn=retry_transient)
+@task(name="list-images", retries=len(retry_delays()), retry_delay_seconds=retry_delays(),
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def list_images(input_uri: str, patterns: list[str] | None = None) -> list[ImageRef]:
     """Prefect task around :func:`find_images` (retried: listing is I/O)."""
     return find_images(input_uri, patterns or ())
 
 
-@task(name="process-shard", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE,
-      retry_condition_fn=retry_transient, task_run_name="process-shard-{context.run_date}")
+@task(name="process-shard", retries=len(retry_delays()), retry_delay_seconds=retry_delays(),
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient,
+      task_run_name="process-shard-{context.run_date}")
 def process_shard(images: list[ImageRef], model: ModelSpec, context: ShardContext
                   ) -> dict[str, Any]:
     """Detect, measure and store one shard; see :func:`run_shard`."""
@@ -152,11 +145,11 @@ def process_shard(images: list[ImageRef], model: ModelSpec, context: ShardContex
 
 def run_shard(images: Sequence[ImageRef], model: ModelSpec, context: ShardContext
               ) -> dict[str, Any]:
-    """Process a shard of images into the output tables and the pending manifest.
+    """Process a shard of images into a staged shard that the next commit takes.
 
     Returns:
-        ``{"shard", "images", "processed", "errors", "error_types", "files", "overlays",
-        "classes"}``: the shard key, counts, written URIs and per-class totals
+        ``{"shard", "images", "processed", "errors", "error_types", "staged", "overlays",
+        "classes"}``: the shard key, counts, the staging folder and per-class totals
         (``{name: {"images", "instances", "area_ratio_sum", "area_ratio_max"}}``).
     """
     loaded = cached_model(model)
@@ -181,9 +174,8 @@ def run_shard(images: Sequence[ImageRef], model: ModelSpec, context: ShardContex
                     tables["errors"].append(_error_row(ref, error))
                     entries.append(_entry(ref, loaded, context, key, _error_outcome(error)))
         overlays = sum(1 for future in overlay_writes if future.result())
-    files = _store(tables, loaded, context, key)
-    write_pending(context.output_uri, entries)
-    return _summary(key, images, tables, files, overlays, loaded)
+    staged = _stage(tables, entries, loaded, context, key)
+    return _summary(key, images, tables, staged, overlays, loaded)
 
 
 def _decoded(images: Sequence[ImageRef], pool: ThreadPoolExecutor, context: ShardContext
@@ -303,20 +295,21 @@ def _write_overlay(ref: ImageRef, image: np.ndarray, detection: dict[str, np.nda
     return True
 
 
-def _store(tables: dict[str, list[dict[str, Any]]], loaded: LoadedModel, context: ShardContext,
-           key: str) -> dict[str, str]:
+def _stage(rows: dict[str, list[dict[str, Any]]], entries: list[Entry], loaded: LoadedModel,
+           context: ShardContext, key: str) -> str:
     constants = {
         "area_ratios": {"model_name": loaded.name, "model_version": loaded.version,
                         "run_id": context.run_id},
         "instances": {"model_version": loaded.version, "run_id": context.run_id},
         "errors": {"run_id": context.run_id},
     }
-    arrow = {name: to_table(name, rows, constants[name]) for name, rows in tables.items()}
-    return write_shard(context.output_uri, context.run_date, key, arrow)
+    arrow = {name: to_table(name, table_rows, constants[name])
+             for name, table_rows in rows.items()}
+    return staging.stage(context.output_uri, context.run_id, key, arrow, entries).folder
 
 
 def _summary(key: str, images: Sequence[ImageRef], tables: dict[str, list[dict[str, Any]]],
-             files: dict[str, str], overlays: int, loaded: LoadedModel) -> dict[str, Any]:
+             staged: str, overlays: int, loaded: LoadedModel) -> dict[str, Any]:
     classes = {name: {"images": 0, "instances": 0, "area_ratio_sum": 0.0, "area_ratio_max": 0.0}
                for name in loaded.class_names}
     for row in tables["area_ratios"]:
@@ -330,5 +323,5 @@ def _summary(key: str, images: Sequence[ImageRef], tables: dict[str, list[dict[s
         error_types[row["error_type"]] = error_types.get(row["error_type"], 0) + 1
     return {"shard": key, "images": len(images),
             "processed": len({row["image_uri"] for row in tables["area_ratios"]}),
-            "errors": len(tables["errors"]), "error_types": error_types, "files": files,
+            "errors": len(tables["errors"]), "error_types": error_types, "staged": staged,
             "overlays": overlays, "classes": classes}

@@ -250,37 +250,11 @@ def _claim_number(registry: str, name: str) -> tuple[int, str]:
     record = _dumps({"token": token, "claimed_at": now_iso(), "host": socket.gethostname(),
                      "pid": os.getpid()})
     for _ in range(MAX_CLAIM_ATTEMPTS):
-        if create_exclusive(storage.join(claims, f"{number}.json"), record):
+        if storage.create_exclusive(storage.join(claims, f"{number}.json"), record):
             return number, token
         number += 1
     raise RuntimeError(f"could not claim a version number of {name!r} in {registry!r} after "
                        f"{MAX_CLAIM_ATTEMPTS} attempts")
-
-
-def create_exclusive(uri: str, data: bytes) -> bool:
-    """Create a file only if nothing exists at `uri`; False when another writer was first."""
-    if storage.is_local(uri):
-        path = _local_path(uri)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        return True
-    fs = storage.filesystem_for(uri)
-    path = fs._strip_protocol(uri)
-    try:
-        fs.pipe_file(path, data, mode="create")
-    except FileExistsError:
-        return False
-    except OSError:  # s3: 412 Precondition Failed when the object already exists
-        fs.invalidate_cache(path)
-        if fs.exists(path):
-            return False
-        raise
-    return True
 
 
 def _local_path(uri: str) -> str:

@@ -9,16 +9,21 @@ the standard environment: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 
 from __future__ import annotations
 
+import datetime
 import os
 import posixpath
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
 import fsspec
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
+
+from tasks.failures import OutputNotWritable, StorageUnavailable
+from tasks.faults import crash_point
 
 StorageOptions = Mapping[str, Any] | None
 
@@ -58,6 +63,9 @@ def _s3_options(options: StorageOptions) -> dict[str, Any]:
             resolved.pop(name, None)
     if "endpoint_url" in explicit or "endpoint_url" in explicit.get("client_kwargs", {}):
         resolved.pop("endpoint_url", None)
+    # Listings must be fresh: fsspec keeps one s3fs instance per thread, each with its own
+    # listing cache, and the commit protocol decides from listings what other threads wrote.
+    resolved["use_listings_cache"] = False
     return {**resolved, **explicit}
 
 
@@ -88,14 +96,31 @@ def _as_uri(fs: AbstractFileSystem, path: str) -> str:
 
 
 @contextmanager
-def _described(uri: str) -> Iterator[None]:
-    """Name the URI when access is refused; s3fs alone often says only "Forbidden"."""
+def _described(uri: str, fs: AbstractFileSystem | None = None) -> Iterator[None]:
+    """Errors that name the user's URI: access refused (s3fs alone often says only
+    "Forbidden") and an object store that does not answer (botocore names only its URL)."""
     try:
         yield
     except PermissionError as error:
         hint = ("check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the storage options"
                 if protocol_of(uri) in _S3_PROTOCOLS else "check the file permissions")
         raise PermissionError(f"access denied to {uri!r} ({error}); {hint}") from error
+    except Exception as error:  # noqa: BLE001 - only connection failures are translated
+        if not _is_connection_failure(error):
+            raise
+        endpoint = getattr(fs, "endpoint_url", None) or "the object store"
+        raise StorageUnavailable(f"object store {endpoint} did not answer for {uri!r}: "
+                                 f"{error}") from error
+
+
+_CONNECTION_FAILURES = ("ConnectionError", "HTTPClientError", "ClientConnectionError",
+                        "ServerTimeoutError")
+
+
+def _is_connection_failure(error: BaseException) -> bool:
+    """botocore's and aiohttp's "could not connect / connection lost / timed out" errors."""
+    return any(kind.__module__.split(".")[0] in ("botocore", "aiohttp")
+               and kind.__name__ in _CONNECTION_FAILURES for kind in type(error).__mro__)
 
 
 def join(base: str, *parts: str) -> str:
@@ -133,14 +158,14 @@ def is_inside(uri: str, root: str, options: StorageOptions = None) -> bool:
 def exists(uri: str, options: StorageOptions = None) -> bool:
     """True if a file or folder exists at ``uri``."""
     fs, path = _resolve(uri, options)
-    with _described(uri):
+    with _described(uri, fs):
         return fs.exists(path)
 
 
 def is_file(uri: str, options: StorageOptions = None) -> bool:
     """True if a file (not a folder) exists at ``uri``."""
     fs, path = _resolve(uri, options)
-    with _described(uri):
+    with _described(uri, fs):
         return fs.isfile(path)
 
 
@@ -152,7 +177,7 @@ def read_bytes(uri: str, options: StorageOptions = None) -> bytes:
         PermissionError: if access is refused (message names the URI, never credentials).
     """
     fs, path = _resolve(uri, options)
-    with _described(uri):
+    with _described(uri, fs):
         return fs.cat_file(path)
 
 
@@ -160,7 +185,7 @@ def read_bytes(uri: str, options: StorageOptions = None) -> bytes:
 def open_file(uri: str, mode: str = "rb", options: StorageOptions = None) -> Iterator[IO]:
     """Open ``uri`` as a file object (for streaming readers and writers such as Parquet)."""
     fs, path = _resolve(uri, options)
-    with _described(uri):
+    with _described(uri, fs):
         if "w" in mode and isinstance(fs, LocalFileSystem):
             fs.makedirs(posixpath.dirname(path), exist_ok=True)
         with fs.open(path, mode) as handle:
@@ -173,25 +198,133 @@ def write_bytes(uri: str, data: bytes, options: StorageOptions = None) -> str:
     Local files are written under a temporary name in the same folder and renamed, so a
     reader never sees half a file. An object store's single PUT is already all-or-nothing,
     so there the object is written directly (a copy + delete would double the traffic).
+    A process killed mid-write leaves a hidden ``.<name>.<hex>.tmp`` that the results
+    commit removes once it is old (``tasks.tables.cleanup``).
 
     Returns:
         ``uri``.
+
+    Raises:
+        OSError: naming ``uri`` (never the temporary name), with the system's errno.
     """
     fs, path = _resolve(uri, options)
-    with _described(uri):
+    with _described(uri, fs):
         if not isinstance(fs, LocalFileSystem):
             fs.pipe_file(path, bytes(data))
             return uri
         folder, name = posixpath.split(path)
-        fs.makedirs(folder, exist_ok=True)
         temporary = posixpath.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
         try:
+            fs.makedirs(folder, exist_ok=True)
             fs.pipe_file(temporary, bytes(data))
+            crash_point("temporary-written")
             os.replace(temporary, path)
+        except OSError as error:
+            raise _local_write_error(uri, error) from None
         finally:
-            if fs.exists(temporary):
-                fs.rm_file(temporary)
+            if os.path.lexists(temporary):
+                os.remove(temporary)
     return uri
+
+
+def _local_write_error(uri: str, error: OSError) -> OSError:
+    """The same kind of error, naming the user's path instead of a temporary file."""
+    reason = error.strerror or str(error)
+    kind = type(error) if type(error) is not OSError else OSError
+    return kind(error.errno, f"cannot write {uri!r}: {reason}")
+
+
+def create_exclusive(uri: str, data: bytes, options: StorageOptions = None) -> bool:
+    """Create a file only if nothing exists at ``uri``; False when another writer was first.
+
+    Locally ``os.open(O_CREAT | O_EXCL)``; on S3 a conditional PUT (``If-None-Match: *``,
+    s3fs ``mode="create"``), which AWS S3 and SeaweedFS refuse when the object exists.
+    """
+    fs, path = _resolve(uri, options)
+    with _described(uri, fs):
+        if isinstance(fs, LocalFileSystem):
+            return _create_local_exclusive(uri, path, data)
+        try:
+            fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        except OSError:  # s3: 412 Precondition Failed when the object already exists
+            fs.invalidate_cache(path)
+            if fs.exists(path):
+                return False
+            raise
+    return True
+
+
+def _create_local_exclusive(uri: str, path: str, data: bytes) -> bool:
+    try:
+        os.makedirs(posixpath.dirname(path), exist_ok=True)
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    except OSError as error:
+        raise _local_write_error(uri, error) from None
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)  # one small write: a reader sees all of it or an empty file
+    return True
+
+
+def move(source: str, destination: str, options: StorageOptions = None) -> str:
+    """Move a file within one filesystem; done again after a crash, it finishes the move.
+
+    Locally an atomic ``os.replace``; on an object store a server-side copy (readers see the
+    whole object or none) and then the source's deletion. A missing source with the
+    destination present is a move already done.
+
+    Returns:
+        ``destination``.
+
+    Raises:
+        FileNotFoundError: neither the source nor the destination exists.
+    """
+    fs, source_path = _resolve(source, options)
+    destination_path = fs._strip_protocol(str(destination))
+    with _described(source, fs):
+        if isinstance(fs, LocalFileSystem):
+            try:
+                os.makedirs(posixpath.dirname(destination_path), exist_ok=True)
+                os.replace(source_path, destination_path)
+            except FileNotFoundError:
+                if not os.path.exists(destination_path):
+                    raise FileNotFoundError(f"cannot move {source!r}: it is gone and "
+                                            f"{destination!r} does not exist") from None
+            except OSError as error:
+                raise _local_write_error(destination, error) from None
+            return destination
+        if fs.exists(source_path):
+            fs.copy(source_path, destination_path)
+            fs.rm_file(source_path)
+        elif not fs.exists(destination_path):
+            raise FileNotFoundError(f"cannot move {source!r}: it is gone and {destination!r} "
+                                    "does not exist")
+    return destination
+
+
+def probe_writable(uri: str, options: StorageOptions = None) -> None:
+    """Write and delete a small object below ``uri``, before any expensive work.
+
+    Raises:
+        OutputNotWritable: read-only, full, refused or not a folder; one line naming ``uri``.
+        StorageUnavailable: the object store did not answer.
+    """
+    probe = join(uri, "_manifest", f"probe-{uuid.uuid4().hex}")
+    fs, path = _resolve(probe, options)
+    try:
+        with _described(uri, fs):
+            if isinstance(fs, LocalFileSystem):
+                os.makedirs(posixpath.dirname(path), exist_ok=True)
+            fs.pipe_file(path, b"probe")
+            fs.rm_file(path)
+    except (StorageUnavailable, PermissionError):
+        raise  # their messages already name the URI and what to check
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OutputNotWritable(f"output folder {uri!r} is not writable: {reason}") from None
 
 
 def copy_file(source: str, destination: str, source_options: StorageOptions = None,
@@ -216,15 +349,40 @@ def list_files(uri: str, suffixes: Sequence[str] = (), options: StorageOptions =
     """
     fs, path = _resolve(uri, options)
     wanted = tuple(suffix.lower() for suffix in suffixes)
-    with _described(uri):
-        found = fs.find(path, withdirs=False)
+    with _described(uri, fs):
+        found = _below(path, fs.find(path, withdirs=False))
     return sorted(_as_uri(fs, name) for name in found
                   if not wanted or name.lower().endswith(wanted))
+
+
+def list_ages(uri: str, depth: int | None = None, options: StorageOptions = None
+              ) -> dict[str, float]:
+    """Files below ``uri`` (``depth`` levels, default all) and their age in seconds since
+    they were last modified; empty when the folder is missing."""
+    fs, path = _resolve(uri, options)
+    with _described(uri, fs):
+        found = fs.find(path, maxdepth=depth, withdirs=False, detail=True)
+    now = time.time()
+    return {_as_uri(fs, name): now - _modified(found[name], now) for name in _below(path, found)}
+
+
+def _below(path: str, names: Iterable[str]) -> list[str]:
+    """Names strictly below ``path``: some stores (SeaweedFS) list an emptied folder as an
+    object named like the folder itself."""
+    prefix = path.rstrip("/") + "/"
+    return [name for name in names if name.startswith(prefix)]
+
+
+def _modified(info: Mapping[str, Any], now: float) -> float:
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    if isinstance(stamp, datetime.datetime):
+        return stamp.timestamp()
+    return float(stamp) if stamp else now
 
 
 def remove(uri: str, options: StorageOptions = None) -> None:
     """Delete a file or a folder tree; a missing ``uri`` is not an error."""
     fs, path = _resolve(uri, options)
-    with _described(uri):
+    with _described(uri, fs):
         if fs.exists(path):
             fs.rm(path, recursive=True)

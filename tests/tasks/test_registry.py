@@ -121,8 +121,8 @@ def test_concurrent_registrations_on_s3(s3_env, s3_prefix: str, tmp_path: Path):
 
 def test_exclusive_create_on_s3_refuses_the_second_writer(s3_env, s3_prefix: str):
     uri = f"{s3_prefix}/claims/1.json"
-    assert registry.create_exclusive(uri, b"first")
-    assert not registry.create_exclusive(uri, b"second")
+    assert storage.create_exclusive(uri, b"first")
+    assert not storage.create_exclusive(uri, b"second")
     assert storage.read_bytes(uri) == b"first"
 
 
