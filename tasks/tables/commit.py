@@ -88,6 +88,7 @@ def commit(output_uri: str, stale_seconds: float | None = None) -> CommitResult:
         prepared = _Prepared(output_uri, held.generation)
         if staged or legacy:
             intent = prepared.build(staged, legacy, legacy_files)
+            crash_point("prepared")
             lease.check(held)
             storage.write_bytes(intent_file(output_uri, held.generation), intent.to_json())
             crash_point("intent-written")
