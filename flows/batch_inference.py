@@ -34,7 +34,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from tasks import storage, tables
-from tasks.failures import RunIncomplete, retry_delays, retry_transient
+from tasks.failures import RunIncomplete, retry_transient, with_retries
 from tasks.image_decoding import MAX_PIXELS
 from tasks.inference import ShardContext, list_images, plan_shards, process_shard
 from tasks.model_loading import ModelSpec, resolve_model
@@ -76,15 +76,13 @@ def load_model(spec: ModelSpec) -> ResolvedModel:
                          loaded.spec, float(loaded.model.config.DETECTION_MIN_CONFIDENCE))
 
 
-@task(name="check-output", retries=len(retry_delays()), retry_delay_seconds=retry_delays(),
-      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+@task(name="check-output", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def check_output(output_uri: str) -> None:
     """Write and delete a probe object: an unusable output fails before the model loads."""
     storage.probe_writable(output_uri)
 
 
-@task(name="commit-results", retries=len(retry_delays()), retry_delay_seconds=retry_delays(),
-      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+@task(name="commit-results", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def commit_results(output_uri: str) -> dict[str, int]:
     """Take staged shards into the tables under the commit lease (see ``tasks.tables``)."""
     return tables.commit(output_uri).as_dict()
@@ -143,9 +141,9 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
     spec = ModelSpec(reference=model, registry_uri=registry_uri if model else None,
                      weights=weights, config=config, classes=classes, batch_size=batch_size,
                      min_confidence=min_confidence)
-    check_output(output_uri)
-    commit_results(output_uri)
-    images = list_images(input_uri, patterns)
+    with_retries(check_output)(output_uri)
+    with_retries(commit_results)(output_uri)
+    images = with_retries(list_images)(input_uri, patterns)
     resolved = load_model(spec)
     _warn_threshold(resolved, min_confidence, logger)
     shards = plan_shards(images, done_images(output_uri, resolved.key), reprocess, shard_size)
@@ -155,7 +153,7 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
     context = ShardContext(output_uri, day, _run_id(), min_confidence or 0.0, overlays,
                            max_pixels)
     results, failures = _run_shards(shards, resolved.spec, context, todo, dask_address)
-    committed = commit_results(output_uri)
+    committed = with_retries(commit_results)(output_uri)
     summary = _summary(results, len(images), todo, resolved, day, output_uri)
     _summary_artifact(summary, resolved)
     logger.info("processed %d images, %d errors, %d skipped; %d rows superseded",
@@ -227,7 +225,7 @@ def _run_shards(shards: list[list[Any]], spec: ModelSpec, context: ShardContext,
     results, failures, done = [], [], 0
     # A run with nothing new starts no cluster.
     with shard_task_runner(dask_address if shards else None) as runner:
-        futures = runner.map(process_shard, {"images": shards, "model": unmapped(spec),
+        futures = runner.map(with_retries(process_shard), {"images": shards, "model": unmapped(spec),
                                              "context": unmapped(context)})
         for future in as_completed(futures):
             outcome = future.result(raise_on_failure=False)

@@ -49,6 +49,12 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return is_transient(state.result(raise_on_failure=False))
 
 
+def with_retries(task: Any) -> Any:
+    """A Prefect task retried after each of :func:`retry_delays` (read now, at call time)."""
+    delays = retry_delays()
+    return task.with_options(retries=len(delays), retry_delay_seconds=delays or 0)
+
+
 def retry_delays() -> list[float]:
     """Seconds to wait before each retry of a storage step: ``MRCNN_RETRY_DELAYS``
     (comma-separated, e.g. ``5,30``; empty for no retries), default 5 then 30."""

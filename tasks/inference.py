@@ -30,7 +30,7 @@ from tasks import storage
 from tasks.area_ratios import area_rows, instance_rows, legend_lines, select_detections
 from tasks.image_decoding import MAX_PIXELS, ImageDecodeError, decode_image
 from tasks.model_loading import LoadedModel, ModelSpec, cached_model
-from tasks.failures import retry_delays, retry_transient
+from tasks.failures import retry_transient
 from tasks.parquet_schemas import PARTITION_KEY, to_table
 from tasks.tables import Entry, staging
 
@@ -127,15 +127,13 @@ def shard_key(images: Sequence[ImageRef]) -> str:
     return digest.hexdigest()[:20]
 
 
-@task(name="list-images", retries=len(retry_delays()), retry_delay_seconds=retry_delays(),
-      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+@task(name="list-images", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def list_images(input_uri: str, patterns: list[str] | None = None) -> list[ImageRef]:
     """Prefect task around :func:`find_images` (retried: listing is I/O)."""
     return find_images(input_uri, patterns or ())
 
 
-@task(name="process-shard", retries=len(retry_delays()), retry_delay_seconds=retry_delays(),
-      cache_policy=NO_CACHE, retry_condition_fn=retry_transient,
+@task(name="process-shard", cache_policy=NO_CACHE, retry_condition_fn=retry_transient,
       task_run_name="process-shard-{context.run_date}")
 def process_shard(images: list[ImageRef], model: ModelSpec, context: ShardContext
                   ) -> dict[str, Any]:

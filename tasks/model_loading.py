@@ -110,10 +110,7 @@ def resolve_model(spec: ModelSpec) -> LoadedModel:
         pinned = dataclasses.replace(
             spec, reference=registry.resolve(spec.reference, spec.registry_uri).reference)
         return _cached(pinned, lambda: _from_registry(pinned, registry))
-    try:
-        data = storage.read_bytes(spec.weights)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"weights file {spec.weights!r} not found") from None
+    data = _registry().read_weights(spec.weights)  # names the user's file when it is no HDF5
     digest = hashlib.sha256(data).hexdigest()
     if spec.sha256 and spec.sha256 != digest:
         raise ValueError(f"weights {spec.weights!r} changed during the run (sha256 {digest[:12]}, "
@@ -176,7 +173,12 @@ def _from_files(pinned: ModelSpec, data: bytes) -> LoadedModel:
         local = os.path.join(folder, "model" + suffix)
         with open(local, "wb") as handle:
             handle.write(data)
-        model.load_weights(local)
+        try:
+            model.load_weights(local)
+        except (ValueError, OSError) as error:  # name the user's file, not the copy
+            message = str(error).replace(local, pinned.weights)
+            raise ValueError(f"weights {pinned.weights!r} do not load into the model of "
+                             f"{pinned.config!r}: {message}") from None
     return LoadedModel(model, class_names, str(config.NAME), f"sha256-{pinned.sha256[:16]}",
                        pinned)
 

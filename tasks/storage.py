@@ -217,7 +217,7 @@ def write_bytes(uri: str, data: bytes, options: StorageOptions = None) -> str:
         try:
             fs.makedirs(folder, exist_ok=True)
             fs.pipe_file(temporary, bytes(data))
-            crash_point("temporary-written")
+            crash_point("temporary-written", path)
             os.replace(temporary, path)
         except OSError as error:
             raise _local_write_error(uri, error) from None
@@ -264,8 +264,12 @@ def _create_local_exclusive(uri: str, path: str, data: bytes) -> bool:
         return False
     except OSError as error:
         raise _local_write_error(uri, error) from None
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)  # one small write: a reader sees all of it or an empty file
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)  # one small write: a reader sees all of it or an empty file
+    except OSError as error:  # e.g. a full disk: the name must not stay taken by nothing
+        os.remove(path)
+        raise _local_write_error(uri, error) from None
     return True
 
 

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # Every listener `weed mini` may open; each gets its own port so nothing falls back to a default.
 _PORT_FLAGS = (
@@ -41,6 +41,7 @@ class SeaweedServer:
     secret: str
     bucket: str
     pid: int
+    ports: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def storage_options(self) -> dict[str, Any]:
@@ -102,29 +103,44 @@ def seaweed_server(data_dir: Path, *, key: str = "test-access-key",
         The running server's connection facts. It gets SIGTERM on exit.
     """
     ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
+    process, log = start_weed(data_dir, ports, key, secret, bucket)
+    server = SeaweedServer(f"http://127.0.0.1:{ports['s3.port']}", key, secret, bucket,
+                           process.pid, ports)
+    try:
+        wait_until_ready(server, process, data_dir / "weed.log", timeout)
+        yield server
+    finally:
+        stop(process)
+        log.close()
+
+
+def start_weed(data_dir: Path, ports: dict[str, int], key: str, secret: str, bucket: str
+               ) -> tuple[subprocess.Popen, IO[bytes]]:
+    """Start ``weed mini`` on exactly these ports (again after a stop: same data, same ports)."""
     args = [str(weed_binary()), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-master.telemetry=false", f"-bucket={bucket}"]
     args += [f"-{flag}={port}" for flag, port in ports.items()]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
-    log = open(data_dir / "weed.log", "wb")
+    log = open(data_dir / "weed.log", "ab")
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                cwd=data_dir, start_new_session=True)
-    server = SeaweedServer(f"http://127.0.0.1:{ports['s3.port']}", key, secret, bucket, process.pid)
+    return process, log
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
     try:
-        _wait_until_ready(server, process, data_dir / "weed.log", timeout)
-        yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
-def _wait_until_ready(server: SeaweedServer, process: subprocess.Popen, log: Path,
+def wait_until_ready(server: SeaweedServer, process: subprocess.Popen, log: Path,
                       timeout: float) -> None:
     """Poll until a signed HEAD on the bucket succeeds (the bucket is made asynchronously)."""
     import s3fs  # imported here so that importing this module stays cheap
