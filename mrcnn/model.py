@@ -26,6 +26,7 @@ from mrcnn.data import DataGenerator, load_image_gt  # noqa: F401  (matterport: 
 from mrcnn.distribute import training_strategy
 from mrcnn.masks import paste_masks
 from mrcnn.network import build_inference_graph, build_training_graph
+from mrcnn.progress import progress_settings
 from mrcnn.training import (EpochCheckpoint, TrainingModel, layers_regex, make_optimizer, save_model_weights,
                             set_trainable)
 from mrcnn.transform import compose_image_meta, mold_image, resize_image  # mold_image: modellib API
@@ -159,11 +160,12 @@ class MaskRCNN:
         Path(self.log_dir, "config.json").write_text(config.to_json())
         # Class names without the background, in class-id order (id = index + 1).
         Path(self.log_dir, "classes.json").write_text(json.dumps(list(train_dataset.class_names[1:])))
+        fit_verbose, progress = progress_settings(verbose)  # plain lines outside a terminal
         callbacks = [EpochCheckpoint(self.checkpoint_path),
                      keras.callbacks.CSVLogger(os.path.join(self.log_dir, "losses.csv"), append=True),
-                     *(custom_callbacks or [])]
+                     *progress, *(custom_callbacks or [])]
         history = self.keras_model.fit(train_data, initial_epoch=self.epoch, epochs=epochs,
-                                       validation_data=val_data, callbacks=callbacks, verbose=verbose)
+                                       validation_data=val_data, callbacks=callbacks, verbose=fit_verbose)
         if history.epoch:  # epochs run, fewer than asked when a callback stopped training
             self.epoch = history.epoch[-1] + 1
         return history

@@ -13,10 +13,12 @@ bad files get the decoder's ``error_type`` (final: skipped until the file change
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import fnmatch
 import hashlib
+import posixpath
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +48,7 @@ class ImageRef:
     uri: str
     relative: str
     fingerprint: str  # ETag + size on object stores, size + mtime on disk
+    overlay: str = ""  # the overlay's path below overlays/run_date=D/ (see overlay_names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +91,22 @@ def find_images(input_uri: str, patterns: Sequence[str] = ()) -> list[ImageRef]:
             continue
         uri = path if local else fs.unstrip_protocol(path)
         found.append(ImageRef(uri, relative, fingerprint(info)))
-    return sorted(found, key=lambda ref: ref.uri)
+    overlays = overlay_names([ref.relative for ref in found])
+    return sorted((dataclasses.replace(ref, overlay=overlays[ref.relative]) for ref in found),
+                  key=lambda ref: ref.uri)
+
+
+def overlay_names(relatives: Sequence[str]) -> dict[str, str]:
+    """Each image's overlay path: its relative path with the extension replaced by ``.jpg``.
+
+    ``incoming_0000.jpg`` stays ``incoming_0000.jpg``, ``a/b.png`` becomes ``a/b.jpg``. Where
+    two images of one listing would share a name (``x.png`` beside ``x.jpg``), those not
+    already named so keep their extension in front: ``x.png.jpg``.
+    """
+    plain = {relative: posixpath.splitext(relative)[0] + ".jpg" for relative in relatives}
+    taken = collections.Counter(plain.values())
+    return {relative: name if taken[name] == 1 or relative == name else relative + ".jpg"
+            for relative, name in plain.items()}
 
 
 def fingerprint(info: dict[str, Any]) -> str:
@@ -274,9 +292,9 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def overlay_uri(output_uri: str, run_date: str, relative: str) -> str:
-    """``<output_uri>/overlays/run_date=<date>/<relative image path>.jpg``."""
-    return storage.join(output_uri, "overlays", f"{PARTITION_KEY}={run_date}", relative + ".jpg")
+def overlay_uri(output_uri: str, run_date: str, overlay: str) -> str:
+    """``<output_uri>/overlays/run_date=<date>/<overlay name>`` (see :func:`overlay_names`)."""
+    return storage.join(output_uri, "overlays", f"{PARTITION_KEY}={run_date}", overlay)
 
 
 def _write_overlay(ref: ImageRef, image: np.ndarray, detection: dict[str, np.ndarray],
@@ -288,7 +306,8 @@ def _write_overlay(ref: ImageRef, image: np.ndarray, detection: dict[str, np.nda
     drawn = draw_instances(image, detection["rois"], detection["masks"], detection["class_ids"],
                            ("BG", *loaded.class_names), detection["scores"],
                            text_lines=legend_lines(rows))
-    storage.write_bytes(overlay_uri(context.output_uri, context.run_date, ref.relative),
+    name = ref.overlay or overlay_names([ref.relative])[ref.relative]
+    storage.write_bytes(overlay_uri(context.output_uri, context.run_date, name),
                         encode_image(drawn, "JPEG"))
     return True
 

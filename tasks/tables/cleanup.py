@@ -18,7 +18,7 @@ import posixpath
 from collections.abc import Iterable
 
 from tasks import storage
-from tasks.parquet_schemas import SCHEMAS
+from tasks.parquet_schemas import PARTITION_KEY, SCHEMAS
 from tasks.tables import index, staging
 from tasks.tables.layout import generation_of, manifest, partition
 
@@ -54,11 +54,15 @@ def collect(output_uri: str, run_dates: Iterable[str], stale_seconds: float | No
     stale = stale_after(stale_seconds)
     dates = sorted(set(run_dates))
     removed = _unfinished_staging(output_uri, stale)
-    places = [manifest(output_uri)] + [partition(output_uri, table, day)
-                                       for table in (*SCHEMAS, OVERLAYS) for day in dates]
+    # Only where this commit wrote, so the cost follows the run, not the history.
+    places = [manifest(output_uri, "commits"), manifest(output_uri, "leases")]
+    places += [manifest(output_uri, "index", f"{PARTITION_KEY}={day}") for day in dates]
+    places += [partition(output_uri, table, day) for table in (*SCHEMAS, OVERLAYS)
+               for day in dates]
     for place in places:
         removed += _temporaries(storage.list_ages(place), stale)
-    removed += _temporaries(storage.list_ages(output_uri, depth=1), stale)
+    for shallow in (output_uri, manifest(output_uri)):  # the CSV summary, probe objects
+        removed += _temporaries(storage.list_ages(shallow, depth=1), stale)
     return removed + _unreferenced(output_uri, dates)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -79,46 +79,59 @@ def commit(output_uri: str, stale_seconds: float | None = None) -> CommitResult:
         stale_seconds: files of unfinished shards and temporary files older than this are
             garbage (default ``MRCNN_STALE_SECONDS`` or one hour).
     """
-    held = lease.acquire(output_uri)
+    held = _Renewed(lease.acquire(output_uri))
     try:
-        finished = finish_intents(output_uri)
+        finished = finish_intents(output_uri, held.tick)
         cleanup.drop_unclaimed_scratch(output_uri)
         staged = staging.complete(output_uri)
         legacy, legacy_files = index.legacy_entries(output_uri)
-        prepared = _Prepared(output_uri, held.generation)
+        prepared = _Prepared(output_uri, held.lease.generation)
         if staged or legacy:
             intent = prepared.build(staged, legacy, legacy_files)
             crash_point("prepared")
-            lease.check(held)
-            storage.write_bytes(intent_file(output_uri, held.generation), intent.to_json())
+            held.tick()
+            lease.check(held.lease)
+            storage.write_bytes(intent_file(output_uri, intent.generation), intent.to_json())
             crash_point("intent-written")
-            apply(output_uri, intent)
+            apply(output_uri, intent, held.tick)
         garbage = cleanup.collect(output_uri, prepared.run_dates, stale_seconds)
         crash_point("before-release")
     finally:
-        lease.release(held)
-    return CommitResult(held.generation, finished, len(staged), prepared.entry_count,
+        lease.release(held.lease)
+    return CommitResult(held.lease.generation, finished, len(staged), prepared.entry_count,
                         prepared.rows_removed, garbage)
 
 
-def finish_intents(output_uri: str) -> int:
+class _Renewed:
+    """The held lease, renewed as the commit makes progress (``lease.keep_alive``)."""
+
+    def __init__(self, held: lease.Lease) -> None:
+        self.lease = held
+
+    def tick(self) -> None:
+        self.lease = lease.keep_alive(self.lease)
+
+
+def finish_intents(output_uri: str, tick: Callable[[], None] = lambda: None) -> int:
     """Apply every intent left by a crashed commit, oldest first; returns how many."""
     folder = manifest(output_uri, "commits")
     intents = sorted((uri for uri in storage.list_files(folder, (".json",))
                       if generation_of(uri) is not None), key=generation_of)
     for uri in intents:
-        apply(output_uri, Intent.from_json(storage.read_bytes(uri)))
+        apply(output_uri, Intent.from_json(storage.read_bytes(uri)), tick)
     return len(intents)
 
 
-def apply(output_uri: str, intent: Intent) -> None:
-    """Carry out an intent; safe to repeat from any point."""
+def apply(output_uri: str, intent: Intent, tick: Callable[[], None] = lambda: None) -> None:
+    """Carry out an intent; safe to repeat from any point. ``tick`` runs after each step."""
     for number, (source, destination) in enumerate(intent.moves):
         storage.move(source, destination)
+        tick()
         if number == 0:
             crash_point("first-move")
     for uri in intent.removes:
         storage.remove(uri)
+        tick()
     crash_point("applied")
     for uri in intent.cleanup:
         storage.remove(uri)

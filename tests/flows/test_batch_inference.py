@@ -19,7 +19,7 @@ from flows.batch_inference import batch_inference
 from mrcnn_pipeline.cli import main
 from mrcnn_pipeline.results import summarize
 from tasks import storage
-from tasks.inference import ImageRef, find_images, plan_shards, shard_key
+from tasks.inference import ImageRef, find_images, overlay_names, plan_shards, shard_key
 from tasks.model_loading import ModelSpec, read_class_names
 from tests.support.tiny_model import CLASS_NAMES, png_bytes, tiny_model_dir
 
@@ -122,8 +122,8 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
         assert union <= sum(p for u, c, p in instances if (u, c) == (uri, class_id))
     overlays = sorted(p.relative_to(out / "overlays" / f"run_date={DAY}").as_posix()
                       for p in (out / "overlays").rglob("*.jpg"))
-    assert overlays == sorted(str(Path(u).relative_to(source)) + ".jpg" for u in good)
-    assert Image.open(out / "overlays" / f"run_date={DAY}" / "g_exif.jpg.jpg").size == (30, 60)
+    assert overlays == sorted(str(Path(u).relative_to(source).with_suffix(".jpg")) for u in good)
+    assert Image.open(out / "overlays" / f"run_date={DAY}" / "g_exif.jpg").size == (30, 60)
     assert len(set(rows(out, "area_ratios", "run_id"))) == 1
 
     before = table_files(out)
@@ -271,6 +271,15 @@ def test_listing_filters_extensions_case_insensitively_and_by_pattern(tmp_path: 
                                                                                   "sub/f.jpg"]
     with pytest.raises(FileNotFoundError, match="input folder"):
         find_images(str(tmp_path / "missing"))
+
+
+def test_overlays_keep_the_relative_path_with_a_jpg_extension_and_never_collide():
+    names = overlay_names(["incoming_0000.jpg", "a/b.png", "x.png", "x.jpg", "y.PNG", "y.tif",
+                           "z.JPG"])
+    assert names == {"incoming_0000.jpg": "incoming_0000.jpg", "a/b.png": "a/b.jpg",
+                     "x.png": "x.png.jpg", "x.jpg": "x.jpg", "y.PNG": "y.PNG.jpg",
+                     "y.tif": "y.tif.jpg", "z.JPG": "z.jpg"}
+    assert len(set(names.values())) == len(names)
 
 
 def test_planning_skips_done_images_and_shards_deterministically():

@@ -105,7 +105,7 @@ def test_the_whole_demo_chain_with_a_tiny_model(prefect_harness, tmp_path: Path)
     assert table.num_rows == 3 * 3  # every image × every class
     assert set(table.column("class_name").to_pylist()) == {"square", "circle", "triangle"}
     overlays = sorted(p.name for p in (paths["results"] / "overlays").rglob("*.jpg"))
-    assert overlays == [f"incoming_{i:04d}.jpg.jpg" for i in range(3)]
+    assert overlays == [f"incoming_{i:04d}.jpg" for i in range(3)]
 
     columns, rows = outcome["summary"]
     assert columns[:3] == ["run_date", "class_name", "images"]

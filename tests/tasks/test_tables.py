@@ -234,3 +234,50 @@ def test_index_files_sort_by_generation(tmp_path: Path):
                                          Entry("b", "2024-05-02", "f", "m", "k", "ok")])
     with pytest.raises(ValueError, match="outcome"):
         Entry("a", DAY, "f", "m", "k", "maybe")
+
+
+def test_a_working_holder_renews_its_lease_and_learns_when_it_lost_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    out = str(tmp_path / "out")
+    monkeypatch.setenv("MRCNN_LEASE_SECONDS", "0.6")
+    held = lease.acquire(out)
+    first = json.loads(Path(lease_file(out, held.generation)).read_text())["expires_at"]
+    time.sleep(0.25)
+    renewed = lease.keep_alive(held)
+    assert json.loads(Path(lease_file(out, held.generation)).read_text())["expires_at"] > first
+    with pytest.raises(lease.LeaseTimeout):
+        lease.acquire(out, wait_seconds=0.1)  # renewed: still held
+    time.sleep(0.7)
+    lease.acquire(out, wait_seconds=0)  # expired: another committer takes over
+    time.sleep(0.25)
+    with pytest.raises(lease.LeaseLost, match="passed to another run"):
+        lease.keep_alive(renewed)
+
+
+CONCURRENT_COMMITTER = """
+import sys
+from tests.tasks.test_tables import stage
+from tasks.tables import commit
+out, name = sys.argv[1], sys.argv[2]
+for round in range(4):
+    stage(out, f"{name}-{round}", {f"img{i}": 0.1 * round for i in range(round, round + 6)},
+          run_id=name)
+    commit(out)
+"""
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_committers_in_three_processes_keep_one_result_per_image(
+        tmp_path: Path, where: str, request: pytest.FixtureRequest):
+    if where == "s3":
+        server = request.getfixturevalue("s3_env")
+        out, env = f"{request.getfixturevalue('s3_prefix')}/out", server.environment
+    else:
+        out, env = str(tmp_path / "out"), {}
+    children = [subprocess.Popen([sys.executable, "-c", CONCURRENT_COMMITTER, out, f"p{n}"],
+                                 cwd=REPO, env={**os.environ, **env}, stderr=subprocess.PIPE,
+                                 text=True) for n in range(3)]
+    errors = [child.communicate(timeout=120)[1] for child in children]
+    assert [child.returncode for child in children] == [0, 0, 0], errors
+    check_invariants(out, 2, {DAY: {f"img{i}" for i in range(9)}})
+    assert commit(out).shards == 0
