@@ -18,7 +18,7 @@ import numpy as np
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("float32", "bfloat16")
 RESIZE_MODES = ("none", "square", "pad64", "crop")
-BUILTIN_BACKBONES = ("resnet50", "resnet101")
+BUILTIN_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
 
 DEVICE_NAME = re.compile(r"(/job:\w+/replica:\d+/task:\d+)?/(device:)?(cpu|gpu|CPU|GPU):\d+")
@@ -36,7 +36,8 @@ class Config:
     STEPS_PER_EPOCH = 1000
     VALIDATION_STEPS = 50
 
-    # "resnet50", "resnet101", or a callable(input_image, stage5, train_bn) -> [C1..C5]
+    # "resnet18", "resnet34" (light, basic blocks), "resnet50", "resnet101", or a
+    # callable(input_image, stage5, train_bn) -> [C1..C5]
     # whose C2..C5 have strides 4, 8, 16, 32.
     BACKBONE: str | Callable = "resnet101"
     COMPUTE_BACKBONE_SHAPE = None

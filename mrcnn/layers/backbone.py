@@ -1,7 +1,11 @@
-"""ResNet-50/101 backbone with matterport's (Keras 1 style) layer names.
+"""ResNet backbones with matterport's (Keras 1 style) layer names.
 
-Names matter: matterport `.h5` files and the Keras-applications ImageNet file load by them.
-Every conv has a bias, as in the original.
+ResNet-50/101 use bottleneck blocks (matterport's graph); ResNet-18/34 use torchvision's basic
+blocks (two 3×3 convs, [2, 2, 2, 2] and [3, 4, 6, 3] blocks, 64–512 channels), the light
+choice for CPU jobs on small objects. Names matter: matterport `.h5` files and the
+Keras-applications ImageNet file load by them; the light nets follow the same scheme
+(`res2a_branch2a`, `bn2a_branch2a`, `res3a_branch1`, …). Every conv has a bias, as in the
+original.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from keras import layers
 from mrcnn.layers.batch_norm import BatchNorm
 
 STAGE4_BLOCKS = {"resnet50": 5, "resnet101": 22}
+BASIC_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+ARCHITECTURES = (*STAGE4_BLOCKS, *BASIC_BLOCKS)
 
 
 def _bottleneck(x, filters: tuple[int, int, int], stage: int, block: str, train_bn: bool,
@@ -44,15 +50,52 @@ def _stage(x, filters: tuple[int, int, int], stage: int, blocks: int, train_bn: 
     return x
 
 
-def resnet_graph(input_image, architecture: str, stage5: bool = True, train_bn: bool = False) -> list:
-    """Build ResNet on `input_image [B, H, W, 3]`; return feature maps [C1, C2, C3, C4, C5]."""
-    if architecture not in STAGE4_BLOCKS:
-        raise ValueError(f"unknown ResNet architecture {architecture!r}; use one of {sorted(STAGE4_BLOCKS)}")
+def _basic(x, filters: int, stage: int, block: str, train_bn: bool, strides: int = 1,
+           project: bool = False):
+    """One basic block: 3×3 → 3×3, plus the identity or a projected (1×1) shortcut."""
+    conv = f"res{stage}{block}_branch"
+    bn = f"bn{stage}{block}_branch"
+    y = layers.Conv2D(filters, 3, strides=strides, padding="same", name=conv + "2a")(x)
+    y = BatchNorm(train_bn=train_bn, name=bn + "2a")(y)
+    y = layers.Activation("relu")(y)
+    y = layers.Conv2D(filters, 3, padding="same", name=conv + "2b")(y)
+    y = BatchNorm(train_bn=train_bn, name=bn + "2b")(y)
+    if project:
+        x = layers.Conv2D(filters, 1, strides=strides, name=conv + "1")(x)
+        x = BatchNorm(train_bn=train_bn, name=bn + "1")(x)
+    y = layers.Add()([y, x])
+    return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
+
+
+def _basic_stages(x, blocks: tuple[int, int, int, int], train_bn: bool) -> list:
+    """Stages 2–5 of ResNet-18/34: [C2, C3, C4, C5] with 64, 128, 256, 512 channels."""
+    features = []
+    for stage, (count, filters) in enumerate(zip(blocks, (64, 128, 256, 512)), start=2):
+        strides = 1 if stage == 2 else 2
+        x = _basic(x, filters, stage, "a", train_bn, strides=strides, project=stage > 2)
+        for i in range(1, count):
+            x = _basic(x, filters, stage, chr(ord("a") + i), train_bn)
+        features.append(x)
+    return features
+
+
+def _stem(input_image, train_bn: bool):
+    """conv1 7×7/2 → BN → ReLU → max-pool 3×3/2: C1 at stride 4."""
     x = layers.ZeroPadding2D((3, 3))(input_image)
     x = layers.Conv2D(64, 7, strides=2, name="conv1")(x)
     x = BatchNorm(train_bn=train_bn, name="bn_conv1")(x)
     x = layers.Activation("relu")(x)
-    c1 = x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    return layers.MaxPooling2D(3, strides=2, padding="same")(x)
+
+
+def resnet_graph(input_image, architecture: str, stage5: bool = True, train_bn: bool = False) -> list:
+    """Build ResNet on `input_image [B, H, W, 3]`; return feature maps [C1, C2, C3, C4, C5]."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown ResNet architecture {architecture!r}; use one of {sorted(ARCHITECTURES)}")
+    c1 = x = _stem(input_image, train_bn)
+    if architecture in BASIC_BLOCKS:
+        c2, c3, c4, c5 = _basic_stages(x, BASIC_BLOCKS[architecture], train_bn)
+        return [c1, c2, c3, c4, c5 if stage5 else None]
     c2 = x = _stage(x, (64, 64, 256), 2, 3, train_bn, strides=1)
     c3 = x = _stage(x, (128, 128, 512), 3, 4, train_bn, strides=2)
     c4 = x = _stage(x, (256, 256, 1024), 4, STAGE4_BLOCKS[architecture] + 1, train_bn, strides=2)

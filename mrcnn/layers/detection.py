@@ -70,7 +70,9 @@ class LeadingDetectionBoxes(keras.layers.Layer):
     """Detections `[B, D, 6]` → boxes `[B, n, 4]` of the first n slots, n = most detections in an image.
 
     Detections come first and padding last, so the mask head run on these boxes skips the
-    padding slots: with a real confidence threshold most of the D slots are padding.
+    padding slots: with a real confidence threshold most of the D slots are padding. n is at
+    least 1: with no detection at all the mask head would get an empty batch, on which
+    oneDNN's convolution returns its input unchanged and the next batch norm fails.
     """
 
     def __init__(self, **kwargs):
@@ -79,7 +81,7 @@ class LeadingDetectionBoxes(keras.layers.Layer):
 
     def call(self, detections):
         count = tf.reduce_max(tf.reduce_sum(tf.cast(detections[..., 4] > 0, tf.int32), axis=1))
-        return detections[:, :count, :4]
+        return detections[:, :tf.maximum(count, 1), :4]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], None, 4)
