@@ -36,9 +36,15 @@ def _bottleneck(x, filters: tuple[int, int, int], stage: int, block: str, train_
     y = layers.Activation("relu")(y)
     y = layers.Conv2D(f3, 1, name=conv + "2c")(y)
     y = BatchNorm(train_bn=train_bn, name=bn + "2c")(y)
+    return _merge(y, x, f3, stage, block, train_bn, strides, project)
+
+
+def _merge(y, x, filters: int, stage: int, block: str, train_bn: bool, strides: int,
+           project: bool):
+    """Residual sum: the block's output `y` plus `x`, projected by 1×1 where shapes change."""
     if project:
-        x = layers.Conv2D(f3, 1, strides=strides, name=conv + "1")(x)
-        x = BatchNorm(train_bn=train_bn, name=bn + "1")(x)
+        x = layers.Conv2D(filters, 1, strides=strides, name=f"res{stage}{block}_branch1")(x)
+        x = BatchNorm(train_bn=train_bn, name=f"bn{stage}{block}_branch1")(x)
     y = layers.Add()([y, x])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
 
@@ -60,11 +66,7 @@ def _basic(x, filters: int, stage: int, block: str, train_bn: bool, strides: int
     y = layers.Activation("relu")(y)
     y = layers.Conv2D(filters, 3, padding="same", name=conv + "2b")(y)
     y = BatchNorm(train_bn=train_bn, name=bn + "2b")(y)
-    if project:
-        x = layers.Conv2D(filters, 1, strides=strides, name=conv + "1")(x)
-        x = BatchNorm(train_bn=train_bn, name=bn + "1")(x)
-    y = layers.Add()([y, x])
-    return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
+    return _merge(y, x, filters, stage, block, train_bn, strides, project)
 
 
 def _basic_stages(x, blocks: tuple[int, int, int, int], train_bn: bool) -> list:
