@@ -74,7 +74,8 @@ def step_figures(step_ends: list[float], started: float) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- ours
-def run_ours(minutes: float, min_score: float, train_images: int, val_images: int) -> dict[str, Any]:
+def run_ours(minutes: float, min_score: float, train_images: int, val_images: int,
+             backbone: str = "resnet50") -> dict[str, Any]:
     import keras
 
     from mrcnn.config import Config
@@ -95,7 +96,7 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
             if self.ends[-1] - self.started > self.seconds:
                 self.model.stop_training = True
 
-    config = Config(NAME="shapes_bench", BACKBONE="resnet50", NUM_CLASSES=4, IMAGES_PER_GPU=BATCH,
+    config = Config(NAME="shapes_bench", BACKBONE=backbone, NUM_CLASSES=4, IMAGES_PER_GPU=BATCH,
                     IMAGE_MIN_DIM=IMAGE_SIZE, IMAGE_MAX_DIM=IMAGE_SIZE, RPN_ANCHOR_SCALES=ANCHOR_SCALES,
                     TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, STEPS_PER_EPOCH=100, VALIDATION_STEPS=0,
                     OPTIMIZER="adamw", LEARNING_RATE=LEARNING_RATE, WARMUP_STEPS=WARMUP_STEPS,
@@ -183,8 +184,11 @@ def run_torchvision(minutes: float, min_score: float, train_images: int, val_ima
 
 # ---------------------------------------------------------------------- parent and CLI
 def run_job(args: argparse.Namespace) -> dict[str, Any]:
-    run = run_ours if args.engine == "ours" else run_torchvision
-    result = run(args.minutes, args.min_score, args.train_images, args.val_images)
+    if args.engine == "ours":
+        result = run_ours(args.minutes, args.min_score, args.train_images, args.val_images,
+                          args.backbone)
+    else:
+        result = run_torchvision(args.minutes, args.min_score, args.train_images, args.val_images)
     return {"engine": args.engine, **result, "peak_rss_mib": common.peak_rss_mib()}
 
 
@@ -193,13 +197,14 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     peer = args.peer == "auto" and common.peer_available()
     document["settings"] = {
         "minutes": args.minutes, "image_size": IMAGE_SIZE, "classes": 3, "train_images": args.train_images,
-        "val_images": args.val_images, "batch": BATCH, "optimizer": "adamw", "learning_rate": LEARNING_RATE,
+        "val_images": args.val_images, "backbone_ours": args.backbone, "batch": BATCH, "optimizer": "adamw", "learning_rate": LEARNING_RATE,
         "warmup_steps": WARMUP_STEPS, "anchor_scales": ANCHOR_SCALES, "rois_per_image": ROIS_PER_IMAGE,
         "min_score": args.min_score,
         "peer": "torchvision" if peer else ("none (--peer none)" if args.peer == "none" else "none (not installed)")}
     document["notes"] = NOTES
     shared = ["--minutes", str(args.minutes), "--min-score", str(args.min_score),
-              "--train-images", str(args.train_images), "--val-images", str(args.val_images)]
+              "--train-images", str(args.train_images), "--val-images", str(args.val_images),
+              "--backbone", args.backbone]
     results = [{"engine": engine, **common.run_child("benchmarks.learning", ["--engine", engine, *shared])}
                for engine in (ENGINES if peer else ENGINES[:1])]
     document["results"] = results
@@ -218,6 +223,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--min-score", type=float, default=0.05, help="lowest detection score kept for evaluation")
     parser.add_argument("--train-images", type=int, default=500)
     parser.add_argument("--val-images", type=int, default=50)
+    parser.add_argument("--backbone", default="resnet50",
+                        help="our backbone (resnet18, resnet34, resnet50); torchvision keeps ResNet-50")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # set by the parent for a child
     args = parser.parse_args(argv)
     if args.minutes <= 0:
