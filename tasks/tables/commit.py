@@ -155,6 +155,8 @@ class _Prepared:
 
     def build(self, staged: Sequence[staging.StagedShard], legacy: Sequence[Entry],
               legacy_files: Sequence[str]) -> Intent:
+        broken = [shard for shard in staged if not _files_present(shard)]
+        staged = [shard for shard in staged if shard not in broken]
         self.run_dates = {shard.run_date for shard in staged} | {e.run_date for e in legacy}
         committed = index.entries_of(index.read_current(self.output_uri, self.run_dates))
         in_place, losers = _fold_legacy(legacy)
@@ -171,7 +173,8 @@ class _Prepared:
             final.update((e.key, e) for e in self._take_staged(shard, kept))
         final.update((e.key, e) for e in self._drop_superseded(holders, winners, losers))
         self._write_index(list(final.values()), committed)
-        cleaned = tuple(shard.folder for shard in staged) + tuple(legacy_files)
+        # A record whose files are gone is dropped; its images are processed again.
+        cleaned = tuple(shard.folder for shard in (*staged, *broken)) + tuple(legacy_files)
         return Intent(self.generation, tuple(self._table_moves + self._index_moves),
                       tuple(self._removes), cleaned)
 
@@ -243,6 +246,10 @@ class _Prepared:
             storage.write_bytes(scratch, parquet_bytes(index.to_table(entries)))
             self._index_moves.append((scratch, index_file(self.output_uri, run_date, self.generation)))
             self.entry_count += len(entries)
+
+
+def _files_present(shard: staging.StagedShard) -> bool:
+    return all(storage.exists(shard.file(table)) for table in shard.tables)
 
 
 def _fold_legacy(legacy: Sequence[Entry]) -> tuple[dict[tuple[str, str], Entry],

@@ -281,3 +281,13 @@ def test_committers_in_three_processes_keep_one_result_per_image(
     assert [child.returncode for child in children] == [0, 0, 0], errors
     check_invariants(out, 2, {DAY: {f"img{i}" for i in range(9)}})
     assert commit(out).shards == 0
+
+
+def test_a_record_whose_files_are_gone_is_dropped_and_its_images_done_again(tmp_path: Path):
+    out = str(tmp_path / "out")
+    stage(out, "k1", {"a": 0.25})
+    stage(out, "k2", {"b": 0.5})
+    next(Path(out, "_manifest/staging/run/k2").glob("area_ratios.parquet")).unlink()
+    commit(out)
+    check_invariants(out, 2, {DAY: {"a"}})
+    assert {e.image_uri for e in pending_entries(out)} == set()  # b is not done: it is redone
