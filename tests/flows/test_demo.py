@@ -15,8 +15,9 @@ import PIL.Image
 import pyarrow.parquet as pq
 import pytest
 
-from mrcnn.shapes import ShapesDataset, draw_masks
-from mrcnn_pipeline.demo import report, run, shape_polygon, training_config, write_labelme_folder
+from mrcnn.shapes import ShapesDataset, draw_masks, visible_masks
+from mrcnn_pipeline.demo import (nothing_baseline, report, run, training_config,
+                                 visible_polygons, write_labelme_folder)
 from tasks import registry
 from tasks.annotations.rasterize import shape_to_mask
 from tasks.training_config import load_training_config
@@ -28,43 +29,45 @@ TINY = {"IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 64, "IMAGES_PER_GPU": 2, "STEPS_PE
         "FPN_CLASSIF_FC_LAYERS_SIZE": 32}
 
 
-def test_polygons_follow_the_drawn_shapes():
-    assert shape_polygon("square", (10, 20, 5)) == [[5, 15], [15, 15], [15, 25], [5, 25]]
-    apex, right, left = shape_polygon("triangle", (30, 30, 6))
-    assert apex == [30, 24]  # half-base 6 / sin(60°) = 6.93
-    assert right == pytest.approx([36.93, 36]) and left == pytest.approx([23.07, 36])
-    circle = np.array(shape_polygon("circle", (40, 50, 10)))
-    assert np.allclose(np.hypot(circle[:, 0] - 40, circle[:, 1] - 50), 10, atol=0.01)
-    with pytest.raises(ValueError, match="unknown shape 'star'"):
-        shape_polygon("star", (1, 1, 1))
-    # Rasterized as labelme does, each polygon covers the pixels mrcnn.shapes paints.
-    for name, least in (("square", 1.0), ("triangle", 1.0), ("circle", 0.9)):
-        for size in (10, 23, 30):
-            drawn = draw_masks([(name, (0, 0, 0), (64, 64, size))], 128, 128)[..., 0]
-            points = [tuple(p) for p in shape_polygon(name, (64, 64, size))]
-            polygon = shape_to_mask("polygon", points, 128, 128)
-            assert (drawn & polygon).sum() / (drawn | polygon).sum() >= least, (name, size)
+def test_visible_parts_become_polygons_that_labelme_rasterizes_back():
+    shapes = [("circle", (0, 0, 0), (50, 50, 24)), ("square", (9, 9, 9), (78, 50, 14)),
+              ("triangle", (5, 5, 5), (20, 90, 12))]
+    masks = visible_masks(draw_masks(shapes, 128, 128))
+    for index in range(3):
+        polygons = visible_polygons(masks[..., index])
+        assert len(polygons) == 1 and all(len(points) >= 3 for points in polygons)
+        drawn = shape_to_mask("polygon", [tuple(p) for p in polygons[0]], 128, 128)
+        mask = masks[..., index]
+        assert (drawn & mask).sum() / (drawn | mask).sum() >= 0.9, index
+    # A shape cut in two by a bar across it shows as two parts.
+    cut = draw_masks([("square", (1, 1, 1), (64, 64, 20)), ("square", (2, 2, 2), (64, 64, 4))],
+                     128, 128)[..., 0]
+    cut[:, 60:68] = False
+    assert len(visible_polygons(cut)) == 2
 
 
-def test_labelme_folder_holds_images_polygons_and_labels(tmp_path: Path):
-    files = write_labelme_folder(tmp_path, 5, size=128, seed=1)
-    assert [f.name for f in files] == [f"shapes_{i:04d}.json" for i in range(5)]
+def test_labelme_folder_holds_overlapping_shapes_as_annotators_draw_them(tmp_path: Path):
+    files = write_labelme_folder(tmp_path, 40, size=128, seed=1)
+    assert [f.name for f in files] == [f"shapes_{i:04d}.json" for i in range(40)]
     assert (tmp_path / "labels.txt").read_text().split() == ["square", "circle", "triangle"]
-    document = json.loads(files[0].read_text())
-    assert (document["imagePath"], document["imageHeight"], document["imageWidth"]) == \
-        ("shapes_0000.png", 128, 128)
-    assert {s["shape_type"] for s in document["shapes"]} == {"polygon"}
-    image = np.asarray(PIL.Image.open(tmp_path / "shapes_0000.png"))
-    assert image.shape == (128, 128, 3)
-    # The first image without overlapping shapes of seed 1 is drawn as mrcnn.shapes draws it.
+    documents = [json.loads(f.read_text()) for f in files]
+    assert (documents[0]["imagePath"], documents[0]["imageHeight"],
+            documents[0]["imageWidth"]) == ("shapes_0000.png", 128, 128)
+    assert {s["shape_type"] for d in documents for s in d["shapes"]} == {"polygon"}
     reference = ShapesDataset()
-    reference.load_shapes(20, 128, 128, seed=1)
+    reference.load_shapes(80, 128, 128, seed=1)
     reference.prepare()
-    first = next(i for i in reference.image_ids
-                 if draw_masks(reference.image_info[i]["shapes"], 128, 128).sum(axis=2).max() <= 1)
-    np.testing.assert_array_equal(image, reference.load_image(first))
-    assert [s["label"] for s in document["shapes"]] == \
-        [name for name, _, _ in reference.image_info[first]["shapes"]]
+    overlapping = [i for i in reference.image_ids[:40]
+                   if draw_masks(reference.image_info[i]["shapes"], 128, 128).sum(axis=2).max() > 1]
+    assert overlapping  # the training data overlaps, as incoming/ does
+    image = np.asarray(PIL.Image.open(tmp_path / "shapes_0000.png"))
+    np.testing.assert_array_equal(image, reference.load_image(0))
+    masks, class_ids = reference.load_mask(0)
+    groups = {}
+    for shape in documents[0]["shapes"]:
+        groups.setdefault(shape["group_id"], set()).add(shape["label"])
+    assert [labels.pop() for _, labels in sorted(groups.items())] == \
+        [("square", "circle", "triangle")[c - 1] for c in class_ids]
     with pytest.raises(ValueError, match="at least 1 annotated image"):
         write_labelme_folder(tmp_path, 0)
 
@@ -111,6 +114,10 @@ def test_the_whole_demo_chain_with_a_tiny_model(prefect_harness, tmp_path: Path)
     assert columns[:3] == ["run_date", "class_name", "images"]
     assert sorted(row[1] for row in rows) == ["circle", "square", "triangle"]
     assert all(row[2] == 3 for row in rows)
+    grid = PIL.Image.open(outcome["grid"])
+    assert grid.size == (3 * 2 * 128, 2 * 128)  # three overlays (of 12 at most), twice enlarged
     text = report(outcome)
     assert "registered shapes@v1: promoted to production" in text
+    baseline = nothing_baseline(outcome["metrics"]["area_ratio_error"])
+    assert 0 < baseline < 100 and f"(predicting nothing: {baseline:.2f})" in text
     assert f"overlays:      {paths['results'] / 'overlays'}" in text
