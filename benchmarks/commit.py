@@ -113,7 +113,8 @@ def build_history(out: str, size: int, days: int) -> str:
         storage.write_bytes(index_file(out, day, number + 1), parquet_bytes(table))
     busy = day_name(days - 1)
     for start in range(0, per_day, SHARD):
-        uris = [f"s3://bucket/{busy}/{i:07d}.jpg" for i in range(start, min(start + SHARD, per_day))]
+        stop = min(start + SHARD, per_day)
+        uris = [f"s3://bucket/{busy}/{i:07d}.jpg" for i in range(start, stop)]
         storage.write_bytes(table_file(out, "area_ratios", busy, f"hist-{start // SHARD:05d}"),
                             parquet_bytes(to_table("area_ratios", area_rows(uris))))
     bump_lease(out, days + 1)

@@ -225,8 +225,9 @@ def _run_shards(shards: list[list[Any]], spec: ModelSpec, context: ShardContext,
     results, failures, done = [], [], 0
     # A run with nothing new starts no cluster.
     with shard_task_runner(dask_address if shards else None) as runner:
-        futures = runner.map(with_retries(process_shard), {"images": shards, "model": unmapped(spec),
-                                             "context": unmapped(context)})
+        shard_task = with_retries(process_shard)
+        futures = runner.map(shard_task, {"images": shards, "model": unmapped(spec),
+                                          "context": unmapped(context)})
         for future in as_completed(futures):
             outcome = future.result(raise_on_failure=False)
             if isinstance(outcome, BaseException):

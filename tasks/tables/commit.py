@@ -226,7 +226,8 @@ class _Prepared:
             scratch = storage.join(scratch_folder(self.output_uri, self.generation),
                                    f"{table}-{stem}.parquet")
             storage.write_bytes(scratch, parquet_bytes(kept_rows))
-            self._table_moves.append((scratch, table_file(self.output_uri, table, run_date, stem)))
+            destination = table_file(self.output_uri, table, run_date, stem)
+            self._table_moves.append((scratch, destination))
 
     def _write_index(self, new_entries: list[Entry],
                      committed: dict[tuple[str, str], Entry]) -> None:
@@ -244,7 +245,8 @@ class _Prepared:
             scratch = storage.join(scratch_folder(self.output_uri, self.generation),
                                    f"index-{run_date}.parquet")
             storage.write_bytes(scratch, parquet_bytes(index.to_table(entries)))
-            self._index_moves.append((scratch, index_file(self.output_uri, run_date, self.generation)))
+            destination = index_file(self.output_uri, run_date, self.generation)
+            self._index_moves.append((scratch, destination))
             self.entry_count += len(entries)
 
 

@@ -49,8 +49,9 @@ def check_invariants(out: str, classes: int, expected: dict[str, set[str]] | Non
     assert sum(per_class.values()) == len(instances)
     if expected is not None:
         for run_date, uris in expected.items():
-            seen = {u for u, d in per_image if d == run_date} | {u for u, d in failed if d == run_date}
-            assert seen == set(uris), f"{run_date}: missing {set(uris) - seen}, extra {seen - set(uris)}"
+            seen = {u for u, d in (*per_image, *failed) if d == run_date}
+            assert seen == set(uris), \
+                f"{run_date}: missing {set(uris) - seen}, extra {seen - set(uris)}"
     _check_files(out)
     return {"area_ratios": len(areas), "instances": len(instances), "errors": len(errors)}
 

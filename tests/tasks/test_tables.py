@@ -58,7 +58,8 @@ def stage(out: str, shard: str, good: dict[str, float], bad: tuple[str, ...] = (
 
 
 def ratios(out: str) -> dict[tuple[str, str], float]:
-    return {(r["image_uri"], r["run_date"]): r["area_ratio"] for r in read_table(out, "area_ratios")}
+    rows = read_table(out, "area_ratios")
+    return {(row["image_uri"], row["run_date"]): row["area_ratio"] for row in rows}
 
 
 def test_a_commit_moves_staged_shards_into_the_tables_and_indexes_them(tmp_path: Path):
