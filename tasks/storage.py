@@ -230,8 +230,7 @@ def write_bytes(uri: str, data: bytes, options: StorageOptions = None) -> str:
 def _local_write_error(uri: str, error: OSError) -> OSError:
     """The same kind of error, naming the user's path instead of a temporary file."""
     reason = error.strerror or str(error)
-    kind = type(error) if type(error) is not OSError else OSError
-    return kind(error.errno, f"cannot write {uri!r}: {reason}")
+    return type(error)(error.errno, f"cannot write {uri!r}: {reason}")
 
 
 def create_exclusive(uri: str, data: bytes, options: StorageOptions = None) -> bool:

@@ -168,7 +168,8 @@ def test_garbage_of_crashed_runs_goes_once_stale(tmp_path: Path):
 
 
 def test_an_output_of_the_former_layout_is_taken_into_the_index(tmp_path: Path):
-    """processed.parquet + pending records + an orphan shard file (the crash of issue 1)."""
+    """processed.parquet, a pending record and the orphan file a crash between a shard's files
+    and its record left."""
     out = str(tmp_path / "out")
 
     def write(stem: str, good: dict[str, float]) -> None:
