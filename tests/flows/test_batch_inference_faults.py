@@ -152,10 +152,15 @@ def watch_readers(out: str, watching: threading.Event, seen: set[str], failures:
             dataset = ds.dataset(f"{out}/area_ratios", format="parquet", partitioning="hive")
             seen.update(dataset.files)
             dataset.to_table()
-        except FileNotFoundError:
-            pass  # a file removed between listing and reading (superseded): not a partial read
         except Exception as error:  # noqa: BLE001 - every other failure is a finding
-            failures.append(repr(error))
+            if not vanished(error):
+                failures.append(repr(error))
+
+
+def vanished(error: Exception) -> bool:
+    """A file removed (superseded) between a reader's listing and its read: not a partial one."""
+    return isinstance(error, FileNotFoundError) or any(
+        words in str(error) for words in ("No such file", "No files found"))
 
 
 def test_s3_server_stopped_and_restarted_mid_run(tmp_path: Path, tiny: Path,
