@@ -37,7 +37,7 @@ def is_transient(error: BaseException | Any) -> bool:
     """True when the same call may succeed later without anyone changing anything."""
     if isinstance(error, (StorageUnavailable, TimeoutError, ConnectionError)):
         return True
-    if isinstance(error, OutputNotWritable) or isinstance(error, _PERMANENT_TYPES):
+    if isinstance(error, (OutputNotWritable, *_PERMANENT_TYPES)):
         return False
     if isinstance(error, OSError):
         return error.errno not in PERMANENT_ERRNOS
