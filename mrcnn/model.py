@@ -24,6 +24,7 @@ from mrcnn.boxes import denorm_boxes, norm_boxes
 from mrcnn.config import Config
 from mrcnn.data import DataGenerator, load_image_gt  # noqa: F401  (matterport: modellib.load_image_gt)
 from mrcnn.distribute import training_strategy
+from mrcnn.export import EXPORT_CONFIG, export_model, load_exported  # noqa: F401  (former home)
 from mrcnn.masks import paste_masks
 from mrcnn.network import build_inference_graph, build_training_graph
 from mrcnn.progress import progress_settings
@@ -32,8 +33,6 @@ from mrcnn.training import (EpochCheckpoint, TrainingModel, layers_regex, make_o
 from mrcnn.transform import compose_image_meta, mold_image, resize_image  # mold_image: modellib API
 
 MODES = ("training", "inference")
-# Settings of an exported model, next to its saved_model.pb.
-EXPORT_CONFIG = "mrcnn_config.json"
 # <model_dir>/<name><YYYYMMDDTHHMM>/mask_rcnn_<name>_<epoch:04d>[.weights].h5
 CHECKPOINT_PATTERN = re.compile(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w-]+_(\d{4})(\.weights)?\.h5$")
 
@@ -192,7 +191,7 @@ class MaskRCNN:
             def predict(images, metas):
                 detections, _, _, masks, *_ = model([images, metas], training=False)
                 class_ids = tf.cast(detections[..., 4], tf.int32)
-                return {"detections": detections, "masks": tf.gather(masks, class_ids, axis=-1, batch_dims=2)}
+                return {"detections": detections, "masks": tf.gather(masks, class_ids, axis=4, batch_dims=2)}
 
             self._predict = predict
         return self._predict
@@ -212,11 +211,13 @@ class MaskRCNN:
         """Map one image's detections `[D, 6]` and class masks `[D, h, w]` back to the original image."""
         return unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape, window)
 
-    def export(self, path: str | os.PathLike) -> None:
-        """Write a TensorFlow SavedModel for serving, plus `mrcnn_config.json` next to it.
+    def export(self, path: str | os.PathLike, format: str = "saved_model") -> None:
+        """Write the model for serving into the folder `path`, with `mrcnn_config.json`.
 
-        `load_exported(path)` gives back a `detect`-like callable. Without `mrcnn` (TensorFlow
-        and numpy only) call the `serving_default` signature on molded inputs::
+        `format`: `"saved_model"` (TensorFlow SavedModel; `saved_model_cli`, TF Serving) or
+        `"onnx"` (`model.onnx` for ONNX Runtime; needs the `onnx` extra); see `mrcnn.export`.
+        `mrcnn.export.load_exported(path)` gives back a `detect`-like callable. Without `mrcnn`
+        (TensorFlow and numpy only) call the `serving_default` signature on molded inputs::
 
             serve = tf.saved_model.load(path).signatures["serving_default"]
             out = serve(images=molded, metas=metas)
@@ -233,14 +234,7 @@ class MaskRCNN:
           class_id 0 are padding. `out["masks"]`: `[B, D, 28, 28]` each detection's mask
           probabilities inside its box (threshold 0.5 and resize to the box to paste).
         """
-        if self.mode != "inference":
-            raise RuntimeError("create the model with mode='inference' to export it")
-        predict = self._predict_fn()
-        module = tf.Module()
-        module.model = self.keras_model  # tracks the variables the function reads
-        module.serve = predict
-        tf.saved_model.save(module, str(path), signatures={"serving_default": predict.get_concrete_function()})
-        Path(path, EXPORT_CONFIG).write_text(self.config.to_json())
+        export_model(self, path, format)
 
 
 def mold_inputs(config: Config, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -275,7 +269,7 @@ def detect_with(predict: Callable[..., dict], config: Config, images: Sequence[n
     step = config.BATCH_SIZE
     for start in range(0, len(images), step):
         outputs = predict(images=tf.constant(molded[start:start + step]), metas=tf.constant(metas[start:start + step]))
-        for i, (dets, masks) in enumerate(zip(outputs["detections"].numpy(), outputs["masks"].numpy())):
+        for i, (dets, masks) in enumerate(zip(np.asarray(outputs["detections"]), np.asarray(outputs["masks"]))):
             index = start + i
             results.append(unmold_detections(dets, masks, np.shape(images[index]), molded.shape[1:], windows[index]))
     return results
@@ -294,25 +288,6 @@ def unmold_detections(detections: np.ndarray, mrcnn_mask: np.ndarray, original_i
     boxes, class_ids, scores, masks = boxes[visible], class_ids[visible], scores[visible], masks[visible]
     return {"rois": boxes.astype(np.int32), "class_ids": class_ids, "scores": scores,
             "masks": paste_masks(masks, boxes, original_image_shape[:2])}
-
-
-def load_exported(path: str | os.PathLike) -> Callable[[Sequence[np.ndarray]], list[dict[str, np.ndarray]]]:
-    """Load a SavedModel written by `MaskRCNN.export` as a `detect`-like callable.
-
-    The callable takes a list of RGB `[H, W, 3]` images and returns one dict per image with
-    `rois`, `class_ids`, `scores` and `masks`, as `MaskRCNN.detect` does; the model's
-    settings come from the `mrcnn_config.json` saved next to it.
-    """
-    config_file = Path(path, EXPORT_CONFIG)
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: is {str(path)!r} a folder written by MaskRCNN.export?")
-    config = Config.from_dict(json.loads(config_file.read_text()))
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-
-    def detect(images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
-        return detect_with(serve, config, images, verbose)
-
-    return detect
 
 
 def _as_rgb(image: Any) -> np.ndarray:
