@@ -1,15 +1,18 @@
 """Inference and training-step speed: our Mask R-CNN against torchvision's, in one run.
 
     python -m benchmarks.inference [--sizes 512 1024] [--batches 1 4] [--runs 8] [--warmup 2]
-                                   [--peer auto|none] [--train-step] [--bf16] [--quick]
+                                   [--runtimes tensorflow onnxruntime] [--peer auto|none]
+                                   [--train-step] [--bf16] [--quick]
 
 Ours is ResNet50-FPN with matterport's defaults, NUM_CLASSES 81 and
 DETECTION_MIN_CONFIDENCE 0 (so the mask head runs on all 100 detections); the peer is
 `torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, num_classes=81,
 box_score_thresh=0, box_detections_per_img=100)`. Both have random weights: the figures are
 timings only. Seconds per image cover the whole call on uint8 images, pre-processing and
-full-size bool masks included, for both engines. Each engine runs in its own child process
-(own peak RSS); the JSON on stdout holds every figure and the ratio ours/torchvision.
+full-size bool masks included, for both engines. `--runtimes onnxruntime` also runs our model
+exported to ONNX (`MaskRCNN.export(format="onnx")`, one conversion per size, its seconds
+recorded) in ONNX Runtime, fp32 only. Each engine runs in its own child process (own peak
+RSS); the JSON on stdout holds every figure and the ratios over torchvision.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import numpy as np
 
 from benchmarks import common
 
-ENGINES = ("ours", "torchvision")
+ENGINES = ("ours", "ours-onnxruntime", "torchvision")
+RUNTIME_ENGINES = {"tensorflow": "ours", "onnxruntime": "ours-onnxruntime"}
 TASKS = ("inference", "train")
 PRECISIONS = ("fp32", "bf16")
 NUM_CLASSES = 81
@@ -77,6 +81,34 @@ def ours_inference(size: int, batch: int, runs: int, warmup: int, precision: str
         images = common.random_images(batch, size)
         seconds, results = common.time_runs(lambda: model.detect(images), warmup, runs)
     return {"seconds_per_image": common.summarize(seconds, scale=batch), "dtype_policy": policy,
+            "detections_per_image": float(np.mean([len(r["class_ids"]) for r in results]))}
+
+
+_onnx_exports: dict[int, tuple[str, float]] = {}  # size -> (export folder, conversion seconds)
+
+
+def ours_onnx_inference(size: int, batch: int, runs: int, warmup: int, precision: str) -> dict[str, Any]:
+    """Time our model exported to ONNX, run by ONNX Runtime, on the `detect` contract."""
+    import time
+
+    from mrcnn.export import load_predict
+    from mrcnn.model import MaskRCNN, detect_with
+
+    if precision != "fp32":
+        raise ValueError("the ONNX export runs in fp32 only")
+    _ours_policy("fp32")
+    config = _ours_config(size, batch, DETECTION_MIN_CONFIDENCE=0.0)
+    if size not in _onnx_exports:
+        folder = tempfile.mkdtemp(prefix=f"bench-onnx-{size}-")
+        started = time.perf_counter()
+        MaskRCNN("inference", config, folder).export(folder, format="onnx")
+        _onnx_exports[size] = (folder, round(time.perf_counter() - started, 1))
+    folder, conversion = _onnx_exports[size]
+    predict = load_predict(folder, threads=common.tf_threads().get("intra_op") or None)
+    images = common.random_images(batch, size)
+    seconds, results = common.time_runs(lambda: detect_with(predict, config, images), warmup, runs)
+    return {"seconds_per_image": common.summarize(seconds, scale=batch), "dtype_policy": "onnx fp32",
+            "conversion_seconds": conversion,
             "detections_per_image": float(np.mean([len(r["class_ids"]) for r in results]))}
 
 
@@ -181,7 +213,7 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every setting of one (engine, task, precision) and report it with peak RSS."""
     engine, task, precision = args.engine, args.task, args.precision
     job: dict[str, Any] = {"engine": engine, "task": task, "precision": precision, "records": []}
-    job.update(_ours_setup(precision) if engine == "ours" else _torch_setup(precision))
+    job.update(_torch_setup(precision) if engine == "torchvision" else _ours_setup(precision))
     if task == "inference":
         settings = [(size, batch) for size in args.sizes for batch in args.batches]
     else:
@@ -200,7 +232,9 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _measure(engine: str, task: str, precision: str, size: int, batch: int, args: argparse.Namespace) -> dict:
-    if engine == "ours":
+    if engine == "ours-onnxruntime":
+        measure = ours_onnx_inference
+    elif engine == "ours":
         measure = ours_inference if task == "inference" else ours_train_step
     else:
         measure = torch_inference if task == "inference" else torch_train_step
@@ -209,7 +243,7 @@ def _measure(engine: str, task: str, precision: str, size: int, batch: int, args
 
 def _release(engine: str) -> None:
     """Free the previous setting's model before building the next one."""
-    if engine == "ours":
+    if engine != "torchvision":
         import keras
 
         keras.backend.clear_session()
@@ -219,14 +253,15 @@ def _release(engine: str) -> None:
 # ---------------------------------------------------------------------- parent: all jobs, merged
 def jobs(args: argparse.Namespace, peer: bool) -> list[tuple[str, str, str]]:
     """(engine, task, precision) in run order; engines alternate so drift hits both alike."""
-    engines = ENGINES if peer else ENGINES[:1]
+    engines = [RUNTIME_ENGINES[runtime] for runtime in args.runtimes] + (["torchvision"] if peer else [])
     tasks = TASKS if args.train_step else TASKS[:1]
     precisions = PRECISIONS if args.bf16 else PRECISIONS[:1]
-    return [(e, t, p) for p in precisions for t in tasks for e in engines]
+    return [(e, t, p) for p in precisions for t in tasks for e in engines
+            if e != "ours-onnxruntime" or (t, p) == ("inference", "fp32")]
 
 
 def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """ours/torchvision median per matching (task, precision, size, batch)."""
+    """Each engine's median over torchvision's per matching (task, precision, size, batch)."""
     table: dict[tuple, dict[str, float]] = {}
     for job in results:
         for record in job.get("records", []):
@@ -235,8 +270,9 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 key = (job["task"], job["precision"], record["size"], record["batch"])
                 table.setdefault(key, {})[job["engine"]] = figure["median"]
     return [{"task": task, "precision": precision, "size": size, "batch": batch,
-             "ours_median": medians.get("ours"), "torchvision_median": medians.get("torchvision"),
-             "ratio_ours_over_torchvision": common.ratio(medians.get("ours"), medians.get("torchvision"))}
+             **{f"{engine}_median": median for engine, median in medians.items()},
+             **{f"ratio_{engine}_over_torchvision": common.ratio(median, medians.get("torchvision"))
+                for engine, median in medians.items() if engine != "torchvision"}}
             for (task, precision, size, batch), medians in table.items()]
 
 
@@ -245,7 +281,8 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     peer = args.peer == "auto" and common.peer_available()
     document["settings"] = {"sizes": args.sizes, "batches": args.batches, "runs": args.runs, "warmup": args.warmup,
                             "train_step": {"size": args.train_size, "batch": args.train_batch} if args.train_step else None,
-                            "bf16": args.bf16, "peer": "torchvision" if peer else f"none ({_why_no_peer(args)})"}
+                            "bf16": args.bf16, "runtimes": args.runtimes,
+                            "peer": "torchvision" if peer else f"none ({_why_no_peer(args)})"}
     document["notes"] = NOTES
     shared = ["--sizes", *map(str, args.sizes), "--batches", *map(str, args.batches), "--runs", str(args.runs),
               "--warmup", str(args.warmup), "--train-size", str(args.train_size), "--train-batch", str(args.train_batch)]
@@ -270,6 +307,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="images per call")
     parser.add_argument("--runs", type=int, default=8, help="timed runs per setting")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (tracing, caches)")
+    parser.add_argument("--runtimes", nargs="+", choices=tuple(RUNTIME_ENGINES), default=["tensorflow"],
+                        help="runtimes of ours: tensorflow (the Keras model), onnxruntime (its ONNX export)")
     parser.add_argument("--peer", choices=("auto", "none"), default="auto",
                         help="auto: also run torchvision when torch and torchvision are installed")
     parser.add_argument("--train-step", action="store_true", help="also time a training step")

@@ -99,17 +99,17 @@ def bare_loop(job: dict[str, Any]) -> dict[str, Any]:
     """Child `bare`: detect() over the decoded images, batch by batch."""
     from tasks.image_decoding import decode_image
     from tasks.inference import find_images
-    from tasks.model_loading import ModelSpec, resolve_model
+    from tasks.models import build, resolve
 
-    model = resolve_model(ModelSpec(batch_size=job["batch_size"], **model_files(job["model"])))
+    model = build(resolve(**model_files(job["model"])), batch_size=job["batch_size"])
     refs = find_images(job["input"])
     images = [decode_image(Path(ref.uri).read_bytes(), ref.uri) for ref in refs]
     batch = job["batch_size"]
-    model.model.detect(images[:batch])  # warm-up: tracing and first-call allocations
+    model.detect(images[:batch])  # warm-up: tracing and first-call allocations
     start = time.perf_counter()
     instances = 0
     for first in range(0, len(images), batch):
-        instances += sum(len(r["class_ids"]) for r in model.model.detect(images[first:first + batch]))
+        instances += sum(len(r["class_ids"]) for r in model.detect(images[first:first + batch]))
     seconds = time.perf_counter() - start
     return {"images": len(images), "seconds": round(seconds, 2),
             "images_per_second": round(len(images) / seconds, 3),

@@ -1,6 +1,6 @@
 """Flow ``batch-inference``: a folder of images -> per-class area ratios in Parquet.
 
-probe the output -> commit leftovers -> list images -> load model -> skip what this model
+probe the output -> commit leftovers -> list images -> resolve the model -> skip what this model
 version already did -> shards (``process_shard`` mapped onto the task runner, each staging
 its rows) -> commit -> summary. Outputs under ``output_uri`` (hive-partitioned by
 ``run_date``): ``area_ratios/``, ``instances/``, ``errors/``, ``overlays/``; the schemas are
@@ -12,7 +12,8 @@ which Prefect records.
 
 Shards run on the flow's own thread pool, or on a Dask cluster when ``dask_address`` is given
 (``tasks.task_runners``): ``tcp://host:8786`` for an existing scheduler, ``local:N`` for N
-worker processes on this machine. A worker process loads the model on its first shard and
+worker processes on this machine. The flow process reads the model's metadata only
+(``tasks.models.resolve``); a worker process builds the model on its first shard and
 reuses it. ``shard_size`` bounds the task count: ceil(images / shard_size) shard tasks
 (10,000 images at the default 64 make 157 tasks).
 """
@@ -20,7 +21,6 @@ reuses it. ``shard_size`` bounds the task count: ceil(images / shard_size) shard
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import uuid
 import zoneinfo
@@ -37,24 +37,12 @@ from tasks import storage, tables
 from tasks.failures import RunIncomplete, retry_transient, with_retries
 from tasks.image_decoding import MAX_PIXELS
 from tasks.inference import ShardContext, list_images, plan_shards, process_shard
-from tasks.model_loading import ModelSpec, resolve_model
+from tasks.models import RUNTIMES, ModelArtifact, check_runtime, resolve
 from tasks.task_runners import dask_task_runner, shard_task_runner
 
 DEFAULT_REGISTRY = "registry"
 ProgressListener = Callable[[int, int], None]
 _listeners: list[ProgressListener] = []
-
-
-@dataclasses.dataclass(frozen=True)
-class ResolvedModel:
-    """What the flow needs to know about the loaded model (the model stays in the worker)."""
-
-    name: str
-    version: str
-    key: str
-    class_names: tuple[str, ...]
-    spec: ModelSpec  # pinned to this exact version
-    threshold: float  # DETECTION_MIN_CONFIDENCE applied inside the graph
 
 
 @contextlib.contextmanager
@@ -67,13 +55,14 @@ def progress_listener(listener: ProgressListener) -> Iterator[None]:
         _listeners.remove(listener)
 
 
-@task(name="load-model", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
+@task(name="resolve-model", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
       retry_condition_fn=retry_transient)
-def load_model(spec: ModelSpec) -> ResolvedModel:
-    """Load the model in this process (shards in the same process reuse it) and pin it."""
-    loaded = resolve_model(spec)
-    return ResolvedModel(loaded.name, loaded.version, loaded.key, loaded.class_names,
-                         loaded.spec, float(loaded.model.config.DETECTION_MIN_CONFIDENCE))
+def resolve_model(model: str | None, registry_uri: str, weights: str | None, config: str | None,
+                  classes: str | None, runtime: str) -> ModelArtifact:
+    """Pin the model once for the whole run (metadata only: the workers build it)."""
+    artifact = resolve(model, registry_uri, weights=weights, config=config, classes=classes)
+    check_runtime(artifact, runtime)
+    return artifact
 
 
 @task(name="check-output", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
@@ -104,14 +93,16 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                     min_confidence: float | None = None, batch_size: int = 4,
                     shard_size: int = 64, overlays: bool = True, reprocess: bool = False,
                     patterns: list[str] | None = None, max_pixels: int = MAX_PIXELS,
-                    dask_address: str | None = None) -> dict[str, Any]:
+                    dask_address: str | None = None, runtime: str = "tensorflow"
+                    ) -> dict[str, Any]:
     """Detect instances in every new image below ``input_uri`` and store per-class areas.
 
     Args:
         input_uri: image folder, local or ``s3://bucket/prefix/``; searched recursively for
             jpg/jpeg/png/bmp/tif/tiff/webp (any case).
         output_uri: where the tables and overlays go; must not lie inside ``input_uri``.
-        model: registry reference ``NAME@production``, ``NAME@vN`` or ``NAME``.
+        model: registry reference ``NAME@production``, ``NAME@vN`` or ``NAME``; or a training
+            run folder, a checkpoint, or an export folder (``mrcnn-pipeline export-model``).
         weights, config: instead of ``model``, a weights file and its ``config.json``.
         classes: class names file for ``weights`` (JSON list or one per line); default
             ``classes.json`` beside ``config``, else ``class_<id>``.
@@ -130,29 +121,29 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
         max_pixels: larger images are recorded as ``too_large`` errors.
         dask_address: run the shards on Dask: a scheduler address (``tcp://host:8786``) or
             ``local:N`` (N worker processes here); default the flow's thread pool.
+        runtime: ``tensorflow`` (Keras weights, SavedModel exports) or ``onnxruntime`` (ONNX
+            exports); the tables are the same.
 
     Returns:
         Counts (``listed``, ``skipped``, ``processed``, ``errors`` ...), the model, run_date
         and the output URI.
     """
-    _check_arguments(input_uri, output_uri, min_confidence, shard_size, max_pixels, dask_address)
+    _check_arguments(input_uri, output_uri, min_confidence, shard_size, max_pixels, dask_address,
+                     runtime, batch_size)
     logger = get_run_logger()
     day = (run_date or _scheduled_date(timezone)).isoformat()
-    spec = ModelSpec(reference=model, registry_uri=registry_uri if model else None,
-                     weights=weights, config=config, classes=classes, batch_size=batch_size,
-                     min_confidence=min_confidence)
     with_retries(check_output)(output_uri)
     with_retries(commit_results)(output_uri)
     images = with_retries(list_images)(input_uri, patterns)
-    resolved = load_model(spec)
+    resolved = resolve_model(model, registry_uri, weights, config, classes, runtime)
     _warn_threshold(resolved, min_confidence, logger)
-    shards = plan_shards(images, done_images(output_uri, resolved.key), reprocess, shard_size)
+    shards = plan_shards(images, done_images(output_uri, resolved.identity), reprocess, shard_size)
     todo = sum(len(shard) for shard in shards)
     logger.info("%d images listed, %d to process in %d shards with %s, run_date %s",
-                len(images), todo, len(shards), resolved.key, day)
-    context = ShardContext(output_uri, day, _run_id(), min_confidence or 0.0, overlays,
-                           max_pixels)
-    results, failures = _run_shards(shards, resolved.spec, context, todo, dask_address)
+                len(images), todo, len(shards), resolved.identity, day)
+    context = ShardContext(output_uri, day, _run_id(), min_confidence, overlays, max_pixels,
+                           runtime, batch_size)
+    results, failures = _run_shards(shards, resolved, context, todo, dask_address)
     committed = with_retries(commit_results)(output_uri)
     summary = _summary(results, len(images), todo, resolved, day, output_uri)
     _summary_artifact(summary, resolved)
@@ -166,14 +157,18 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
 
 
 def _check_arguments(input_uri: str, output_uri: str, min_confidence: float | None,
-                     shard_size: int, max_pixels: int, dask_address: str | None) -> None:
+                     shard_size: int, max_pixels: int, dask_address: str | None, runtime: str,
+                     batch_size: int) -> None:
     if storage.is_inside(output_uri, input_uri):
         raise ValueError(f"output_uri {output_uri!r} must not be inside input_uri {input_uri!r} "
                          "(the overlays would be listed as new images)")
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
-    if shard_size < 1 or max_pixels < 1:
-        raise ValueError(f"shard_size and max_pixels must be >= 1, got {shard_size}, {max_pixels}")
+    if shard_size < 1 or max_pixels < 1 or batch_size < 1:
+        raise ValueError("shard_size, max_pixels and batch_size must be >= 1, got "
+                         f"{shard_size}, {max_pixels}, {batch_size}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
     if dask_address is not None:
         dask_task_runner(dask_address)  # a malformed address fails here, before any work
 
@@ -210,14 +205,15 @@ def _run_id() -> str:
     return str(flow_run.id or uuid.uuid4())
 
 
-def _warn_threshold(resolved: ResolvedModel, min_confidence: float | None, logger: Any) -> None:
-    if min_confidence is not None and min_confidence < resolved.threshold:
-        logger.warning("min_confidence %.3f is below the model's DETECTION_MIN_CONFIDENCE "
-                       "%.3f, which the registered model applies first", min_confidence,
-                       resolved.threshold)
+def _warn_threshold(resolved: ModelArtifact, min_confidence: float | None, logger: Any) -> None:
+    if resolved.format != "keras" and min_confidence is not None \
+            and min_confidence < resolved.min_confidence:
+        logger.warning("min_confidence %.3f is below DETECTION_MIN_CONFIDENCE %.3f, which the "
+                       "exported graph of %s applies first", min_confidence,
+                       resolved.min_confidence, resolved.origin)
 
 
-def _run_shards(shards: list[list[Any]], spec: ModelSpec, context: ShardContext, todo: int,
+def _run_shards(shards: list[list[Any]], artifact: ModelArtifact, context: ShardContext, todo: int,
                 dask_address: str | None) -> tuple[list[dict[str, Any]], list[str]]:
     """Submit every shard; report progress as they finish; collect results and failures."""
     progress = create_progress_artifact(0.0, key="batch-inference-progress",
@@ -226,7 +222,7 @@ def _run_shards(shards: list[list[Any]], spec: ModelSpec, context: ShardContext,
     # A run with nothing new starts no cluster.
     with shard_task_runner(dask_address if shards else None) as runner:
         shard_task = with_retries(process_shard)
-        futures = runner.map(shard_task, {"images": shards, "model": unmapped(spec),
+        futures = runner.map(shard_task, {"images": shards, "model": unmapped(artifact),
                                           "context": unmapped(context)})
         for future in as_completed(futures):
             outcome = future.result(raise_on_failure=False)
@@ -242,7 +238,7 @@ def _run_shards(shards: list[list[Any]], spec: ModelSpec, context: ShardContext,
     return results, failures
 
 
-def _summary(results: list[dict[str, Any]], listed: int, todo: int, resolved: ResolvedModel,
+def _summary(results: list[dict[str, Any]], listed: int, todo: int, resolved: ModelArtifact,
              day: str, output_uri: str) -> dict[str, Any]:
     classes = {name: {"images": 0, "instances": 0, "area_ratio_sum": 0.0, "area_ratio_max": 0.0}
                for name in resolved.class_names}
@@ -263,7 +259,7 @@ def _summary(results: list[dict[str, Any]], listed: int, todo: int, resolved: Re
             "classes": classes}
 
 
-def _summary_artifact(summary: dict[str, Any], resolved: ResolvedModel) -> None:
+def _summary_artifact(summary: dict[str, Any], resolved: ModelArtifact) -> None:
     processed = max(summary["processed"], 1)
     rows = [{"class": name, "images with class": totals["images"],
              "instances": totals["instances"],
@@ -272,6 +268,6 @@ def _summary_artifact(summary: dict[str, Any], resolved: ResolvedModel) -> None:
             for name, totals in summary["classes"].items()]
     errors = ", ".join(f"{kind} {count}" for kind, count in sorted(summary["error_types"].items()))
     create_table_artifact(rows, key="batch-inference-summary", description=(
-        f"run_date {summary['run_date']}, model {resolved.key}: {summary['processed']} images "
+        f"run_date {summary['run_date']}, model {resolved.identity}: {summary['processed']} images "
         f"processed, {summary['skipped']} skipped (already done), {summary['errors']} errors"
         f"{' (' + errors + ')' if errors else ''}; output {summary['output_uri']}"))

@@ -1,6 +1,8 @@
 """Flow ``evaluate-model``: COCO AP and per-class area-ratio error on the validation split.
 
-The model is a registry reference (``NAME@ALIAS``, ``NAME@vN``) or a training run folder.
+The model is any source ``tasks.models.resolve`` reads: a registry reference (``NAME@ALIAS``,
+``NAME@vN``), a training run folder, a checkpoint or an export folder; it is resolved once, so
+the metrics of the version evaluated land in that version's folder even if an alias moves.
 ``metrics.json`` goes to ``output`` (default: the run folder's ``evaluation/``, or
 ``<registry>/.evaluations/<name>-vN-<time>`` for a reference); a table artifact shows the
 per-class numbers.
@@ -13,25 +15,29 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from tasks.evaluation import default_output, evaluate_on_validation
+from tasks.models import check_runtime, resolve
 
 
 @flow(name="evaluate-model")
 def evaluate_model(model: str, dataset: str, registry: str = "registry",
-                   output: str | None = None) -> dict[str, Any]:
+                   output: str | None = None, runtime: str = "tensorflow") -> dict[str, Any]:
     """Evaluate a model on a canonical dataset's val split.
 
     Args:
-        model: registry reference or run folder URI (see the module docstring).
+        model: registry reference, run folder, checkpoint or export folder URI.
         dataset: canonical dataset URI.
         registry: registry URI, for references.
         output: folder URI for ``metrics.json``.
+        runtime: ``tensorflow`` or ``onnxruntime`` (for an ONNX export).
 
     Returns:
         The metrics (``bbox``, ``segm``, ``mAP50``, ``area_ratio_error``, ...) and
         ``metrics_uri``.
     """
-    output = output or default_output(model, registry)
-    metrics = evaluate_on_validation(model, dataset, registry, output)
+    artifact = resolve(model, registry)
+    check_runtime(artifact, runtime)
+    output = output or default_output(artifact)
+    metrics = evaluate_on_validation(artifact, dataset, output, runtime)
     get_run_logger().info("segm AP %s, bbox AP %s, mean area-ratio error %.3f pp -> %s",
                           metrics["segm"]["AP"], metrics["bbox"]["AP"],
                           metrics["area_ratio_error"]["mean_mae_pp"], metrics["metrics_uri"])

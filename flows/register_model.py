@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 
 from tasks import registry as model_registry
 from tasks import registry_documents, storage
-from tasks.training_runs import collect_run, read_json_file
+from tasks.training.runs import collect_run
 
 
 @task(name="register-version", cache_policy=NO_CACHE, persist_result=False)
@@ -30,7 +30,7 @@ def register_version(run_dir: str, registry: str, metrics: str, name: str | None
     The gate's metric is looked up first, so that a misspelt metric registers nothing.
     """
     run = collect_run(run_dir)
-    evaluation = read_json_file(metrics, "evaluation metrics")
+    evaluation = storage.read_json(metrics, "evaluation metrics")
     if gate_metric:
         model_registry.metric_value(evaluation, gate_metric, metrics)
     lineage = {**run["lineage"], "flow_run_id": flow_runs["root"],

@@ -14,10 +14,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from tasks.training import prepare_training_run, train_stages
-from tasks.training_config import load_training_config
-from tasks.training_report import write_training_report
-from tasks.training_runs import absolute, default_run_dir, list_checkpoints, newest_run
+from tasks.training.prepare import prepare_training_run, train_stages
+from tasks.training.config import load_training_config
+from tasks.training.report import write_training_report
+from tasks.training.runs import absolute, default_run_dir, list_checkpoints, newest_run
 
 
 @flow(name="train-model")

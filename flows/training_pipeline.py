@@ -15,8 +15,8 @@ from flows.evaluate_model import evaluate_model
 from flows.register_model import register_model
 from flows.train_model import train_model
 from tasks.convert import Format
-from tasks.training_runs import default_run_dir
-from tasks.training_config import load_training_config
+from tasks.training.runs import default_run_dir
+from tasks.training.config import load_training_config
 
 
 @flow(name="training-pipeline")

@@ -169,7 +169,7 @@ def resize_mask(
 
 def _mean_pixel(mean_pixel: Any) -> np.ndarray:
     # Accept a Config (matterport passes one) as well as the mean itself.
-    return np.asarray(getattr(mean_pixel, "MEAN_PIXEL", mean_pixel), dtype=np.float32)
+    return np.asarray(getattr(mean_pixel, "MEAN_PIXEL", mean_pixel), dtype=np.float64)
 
 
 def mold_image(images: np.ndarray, mean_pixel: Any) -> np.ndarray:
@@ -179,7 +179,9 @@ def mold_image(images: np.ndarray, mean_pixel: Any) -> np.ndarray:
         images: `[..., H, W, 3]` images.
         mean_pixel: `[3]` RGB mean (`config.MEAN_PIXEL`) or an object with `MEAN_PIXEL`.
     """
-    return np.asarray(images).astype(np.float32) - _mean_pixel(mean_pixel)
+    # As matterport: float32 pixels minus the float64 mean (in float64), then float32 for the
+    # network; subtracting a float32 mean rounds differently for some pixel values.
+    return (np.asarray(images).astype(np.float32) - _mean_pixel(mean_pixel)).astype(np.float32)
 
 
 def unmold_image(normalized_images: np.ndarray, mean_pixel: Any) -> np.ndarray:

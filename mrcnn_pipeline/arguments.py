@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def fraction(text: str) -> float:
@@ -14,3 +15,17 @@ def fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
+
+
+def registry_argument(parser: argparse.ArgumentParser) -> None:
+    """``--registry URI``, the same for every subcommand that reads the model registry."""
+    parser.add_argument("--registry", default=os.environ.get("MRCNN_REGISTRY", "registry"),
+                        metavar="URI", help="model registry folder or s3:// URI (default: "
+                        "$MRCNN_REGISTRY or ./registry)")
+
+
+def runtime_argument(parser: argparse.ArgumentParser) -> None:
+    """``--runtime``: which runtime runs the model (see ``tasks.models.RUNTIMES``)."""
+    parser.add_argument("--runtime", choices=("tensorflow", "onnxruntime"), default="tensorflow",
+                        help="tensorflow (Keras weights, SavedModel exports; default) or "
+                        "onnxruntime (ONNX exports)")

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,8 +23,8 @@ from typing import Any
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mrcnn_pipeline import inference_commands  # noqa: E402
-from mrcnn_pipeline.arguments import fraction  # noqa: E402
+from mrcnn_pipeline import inference_commands, model_commands  # noqa: E402
+from mrcnn_pipeline.arguments import fraction, registry_argument, runtime_argument  # noqa: E402
 from tasks.annotations import FORMATS  # noqa: E402
 from tasks.failures import RunIncomplete  # noqa: E402
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(subparsers)
     _add_register(subparsers)
     _add_models(subparsers)
+    model_commands.add_commands(subparsers)  # export-model
     inference_commands.add_commands(subparsers)  # infer, results, serve
     return parser
 
@@ -114,12 +116,6 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     print(f"report: {summary['report']}")
 
 
-def _registry_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--registry", default=os.environ.get("MRCNN_REGISTRY", "registry"),
-                        metavar="URI", help="model registry folder or s3:// URI (default: "
-                        "$MRCNN_REGISTRY or ./registry)")
-
-
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train a model on a canonical dataset (flow train-model)",
@@ -134,7 +130,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue after the run folder's newest checkpoint")
     parser.add_argument("--timeout-minutes", type=float, metavar="M", help="stop training after M minutes")
-    _registry_argument(parser)
+    registry_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=run_train)
 
@@ -142,7 +138,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``train``: validate the config and dataset, run the flow, print the summary."""
     from tasks import storage
-    from tasks.training_config import load_training_config
+    from tasks.training.config import load_training_config
 
     training = load_training_config(args.config)
     if not storage.exists(args.dataset):
@@ -160,12 +156,15 @@ def run_train(args: argparse.Namespace) -> int:
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="COCO AP and area-ratio error on the val split (flow evaluate-model)",
-        description="Run the evaluate-model flow on a registry reference or a run folder.")
+        description="Run the evaluate-model flow on a registry reference, a run folder, a "
+                    "checkpoint or an export folder.")
     parser.add_argument("--model", required=True, metavar="REF",
-                        help="NAME@ALIAS, NAME@vN, or a training run folder URI")
+                        help="NAME@ALIAS, NAME@vN, a training run folder, a checkpoint or an "
+                        "export folder URI")
     parser.add_argument("--dataset", required=True, metavar="URI", help="canonical dataset")
     parser.add_argument("--output", metavar="URI", help="folder for metrics.json")
-    _registry_argument(parser)
+    registry_argument(parser)
+    runtime_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.set_defaults(handler=run_evaluate)
 
@@ -175,7 +174,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from flows.evaluate_model import evaluate_model
 
     metrics = evaluate_model(model=args.model, dataset=args.dataset, registry=args.registry,
-                             output=args.output)
+                             output=args.output, runtime=args.runtime)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
@@ -216,7 +215,7 @@ def _add_register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", help="model name (default: the run's)")
     parser.add_argument("--no-promote", action="store_true", help="register without the gate")
     _gate_arguments(parser)
-    _registry_argument(parser)
+    registry_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run_register)
 
@@ -259,7 +258,7 @@ def _add_models(subparsers: argparse._SubParsersAction) -> None:
     alias.add_argument("alias", help="alias name, e.g. staging")
     alias.add_argument("--reason", help="recorded in the alias file")
     for action in (listing, show, promote, alias):
-        _registry_argument(action)
+        registry_argument(action)
         action.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=run_models)
 
@@ -327,10 +326,31 @@ def _print_result(summary: dict[str, Any], as_json: bool, fields: list[tuple[str
 
 
 class _UserErrorFilter(logging.Filter):
-    """Hide console records about user errors: the CLI prints them as one line itself."""
+    """Hide console records about user errors: the CLI prints them as one line itself.
+
+    Prefect reports a failed task twice: a record with the exception, and "Finished in state
+    Failed('Task run encountered an exception ValueError: ...')" without it; both go.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], USER_ERRORS))
+        if record.exc_info:
+            return not isinstance(record.exc_info[1], USER_ERRORS)
+        if record.levelno < logging.ERROR:
+            return True
+        failed = _FAILED_STATE.search(record.getMessage())
+        return not (failed and failed.group(1) in _user_error_names())
+
+
+_FAILED_STATE = re.compile(r"^Finished in state Failed\(.*encountered an exception (\w+):")
+
+
+def _user_error_names() -> set[str]:
+    names, pending = set(), list(USER_ERRORS)
+    while pending:
+        kind = pending.pop()
+        names.add(kind.__name__)
+        pending.extend(kind.__subclasses__())
+    return names
 
 
 def _quiet_tracebacks() -> None:

@@ -138,7 +138,7 @@ def training_config(minutes: float, overrides: dict[str, Any] | None = None) -> 
         minutes: training time budget (model building included) on a 2-core CPU.
         overrides: extra `mrcnn.Config` values (tests shrink the model with them).
     """
-    from tasks.training_config import PRESETS
+    from tasks.training.config import PRESETS
 
     if not minutes > 0:
         raise ValueError(f"minutes must be positive, got {minutes}")

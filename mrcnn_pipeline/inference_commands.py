@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from mrcnn_pipeline.arguments import fraction
+from mrcnn_pipeline.arguments import fraction, registry_argument, runtime_argument
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -36,11 +36,11 @@ def add_infer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help="the config.json beside the weights")
     parser.add_argument("--classes", metavar="FILE", help="class names for --weights "
                         "(default: classes.json beside --config)")
-    parser.add_argument("--model", metavar="REF", help="registry reference instead of "
-                        "--weights, e.g. roads@production")
-    parser.add_argument("--registry", default=os.environ.get("MRCNN_REGISTRY", "registry"),
-                        metavar="URI", help="model registry for --model (default: "
-                        "$MRCNN_REGISTRY or ./registry)")
+    parser.add_argument("--model", metavar="REF", help="instead of --weights: a registry "
+                        "reference (e.g. roads@production), a run folder, a checkpoint or an "
+                        "export folder")
+    registry_argument(parser)
+    runtime_argument(parser)
     parser.add_argument("--run-date", type=_date, metavar="YYYY-MM-DD",
                         help="output partition (default: today, UTC)")
     parser.add_argument("--min-confidence", type=fraction, metavar="F",
@@ -89,7 +89,7 @@ def run_infer(args: argparse.Namespace) -> int:
                 registry_uri=args.registry, run_date=args.run_date,
                 min_confidence=args.min_confidence, batch_size=args.batch_size,
                 shard_size=args.shard_size, overlays=args.overlays, reprocess=args.reprocess,
-                patterns=args.pattern or None)
+                patterns=args.pattern or None, runtime=args.runtime)
     if args.csv:
         csv_uri = storage.join(args.output, f"results_{summary['run_date']}.csv")
         summary["csv"] = storage.write_bytes(

@@ -12,6 +12,7 @@ Shorthand: H, W image size; N instances; C classes including the background.
 from __future__ import annotations
 
 import json
+import posixpath
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -25,8 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from mrcnn.evaluation import DetectionEvaluator
 from tasks import registry, storage
 from tasks.area_ratios import class_areas
-from tasks.training_data import check_classes, fetch_dataset, load_split
-from tasks.training_runs import list_checkpoints, read_json_file
+from tasks.models import ModelArtifact, build
+from tasks.training.data import check_classes, fetch_dataset, load_split
 
 Sample = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]  # gt class ids, gt masks, result
 
@@ -114,50 +115,28 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def load_evaluated_model(model: str, registry_uri: str) -> tuple[Any, list[str], dict[str, Any]]:
-    """Build the model to evaluate from a registry reference or a training run folder.
-
-    Args:
-        model: `NAME@vN` / `NAME@ALIAS`, a run folder URI (its newest checkpoint), or a
-            `.weights.h5` checkpoint URI inside a run folder's `checkpoints/`.
-        registry_uri: registry root URI, for references.
-
-    Returns:
-        `(inference model, class names without BG, description of the evaluated weights)`.
-    """
-    if registry.is_reference(model):
-        version = registry.resolve(model, registry_uri)
-        built, classes, _, _ = registry.load_model(version.reference, registry_uri)
-        return built, classes, {"reference": version.reference, "registry": registry_uri,
-                                "weights": version.file(registry.WEIGHTS_FILE)}
-    if model.endswith(".weights.h5"):
-        weights, run_dir = model, model.rsplit("/", 2)[0]
-    else:
-        checkpoints = list_checkpoints(model)
-        if not checkpoints:
-            raise FileNotFoundError(f"model {model!r} is neither a registry reference (NAME@vN, "
-                                    "NAME@ALIAS) nor a run folder with checkpoints")
-        weights, run_dir = checkpoints[max(checkpoints)], model
-    config = read_json_file(storage.join(run_dir, "config.json"), "model config")
-    classes = read_json_file(storage.join(run_dir, "classes.json"), "class list")
-    return registry.build_inference_model(config, weights), classes, {"run_dir": run_dir,
-                                                                      "weights": weights}
-
-
-def default_output(model: str, registry_uri: str) -> str:
-    """Where metrics go: `<run>/evaluation`, or `<registry>/.evaluations/<name>-vN-<time>`."""
-    if registry.is_reference(model):
-        version = registry.resolve(model, registry_uri)
+def default_output(artifact: ModelArtifact) -> str:
+    """Where metrics go: ``<run>/evaluation`` for a checkpoint, else
+    ``<registry>/.evaluations/<name>-vN-<time>`` (registry models) or
+    ``<export>/evaluation`` (export folders)."""
+    if artifact.reference:
         stamp = registry.now_iso().replace(":", "").replace("-", "")[:15]
-        return storage.join(registry_uri, ".evaluations", f"{version.name}-v{version.version}-{stamp}")
-    run_dir = model.rsplit("/", 2)[0] if model.endswith(".weights.h5") else model
-    return storage.join(run_dir, "evaluation")
+        return storage.join(artifact.registry_uri, ".evaluations",
+                            f"{artifact.name}-v{artifact.version}-{stamp}")
+    if artifact.format == "keras":
+        checkpoints = artifact.uri.rsplit("/", 2)
+        run_dir = checkpoints[0] if len(checkpoints) == 3 and checkpoints[1] == "checkpoints" \
+            else posixpath.dirname(artifact.uri)
+        return storage.join(run_dir, "evaluation")
+    return storage.join(artifact.uri, "evaluation")
 
 
 @task(name="evaluate-on-validation", cache_policy=NO_CACHE, persist_result=False)
-def evaluate_on_validation(model: str, dataset: str, registry_uri: str, output: str
-                           ) -> dict[str, Any]:
-    """Evaluate on the dataset's val split; write `<output>/metrics.json`; show a table.
+def evaluate_on_validation(model: ModelArtifact, dataset: str, output: str,
+                           runtime: str = "tensorflow") -> dict[str, Any]:
+    """Evaluate a pinned model on the dataset's val split; write `<output>/metrics.json`.
+
+    A table artifact shows the per-class numbers.
 
     Returns:
         The metrics plus `model`, `dataset` (URI and content hash), `seconds` and
@@ -171,17 +150,18 @@ def evaluate_on_validation(model: str, dataset: str, registry_uri: str, output: 
         fetched = fetch_dataset(dataset, work, splits=("val",))
         if not fetched.images["val"]:
             raise ValueError(f"split 'val' of dataset {dataset!r} has no images to evaluate on")
-        built, classes, described = load_evaluated_model(model, registry_uri)
-        check_classes(classes, fetched, f"model {model!r}")
+        classes = list(model.class_names)
+        check_classes(classes, fetched, f"model {model.origin!r}")
+        built = build(model, runtime, batch_size=int(model.config.get("IMAGES_PER_GPU", 1)))
         val_set = load_split(fetched.root, "val", classes)
         metrics = evaluate_results(["BG", *classes], detect_samples(built, val_set))
-    metrics.update(model=described, dataset={"uri": fetched.uri, "hash": fetched.content_hash},
+    metrics.update(model=model.describe(), dataset={"uri": fetched.uri, "hash": fetched.content_hash},
                    split="val", seconds=round(time.monotonic() - started, 3))
     uri = storage.write_bytes(storage.join(output, "metrics.json"),
                               json.dumps(metrics, indent=2).encode())
     segm, bbox, area = metrics["segm"], metrics["bbox"], metrics["area_ratio_error"]
     create_table_artifact(metrics_table(metrics), key="evaluate-model-metrics", description=(
-        f"{model} on {dataset} (val, {metrics['images']} images): segm AP {segm['AP']}, "
+        f"{model.identity} on {dataset} (val, {metrics['images']} images): segm AP {segm['AP']}, "
         f"AP50 {segm['AP50']}, AP75 {segm['AP75']}; bbox AP {bbox['AP']}; mean area-ratio "
         f"error {area['mean_mae_pp']:.3f} pp"))
     return {**metrics, "metrics_uri": uri}

@@ -1,6 +1,6 @@
 """Batch inference steps: list images, plan shards, run one shard into the output tables.
 
-A shard task loads the model once per worker process (``tasks.model_loading``), reads and
+A shard task builds the model once per worker process (``tasks.models.build``), reads and
 decodes images on a small thread pool while the model runs (TensorFlow releases the GIL),
 detects in batches, writes overlay JPEGs in the background, then stages its rows and index
 entries (``tasks.tables.staging``) for the next commit to take into the tables. It returns
@@ -31,8 +31,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks import storage
 from tasks.area_ratios import area_rows, instance_rows, legend_lines, select_detections
 from tasks.image_decoding import MAX_PIXELS, ImageDecodeError, decode_image
-from tasks.model_loading import LoadedModel, ModelSpec, cached_model
 from tasks.failures import retry_transient
+from tasks.models import LoadedModel, ModelArtifact, build
 from tasks.parquet_schemas import PARTITION_KEY, to_table
 from tasks.tables import Entry, staging
 
@@ -58,9 +58,11 @@ class ShardContext:
     output_uri: str
     run_date: str  # YYYY-MM-DD, the partition
     run_id: str
-    min_confidence: float
+    min_confidence: float | None = None  # None: the model's DETECTION_MIN_CONFIDENCE
     overlays: bool = True
     max_pixels: int = MAX_PIXELS
+    runtime: str = "tensorflow"  # see tasks.models.RUNTIMES
+    batch_size: int = 4  # images per detect() call
 
 
 def find_images(input_uri: str, patterns: Sequence[str] = ()) -> list[ImageRef]:
@@ -153,13 +155,13 @@ def list_images(input_uri: str, patterns: list[str] | None = None) -> list[Image
 
 @task(name="process-shard", cache_policy=NO_CACHE, retry_condition_fn=retry_transient,
       task_run_name="process-shard-{context.run_date}")
-def process_shard(images: list[ImageRef], model: ModelSpec, context: ShardContext
+def process_shard(images: list[ImageRef], model: ModelArtifact, context: ShardContext
                   ) -> dict[str, Any]:
     """Detect, measure and store one shard; see :func:`run_shard`."""
     return run_shard(images, model, context)
 
 
-def run_shard(images: Sequence[ImageRef], model: ModelSpec, context: ShardContext
+def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardContext
               ) -> dict[str, Any]:
     """Process a shard of images into a staged shard that the next commit takes.
 
@@ -168,12 +170,12 @@ def run_shard(images: Sequence[ImageRef], model: ModelSpec, context: ShardContex
         "classes"}``: the shard key, counts, the staging folder and per-class totals
         (``{name: {"images", "instances", "area_ratio_sum", "area_ratio_max"}}``).
     """
-    loaded = cached_model(model)
+    loaded = build(model, context.runtime, context.batch_size, context.min_confidence)
     key = shard_key(images)
     tables: dict[str, list[dict[str, Any]]] = {"area_ratios": [], "instances": [], "errors": []}
     entries, overlay_writes = [], []
     with ThreadPoolExecutor(IO_THREADS, thread_name_prefix="shard-io") as pool:
-        for batch in _batches(_decoded(images, pool, context), model.batch_size):
+        for batch in _batches(_decoded(images, pool, context), context.batch_size):
             decoded = [(ref, image) for ref, image in batch if not isinstance(image, Exception)]
             for (ref, image), result in zip(decoded, _detect(loaded, [i for _, i in decoded])):
                 if isinstance(result, Exception):
@@ -240,14 +242,14 @@ def _detect(loaded: LoadedModel, images: list[np.ndarray]) -> list[dict[str, Any
     if not images:
         return []
     try:
-        return list(loaded.model.detect(images))
+        return list(loaded.detect(images))
     except Exception as error:  # e.g. sizes that cannot share a batch, or one bad image
         if len(images) == 1:
             return [error]
     results: list[dict[str, Any] | Exception] = []
     for image in images:
         try:
-            results.extend(loaded.model.detect([image]))
+            results.extend(loaded.detect([image]))
         except Exception as error:  # recorded as an inference_error row; next run retries
             results.append(error)
     return results
@@ -257,7 +259,7 @@ def _measure(ref: ImageRef, image: np.ndarray, result: dict[str, Any], loaded: L
              context: ShardContext, tables: dict[str, list]
              ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """Append an image's area and instance rows; returns its kept detections and area rows."""
-    detection = select_detections(result, context.min_confidence)
+    detection = select_detections(result, context.min_confidence or 0.0)
     height, width = image.shape[:2]
     stamp = {"inferred_at": _now()}
     rows = [{**row, **stamp} for row in

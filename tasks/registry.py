@@ -31,17 +31,13 @@ import json
 import os
 import re
 import socket
-import tempfile
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tasks import storage
+from tasks.models.artifact import CLASSES_FILE, CONFIG_FILE
 from tasks.registry_documents import model_card
-
-if TYPE_CHECKING:
-    from mrcnn.model import MaskRCNN
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 ALIAS_PATTERN = r"[A-Za-z][A-Za-z0-9_-]*"
@@ -215,7 +211,7 @@ def register_version(registry: str, name: str, weights_uri: str, config: dict[st
     number, token = _claim_number(registry, name)
     version = ModelVersion(registry, name, number)
     lineage = {**lineage, "model": name, "version": number, "registered_at": now_iso()}
-    files = {WEIGHTS_FILE: weights, "config.json": _dumps(config), "classes.json": _dumps(classes),
+    files = {WEIGHTS_FILE: weights, CONFIG_FILE: _dumps(config), CLASSES_FILE: _dumps(classes),
              "metrics.json": _dumps(metrics),
              "MODEL_CARD.md": model_card(version, classes, config, metrics, lineage).encode(),
              COMMIT_FILE: _dumps(lineage)}
@@ -359,40 +355,3 @@ def _gate(value: float | None, current: dict[str, Any] | None, metric: str,
     better = value >= current["value"] if higher_is_better else value <= current["value"]
     sign = (">=" if higher_is_better else "<=") if better else ("<" if higher_is_better else ">")
     return better, f"{metric} {value:.4f} {sign} {current['value']:.4f} of v{current['version']}"
-
-
-# ---------------------------------------------------------------------------- loading
-def build_inference_model(config: dict[str, Any], weights_uri: str) -> MaskRCNN:
-    """A `MaskRCNN` in inference mode with `config` and the weights at `weights_uri`."""
-    from mrcnn.config import Config
-    from mrcnn.model import MaskRCNN
-
-    data = read_weights(weights_uri)
-    with tempfile.TemporaryDirectory(prefix="mrcnn-weights-") as folder:
-        model = MaskRCNN("inference", Config.from_dict(config), model_dir=folder)
-        path = os.path.join(folder, WEIGHTS_FILE)
-        Path(path).write_bytes(data)
-        try:
-            model.load_weights(path, by_name=True)
-        except ValueError as error:
-            raise ValueError(f"weights {weights_uri!r} do not fit the model: {error}") from None
-    return model
-
-
-def load_model(reference: str, registry_uri: str) -> tuple[MaskRCNN, list[str], str, str]:
-    """Resolve a reference and build the model, ready for `detect`.
-
-    Args:
-        reference: `NAME@ALIAS`, `NAME@vN` or `NAME` (newest version).
-        registry_uri: registry root URI.
-
-    Returns:
-        `(model, class_names, model_name, model_version)`: the inference-mode model with the
-        stored config, the class names without the background (class id = index + 1), the
-        model name and the version number as a string (e.g. `"3"`).
-    """
-    version = resolve(reference, registry_uri)
-    config = version.read_json("config.json")
-    classes = version.read_json("classes.json")
-    model = build_inference_model(config, version.file(WEIGHTS_FILE))
-    return model, list(classes), version.name, str(version.version)

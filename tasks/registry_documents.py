@@ -58,9 +58,9 @@ def model_card(version: Any, classes: list[str], config: dict[str, Any],
         "",
         "## Use", "",
         "```python",
-        "from tasks.registry import load_model",
-        f"model, classes, name, version = load_model({version.reference!r}, {version.registry!r})",
-        "results = model.detect([image])  # RGB uint8 [H, W, 3]",
+        "from tasks.models import build, resolve",
+        f"model = build(resolve({version.reference!r}, {version.registry!r}))",
+        "results = model.detect([image])  # RGB uint8 [H, W, 3]; model.class_names",
         "```", "",
     ]
     return "\n".join(lines)

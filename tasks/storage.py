@@ -10,6 +10,7 @@ the standard environment: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import posixpath
 import time
@@ -179,6 +180,21 @@ def read_bytes(uri: str, options: StorageOptions = None) -> bytes:
     fs, path = _resolve(uri, options)
     with _described(uri, fs):
         return fs.cat_file(path)
+
+
+def read_json(uri: str, what: str, options: StorageOptions = None) -> Any:
+    """Parse the JSON file at ``uri``; errors name ``what`` (e.g. "model config") and the URI.
+
+    Raises:
+        FileNotFoundError: nothing at ``uri``.
+        ValueError: the file is not valid JSON.
+    """
+    try:
+        return json.loads(read_bytes(uri, options))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {uri!r} not found") from None
+    except ValueError as error:
+        raise ValueError(f"{what} {uri!r} is not valid JSON: {error}") from None
 
 
 @contextmanager

@@ -11,7 +11,7 @@ parameters, and an address holds no secret):
 - ``"local:N"``: a temporary ``distributed.LocalCluster`` of N worker processes on this
   machine, one task thread each, torn down when the shards are done.
 
-Each worker process keeps one loaded model (``tasks.model_loading.cached_model``), so a
+Each worker process keeps one built model (``tasks.models.build``), so a
 cluster of W workers loads the model W times per run, whatever the number of shards.
 """
 

@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import duckdb
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,7 +21,7 @@ from mrcnn_pipeline.cli import main
 from mrcnn_pipeline.results import summarize
 from tasks import storage
 from tasks.inference import ImageRef, find_images, overlay_names, plan_shards, shard_key
-from tasks.model_loading import ModelSpec, read_class_names
+from tasks.models import resolve
 from tests.support.tiny_model import CLASS_NAMES, png_bytes, tiny_model_dir
 
 DAY = "2024-05-01"
@@ -232,31 +233,41 @@ def test_arguments_are_checked_before_any_work(tmp_path: Path):
         batch_inference.fn(input_uri=str(tmp_path), output_uri=str(tmp_path / "out"), **files)
     with pytest.raises(ValueError, match="min_confidence"):
         batch_inference.fn(input_uri="in", output_uri="out", min_confidence=2.0, **files)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        batch_inference.fn(input_uri="in", output_uri="out", runtime="tflite", **files)
     with pytest.raises(ValueError, match="either model"):
-        ModelSpec(reference="tiny@production", registry_uri="r", **files)
+        resolve("tiny@production", "r", **files)
     with pytest.raises(ValueError, match="needs its config"):
-        ModelSpec(weights="w.weights.h5")
-    with pytest.raises(ValueError, match="NAME@ALIAS"):
-        ModelSpec(reference="s3://bucket/model.h5", registry_uri="r")
-    with pytest.raises(ValueError, match="give registry_uri"):
-        ModelSpec(reference="tiny@production")
+        resolve(weights="w.weights.h5")
+    with pytest.raises(FileNotFoundError, match="neither a registry reference"):
+        resolve(str(tmp_path / "nothing"), "r")
+    with pytest.raises(ValueError, match="give the registry"):
+        resolve("tiny@production")
     with pytest.raises(ValueError, match="no model"):
-        ModelSpec()
+        resolve()
 
 
 def test_class_names_from_a_file_beside_the_config_or_numbered(tmp_path: Path):
+    weights = str(tmp_path / "w.h5")
+    with h5py.File(weights, "w") as handle:  # resolve() reads metadata and hashes; nothing loads
+        handle.attrs["layer_names"] = []
     (tmp_path / "run").mkdir()
+    for folder in (tmp_path, tmp_path / "run"):
+        (folder / "config.json").write_text(json.dumps({"NAME": "roads", "NUM_CLASSES": 3}))
     (tmp_path / "run" / "classes.json").write_text(json.dumps(CLASS_NAMES))
-    beside = ModelSpec(weights="w.h5", config=str(tmp_path / "run" / "config.json"))
-    assert read_class_names(beside, 2) == ("car", "pothole")
-    alone = ModelSpec(weights="w.h5", config=str(tmp_path / "config.json"))
-    assert read_class_names(alone, 2) == ("class_1", "class_2")
+    beside = resolve(weights=weights, config=str(tmp_path / "run" / "config.json"))
+    assert beside.class_names == ("car", "pothole")
+    assert beside.identity.startswith("roads@sha256-") and beside.format == "keras"
+    alone = resolve(weights=weights, config=str(tmp_path / "config.json"))
+    assert alone.class_names == ("class_1", "class_2")
     (tmp_path / "names.txt").write_text("BG\nroad\nlane\n")
-    named = ModelSpec(weights="w.h5", config=str(tmp_path / "config.json"),
-                      classes=str(tmp_path / "names.txt"))
-    assert read_class_names(named, 2) == ("road", "lane")
+    named = resolve(weights=weights, config=str(tmp_path / "config.json"),
+                    classes=str(tmp_path / "names.txt"))
+    assert named.class_names == ("road", "lane")
+    (tmp_path / "config.json").write_text(json.dumps({"NAME": "roads", "NUM_CLASSES": 4}))
     with pytest.raises(ValueError, match="names 2 classes but the config has NUM_CLASSES=4"):
-        read_class_names(named, 3)
+        resolve(weights=weights, config=str(tmp_path / "config.json"),
+                classes=str(tmp_path / "names.txt"))
 
 
 def test_listing_filters_extensions_case_insensitively_and_by_pattern(tmp_path: Path):

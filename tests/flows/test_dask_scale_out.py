@@ -11,7 +11,7 @@ import pytest
 
 from flows.batch_inference import batch_inference
 from tasks.task_runners import dask_task_runner, local_cluster_settings
-from tests.support.tiny_model import png_bytes, tiny_model_dir
+from tests.support.tiny_model import distinct_model_dir, png_bytes
 
 DAY = "2024-05-01"
 TABLES = ("area_ratios", "instances", "errors")
@@ -21,22 +21,22 @@ COUNTS = ("listed", "skipped", "processed", "errors", "error_types", "shards", "
 
 
 def count_model_loads() -> None:
-    """On a worker: count the models this process builds from weight files."""
-    from tasks import model_loading
+    """On a worker: count the models this process builds."""
+    from tasks.models import runtimes
 
-    build = model_loading._from_files
+    build = runtimes._build
 
     def counted(*args):
-        model_loading.builds = getattr(model_loading, "builds", 0) + 1
+        runtimes.builds = getattr(runtimes, "builds", 0) + 1
         return build(*args)
 
-    model_loading._from_files = counted
+    runtimes._build = counted
 
 
 def model_loads() -> int:
-    from tasks import model_loading
+    from tasks.models import runtimes
 
-    return getattr(model_loading, "builds", 0)
+    return getattr(runtimes, "builds", 0)
 
 
 def table(out: Path, name: str) -> pd.DataFrame:
@@ -60,7 +60,7 @@ def test_two_dask_worker_processes_write_the_single_machine_tables(tmp_path: Pat
         name = f"sub/{index}.png" if index % 2 else f"{index}.png"
         (source / name).write_bytes(png_bytes(40 + 4 * index, 48, seed=index))
     (source / "empty.png").write_bytes(b"")
-    tiny = tiny_model_dir()
+    tiny = distinct_model_dir()
     run = dict(input_uri=str(source), run_date=DAY, batch_size=2, shard_size=3,
                weights=str(tiny / "model.weights.h5"), config=str(tiny / "config.json"))
 

@@ -20,7 +20,7 @@ from mrcnn_pipeline.demo import (nothing_baseline, report, run, training_config,
                                  visible_polygons, write_labelme_folder)
 from tasks import registry
 from tasks.annotations.rasterize import shape_to_mask
-from tasks.training_config import load_training_config
+from tasks.training.config import load_training_config
 
 TINY = {"IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 64, "IMAGES_PER_GPU": 2, "STEPS_PER_EPOCH": 1,
         "VALIDATION_STEPS": 0, "TRAIN_ROIS_PER_IMAGE": 16, "POST_NMS_ROIS_TRAINING": 64,

@@ -22,11 +22,12 @@ from pycocotools import mask as mask_utils
 from mrcnn.shapes import ShapesDataset
 from mrcnn_pipeline.cli import main
 from tasks import registry, storage
-from tasks.training import prepare_training
-from tasks.training_process import run_training, run_training_process
-from tasks.training_runs import collect_run, list_checkpoints, read_history
-from tasks.training_config import TrainingConfig
-from tasks.training_report import loss_curve_png, training_metrics
+from tasks.models import build, resolve
+from tasks.training.prepare import prepare_training
+from tasks.training.process import run_training, run_training_process
+from tasks.training.runs import collect_run, list_checkpoints, read_history
+from tasks.training.config import TrainingConfig
+from tasks.training.report import loss_curve_png, training_metrics
 from tests.support.builders import labelme_json, shape, write
 
 SHAPES = ["square", "circle", "triangle"]
@@ -203,9 +204,11 @@ def test_staged_training_freezes_counts_epochs_and_resumes_after_a_crash(tmp_pat
     assert image.size == (800, 480)
 
     # Weights of another class count do not fit; the error names the file.
-    other = {**collected["config"], "NUM_CLASSES": 3}
+    config_file = tmp_path / "other" / "config.json"
+    config_file.parent.mkdir()
+    config_file.write_text(json.dumps({**collected["config"], "NUM_CLASSES": 3}))
     with pytest.raises(ValueError, match="mask_rcnn_tiny_0003.weights.h5' do not fit the model"):
-        registry.build_inference_model(other, collected["weights"])
+        build(resolve(weights=collected["weights"], config=str(config_file)))
 
 
 @pytest.mark.slow
@@ -280,8 +283,8 @@ def test_training_pipeline_on_s3(prefect_harness, s3_env, s3_prefix: str, tmp_pa
     assert metrics["images"] == 2 and set(metrics["area_ratio_error"]["per_class"]) == {"square", "triangle"}
     assert set(metrics["segm"]) >= {"AP", "AP50", "AP75", "per_class"}
 
-    model, classes, name, number = registry.load_model("tiny@production", reg)
-    assert (classes, name, number, model.mode) == (["square", "triangle"], "tiny", "1", "inference")
+    model = build(resolve("tiny@production", reg))
+    assert (model.class_names, model.name, model.version) == (("square", "triangle"), "tiny", "1")
     image = np.asarray(PIL.Image.open(tmp_path / "labelme/img0.png").convert("RGB"))
     detected = model.detect([image])[0]
     assert detected["masks"].shape[:2] == (64, 64)

@@ -56,23 +56,6 @@ def fix_class_head(model: MaskRCNN) -> None:
     layer.set_weights([np.zeros_like(kernel), FIXED_CLASS_LOGITS])
 
 
-def distinct_class_head(model: MaskRCNN, seed: int = 0) -> None:
-    """Make every detection score its own value: no two detections tie.
-
-    With `fix_class_head` all scores are equal, and random box heads turn many proposals
-    into the same clipped, zero-area box; runtimes may order such ties differently. Zero box
-    deltas keep the proposals at their (distinct) anchors, and a small random classifier makes
-    each ROI's score depend on its features; parity tests between runtimes need this order.
-    """
-    rpn = model.keras_model.get_layer("rpn_model").get_layer("rpn_bbox_pred")
-    for layer in (rpn, model.keras_model.get_layer("mrcnn_bbox_fc")):
-        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
-    layer = model.keras_model.get_layer("mrcnn_class_logits")
-    kernel, _ = layer.get_weights()
-    rng = np.random.default_rng(seed)
-    layer.set_weights([rng.normal(0.0, 0.01, kernel.shape).astype(np.float32), FIXED_CLASS_LOGITS])
-
-
 @pytest.fixture(scope="session")
 def tiny_config() -> TinyConfig:
     return TinyConfig()

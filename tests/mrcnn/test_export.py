@@ -13,8 +13,9 @@ import tensorflow as tf
 
 from mrcnn.export import EXPORT_CONFIG, ONNX_FILE, exported_format, load_exported
 from mrcnn.model import MaskRCNN
-from tests.mrcnn.conftest import TinyConfig, distinct_class_head
+from tests.mrcnn.conftest import TinyConfig
 from tests.support.parity import assert_same_detections
+from tests.support.tiny_model import distinct_class_head
 
 
 class ExportConfig(TinyConfig):

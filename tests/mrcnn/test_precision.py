@@ -14,9 +14,11 @@ Keras seeds unseeded initializers, so the "same" random model differed between C
 Tolerances: bfloat16 rounds every activation to ~3 significant digits (relative 2^-9); over
 ~60 layers (oneDNN accumulates in float32) mask probabilities moved by at most 0.024 and
 per-detection mask areas at the 0.5 threshold by at most 1.5% over the weights of seeds 1–5
-(0.023 and 0.6% for the seed used). The test allows 0.05 on probabilities, 3% on areas and 1%
-of pixels changing side: about 2× the worst seed, still tight enough that a wrong cast (e.g.
-a float16 overflow, or a zeroed channel) fails.
+(0.023 and 0.6% for the seed used). On a CPU with AVX2 only (AMD EPYC family 23 model 1, no
+AVX-512: TensorFlow converts to and from bfloat16 in software there) the seed used moved
+probabilities by 0.059, areas by 0.8% and 0.34% of pixels changed side. The test allows 0.08
+on probabilities, 3% on areas and 1% of pixels changing side: still tight enough that a wrong
+cast (e.g. a float16 overflow, or a zeroed channel) fails.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import pytest
 from mrcnn.model import MaskRCNN
 from tests.mrcnn.conftest import TinyConfig, fix_class_head
 
-MAX_PROBABILITY_DIFFERENCE = 0.05
+MAX_PROBABILITY_DIFFERENCE = 0.08
 MAX_AREA_RATIO_DIFFERENCE = 0.03
 MAX_PIXELS_FLIPPED = 0.01
 

@@ -107,3 +107,13 @@ def test_image_meta_round_trip():
     np.testing.assert_array_equal(parsed["active_class_ids"][0], [1, 1, 0, 1])
     with pytest.raises(ValueError, match="meta must have shape"):
         transform.parse_image_meta(meta)
+
+
+def test_molded_pixels_are_bit_identical_to_matterports():
+    """matterport: uint8 → float32, minus the float64 MEAN_PIXEL (float64), fed as float32."""
+    mean = np.array([123.7, 116.8, 103.9])
+    every_value = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)[None]
+    matterport = (every_value.astype(np.float32) - mean).astype(np.float32)
+    float32_mean = every_value.astype(np.float32) - mean.astype(np.float32)
+    assert (float32_mean != matterport).any(), "the check must tell the two roundings apart"
+    np.testing.assert_array_equal(transform.mold_image(every_value, mean), matterport)

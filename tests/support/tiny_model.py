@@ -41,6 +41,47 @@ def tiny_model_dir() -> Path:
     return folder
 
 
+@functools.cache
+def distinct_model_dir() -> Path:
+    """Like `tiny_model_dir`, on ResNet-18 with `distinct_class_head`: no two scores tie.
+
+    Tables of two runs are then equal whatever the float rounding order (a Dask worker runs
+    oneDNN on one thread, the flow process on all cores): with ties, rounding picks the boxes.
+    """
+    from mrcnn.config import Config
+    from mrcnn.model import MaskRCNN
+
+    folder = Path(tempfile.mkdtemp(prefix="distinct-mrcnn-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    config = Config(**{**TINY_SETTINGS, "BACKBONE": "resnet18"})
+    model = MaskRCNN("inference", config, folder / "logs")
+    distinct_class_head(model)
+    model.save_weights(folder / "model.weights.h5")
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    (folder / "classes.json").write_text(json.dumps(CLASS_NAMES))
+    return folder
+
+
+def distinct_class_head(model, seed: int = 0) -> None:
+    """Make every detection of a random-weight `MaskRCNN` score its own value: no ties.
+
+    Random box heads turn many proposals into the same clipped, zero-area box, and a random
+    classifier scores them alike, so runtimes may order such ties differently. Zero box deltas
+    keep the proposals at their (distinct) anchors, and a small random classifier biased to
+    class 1 makes each ROI's score depend on its features: parity tests between runtimes need
+    one order.
+    """
+    rpn = model.keras_model.get_layer("rpn_model").get_layer("rpn_bbox_pred")
+    for layer in (rpn, model.keras_model.get_layer("mrcnn_bbox_fc")):
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    layer = model.keras_model.get_layer("mrcnn_class_logits")
+    kernel, bias = layer.get_weights()
+    rng = np.random.default_rng(seed)
+    logits = np.zeros_like(bias)
+    logits[1] = 3.0
+    layer.set_weights([rng.normal(0.0, 0.01, kernel.shape).astype(np.float32), logits])
+
+
 def png_bytes(height: int, width: int, seed: int = 0, mode: str = "RGB") -> bytes:
     """A random image of the given size and Pillow mode, as PNG bytes."""
     from PIL import Image

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.training_config import (CLASS_SPECIFIC_LAYERS, PRESETS, TrainingConfig,
+from tasks.training.config import (CLASS_SPECIFIC_LAYERS, PRESETS, TrainingConfig,
                                    load_training_config, parse_init)
 
 MINIMAL = {"name": "demo", "classes": ["cat", "dog"], "epochs": 3}

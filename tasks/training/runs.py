@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from tasks import storage
+from tasks.models.artifact import CLASSES_FILE, CONFIG_FILE
 
 RUN_FILE, HISTORY_FILE, METRICS_FILE, CURVE_FILE = ("run.json", "history.json", "metrics.json",
                                                     "loss_curve.png")
@@ -62,16 +63,6 @@ def list_checkpoints(run_dir: str) -> dict[int, str]:
     return dict(sorted(found.items()))
 
 
-def read_json_file(uri: str, what: str) -> Any:
-    """Parse a JSON file; errors name `what` and the URI."""
-    try:
-        return json.loads(storage.read_bytes(uri))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {uri!r} not found") from None
-    except ValueError as error:
-        raise ValueError(f"{what} {uri!r} is not valid JSON: {error}") from None
-
-
 def read_history(run_dir: str) -> list[dict[str, Any]]:
     """The per-epoch rows written so far (empty for a new run)."""
     try:
@@ -87,7 +78,7 @@ def collect_run(run_dir: str) -> dict[str, Any]:
         FileNotFoundError: not a run folder, or no checkpoint.
         ValueError: the run stopped before its last stage ended (resume it first).
     """
-    run = read_json_file(storage.join(run_dir, RUN_FILE), "run record")
+    run = storage.read_json(storage.join(run_dir, RUN_FILE), "run record")
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         raise FileNotFoundError(f"run folder {run_dir!r} has no checkpoint")
@@ -96,8 +87,8 @@ def collect_run(run_dir: str) -> dict[str, Any]:
         raise ValueError(f"run {run_dir!r} stopped at epoch {epoch} of {planned}; resume it first")
     seconds = sum(row.get("seconds", 0.0) for row in read_history(run_dir))
     return {"name": run["name"], "weights": checkpoints[epoch],
-            "config": read_json_file(storage.join(run_dir, "config.json"), "model config"),
-            "classes": read_json_file(storage.join(run_dir, "classes.json"), "class list"),
+            "config": storage.read_json(storage.join(run_dir, CONFIG_FILE), "model config"),
+            "classes": storage.read_json(storage.join(run_dir, CLASSES_FILE), "class list"),
             "lineage": {"dataset": run["dataset"], "training_config": run["training_config"],
                         "stages": run["stages"], "init_weights": run["init_with"],
                         "run_dir": run_dir, "checkpoint": checkpoints[epoch], "epochs": epoch,

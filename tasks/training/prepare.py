@@ -1,7 +1,7 @@
 """Staged training from the canonical dataset into a run folder on any URI, resumable.
 
-`prepare_training` checks every input and writes the run record (`tasks.training_runs`);
-`train_stages` runs the stages in a child process (`tasks.training_process`). Resuming loads
+`prepare_training` checks every input and writes the run record (`tasks.training.runs`);
+`train_stages` runs the stages in a child process (`tasks.training.process`). Resuming loads
 the newest checkpoint and continues the cumulative epoch count: stages that ended at or before
 it are skipped, the interrupted one runs to its end. The optimizer state is not restored
 (matterport's `last` did not restore it either).
@@ -17,11 +17,13 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks import registry, storage
-from tasks.training_config import (CLASS_SPECIFIC_LAYERS, COCO_CLASS_COUNT, TrainingConfig,
+from tasks.models import resolve
+from tasks.models.artifact import CLASSES_FILE, CONFIG_FILE
+from tasks.training.config import (CLASS_SPECIFIC_LAYERS, COCO_CLASS_COUNT, TrainingConfig,
                                    parse_init)
-from tasks.training_data import FetchedDataset, check_classes, fetch_dataset
-from tasks.training_process import run_training_process
-from tasks.training_runs import RUN_FILE, dump_json, list_checkpoints, read_history, read_json_file
+from tasks.training.data import FetchedDataset, check_classes, fetch_dataset
+from tasks.training.process import run_training_process
+from tasks.training.runs import RUN_FILE, dump_json, list_checkpoints, read_history
 
 
 # ---------------------------------------------------------------------------- preparing a run
@@ -77,7 +79,7 @@ def _start_or_check_run(run_dir: str, training: TrainingConfig, config: dict[str
     """Write run.json, config.json, classes.json; a resumed run must keep classes and model."""
     run_uri = storage.join(run_dir, RUN_FILE)
     if storage.is_file(run_uri):
-        run = read_json_file(run_uri, "run record")
+        run = storage.read_json(run_uri, "run record")
         if run["classes"] != training.classes or run["config"] != config:
             raise ValueError(f"run folder {run_dir!r} was started with other classes or model "
                              "settings; use a new run folder for this training config")
@@ -89,8 +91,8 @@ def _start_or_check_run(run_dir: str, training: TrainingConfig, config: dict[str
                "init_with": training.init_with, "flow_run_id": flow_run_id,
                "started_at": registry.now_iso()}
     storage.write_bytes(run_uri, dump_json(run))
-    storage.write_bytes(storage.join(run_dir, "config.json"), dump_json(config))
-    storage.write_bytes(storage.join(run_dir, "classes.json"), dump_json(training.classes))
+    storage.write_bytes(storage.join(run_dir, CONFIG_FILE), dump_json(config))
+    storage.write_bytes(storage.join(run_dir, CLASSES_FILE), dump_json(training.classes))
 
 
 def _download_weights(uri: str, work_dir: str) -> str:
@@ -105,9 +107,13 @@ def _initial_weights(kind: str, target: str | None, training: TrainingConfig,
     """Where the first stage starts: nothing, ImageNet, COCO or a registered model."""
     init = {"kind": kind, "uri": None, "path": None, "exclude": None, "epoch": 0}
     if kind == "model":
-        version = registry.resolve(target, registry_uri)
-        init["uri"] = version.file(registry.WEIGHTS_FILE)
-        if version.read_json("classes.json") != training.classes:
+        artifact = resolve(target, registry_uri)
+        if artifact.format != "keras":
+            raise ValueError(f"init_with 'model:{target}' is a {artifact.format} export; "
+                             "training starts from Keras weights (a registry version, run "
+                             "folder or checkpoint)")
+        init.update(uri=artifact.uri, model=artifact.identity)
+        if list(artifact.class_names) != training.classes:
             init["exclude"] = list(CLASS_SPECIFIC_LAYERS)
     elif kind in ("imagenet", "coco"):
         init["uri"] = target

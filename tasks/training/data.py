@@ -12,7 +12,7 @@ from typing import Any
 
 from tasks import storage
 from tasks.annotations.canonical import SPLITS
-from tasks.training_runs import absolute
+from tasks.training.runs import absolute
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks import storage
-from tasks.training_data import load_split
-from tasks.training_runs import CHECKPOINT_FOLDER, HISTORY_FILE, dump_json
+from tasks.training.data import load_split
+from tasks.training.runs import CHECKPOINT_FOLDER, HISTORY_FILE, dump_json
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -132,7 +132,7 @@ def run_training_process(request: dict[str, Any], on_event: Report,
     request_path, events_path = work / "request.json", work / "events.jsonl"
     request_path.write_text(json.dumps(request))
     events_path.write_text("")
-    code = "import sys; from tasks.training_process import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from tasks.training.process import main; sys.exit(main(sys.argv[1:]))"
     env = {"TF_CPP_MIN_LOG_LEVEL": "3", **os.environ}
     process = subprocess.Popen([sys.executable, "-c", code, str(request_path), str(events_path)], env=env)
     deadline = time.monotonic() + timeout_seconds if timeout_seconds else None

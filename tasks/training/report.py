@@ -1,6 +1,6 @@
 """What a training run reports: `metrics.json`, a loss-curve PNG and the per-epoch table.
 
-History rows are `tasks.training_process.EpochRecorder`'s: `epoch`, `stage`, `layers`,
+History rows are `tasks.training.process.EpochRecorder`'s: `epoch`, `stage`, `layers`,
 `learning_rate`, `seconds` and the Keras logs (`loss`, the five named losses, `val_*`).
 The PNG is drawn with Pillow so that no plotting library is needed.
 """
@@ -18,7 +18,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks import storage
-from tasks.training_runs import CURVE_FILE, METRICS_FILE, dump_json
+from tasks.training.runs import CURVE_FILE, METRICS_FILE, dump_json
 
 LOSS_KEYS = ("loss", "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
              "mrcnn_mask_loss")

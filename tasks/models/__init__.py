@@ -1,0 +1,15 @@
+"""Models as the pipeline sees them: resolve a source once, build it where it runs.
+
+- `artifact`: `ModelArtifact`, the pinned model (plain data that travels to workers).
+- `sources`: `resolve`, every way to name a model (registry reference, run folder,
+  checkpoint, weights + config, export folder) → one `ModelArtifact`. Start here to see
+  where a model reference goes.
+- `runtimes`: `build`, a `ModelArtifact` in a runtime → a model that detects, once per process.
+"""
+
+from tasks.models.artifact import FORMATS, ModelArtifact
+from tasks.models.runtimes import RUNTIMES, LoadedModel, build, check_runtime
+from tasks.models.sources import resolve
+
+__all__ = ["FORMATS", "RUNTIMES", "LoadedModel", "ModelArtifact", "build", "check_runtime",
+           "resolve"]

@@ -1,0 +1,73 @@
+"""Export a resolved Keras model for serving, to any folder URI or beside its registry version.
+
+An export folder holds the graph (``saved_model.pb`` + ``variables/``, or ``model.onnx``),
+``mrcnn_config.json``, ``classes.json`` and ``model.json`` (``{"name", "version", "format",
+"source"}``), so it is itself a source for `tasks.models.resolve`: a registry version's export
+keeps the version's identity (``NAME@N``) in the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from tasks import storage
+from tasks.models.artifact import (CLASSES_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE, FORMATS,
+                                   KERAS, ModelArtifact)
+from tasks.models.runtimes import keras_model
+
+EXPORTS_FOLDER = "exports"  # <registry>/<name>/versions/<N>/exports/<format>/
+
+
+def default_export_uri(artifact: ModelArtifact, format: str) -> str:
+    """``versions/<N>/exports/<format>`` for a registry version.
+
+    Raises:
+        ValueError: the model is not a registry version (then an output must be given).
+    """
+    if not artifact.reference:
+        raise ValueError(f"model {artifact.origin!r} is not a registry version: give --output")
+    version_folder = artifact.uri.rsplit("/", 1)[0]
+    return storage.join(version_folder, EXPORTS_FOLDER, format)
+
+
+def export_artifact(artifact: ModelArtifact, format: str, output: str | None = None) -> str:
+    """Write the artifact as ``format`` to ``output`` (default: beside its registry version).
+
+    Returns:
+        The export folder URI.
+
+    Raises:
+        ValueError: unknown format, or a model that is an export already.
+    """
+    if format not in FORMATS or format == KERAS:
+        raise ValueError(f"export format must be one of {[f for f in FORMATS if f != KERAS]}, "
+                         f"got {format!r}")
+    if artifact.format != KERAS:
+        raise ValueError(f"model {artifact.origin!r} is a {artifact.format} export already; "
+                         "export from its Keras weights")
+    target = output or default_export_uri(artifact, format)
+    from mrcnn.config import Config
+
+    model = keras_model(artifact, Config.from_dict({**artifact.config, "IMAGES_PER_GPU": 1,
+                                                    "GPU_COUNT": 1}))
+    with tempfile.TemporaryDirectory(prefix="mrcnn-export-") as folder:
+        model.export(folder, format=format)
+        origin = {"name": artifact.name, "version": artifact.version, "format": format,
+                  "source": artifact.describe()}
+        _write(os.path.join(folder, EXPORT_MODEL_FILE), origin)
+        _write(os.path.join(folder, CLASSES_FILE), list(artifact.class_names))
+        files = sorted(str(path.relative_to(folder)).replace(os.sep, "/")
+                       for path in Path(folder).rglob("*") if path.is_file())
+        # The config goes last: resolve() takes a folder for an export once it is there.
+        files.sort(key=lambda name: name == EXPORT_CONFIG_FILE)
+        for relative in files:
+            storage.write_bytes(storage.join(target, relative), Path(folder, relative).read_bytes())
+    return target
+
+
+def _write(path: str, value: object) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2)

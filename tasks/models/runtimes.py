@@ -1,0 +1,155 @@
+"""`build`: a `ModelArtifact` made into a model that detects, once per process.
+
+Runtimes: ``"tensorflow"`` runs Keras weights (a `MaskRCNN` built from the config) and
+SavedModel exports; ``"onnxruntime"`` runs ONNX exports (extra ``onnx``). Every runtime gives
+the same `detect(images)` contract as `MaskRCNN.detect`.
+
+Building a graph and reading its weights takes seconds, so the shard tasks of one worker
+process share one built model (keyed on the artifact, runtime, batch size and threshold).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tasks import registry, storage
+from tasks.models.artifact import KERAS, ONNX, SAVED_MODEL, ModelArtifact
+
+RUNTIMES = {"tensorflow": (KERAS, SAVED_MODEL), "onnxruntime": (ONNX,)}
+Detect = Callable[[Sequence[np.ndarray]], list[dict[str, np.ndarray]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A built model and what the output tables record about it.
+
+    Attributes:
+        artifact: what was built.
+        runtime: the runtime that runs it.
+        config: the `mrcnn.Config` it runs with (this run's batch size).
+        detect: `MaskRCNN.detect`'s contract: RGB images in, one result dict per image out.
+    """
+
+    artifact: ModelArtifact
+    runtime: str
+    config: Any
+    detect: Detect
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.artifact.class_names
+
+    @property
+    def name(self) -> str:
+        return self.artifact.name
+
+    @property
+    def version(self) -> str:
+        return self.artifact.version
+
+    @property
+    def key(self) -> str:
+        return self.artifact.identity
+
+
+_cache: dict[tuple[ModelArtifact, str, int, float | None], LoadedModel] = {}
+_lock = threading.Lock()
+
+
+def build(artifact: ModelArtifact, runtime: str = "tensorflow", batch_size: int = 1,
+          min_confidence: float | None = None) -> LoadedModel:
+    """The artifact ready to detect, built at most once per process.
+
+    Args:
+        runtime: one of `RUNTIMES`; it must run the artifact's format.
+        batch_size: images per `detect` batch.
+        min_confidence: DETECTION_MIN_CONFIDENCE for Keras weights; an export keeps the one
+            it was exported with (filter its results afterwards).
+
+    Raises:
+        ValueError: unknown runtime, a format the runtime does not run, weights that changed
+            since `resolve`, or weights that do not fit the config.
+    """
+    check_runtime(artifact, runtime)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    key = (artifact, runtime, batch_size, min_confidence if artifact.format == KERAS else None)
+    with _lock:  # threads of one worker wait for a single build
+        if key not in _cache:
+            _cache.clear()  # one model per process: moving to another frees the old one
+            _cache[key] = _build(artifact, runtime, batch_size, min_confidence)
+        return _cache[key]
+
+
+def check_runtime(artifact: ModelArtifact, runtime: str) -> None:
+    """Raise ValueError unless ``runtime`` runs the artifact's format."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
+    if artifact.format not in RUNTIMES[runtime]:
+        runs = [name for name, formats in RUNTIMES.items() if artifact.format in formats]
+        raise ValueError(f"model {artifact.origin!r} is a {artifact.format} model, which runtime "
+                         f"{runtime!r} does not run (use {' or '.join(runs)}, or export it "
+                         "with mrcnn-pipeline export-model)")
+
+
+def _build(artifact: ModelArtifact, runtime: str, batch_size: int,
+           min_confidence: float | None) -> LoadedModel:
+    from mrcnn.config import Config
+
+    settings = {**artifact.config, "IMAGES_PER_GPU": batch_size, "GPU_COUNT": 1}
+    if artifact.format == KERAS:
+        if min_confidence is not None:
+            settings["DETECTION_MIN_CONFIDENCE"] = min_confidence
+        model = keras_model(artifact, Config.from_dict(settings))
+        return LoadedModel(artifact, runtime, model.config, model.detect)
+    config = Config.from_dict(settings)
+    return LoadedModel(artifact, runtime, config, _exported_detect(artifact, config))
+
+
+def keras_model(artifact: ModelArtifact, config: Any) -> Any:
+    """A `MaskRCNN` in inference mode with ``config`` and the artifact's weights."""
+    from mrcnn.model import MaskRCNN
+
+    data = registry.read_weights(artifact.uri)  # names the user's file when it is no HDF5
+    if artifact.sha256 and hashlib.sha256(data).hexdigest() != artifact.sha256:
+        raise ValueError(f"weights {artifact.uri!r} changed since the model was resolved "
+                         f"(expected sha256 {artifact.sha256[:12]})")
+    with tempfile.TemporaryDirectory(prefix="mrcnn-weights-") as folder:
+        model = MaskRCNN("inference", config, folder)
+        # Keras reads weights from a local path; remote files go through a temporary copy.
+        suffix = ".weights.h5" if artifact.uri.endswith(".weights.h5") else ".h5"
+        local = os.path.join(folder, "model" + suffix)
+        with open(local, "wb") as handle:
+            handle.write(data)
+        try:
+            model.load_weights(local, by_name=True)
+        except (ValueError, OSError) as error:  # name the user's file, not the copy
+            raise ValueError(f"weights {artifact.uri!r} do not fit the model of {artifact.origin!r}: "
+                             f"{str(error).replace(local, artifact.uri)}") from None
+    return model
+
+
+def _exported_detect(artifact: ModelArtifact, config: Any) -> Detect:
+    from mrcnn.export import load_predict
+    from mrcnn.model import detect_with
+
+    if storage.is_local(artifact.uri):
+        predict = load_predict(artifact.uri.removeprefix("file://"))
+    else:  # the loaders read local files; both hold the model in memory once loaded
+        with tempfile.TemporaryDirectory(prefix="mrcnn-export-") as folder:
+            for uri in storage.list_files(artifact.uri):
+                storage.copy_file(uri, os.path.join(folder, storage.relative_path(uri, artifact.uri)))
+            predict = load_predict(folder)
+
+    def detect(images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
+        return detect_with(predict, config, images, verbose)
+
+    return detect

@@ -1,0 +1,164 @@
+"""`resolve`: every way to name a model, turned into one pinned `ModelArtifact`.
+
+Sources, tried in this order:
+
+- ``weights=`` + ``config=`` (and optionally ``classes=``): a weights file and its
+  ``config.json``; class names from ``classes``, else ``classes.json`` beside the config, else
+  ``class_<id>``.
+- an export folder (holds ``mrcnn_config.json``, written by ``MaskRCNN.export`` or
+  ``mrcnn-pipeline export-model``);
+- a checkpoint file (``.h5``): its settings from ``config.json`` beside it or in the run
+  folder above ``checkpoints/``;
+- a training run folder: its newest checkpoint;
+- a registry reference ``NAME@ALIAS``, ``NAME@vN`` or ``NAME`` (the newest version).
+
+An alias is read once, here: the artifact names the exact version (``NAME@vN``), so a moved
+alias cannot mix versions within one run. Files outside the registry are pinned by content
+hash. Only metadata is read (and weights hashed); nothing is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+
+from tasks import registry, storage
+from tasks.training import runs as training_runs
+from tasks.models.artifact import (CLASSES_FILE, CONFIG_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE,
+                                   KERAS, ONNX, SAVED_MODEL, ModelArtifact)
+
+BACKGROUND_NAMES = ("BG", "_background_", "background")
+EXPORT_GRAPHS = {"saved_model.pb": SAVED_MODEL, "model.onnx": ONNX}
+
+
+def resolve(source: str | None = None, registry_uri: str | None = None, *,
+            weights: str | None = None, config: str | None = None,
+            classes: str | None = None) -> ModelArtifact:
+    """Pin a model source to one artifact (see the module docstring for the forms).
+
+    Raises:
+        FileNotFoundError: nothing at the source, or a file it needs is missing (named).
+        ValueError: contradictory or malformed inputs (named).
+    """
+    if weights or config:
+        if not (weights and config):
+            raise ValueError("a weights file needs its config file (config.json) and vice "
+                             f"versa; got weights={weights!r}, config={config!r}")
+        if source:
+            raise ValueError(f"give either model={source!r} or weights + config, not both")
+        return _from_weights(weights, config, classes, origin=weights)
+    if not source:
+        raise ValueError("no model: give a registry reference (NAME@ALIAS), a run folder, a "
+                         "checkpoint, an export folder, or weights + config")
+    if classes:
+        raise ValueError(f"classes={classes!r} goes with weights + config; model {source!r} "
+                         "names its own classes")
+    if storage.is_file(storage.join(source, EXPORT_CONFIG_FILE)):
+        return _from_export(source)
+    if source.endswith(".h5"):
+        return _from_checkpoint(source)
+    checkpoints = training_runs.list_checkpoints(source) if "://" in source or _local_folder(source) else {}
+    if checkpoints:
+        return _from_checkpoint(checkpoints[max(checkpoints)], origin=source)
+    if "://" not in source and registry.REFERENCE.fullmatch(source):
+        if not registry_uri:
+            raise ValueError(f"model {source!r} is a registry reference: give the registry")
+        return _from_registry(source, registry_uri)
+    raise FileNotFoundError(f"model {source!r} is neither a registry reference (NAME@ALIAS, "
+                            "NAME@vN, NAME), an export folder, a checkpoint nor a run folder "
+                            "with checkpoints")
+
+
+def _local_folder(path: str) -> bool:
+    return storage.exists(path) and not storage.is_file(path)
+
+
+def _from_registry(reference: str, registry_uri: str) -> ModelArtifact:
+    version = registry.resolve(reference, registry_uri)
+    return ModelArtifact(
+        name=version.name, version=str(version.version), format=KERAS,
+        uri=version.file(registry.WEIGHTS_FILE),
+        config=storage.read_json(version.file(CONFIG_FILE), "model config"),
+        class_names=tuple(storage.read_json(version.file(CLASSES_FILE), "class list")),
+        origin=reference, reference=version.reference, registry_uri=registry_uri)
+
+
+def _from_checkpoint(uri: str, origin: str | None = None) -> ModelArtifact:
+    beside = storage.join(posixpath.dirname(uri) or ".", CONFIG_FILE)
+    folder = posixpath.dirname(beside) if storage.is_file(beside) else uri.rsplit("/", 2)[0]
+    config = storage.join(folder, CONFIG_FILE)
+    if not storage.is_file(config):
+        raise FileNotFoundError(f"checkpoint {uri!r} has no {CONFIG_FILE} beside it nor in its "
+                                f"run folder {folder!r}; pass weights + config instead")
+    return _from_weights(uri, config, None, origin=origin or uri)
+
+
+def _from_weights(weights: str, config_uri: str, classes: str | None, origin: str
+                  ) -> ModelArtifact:
+    settings = storage.read_json(config_uri, "model config")
+    if not isinstance(settings, dict):
+        raise ValueError(f"model config {config_uri!r} must be a JSON object of Config settings")
+    digest = hashlib.sha256(registry.read_weights(weights)).hexdigest()
+    names = _class_names(classes, posixpath.dirname(config_uri) or ".",
+                         int(settings.get("NUM_CLASSES", 1)) - 1)
+    return ModelArtifact(name=str(settings.get("NAME", "model")), version=f"sha256-{digest[:16]}",
+                         format=KERAS, uri=weights, config=settings, class_names=names,
+                         origin=origin, sha256=digest)
+
+
+def _from_export(folder: str) -> ModelArtifact:
+    folder = folder.rstrip("/")
+    settings = storage.read_json(storage.join(folder, EXPORT_CONFIG_FILE), "export config")
+    files = sorted(storage.list_files(folder))
+    graphs = [EXPORT_GRAPHS[name] for name in EXPORT_GRAPHS
+              if storage.join(folder, name) in files]
+    if not graphs:
+        raise FileNotFoundError(f"export folder {folder!r} has {EXPORT_CONFIG_FILE} but no "
+                                f"graph ({' or '.join(EXPORT_GRAPHS)})")
+    digest = _folder_digest(folder, files)
+    origin_file = storage.join(folder, EXPORT_MODEL_FILE)
+    described = storage.read_json(origin_file, "export origin") if origin_file in files else {}
+    names = _class_names(None, folder, int(settings.get("NUM_CLASSES", 1)) - 1)
+    return ModelArtifact(name=str(described.get("name", settings.get("NAME", "model"))),
+                         version=str(described.get("version", f"sha256-{digest[:16]}")),
+                         format=graphs[0], uri=folder, config=settings, class_names=names,
+                         origin=folder, sha256=digest)
+
+
+def _folder_digest(folder: str, files: list[str]) -> str:
+    digest = hashlib.sha256()
+    for uri in files:
+        digest.update(storage.relative_path(uri, folder).encode() + b"\0")
+        digest.update(storage.read_bytes(uri))
+    return digest.hexdigest()
+
+
+def _class_names(classes: str | None, folder: str, count: int) -> tuple[str, ...]:
+    """Names from ``classes``, else ``classes.json`` in ``folder``, else ``class_<id>``."""
+    source = classes
+    if source is None:
+        beside = storage.join(folder, CLASSES_FILE)
+        source = beside if storage.is_file(beside) else None
+    if source is None:
+        return tuple(f"class_{index}" for index in range(1, count + 1))
+    names = _parse_names(storage.read_bytes(source).decode("utf-8"), source)
+    if names and names[0] in BACKGROUND_NAMES:
+        names = names[1:]  # tolerate a list written with matterport's background entry
+    if len(names) != count:
+        raise ValueError(f"classes file {source!r} names {len(names)} classes but the config "
+                         f"has NUM_CLASSES={count + 1} (background + {count})")
+    return tuple(names)
+
+
+def _parse_names(text: str, source: str) -> list[str]:
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            names = json.loads(stripped)
+        except ValueError as error:
+            raise ValueError(f"classes file {source!r} is not valid JSON: {error}") from None
+        if not all(isinstance(name, str) for name in names):
+            raise ValueError(f"classes file {source!r} must be a JSON list of strings")
+        return names
+    return [line.strip() for line in stripped.splitlines() if line.strip()]
