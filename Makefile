@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-slow bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ demo: setup
 
 test: setup
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q
+
+test-slow: setup
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q -m slow
 
 bench: setup
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/inference.py

@@ -67,6 +67,10 @@ class Config:
 
     TRAIN_ROIS_PER_IMAGE = 200
     ROI_POSITIVE_RATIO = 0.33
+    # Add the ground-truth boxes to the proposals the ROI sampler draws from (torchvision does;
+    # matterport does not). Early in training from scratch the RPN proposes nothing that
+    # overlaps an object, and without positives the sampler draws no ROIs at all.
+    ROI_INCLUDE_GT_BOXES = False
     POOL_SIZE = 7
     MASK_POOL_SIZE = 14
     MASK_SHAPE = [28, 28]

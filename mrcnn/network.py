@@ -106,7 +106,8 @@ def build_training_graph(config: Config) -> tuple[dict, dict]:
     rpn_rois = _proposals(config, rpn_class, rpn_bbox, anchors, config.POST_NMS_ROIS_TRAINING)
     gt_boxes = NormalizeBoxes(name="normalize_gt_boxes")([inputs["input_gt_boxes"], image])
     targets = DetectionTargetLayer(config.TRAIN_ROIS_PER_IMAGE, config.ROI_POSITIVE_RATIO, config.BBOX_STD_DEV,
-                                   config.MASK_SHAPE, config.USE_MINI_MASK, name="proposal_targets")(
+                                   config.MASK_SHAPE, config.USE_MINI_MASK, config.ROI_INCLUDE_GT_BOXES,
+                                   name="proposal_targets")(
         [rpn_rois, inputs["input_gt_class_ids"], gt_boxes, inputs["input_gt_masks"]])
     rois, target_class_ids, target_bbox, target_mask = targets
     mrcnn_class_logits, _, mrcnn_bbox = fpn_classifier_graph(

@@ -25,7 +25,7 @@ class DetectionTargetLayer(keras.layers.Layer):
     """Inputs: `[proposals [B,P,4], gt_class_ids [B,G], gt_boxes [B,G,4] normalized, gt_masks [B,h,w,G]]`."""
 
     def __init__(self, rois_per_image: int, positive_ratio: float, bbox_std_dev, mask_shape,
-                 use_mini_mask: bool, **kwargs):
+                 use_mini_mask: bool, include_gt_boxes: bool = False, **kwargs):
         kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy
         super().__init__(**kwargs)
         self.supports_jit = False  # XLA has no kernel for CropAndResize
@@ -34,6 +34,7 @@ class DetectionTargetLayer(keras.layers.Layer):
         self.bbox_std_dev = [float(v) for v in bbox_std_dev]
         self.mask_shape = tuple(int(v) for v in mask_shape)
         self.use_mini_mask = bool(use_mini_mask)
+        self.include_gt_boxes = bool(include_gt_boxes)
 
     @property
     def max_positives(self) -> int:
@@ -64,6 +65,10 @@ class DetectionTargetLayer(keras.layers.Layer):
         gt_boxes = tf.boolean_mask(gt_boxes, ~is_crowd)
         gt_class_ids = tf.boolean_mask(gt_class_ids, ~is_crowd)
         gt_masks = tf.boolean_mask(gt_masks, ~is_crowd, axis=2)
+        if self.include_gt_boxes:
+            # torchvision's recipe: every GT box is also a proposal, so from the first step each
+            # image gives the heads positives (and with them, negatives) to learn from.
+            proposals = tf.concat([proposals, gt_boxes], axis=0)
 
         # A zero column keeps the reductions defined when an image has no (non-crowd) GT.
         no_match = tf.zeros([tf.shape(proposals)[0], 1])
@@ -109,4 +114,5 @@ class DetectionTargetLayer(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "rois_per_image": self.rois_per_image,
                 "positive_ratio": self.positive_ratio, "bbox_std_dev": self.bbox_std_dev,
-                "mask_shape": list(self.mask_shape), "use_mini_mask": self.use_mini_mask}
+                "mask_shape": list(self.mask_shape), "use_mini_mask": self.use_mini_mask,
+                "include_gt_boxes": self.include_gt_boxes}

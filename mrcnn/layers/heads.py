@@ -46,8 +46,31 @@ class UnfoldRois(keras.layers.Layer):
         return (*input_shape[1][:2], *input_shape[0][1:])
 
 
-def _conv_bn_relu(x, filters: int, kernel: int, name: str, bn_name: str, train_bn: bool, padding: str = "same"):
-    x = layers.Conv2D(filters, kernel, padding=padding, name=name)(x)
+@keras.saving.register_keras_serializable(package="mrcnn")
+class WindowDense(layers.Conv2D):
+    """A "valid" convolution whose kernel covers its whole input window, run as one matmul.
+
+    The weights are a `Conv2D`'s (`kernel [k, k, C, F]`, `bias [F]`: matterport's files load
+    unchanged) and so is the output `[N, 1, 1, F]`. As a convolution, TensorFlow's CPU kernels
+    compute the input gradient one ROI at a time as a matrix-vector product, re-reading the
+    whole kernel per ROI; the matmul reads it once for all of them.
+    """
+
+    def build(self, input_shape):
+        if tuple(input_shape[1:3]) != tuple(self.kernel_size) or self.padding != "valid":
+            raise ValueError(f"{self.name}: kernel {self.kernel_size} ({self.padding}) does not "
+                             f"cover inputs {tuple(input_shape[1:3])}; use Conv2D")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        window = self.kernel.shape[0] * self.kernel.shape[1] * self.kernel.shape[2]
+        flat = tf.reshape(inputs, [-1, window])
+        kernel = tf.reshape(tf.cast(self.kernel, flat.dtype), [window, self.filters])
+        outputs = tf.matmul(flat, kernel) + tf.cast(self.bias, flat.dtype)
+        return tf.reshape(outputs, [-1, 1, 1, self.filters])
+
+
+def _bn_relu(x, bn_name: str, train_bn: bool):
     x = BatchNorm(train_bn=train_bn, name=bn_name)(x)
     return layers.Activation("relu")(x)
 
@@ -57,9 +80,11 @@ def fpn_classifier_graph(rois, feature_maps: list, image_meta, pool_size: int, n
     """Classifier and box regressor: `(mrcnn_class_logits [B,R,NC], mrcnn_class, mrcnn_bbox [B,R,NC,4])`."""
     x = PyramidROIAlign((pool_size, pool_size), name="roi_align_classifier")([rois, image_meta, *feature_maps])
     x = FoldRois()(x)
-    # A pool_size×pool_size "valid" conv acts as the first fully connected layer.
-    x = _conv_bn_relu(x, fc_layers_size, pool_size, "mrcnn_class_conv1", "mrcnn_class_bn1", train_bn, "valid")
-    x = _conv_bn_relu(x, fc_layers_size, 1, "mrcnn_class_conv2", "mrcnn_class_bn2", train_bn)
+    # matterport's two fully connected layers, stored as a pool_size×pool_size and a 1×1 conv.
+    x = WindowDense(fc_layers_size, pool_size, name="mrcnn_class_conv1")(x)
+    x = _bn_relu(x, "mrcnn_class_bn1", train_bn)
+    x = WindowDense(fc_layers_size, 1, name="mrcnn_class_conv2")(x)
+    x = _bn_relu(x, "mrcnn_class_bn2", train_bn)
     shared = layers.Reshape((fc_layers_size,), name="pool_squeeze")(x)
     logits = layers.Dense(num_classes, name="mrcnn_class_logits")(shared)
     probs = layers.Activation("softmax", dtype="float32")(logits)  # scores are compared to thresholds
@@ -76,7 +101,8 @@ def build_fpn_mask_graph(rois, feature_maps: list, image_meta, pool_size: int, n
     x = PyramidROIAlign((pool_size, pool_size), name="roi_align_mask")([rois, image_meta, *feature_maps])
     x = FoldRois()(x)
     for i in range(1, 5):
-        x = _conv_bn_relu(x, 256, 3, f"mrcnn_mask_conv{i}", f"mrcnn_mask_bn{i}", train_bn)
+        x = layers.Conv2D(256, 3, padding="same", name=f"mrcnn_mask_conv{i}")(x)
+        x = _bn_relu(x, f"mrcnn_mask_bn{i}", train_bn)
     x = layers.Conv2DTranspose(256, 2, strides=2, activation="relu", name="mrcnn_mask_deconv")(x)
     x = layers.Conv2D(num_classes, 1, activation="sigmoid", name="mrcnn_mask")(x)
     return UnfoldRois(name="mrcnn_mask_unfold")([x, rois])

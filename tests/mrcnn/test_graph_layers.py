@@ -11,7 +11,7 @@ from mrcnn.layers.batch_norm import BatchNorm
 from mrcnn.layers.detection import DetectionLayer
 from mrcnn.layers.detection_targets import DetectionTargetLayer
 from mrcnn.layers.gt_boxes import NormalizeBoxes
-from mrcnn.layers.heads import FoldRois, UnfoldRois
+from mrcnn.layers.heads import FoldRois, UnfoldRois, WindowDense
 from mrcnn.layers.proposals import ProposalLayer
 from mrcnn.layers.roi_align import PyramidROIAlign, roi_levels
 from mrcnn.transform import compose_image_meta
@@ -320,10 +320,44 @@ def test_detection_targets_full_mask_crop_matches_numpy():
     assert set(np.unique(target_mask)) <= {0.0, 1.0}
 
 
+def test_detection_targets_can_draw_from_the_gt_boxes():
+    proposals = np.array([[[0.6, 0.0, 0.9, 0.2], [0.0, 0.6, 0.2, 0.9]]], np.float32)  # no positive
+    masks = np.ones((1, 4, 4, 3), bool)
+    args = (proposals, [[1, 2, 0]], GT_BOXES[None], masks)
+    _, without, _, _ = run_targets(DetectionTargetLayer(6, 0.5, STD, (4, 4), True), *args)
+    rois, with_gt, deltas, _ = run_targets(DetectionTargetLayer(6, 0.5, STD, (4, 4), True, include_gt_boxes=True), *args)
+    np.testing.assert_array_equal(without[0], 0)  # no positive, so no ROI at all
+    assert sorted(with_gt[0][:2]) == [1, 2] and (with_gt[0][2:4] == 0).all()
+    assert sorted(find_rows(rois[0], np.concatenate([proposals[0], GT_BOXES[:2]]))[:2]) == [2, 3]
+    np.testing.assert_allclose(deltas[0, :2], 0.0, atol=1e-6)  # a GT box needs no refinement
+    np.testing.assert_array_equal(rois[0, 4:], 0.0)
+
+
 def test_detection_target_layer_config_round_trip():
-    layer = DetectionTargetLayer(200, 0.33, STD, (28, 28), True, name="proposal_targets")
+    layer = DetectionTargetLayer(200, 0.33, STD, (28, 28), True, include_gt_boxes=True, name="proposal_targets")
     restored = check_layer_config_round_trip(layer)
     assert (restored.max_positives, restored.mask_shape, restored.use_mini_mask) == (66, (28, 28), True)
+    assert restored.include_gt_boxes
+
+
+def test_window_dense_computes_the_valid_convolution_and_its_gradients():
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(5, 7, 7, 8)), tf.float32)
+    dense, conv = WindowDense(6, 7, name="fc"), keras.layers.Conv2D(6, 7, padding="valid")
+    dense.build(x.shape)
+    conv.build(x.shape)
+    conv.set_weights(dense.get_weights())  # same variables, same layout
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours, reference = dense(x), conv(x)
+    assert ours.shape == reference.shape == (5, 1, 1, 6)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+    for a, b in zip(tape.gradient(ours, [x, *dense.trainable_weights]),
+                    tape.gradient(reference, [x, *conv.trainable_weights])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="does not cover inputs"):
+        WindowDense(6, 3, name="fc").build((None, 7, 7, 8))
+    assert check_layer_config_round_trip(dense).kernel_size == (7, 7)
 
 
 # ---------------------------------------------------------------- small layers
