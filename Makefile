@@ -25,7 +25,7 @@ test: setup
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q
 
 test-slow: setup
-	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q -m slow
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q -m long
 
 bench: setup
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/inference.py
