@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-long bench clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,7 @@ demo: setup
 test: setup
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q
 
-test-slow: setup
+test-long: setup
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q -m long
 
 bench: setup

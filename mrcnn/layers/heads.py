@@ -57,9 +57,11 @@ class WindowDense(layers.Conv2D):
     """
 
     def build(self, input_shape):
-        if tuple(input_shape[1:3]) != tuple(self.kernel_size) or self.padding != "valid":
-            raise ValueError(f"{self.name}: kernel {self.kernel_size} ({self.padding}) does not "
-                             f"cover inputs {tuple(input_shape[1:3])}; use Conv2D")
+        covers = tuple(input_shape[1:3]) == tuple(self.kernel_size) and self.padding == "valid"
+        if not covers or tuple(self.dilation_rate) != (1, 1) or self.groups != 1:
+            raise ValueError(f"{self.name}: kernel {self.kernel_size} ({self.padding}, dilation "
+                             f"{self.dilation_rate}, groups {self.groups}) does not cover inputs "
+                             f"{tuple(input_shape[1:3])} as one window; use Conv2D")
         super().build(input_shape)
 
     def call(self, inputs):

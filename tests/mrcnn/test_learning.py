@@ -2,15 +2,15 @@
 
 `test_every_head_learns` runs in the default suite (a light ResNet-18, two 64×64 images,
 60 steps, ground-truth boxes among the proposals: a few minutes on 2 CPU cores). Each of the
-five losses must fall to a fraction of its first-ten-steps mean; in runs of this recipe they
-fell to 0.03–0.1 of it (the mask loss, slowest, to about 0.4).
+five losses must fall to a fraction of its first-ten-steps mean; in the measured run of this
+recipe they fell to 0.03–0.08 of it (the mask loss, slowest, to 0.4).
 
 `test_training_from_scratch_detects_and_segments` is marked `long` and left out of the default
-run (`pytest -m long`; 20–70 minutes on 2 cores, depending on the CPU). Four 64×64 shapes
-images (5 instances) are learned by heart (ResNet50-FPN, AdamW). Random weights give mask IoUs near 0; after 240 steps runs of this recipe reached mean best IoUs of
-0.85–0.94 with every instance found (the weakest instance 0.46–0.87), but one CI run in about
-ten missed one instance entirely (its others 0.90–0.96): TensorFlow's multi-threaded CPU
-reductions are not bit-reproducible, and that noise grows over 240 steps. The thresholds below
+run (`pytest -m long`; 240 steps of ≈ 4.6 s on a 2-core AVX2 CPU). Four 64×64 shapes images
+(5 instances) are learned by heart (ResNet50-FPN, AdamW). Random weights give mask IoUs near
+0; after 240 steps runs of this recipe reached mean best IoUs of 0.85–0.94 with every
+instance found (the weakest instance 0.46–0.87), but one CI run in about ten missed one
+instance entirely (its others 0.90–0.96): TensorFlow's multi-threaded CPU reductions are not bit-reproducible, and that noise grows over 240 steps. The thresholds below
 (at most one instance missed, the others found with their class at IoU ≥ 0.3, mean ≥ 0.7) leave
 room for that noise yet fail if any head (RPN, classifier, box regressor or mask) does not learn:
 a wrong class, a misplaced box or a blank mask drop the IoU of every instance to ~0.
