@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,dask,onnx]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,dask,onnx,openvino]'
 	# labelme's own rasterizer is the reference of the conformance test; its GUI deps are not needed
 	$(VENV)/bin/pip install -q --no-deps labelme==6.3.1
 	touch $(STAMP)

@@ -58,10 +58,11 @@ def progress_listener(listener: ProgressListener) -> Iterator[None]:
 @task(name="resolve-model", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
       retry_condition_fn=retry_transient)
 def resolve_model(model: str | None, registry_uri: str, weights: str | None, config: str | None,
-                  classes: str | None, runtime: str) -> ModelArtifact:
+                  classes: str | None, runtime: str, precision: str | None = None
+                  ) -> ModelArtifact:
     """Pin the model once for the whole run (metadata only: the workers build it)."""
     artifact = resolve(model, registry_uri, weights=weights, config=config, classes=classes)
-    check_runtime(artifact, runtime)
+    check_runtime(artifact, runtime, precision)
     return artifact
 
 
@@ -93,8 +94,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                     min_confidence: float | None = None, batch_size: int = 4,
                     shard_size: int = 64, overlays: bool = True, reprocess: bool = False,
                     patterns: list[str] | None = None, max_pixels: int = MAX_PIXELS,
-                    dask_address: str | None = None, runtime: str = "tensorflow"
-                    ) -> dict[str, Any]:
+                    dask_address: str | None = None, runtime: str = "tensorflow",
+                    precision: str | None = None) -> dict[str, Any]:
     """Detect instances in every new image below ``input_uri`` and store per-class areas.
 
     Args:
@@ -122,7 +123,10 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
         dask_address: run the shards on Dask: a scheduler address (``tcp://host:8786``) or
             ``local:N`` (N worker processes here); default the flow's thread pool.
         runtime: ``tensorflow`` (Keras weights, SavedModel exports) or ``onnxruntime`` (ONNX
-            exports); the tables are the same.
+            exports) or ``openvino`` (OpenVINO IR exports); the tables are the same.
+        precision: ``float32`` or ``bfloat16`` for Keras weights and OpenVINO exports
+            (default: the model's INFERENCE_PRECISION); bfloat16 needs a CPU with AVX-512
+            BF16 or AMX to be faster.
 
     Returns:
         Counts (``listed``, ``skipped``, ``processed``, ``errors`` ...), the model, run_date
@@ -135,14 +139,14 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
     with_retries(check_output)(output_uri)
     with_retries(commit_results)(output_uri)
     images = with_retries(list_images)(input_uri, patterns)
-    resolved = resolve_model(model, registry_uri, weights, config, classes, runtime)
+    resolved = resolve_model(model, registry_uri, weights, config, classes, runtime, precision)
     _warn_threshold(resolved, min_confidence, logger)
     shards = plan_shards(images, done_images(output_uri, resolved.identity), reprocess, shard_size)
     todo = sum(len(shard) for shard in shards)
     logger.info("%d images listed, %d to process in %d shards with %s, run_date %s",
                 len(images), todo, len(shards), resolved.identity, day)
     context = ShardContext(output_uri, day, _run_id(), min_confidence, overlays, max_pixels,
-                           runtime, batch_size)
+                           runtime, batch_size, precision)
     results, failures = _run_shards(shards, resolved, context, todo, dask_address)
     committed = with_retries(commit_results)(output_uri)
     summary = _summary(results, len(images), todo, resolved, day, output_uri)

@@ -9,8 +9,10 @@ the same contract, `(images [B, H, W, 3], metas [B, M]) -> (detections [B, D, 6]
   C++ loader and so TF Serving. The weights are stored once (only the variables the endpoint
   reads are tracked).
 - `"onnx"`: `model.onnx` converted by tf2onnx (the `onnx` extra), run by ONNX Runtime.
+- `"openvino"`: OpenVINO IR (`model.xml` + `model.bin`, the `openvino` extra), run by
+  OpenVINO's CPU plugin in float32 or bfloat16 (see `mrcnn.export_openvino`).
 
-`load_exported(path)` reads either back as a `detect`-like callable.
+`load_exported(path)` reads any of them back as a `detect`-like callable.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn.config import Config
+from mrcnn.export_openvino import OPENVINO_FILE, openvino_predict, write_openvino
 
 if TYPE_CHECKING:
     from mrcnn.model import MaskRCNN
@@ -31,7 +34,8 @@ if TYPE_CHECKING:
 EXPORT_CONFIG = "mrcnn_config.json"
 ONNX_FILE = "model.onnx"
 SAVED_MODEL_FILE = "saved_model.pb"
-FORMATS = ("saved_model", "onnx")
+FORMATS = ("saved_model", "onnx", "openvino")
+GRAPH_FILES = {"saved_model": SAVED_MODEL_FILE, "onnx": ONNX_FILE, "openvino": OPENVINO_FILE}
 ONNX_OPSET = 17
 Predict = Callable[..., dict[str, Any]]  # predict(images=..., metas=...) -> detections, masks
 
@@ -46,8 +50,10 @@ def export_model(model: MaskRCNN, path: str | os.PathLike, format: str = "saved_
     predict = model._predict_fn()
     if format == "saved_model":
         _write_saved_model(predict, str(path))
-    else:
+    elif format == "onnx":
         _write_onnx(predict, Path(path, ONNX_FILE))
+    else:
+        write_openvino(predict, Path(path))
     Path(path, EXPORT_CONFIG).write_text(model.config.to_json())
 
 
@@ -80,12 +86,11 @@ def exported_format(path: str | os.PathLike) -> str:
     if not (folder / EXPORT_CONFIG).is_file():
         raise FileNotFoundError(f"{folder / EXPORT_CONFIG} not found: is {str(path)!r} a folder "
                                 "written by MaskRCNN.export?")
-    if (folder / SAVED_MODEL_FILE).is_file():
-        return "saved_model"
-    if (folder / ONNX_FILE).is_file():
-        return "onnx"
-    raise FileNotFoundError(f"export folder {str(path)!r} has {EXPORT_CONFIG} but neither "
-                            f"{SAVED_MODEL_FILE} nor {ONNX_FILE}")
+    for format, graph_file in GRAPH_FILES.items():
+        if (folder / graph_file).is_file():
+            return format
+    raise FileNotFoundError(f"export folder {str(path)!r} has {EXPORT_CONFIG} but no graph file "
+                            f"({', '.join(GRAPH_FILES.values())})")
 
 
 def exported_config(path: str | os.PathLike) -> Config:
@@ -94,15 +99,21 @@ def exported_config(path: str | os.PathLike) -> Config:
     return Config.from_dict(json.loads(Path(path, EXPORT_CONFIG).read_text()))
 
 
-def load_predict(path: str | os.PathLike, threads: int | None = None) -> Predict:
-    """The export's predict function, run by its own runtime (TensorFlow or ONNX Runtime).
+def load_predict(path: str | os.PathLike, threads: int | None = None,
+                 precision: str | None = None) -> Predict:
+    """The export's predict function, run by its own runtime (TensorFlow, ONNX Runtime, OpenVINO).
 
     Args:
-        threads: ONNX Runtime's intra-op threads (default: its own choice).
+        threads: ONNX Runtime's intra-op or OpenVINO's inference threads (default: theirs).
+        precision: OpenVINO's ``"float32"`` or ``"bfloat16"`` (default: the export's
+            INFERENCE_PRECISION); the other formats run as exported.
     """
-    if exported_format(path) == "saved_model":
+    format = exported_format(path)
+    if format == "saved_model":
         return tf.saved_model.load(str(path)).signatures["serving_default"]
-    return _onnx_predict(Path(path, ONNX_FILE), threads)
+    if format == "onnx":
+        return _onnx_predict(Path(path, ONNX_FILE), threads)
+    return openvino_predict(path, precision or exported_config(path).INFERENCE_PRECISION, threads)
 
 
 def _onnx_predict(path: Path, threads: int | None) -> Predict:
@@ -124,18 +135,19 @@ def _onnx_predict(path: Path, threads: int | None) -> Predict:
     return predict
 
 
-def load_exported(path: str | os.PathLike
+def load_exported(path: str | os.PathLike, precision: str | None = None
                   ) -> Callable[[Sequence[np.ndarray]], list[dict[str, np.ndarray]]]:
     """Load a folder written by `MaskRCNN.export` as a `detect`-like callable.
 
     The callable takes a list of RGB `[H, W, 3]` images and returns one dict per image with
     `rois`, `class_ids`, `scores` and `masks`, as `MaskRCNN.detect` does; the model's
-    settings come from the `mrcnn_config.json` saved next to the graph.
+    settings come from the `mrcnn_config.json` saved next to the graph. ``precision``: see
+    `load_predict`.
     """
     from mrcnn.model import detect_with
 
     config = exported_config(path)
-    predict = load_predict(path)
+    predict = load_predict(path, precision=precision)
 
     def detect(images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
         return detect_with(predict, config, images, verbose)

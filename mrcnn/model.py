@@ -214,8 +214,9 @@ class MaskRCNN:
     def export(self, path: str | os.PathLike, format: str = "saved_model") -> None:
         """Write the model for serving into the folder `path`, with `mrcnn_config.json`.
 
-        `format`: `"saved_model"` (TensorFlow SavedModel; `saved_model_cli`, TF Serving) or
-        `"onnx"` (`model.onnx` for ONNX Runtime; needs the `onnx` extra); see `mrcnn.export`.
+        `format`: `"saved_model"` (TensorFlow SavedModel; `saved_model_cli`, TF Serving),
+        `"onnx"` (`model.onnx` for ONNX Runtime; needs the `onnx` extra) or `"openvino"`
+        (OpenVINO IR `model.xml` + `model.bin`; needs the `openvino` extra); see `mrcnn.export`.
         `mrcnn.export.load_exported(path)` gives back a `detect`-like callable. Without `mrcnn`
         (TensorFlow and numpy only) call the `serving_default` signature on molded inputs::
 

@@ -26,6 +26,7 @@ def registry_argument(parser: argparse.ArgumentParser) -> None:
 
 def runtime_argument(parser: argparse.ArgumentParser) -> None:
     """``--runtime``: which runtime runs the model (see ``tasks.models.RUNTIMES``)."""
-    parser.add_argument("--runtime", choices=("tensorflow", "onnxruntime"), default="tensorflow",
-                        help="tensorflow (Keras weights, SavedModel exports; default) or "
-                        "onnxruntime (ONNX exports)")
+    parser.add_argument("--runtime", choices=("tensorflow", "onnxruntime", "openvino"),
+                        default="tensorflow", help="tensorflow (Keras weights, SavedModel "
+                        "exports; default), onnxruntime (ONNX exports) or openvino (OpenVINO "
+                        "IR exports)")

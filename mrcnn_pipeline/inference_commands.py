@@ -41,6 +41,9 @@ def add_infer(subparsers: argparse._SubParsersAction) -> None:
                         "export folder")
     registry_argument(parser)
     runtime_argument(parser)
+    parser.add_argument("--precision", choices=("float32", "bfloat16"),
+                        help="float32 or bfloat16 for Keras weights and OpenVINO exports "
+                        "(default: the model's INFERENCE_PRECISION)")
     parser.add_argument("--run-date", type=_date, metavar="YYYY-MM-DD",
                         help="output partition (default: today, UTC)")
     parser.add_argument("--min-confidence", type=fraction, metavar="F",
@@ -89,7 +92,7 @@ def run_infer(args: argparse.Namespace) -> int:
                 registry_uri=args.registry, run_date=args.run_date,
                 min_confidence=args.min_confidence, batch_size=args.batch_size,
                 shard_size=args.shard_size, overlays=args.overlays, reprocess=args.reprocess,
-                patterns=args.pattern or None, runtime=args.runtime)
+                patterns=args.pattern or None, runtime=args.runtime, precision=args.precision)
     if args.csv:
         csv_uri = storage.join(args.output, f"results_{summary['run_date']}.csv")
         summary["csv"] = storage.write_bytes(

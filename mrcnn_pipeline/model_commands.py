@@ -11,13 +11,13 @@ from mrcnn_pipeline.arguments import registry_argument
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``export-model``."""
     parser = subparsers.add_parser(
-        "export-model", help="export a model for serving (SavedModel, ONNX)",
-        description="Export a model as a TensorFlow SavedModel (saved_model_cli, TF Serving) "
-                    "or ONNX (ONNX Runtime). The folder is itself a --model source for infer "
+        "export-model", help="export a model for serving (SavedModel, ONNX, OpenVINO)",
+        description="Export a model as a TensorFlow SavedModel (saved_model_cli, TF Serving), "
+                    "ONNX (ONNX Runtime) or OpenVINO IR. The folder is itself a --model source for infer "
                     "and evaluate.")
     parser.add_argument("--model", required=True, metavar="REF",
                         help="NAME@ALIAS, NAME@vN, a run folder, a checkpoint")
-    parser.add_argument("--format", required=True, choices=("saved_model", "onnx"))
+    parser.add_argument("--format", required=True, choices=("saved_model", "onnx", "openvino"))
     parser.add_argument("--output", metavar="URI", help="export folder (default for a registry "
                         "version: <registry>/<name>/versions/<N>/exports/<format>)")
     registry_argument(parser)

@@ -63,6 +63,7 @@ class ShardContext:
     max_pixels: int = MAX_PIXELS
     runtime: str = "tensorflow"  # see tasks.models.RUNTIMES
     batch_size: int = 4  # images per detect() call
+    precision: str | None = None  # None: the model's INFERENCE_PRECISION (tasks.models.build)
 
 
 def find_images(input_uri: str, patterns: Sequence[str] = ()) -> list[ImageRef]:
@@ -170,7 +171,8 @@ def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardCo
         "classes"}``: the shard key, counts, the staging folder and per-class totals
         (``{name: {"images", "instances", "area_ratio_sum", "area_ratio_max"}}``).
     """
-    loaded = build(model, context.runtime, context.batch_size, context.min_confidence)
+    loaded = build(model, context.runtime, context.batch_size, context.min_confidence,
+                   context.precision)
     key = shard_key(images)
     tables: dict[str, list[dict[str, Any]]] = {"area_ratios": [], "instances": [], "errors": []}
     entries, overlay_writes = [], []

@@ -11,6 +11,11 @@ import keras
 import tensorflow as tf
 
 from mrcnn.layers.box_ops import apply_box_deltas, clip_boxes
+from mrcnn.layers.proposals import nms_padded
+
+# Boxes are normalized (0..1): moved by CLASS_OFFSET per class id, boxes of two classes never
+# overlap, so one NMS over all ROIs suppresses within each class only.
+CLASS_OFFSET = 2.0
 
 
 def normalized_window(image_meta: tf.Tensor) -> tf.Tensor:
@@ -21,6 +26,27 @@ def normalized_window(image_meta: tf.Tensor) -> tf.Tensor:
     return (image_meta[:, 7:11] - tf.constant([0.0, 0.0, 1.0, 1.0])) / scale
 
 
+def per_class_nms(boxes: tf.Tensor, scores: tf.Tensor, class_ids: tf.Tensor, max_instances: int,
+                  iou_threshold: float) -> tf.Tensor:
+    """matterport's per-class NMS and top-k on one image's ROIs, as one NMS.
+
+    Args:
+        boxes: `[R, 4]` refined boxes; scores `[R]` (0 for ROIs not to keep); class_ids `[R]`.
+
+    Returns:
+        `[max_instances, (y1, x1, y2, x2, class_id, score)]`, best first, zero rows after the
+        last detection. A single `NonMaxSuppressionV3` (not `CombinedNonMaxSuppression`) is an
+        op that every runtime we export to converts: ONNX, OpenVINO.
+    """
+    shifted = boxes + CLASS_OFFSET * tf.cast(class_ids, tf.float32)[:, None]
+    keep, valid = nms_padded(shifted, scores, max_instances, iou_threshold, score_threshold=0.0)
+    kept_scores = tf.gather(scores, keep)
+    valid = valid & (kept_scores > 0.0)  # whatever a runtime's threshold rule, no zero score
+    rows = tf.concat([tf.gather(boxes, keep), tf.cast(tf.gather(class_ids, keep), tf.float32)[:, None],
+                      kept_scores[:, None]], axis=1)
+    return rows * tf.cast(valid, tf.float32)[:, None]
+
+
 @keras.saving.register_keras_serializable(package="mrcnn")
 class DetectionLayer(keras.layers.Layer):
     """Inputs: `[rois [B,R,4], mrcnn_class [B,R,NC], mrcnn_bbox [B,R,NC,4], image_meta [B,M]]`."""
@@ -28,7 +54,7 @@ class DetectionLayer(keras.layers.Layer):
     def __init__(self, max_instances: int, min_confidence: float, nms_threshold: float, bbox_std_dev, **kwargs):
         kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy
         super().__init__(**kwargs)
-        self.supports_jit = False  # XLA has no kernel for CombinedNonMaxSuppression
+        self.supports_jit = False  # XLA has no kernel for NonMaxSuppressionV3
         self.max_instances = int(max_instances)
         self.min_confidence = float(min_confidence)
         self.nms_threshold = float(nms_threshold)
@@ -36,25 +62,21 @@ class DetectionLayer(keras.layers.Layer):
 
     def call(self, inputs):
         rois, probs, deltas, image_meta = inputs
-        num_classes = tf.shape(probs)[-1]
         class_ids = tf.argmax(probs, axis=-1, output_type=tf.int32)
         scores = tf.reduce_max(probs, axis=-1)
         class_deltas = tf.gather(deltas, class_ids, batch_dims=2) * tf.constant(self.bbox_std_dev, tf.float32)
         boxes = clip_boxes(apply_box_deltas(rois, class_deltas), normalized_window(image_meta)[:, None, :])
 
-        # One score column per class, non-zero only for each ROI's own (non-background)
-        # class, so combined NMS does matterport's per-class NMS for all images at once.
         keep = (class_ids > 0) & (scores >= self.min_confidence) & tf.reduce_any(rois != 0.0, axis=-1)
         scores = tf.where(keep, scores, 0.0)
-        class_scores = tf.one_hot(class_ids, num_classes) * scores[..., None]
-        nmsed = tf.image.combined_non_max_suppression(
-            boxes[:, :, None, :], class_scores[:, :, 1:],
-            max_output_size_per_class=self.max_instances, max_total_size=self.max_instances,
-            iou_threshold=self.nms_threshold, score_threshold=1e-12, pad_per_class=False, clip_boxes=False)
-        nms_boxes, nms_scores, nms_classes, valid = nmsed
-        valid_rows = tf.cast(tf.range(self.max_instances)[None, :] < valid[:, None], tf.float32)[..., None]
-        detections = tf.concat([nms_boxes, nms_classes[..., None] + 1.0, nms_scores[..., None]], axis=-1)
-        return detections * valid_rows
+
+        def select(args):
+            image_boxes, image_scores, image_classes = args
+            return per_class_nms(image_boxes, image_scores, image_classes, self.max_instances,
+                                 self.nms_threshold)
+
+        spec = tf.TensorSpec([self.max_instances, 6], tf.float32)
+        return tf.map_fn(select, (boxes, scores, class_ids), fn_output_signature=spec)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], self.max_instances, 6)

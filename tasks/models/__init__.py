@@ -8,8 +8,8 @@
 """
 
 from tasks.models.artifact import FORMATS, ModelArtifact
-from tasks.models.runtimes import RUNTIMES, LoadedModel, build, check_runtime
+from tasks.models.runtimes import PRECISIONS, RUNTIMES, LoadedModel, build, check_runtime
 from tasks.models.sources import resolve
 
-__all__ = ["FORMATS", "RUNTIMES", "LoadedModel", "ModelArtifact", "build", "check_runtime",
+__all__ = ["FORMATS", "PRECISIONS", "RUNTIMES", "LoadedModel", "ModelArtifact", "build", "check_runtime",
            "resolve"]

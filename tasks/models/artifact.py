@@ -17,8 +17,8 @@ CLASSES_FILE = "classes.json"  # class names without the background, in class-id
 EXPORT_CONFIG_FILE = "mrcnn_config.json"  # the same settings inside an export folder
 EXPORT_MODEL_FILE = "model.json"  # an export's origin: {"name", "version", "source"}
 
-KERAS, SAVED_MODEL, ONNX = "keras", "saved_model", "onnx"
-FORMATS = (KERAS, SAVED_MODEL, ONNX)
+KERAS, SAVED_MODEL, ONNX, OPENVINO = "keras", "saved_model", "onnx", "openvino"
+FORMATS = (KERAS, SAVED_MODEL, ONNX, OPENVINO)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +29,8 @@ class ModelArtifact:
         name: the model's name (registry name, else the config's NAME).
         version: the registry version number as text (``"3"``), or ``"sha256-<16 hex>"`` of
             the weights for a model outside the registry.
-        format: ``"keras"`` (a weights file), ``"saved_model"`` or ``"onnx"`` (an export
-            folder written by ``MaskRCNN.export``).
+        format: ``"keras"`` (a weights file), ``"saved_model"``, ``"onnx"`` or
+            ``"openvino"`` (an export folder written by ``MaskRCNN.export``).
         uri: the weights file, or the export folder.
         config: ``mrcnn.Config.to_dict()`` of the model.
         class_names: without the background; class id k is ``class_names[k - 1]``.

@@ -1,8 +1,13 @@
 """`build`: a `ModelArtifact` made into a model that detects, once per process.
 
 Runtimes: ``"tensorflow"`` runs Keras weights (a `MaskRCNN` built from the config) and
-SavedModel exports; ``"onnxruntime"`` runs ONNX exports (extra ``onnx``). Every runtime gives
-the same `detect(images)` contract as `MaskRCNN.detect`.
+SavedModel exports; ``"onnxruntime"`` runs ONNX exports (extra ``onnx``); ``"openvino"`` runs
+OpenVINO IR exports (extra ``openvino``). Every runtime gives the same `detect(images)`
+contract as `MaskRCNN.detect`.
+
+Precision (``"float32"`` or ``"bfloat16"``, default the model's INFERENCE_PRECISION) can be
+chosen at build time for Keras weights and OpenVINO IR; a SavedModel or ONNX graph runs in
+the precision it was exported with.
 
 Building a graph and reading its weights takes seconds, so the shard tasks of one worker
 process share one built model (keyed on the artifact, runtime, batch size and threshold).
@@ -21,9 +26,11 @@ from typing import Any
 import numpy as np
 
 from tasks import registry, storage
-from tasks.models.artifact import KERAS, ONNX, SAVED_MODEL, ModelArtifact
+from tasks.models.artifact import KERAS, ONNX, OPENVINO, SAVED_MODEL, ModelArtifact
 
-RUNTIMES = {"tensorflow": (KERAS, SAVED_MODEL), "onnxruntime": (ONNX,)}
+RUNTIMES = {"tensorflow": (KERAS, SAVED_MODEL), "onnxruntime": (ONNX,), "openvino": (OPENVINO,)}
+PRECISIONS = ("float32", "bfloat16")
+CHOSEN_PRECISION = (KERAS, OPENVINO)  # formats whose precision is chosen when built
 Detect = Callable[[Sequence[np.ndarray]], list[dict[str, np.ndarray]]]
 
 
@@ -60,12 +67,12 @@ class LoadedModel:
         return self.artifact.identity
 
 
-_cache: dict[tuple[ModelArtifact, str, int, float | None], LoadedModel] = {}
+_cache: dict[tuple[ModelArtifact, str, int, float | None, str | None], LoadedModel] = {}
 _lock = threading.Lock()
 
 
 def build(artifact: ModelArtifact, runtime: str = "tensorflow", batch_size: int = 1,
-          min_confidence: float | None = None) -> LoadedModel:
+          min_confidence: float | None = None, precision: str | None = None) -> LoadedModel:
     """The artifact ready to detect, built at most once per process.
 
     Args:
@@ -73,24 +80,28 @@ def build(artifact: ModelArtifact, runtime: str = "tensorflow", batch_size: int 
         batch_size: images per `detect` batch.
         min_confidence: DETECTION_MIN_CONFIDENCE for Keras weights; an export keeps the one
             it was exported with (filter its results afterwards).
+        precision: ``"float32"`` or ``"bfloat16"`` for Keras weights and OpenVINO IR
+            (default: the model's INFERENCE_PRECISION).
 
     Raises:
-        ValueError: unknown runtime, a format the runtime does not run, weights that changed
-            since `resolve`, or weights that do not fit the config.
+        ValueError: unknown runtime, a format the runtime does not run, a precision the
+            format cannot change, weights that changed since `resolve`, or weights that do
+            not fit the config.
     """
-    check_runtime(artifact, runtime)
+    check_runtime(artifact, runtime, precision)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    key = (artifact, runtime, batch_size, min_confidence if artifact.format == KERAS else None)
+    key = (artifact, runtime, batch_size, min_confidence if artifact.format == KERAS else None,
+           precision)
     with _lock:  # threads of one worker wait for a single build
         if key not in _cache:
             _cache.clear()  # one model per process: moving to another frees the old one
-            _cache[key] = _build(artifact, runtime, batch_size, min_confidence)
+            _cache[key] = _build(artifact, runtime, batch_size, min_confidence, precision)
         return _cache[key]
 
 
-def check_runtime(artifact: ModelArtifact, runtime: str) -> None:
-    """Raise ValueError unless ``runtime`` runs the artifact's format."""
+def check_runtime(artifact: ModelArtifact, runtime: str, precision: str | None = None) -> None:
+    """Raise ValueError unless ``runtime`` runs the artifact's format in ``precision``."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
     if artifact.format not in RUNTIMES[runtime]:
@@ -98,13 +109,24 @@ def check_runtime(artifact: ModelArtifact, runtime: str) -> None:
         raise ValueError(f"model {artifact.origin!r} is a {artifact.format} model, which runtime "
                          f"{runtime!r} does not run (use {' or '.join(runs)}, or export it "
                          "with mrcnn-pipeline export-model)")
+    if precision is None:
+        return
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    exported = artifact.config.get("INFERENCE_PRECISION", "float32")
+    if artifact.format not in CHOSEN_PRECISION and precision != exported:
+        raise ValueError(f"model {artifact.origin!r} is a {artifact.format} export in {exported}; "
+                         f"its precision cannot change to {precision} (run the Keras weights or "
+                         "an OpenVINO export for that)")
 
 
 def _build(artifact: ModelArtifact, runtime: str, batch_size: int,
-           min_confidence: float | None) -> LoadedModel:
+           min_confidence: float | None, precision: str | None) -> LoadedModel:
     from mrcnn.config import Config
 
     settings = {**artifact.config, "IMAGES_PER_GPU": batch_size, "GPU_COUNT": 1}
+    if precision:
+        settings["INFERENCE_PRECISION"] = precision
     if artifact.format == KERAS:
         if min_confidence is not None:
             settings["DETECTION_MIN_CONFIDENCE"] = min_confidence
@@ -141,13 +163,14 @@ def _exported_detect(artifact: ModelArtifact, config: Any) -> Detect:
     from mrcnn.export import load_predict
     from mrcnn.model import detect_with
 
+    precision = config.INFERENCE_PRECISION
     if storage.is_local(artifact.uri):
-        predict = load_predict(artifact.uri.removeprefix("file://"))
+        predict = load_predict(artifact.uri.removeprefix("file://"), precision=precision)
     else:  # the loaders read local files; both hold the model in memory once loaded
         with tempfile.TemporaryDirectory(prefix="mrcnn-export-") as folder:
             for uri in storage.list_files(artifact.uri):
                 storage.copy_file(uri, os.path.join(folder, storage.relative_path(uri, artifact.uri)))
-            predict = load_predict(folder)
+            predict = load_predict(folder, precision=precision)
 
     def detect(images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
         return detect_with(predict, config, images, verbose)

@@ -26,10 +26,10 @@ import posixpath
 from tasks import registry, storage
 from tasks.training import runs as training_runs
 from tasks.models.artifact import (CLASSES_FILE, CONFIG_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE,
-                                   KERAS, ONNX, SAVED_MODEL, ModelArtifact)
+                                   KERAS, ONNX, OPENVINO, SAVED_MODEL, ModelArtifact)
 
 BACKGROUND_NAMES = ("BG", "_background_", "background")
-EXPORT_GRAPHS = {"saved_model.pb": SAVED_MODEL, "model.onnx": ONNX}
+EXPORT_GRAPHS = {"saved_model.pb": SAVED_MODEL, "model.onnx": ONNX, "model.xml": OPENVINO}
 
 
 def resolve(source: str | None = None, registry_uri: str | None = None, *,

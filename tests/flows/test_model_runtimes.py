@@ -1,9 +1,9 @@
 """One resolver, exports beside registry versions, and batch inference in each runtime.
 
-A registered model is exported through the CLI (SavedModel and ONNX, to the version's
-``exports/`` folder); each export is itself a ``--model`` source; batch inference with
-``--runtime onnxruntime`` and with the SavedModel writes the tables the Keras weights write,
-within the parity tolerances.
+A registered model is exported through the CLI (SavedModel, ONNX and OpenVINO IR, to the
+version's ``exports/`` folder); each export is itself a ``--model`` source; batch inference with
+``--runtime onnxruntime``, ``--runtime openvino`` and with the SavedModel writes the tables the
+Keras weights write, within the parity tolerances.
 """
 
 from __future__ import annotations
@@ -62,10 +62,11 @@ def export(reg: str, fmt: str) -> str:
     return json.loads(done.stdout)["export"]
 
 
-def infer(images: Path, out: Path, model: str, reg: str, runtime: str = "tensorflow") -> None:
+def infer(images: Path, out: Path, model: str, reg: str, runtime: str = "tensorflow",
+          *options: str) -> None:
     assert main(["infer", "--model", model, "--registry", reg, "--runtime", runtime,
                  "--input", str(images), "--output", str(out), "--run-date", DAY,
-                 "--no-overlays", "--no-csv", "--json"]) == 0
+                 "--no-overlays", "--no-csv", "--json", *options]) == 0
 
 
 def tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -120,8 +121,10 @@ def test_exports_run_in_their_runtimes_with_the_tables_of_the_keras_weights(
     versions = registry.list_versions(registered, "tiny")
     onnx_folder = export(registered, "onnx")
     saved_folder = export(registered, "saved_model")
+    openvino_folder = export(registered, "openvino")
     assert onnx_folder.endswith("tiny/versions/1/exports/onnx")
-    for folder, fmt in ((onnx_folder, "onnx"), (saved_folder, "saved_model")):
+    for folder, fmt in ((onnx_folder, "onnx"), (saved_folder, "saved_model"),
+                        (openvino_folder, "openvino")):
         artifact = resolve(folder)
         assert (artifact.identity, artifact.format) == ("tiny@1", fmt)
         assert artifact.class_names == tuple(CLASS_NAMES)
@@ -130,8 +133,11 @@ def test_exports_run_in_their_runtimes_with_the_tables_of_the_keras_weights(
     infer(images, tmp_path / "keras", "tiny@v1", registered)
     infer(images, tmp_path / "onnx", onnx_folder, registered, runtime="onnxruntime")
     infer(images, tmp_path / "saved", saved_folder, registered)
+    infer(images, tmp_path / "openvino", openvino_folder, registered, "openvino",
+          "--precision", "float32")
     assert_same_tables(tmp_path / "onnx", tmp_path / "keras")
     assert_same_tables(tmp_path / "saved", tmp_path / "keras")
+    assert_same_tables(tmp_path / "openvino", tmp_path / "keras")
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -144,6 +150,24 @@ def test_a_runtime_that_cannot_run_the_model_is_one_line(registered: str, images
     assert done.stderr == ("mrcnn-pipeline infer: error: model 'tiny@production' is a keras model, "
                            "which runtime 'onnxruntime' does not run (use tensorflow, or export it "
                            "with mrcnn-pipeline export-model)\n")
+    done = cli(["infer", "--model", "tiny@production", "--registry", registered, "--precision",
+                "float16", "--input", str(images), "--output", str(tmp_path / "out")])
+    assert done.returncode == 2 and "invalid choice: 'float16'" in done.stderr
     done = cli(["export-model", "--model", str(images), "--format", "onnx"])
     assert done.returncode == 1 and "neither a registry reference" in done.stderr
     assert len(done.stderr.splitlines()) == 1
+
+
+def test_an_export_keeps_its_precision(registered: str, tmp_path: Path):
+    """A SavedModel or ONNX graph runs as exported; Keras weights and OpenVINO IR choose."""
+    from tasks.models import check_runtime
+
+    keras_model = resolve("tiny@production", registered)
+    check_runtime(keras_model, "tensorflow", "bfloat16")
+    fixed = resolve(export(registered, "saved_model"))
+    check_runtime(fixed, "tensorflow", "float32")
+    with pytest.raises(ValueError, match="saved_model export in float32; its precision cannot "
+                                         "change to bfloat16"):
+        check_runtime(fixed, "tensorflow", "bfloat16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        check_runtime(keras_model, "tensorflow", "float16")

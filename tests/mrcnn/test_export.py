@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from mrcnn.export import EXPORT_CONFIG, ONNX_FILE, exported_format, load_exported
+from mrcnn.export_openvino import OPENVINO_FILE
 from mrcnn.model import MaskRCNN
 from tests.mrcnn.conftest import TinyConfig
 from tests.support.parity import assert_same_detections
@@ -41,6 +42,13 @@ def model(tmp_path_factory) -> MaskRCNN:
 def saved_model(model, tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("export") / "saved")
     model.export(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def openvino_model(model, tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("export") / "openvino")
+    model.export(path, format="openvino")
     return path
 
 
@@ -101,8 +109,29 @@ def test_onnx_export_matches_the_model_in_onnx_runtime(model, onnx_model):
     assert_same_detections(load_exported(onnx_model)(images), model.detect(images))
 
 
-def test_export_writes_the_config(model, saved_model, onnx_model):
-    for path in (saved_model, onnx_model):
+def test_openvino_export_matches_the_model_in_openvino(model, openvino_model):
+    assert exported_format(openvino_model) == "openvino"
+    assert Path(openvino_model, OPENVINO_FILE).is_file()
+    images = _images()  # padded: the anchors over the padding tie, and keep TF's order
+    assert_same_detections(load_exported(openvino_model, precision="float32")(images),
+                           model.detect(images))
+
+
+def test_openvino_export_keeps_no_stable_sort_over_all_anchors(openvino_model):
+    """The proposal layer's top-k over every anchor reads only values: it must run unstable."""
+    import openvino
+
+    from mrcnn.export_openvino import _nodes
+
+    graph = openvino.Core().read_model(str(Path(openvino_model, OPENVINO_FILE)))
+    top_ks = [node for node in _nodes(graph) if node.get_type_name() == "TopK"]
+    values_only = [node for node in top_ks if not node.output(1).get_target_inputs()]
+    assert values_only and all(not node.get_attributes()["stable"] for node in values_only)
+    assert all(node.get_attributes()["stable"] for node in top_ks if node not in values_only)
+
+
+def test_export_writes_the_config(model, saved_model, onnx_model, openvino_model):
+    for path in (saved_model, onnx_model, openvino_model):
         saved = json.loads((Path(path) / EXPORT_CONFIG).read_text())
         assert saved["NUM_CLASSES"] == model.config.NUM_CLASSES
         assert saved["BACKBONE"] == "resnet18"
@@ -120,5 +149,5 @@ def test_load_exported_rejects_a_folder_without_config(tmp_path):
 
 def test_load_exported_rejects_a_config_without_graph(tmp_path):
     (tmp_path / EXPORT_CONFIG).write_text("{}")
-    with pytest.raises(FileNotFoundError, match="neither saved_model.pb nor model.onnx"):
+    with pytest.raises(FileNotFoundError, match="no graph file .saved_model.pb, model.onnx, model.xml"):
         load_exported(tmp_path)

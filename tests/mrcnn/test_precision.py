@@ -54,19 +54,37 @@ def _pin_box_path(model: MaskRCNN) -> None:
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory) -> tuple[dict, dict, MaskRCNN]:
-    """`_predict_fn` outputs of float32 and bfloat16 models sharing one weight file."""
+def pinned(tmp_path_factory) -> tuple[MaskRCNN, str, np.ndarray, np.ndarray]:
+    """The pinned float32 model, its weight file, and two molded images with their metas."""
     logs = tmp_path_factory.mktemp("logs")
     fp32 = MaskRCNN("inference", TinyConfig(), logs)
     _seeded_weights(fp32, seed=1)
     _pin_box_path(fp32)
     weights = str(logs / "pinned.weights.h5")
     fp32.save_weights(weights)
-    bf16 = MaskRCNN("inference", TinyConfig(INFERENCE_PRECISION="bfloat16"), logs)
-    bf16.load_weights(weights)
     rng = np.random.default_rng(0)
     molded, metas, _ = fp32.mold_inputs([rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)])
+    return fp32, weights, molded, metas
+
+
+@pytest.fixture(scope="module")
+def outputs(pinned, tmp_path_factory) -> tuple[dict, dict, MaskRCNN]:
+    """`_predict_fn` outputs of float32 and bfloat16 models sharing one weight file."""
+    fp32, weights, molded, metas = pinned
+    bf16 = MaskRCNN("inference", TinyConfig(INFERENCE_PRECISION="bfloat16"), tmp_path_factory.mktemp("logs"))
+    bf16.load_weights(weights)
     return fp32._predict_fn()(molded, metas), bf16._predict_fn()(molded, metas), bf16
+
+
+@pytest.fixture(scope="module")
+def openvino_outputs(pinned, tmp_path_factory) -> tuple[dict, dict]:
+    """float32 TensorFlow outputs, and OpenVINO's bf16 outputs of the same model's IR export."""
+    from mrcnn.export import load_predict
+
+    fp32, _, molded, metas = pinned
+    folder = tmp_path_factory.mktemp("export") / "openvino"
+    fp32.export(folder, format="openvino")
+    return fp32._predict_fn()(molded, metas), load_predict(folder, precision="bfloat16")(molded, metas)
 
 
 def test_bf16_computes_convolutions_in_bfloat16_with_float32_weights(outputs):
@@ -87,9 +105,13 @@ def test_bf16_outputs_are_float32_and_detections_equal(outputs):
     np.testing.assert_array_equal(bf16["detections"].numpy(), detections)
 
 
-def test_bf16_masks_of_the_same_boxes_match_fp32(outputs):
-    fp32, bf16, _ = outputs
-    masks32, masks16 = fp32["masks"].numpy(), bf16["masks"].numpy()
+@pytest.mark.parametrize("runtime", ["tensorflow", "openvino"])
+def test_bf16_masks_of_the_same_boxes_match_fp32(runtime, request):
+    """The same tolerance for our TensorFlow bf16 path and OpenVINO's bf16 (AVX-512 BF16 / AMX)."""
+    fp32, bf16, *_ = request.getfixturevalue("outputs" if runtime == "tensorflow" else "openvino_outputs")
+    detections = np.asarray(fp32["detections"])
+    np.testing.assert_array_equal(np.asarray(bf16["detections"]), detections)
+    masks32, masks16 = np.asarray(fp32["masks"]), np.asarray(bf16["masks"])
     assert masks32.std() > 0.1, "masks must vary for the comparison to mean anything"
     assert np.abs(masks32 - masks16).max() <= MAX_PROBABILITY_DIFFERENCE
     area32, area16 = (masks32 >= 0.5).sum(axis=(2, 3)), (masks16 >= 0.5).sum(axis=(2, 3))

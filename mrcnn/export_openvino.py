@@ -1,0 +1,87 @@
+"""OpenVINO IR exports: convert the predict graph, and run it with an explicit precision.
+
+One change to the converted graph (measured in benchmarks/NOTES.md): a TopK whose indices
+nothing reads runs unstable. OpenVINO's TensorFlow front end keeps
+TF's tie order (`stable=True`) on every TopK, and the stable kernel over the 65k anchors of
+a 512² image cost ≈ 1.4 s of a 1.9 s detect; the proposal layer finds the k-th best RPN
+score with such a values-only top-k (`mrcnn.layers.proposals.top_k_indices`), so the
+anchors and their order stay TensorFlow's. (The detection layer's NMS is a plain
+`NonMaxSuppressionV3`, which OpenVINO converts; it has no rule for TensorFlow's
+`CombinedNonMaxSuppression`.)
+
+The precision is always given explicitly: OpenVINO's own default on CPUs with AMX is bf16.
+Under bf16 its CPU plugin keeps the proposal, NMS, detection, softmax and mask-probability
+arithmetic in float32 by itself (read from the compiled model's runtime precisions); unlike
+our TensorFlow bf16 path it gathers ROI Align's crops and computes their pyramid level in
+bf16. Both bf16 paths are held to the same tolerance against float32 (tests/mrcnn).
+
+Needs the `openvino` extra.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+OPENVINO_FILE = "model.xml"  # + model.bin beside it
+PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}  # Config.INFERENCE_PRECISION → OpenVINO
+
+
+def openvino_module() -> Any:
+    try:
+        import openvino
+    except ImportError:
+        raise ImportError("OpenVINO export and runtime need openvino: pip install "
+                          "'mrcnn-pipeline[openvino]'") from None
+    return openvino
+
+
+def write_openvino(predict: Any, folder: Path) -> None:
+    """Convert the traced predict function and save it as IR (`model.xml`, `model.bin`)."""
+    ov = openvino_module()
+    model = ov.convert_model(predict)
+    for node in _nodes(model):
+        if node.get_type_name() == "TopK" and not node.output(1).get_target_inputs():
+            node.set_attribute("stable", False)  # only its values are used: ties do not matter
+    model.validate_nodes_and_infer_types()
+    ov.save_model(model, str(folder / OPENVINO_FILE), compress_to_fp16=False)
+
+
+def _nodes(model: Any) -> Iterator[Any]:
+    """Every node of an OpenVINO model, those inside loop bodies (`tf.map_fn`) included."""
+    for node in model.get_ordered_ops():
+        yield node
+        if node.get_type_name() in ("Loop", "TensorIterator"):
+            yield from _nodes(node.get_function())
+
+
+def openvino_predict(path: str | os.PathLike, precision: str = "float32",
+                     threads: int | None = None) -> Callable[..., dict[str, np.ndarray]]:
+    """The IR's predict function on the CPU plugin.
+
+    Args:
+        precision: ``"float32"`` or ``"bfloat16"`` (Config.INFERENCE_PRECISION's values).
+        threads: OpenVINO's inference threads (default: its own choice).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    ov = openvino_module()
+    settings: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+    if threads:
+        settings["INFERENCE_NUM_THREADS"] = threads
+    core = ov.Core()
+    model = core.read_model(str(Path(path, OPENVINO_FILE)))
+    compiled = core.compile_model(model, "CPU", settings)
+    names = [output.get_any_name() for output in compiled.outputs]
+
+    def predict(images: Any, metas: Any) -> dict[str, np.ndarray]:
+        # One request per call: shards of one process may call the model from several threads.
+        request = compiled.create_infer_request()
+        result = request.infer({"images": np.asarray(images, np.float32),
+                                "metas": np.asarray(metas, np.float32)})
+        return {name: result[output] for name, output in zip(names, compiled.outputs)}
+
+    return predict
