@@ -1,7 +1,7 @@
 """Inference and training-step speed: our Mask R-CNN against torchvision's, in one run.
 
     python -m benchmarks.inference [--sizes 512 1024] [--batches 1 4] [--runs 8] [--warmup 2]
-                                   [--runtimes tensorflow onnxruntime] [--peer auto|none]
+                                   [--runtimes tensorflow openvino onnxruntime] [--peer auto|none]
                                    [--train-step] [--bf16] [--quick]
 
 Ours is ResNet50-FPN with matterport's defaults, NUM_CLASSES 81 and
@@ -9,9 +9,9 @@ DETECTION_MIN_CONFIDENCE 0 (so the mask head runs on all 100 detections); the pe
 `torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, num_classes=81,
 box_score_thresh=0, box_detections_per_img=100)`. Both have random weights: the figures are
 timings only. Seconds per image cover the whole call on uint8 images, pre-processing and
-full-size bool masks included, for both engines. `--runtimes onnxruntime` also runs our model
-exported to ONNX (`MaskRCNN.export(format="onnx")`, one conversion per size, its seconds
-recorded) in ONNX Runtime, fp32 only. Each engine runs in its own child process (own peak
+full-size bool masks included, for both engines. `--runtimes openvino onnxruntime` also run
+our model exported (`MaskRCNN.export(format=...)`, one conversion per size, its seconds
+recorded) in OpenVINO (fp32, and bf16 with `--bf16`) and in ONNX Runtime (fp32 only). Each engine runs in its own child process (own peak
 RSS); the JSON on stdout holds every figure and the ratios over torchvision.
 """
 
@@ -29,8 +29,10 @@ import numpy as np
 
 from benchmarks import common
 
-ENGINES = ("ours", "ours-onnxruntime", "torchvision")
-RUNTIME_ENGINES = {"tensorflow": "ours", "onnxruntime": "ours-onnxruntime"}
+ENGINES = ("ours", "ours-openvino", "ours-onnxruntime", "torchvision")
+RUNTIME_ENGINES = {"tensorflow": "ours", "openvino": "ours-openvino", "onnxruntime": "ours-onnxruntime"}
+EXPORT_FORMATS = {"ours-openvino": "openvino", "ours-onnxruntime": "onnx"}  # engine -> export format
+FP32_ONLY = ("ours-onnxruntime",)
 TASKS = ("inference", "train")
 PRECISIONS = ("fp32", "bf16")
 NUM_CLASSES = 81
@@ -84,30 +86,30 @@ def ours_inference(size: int, batch: int, runs: int, warmup: int, precision: str
             "detections_per_image": float(np.mean([len(r["class_ids"]) for r in results]))}
 
 
-_onnx_exports: dict[int, tuple[str, float]] = {}  # size -> (export folder, conversion seconds)
+_exports: dict[tuple[str, int], tuple[str, float]] = {}  # (format, size) -> (folder, conversion seconds)
 
 
-def ours_onnx_inference(size: int, batch: int, runs: int, warmup: int, precision: str) -> dict[str, Any]:
-    """Time our model exported to ONNX, run by ONNX Runtime, on the `detect` contract."""
+def ours_export_inference(format: str, size: int, batch: int, runs: int, warmup: int,
+                          precision: str) -> dict[str, Any]:
+    """Time our model exported as `format`, run by that format's runtime, on the `detect` contract."""
     import time
 
     from mrcnn.export import load_predict
     from mrcnn.model import MaskRCNN, detect_with
 
-    if precision != "fp32":
-        raise ValueError("the ONNX export runs in fp32 only")
     _ours_policy("fp32")
     config = _ours_config(size, batch, DETECTION_MIN_CONFIDENCE=0.0)
-    if size not in _onnx_exports:
-        folder = tempfile.mkdtemp(prefix=f"bench-onnx-{size}-")
+    if (format, size) not in _exports:
+        folder = tempfile.mkdtemp(prefix=f"bench-{format}-{size}-")
         started = time.perf_counter()
-        MaskRCNN("inference", config, folder).export(folder, format="onnx")
-        _onnx_exports[size] = (folder, round(time.perf_counter() - started, 1))
-    folder, conversion = _onnx_exports[size]
-    predict = load_predict(folder, threads=common.tf_threads().get("intra_op") or None)
+        MaskRCNN("inference", config, folder).export(folder, format=format)
+        _exports[format, size] = (folder, round(time.perf_counter() - started, 1))
+    folder, conversion = _exports[format, size]
+    threads = common.tf_threads().get("intra_op") or None
+    predict = load_predict(folder, threads=threads, precision="bfloat16" if precision == "bf16" else "float32")
     images = common.random_images(batch, size)
     seconds, results = common.time_runs(lambda: detect_with(predict, config, images), warmup, runs)
-    return {"seconds_per_image": common.summarize(seconds, scale=batch), "dtype_policy": "onnx fp32",
+    return {"seconds_per_image": common.summarize(seconds, scale=batch), "dtype_policy": f"{format} {precision}",
             "conversion_seconds": conversion,
             "detections_per_image": float(np.mean([len(r["class_ids"]) for r in results]))}
 
@@ -232,9 +234,9 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _measure(engine: str, task: str, precision: str, size: int, batch: int, args: argparse.Namespace) -> dict:
-    if engine == "ours-onnxruntime":
-        measure = ours_onnx_inference
-    elif engine == "ours":
+    if engine in EXPORT_FORMATS:
+        return ours_export_inference(EXPORT_FORMATS[engine], size, batch, args.runs, args.warmup, precision)
+    if engine == "ours":
         measure = ours_inference if task == "inference" else ours_train_step
     else:
         measure = torch_inference if task == "inference" else torch_train_step
@@ -257,7 +259,7 @@ def jobs(args: argparse.Namespace, peer: bool) -> list[tuple[str, str, str]]:
     tasks = TASKS if args.train_step else TASKS[:1]
     precisions = PRECISIONS if args.bf16 else PRECISIONS[:1]
     return [(e, t, p) for p in precisions for t in tasks for e in engines
-            if e != "ours-onnxruntime" or (t, p) == ("inference", "fp32")]
+            if (e not in EXPORT_FORMATS or t == "inference") and (e not in FP32_ONLY or p == "fp32")]
 
 
 def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -272,7 +274,9 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"task": task, "precision": precision, "size": size, "batch": batch,
              **{f"{engine}_median": median for engine, median in medians.items()},
              **{f"ratio_{engine}_over_torchvision": common.ratio(median, medians.get("torchvision"))
-                for engine, median in medians.items() if engine != "torchvision"}}
+                for engine, median in medians.items() if engine != "torchvision"},
+             **{f"ratio_{engine}_over_ours": common.ratio(median, medians.get("ours"))
+                for engine, median in medians.items() if engine in EXPORT_FORMATS}}
             for (task, precision, size, batch), medians in table.items()]
 
 
@@ -308,7 +312,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=8, help="timed runs per setting")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (tracing, caches)")
     parser.add_argument("--runtimes", nargs="+", choices=tuple(RUNTIME_ENGINES), default=["tensorflow"],
-                        help="runtimes of ours: tensorflow (the Keras model), onnxruntime (its ONNX export)")
+                        help="runtimes of ours: tensorflow (the Keras model), openvino (its OpenVINO IR export), "
+                        "onnxruntime (its ONNX export)")
     parser.add_argument("--peer", choices=("auto", "none"), default="auto",
                         help="auto: also run torchvision when torch and torchvision are installed")
     parser.add_argument("--train-step", action="store_true", help="also time a training step")

@@ -95,7 +95,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                     shard_size: int = 64, overlays: bool = True, reprocess: bool = False,
                     patterns: list[str] | None = None, max_pixels: int = MAX_PIXELS,
                     dask_address: str | None = None, runtime: str = "tensorflow",
-                    precision: str | None = None) -> dict[str, Any]:
+                    precision: str | None = None, isolate_shards: bool | None = None
+                    ) -> dict[str, Any]:
     """Detect instances in every new image below ``input_uri`` and store per-class areas.
 
     Args:
@@ -127,6 +128,9 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
         precision: ``float32`` or ``bfloat16`` for Keras weights and OpenVINO exports
             (default: the model's INFERENCE_PRECISION); bfloat16 needs a CPU with AVX-512
             BF16 or AMX to be faster.
+        isolate_shards: run each shard in a child process, so that a runtime crashing (a
+            segmentation fault) costs that shard (retried once, then failed; its images are
+            retried by the next run), not the run. Default: on for ``openvino``.
 
     Returns:
         Counts (``listed``, ``skipped``, ``processed``, ``errors`` ...), the model, run_date
@@ -146,7 +150,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
     logger.info("%d images listed, %d to process in %d shards with %s, run_date %s",
                 len(images), todo, len(shards), resolved.identity, day)
     context = ShardContext(output_uri, day, _run_id(), min_confidence, overlays, max_pixels,
-                           runtime, batch_size, precision)
+                           runtime, batch_size, precision,
+                           runtime == "openvino" if isolate_shards is None else isolate_shards)
     results, failures = _run_shards(shards, resolved, context, todo, dask_address)
     committed = with_retries(commit_results)(output_uri)
     summary = _summary(results, len(images), todo, resolved, day, output_uri)

@@ -32,6 +32,7 @@ from tasks import storage
 from tasks.area_ratios import area_rows, instance_rows, legend_lines, select_detections
 from tasks.image_decoding import MAX_PIXELS, ImageDecodeError, decode_image
 from tasks.failures import retry_transient
+from tasks.faults import crash_point
 from tasks.models import LoadedModel, ModelArtifact, build
 from tasks.parquet_schemas import PARTITION_KEY, to_table
 from tasks.tables import Entry, staging
@@ -64,6 +65,7 @@ class ShardContext:
     runtime: str = "tensorflow"  # see tasks.models.RUNTIMES
     batch_size: int = 4  # images per detect() call
     precision: str | None = None  # None: the model's INFERENCE_PRECISION (tasks.models.build)
+    isolate: bool = False  # run each shard in a child process (tasks.shard_process)
 
 
 def find_images(input_uri: str, patterns: Sequence[str] = ()) -> list[ImageRef]:
@@ -158,7 +160,11 @@ def list_images(input_uri: str, patterns: list[str] | None = None) -> list[Image
       task_run_name="process-shard-{context.run_date}")
 def process_shard(images: list[ImageRef], model: ModelArtifact, context: ShardContext
                   ) -> dict[str, Any]:
-    """Detect, measure and store one shard; see :func:`run_shard`."""
+    """Detect, measure and store one shard; see :func:`run_shard` (and `context.isolate`)."""
+    if context.isolate:
+        from tasks.shard_process import run_isolated
+
+        return run_isolated(images, model, context)
     return run_shard(images, model, context)
 
 
@@ -179,6 +185,8 @@ def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardCo
     with ThreadPoolExecutor(IO_THREADS, thread_name_prefix="shard-io") as pool:
         for batch in _batches(_decoded(images, pool, context), context.batch_size):
             decoded = [(ref, image) for ref, image in batch if not isinstance(image, Exception)]
+            for ref, _ in decoded:
+                crash_point("detect", ref.uri)  # fault-injection tests: a runtime that crashes
             for (ref, image), result in zip(decoded, _detect(loaded, [i for _, i in decoded])):
                 if isinstance(result, Exception):
                     tables["errors"].append(_error_row(ref, result))

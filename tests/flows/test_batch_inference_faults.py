@@ -280,3 +280,29 @@ def test_read_only_and_full_outputs_fail_fast_and_a_later_run_repairs(
     subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
     assert main(infer_argv(tiny, source, out)) == 0
     check_invariants(out, CLASSES, {DAY: {ref.uri for ref in find_images(str(source))}})
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_runtime_crash_costs_one_shard_not_the_run(tmp_path: Path, tiny: Path,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    """A shard whose process dies (SIGKILL inside detect, as a segfault would) is tried again
+    in a fresh process, then failed; the other shards are committed; the next run redoes it."""
+    from prefect.exceptions import FailedRun
+
+    source, out = str(tmp_path / "in"), str(tmp_path / "out")
+    write_images(source, [f"img{number:02d}.png" for number in range(10)])
+    monkeypatch.setenv("MRCNN_CRASH_AT", "detect:img05")  # the spawned shard process reads it
+    settings = dict(input_uri=source, output_uri=out, run_date=DAY, batch_size=2, shard_size=4,
+                    weights=str(tiny / "model.weights.h5"), config=str(tiny / "config.json"),
+                    isolate_shards=True, overlays=False)
+    with pytest.raises((FailedRun, RuntimeError), match="1 of 3 shards failed.*died 2 times "
+                                                        r"\(killed by SIGKILL"):
+        batch_inference(**settings)
+    done = results_for(out)
+    assert len(done) == 6 and not any(name in uri for uri in done
+                                      for name in ("img04", "img05", "img06", "img07"))
+    check_invariants(out, CLASSES)
+    monkeypatch.delenv("MRCNN_CRASH_AT")
+    assert batch_inference(**settings)["processed"] == 4
+    assert len(results_for(out)) == 10
+    check_invariants(out, CLASSES)
