@@ -97,8 +97,8 @@ def model_files(folder: str) -> dict[str, str]:
 
 def bare_loop(job: dict[str, Any]) -> dict[str, Any]:
     """Child `bare`: detect() over the decoded images, batch by batch."""
-    from tasks.image_decoding import decode_image
-    from tasks.inference import find_images
+    from tasks.inference.image_decoding import decode_image
+    from tasks.inference.shards import find_images
     from tasks.models import build, resolve
 
     model = build(resolve(**model_files(job["model"])), batch_size=job["batch_size"])

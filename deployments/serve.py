@@ -14,7 +14,7 @@ Settings, later ones winning: built-in defaults, the YAML/JSON file given by ``-
       input_uri: s3://bucket/incoming/     # MRCNN_INPUT_URI
       output_uri: s3://bucket/results/     # MRCNN_OUTPUT_URI
       model: roads@production              # MRCNN_MODEL
-      registry_uri: s3://bucket/registry/  # MRCNN_REGISTRY
+      registry: s3://bucket/registry/  # MRCNN_REGISTRY
 
 Stopping the process (SIGTERM) leaves the deployments active (``pause_on_shutdown=False``),
 so a restarted server process picks the schedule up again. Several machines: use
@@ -39,7 +39,7 @@ NIGHTLY_CRON = "0 2 * * *"
 SETTINGS_KEYS = ("timezone", "cron", "nightly")
 ENVIRONMENT = {"timezone": "MRCNN_TIMEZONE", "cron": "MRCNN_NIGHTLY_CRON"}
 PARAMETER_ENVIRONMENT = {"input_uri": "MRCNN_INPUT_URI", "output_uri": "MRCNN_OUTPUT_URI",
-                         "model": "MRCNN_MODEL", "registry_uri": "MRCNN_REGISTRY"}
+                         "model": "MRCNN_MODEL", "registry": "MRCNN_REGISTRY"}
 
 
 @dataclasses.dataclass(frozen=True)

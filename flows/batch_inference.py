@@ -11,7 +11,7 @@ Storage credentials come from the environment (``tasks.storage``), never from pa
 which Prefect records.
 
 Shards run on the flow's own thread pool, or on a Dask cluster when ``dask_address`` is given
-(``tasks.task_runners``): ``tcp://host:8786`` for an existing scheduler, ``local:N`` for N
+(``tasks.inference.task_runners``): ``tcp://host:8786`` for an existing scheduler, ``local:N`` for N
 worker processes on this machine. The flow process reads the model's metadata only
 (``tasks.models.resolve``); a worker process builds the model on its first shard and
 reuses it. ``shard_size`` bounds the task count: ceil(images / shard_size) shard tasks
@@ -35,10 +35,10 @@ from prefect.futures import as_completed
 
 from tasks import storage, tables
 from tasks.failures import RunIncomplete, retry_transient, with_retries
-from tasks.image_decoding import MAX_PIXELS
-from tasks.inference import ShardContext, list_images, plan_shards, process_shard
+from tasks.inference.image_decoding import MAX_PIXELS
+from tasks.inference.shards import ShardContext, list_images, plan_shards, process_shard
 from tasks.models import RUNTIMES, ModelArtifact, check_runtime, resolve
-from tasks.task_runners import dask_task_runner, shard_task_runner
+from tasks.inference.task_runners import dask_task_runner, shard_task_runner
 
 DEFAULT_REGISTRY = "registry"
 ProgressListener = Callable[[int, int], None]
@@ -89,7 +89,7 @@ def done_images(output_uri: str, model_key: str) -> set[tuple[str, str]]:
 @flow(name="batch-inference")
 def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                     weights: str | None = None, config: str | None = None,
-                    classes: str | None = None, registry_uri: str = DEFAULT_REGISTRY,
+                    classes: str | None = None, registry: str = DEFAULT_REGISTRY,
                     run_date: datetime.date | None = None, timezone: str | None = None,
                     min_confidence: float | None = None, batch_size: int = 4,
                     shard_size: int = 64, overlays: bool = True, reprocess: bool = False,
@@ -108,7 +108,7 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
         weights, config: instead of ``model``, a weights file and its ``config.json``.
         classes: class names file for ``weights`` (JSON list or one per line); default
             ``classes.json`` beside ``config``, else ``class_<id>``.
-        registry_uri: the model registry root, for ``model``.
+        registry: the model registry root (URI), for ``model``.
         run_date: the partition to write; default the flow run's scheduled start date in
             ``timezone``, so retries and late runs write the same partition.
         timezone: IANA name for ``run_date``; default the deployment schedule's, else UTC.
@@ -143,7 +143,7 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
     with_retries(check_output)(output_uri)
     with_retries(commit_results)(output_uri)
     images = with_retries(list_images)(input_uri, patterns)
-    resolved = resolve_model(model, registry_uri, weights, config, classes, runtime, precision)
+    resolved = resolve_model(model, registry, weights, config, classes, runtime, precision)
     _warn_threshold(resolved, min_confidence, logger)
     shards = plan_shards(images, done_images(output_uri, resolved.identity), reprocess, shard_size)
     todo = sum(len(shard) for shard in shards)

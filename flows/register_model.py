@@ -17,7 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from tasks import registry as model_registry
-from tasks import registry_documents, storage
+from tasks import storage
+from tasks.registry import documents as registry_documents
 from tasks.training.runs import collect_run
 
 

@@ -53,9 +53,9 @@ def train_model(dataset: str, config: str | dict[str, Any], run_dir: str | None 
         result = train_stages(request, timeout_minutes)
     report = write_training_report(run_dir, result["history"])
     history = result["history"]
-    resumed = request["init"]["epoch"] if request["init"]["kind"] == "resume" else None
+    resumed = request.init.epoch if request.init.kind == "resume" else None
     return {"run_dir": run_dir, "name": training.name, "classes": training.classes,
             "epochs": result["epoch"], "checkpoint": list_checkpoints(run_dir).get(result["epoch"]),
-            **report, "dataset": request["dataset"], "final": history[-1] if history else None,
+            **report, "dataset": request.dataset, "final": history[-1] if history else None,
             "resumed_from": resumed}
 

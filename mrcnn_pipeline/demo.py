@@ -182,7 +182,7 @@ def run(output: Path, minutes: float = 15.0, images: int = 300, incoming: int = 
         config=training_config(minutes, overrides), registry=str(paths["registry"]),
         labels=str(paths["labelme"] / "labels.txt"), timeout_minutes=3 * minutes + 5)
     inference = batch_inference(input_uri=str(paths["incoming"]), output_uri=str(paths["results"]),
-                                model="shapes@production", registry_uri=str(paths["registry"]))
+                                model="shapes@production", registry=str(paths["registry"]))
     metrics = json.loads(Path(pipeline["metrics"]).read_text())
     overlays = paths["results"] / "overlays" / f"run_date={inference['run_date']}"
     grid = overlay_grid(sorted(overlays.rglob("*.jpg")), output / "overlay_grid.png")

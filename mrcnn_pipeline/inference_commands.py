@@ -89,7 +89,7 @@ def run_infer(args: argparse.Namespace) -> int:
             summary = batch_inference(
                 input_uri=args.input, output_uri=args.output, model=args.model,
                 weights=args.weights, config=args.config, classes=args.classes,
-                registry_uri=args.registry, run_date=args.run_date,
+                registry=args.registry, run_date=args.run_date,
                 min_confidence=args.min_confidence, batch_size=args.batch_size,
                 shard_size=args.shard_size, overlays=args.overlays, reprocess=args.reprocess,
                 patterns=args.pattern or None, runtime=args.runtime, precision=args.precision)

@@ -13,10 +13,8 @@ import posixpath
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from prefect import Task, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
 
 from tasks import storage
 from tasks.annotations import canonical
@@ -26,27 +24,14 @@ from tasks.annotations.labels import LabelMap, parse_labels
 from tasks.annotations.legacy import MASK_FOLDER, read_legacy
 from tasks.annotations.records import Fetch, ReadResult
 from tasks.annotations.via import read_via
+from tasks.failures import retry_transient
 
 Format = Literal["labelme", "legacy", "via", "coco"]  # tasks.annotations.FORMATS
 STAGING_FOLDER = ".convert-staging"
-_NOT_TRANSIENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-
-
-def _retry_on_transient_io(task: Task, task_run: TaskRun, state: State) -> bool:
-    """Prefect retry condition: only storage errors that may pass."""
-    try:
-        state.result()
-    except _NOT_TRANSIENT:
-        return False
-    except OSError:
-        return True
-    except Exception:  # validation errors and bugs do not go away by retrying
-        return False
-    return False
-
-
+# Reading sources and writing the dataset: a storage hiccup is retried (tasks.failures decides
+# which errors are transient), bad input is not.
 io_task = functools.partial(task, retries=3, retry_delay_seconds=[1, 4, 10],
-                            retry_condition_fn=_retry_on_transient_io, cache_policy=NO_CACHE,
+                            retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
                             persist_result=False)
 
 

@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mrcnn.evaluation import DetectionEvaluator
 from tasks import registry, storage
-from tasks.area_ratios import class_areas
+from tasks.inference.area_ratios import class_areas
 from tasks.models import ModelArtifact, build
 from tasks.training.data import check_classes, fetch_dataset, load_split
 

@@ -14,7 +14,6 @@ file). ``retry`` outcomes (read errors, a failing model call) are tried again.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
@@ -117,7 +116,7 @@ def legacy_entries(output_uri: str) -> tuple[list[Entry], list[str]]:
         files.append(whole)
     records = []
     for uri in storage.list_files(manifest(output_uri, "pending"), (".json",)):
-        record = json.loads(storage.read_bytes(uri))
+        record = storage.read_json(uri, "pending index record")
         records.append((record["written_at"], uri, record["entries"]))
         files.append(uri)
     for _, _, rows in sorted(records, key=lambda r: (r[0], r[1])):

@@ -115,7 +115,7 @@ def _newest(output_uri: str) -> tuple[int, dict | None]:
         return 0, None
     newest = max(ages)
     try:
-        record = json.loads(storage.read_bytes(lease_file(output_uri, newest)))
+        record = storage.read_json(lease_file(output_uri, newest), "lease")
     except FileNotFoundError:
         return newest, None
     except ValueError:  # created, not yet written: live for a lease length after creation

@@ -87,7 +87,7 @@ def complete(output_uri: str) -> list[StagedShard]:
         record_uri = storage.join(folder, RECORD)
         if record_uri not in files:
             continue
-        record = json.loads(storage.read_bytes(record_uri))
+        record = storage.read_json(record_uri, "staged shard record")
         entries = tuple(Entry(**entry) for entry in record["entries"])
         if entries:
             staged.append(StagedShard(folder, record["written_at"], entries,

@@ -32,8 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mrcnn.augment import Augmentation
 from mrcnn.config import Config
 from tasks import storage
-
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+from tasks.registry.versions import NAME_PATTERN  # a trained model's name is its registry name
 INIT_KINDS = ("scratch", "imagenet", "coco", "last", "model")
 COCO_CLASS_COUNT = 81  # matterport's COCO weights: 80 classes + background
 # Layers whose shapes depend on the class count: left out when loading weights of other classes.

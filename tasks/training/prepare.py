@@ -9,6 +9,7 @@ it are skipped, the interrupted one runs to its end. The optimizer state is not 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -23,14 +24,15 @@ from tasks.training.config import (CLASS_SPECIFIC_LAYERS, COCO_CLASS_COUNT, Trai
                                    parse_init)
 from tasks.training.data import FetchedDataset, check_classes, fetch_dataset
 from tasks.training.process import run_training_process
+from tasks.training.request import InitialWeights, TrainingRequest
 from tasks.training.runs import RUN_FILE, dump_json, list_checkpoints, read_history
 
 
 # ---------------------------------------------------------------------------- preparing a run
 def prepare_training(dataset: str, training: TrainingConfig, run_dir: str, resume: bool,
                      registry_uri: str, work_dir: str, flow_run_id: str | None = None
-                     ) -> dict[str, Any]:
-    """Check every input and gather what the training process needs (a JSON-able request).
+                     ) -> TrainingRequest:
+    """Check every input and gather what the training process needs.
 
     Args:
         dataset: canonical dataset URI.
@@ -63,14 +65,15 @@ def prepare_training(dataset: str, training: TrainingConfig, run_dir: str, resum
     _start_or_check_run(run_dir, training, config.to_dict(), stages, fetched, flow_run_id)
     if checkpoints:
         epoch = max(checkpoints)
-        init = {"kind": "resume", "uri": checkpoints[epoch], "exclude": None, "epoch": epoch,
-                "path": _download_weights(checkpoints[epoch], work_dir)}
+        init = InitialWeights("resume", checkpoints[epoch],
+                              _download_weights(checkpoints[epoch], work_dir), epoch=epoch)
     else:
         init = _initial_weights(kind, target, training, registry_uri, work_dir)
-    return {"config": config.to_dict(), "classes": training.classes, "stages": stages,
-            "dataset": {"uri": fetched.uri, "hash": fetched.content_hash},
-            "dataset_root": fetched.root, "run_dir": run_dir, "work_dir": work_dir,
-            "init": init, "history": [r for r in read_history(run_dir) if r["epoch"] <= init["epoch"]]}
+    return TrainingRequest(
+        config=config.to_dict(), classes=training.classes, stages=stages,
+        dataset={"uri": fetched.uri, "hash": fetched.content_hash}, dataset_root=fetched.root,
+        run_dir=run_dir, work_dir=work_dir, init=init,
+        history=[row for row in read_history(run_dir) if row["epoch"] <= init.epoch])
 
 
 def _start_or_check_run(run_dir: str, training: TrainingConfig, config: dict[str, Any],
@@ -103,24 +106,23 @@ def _download_weights(uri: str, work_dir: str) -> str:
 
 
 def _initial_weights(kind: str, target: str | None, training: TrainingConfig,
-                     registry_uri: str, work_dir: str) -> dict[str, Any]:
+                     registry_uri: str, work_dir: str) -> InitialWeights:
     """Where the first stage starts: nothing, ImageNet, COCO or a registered model."""
-    init = {"kind": kind, "uri": None, "path": None, "exclude": None, "epoch": 0}
+    init = InitialWeights(kind)
     if kind == "model":
         artifact = resolve(target, registry_uri)
         if artifact.format != "keras":
             raise ValueError(f"init_with 'model:{target}' is a {artifact.format} export; "
                              "training starts from Keras weights (a registry version, run "
                              "folder or checkpoint)")
-        init.update(uri=artifact.uri, model=artifact.identity)
-        if list(artifact.class_names) != training.classes:
-            init["exclude"] = list(CLASS_SPECIFIC_LAYERS)
+        other_classes = list(artifact.class_names) != training.classes
+        init = InitialWeights(kind, artifact.uri, model=artifact.identity,
+                              exclude=CLASS_SPECIFIC_LAYERS if other_classes else None)
     elif kind in ("imagenet", "coco"):
-        init["uri"] = target
-        if kind == "coco" and len(training.classes) + 1 != COCO_CLASS_COUNT:
-            init["exclude"] = list(CLASS_SPECIFIC_LAYERS)
-    if init["uri"]:
-        init["path"] = _download_weights(init["uri"], work_dir)
+        other_classes = kind == "coco" and len(training.classes) + 1 != COCO_CLASS_COUNT
+        init = InitialWeights(kind, target, exclude=CLASS_SPECIFIC_LAYERS if other_classes else None)
+    if init.uri:
+        init = dataclasses.replace(init, path=_download_weights(init.uri, work_dir))
     return init
 
 
@@ -128,23 +130,23 @@ def _initial_weights(kind: str, target: str | None, training: TrainingConfig,
 @task(name="prepare-training-run", cache_policy=NO_CACHE, persist_result=False)
 def prepare_training_run(dataset: str, training: TrainingConfig, run_dir: str, resume: bool,
                          registry_uri: str, work_dir: str, flow_run_id: str | None = None
-                         ) -> dict[str, Any]:
+                         ) -> TrainingRequest:
     """Task form of `prepare_training`."""
     return prepare_training(dataset, training, run_dir, resume, registry_uri, work_dir, flow_run_id)
 
 
 @task(name="train-stages", cache_policy=NO_CACHE, persist_result=False)
-def train_stages(request: dict[str, Any], timeout_minutes: float | None = None) -> dict[str, Any]:
+def train_stages(request: TrainingRequest, timeout_minutes: float | None = None) -> dict[str, Any]:
     """Run the remaining stages in a training process, with a progress artifact per epoch.
 
     Returns:
         `{epoch, history}` after the last stage.
     """
     logger = get_run_logger()
-    total, start = request["stages"][-1]["epochs"], request["init"]["epoch"]
+    total, start = request.total_epochs, request.init.epoch
     if start >= total:
-        logger.info("all %d epochs of %s are done already", total, request["run_dir"])
-        return {"epoch": start, "history": request["history"]}
+        logger.info("all %d epochs of %s are done already", total, request.run_dir)
+        return {"epoch": start, "history": request.history}
     progress = create_progress_artifact(100.0 * start / total, key="train-model-progress",
                                         description=f"epoch {start} of {total}")
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from tasks import storage
 from tasks.training.data import load_split
+from tasks.training.request import TrainingRequest
 from tasks.training.runs import CHECKPOINT_FOLDER, HISTORY_FILE, dump_json
 
 Report = Callable[[dict[str, Any]], None]
@@ -60,7 +61,7 @@ class EpochRecorder:
                                               on_epoch_end=self.on_epoch_end)
 
 
-def run_training(request: dict[str, Any], report: Report, extra_callbacks: Sequence[Any] = (),
+def run_training(request: TrainingRequest, report: Report, extra_callbacks: Sequence[Any] = (),
                  verbose: int | str = "auto") -> dict[str, Any]:
     """Build the model, load the initial weights and run the stages not yet done.
 
@@ -70,23 +71,24 @@ def run_training(request: dict[str, Any], report: Report, extra_callbacks: Seque
     from mrcnn.config import Config
     from mrcnn.model import MaskRCNN
 
-    config = Config.from_dict(request["config"])
-    root, classes = request["dataset_root"], request["classes"]
+    config = Config.from_dict(request.config)
+    root, classes = request.dataset_root, request.classes
     train_set = load_split(root, "train", classes)
     val_set = load_split(root, "val", classes) if config.VALIDATION_STEPS else None
-    model = MaskRCNN("training", config, os.path.join(request["work_dir"], "logs"))
-    init = request["init"]
-    if init["path"]:
+    model = MaskRCNN("training", config, os.path.join(request.work_dir, "logs"))
+    init = request.init
+    if init.path:
         try:
-            model.load_weights(init["path"], by_name=True, exclude=init["exclude"])
+            model.load_weights(init.path, by_name=True,
+                               exclude=list(init.exclude) if init.exclude else None)
         except ValueError as error:
-            raise ValueError(f"initial weights {init['uri']!r} do not fit the model: {error}") from None
-    model.epoch = init["epoch"]  # our checkpoint names do not carry matterport's run folder
-    history = list(request["history"])
-    for number, stage in enumerate(request["stages"], start=1):
+            raise ValueError(f"initial weights {init.uri!r} do not fit the model: {error}") from None
+    model.epoch = init.epoch  # our checkpoint names do not carry matterport's run folder
+    history = list(request.history)
+    for number, stage in enumerate(request.stages, start=1):
         if stage["epochs"] <= model.epoch:
             continue  # finished before a resume
-        recorder = EpochRecorder(model, request["run_dir"], number, stage, history, report)
+        recorder = EpochRecorder(model, request.run_dir, number, stage, history, report)
         augmentation = Augmentation.from_dict(stage["augmentation"]) if stage["augmentation"] else None
         model.train(train_set, val_set, stage["learning_rate"], stage["epochs"], stage["layers"],
                     augmentation=augmentation, custom_callbacks=[recorder.callback(), *extra_callbacks],
@@ -96,7 +98,7 @@ def run_training(request: dict[str, Any], report: Report, extra_callbacks: Seque
 
 def main(argv: Sequence[str]) -> int:
     """Entry of the training process: `REQUEST_JSON EVENTS_JSONL`; events go to the file."""
-    request = json.loads(Path(argv[0]).read_text())
+    request = TrainingRequest.from_json(Path(argv[0]).read_text())
     with open(argv[1], "a", encoding="utf-8") as events:
         def report(event: dict[str, Any]) -> None:
             events.write(json.dumps(event) + "\n")
@@ -116,7 +118,7 @@ _REBUILT_ERRORS = {cls.__name__: cls for cls in (ValueError, TypeError, KeyError
                                                   MemoryError, RuntimeError)}
 
 
-def run_training_process(request: dict[str, Any], on_event: Report,
+def run_training_process(request: TrainingRequest, on_event: Report,
                          timeout_seconds: float | None = None) -> dict[str, Any]:
     """Run `run_training` in a child Python process and relay its epoch events.
 
@@ -127,10 +129,10 @@ def run_training_process(request: dict[str, Any], on_event: Report,
         The child's error (same type for the common built-in ones), TimeoutError after
         `timeout_seconds` (the child is stopped), RuntimeError if the child dies silently.
     """
-    work = Path(request["work_dir"])
+    work = Path(request.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     request_path, events_path = work / "request.json", work / "events.jsonl"
-    request_path.write_text(json.dumps(request))
+    request_path.write_text(request.to_json())
     events_path.write_text("")
     code = "import sys; from tasks.training.process import main; sys.exit(main(sys.argv[1:]))"
     env = {"TF_CPP_MIN_LOG_LEVEL": "3", **os.environ}

@@ -66,7 +66,7 @@ def list_checkpoints(run_dir: str) -> dict[int, str]:
 def read_history(run_dir: str) -> list[dict[str, Any]]:
     """The per-epoch rows written so far (empty for a new run)."""
     try:
-        return json.loads(storage.read_bytes(storage.join(run_dir, HISTORY_FILE)))
+        return storage.read_json(storage.join(run_dir, HISTORY_FILE), "training history")
     except FileNotFoundError:
         return []
 

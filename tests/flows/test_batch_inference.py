@@ -20,7 +20,7 @@ from flows.batch_inference import batch_inference
 from mrcnn_pipeline.cli import main
 from mrcnn_pipeline.results import summarize
 from tasks import storage
-from tasks.inference import ImageRef, find_images, overlay_names, plan_shards, shard_key
+from tasks.inference.shards import ImageRef, find_images, overlay_names, plan_shards, shard_key
 from tasks.models import resolve
 from tests.support.tiny_model import CLASS_NAMES, png_bytes, tiny_model_dir
 
@@ -216,7 +216,7 @@ def test_registry_reference_and_a_new_version_replace_rows(tmp_path: Path, tiny:
     for index in range(2):
         (source / f"{index}.png").write_bytes(png_bytes(40, 40, seed=index))
     run = dict(input_uri=str(source), output_uri=str(out), model="tiny@production",
-               registry_uri=str(tmp_path / "reg"), run_date=DAY, overlays=False)
+               registry=str(tmp_path / "reg"), run_date=DAY, overlays=False)
     assert batch_inference(**run)["model_version"] == "1"
     second = registry.register_version(str(tmp_path / "reg"), "tiny",
                                        str(tiny / "model.weights.h5"), config, CLASS_NAMES, {}, {})

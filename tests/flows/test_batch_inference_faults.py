@@ -21,7 +21,7 @@ import pytest
 from flows.batch_inference import batch_inference
 from mrcnn_pipeline.cli import main
 from tasks import storage
-from tasks.inference import find_images
+from tasks.inference.shards import find_images
 from tests.support.seaweed import seaweed_server, start_weed, stop, wait_until_ready
 from tests.support.tables_check import check_invariants, read_table
 from tests.support.tiny_model import CLASS_NAMES, png_bytes, tiny_model_dir

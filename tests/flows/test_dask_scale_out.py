@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from flows.batch_inference import batch_inference
-from tasks.task_runners import dask_task_runner, local_cluster_settings
+from tasks.inference.task_runners import dask_task_runner, local_cluster_settings
 from tests.support.tiny_model import distinct_model_dir, png_bytes
 
 DAY = "2024-05-01"

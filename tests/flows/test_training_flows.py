@@ -25,6 +25,7 @@ from tasks import registry, storage
 from tasks.models import build, resolve
 from tasks.training.prepare import prepare_training
 from tasks.training.process import run_training, run_training_process
+from tasks.training.request import TrainingRequest
 from tasks.training.runs import collect_run, list_checkpoints, read_history
 from tasks.training.config import TrainingConfig
 from tasks.training.report import loss_curve_png, training_metrics
@@ -186,7 +187,8 @@ def test_staged_training_freezes_counts_epochs_and_resumes_after_a_crash(tmp_pat
     assert sorted(list_checkpoints(run_dir)) == [1, 2] and len(read_history(run_dir)) == 2
 
     resumed = prepare_training(dataset, training, run_dir, True, reg, str(tmp_path / "w2"))
-    assert (resumed["init"]["kind"], resumed["init"]["epoch"]) == ("resume", 2)
+    assert (resumed.init.kind, resumed.init.epoch) == ("resume", 2)
+    assert TrainingRequest.from_json(resumed.to_json()) == resumed  # what the process reads
     more = []
     result = run_training(resumed, more.append, verbose=0)
     assert result["epoch"] == 3

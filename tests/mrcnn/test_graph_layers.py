@@ -12,7 +12,7 @@ from mrcnn.layers.detection import DetectionLayer
 from mrcnn.layers.detection_targets import DetectionTargetLayer
 from mrcnn.layers.gt_boxes import NormalizeBoxes
 from mrcnn.layers.heads import FoldRois, UnfoldRois, WindowDense
-from mrcnn.layers.proposals import ProposalLayer
+from mrcnn.layers.proposals import ProposalLayer, top_k_indices
 from mrcnn.layers.roi_align import PyramidROIAlign, roi_levels
 from mrcnn.transform import compose_image_meta
 from tests.mrcnn.layer_checks import check_layer_config_round_trip, crop_and_resize_reference
@@ -123,6 +123,16 @@ def test_proposal_layer_config_round_trip():
     np.testing.assert_array_equal(restored(inputs).numpy(), layer(inputs).numpy())
 
 
+@pytest.mark.parametrize("k", [1, 5, 7, 12])
+def test_top_k_indices_are_tf_top_k_ties_included(k):
+    """Two steps (k-th best value, stable sort of the candidates) give top_k's indices: best
+    first, equal scores by index, ties across the k-th place cut by index."""
+    scores = tf.constant([0.5, 0.9, 0.5, 0.1, 0.9, 0.5, 0.7, 0.5, 0.0, 0.9, 0.3, 0.5])
+    got = top_k_indices(scores, tf.constant(k)).numpy()
+    np.testing.assert_array_equal(got, tf.math.top_k(scores, k, sorted=True).indices.numpy())
+    assert list(got[:3]) == [1, 4, 9][:k]
+
+
 # ---------------------------------------------------------------- DetectionLayer
 
 DET_ROIS = np.array([
@@ -173,6 +183,30 @@ def test_detection_layer_same_class_overlap_suppressed_only_above_threshold():
     # With a loose threshold ROI 1 survives: 4 detections, still in score order.
     np.testing.assert_allclose(got[0, :4, 5], [0.95, 0.9, 0.85, 0.8], atol=1e-6)
     np.testing.assert_array_equal(got[0, 4], 0.0)
+
+
+def test_detection_layer_is_per_class_nms_then_top_k():
+    """Against a numpy reference: NMS within each class, then the best `max_instances`."""
+    rng = np.random.default_rng(3)
+    centers, sizes = rng.uniform(0.2, 0.8, (60, 2)), rng.uniform(0.05, 0.4, (60, 2))
+    rois = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1).astype(np.float32)
+    logits = rng.normal(0.0, 2.0, (60, 4))
+    probs = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
+    meta = image_meta(100, 100, (0, 0, 100, 100))[None]
+    layer = DetectionLayer(max_instances=8, min_confidence=0.3, nms_threshold=0.4, bbox_std_dev=STD)
+    got = layer([tf.constant(rois[None]), tf.constant(probs[None]),
+                 tf.constant(np.zeros((1, 60, 4, 4), np.float32)), tf.constant(meta)]).numpy()[0]
+    class_ids, scores = probs.argmax(axis=1), probs.max(axis=1)
+    kept = []
+    for class_id in (1, 2, 3):
+        members = np.flatnonzero((class_ids == class_id) & (scores >= 0.3))
+        keep = np_boxes.non_max_suppression(rois[members], scores[members], 0.4)
+        kept += [(scores[i], class_id, i) for i in members[keep]]
+    expected = sorted(kept, key=lambda item: -item[0])[:8]
+    assert len(expected) == 8 and len({class_id for _, class_id, _ in expected}) > 1
+    np.testing.assert_array_equal(got[:, 4], [class_id for _, class_id, _ in expected])
+    np.testing.assert_allclose(got[:, 5], [score for score, _, _ in expected], atol=1e-6)
+    np.testing.assert_allclose(got[:, :4], rois[[i for _, _, i in expected]], atol=1e-6)
 
 
 def test_detection_layer_config_round_trip():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.area_ratios import (area_rows, class_areas, instance_rows, legend_lines,
+from tasks.inference.area_ratios import (area_rows, class_areas, instance_rows, legend_lines,
                                select_detections)
 
 NAMES = ["car", "pothole", "lane"]

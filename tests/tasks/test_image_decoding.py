@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.image_decoding import ERROR_TYPES, ImageDecodeError, decode_image
+from tasks.inference.image_decoding import ERROR_TYPES, ImageDecodeError, decode_image
 
 RNG = np.random.default_rng(0)
 PIXELS = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)

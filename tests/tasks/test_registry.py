@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mrcnn_pipeline.cli import main
-from tasks import registry, registry_documents, storage
+from tasks import registry, storage
+from tasks.registry import documents as registry_documents
 from tasks.registry import ModelVersion, promote, register_version, resolve, set_alias
 
 FILES = ["MODEL_CARD.md", "classes.json", "config.json", "lineage.json", "metrics.json",

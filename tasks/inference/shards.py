@@ -29,8 +29,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import storage
-from tasks.area_ratios import area_rows, instance_rows, legend_lines, select_detections
-from tasks.image_decoding import MAX_PIXELS, ImageDecodeError, decode_image
+from tasks.inference.area_ratios import area_rows, instance_rows, legend_lines, select_detections
+from tasks.inference.image_decoding import MAX_PIXELS, ImageDecodeError, decode_image
 from tasks.failures import retry_transient
 from tasks.faults import crash_point
 from tasks.models import LoadedModel, ModelArtifact, build
@@ -65,7 +65,7 @@ class ShardContext:
     runtime: str = "tensorflow"  # see tasks.models.RUNTIMES
     batch_size: int = 4  # images per detect() call
     precision: str | None = None  # None: the model's INFERENCE_PRECISION (tasks.models.build)
-    isolate: bool = False  # run each shard in a child process (tasks.shard_process)
+    isolate: bool = False  # run each shard in a child process (tasks.inference.shard_process)
 
 
 def find_images(input_uri: str, patterns: Sequence[str] = ()) -> list[ImageRef]:
@@ -162,7 +162,7 @@ def process_shard(images: list[ImageRef], model: ModelArtifact, context: ShardCo
                   ) -> dict[str, Any]:
     """Detect, measure and store one shard; see :func:`run_shard` (and `context.isolate`)."""
     if context.isolate:
-        from tasks.shard_process import run_isolated
+        from tasks.inference.shard_process import run_isolated
 
         return run_isolated(images, model, context)
     return run_shard(images, model, context)

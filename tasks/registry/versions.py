@@ -37,7 +37,7 @@ from typing import Any
 
 from tasks import storage
 from tasks.models.artifact import CLASSES_FILE, CONFIG_FILE
-from tasks.registry_documents import model_card
+from tasks.registry.documents import model_card
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 ALIAS_PATTERN = r"[A-Za-z][A-Za-z0-9_-]*"
@@ -71,7 +71,7 @@ class ModelVersion:
         return storage.join(self.uri, name)
 
     def read_json(self, name: str) -> Any:
-        return json.loads(storage.read_bytes(self.file(name)))
+        return storage.read_json(self.file(name), f"{self.reference} file")
 
 
 def now_iso() -> str:
@@ -144,7 +144,7 @@ def _alias_uri(registry: str, name: str, alias: str) -> str:
 def read_alias(registry: str, name: str, alias: str) -> dict[str, Any] | None:
     """The alias record, or None when the alias is not set."""
     try:
-        return json.loads(storage.read_bytes(_alias_uri(registry, name, alias)))
+        return storage.read_json(_alias_uri(registry, name, alias), "alias record")
     except FileNotFoundError:
         return None
 
@@ -152,7 +152,7 @@ def read_alias(registry: str, name: str, alias: str) -> dict[str, Any] | None:
 def read_aliases(registry: str, name: str) -> dict[str, dict[str, Any]]:
     """Every alias of `name` with its record."""
     root = storage.join(registry, check_name(name), "aliases")
-    return {storage.relative_path(uri, root).removesuffix(".json"): json.loads(storage.read_bytes(uri))
+    return {storage.relative_path(uri, root).removesuffix(".json"): storage.read_json(uri, "alias record")
             for uri in storage.list_files(root, (".json",))}
 
 

@@ -1,7 +1,7 @@
 """Shards in a child process, so that a runtime that crashes costs one shard, not the run.
 
 A native crash (a segmentation fault inside a runtime's kernels) kills the process it happens
-in. `run_isolated` runs `tasks.inference.run_shard` in one long-lived child process per
+in. `run_isolated` runs `tasks.inference.shards.run_shard` in one long-lived child process per
 flow process (it keeps its built model between shards, as a worker does; shards take turns in
 it, their reads and writes still overlap the model within each shard); when the child dies,
 the shard is tried once more in a fresh child, and if that dies too the shard fails with
@@ -38,7 +38,7 @@ def run_isolated(images: Sequence[Any], model: Any, context: Any) -> dict[str, A
     Raises:
         ShardCrashed: the child died on every attempt.
     """
-    from tasks.inference import run_shard
+    from tasks.inference.shards import run_shard
 
     cause = "exited"
     # One shard in the child at a time: a crash then fails only the shard that caused it,
