@@ -1,6 +1,7 @@
 """Learning from scratch in a time budget: our Mask R-CNN against torchvision's, in one run.
 
     python -m benchmarks.learning [--minutes 15] [--peer auto|none] [--min-score 0.05]
+                                  [--backbone resnet18] [--override '{"ROI_INCLUDE_GT_BOXES": true}']
 
 Synthetic shapes at 128×128 (3 classes; 500 training images, seed 1; 50 held-out images,
 seed 2), ResNet50-FPN from random weights, batch 8, AdamW lr 3e-4 with a 50-step linear
@@ -14,6 +15,7 @@ in its own child process; the JSON on stdout holds both.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -75,7 +77,7 @@ def step_figures(step_ends: list[float], started: float) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- ours
 def run_ours(minutes: float, min_score: float, train_images: int, val_images: int,
-             backbone: str = "resnet50") -> dict[str, Any]:
+             backbone: str = "resnet50", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     import keras
 
     from mrcnn.config import Config
@@ -100,7 +102,8 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
                     IMAGE_MIN_DIM=IMAGE_SIZE, IMAGE_MAX_DIM=IMAGE_SIZE, RPN_ANCHOR_SCALES=ANCHOR_SCALES,
                     TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, STEPS_PER_EPOCH=100, VALIDATION_STEPS=0,
                     OPTIMIZER="adamw", LEARNING_RATE=LEARNING_RATE, WARMUP_STEPS=WARMUP_STEPS,
-                    WEIGHT_DECAY=WEIGHT_DECAY, TRAIN_BN=True, DETECTION_MIN_CONFIDENCE=min_score, SEED=0)
+                    WEIGHT_DECAY=WEIGHT_DECAY, TRAIN_BN=True, DETECTION_MIN_CONFIDENCE=min_score, SEED=0,
+                    **(overrides or {}))
     train, val = shapes(train_images, TRAIN_SEED), shapes(val_images, VAL_SEED)
     clock = StepClock(minutes * 60)
     with tempfile.TemporaryDirectory() as model_dir:
@@ -186,7 +189,7 @@ def run_torchvision(minutes: float, min_score: float, train_images: int, val_ima
 def run_job(args: argparse.Namespace) -> dict[str, Any]:
     if args.engine == "ours":
         result = run_ours(args.minutes, args.min_score, args.train_images, args.val_images,
-                          args.backbone)
+                          args.backbone, json.loads(args.override))
     else:
         result = run_torchvision(args.minutes, args.min_score, args.train_images, args.val_images)
     return {"engine": args.engine, **result, "peak_rss_mib": common.peak_rss_mib()}
@@ -199,12 +202,12 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "minutes": args.minutes, "image_size": IMAGE_SIZE, "classes": 3, "train_images": args.train_images,
         "val_images": args.val_images, "backbone_ours": args.backbone, "batch": BATCH, "optimizer": "adamw", "learning_rate": LEARNING_RATE,
         "warmup_steps": WARMUP_STEPS, "anchor_scales": ANCHOR_SCALES, "rois_per_image": ROIS_PER_IMAGE,
-        "min_score": args.min_score,
+        "min_score": args.min_score, "overrides_ours": json.loads(args.override),
         "peer": "torchvision" if peer else ("none (--peer none)" if args.peer == "none" else "none (not installed)")}
     document["notes"] = NOTES
     shared = ["--minutes", str(args.minutes), "--min-score", str(args.min_score),
               "--train-images", str(args.train_images), "--val-images", str(args.val_images),
-              "--backbone", args.backbone]
+              "--backbone", args.backbone, "--override", args.override]
     results = [{"engine": engine, **common.run_child("benchmarks.learning", ["--engine", engine, *shared])}
                for engine in (ENGINES if peer else ENGINES[:1])]
     document["results"] = results
@@ -225,10 +228,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--val-images", type=int, default=50)
     parser.add_argument("--backbone", default="resnet50",
                         help="our backbone (resnet18, resnet34, resnet50); torchvision keeps ResNet-50")
+    parser.add_argument("--override", default="{}", metavar="JSON",
+                        help="mrcnn Config values for ours on top of the recipe, e.g. "
+                        "'{\"ROI_INCLUDE_GT_BOXES\": true}'")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # set by the parent for a child
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error(f"--minutes must be > 0, got {args.minutes}")
+    try:
+        if not isinstance(json.loads(args.override), dict):
+            raise ValueError("not an object")
+    except ValueError as error:
+        parser.error(f"--override must be a JSON object of Config values: {error}")
     return args
 
 
