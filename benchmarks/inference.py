@@ -51,10 +51,13 @@ NOTES = [
 
 
 # ---------------------------------------------------------------------- ours
+_backbone = "resnet50"  # ours' backbone in this child (--backbone)
+
+
 def _ours_config(size: int, batch: int, **overrides: Any):
     from mrcnn.config import Config
 
-    return Config(NAME="bench", BACKBONE="resnet50", NUM_CLASSES=NUM_CLASSES, IMAGE_MIN_DIM=size,
+    return Config(NAME="bench", BACKBONE=_backbone, NUM_CLASSES=NUM_CLASSES, IMAGE_MIN_DIM=size,
                   IMAGE_MAX_DIM=size, IMAGES_PER_GPU=batch, SEED=0, **overrides)
 
 
@@ -213,7 +216,8 @@ def torch_train_step(size: int, batch: int, runs: int, warmup: int, precision: s
 # ---------------------------------------------------------------------- one child = one engine, task, precision
 def run_job(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every setting of one (engine, task, precision) and report it with peak RSS."""
-    engine, task, precision = args.engine, args.task, args.precision
+    global _backbone
+    engine, task, precision, _backbone = args.engine, args.task, args.precision, args.backbone
     job: dict[str, Any] = {"engine": engine, "task": task, "precision": precision, "records": []}
     job.update(_torch_setup(precision) if engine == "torchvision" else _ours_setup(precision))
     if task == "inference":
@@ -253,13 +257,20 @@ def _release(engine: str) -> None:
 
 
 # ---------------------------------------------------------------------- parent: all jobs, merged
-def jobs(args: argparse.Namespace, peer: bool) -> list[tuple[str, str, str]]:
-    """(engine, task, precision) in run order; engines alternate so drift hits both alike."""
-    engines = [RUNTIME_ENGINES[runtime] for runtime in args.runtimes] + (["torchvision"] if peer else [])
+def jobs(args: argparse.Namespace, peer: bool) -> list[tuple[str, str, str, str]]:
+    """(engine, backbone, task, precision) in run order; engines alternate so drift hits all alike."""
+    engines = [(RUNTIME_ENGINES[runtime], backbone) for backbone in args.backbones for runtime in args.runtimes]
+    engines += [("torchvision", "resnet50")] if peer else []
     tasks = TASKS if args.train_step else TASKS[:1]
     precisions = PRECISIONS if args.bf16 else PRECISIONS[:1]
-    return [(e, t, p) for p in precisions for t in tasks for e in engines
+    return [(e, b, t, p) for p in precisions for t in tasks for e, b in engines
             if (e not in EXPORT_FORMATS or t == "inference") and (e not in FP32_ONLY or p == "fp32")]
+
+
+def label(job: dict[str, Any]) -> str:
+    """An engine's name in the ratios: ``ours``, ``ours-openvino``, ``ours[resnet18]`` ..."""
+    backbone = job.get("backbone", "resnet50")
+    return job["engine"] if backbone == "resnet50" else f"{job['engine']}[{backbone}]"
 
 
 def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -270,13 +281,13 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             figure = record.get("seconds_per_image") or record.get("seconds_per_step")
             if figure:
                 key = (job["task"], job["precision"], record["size"], record["batch"])
-                table.setdefault(key, {})[job["engine"]] = figure["median"]
+                table.setdefault(key, {})[label(job)] = figure["median"]
     return [{"task": task, "precision": precision, "size": size, "batch": batch,
              **{f"{engine}_median": median for engine, median in medians.items()},
              **{f"ratio_{engine}_over_torchvision": common.ratio(median, medians.get("torchvision"))
                 for engine, median in medians.items() if engine != "torchvision"},
              **{f"ratio_{engine}_over_ours": common.ratio(median, medians.get("ours"))
-                for engine, median in medians.items() if engine in EXPORT_FORMATS}}
+                for engine, median in medians.items() if engine.startswith("ours") and engine != "ours"}}
             for (task, precision, size, batch), medians in table.items()]
 
 
@@ -285,16 +296,16 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     peer = args.peer == "auto" and common.peer_available()
     document["settings"] = {"sizes": args.sizes, "batches": args.batches, "runs": args.runs, "warmup": args.warmup,
                             "train_step": {"size": args.train_size, "batch": args.train_batch} if args.train_step else None,
-                            "bf16": args.bf16, "runtimes": args.runtimes,
+                            "bf16": args.bf16, "runtimes": args.runtimes, "backbones": args.backbones,
                             "peer": "torchvision" if peer else f"none ({_why_no_peer(args)})"}
     document["notes"] = NOTES
     shared = ["--sizes", *map(str, args.sizes), "--batches", *map(str, args.batches), "--runs", str(args.runs),
               "--warmup", str(args.warmup), "--train-size", str(args.train_size), "--train-batch", str(args.train_batch)]
     results = []
-    for engine, task, precision in jobs(args, peer):
-        child = common.run_child("benchmarks.inference",
-                                 ["--engine", engine, "--task", task, "--precision", precision, *shared])
-        results.append({"engine": engine, "task": task, "precision": precision, **child})
+    for engine, backbone, task, precision in jobs(args, peer):
+        child = common.run_child("benchmarks.inference", ["--engine", engine, "--backbone", backbone, "--task", task,
+                                                          "--precision", precision, *shared])
+        results.append({"engine": engine, "backbone": backbone, "task": task, "precision": precision, **child})
     document["results"] = results
     document["load_average_at_end"] = common.load_average()
     document["ratios"] = ratios(results)
@@ -322,6 +333,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--bf16", action="store_true", help="also measure bf16 (autocast / mixed_bfloat16)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: size 256 (train step too), batches 1 2, 2 runs, 1 warm-up; overrides those")
+    parser.add_argument("--backbones", nargs="+", default=["resnet50"],
+                        help="ours' backbones, each measured (resnet18, resnet34, resnet50, resnet101); "
+                        "torchvision keeps ResNet-50")
+    parser.add_argument("--backbone", default="resnet50", help=argparse.SUPPRESS)  # one child's
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # set by the parent for a child
     parser.add_argument("--task", choices=TASKS, default="inference", help=argparse.SUPPRESS)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=argparse.SUPPRESS)

@@ -1,7 +1,7 @@
 """Learning from scratch in a time budget: our Mask R-CNN against torchvision's, in one run.
 
     python -m benchmarks.learning [--minutes 15] [--peer auto|none] [--min-score 0.05]
-                                  [--backbone resnet18] [--override '{"ROI_INCLUDE_GT_BOXES": true}']
+                                  [--backbones resnet18 resnet50] [--override '{"ROI_INCLUDE_GT_BOXES": true}']
 
 Synthetic shapes at 128×128 (3 classes; 500 training images, seed 1; 50 held-out images,
 seed 2), ResNet50-FPN from random weights, batch 8, AdamW lr 3e-4 with a 50-step linear
@@ -192,7 +192,8 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
                           args.backbone, json.loads(args.override))
     else:
         result = run_torchvision(args.minutes, args.min_score, args.train_images, args.val_images)
-    return {"engine": args.engine, **result, "peak_rss_mib": common.peak_rss_mib()}
+    backbone = {"backbone": args.backbone} if args.engine == "ours" else {"backbone": "resnet50"}
+    return {"engine": args.engine, **backbone, **result, "peak_rss_mib": common.peak_rss_mib()}
 
 
 def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
@@ -200,21 +201,25 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     peer = args.peer == "auto" and common.peer_available()
     document["settings"] = {
         "minutes": args.minutes, "image_size": IMAGE_SIZE, "classes": 3, "train_images": args.train_images,
-        "val_images": args.val_images, "backbone_ours": args.backbone, "batch": BATCH, "optimizer": "adamw", "learning_rate": LEARNING_RATE,
+        "val_images": args.val_images, "backbones_ours": args.backbones, "batch": BATCH, "optimizer": "adamw", "learning_rate": LEARNING_RATE,
         "warmup_steps": WARMUP_STEPS, "anchor_scales": ANCHOR_SCALES, "rois_per_image": ROIS_PER_IMAGE,
         "min_score": args.min_score, "overrides_ours": json.loads(args.override),
         "peer": "torchvision" if peer else ("none (--peer none)" if args.peer == "none" else "none (not installed)")}
     document["notes"] = NOTES
     shared = ["--minutes", str(args.minutes), "--min-score", str(args.min_score),
               "--train-images", str(args.train_images), "--val-images", str(args.val_images),
-              "--backbone", args.backbone, "--override", args.override]
-    results = [{"engine": engine, **common.run_child("benchmarks.learning", ["--engine", engine, *shared])}
-               for engine in (ENGINES if peer else ENGINES[:1])]
+              "--override", args.override]
+    jobs = [("ours", ["--backbone", backbone]) for backbone in args.backbones]
+    jobs += [("torchvision", [])] if peer else []
+    results = [{"engine": engine, **common.run_child("benchmarks.learning", ["--engine", engine, *extra, *shared])}
+               for engine, extra in jobs]
     document["results"] = results
     document["load_average_at_end"] = common.load_average()
-    ours, theirs = (results + [{}])[:2]
-    document["ratio_seconds_per_step_ours_over_torchvision"] = common.ratio(
-        (ours.get("seconds_per_step") or {}).get("median"), (theirs.get("seconds_per_step") or {}).get("median"))
+    theirs = next((r for r in results if r["engine"] == "torchvision"), {})
+    document["ratio_seconds_per_step_over_torchvision"] = {
+        result.get("backbone", "?"): common.ratio((result.get("seconds_per_step") or {}).get("median"),
+                                                  (theirs.get("seconds_per_step") or {}).get("median"))
+        for result in results if result["engine"] == "ours"}
     return document
 
 
@@ -226,8 +231,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--min-score", type=float, default=0.05, help="lowest detection score kept for evaluation")
     parser.add_argument("--train-images", type=int, default=500)
     parser.add_argument("--val-images", type=int, default=50)
-    parser.add_argument("--backbone", default="resnet50",
-                        help="our backbone (resnet18, resnet34, resnet50); torchvision keeps ResNet-50")
+    parser.add_argument("--backbones", nargs="+", default=["resnet50"],
+                        help="our backbones, each trained in turn (resnet18, resnet34, resnet50); "
+                        "torchvision keeps ResNet-50")
+    parser.add_argument("--backbone", default="resnet50", help=argparse.SUPPRESS)  # one child's
     parser.add_argument("--override", default="{}", metavar="JSON",
                         help="mrcnn Config values for ours on top of the recipe, e.g. "
                         "'{\"ROI_INCLUDE_GT_BOXES\": true}'")

@@ -20,7 +20,9 @@ reuses it. ``shard_size`` bounds the task count: ceil(images / shard_size) shard
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import datetime
 import uuid
 import zoneinfo
@@ -36,7 +38,8 @@ from prefect.futures import as_completed
 from tasks import storage, tables
 from tasks.failures import RunIncomplete, retry_transient, with_retries
 from tasks.inference.image_decoding import MAX_PIXELS
-from tasks.inference.shards import ShardContext, list_images, plan_shards, process_shard
+from tasks.inference.shards import (ClassTotals, ShardContext, ShardResult, list_images,
+                                    plan_shards, process_shard)
 from tasks.models import RUNTIMES, ModelArtifact, check_runtime, resolve
 from tasks.inference.task_runners import dask_task_runner, shard_task_runner
 
@@ -223,7 +226,7 @@ def _warn_threshold(resolved: ModelArtifact, min_confidence: float | None, logge
 
 
 def _run_shards(shards: list[list[Any]], artifact: ModelArtifact, context: ShardContext, todo: int,
-                dask_address: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+                dask_address: str | None) -> tuple[list[ShardResult], list[str]]:
     """Submit every shard; report progress as they finish; collect results and failures."""
     progress = create_progress_artifact(0.0, key="batch-inference-progress",
                                         description=f"{todo} images in {len(shards)} shards")
@@ -239,7 +242,7 @@ def _run_shards(shards: list[list[Any]], artifact: ModelArtifact, context: Shard
                 failures.append(str(outcome) or type(outcome).__name__)
                 continue
             results.append(outcome)
-            done += outcome["images"]
+            done += outcome.images
             update_progress_artifact(progress, 100.0 * done / max(todo, 1))
             for listener in list(_listeners):
                 listener(done, todo)
@@ -247,25 +250,21 @@ def _run_shards(shards: list[list[Any]], artifact: ModelArtifact, context: Shard
     return results, failures
 
 
-def _summary(results: list[dict[str, Any]], listed: int, todo: int, resolved: ModelArtifact,
+def _summary(results: list[ShardResult], listed: int, todo: int, resolved: ModelArtifact,
              day: str, output_uri: str) -> dict[str, Any]:
-    classes = {name: {"images": 0, "instances": 0, "area_ratio_sum": 0.0, "area_ratio_max": 0.0}
-               for name in resolved.class_names}
-    error_types: dict[str, int] = {}
+    """The run's summary (the flow's JSON-able return value)."""
+    classes = {name: ClassTotals() for name in resolved.class_names}
+    error_types: collections.Counter[str] = collections.Counter()
     for result in results:
-        for name, totals in result["classes"].items():
-            merged = classes[name]
-            for field in ("images", "instances", "area_ratio_sum"):
-                merged[field] += totals[field]
-            merged["area_ratio_max"] = max(merged["area_ratio_max"], totals["area_ratio_max"])
-        for kind, count in result["error_types"].items():
-            error_types[kind] = error_types.get(kind, 0) + count
+        for name, totals in result.classes.items():
+            classes[name].merge(totals)
+        error_types.update(result.error_types)
     return {"run_date": day, "model_name": resolved.name, "model_version": resolved.version,
             "output_uri": output_uri, "listed": listed, "skipped": listed - todo,
-            "processed": sum(r["processed"] for r in results),
-            "errors": sum(r["errors"] for r in results), "error_types": error_types,
-            "shards": len(results), "overlays": sum(r["overlays"] for r in results),
-            "classes": classes}
+            "processed": sum(r.processed for r in results),
+            "errors": sum(r.errors for r in results), "error_types": dict(error_types),
+            "shards": len(results), "overlays": sum(r.overlays for r in results),
+            "classes": {name: dataclasses.asdict(totals) for name, totals in classes.items()}}
 
 
 def _summary_artifact(summary: dict[str, Any], resolved: ModelArtifact) -> None:

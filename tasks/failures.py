@@ -46,6 +46,8 @@ def is_transient(error: BaseException | Any) -> bool:
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry a failed task only for a transient cause."""
+    if not state.is_failed():
+        return False
     return is_transient(state.result(raise_on_failure=False))
 
 

@@ -46,10 +46,12 @@ def run_isolated(images: Sequence[Any], model: Any, context: Any) -> dict[str, A
     with _one_at_a_time:
         for _ in range(ATTEMPTS):
             pool = _child()
+            future = pool.submit(run_shard, list(images), model, context)
+            processes = list((pool._processes or {}).values())  # started by submit
             try:
-                return pool.submit(run_shard, list(images), model, context).result()
+                return future.result()
             except BrokenProcessPool:
-                cause = _exit_cause(pool)
+                cause = _exit_cause(processes)
                 _discard(pool)
     raise ShardCrashed(f"the process running a shard of {len(images)} images died {ATTEMPTS} "
                        f"times ({cause}, model {model.identity}, runtime {context.runtime}); "
@@ -74,9 +76,13 @@ def _discard(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _exit_cause(pool: ProcessPoolExecutor) -> str:
-    codes = [process.exitcode for process in (pool._processes or {}).values()]
-    for code in codes:
+def _exit_cause(processes: list[Any]) -> str:
+    """How the child ended: ``killed by SIGSEGV``, ``exit code 1`` ..."""
+    for process in processes:
+        process.join(timeout=5)  # the pool notices the death before the process is reaped
+        code = process.exitcode
         if code is not None and code < 0:
             return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {codes[0]}" if codes and codes[0] is not None else "exited"
+        if code is not None:
+            return f"exit code {code}"
+    return "exited"

@@ -68,6 +68,52 @@ class ShardContext:
     isolate: bool = False  # run each shard in a child process (tasks.inference.shard_process)
 
 
+@dataclasses.dataclass
+class ClassTotals:
+    """One class's totals over some images (a shard's, then the run's)."""
+
+    images: int = 0  # images where the class has at least one instance
+    instances: int = 0
+    area_ratio_sum: float = 0.0
+    area_ratio_max: float = 0.0
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        """Count one ``area_ratios`` row."""
+        self.images += row["instance_count"] > 0
+        self.instances += row["instance_count"]
+        self.area_ratio_sum += row["area_ratio"]
+        self.area_ratio_max = max(self.area_ratio_max, row["area_ratio"])
+
+    def merge(self, other: ClassTotals) -> None:
+        self.images += other.images
+        self.instances += other.instances
+        self.area_ratio_sum += other.area_ratio_sum
+        self.area_ratio_max = max(self.area_ratio_max, other.area_ratio_max)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardResult:
+    """What a shard hands back to the flow: counts and where its rows are staged.
+
+    Attributes:
+        shard: the shard key (its staging folder's name).
+        images: images in the shard; processed: with ``area_ratios`` rows; errors: with an
+            ``errors`` row, by type in ``error_types``.
+        staged: the staging folder URI the next commit takes.
+        overlays: overlay pictures written.
+        classes: per-class totals over the processed images.
+    """
+
+    shard: str
+    images: int
+    processed: int
+    errors: int
+    error_types: dict[str, int]
+    staged: str
+    overlays: int
+    classes: dict[str, ClassTotals]
+
+
 def find_images(input_uri: str, patterns: Sequence[str] = ()) -> list[ImageRef]:
     """Image files below ``input_uri`` (recursive), sorted by URI.
 
@@ -159,7 +205,7 @@ def list_images(input_uri: str, patterns: list[str] | None = None) -> list[Image
 @task(name="process-shard", cache_policy=NO_CACHE, retry_condition_fn=retry_transient,
       task_run_name="process-shard-{context.run_date}")
 def process_shard(images: list[ImageRef], model: ModelArtifact, context: ShardContext
-                  ) -> dict[str, Any]:
+                  ) -> ShardResult:
     """Detect, measure and store one shard; see :func:`run_shard` (and `context.isolate`)."""
     if context.isolate:
         from tasks.inference.shard_process import run_isolated
@@ -169,14 +215,8 @@ def process_shard(images: list[ImageRef], model: ModelArtifact, context: ShardCo
 
 
 def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardContext
-              ) -> dict[str, Any]:
-    """Process a shard of images into a staged shard that the next commit takes.
-
-    Returns:
-        ``{"shard", "images", "processed", "errors", "error_types", "staged", "overlays",
-        "classes"}``: the shard key, counts, the staging folder and per-class totals
-        (``{name: {"images", "instances", "area_ratio_sum", "area_ratio_max"}}``).
-    """
+              ) -> ShardResult:
+    """Process a shard of images into a staged shard that the next commit takes."""
     loaded = build(model, context.runtime, context.batch_size, context.min_confidence,
                    context.precision)
     key = shard_key(images)
@@ -338,19 +378,10 @@ def _stage(rows: dict[str, list[dict[str, Any]]], entries: list[Entry], loaded: 
 
 
 def _summary(key: str, images: Sequence[ImageRef], tables: dict[str, list[dict[str, Any]]],
-             staged: str, overlays: int, loaded: LoadedModel) -> dict[str, Any]:
-    classes = {name: {"images": 0, "instances": 0, "area_ratio_sum": 0.0, "area_ratio_max": 0.0}
-               for name in loaded.class_names}
+             staged: str, overlays: int, loaded: LoadedModel) -> ShardResult:
+    classes = {name: ClassTotals() for name in loaded.class_names}
     for row in tables["area_ratios"]:
-        totals = classes[row["class_name"]]
-        totals["images"] += row["instance_count"] > 0
-        totals["instances"] += row["instance_count"]
-        totals["area_ratio_sum"] += row["area_ratio"]
-        totals["area_ratio_max"] = max(totals["area_ratio_max"], row["area_ratio"])
-    error_types: dict[str, int] = {}
-    for row in tables["errors"]:
-        error_types[row["error_type"]] = error_types.get(row["error_type"], 0) + 1
-    return {"shard": key, "images": len(images),
-            "processed": len({row["image_uri"] for row in tables["area_ratios"]}),
-            "errors": len(tables["errors"]), "error_types": error_types, "staged": staged,
-            "overlays": overlays, "classes": classes}
+        classes[row["class_name"]].add_row(row)
+    error_types = dict(collections.Counter(row["error_type"] for row in tables["errors"]))
+    return ShardResult(key, len(images), len({row["image_uri"] for row in tables["area_ratios"]}),
+                       len(tables["errors"]), error_types, staged, overlays, classes)
