@@ -98,12 +98,12 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
             if self.ends[-1] - self.started > self.seconds:
                 self.model.stop_training = True
 
-    config = Config(NAME="shapes_bench", BACKBONE=backbone, NUM_CLASSES=4, IMAGES_PER_GPU=BATCH,
-                    IMAGE_MIN_DIM=IMAGE_SIZE, IMAGE_MAX_DIM=IMAGE_SIZE, RPN_ANCHOR_SCALES=ANCHOR_SCALES,
-                    TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, STEPS_PER_EPOCH=100, VALIDATION_STEPS=0,
-                    OPTIMIZER="adamw", LEARNING_RATE=LEARNING_RATE, WARMUP_STEPS=WARMUP_STEPS,
-                    WEIGHT_DECAY=WEIGHT_DECAY, TRAIN_BN=True, DETECTION_MIN_CONFIDENCE=min_score, SEED=0,
-                    **(overrides or {}))
+    recipe = dict(NAME="shapes_bench", BACKBONE=backbone, NUM_CLASSES=4, IMAGES_PER_GPU=BATCH,
+                  IMAGE_MIN_DIM=IMAGE_SIZE, IMAGE_MAX_DIM=IMAGE_SIZE, RPN_ANCHOR_SCALES=ANCHOR_SCALES,
+                  TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, STEPS_PER_EPOCH=100, VALIDATION_STEPS=0,
+                  OPTIMIZER="adamw", LEARNING_RATE=LEARNING_RATE, WARMUP_STEPS=WARMUP_STEPS,
+                  WEIGHT_DECAY=WEIGHT_DECAY, TRAIN_BN=True, DETECTION_MIN_CONFIDENCE=min_score, SEED=0)
+    config = Config(**{**recipe, **(overrides or {})})
     train, val = shapes(train_images, TRAIN_SEED), shapes(val_images, VAL_SEED)
     clock = StepClock(minutes * 60)
     with tempfile.TemporaryDirectory() as model_dir:

@@ -12,7 +12,8 @@
    summary of `mrcnn-pipeline results`, where everything is, and writes
    `<output>/overlay_grid.png` (the first twelve overlays side by side).
 
-    python -m mrcnn_pipeline.demo --output demo_output --minutes 15
+    python -m mrcnn_pipeline.demo --output demo_output               # ResNet-18, 6 minutes
+    python -m mrcnn_pipeline.demo --backbone resnet50 --minutes 30   # the longer ResNet-50 run
 
 Re-running adds a registry version; `production` moves only if it evaluates at least as well.
 """
@@ -20,6 +21,7 @@ Re-running adds a registry version; `production` moves only if it evaluates at l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -38,11 +40,30 @@ from mrcnn.shapes import ShapesDataset  # noqa: E402
 
 CLASSES = ("square", "circle", "triangle")  # the shapes preset's classes, in category order
 SIZE = 128  # image side: the preset's IMAGE_MAX_DIM
-# Measured on a quiet 2-core CPU: building and tracing the model with its first step, then
-# each further step of 8 images.
-STARTUP_SECONDS = 30.0
-SECONDS_PER_STEP = 3.0
-MAX_STEPS_PER_EPOCH = 100  # an epoch ends in a progress update and a checkpoint (~0.5 GB)
+MAX_STEPS_PER_EPOCH = 100  # an epoch ends in a progress update and a checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How the demo trains one backbone: Config values over the `shapes` preset, and the
+    seconds the step count is planned with (measured on a 2-core AMD EPYC: building and
+    tracing the model with its first step, then each further step of 8 images)."""
+
+    overrides: dict[str, Any]
+    startup_seconds: float
+    seconds_per_step: float
+
+
+RECIPES = {
+    # The preset itself: ResNet-18 with light heads (benchmarks/NOTES.md row 27).
+    "resnet18": Recipe({}, 20.0, 0.5),
+    # matterport's ResNet-50 model and heads (256-channel FPN, 1024-wide box head, 28×28 masks).
+    "resnet50": Recipe({"BACKBONE": "resnet50", "TOP_DOWN_PYRAMID_SIZE": 256,
+                        "FPN_CLASSIF_FC_LAYERS_SIZE": 1024, "MASK_POOL_SIZE": 14,
+                        "MASK_SHAPE": [28, 28], "TRAIN_ROIS_PER_IMAGE": 32,
+                        "LEARNING_RATE": 3e-4}, 30.0, 1.6),
+}
+DEFAULT_MINUTES = {"resnet18": 6.0, "resnet50": 30.0}
 
 
 # ---------------------------------------------------------------------------- synthetic data
@@ -127,7 +148,8 @@ def write_incoming(folder: Path, count: int, size: int = SIZE, seed: int = 2) ->
 
 
 # ---------------------------------------------------------------------------- training config
-def training_config(minutes: float, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def training_config(minutes: float, overrides: dict[str, Any] | None = None,
+                    backbone: str = "resnet18") -> dict[str, Any]:
     """The `shapes` preset with one from-scratch stage sized to `minutes` of training.
 
     The preset's default stages (heads, then all layers at lr / 10) suit pretrained backbones;
@@ -137,22 +159,28 @@ def training_config(minutes: float, overrides: dict[str, Any] | None = None) -> 
     Args:
         minutes: training time budget (model building included) on a 2-core CPU.
         overrides: extra `mrcnn.Config` values (tests shrink the model with them).
+        backbone: one of `RECIPES`.
     """
     from tasks.training.config import PRESETS
 
     if not minutes > 0:
         raise ValueError(f"minutes must be positive, got {minutes}")
-    rate = PRESETS["shapes"]["config"]["LEARNING_RATE"]
-    steps = max(1, round((60 * minutes - STARTUP_SECONDS) / SECONDS_PER_STEP))
+    if backbone not in RECIPES:
+        raise ValueError(f"backbone must be one of {sorted(RECIPES)}, got {backbone!r}")
+    recipe = RECIPES[backbone]
+    rate = {**PRESETS["shapes"]["config"], **recipe.overrides}["LEARNING_RATE"]
+    steps = max(1, round((60 * minutes - recipe.startup_seconds) / recipe.seconds_per_step))
     epochs = math.ceil(steps / MAX_STEPS_PER_EPOCH)
     return {"preset": "shapes",
-            "config": {"STEPS_PER_EPOCH": math.ceil(steps / epochs), **(overrides or {})},
+            "config": {**recipe.overrides, "STEPS_PER_EPOCH": math.ceil(steps / epochs),
+                       **(overrides or {})},
             "stages": [{"layers": "all", "epochs": epochs, "learning_rate": rate}]}
 
 
 # ---------------------------------------------------------------------------- the job
-def run(output: Path, minutes: float = 15.0, images: int = 300, incoming: int = 30,
-        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(output: Path, minutes: float = 6.0, images: int = 300, incoming: int = 30,
+        overrides: dict[str, Any] | None = None, backbone: str = "resnet18",
+        grid: Path | None = None) -> dict[str, Any]:
     """Generate the data, train to `shapes@production`, run batch inference.
 
     Args:
@@ -162,6 +190,8 @@ def run(output: Path, minutes: float = 15.0, images: int = 300, incoming: int = 
         images: annotated images (about 20 % go to the val split).
         incoming: held-out images for batch inference.
         overrides: `mrcnn.Config` values for the training config.
+        backbone: the recipe (`RECIPES`).
+        grid: where the overlay grid goes (default `<output>/overlay_grid.png`).
 
     Returns:
         `{pipeline, inference, metrics, summary: (columns, rows), paths}`.
@@ -179,13 +209,13 @@ def run(output: Path, minutes: float = 15.0, images: int = 300, incoming: int = 
     write_incoming(paths["incoming"], incoming)
     pipeline = training_pipeline(
         source=str(paths["labelme"]), dataset=str(paths["dataset"]),
-        config=training_config(minutes, overrides), registry=str(paths["registry"]),
+        config=training_config(minutes, overrides, backbone), registry=str(paths["registry"]),
         labels=str(paths["labelme"] / "labels.txt"), timeout_minutes=3 * minutes + 5)
     inference = batch_inference(input_uri=str(paths["incoming"]), output_uri=str(paths["results"]),
                                 model="shapes@production", registry=str(paths["registry"]))
     metrics = json.loads(Path(pipeline["metrics"]).read_text())
     overlays = paths["results"] / "overlays" / f"run_date={inference['run_date']}"
-    grid = overlay_grid(sorted(overlays.rglob("*.jpg")), output / "overlay_grid.png")
+    grid = overlay_grid(sorted(overlays.rglob("*.jpg")), grid or output / "overlay_grid.png")
     return {"pipeline": pipeline, "inference": inference, "metrics": metrics,
             "summary": summarize(str(paths["results"])), "paths": paths, "grid": grid}
 
@@ -262,14 +292,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
-    parser.add_argument("--minutes", type=float, default=15.0,
-                        help="training budget on a 2-core CPU (default 15)")
+    parser.add_argument("--backbone", choices=sorted(RECIPES), default="resnet18",
+                        help="resnet18: the light model (default); resnet50: matterport's "
+                        "ResNet-50 model and heads, for a longer run")
+    parser.add_argument("--minutes", type=float, help="training budget on a 2-core CPU "
+                        "(default 6 for resnet18, 30 for resnet50)")
+    parser.add_argument("--grid", type=Path, help="where to write the overlay grid PNG "
+                        "(default <output>/overlay_grid.png)")
     parser.add_argument("--images", type=int, default=300, help="annotated images (default 300)")
     parser.add_argument("--incoming", type=int, default=30,
                         help="held-out images for batch inference (default 30)")
     args = parser.parse_args(argv)
     logging.getLogger("prefect.task_runs").addFilter(_HideFinishedTasks())
-    print(report(run(args.output, args.minutes, args.images, args.incoming)))
+    minutes = args.minutes or DEFAULT_MINUTES[args.backbone]
+    print(report(run(args.output, minutes, args.images, args.incoming, backbone=args.backbone,
+                     grid=args.grid)))
     return 0
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mrcnn.shapes import ShapesDataset, draw_masks, visible_masks
-from mrcnn_pipeline.demo import (nothing_baseline, report, run, training_config,
+from mrcnn_pipeline.demo import (RECIPES, nothing_baseline, report, run, training_config,
                                  visible_polygons, write_labelme_folder)
 from tasks import registry
 from tasks.annotations.rasterize import shape_to_mask
@@ -72,24 +72,31 @@ def test_labelme_folder_holds_overlapping_shapes_as_annotators_draw_them(tmp_pat
         write_labelme_folder(tmp_path, 0)
 
 
-def test_training_config_is_the_learning_recipe_sized_to_the_budget():
+def test_training_config_is_the_light_recipe_sized_to_the_budget():
     training = load_training_config(training_config(5))
     config = training.mrcnn_config()
-    # (300 s - 30 s startup) / 3 s per step = 90 steps: one epoch.
-    assert [(s.layers, s.epochs, s.learning_rate) for s in training.resolved_stages()] == \
-        [("all", 1, 3e-4)]
-    assert config.STEPS_PER_EPOCH == 90
-    # 20 minutes: 390 steps, at most 100 per epoch (each ends in a checkpoint): 4 of 98.
-    longer = load_training_config(training_config(20))
-    assert (longer.resolved_stages()[0].epochs, longer.mrcnn_config().STEPS_PER_EPOCH) == (4, 98)
-    assert (config.OPTIMIZER, config.LEARNING_RATE, config.WARMUP_STEPS, config.TRAIN_BN) == \
-        ("adamw", 3e-4, 50, True)
+    recipe = RECIPES["resnet18"]
+    (stage,) = training.resolved_stages()
+    steps = stage.epochs * config.STEPS_PER_EPOCH
+    planned = recipe.startup_seconds + steps * recipe.seconds_per_step
+    assert abs(planned - 300) <= stage.epochs * recipe.seconds_per_step  # rounding per epoch
+    assert config.STEPS_PER_EPOCH <= 100  # each epoch ends in a checkpoint
+    assert (stage.layers, stage.learning_rate) == ("all", config.LEARNING_RATE)
+    assert (config.BACKBONE, config.ROI_INCLUDE_GT_BOXES, config.TOP_DOWN_PYRAMID_SIZE,
+            config.MASK_POOL_SIZE, list(config.MASK_SHAPE)) == ("resnet18", True, 128, 7, [14, 14])
+    assert (config.OPTIMIZER, config.WARMUP_STEPS, config.TRAIN_BN) == ("adamw", 50, True)
     assert (config.IMAGES_PER_GPU, config.IMAGE_MAX_DIM, tuple(config.RPN_ANCHOR_SCALES)) == \
         (8, 128, (8, 16, 32, 64, 128))
     assert training.name == "shapes" and training.classes == ["square", "circle", "triangle"]
+    # The longer run: matterport's ResNet-50 model and heads.
+    longer = load_training_config(training_config(30, backbone="resnet50")).mrcnn_config()
+    assert (longer.BACKBONE, longer.TOP_DOWN_PYRAMID_SIZE, longer.FPN_CLASSIF_FC_LAYERS_SIZE,
+            list(longer.MASK_SHAPE)) == ("resnet50", 256, 1024, [28, 28])
     assert load_training_config(training_config(0.1)).resolved_stages()[0].epochs == 1
     with pytest.raises(ValueError, match="minutes must be positive"):
         training_config(0)
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        training_config(5, backbone="vgg16")
 
 
 @pytest.mark.slow
