@@ -76,12 +76,17 @@ def test_training_config_is_the_light_recipe_sized_to_the_budget():
     training = load_training_config(training_config(5))
     config = training.mrcnn_config()
     recipe = RECIPES["resnet18"]
-    (stage,) = training.resolved_stages()
-    steps = stage.epochs * config.STEPS_PER_EPOCH
+    first, last = training.resolved_stages()
+    steps = last.epochs * config.STEPS_PER_EPOCH
     planned = recipe.startup_seconds + steps * recipe.seconds_per_step
-    assert abs(planned - 300) <= stage.epochs * recipe.seconds_per_step  # rounding per epoch
+    assert abs(planned - 300) <= last.epochs * recipe.seconds_per_step  # rounding per epoch
     assert config.STEPS_PER_EPOCH <= 100  # each epoch ends in a checkpoint
-    assert (stage.layers, stage.learning_rate) == ("all", config.LEARNING_RATE)
+    # All layers at the preset's rate, the last quarter of the epochs at a tenth of it.
+    assert (first.layers, first.learning_rate) == ("all", config.LEARNING_RATE)
+    assert (last.layers, last.learning_rate) == ("all", config.LEARNING_RATE / 10)
+    assert first.epochs == last.epochs - last.epochs // 4
+    (short,) = load_training_config(training_config(1)).resolved_stages()
+    assert short.learning_rate == config.LEARNING_RATE
     assert (config.BACKBONE, config.ROI_INCLUDE_GT_BOXES, config.TOP_DOWN_PYRAMID_SIZE,
             config.MASK_POOL_SIZE, list(config.MASK_SHAPE)) == ("resnet18", True, 128, 7, [14, 14])
     assert (config.OPTIMIZER, config.WARMUP_STEPS, config.TRAIN_BN) == ("adamw", 50, True)
