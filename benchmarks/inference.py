@@ -11,8 +11,10 @@ box_score_thresh=0, box_detections_per_img=100)`. Both have random weights: the 
 timings only. Seconds per image cover the whole call on uint8 images, pre-processing and
 full-size bool masks included, for both engines. `--runtimes openvino onnxruntime` also run
 our model exported (`MaskRCNN.export(format=...)`, one conversion per size, its seconds
-recorded) in OpenVINO (fp32, and bf16 with `--bf16`) and in ONNX Runtime (fp32 only). Each engine runs in its own child process (own peak
-RSS); the JSON on stdout holds every figure and the ratios over torchvision.
+recorded) in OpenVINO (fp32, and bf16 with `--bf16`) and in ONNX Runtime (fp32 only);
+`--backbones resnet18 resnet50` measures ours with each backbone. Each engine runs in its own
+child process (own peak RSS); the JSON on stdout holds every figure and the ratios over
+torchvision.
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """OpenVINO IR exports: convert the predict graph, and run it with an explicit precision.
 
 One change to the converted graph (measured in benchmarks/NOTES.md): a TopK whose indices
-nothing reads runs unstable. OpenVINO's TensorFlow front end keeps
-TF's tie order (`stable=True`) on every TopK, and the stable kernel over the 65k anchors of
-a 512² image cost ≈ 1.4 s of a 1.9 s detect; the proposal layer finds the k-th best RPN
-score with such a values-only top-k (`mrcnn.layers.proposals.top_k_indices`), so the
-anchors and their order stay TensorFlow's. (The detection layer's NMS is a plain
-`NonMaxSuppressionV3`, which OpenVINO converts; it has no rule for TensorFlow's
-`CombinedNonMaxSuppression`.)
+nothing reads runs unstable. OpenVINO's TensorFlow front end keeps TF's tie order
+(`stable=True`) on every TopK, and the stable kernel over the 65k anchors of a 512² image cost
+≈ 1.4 s of a 1.9 s detect; the proposal layer finds the k-th best RPN score with such a
+values-only top-k (`mrcnn.layers.proposals.top_k_indices`), so the anchors and their order
+stay TensorFlow's. (The detection layer's NMS is a plain `NonMaxSuppressionV3`, which OpenVINO
+converts; it has no rule for TensorFlow's `CombinedNonMaxSuppression`.)
 
 The precision is always given explicitly: OpenVINO's own default on CPUs with AMX is bf16.
 Under bf16 its CPU plugin keeps the proposal, NMS, detection, softmax and mask-probability
@@ -43,19 +42,19 @@ def write_openvino(predict: Any, folder: Path) -> None:
     """Convert the traced predict function and save it as IR (`model.xml`, `model.bin`)."""
     ov = openvino_module()
     model = ov.convert_model(predict)
-    for node in _nodes(model):
+    for node in graph_nodes(model):
         if node.get_type_name() == "TopK" and not node.output(1).get_target_inputs():
             node.set_attribute("stable", False)  # only its values are used: ties do not matter
     model.validate_nodes_and_infer_types()
     ov.save_model(model, str(folder / OPENVINO_FILE), compress_to_fp16=False)
 
 
-def _nodes(model: Any) -> Iterator[Any]:
+def graph_nodes(model: Any) -> Iterator[Any]:
     """Every node of an OpenVINO model, those inside loop bodies (`tf.map_fn`) included."""
     for node in model.get_ordered_ops():
         yield node
         if node.get_type_name() in ("Loop", "TensorIterator"):
-            yield from _nodes(node.get_function())
+            yield from graph_nodes(node.get_function())
 
 
 def openvino_predict(path: str | os.PathLike, precision: str = "float32",

@@ -13,8 +13,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export-model", help="export a model for serving (SavedModel, ONNX, OpenVINO)",
         description="Export a model as a TensorFlow SavedModel (saved_model_cli, TF Serving), "
-                    "ONNX (ONNX Runtime) or OpenVINO IR. The folder is itself a --model source for infer "
-                    "and evaluate.")
+                    "ONNX (ONNX Runtime) or OpenVINO IR. The folder is itself a --model source "
+                    "for infer and evaluate.")
     parser.add_argument("--model", required=True, metavar="REF",
                         help="NAME@ALIAS, NAME@vN, a run folder, a checkpoint")
     parser.add_argument("--format", required=True, choices=("saved_model", "onnx", "openvino"))

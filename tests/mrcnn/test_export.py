@@ -121,10 +121,10 @@ def test_openvino_export_keeps_no_stable_sort_over_all_anchors(openvino_model):
     """The proposal layer's top-k over every anchor reads only values: it must run unstable."""
     import openvino
 
-    from mrcnn.export_openvino import _nodes
+    from mrcnn.export_openvino import graph_nodes
 
     graph = openvino.Core().read_model(str(Path(openvino_model, OPENVINO_FILE)))
-    top_ks = [node for node in _nodes(graph) if node.get_type_name() == "TopK"]
+    top_ks = [node for node in graph_nodes(graph) if node.get_type_name() == "TopK"]
     values_only = [node for node in top_ks if not node.output(1).get_target_inputs()]
     assert values_only and all(not node.get_attributes()["stable"] for node in values_only)
     assert all(node.get_attributes()["stable"] for node in top_ks if node not in values_only)
