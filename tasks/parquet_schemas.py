@@ -4,6 +4,12 @@ Each table lives at ``<output_uri>/<table>/run_date=YYYY-MM-DD/part-<shard>.parq
 partitioning); ``run_date`` is the partition key, present in the path and not in the files.
 Readers (DuckDB ``hive_partitioning=true``, ``pyarrow.dataset(..., partitioning="hive")``,
 pandas) add it back as a column.
+
+Every file carries the schema version in its Parquet key-value metadata
+(``mrcnn_pipeline.schema_version``). Version 2 added ``instances.mask_rle``; files written
+before it lack that column, so readers that mix partitions of both versions read by column
+name (DuckDB ``union_by_name = true``; pyarrow/pandas with ``schema=INSTANCES``), which gives
+NULL for the old rows.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Any
 import pyarrow as pa
 
 PARTITION_KEY = "run_date"
+SCHEMA_VERSION = 2
+VERSION_KEY = "mrcnn_pipeline.schema_version"
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 AREA_RATIOS = pa.schema([
@@ -44,6 +52,8 @@ INSTANCES = pa.schema([
     pa.field("pixel_count", pa.int64(), nullable=False),
     pa.field("model_version", pa.string(), nullable=False),
     pa.field("run_id", pa.string(), nullable=False),
+    # COCO compressed RLE at the original image size, as JSON text: {"size": [H, W], "counts"}
+    pa.field("mask_rle", pa.string(), nullable=False),
 ])
 
 ERRORS = pa.schema([
@@ -54,8 +64,19 @@ ERRORS = pa.schema([
     pa.field("failed_at", TIMESTAMP, nullable=False),
 ])
 
-SCHEMAS: dict[str, pa.Schema] = {"area_ratios": AREA_RATIOS, "instances": INSTANCES,
-                                 "errors": ERRORS}
+
+def _versioned(schema: pa.Schema) -> pa.Schema:
+    return schema.with_metadata({VERSION_KEY: str(SCHEMA_VERSION)})
+
+
+SCHEMAS: dict[str, pa.Schema] = {"area_ratios": _versioned(AREA_RATIOS),
+                                 "instances": _versioned(INSTANCES), "errors": _versioned(ERRORS)}
+
+
+def schema_version(schema: pa.Schema) -> int:
+    """The version a file's schema was written with (1: before versions were recorded)."""
+    metadata = schema.metadata or {}
+    return int(metadata.get(VERSION_KEY.encode(), b"1"))
 
 
 def to_table(name: str, rows: Sequence[Mapping[str, Any]],

@@ -22,22 +22,16 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pycocotools.mask as mask_utils
 
 from .labels import LabelMap
+from .rle import encode_rle
 from .records import Issue, IssueKind, ReadResult
 
 SPLITS = ("train", "val")
 ANNOTATIONS_FOLDER = "annotations"
 IMAGES_FOLDER = "images"
 REPORT_NAME = "report.json"
-
-
-def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """bool ``[H, W]`` -> COCO compressed RLE ``{"size": [H, W], "counts": str}``."""
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def split_of(file_name: str, val_fraction: float) -> str:

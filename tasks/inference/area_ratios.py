@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.annotations.rle import rle_string
+
 Detection = Mapping[str, np.ndarray]
 
 
@@ -89,16 +91,19 @@ def instance_rows(image_uri: str, detection: Detection, class_names: Sequence[st
 
     Returns:
         Dicts with ``image_uri, instance_index, class_id, class_name, score, y1, x1, y2, x2,
-        pixel_count`` (the instance's own mask pixels).
+        pixel_count`` (the instance's own mask pixels) and ``mask_rle`` (its mask as COCO RLE
+        JSON text).
     """
-    pixels = np.asarray(detection["masks"], dtype=bool).sum(axis=(0, 1))
+    masks = np.asarray(detection["masks"], dtype=bool)
+    pixels = masks.sum(axis=(0, 1))
     rows = []
     for index, (box, class_id, score) in enumerate(zip(detection["rois"], detection["class_ids"],
                                                        detection["scores"])):
         y1, x1, y2, x2 = (int(v) for v in box)
         rows.append({"image_uri": image_uri, "instance_index": index, "class_id": int(class_id),
                      "class_name": class_names[int(class_id) - 1], "score": float(score),
-                     "y1": y1, "x1": x1, "y2": y2, "x2": x2, "pixel_count": int(pixels[index])})
+                     "y1": y1, "x1": x1, "y2": y2, "x2": x2, "pixel_count": int(pixels[index]),
+                     "mask_rle": rle_string(masks[..., index])})
     return rows
 
 

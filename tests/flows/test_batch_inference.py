@@ -20,6 +20,7 @@ from flows.batch_inference import batch_inference
 from mrcnn_pipeline.cli import main
 from mrcnn_pipeline.results import summarize
 from tasks import storage
+from tasks.annotations.rle import mask_from_string
 from tasks.inference.shards import ImageRef, find_images, overlay_names, plan_shards, shard_key
 from tasks.models import resolve
 from tests.support.tiny_model import CLASS_NAMES, png_bytes, tiny_model_dir
@@ -119,6 +120,12 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
     assert sizes["g_exif.jpg"] == (30, 60) and sizes["b.JPG"] == (60, 30)
     instances = rows(out, "instances", "image_uri, class_id, pixel_count")
     assert len(instances) == sum(r[3] for r in areas) > 0
+    for pixels, mask_rle, width, height in duckdb.sql(
+            f"SELECT i.pixel_count, i.mask_rle, a.image_width, a.image_height FROM read_parquet("
+            f"'{out}/instances/*/*.parquet') i JOIN read_parquet('{out}/area_ratios/*/*.parquet')"
+            f" a USING (image_uri, class_id)").fetchall():  # masks at the original image size
+        mask = mask_from_string(mask_rle)
+        assert mask.shape == (height, width) and mask.sum() == pixels
     for uri, class_id, _, count, union, *_ in areas:  # the union never exceeds the sum
         assert union <= sum(p for u, c, p in instances if (u, c) == (uri, class_id))
     overlays = sorted(p.relative_to(out / "overlays" / f"run_date={DAY}").as_posix()

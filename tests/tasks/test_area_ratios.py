@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tasks.annotations.rle import mask_from_string
 from tasks.inference.area_ratios import (area_rows, class_areas, instance_rows, legend_lines,
                                select_detections)
 
@@ -66,14 +67,18 @@ def test_a_class_covering_the_whole_image_has_ratio_one():
     assert rows[1]["area_ratio"] == 1.0 and rows[1]["pixel_count"] == 24
 
 
-def test_instance_rows_keep_each_instance_s_own_pixels_and_box():
-    found = detection([square(10, 10, 0, 0, 4), square(10, 10, 2, 2, 4)], [1, 2], [0.9, 0.6])
+def test_instance_rows_keep_each_instance_s_own_pixels_box_and_mask():
+    masks = [square(10, 10, 0, 0, 4), square(10, 10, 2, 2, 4)]
+    masks[1][3:5, 3:5] = False  # a hole survives the RLE
+    found = detection(masks, [1, 2], [0.9, 0.6])
     rows = instance_rows("a.png", found, NAMES)
+    assert [mask_from_string(row.pop("mask_rle")).tolist() for row in rows] == [
+        mask.tolist() for mask in masks]
     assert rows == [
         {"image_uri": "a.png", "instance_index": 0, "class_id": 1, "class_name": "car",
          "score": pytest.approx(0.9), "y1": 0, "x1": 0, "y2": 4, "x2": 4, "pixel_count": 16},
         {"image_uri": "a.png", "instance_index": 1, "class_id": 2, "class_name": "pothole",
-         "score": pytest.approx(0.6), "y1": 2, "x1": 2, "y2": 6, "x2": 6, "pixel_count": 16}]
+         "score": pytest.approx(0.6), "y1": 2, "x1": 2, "y2": 6, "x2": 6, "pixel_count": 12}]
 
 
 def test_select_detections_keeps_arrays_in_step():

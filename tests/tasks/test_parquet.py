@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import datetime
 
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from tasks.parquet_schemas import AREA_RATIOS, ERRORS, INSTANCES, to_table
+from tasks.annotations.rle import rle_string
+from tasks.parquet_schemas import (AREA_RATIOS, ERRORS, INSTANCES, SCHEMA_VERSION, schema_version,
+                                   to_table)
 
 NOW = datetime.datetime(2024, 5, 1, 2, 0, 7, tzinfo=datetime.timezone.utc)
 
@@ -16,6 +23,12 @@ def area_row(uri: str, class_id: int = 1, ratio: float = 0.25) -> dict:
             "class_name": f"c{class_id}", "instance_count": 1, "pixel_count": int(8 * ratio),
             "area_ratio": ratio, "model_name": "roads", "model_version": "3", "run_id": "r1",
             "inferred_at": NOW}
+
+
+def instance_row(uri: str) -> dict:
+    return {"image_uri": uri, "instance_index": 0, "class_id": 1, "class_name": "c1",
+            "score": 0.5, "y1": 0, "x1": 0, "y2": 2, "x2": 2, "pixel_count": 4,
+            "model_version": "3", "mask_rle": rle_string(np.ones((2, 2), bool))}
 
 
 def error_row(uri: str) -> dict:
@@ -33,7 +46,7 @@ def test_schemas_are_the_documented_ones():
         ("image_uri", "string"), ("instance_index", "int32"), ("class_id", "int32"),
         ("class_name", "string"), ("score", "float"), ("y1", "int32"), ("x1", "int32"),
         ("y2", "int32"), ("x2", "int32"), ("pixel_count", "int64"), ("model_version", "string"),
-        ("run_id", "string")]
+        ("run_id", "string"), ("mask_rle", "string")]
     assert [(f.name, str(f.type)) for f in ERRORS] == [
         ("image_uri", "string"), ("error_type", "string"), ("message", "string"),
         ("run_id", "string"), ("failed_at", "timestamp[us, tz=UTC]")]
@@ -51,3 +64,30 @@ def test_to_table_adds_constants_and_refuses_rows_off_the_schema():
         to_table("errors", [{**error_row("a.png"), "message": None}])
     with pytest.raises(KeyError, match="unknown table"):
         to_table("area", [])
+
+
+def version_one_instances() -> pa.Table:
+    """An ``instances`` file as written before schema version 2: no ``mask_rle``, no version."""
+    old = pa.schema([field for field in INSTANCES if field.name != "mask_rle"])
+    row = {**instance_row("old.png"), "run_id": "r0"}
+    del row["mask_rle"]
+    return pa.Table.from_pylist([row], schema=old)
+
+
+def test_files_carry_the_schema_version_and_old_partitions_stay_readable(tmp_path):
+    table = to_table("instances", [instance_row("new.png")], {"run_id": "r1"})
+    assert schema_version(table.schema) == SCHEMA_VERSION == 2
+    for day, data in (("2026-01-01", version_one_instances()), ("2026-01-02", table)):
+        (tmp_path / "instances" / f"run_date={day}").mkdir(parents=True)
+        pq.write_table(data, tmp_path / "instances" / f"run_date={day}" / "part-0.parquet")
+    files = sorted((tmp_path / "instances").glob("*/*.parquet"))
+    assert [schema_version(pq.read_schema(path)) for path in files] == [1, 2]
+    # The README's query for mixed partitions: by name, NULL where the column is missing.
+    rows = duckdb.sql(f"SELECT image_uri, mask_rle IS NULL FROM read_parquet("
+                      f"'{tmp_path}/instances/*/*.parquet', hive_partitioning = true, "
+                      f"union_by_name = true) ORDER BY run_date").fetchall()
+    assert rows == [("old.png", True), ("new.png", False)]
+    frame = pd.read_parquet(tmp_path / "instances", schema=INSTANCES)
+    assert sorted(frame["image_uri"]) == ["new.png", "old.png"]
+    assert frame.set_index("image_uri")["mask_rle"].isna().to_dict() == {"new.png": False,
+                                                                        "old.png": True}

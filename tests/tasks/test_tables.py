@@ -13,10 +13,12 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from tasks import storage
+from tasks.annotations.rle import rle_string
 from tasks.parquet_io import parquet_bytes
 from tasks.parquet_schemas import to_table
 from tasks.tables import Entry, commit, done_images, index, lease, pending_entries, read_current
@@ -40,7 +42,8 @@ def area_rows(uri: str, ratio: float = 0.25) -> list[dict]:
 def instance_rows(uri: str) -> list[dict]:
     return [{"image_uri": uri, "instance_index": class_id - 1, "class_id": class_id,
              "class_name": f"c{class_id}", "score": 0.9, "y1": 0, "x1": 0, "y2": 1, "x2": 2,
-             "pixel_count": 2, "model_version": "3", "run_id": "r"} for class_id in (1, 2)]
+             "pixel_count": 2, "model_version": "3", "run_id": "r",
+             "mask_rle": rle_string(np.ones((1, 2), bool))} for class_id in (1, 2)]
 
 
 def stage(out: str, shard: str, good: dict[str, float], bad: tuple[str, ...] = (),
