@@ -1,0 +1,1 @@
+"""Choosing production images for an annotator: strategies, the budget, the review folder."""
