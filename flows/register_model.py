@@ -47,10 +47,12 @@ def register_version(run_dir: str, registry: str, metrics: str, name: str | None
 
 @task(name="promotion-gate", cache_policy=NO_CACHE, persist_result=False)
 def promotion_gate(registry: str, name: str, version: int, alias: str, metric: str,
-                   higher_is_better: bool, force: bool, reason: str | None) -> dict[str, Any]:
+                   higher_is_better: bool, force: bool, reason: str | None,
+                   baseline_metrics: str | None = None) -> dict[str, Any]:
     """Apply the gate; the decision becomes a markdown artifact."""
+    baseline = storage.read_json(baseline_metrics, "baseline metrics") if baseline_metrics else None
     decision = model_registry.promote(model_registry.ModelVersion(registry, name, version), alias,
-                                      metric, higher_is_better, force, reason)
+                                      metric, higher_is_better, force, reason, baseline)
     create_markdown_artifact(registry_documents.decision_markdown(decision),
                              key="register-model-promotion",
                              description=f"{name} v{version} -> {alias}")
@@ -61,7 +63,8 @@ def promotion_gate(registry: str, name: str, version: int, alias: str, metric: s
 def register_model(run_dir: str, registry: str = "registry", metrics: str | None = None,
                    name: str | None = None, alias: str = "production", promote: bool = True,
                    gate_metric: str = "segm.AP", higher_is_better: bool = True,
-                   force: bool = False, reason: str | None = None) -> dict[str, Any]:
+                   force: bool = False, reason: str | None = None,
+                   baseline_metrics: str | None = None) -> dict[str, Any]:
     """Register a finished run and, unless ``promote=False``, gate it into ``alias``.
 
     Args:
@@ -75,6 +78,9 @@ def register_model(run_dir: str, registry: str = "registry", metrics: str | None
         higher_is_better: False for error metrics such as ``area_ratio_error.mean_mae_pp``.
         force: move the alias even if the gate fails (needs ``reason``).
         reason: why the gate was overridden.
+        baseline_metrics: ``metrics.json`` of the alias's current version evaluated on this
+            run's val split; the gate then compares both on the same images (see
+            ``tasks.registry.promote``).
 
     Returns:
         ``{name, version, reference, uri, decision}`` (``decision`` None without promotion).
@@ -89,7 +95,8 @@ def register_model(run_dir: str, registry: str = "registry", metrics: str | None
     decision = None
     if promote:
         decision = promotion_gate(registry, registered["name"], registered["version"], alias,
-                                  gate_metric, higher_is_better, force, reason)
+                                  gate_metric, higher_is_better, force, reason,
+                                  baseline_metrics)
         get_run_logger().info("%s: %s", registered["reference"],
                               ("promoted to " if decision["promoted"] else "not promoted to ")
                               + f"{alias} ({decision['reason']})")

@@ -8,12 +8,8 @@ missing bucket, bad input or a bug fail at once: retrying them only delays the m
 from __future__ import annotations
 
 import errno
-import functools
 import os
 from typing import Any
-
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 # OS errors a retry cannot fix.
 PERMANENT_ERRNOS = frozenset({
@@ -53,12 +49,6 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     if not state.is_failed():
         return False
     return is_transient(state.result(raise_on_failure=False))
-
-
-# A Prefect task that reads or writes storage: a hiccup is retried, bad input is not.
-io_task = functools.partial(task, retries=3, retry_delay_seconds=[1, 4, 10],
-                            retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
-                            persist_result=False)
 
 
 def with_retries(prefect_task: Any) -> Any:

@@ -309,31 +309,44 @@ def metric_value(metrics: dict[str, Any], metric: str, owner: str) -> float | No
 
 
 def promote(version: ModelVersion, alias: str = "production", metric: str = "segm.AP",
-            higher_is_better: bool = True, force: bool = False, reason: str | None = None
-            ) -> dict[str, Any]:
+            higher_is_better: bool = True, force: bool = False, reason: str | None = None,
+            baseline: dict[str, Any] | None = None) -> dict[str, Any]:
     """The promotion gate: move `alias` to `version` if its metric is at least as good.
 
     Without a current holder of the alias the version is promoted. A version that fails the
     gate is promoted only with `force=True` and a `reason`.
 
+    Args:
+        baseline: the current holder's metrics on the candidate's val split (an evaluation
+            of it on the same dataset). Used when it is of the version holding the alias now
+            and of the same dataset content as the candidate's metrics; otherwise the
+            holder's registered metrics are compared and the decision says so.
+
     Returns:
         The decision: `alias`, `metric`, `candidate` / `current` (`{version, value}`),
-        `promoted`, `forced`, `reason`.
+        `compared_on` (the dataset both values come from, or None), `promoted`, `forced`,
+        `reason`.
     """
     check_alias(alias)
     if force and not (reason and reason.strip()):
         raise ValueError("a forced promotion needs a reason")
-    value = metric_value(version.read_json("metrics.json"), metric, version.reference)
+    candidate_metrics = version.read_json("metrics.json")
+    value = metric_value(candidate_metrics, metric, version.reference)
     record = read_alias(version.registry, version.name, alias)
-    current = None
+    current, compared_on = None, None
     if record is not None:
         holder = ModelVersion(version.registry, version.name, int(record["version"]))
+        held_metrics = holder.read_json("metrics.json")
+        if _same_split(baseline, holder, candidate_metrics):
+            held_metrics, compared_on = baseline, candidate_metrics["dataset"]
         try:
-            held = metric_value(holder.read_json("metrics.json"), metric, holder.reference)
+            held = metric_value(held_metrics, metric, holder.reference)
         except ValueError:  # registered before this metric existed: nothing to compare with
             held = None
         current = {"version": holder.version, "value": held}
     passed, why = _gate(value, current, metric, higher_is_better)
+    if current is not None:
+        why += " on the same val split" if compared_on else " (each on its own val split)"
     promoted = passed or force
     text = why if passed else (f"forced: {reason.strip()} (gate: {why})" if force else why)
     if promoted and (current is None or current["version"] != version.version):
@@ -341,7 +354,17 @@ def promote(version: ModelVersion, alias: str = "production", metric: str = "seg
     return {"model": version.name, "alias": alias, "metric": metric,
             "higher_is_better": higher_is_better,
             "candidate": {"version": version.version, "value": value}, "current": current,
-            "promoted": promoted, "forced": promoted and not passed, "reason": text}
+            "compared_on": compared_on, "promoted": promoted, "forced": promoted and not passed, "reason": text}
+
+
+def _same_split(baseline: dict[str, Any] | None, holder: ModelVersion,
+                candidate: dict[str, Any]) -> bool:
+    """Whether ``baseline`` evaluated ``holder`` on the data the candidate was evaluated on."""
+    if not baseline:
+        return False
+    same_model = (baseline.get("model") or {}).get("reference") == holder.reference
+    dataset, theirs = baseline.get("dataset") or {}, candidate.get("dataset") or {}
+    return same_model and bool(dataset.get("hash")) and dataset.get("hash") == theirs.get("hash")
 
 
 def _gate(value: float | None, current: dict[str, Any] | None, metric: str,

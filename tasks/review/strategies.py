@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from mrcnn.boxes import compute_overlaps
+from tasks.review import STRATEGIES
 
-STRATEGIES = ("low-confidence", "class-margin", "area-outlier", "disagreement", "random")
 MIN_HISTORY = 10
 
 

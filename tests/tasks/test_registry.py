@@ -29,7 +29,8 @@ def weights_file(folder: Path, token: str) -> str:
 def register(root: str, folder: Path, token: str, segm_ap: float | None = 0.5,
              name: str = "road") -> ModelVersion:
     metrics = {"segm": {"AP": segm_ap, "per_class": {"a": segm_ap, "b": None}}, "bbox": {"AP": 0.1},
-               "area_ratio_error": {"mean_mae_pp": 1.5, "per_class": {"a": {"mae_pp": 2.0}}}}
+               "area_ratio_error": {"mean_mae_pp": 1.5, "per_class": {"a": {"mae_pp": 2.0}}},
+               "dataset": {"uri": "s3://b/data-v2", "hash": "abc"}}
     return register_version(root, name, weights_file(folder, token), CONFIG, ["a", "b"], metrics,
                             {"token": token, "dataset": {"uri": "s3://b/data", "hash": "abc"},
                              "stages": [{"layers": "heads", "epochs": 2, "learning_rate": 0.001}]})
@@ -179,7 +180,7 @@ def test_promotion_gate_both_ways(tmp_path: Path):
     v2 = register(root, tmp_path, "two", segm_ap=0.30)
     worse = promote(v2)
     assert not worse["promoted"]
-    assert worse["reason"] == "segm.AP 0.3000 < 0.4000 of v1"
+    assert worse["reason"] == "segm.AP 0.3000 < 0.4000 of v1 (each on its own val split)"
     assert worse["current"] == {"version": 1, "value": 0.40}
     assert resolve("road@production", root) == v1
     with pytest.raises(ValueError, match="needs a reason"):
@@ -194,11 +195,32 @@ def test_promotion_gate_both_ways(tmp_path: Path):
     v3 = register(root, tmp_path, "three", segm_ap=0.30)  # equal counts as good enough
     assert promote(v3)["promoted"] and resolve("road@production", root) == v3
     lower = promote(v1, metric="area_ratio_error.mean_mae_pp", higher_is_better=False)
-    assert lower["promoted"] and lower["reason"] == "area_ratio_error.mean_mae_pp 1.5000 <= 1.5000 of v3"
+    assert lower["promoted"] and lower["reason"] == (
+        "area_ratio_error.mean_mae_pp 1.5000 <= 1.5000 of v3 (each on its own val split)")
     with pytest.raises(ValueError, match="metric 'segm.AP75' not found in the metrics of road@v1"):
         promote(v1, metric="segm.AP75")
     markdown = registry_documents.decision_markdown(worse)
     assert "not promoted to `production`" in markdown and "| current `production` | v1 | 0.4000 |" in markdown
+
+
+def test_the_gate_compares_on_the_candidate_s_val_split_when_given_the_holder_s_score(
+        tmp_path: Path):
+    root = str(tmp_path / "registry")
+    promote(register(root, tmp_path, "one", segm_ap=0.60))  # scored on an older, easier split
+    v2 = register(root, tmp_path, "two", segm_ap=0.50)
+    split = {"uri": "s3://b/data-v2", "hash": "abc"}  # the hash register() gives v2's metrics
+    on_split = {"segm": {"AP": 0.45}, "model": {"reference": "road@v1"}, "dataset": split}
+    decision = promote(v2, baseline=on_split)
+    assert decision["promoted"] and decision["current"] == {"version": 1, "value": 0.45}
+    assert decision["reason"] == "segm.AP 0.5000 >= 0.4500 of v1 on the same val split"
+    assert decision["compared_on"]["hash"] == "abc"
+    v3 = register(root, tmp_path, "three", segm_ap=0.40)
+    for stale in ({**on_split, "model": {"reference": "road@v1"}},  # v2 holds the alias now
+                  {**on_split, "model": {"reference": "road@v2"},
+                   "dataset": {"uri": "s3://b/other", "hash": "def"}}):
+        refused = promote(v3, baseline=stale)
+        assert refused["compared_on"] is None and refused["current"]["value"] == 0.50
+        assert refused["reason"].endswith("(each on its own val split)")
 
 
 def test_undefined_metric_fails_the_gate(tmp_path: Path):
