@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,dask,onnx,openvino]'
 	# labelme's own rasterizer is the reference of the conformance test; its GUI deps are not needed
 	$(VENV)/bin/pip install -q --no-deps labelme==6.3.1
+	# Label Studio's brush codec is the reference of the brush RLE tests; its converter's deps are not needed
+	$(VENV)/bin/pip install -q --no-deps label-studio-converter==0.0.59
 	touch $(STAMP)
 
 demo: setup

@@ -2,6 +2,8 @@
 
 - ``batch-inference/nightly``: cron ``0 2 * * *`` in a configurable timezone, at most one run
   at a time, default parameters from a config file and/or the environment;
+- ``select-for-review/weekly``: cron ``0 6 * * 1`` (Mondays) in the same timezone: the past
+  week's images worth correcting, into a review folder per week;
 - ``training-pipeline/on-demand`` (when ``flows.training_pipeline`` exists) and
   ``convert-masks/on-demand``: run with ``prefect deployment run``.
 
@@ -15,6 +17,11 @@ Settings, later ones winning: built-in defaults, the YAML/JSON file given by ``-
       output_uri: s3://bucket/results/     # MRCNN_OUTPUT_URI
       model: roads@production              # MRCNN_MODEL
       registry: s3://bucket/registry/  # MRCNN_REGISTRY
+    review_cron: "0 6 * * 1"       # MRCNN_REVIEW_CRON
+    review:                        # default parameters of select-for-review/weekly
+      output: s3://bucket/results/         # MRCNN_OUTPUT_URI
+      to: s3://bucket/review/{date}/       # MRCNN_REVIEW_URI ({date}: the run's date)
+      budget: 50
 
 Stopping the process (SIGTERM) leaves the deployments active (``pause_on_shutdown=False``),
 so a restarted server process picks the schedule up again. Several machines: use
@@ -36,10 +43,13 @@ from typing import Any
 import yaml
 
 NIGHTLY_CRON = "0 2 * * *"
-SETTINGS_KEYS = ("timezone", "cron", "nightly")
-ENVIRONMENT = {"timezone": "MRCNN_TIMEZONE", "cron": "MRCNN_NIGHTLY_CRON"}
+REVIEW_CRON = "0 6 * * 1"
+SETTINGS_KEYS = ("timezone", "cron", "nightly", "review_cron", "review")
+ENVIRONMENT = {"timezone": "MRCNN_TIMEZONE", "cron": "MRCNN_NIGHTLY_CRON",
+               "review_cron": "MRCNN_REVIEW_CRON"}
 PARAMETER_ENVIRONMENT = {"input_uri": "MRCNN_INPUT_URI", "output_uri": "MRCNN_OUTPUT_URI",
                          "model": "MRCNN_MODEL", "registry": "MRCNN_REGISTRY"}
+REVIEW_ENVIRONMENT = {"output": "MRCNN_OUTPUT_URI", "to": "MRCNN_REVIEW_URI"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +59,8 @@ class ServeSettings:
     timezone: str = "UTC"
     cron: str = NIGHTLY_CRON
     nightly: dict[str, Any] = dataclasses.field(default_factory=dict)
+    review_cron: str = REVIEW_CRON
+    review: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def load_settings(config_file: str | None = None,
@@ -60,7 +72,7 @@ def load_settings(config_file: str | None = None,
         ValueError: unknown keys, an unknown timezone, or parameters batch-inference lacks.
     """
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {"nightly": {}}
+    values: dict[str, Any] = {"nightly": {}, "review": {}}
     config_file = config_file or environ.get("MRCNN_DEPLOYMENTS_CONFIG")
     if config_file:
         values.update(_read_config(config_file))
@@ -68,6 +80,10 @@ def load_settings(config_file: str | None = None,
     values["nightly"] = {**values["nightly"], **{key: environ[name] for key, name in
                                                  PARAMETER_ENVIRONMENT.items()
                                                  if environ.get(name)}}
+    values["review"] = {**values["review"], **{key: environ[name] for key, name in
+                                               REVIEW_ENVIRONMENT.items() if environ.get(name)}}
+    if "output_uri" in values["nightly"]:  # review what the nightly job writes
+        values["review"].setdefault("output", values["nightly"]["output_uri"])
     settings = ServeSettings(**values)
     _check(settings)
     return settings
@@ -89,9 +105,10 @@ def _read_config(path: str) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"deployments config {path!r}: unknown keys {unknown}; "
                          f"expected some of {SETTINGS_KEYS}")
-    if not isinstance(loaded.get("nightly", {}), dict):
-        raise ValueError(f"deployments config {path!r}: 'nightly' must map parameter names "
-                         "to values")
+    for key in ("nightly", "review"):
+        if not isinstance(loaded.get(key, {}), dict):
+            raise ValueError(f"deployments config {path!r}: {key!r} must map parameter names "
+                             "to values")
     return loaded
 
 
@@ -102,12 +119,14 @@ def _check(settings: ServeSettings) -> None:
         raise ValueError(f"unknown timezone {settings.timezone!r}; use an IANA name such as "
                          "'Europe/Berlin'") from None
     from flows.batch_inference import batch_inference
+    from flows.select_for_review import select_for_review
 
-    accepted = set(inspect.signature(batch_inference.fn).parameters)
-    unknown = sorted(set(settings.nightly) - accepted)
-    if unknown:
-        raise ValueError(f"nightly parameters {unknown} are not parameters of batch-inference "
-                         f"(known: {sorted(accepted)})")
+    for key, flow in (("nightly", batch_inference), ("review", select_for_review)):
+        accepted = set(inspect.signature(flow.fn).parameters)
+        unknown = sorted(set(getattr(settings, key)) - accepted)
+        if unknown:
+            raise ValueError(f"{key} parameters {unknown} are not parameters of {flow.name} "
+                             f"(known: {sorted(accepted)})")
 
 
 def build_deployments(settings: ServeSettings) -> list[Any]:
@@ -116,12 +135,17 @@ def build_deployments(settings: ServeSettings) -> list[Any]:
 
     from flows.batch_inference import batch_inference
     from flows.convert_masks import convert_masks
+    from flows.select_for_review import select_for_review
 
     deployments = [
         batch_inference.to_deployment(
             name="nightly", schedules=[Cron(settings.cron, timezone=settings.timezone)],
             parameters=settings.nightly, concurrency_limit=1,
             description="New images of the night -> per-class area ratios in Parquet."),
+        select_for_review.to_deployment(
+            name="weekly", schedules=[Cron(settings.review_cron, timezone=settings.timezone)],
+            parameters=settings.review, concurrency_limit=1,
+            description="The past week's images worth correcting -> a labelme review folder."),
         convert_masks.to_deployment(
             name="on-demand", description="Annotations -> the canonical COCO dataset."),
     ]

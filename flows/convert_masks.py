@@ -1,4 +1,5 @@
-"""Flow ``convert-masks``: annotation files (labelme, legacy, VIA, COCO) -> canonical dataset.
+"""Flow ``convert-masks``: annotation files (labelme, legacy, VIA, COCO, CVAT, Label Studio,
+YOLO) -> canonical dataset.
 
 list sources -> convert each (in parallel) -> merge -> copy images -> write annotations and
 report. Re-running on the same input writes the same bytes. Storage credentials come from
@@ -38,8 +39,11 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
 
     Args:
         source: input folder (or single file) URI: a local path or ``s3://bucket/prefix``.
+            For ``yolo`` the dataset root, where ``data.yaml`` lies.
         destination: output folder URI; must not lie inside ``source``.
-        format: ``labelme``, ``legacy`` (the seed's folders), ``via`` or ``coco``.
+        format: ``labelme``, ``legacy`` (the seed's folders), ``via``, ``coco``, ``cvat``
+            (CVAT for images 1.1 XML), ``label-studio`` (Label Studio JSON export) or
+            ``yolo`` (Ultralytics YOLO segmentation labels).
         labels: labels file URI, or the class names; None takes the classes found.
         aliases: annotated label -> class, e.g. ``{"car1": "car"}``.
         alias_prefix: map other labels by prefix (``car12`` -> ``car``).

@@ -23,7 +23,7 @@ from typing import Any
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mrcnn_pipeline import inference_commands, model_commands  # noqa: E402
+from mrcnn_pipeline import inference_commands, model_commands, review_commands  # noqa: E402
 from mrcnn_pipeline.arguments import fraction, registry_argument, runtime_argument  # noqa: E402
 from tasks.annotations import FORMATS  # noqa: E402
 from tasks.failures import RunIncomplete  # noqa: E402
@@ -44,17 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(subparsers)
     _add_register(subparsers)
     _add_models(subparsers)
+    _add_dataset(subparsers)
     model_commands.add_commands(subparsers)  # export-model
     inference_commands.add_commands(subparsers)  # infer, results, serve
+    review_commands.add_commands(subparsers)  # review select, export
     return parser
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "convert", help="convert labelme/legacy/VIA/COCO annotations to the canonical dataset",
+        "convert", help="convert labelme/legacy/VIA/COCO/CVAT/Label Studio/YOLO annotations to "
+        "the canonical dataset",
         description="Run the convert-masks flow: annotations -> images/, annotations/"
                     "{train,val}.json (COCO, RLE masks) and report.json at --output.")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="input format")
+    parser.add_argument("--format", required=True, choices=FORMATS, help=(
+        "input format: labelme, legacy (cv2_mask/ folders), via, coco (instances JSON), cvat "
+        "(CVAT for images 1.1 XML), label-studio (Label Studio JSON export), yolo (Ultralytics "
+        "YOLO segmentation; --input is the folder of data.yaml)"))
     parser.add_argument("--input", required=True, metavar="URI",
                         help="input folder or file: a local path or s3://bucket/prefix")
     parser.add_argument("--output", required=True, metavar="URI", help="output folder")
@@ -315,6 +321,47 @@ def _versions_text(listing: dict[str, Any]) -> str:
     return "\n".join(f"{listing['name']}@v{v}" + (f"  ({', '.join(sorted(by_version[v]))})"
                                                   if v in by_version else "")
                      for v in listing["versions"])
+
+
+def _add_dataset(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("dataset", help="canonical datasets: merge reviewed additions",
+                                   description="Work on canonical datasets.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    merge = actions.add_parser(
+        "merge", help="a new dataset from a base and reviewed additions (flow merge-datasets)",
+        description="Run the merge-datasets flow: images of --add replace base's annotations "
+                    "of the same image bytes, base images keep their split, new images are "
+                    "split by a hash of their bytes; dataset.json records both parents.")
+    merge.add_argument("--base", required=True, metavar="URI", help="current canonical dataset")
+    merge.add_argument("--add", required=True, metavar="URI",
+                       help="canonical dataset of reviewed images (e.g. convert's output)")
+    merge.add_argument("--output", required=True, metavar="URI",
+                       help="folder of the new dataset (not inside --base or --add)")
+    merge.add_argument("--val-fraction", type=fraction, default=0.2, metavar="F",
+                       help="share of new images in val, chosen by a hash of their bytes "
+                       "(default 0.2)")
+    merge.add_argument("--json", action="store_true", help="print the summary as JSON")
+    merge.set_defaults(handler=run_dataset_merge)
+
+
+def run_dataset_merge(args: argparse.Namespace) -> int:
+    """Handler of ``dataset merge``: check the paths, run the flow, print one line."""
+    from tasks.datasets.io import check_locations, locate_dataset
+
+    check_locations(args.base, args.add, args.output)
+    locate_dataset(args.base, "base")
+    locate_dataset(args.add, "add")
+    from flows.merge_datasets import merge_datasets
+
+    summary = merge_datasets(base=args.base, add=args.add, output=args.output,
+                             val_fraction=args.val_fraction)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"merged into {summary['output']}: {summary['kept']} kept, {summary['replaced']} "
+          f"replaced, {summary['added']} added; images train {summary['images']['train']}, "
+          f"val {summary['images']['val']}; new classes: {', '.join(summary['new_labels']) or '-'}")
+    return 0
 
 
 def _print_result(summary: dict[str, Any], as_json: bool, fields: list[tuple[str, str]]) -> None:

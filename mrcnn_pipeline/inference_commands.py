@@ -7,12 +7,11 @@ and sets ``handler``; handlers return an exit code and import flows lazily.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
 
-from mrcnn_pipeline.arguments import fraction, registry_argument, runtime_argument
+from mrcnn_pipeline.arguments import fraction, iso_date, registry_argument, runtime_argument
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +43,7 @@ def add_infer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=("float32", "bfloat16"),
                         help="float32 or bfloat16 for Keras weights and OpenVINO exports "
                         "(default: the model's INFERENCE_PRECISION)")
-    parser.add_argument("--run-date", type=_date, metavar="YYYY-MM-DD",
+    parser.add_argument("--run-date", type=iso_date, metavar="YYYY-MM-DD",
                         help="output partition (default: today, UTC)")
     parser.add_argument("--min-confidence", type=fraction, metavar="F",
                         help="keep instances scoring at least F (default: the model config's)")
@@ -64,13 +63,6 @@ def add_infer(subparsers: argparse._SubParsersAction) -> None:
                         help="force the CPU, or require a GPU (default: a GPU when present)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=run_infer)
-
-
-def _date(text: str) -> datetime.date:
-    try:
-        return datetime.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
 def run_infer(args: argparse.Namespace) -> int:
@@ -126,7 +118,7 @@ def add_results(subparsers: argparse._SubParsersAction) -> None:
                     "mean and max area ratio, read from <output>/area_ratios with DuckDB.")
     parser.add_argument("--output", required=True, metavar="URI",
                         help="the batch-inference output folder (local or s3://)")
-    parser.add_argument("--since", type=_date, metavar="YYYY-MM-DD",
+    parser.add_argument("--since", type=iso_date, metavar="YYYY-MM-DD",
                         help="only run dates on or after this day")
     parser.add_argument("--class", dest="class_name", metavar="NAME", help="only this class")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")

@@ -13,33 +13,42 @@ import posixpath
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from tasks import storage
+from tasks import review, storage
 from tasks.annotations import canonical
 from tasks.annotations.coco import read_coco
+from tasks.annotations.cvat import read_cvat
+from tasks.annotations.label_studio import read_label_studio
 from tasks.annotations.labelme import read_labelme
 from tasks.annotations.labels import LabelMap, parse_labels
 from tasks.annotations.legacy import MASK_FOLDER, read_legacy
 from tasks.annotations.records import Fetch, ReadResult
 from tasks.annotations.via import read_via
-from tasks.failures import retry_transient
+from tasks.annotations.yolo import read_yolo
+from tasks.io_task import io_task
 
-Format = Literal["labelme", "legacy", "via", "coco"]  # tasks.annotations.FORMATS
+# tasks.annotations.FORMATS
+Format = Literal["labelme", "legacy", "via", "coco", "cvat", "label-studio", "yolo"]
 STAGING_FOLDER = ".convert-staging"
-# Reading sources and writing the dataset: a storage hiccup is retried (tasks.failures decides
-# which errors are transient), bad input is not.
-io_task = functools.partial(task, retries=3, retry_delay_seconds=[1, 4, 10],
-                            retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
-                            persist_result=False)
+# What ``list_sources`` says it looked for, per format (JSON otherwise).
+SOURCE_PATTERNS = {"legacy": f"{MASK_FOLDER}/*.png", "cvat": "*.xml", "yolo": "labels/**/*.txt"}
 
 
 def is_source(fmt: str, relative: str) -> bool:
-    """Whether a file (path relative to the input root) is a source of format ``fmt``."""
+    """Whether a file (path relative to the input root) is a source of format ``fmt``.
+
+    legacy: ``cv2_mask/*.png``; CVAT: ``*.xml``; YOLO: ``*.txt`` below a ``labels`` folder
+    (not ``classes.txt`` or other text beside the dataset); the others: ``*.json``, except a
+    review folder's top-level ``review.json`` for labelme.
+    """
     lower = relative.lower()
     if fmt == "legacy":
         return lower.endswith(".png") and posixpath.basename(posixpath.dirname(relative)) == MASK_FOLDER
+    if fmt == "cvat":
+        return lower.endswith(".xml")
+    if fmt == "yolo":
+        return lower.endswith(".txt") and "labels" in relative.split("/")[:-1]
+    if fmt == "labelme" and relative == review.MANIFEST_NAME:
+        return False
     return lower.endswith(".json")
 
 
@@ -68,7 +77,7 @@ def list_sources(source: str, fmt: Format) -> tuple[str, list[str]]:
         files = [storage.relative_path(uri, root) for uri in storage.list_files(root)]
     found = [path for path in files if is_source(fmt, path)]
     if not found:
-        wanted = f"{MASK_FOLDER}/*.png" if fmt == "legacy" else "*.json"
+        wanted = SOURCE_PATTERNS.get(fmt, "*.json")
         raise ValueError(f"no {fmt} source files ({wanted}) in {source!r}")
     return root, found
 
@@ -77,7 +86,8 @@ def _reader(fmt: str, via_attribute: str, default_label: str | None
             ) -> Callable[[str, bytes, Fetch], ReadResult]:
     if fmt == "via":
         return functools.partial(read_via, attribute=via_attribute, default_label=default_label)
-    return {"labelme": read_labelme, "legacy": read_legacy, "coco": read_coco}[fmt]
+    return {"labelme": read_labelme, "legacy": read_legacy, "coco": read_coco, "cvat": read_cvat,
+            "label-studio": read_label_studio, "yolo": read_yolo}[fmt]
 
 
 def _fetcher(root: str) -> Fetch:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from .images import image_size
+from .images import find_image_near, image_size
 from .paths import parent_of, resolve_inside
 from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, load_json
 
@@ -113,25 +113,13 @@ def _image(name: str, entry: Any, fetch: Fetch, seen_ids: set[Any]) -> ImageReco
         raise ValueError(f"image id {entry.get('id')!r} is missing, not an integer or repeated")
     seen_ids.add(entry["id"])
     file_name = resolve_inside("", entry["file_name"])
-    image_path, content = _find_image(fetch, parent_of(name), file_name)
+    image_path, content = find_image_near(fetch, parent_of(name), file_name)
     height, width = image_size(content, file_name)
     declared = entry.get("height"), entry.get("width")
     if declared != (height, width):
         raise ValueError(f"image {file_name!r} is {width}x{height} pixels but the JSON says "
                          f"width x height = {declared[1]}x{declared[0]}")
     return ImageRecord(file_name, name, height, width, image_path=image_path)
-
-
-def _find_image(fetch: Fetch, folder: str, file_name: str) -> tuple[str, bytes]:
-    bases = dict.fromkeys([folder, parent_of(folder), ""])
-    candidates = list(dict.fromkeys(f"{base}/{sub}{file_name}".lstrip("/")
-                                    for base in bases for sub in ("", "images/")))
-    for candidate in candidates:
-        try:
-            return candidate, fetch(candidate)
-        except FileNotFoundError:
-            continue
-    raise ValueError(f"image {file_name!r} not found (looked for {', '.join(candidates)})")
 
 
 def _instance(annotation: dict, categories: dict[int, str], height: int, width: int

@@ -9,6 +9,7 @@ import PIL.Image
 import PIL.ImageOps
 from PIL import ExifTags
 
+from .paths import parent_of
 from .records import Fetch
 
 
@@ -59,3 +60,36 @@ def exif_upright(data: bytes) -> bytes | None:
         options = {"quality": 95} if image.format == "JPEG" else {}
         upright.save(buffer, format=image.format, **options)
     return buffer.getvalue()
+
+
+def upright_image(data: bytes, name: str) -> tuple[int, int, bytes | None]:
+    """``(height, width, upright bytes or None)`` of an image as shown turned upright.
+
+    The bytes are None when the file needs no turn (see :func:`exif_upright`).
+    """
+    height, width = image_size(data, name)  # names an unreadable file first
+    upright = exif_upright(data)
+    if upright is not None:
+        height, width = image_size(upright, name)
+    return height, width, upright
+
+
+def find_image_near(fetch: Fetch, folder: str, file_name: str) -> tuple[str, bytes]:
+    """An image an annotation file names, looked for as exports of COCO and CVAT place it:
+    beside the file, one folder up, at the root, and in an ``images/`` folder of each.
+
+    Returns:
+        ``(path relative to the input root, bytes)``.
+
+    Raises:
+        ValueError: naming every place looked at.
+    """
+    bases = dict.fromkeys([folder, parent_of(folder), ""])
+    candidates = list(dict.fromkeys(f"{base}/{sub}{file_name}".lstrip("/")
+                                    for base in bases for sub in ("", "images/")))
+    for candidate in candidates:
+        try:
+            return candidate, fetch(candidate)
+        except FileNotFoundError:
+            continue
+    raise ValueError(f"image {file_name!r} not found (looked for {', '.join(candidates)})")

@@ -18,7 +18,7 @@ import numpy as np
 import PIL.Image
 
 from . import rasterize
-from .images import exif_upright, fetch_image, image_size
+from .images import fetch_image, upright_image
 from .paths import parent_of, resolve_inside, stem_of
 from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, load_json
 
@@ -75,10 +75,7 @@ def _image(name: str, document: dict[str, Any], fetch: Fetch) -> ImageRecord:
         raise ValueError("no imagePath and no imageData")
     content = embedded if embedded is not None else fetch_image(
         fetch, file_name, f"imagePath of {name}")
-    height, width = image_size(content, file_name)
-    upright = exif_upright(content)
-    if upright is not None:
-        height, width = image_size(upright, file_name)
+    height, width, upright = upright_image(content, file_name)
     declared = document.get("imageHeight"), document.get("imageWidth")
     if None not in declared and declared != (height, width):
         raise ValueError(f"image {file_name!r} is {width}x{height} pixels but the JSON says "

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tasks.exports.predictions import ImagePrediction
+from tasks.review import MANIFEST_NAME
 from tasks.review.selection import Chosen
 
-MANIFEST_NAME = "review.json"
 
 
 def review_manifest(chosen: Sequence[Chosen], predictions: Mapping[str, ImagePrediction],

@@ -35,9 +35,11 @@ def test_settings_come_from_the_file_then_the_environment(tmp_path: Path):
     config.write_text(yaml.safe_dump({"timezone": "Europe/Berlin", "nightly": {
         "input_uri": "s3://b/in/", "output_uri": "s3://b/out/", "batch_size": 2}}))
     settings = load_settings(str(config), {"MRCNN_TIMEZONE": "Asia/Tokyo",
-                                           "MRCNN_INPUT_URI": "s3://b/other/"})
+                                           "MRCNN_INPUT_URI": "s3://b/other/",
+                                           "MRCNN_REVIEW_URI": "s3://b/review/{date}/"})
     assert settings == ServeSettings("Asia/Tokyo", "0 2 * * *", {
-        "input_uri": "s3://b/other/", "output_uri": "s3://b/out/", "batch_size": 2})
+        "input_uri": "s3://b/other/", "output_uri": "s3://b/out/", "batch_size": 2},
+        review={"output": "s3://b/out/", "to": "s3://b/review/{date}/"})
     from_variable = load_settings(None, {"MRCNN_DEPLOYMENTS_CONFIG": str(config)})
     assert from_variable.timezone == "Europe/Berlin"
     assert load_settings(None, {}) == ServeSettings()
@@ -60,7 +62,11 @@ def test_bad_settings_are_named(tmp_path: Path):
 def test_served_deployments_and_prefect_yaml_define_the_same_jobs():
     settings = ServeSettings("Europe/Berlin", "0 2 * * *", {"input_uri": "s3://b/in/"})
     served = {f"{d.flow_name}/{d.name}": d for d in build_deployments(settings)}
-    assert {"batch-inference/nightly", "convert-masks/on-demand"} <= set(served)
+    assert {"batch-inference/nightly", "select-for-review/weekly",
+            "convert-masks/on-demand"} <= set(served)
+    weekly = served["select-for-review/weekly"]
+    assert (weekly.schedules[0].schedule.cron, weekly.schedules[0].schedule.timezone) == (
+        "0 6 * * 1", "Europe/Berlin")
     nightly = served["batch-inference/nightly"]
     assert nightly.concurrency_limit == 1 and nightly.parameters == {"input_uri": "s3://b/in/"}
     schedule = nightly.schedules[0].schedule
@@ -70,7 +76,7 @@ def test_served_deployments_and_prefect_yaml_define_the_same_jobs():
     entries = {(d["entrypoint"].split(":")[1].replace("_", "-"), d["name"]): d
                for d in project["deployments"]}
     assert set(entries) == {("batch-inference", "nightly"), ("training-pipeline", "on-demand"),
-                            ("convert-masks", "on-demand")}
+                            ("convert-masks", "on-demand"), ("select-for-review", "weekly")}
     yaml_nightly = entries[("batch-inference", "nightly")]
     assert yaml_nightly["schedules"][0]["cron"] == "0 2 * * *"
     assert yaml_nightly["concurrency_limit"] == 1
