@@ -20,10 +20,11 @@ from tasks import storage
 from tasks.exports.folder import relative_names
 from tasks.exports.writing import copy_images, load_predictions, write_documents, write_json
 from tasks.io_task import io_task
+from tasks.review import MANIFEST_NAME, STRATEGIES
 from tasks.review.inputs import read_inputs
-from tasks.review.manifest import MANIFEST_NAME, review_manifest, settings_of
+from tasks.review.manifest import review_manifest, settings_of
 from tasks.review.selection import Chosen, allocate, run_strategies
-from tasks.review.strategies import STRATEGIES, Pick, Thresholds
+from tasks.review.strategies import Pick, Thresholds
 
 
 @io_task(name="find-review-candidates")

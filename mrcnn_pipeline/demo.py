@@ -33,10 +33,10 @@ from typing import Any
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 
 from mrcnn.shapes import ShapesDataset  # noqa: E402
+from tasks.exports.labelme import instance_shapes, labelme_file  # noqa: E402
 
 CLASSES = ("square", "circle", "triangle")  # the shapes preset's classes, in category order
 SIZE = 128  # image side: the preset's IMAGE_MAX_DIM
@@ -68,46 +68,12 @@ DEFAULT_MINUTES = {"resnet18": 7.0, "resnet50": 30.0}
 
 
 # ---------------------------------------------------------------------------- synthetic data
-def labelme_document(image_name: str, instances: list[tuple[str, list[list[list[float]]]]],
-                     size: int) -> dict[str, Any]:
-    """A labelme 5 JSON document: each instance `(label, polygons)` as polygon shapes sharing
-    the instance's `group_id` (a partly covered shape can show as several parts)."""
-    return {"version": "5.5.0", "flags": {}, "imagePath": image_name, "imageData": None,
-            "imageHeight": size, "imageWidth": size,
-            "shapes": [{"label": label, "points": points, "group_id": number, "description": "",
-                        "shape_type": "polygon", "flags": {}, "mask": None}
-                       for number, (label, polygons) in enumerate(instances, start=1)
-                       for points in polygons]}
-
-
-def visible_polygons(mask: np.ndarray, tolerance: float = 0.5) -> list[list[list[float]]]:
-    """Outlines of a mask's parts as labelme polygon points `[[x, y], ...]` (scikit-image)."""
-    from skimage import measure
-
-    polygons = []
-    for contour in measure.find_contours(np.pad(mask, 1).astype(np.float32), 0.5):
-        points = measure.approximate_polygon(contour, tolerance) - 1.0  # undo the padding
-        if len(points) >= 4:  # closed: the first point repeats
-            polygons.append([[round(float(x), 2), round(float(y), 2)] for y, x in points[:-1]])
-    return polygons
-
-
-def _traced(polygons: list[list[list[float]]], mask: np.ndarray) -> bool:
-    """Whether the polygons, rasterized as labelme does, cover the mask (IoU >= 0.9)."""
-    from tasks.annotations.rasterize import shape_to_mask
-
-    drawn = np.zeros_like(mask)
-    for points in polygons:
-        drawn |= shape_to_mask("polygon", [tuple(p) for p in points], *mask.shape)
-    return bool((drawn & mask).sum() >= 0.9 * (drawn | mask).sum())
-
-
 def write_labelme_folder(folder: Path, count: int, size: int = SIZE, seed: int = 1) -> list[Path]:
     """Write `count` annotated shapes images (`shapes_<n>.png` + `.json`) and `labels.txt`.
 
     Shapes overlap as they do in `incoming/` and in real photos; each is annotated by the
-    outline of what is visible of it, as an annotator would draw it. The rare image where a
-    visible part has a hole (a polygon cannot say so) is passed over.
+    outline of what is visible of it, as an annotator would draw it (several polygons sharing
+    a `group_id` where it shows in pieces or with a hole).
 
     Returns:
         The JSON files written.
@@ -116,24 +82,21 @@ def write_labelme_folder(folder: Path, count: int, size: int = SIZE, seed: int =
         raise ValueError(f"need at least 1 annotated image, got {count}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "labels.txt").write_text("\n".join(CLASSES) + "\n")
-    candidates = ShapesDataset()
-    candidates.load_shapes(2 * count, size, size, seed=seed)  # specs only; drawn when loaded
-    candidates.prepare()
+    shapes = ShapesDataset()
+    shapes.load_shapes(count, size, size, seed=seed)  # specs only; drawn when loaded
+    shapes.prepare()
     written: list[Path] = []
-    for image_id in candidates.image_ids:
-        masks, class_ids = candidates.load_mask(image_id)
-        instances = [(CLASSES[class_id - 1], visible_polygons(masks[..., i]))
-                     for i, class_id in enumerate(class_ids)]
-        if not all(_traced(polygons, masks[..., i]) for i, (_, polygons) in enumerate(instances)):
-            continue
-        name = f"shapes_{len(written):04d}.png"
-        PIL.Image.fromarray(candidates.load_image(image_id)).save(folder / name)
+    for image_id in shapes.image_ids:
+        masks, class_ids = shapes.load_mask(image_id)
+        drawn = [shape for number, class_id in enumerate(class_ids, start=1)
+                 for shape in instance_shapes(CLASSES[class_id - 1], masks[..., number - 1],
+                                              number)]
+        name = f"shapes_{image_id:04d}.png"
+        PIL.Image.fromarray(shapes.load_image(image_id)).save(folder / name)
         path = folder / name.replace(".png", ".json")
-        path.write_text(json.dumps(labelme_document(name, instances, size), indent=1))
+        path.write_text(json.dumps(labelme_file(name, size, size, drawn), indent=1))
         written.append(path)
-        if len(written) == count:
-            return written
-    raise RuntimeError(f"only {len(written)} of {2 * count} generated images could be traced")
+    return written
 
 
 def write_incoming(folder: Path, count: int, size: int = SIZE, seed: int = 2) -> list[Path]:

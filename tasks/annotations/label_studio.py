@@ -44,7 +44,7 @@ import numpy as np
 from . import rasterize
 from .images import upright_image
 from .paths import parent_of, resolve_inside
-from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, load_json
+from .records import Fetch, ImageRecord, Issue, IssueKind, ReadResult, load_json
 
 CONVERTED = ("polygonlabels", "rectanglelabels", "brushlabels")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -91,14 +91,7 @@ def read_label_studio(name: str, data: bytes, fetch: Fetch) -> ReadResult:
             except ValueError as error:
                 result.issues.append(Issue(IssueKind.DROPPED, name, str(error), item))
                 continue
-            if clipped:
-                result.issues.append(Issue(IssueKind.CLIPPED, name, f"coordinates outside the "
-                                           f"{record.width}x{record.height} image; clipped", item))
-            if not mask.any():
-                result.issues.append(Issue(IssueKind.DROPPED, name,
-                                           "empty mask (no pixel inside the image)", item))
-                continue
-            instances.append(Instance(label, mask, origin=item))
+            result.admit(instances, name, item, label, mask, clipped)
         result.images.append(dataclasses.replace(record, instances=tuple(instances)))
     return result
 

@@ -117,6 +117,20 @@ class ReadResult:
         """Record a whole item that did not convert."""
         self.issues.append(Issue(IssueKind.SKIPPED, file, reason, item))
 
+    def admit(self, instances: list[Instance], file: str, item: str, label: str,
+              mask: np.ndarray, clipped: bool) -> None:
+        """Append one drawn shape to ``instances``: reported when it left the image, dropped
+        (and reported) when no pixel of it is inside."""
+        if clipped:
+            height, width = mask.shape
+            self.issues.append(Issue(IssueKind.CLIPPED, file, f"coordinates outside the "
+                                     f"{width}x{height} image; clipped", item))
+        if not mask.any():
+            self.issues.append(Issue(IssueKind.DROPPED, file,
+                                     "empty mask (no pixel inside the image)", item))
+            return
+        instances.append(Instance(label, mask, origin=item))
+
 
 def load_json(data: bytes) -> Any:
     """Parse an annotation file's bytes; malformed JSON is a ValueError saying so."""

@@ -18,7 +18,7 @@ import numpy as np
 from . import rasterize
 from .images import fetch_image, image_size
 from .paths import parent_of, resolve_inside
-from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, load_json
+from .records import Fetch, ImageRecord, Issue, IssueKind, ReadResult, load_json
 
 _ELLIPSE_VERTICES = 64
 
@@ -62,14 +62,7 @@ def read_via(name: str, data: bytes, fetch: Fetch, attribute: str = "label",
             except ValueError as error:
                 result.issues.append(Issue(IssueKind.DROPPED, name, str(error), item))
                 continue
-            if clipped:
-                result.issues.append(Issue(IssueKind.CLIPPED, name, f"coordinates outside the "
-                                           f"{record.width}x{record.height} image; clipped", item))
-            if not mask.any():
-                result.issues.append(Issue(IssueKind.DROPPED, name,
-                                           "empty mask (no pixel inside the image)", item))
-                continue
-            instances.append(Instance(label, mask, origin=item))
+            result.admit(instances, name, item, label, mask, clipped)
         result.images.append(ImageRecord(record.file_name, name, record.height, record.width,
                                          tuple(instances)))
     return result

@@ -32,7 +32,7 @@ import yaml
 
 from . import rasterize
 from .images import upright_image
-from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult
+from .records import Fetch, ImageRecord, Issue, IssueKind, ReadResult
 
 YAML_NAMES = ("data.yaml", "dataset.yaml")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -69,15 +69,9 @@ def read_yolo(name: str, data: bytes, fetch: Fetch) -> ReadResult:
             continue
         item = f"line {number} ({label})"
         mask = rasterize.shape_to_mask(shape_type, xy, record.height, record.width)
-        if rasterize.is_outside(rasterize.shape_extent(shape_type, xy), record.height,
-                                record.width):
-            result.issues.append(Issue(IssueKind.CLIPPED, name, f"coordinates outside the "
-                                       f"{record.width}x{record.height} image; clipped", item))
-        if not mask.any():
-            result.issues.append(Issue(IssueKind.DROPPED, name,
-                                       "empty mask (no pixel inside the image)", item))
-            continue
-        instances.append(Instance(label, mask, origin=item))
+        clipped = rasterize.is_outside(rasterize.shape_extent(shape_type, xy), record.height,
+                                       record.width)
+        result.admit(instances, name, item, label, mask, clipped)
     result.images.append(ImageRecord(record.file_name, name, record.height, record.width,
                                      tuple(instances), record.image_bytes))
     return result

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tasks.exports.predictions import ImagePrediction
-from tasks.review import MANIFEST_NAME
 from tasks.review.selection import Chosen
 
 

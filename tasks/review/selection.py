@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from tasks.review import STRATEGIES
 from tasks.review.inputs import ReviewInputs
-from tasks.review.strategies import (STRATEGIES, Pick, Thresholds, area_outliers, class_margin,
+from tasks.review.strategies import (Pick, Thresholds, area_outliers, class_margin,
                                      disagreement, low_confidence, random_sample)
 
 

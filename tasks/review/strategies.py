@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from mrcnn.boxes import compute_overlaps
-from tasks.review import STRATEGIES
 
 MIN_HISTORY = 10
 

@@ -62,13 +62,14 @@ def prepare_training(dataset: str, training: TrainingConfig, run_dir: str, resum
     if kind == "last" and not checkpoints:
         raise FileNotFoundError(f"init_with 'last': no checkpoint in run folder {run_dir!r}")
     stages = [stage.to_dict() for stage in training.resolved_stages()]
-    _start_or_check_run(run_dir, training, config.to_dict(), stages, fetched, flow_run_id)
     if checkpoints:
         epoch = max(checkpoints)
         init = InitialWeights("resume", checkpoints[epoch],
                               _download_weights(checkpoints[epoch], work_dir), epoch=epoch)
     else:
         init = _initial_weights(kind, target, training, registry_uri, work_dir)
+    _start_or_check_run(run_dir, training, config.to_dict(), stages, fetched, flow_run_id,
+                        init.model)
     return TrainingRequest(
         config=config.to_dict(), classes=training.classes, stages=stages,
         dataset={"uri": fetched.uri, "hash": fetched.content_hash}, dataset_root=fetched.root,
@@ -78,8 +79,12 @@ def prepare_training(dataset: str, training: TrainingConfig, run_dir: str, resum
 
 def _start_or_check_run(run_dir: str, training: TrainingConfig, config: dict[str, Any],
                         stages: list[dict[str, Any]], fetched: FetchedDataset,
-                        flow_run_id: str | None) -> None:
-    """Write run.json, config.json, classes.json; a resumed run must keep classes and model."""
+                        flow_run_id: str | None, init_model: str | None) -> None:
+    """Write run.json, config.json, classes.json; a resumed run must keep classes and model.
+
+    ``init_model`` is the registry version ``init_with: model:`` resolved to (None otherwise):
+    an alias may move, the version it meant is what lineage needs.
+    """
     run_uri = storage.join(run_dir, RUN_FILE)
     if storage.is_file(run_uri):
         run = storage.read_json(run_uri, "run record")
@@ -91,7 +96,8 @@ def _start_or_check_run(run_dir: str, training: TrainingConfig, config: dict[str
         run = {"name": training.name, "classes": training.classes, "config": config,
                "training_config": training.to_dict(), "stages": stages,
                "dataset": {"uri": fetched.uri, "hash": fetched.content_hash},
-               "init_with": training.init_with, "flow_run_id": flow_run_id,
+               "init_with": training.init_with, "init_model": init_model,
+               "flow_run_id": flow_run_id,
                "started_at": registry.now_iso()}
     storage.write_bytes(run_uri, dump_json(run))
     storage.write_bytes(storage.join(run_dir, CONFIG_FILE), dump_json(config))

@@ -91,6 +91,7 @@ def collect_run(run_dir: str) -> dict[str, Any]:
             "classes": storage.read_json(storage.join(run_dir, CLASSES_FILE), "class list"),
             "lineage": {"dataset": run["dataset"], "training_config": run["training_config"],
                         "stages": run["stages"], "init_weights": run["init_with"],
+                        "init_model": run.get("init_model"),
                         "run_dir": run_dir, "checkpoint": checkpoints[epoch], "epochs": epoch,
                         "training_flow_run_id": run["flow_run_id"],
                         "training_seconds": round(seconds, 3)}}

@@ -10,7 +10,8 @@ import pytest
 
 from tasks.review.inputs import read_inputs
 from tasks.review.selection import allocate, run_strategies
-from tasks.review.strategies import STRATEGIES, Pick, Thresholds
+from tasks.review import STRATEGIES
+from tasks.review.strategies import Pick, Thresholds
 from tests.support.results_tables import Detected, Result, write_day
 
 CLASSES = ("circle", "square")
