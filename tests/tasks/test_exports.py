@@ -163,3 +163,51 @@ def read_yolo_names(folder: Path) -> list[str]:
 
     names = yaml.safe_load((folder / "data.yaml").read_text())["names"]
     return [names[k] for k in sorted(names)]
+
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "labelme_examples"
+
+
+def test_real_labelme_masks_round_trip_through_every_export(tmp_path: Path):
+    if not EXAMPLES.is_dir():
+        pytest.skip("../shared/data/labelme_examples is absent (it is present on CI)")
+    source = EXAMPLES / "data_annotated"
+    classes = [line for line in (EXAMPLES / "labels.txt").read_text().split()
+               if line not in ("__ignore__", "_background_")]
+    images = []
+    for path in sorted(source.glob("*.json")):
+        record = read_labelme(path.name, path.read_bytes(),
+                              lambda name: (source / name).read_bytes()).images[0]
+        images.append(Result(str(tmp_path / "in" / record.file_name), record.height, record.width,
+                             tuple(Detected(classes.index(i.label) + 1, 0.9, i.mask)
+                                   for i in record.instances)))
+    write_images(images)
+    write_day(tmp_path / "out", "2026-06-01", images, classes)
+    checked = {"labelme": 0, "coco-results": 0, "yolo": 0}
+    labelme = write_export("labelme", tmp_path / "out", tmp_path / "labelme")
+    coco = write_export("coco-results", tmp_path / "out", tmp_path / "coco")
+    results = json.loads((tmp_path / "coco" / "results.json").read_text())
+    ids = {i["file_name"]: i["id"] for i in json.loads(
+        (tmp_path / "coco" / "images.json").read_text())["images"]}
+    yolo = write_export("yolo", tmp_path / "out", tmp_path / "yolo")
+    for image in images:
+        name = Path(labelme[image.uri]).with_suffix(".json").as_posix()
+        read = read_labelme(name, (tmp_path / "labelme" / name).read_bytes(),
+                            lambda n: (tmp_path / "labelme" / n).read_bytes()).images[0]
+        for instance, detection in zip(read.instances, image.detections, strict=True):
+            assert iou(instance.mask, detection.mask) >= 0.97
+            checked["labelme"] += 1
+        found = [r for r in results if r["image_id"] == ids[f"images/{coco[image.uri]}"]]
+        for result, detection in zip(found, image.detections, strict=True):
+            assert iou(decode_rle(result["segmentation"]), detection.mask) >= 0.99
+            checked["coco-results"] += 1
+        label = "labels/" + Path(yolo[image.uri]).with_suffix(".txt").as_posix()
+        read = read_yolo(label, (tmp_path / "yolo" / label).read_bytes(),
+                         lambda n: (tmp_path / "yolo" / n).read_bytes()).images[0]
+        for class_id in {d.class_id for d in image.detections}:
+            want = np.any([d.mask for d in image.detections if d.class_id == class_id], axis=0)
+            got = np.any([i.mask for i in read.instances if i.label == classes[class_id - 1]],
+                         axis=0)
+            assert iou(got, want) >= 0.97
+            checked["yolo"] += 1
+    assert min(checked.values()) >= 5, checked
