@@ -36,7 +36,7 @@ import numpy as np
 from . import rasterize
 from .images import exif_upright, find_image_near, image_size
 from .paths import parent_of, resolve_inside
-from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult
+from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, ShapeGroups
 
 CONVERTED = ("polygon", "box", "mask")
 NOT_SHAPES = ("tag",)
@@ -138,7 +138,7 @@ def _image(name: str, element: ElementTree.Element, fetch: Fetch) -> ImageRecord
 def _instances(name: str, element: ElementTree.Element, record: ImageRecord,
                result: ReadResult) -> list[Instance]:
     """Rasterize shapes and union them per ``(label, group_id)``, in first-seen order."""
-    groups: dict[tuple[str, object], tuple[np.ndarray, list[int]]] = {}
+    groups = ShapeGroups()
     shapes = [child for child in element if child.tag not in NOT_SHAPES]
     for index, shape in enumerate(shapes):
         label = shape.get("label") or ""
@@ -153,21 +153,9 @@ def _instances(name: str, element: ElementTree.Element, record: ImageRecord,
             result.issues.append(Issue(IssueKind.CLIPPED, name, f"coordinates outside the "
                                        f"{record.width}x{record.height} image; clipped", item))
         group = shape.get("group_id", "0").strip()
-        key = (label, ("shape", index) if group in ("", "0") else ("group", group))
-        if key in groups:
-            groups[key][0][...] |= mask
-            groups[key][1].append(index)
-        else:
-            groups[key] = (mask, [index])
-    instances = []
-    for (label, _), (mask, indices) in groups.items():
-        which = "shape" if len(indices) == 1 else "shapes"
-        origin = f"image {record.file_name} {which} {', '.join(map(str, indices))} ({label})"
-        if mask.any():
-            instances.append(Instance(label, mask, origin=origin))
-        else:
-            result.issues.append(Issue(IssueKind.DROPPED, name,
-                                       "empty mask (no pixel inside the image)", origin))
+        groups.add(label, None if group in ("", "0") else group, index, mask)
+    instances, empty = groups.instances(name, prefix=f"image {record.file_name} ")
+    result.issues += empty
     return instances
 
 

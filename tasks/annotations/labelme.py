@@ -20,7 +20,8 @@ import PIL.Image
 from . import rasterize
 from .images import fetch_image, upright_image
 from .paths import parent_of, resolve_inside, stem_of
-from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, load_json
+from .records import (Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, ShapeGroups,
+                      load_json)
 
 NOT_INSTANCES = ("__ignore__", "_background_")
 
@@ -98,7 +99,7 @@ def _name_for_embedded(name: str, content: bytes) -> str:
 def _instances(name: str, shapes: list[Any], height: int, width: int
                ) -> tuple[list[Instance], list[Issue], int]:
     """Rasterize shapes and union them per ``(label, group_id)``, in first-seen order."""
-    groups: dict[tuple[str, object], list] = {}
+    groups = ShapeGroups()
     issues: list[Issue] = []
     ignored = 0
     for index, shape in enumerate(shapes):
@@ -115,22 +116,9 @@ def _instances(name: str, shapes: list[Any], height: int, width: int
         if clipped:
             issues.append(Issue(IssueKind.CLIPPED, name, f"coordinates outside the "
                                 f"{width}x{height} image; clipped", item))
-        key = (label, ("shape", index) if group_id is None else ("group", group_id))
-        if key in groups:
-            groups[key][0] |= mask
-            groups[key][1].append(index)
-        else:
-            groups[key] = [mask, [index]]
-    instances = []
-    for (label, _), (mask, indices) in groups.items():
-        which = "shape" if len(indices) == 1 else "shapes"
-        origin = f"{which} {', '.join(map(str, indices))} ({label})"
-        if mask.any():
-            instances.append(Instance(label, mask, origin=origin))
-        else:
-            issues.append(Issue(IssueKind.DROPPED, name, "empty mask (no pixel inside the image)",
-                                origin))
-    return instances, issues, ignored
+        groups.add(label, group_id, index, mask)
+    instances, empty = groups.instances(name)
+    return instances, issues + empty, ignored
 
 
 def _shape_mask(shape: object, label: object, height: int, width: int

@@ -132,6 +132,42 @@ class ReadResult:
         instances.append(Instance(label, mask, origin=item))
 
 
+@dataclasses.dataclass
+class ShapeGroups:
+    """Shape masks united per ``(label, group)``, as labelme's and CVAT's ``group_id`` unite
+    them: a shape without a group is an instance of its own. Order is first-seen."""
+
+    masks: dict[tuple[str, object], tuple[np.ndarray, list[int]]] = dataclasses.field(
+        default_factory=dict)
+
+    def add(self, label: str, group: object | None, index: int, mask: np.ndarray) -> None:
+        """Add shape ``index`` (its number in the file) to its instance."""
+        key = (label, ("shape", index) if group is None else ("group", group))
+        if key in self.masks:
+            self.masks[key][0][...] |= mask
+            self.masks[key][1].append(index)
+        else:
+            self.masks[key] = (mask.copy(), [index])
+
+    def instances(self, file: str, prefix: str = "") -> tuple[list[Instance], list[Issue]]:
+        """One instance per group; a group without a pixel inside the image is dropped.
+
+        Args:
+            file: the annotation file, for the issues.
+            prefix: put before ``shape(s) i, j (label)`` in the instance's origin.
+        """
+        instances, issues = [], []
+        for (label, _), (mask, indices) in self.masks.items():
+            which = "shape" if len(indices) == 1 else "shapes"
+            origin = f"{prefix}{which} {', '.join(map(str, indices))} ({label})"
+            if mask.any():
+                instances.append(Instance(label, mask, origin=origin))
+            else:
+                issues.append(Issue(IssueKind.DROPPED, file,
+                                    "empty mask (no pixel inside the image)", origin))
+        return instances, issues
+
+
 def load_json(data: bytes) -> Any:
     """Parse an annotation file's bytes; malformed JSON is a ValueError saying so."""
     try:
