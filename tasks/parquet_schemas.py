@@ -64,6 +64,18 @@ ERRORS = pa.schema([
     pa.field("failed_at", TIMESTAMP, nullable=False),
 ])
 
+# Written by the nightly report (one file per run_date, replaced whole), not by batch inference.
+DRIFT = pa.schema([
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("statistic", pa.string(), nullable=False),  # "psi", "ks"
+    pa.field("value", pa.float64(), nullable=False),
+    pa.field("threshold", pa.float64(), nullable=False),
+    pa.field("drifting", pa.bool_(), nullable=False),
+    pa.field("window_days", pa.int32(), nullable=False),
+    pa.field("today_images", pa.int64(), nullable=False),
+    pa.field("window_images", pa.int64(), nullable=False),
+])
+
 
 def _versioned(schema: pa.Schema) -> pa.Schema:
     return schema.with_metadata({VERSION_KEY: str(SCHEMA_VERSION)})
