@@ -23,7 +23,8 @@ from typing import Any
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mrcnn_pipeline import inference_commands, model_commands, review_commands  # noqa: E402
+from mrcnn_pipeline import (inference_commands, model_commands, report_commands,  # noqa: E402
+                            review_commands)
 from mrcnn_pipeline.arguments import fraction, registry_argument, runtime_argument  # noqa: E402
 from tasks.annotations import FORMATS  # noqa: E402
 from tasks.failures import RunIncomplete  # noqa: E402
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(subparsers)
     model_commands.add_commands(subparsers)  # export-model
     inference_commands.add_commands(subparsers)  # infer, results, serve
-    review_commands.add_commands(subparsers)  # review select, export
+    review_commands.add_commands(subparsers)  # review select, export, retrain
+    report_commands.add_commands(subparsers)  # report
     return parser
 
 

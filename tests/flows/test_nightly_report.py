@@ -1,0 +1,161 @@
+"""The nightly report over a generated month: a planted drift is flagged (table, page and
+event), a stable class is not; the page opens in a real headless browser."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.nightly_report import EVENT, nightly_report
+from tests.support.results_tables import Detected, Result, write_day, write_images
+
+CLASSES = ("car", "pothole")
+SIZE = 40
+DAY = datetime.date(2026, 6, 30)
+
+
+def square_of(share: float, rng: np.random.Generator) -> np.ndarray:
+    """A square mask covering about ``share`` of the image, somewhere in it."""
+    side = max(1, int(round(np.sqrt(share) * SIZE)))
+    top, left = rng.integers(0, SIZE - side + 1, size=2)
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[top:top + side, left:left + side] = True
+    return mask
+
+
+def month(folder: Path, images_per_day: int = 25) -> Path:
+    """30 days of results; on the last day potholes cover far more of the image."""
+    rng = np.random.default_rng(0)
+    out = folder / "results"
+    for offset in range(30, -1, -1):
+        day = DAY - datetime.timedelta(days=offset)
+        results = []
+        for k in range(images_per_day):
+            pothole = rng.uniform(0.25, 0.45) if offset == 0 else rng.uniform(0.02, 0.06)
+            found = (Detected(1, float(rng.uniform(0.8, 1.0)), square_of(rng.uniform(0.05, 0.1), rng)),
+                     Detected(2, float(rng.uniform(0.6, 1.0)), square_of(pothole, rng)))
+            results.append(Result(str(folder / "in" / day.isoformat() / f"{k}.png"), SIZE, SIZE,
+                                  found if k % 10 else ()))  # every tenth image: nothing found
+        if offset == 0:
+            write_images(results)  # the gallery reads them (no overlays were drawn)
+        write_day(out, day.isoformat(), results, CLASSES,
+                  model=("roads", "2" if offset < 10 else "1"))
+    return out
+
+
+def read_events(event: str, run_date: str) -> list:
+    """The events of that name and run_date the Prefect server has (they arrive shortly)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    async def read() -> list:
+        async with get_client() as client:
+            page = await client.read_events(EventFilter(event=EventNameFilter(name=[event])),
+                                            limit=50)
+            return [e for e in page.events if e.payload.get("run_date") == run_date]
+    deadline = time.monotonic() + 30
+    while True:
+        found = asyncio.run(read())
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_planted_drift_is_flagged_and_the_page_shows_the_night(tmp_path: Path):
+    out = month(tmp_path)
+    summary = nightly_report(output=str(out), date=DAY, gallery=6)
+    assert summary["drifting"] == ["pothole"] and summary["images"] == 25
+    drift = pd.read_parquet(out / "drift" / f"run_date={DAY}" / "part-0.parquet")
+    flagged = drift.set_index(["class_name", "statistic"])
+    assert bool(flagged.loc[("pothole", "psi"), "drifting"]) and not flagged.loc[
+        ("car", "psi"), "drifting"]
+    assert flagged.loc[("pothole", "psi"), "value"] > 1.0 > 0.2 > flagged.loc[("car", "psi"), "value"]
+    assert flagged.loc[("pothole", "ks"), "value"] > flagged.loc[("pothole", "ks"), "threshold"]
+    assert set(drift["window_images"]) == {700}  # the 28 days before the report day x 25 images
+
+    page = (out / "reports" / f"run_date={DAY}" / "index.html").read_text()
+    assert page.count("<svg") == 2 + 3 * len(CLASSES)
+    assert "class <b>pothole</b> drifts" in page and "class <b>car</b> drifts" not in page
+    assert page.count("<figure>") == 6 and not re.search(r"(src|href)=['\"]?https?:", page)
+
+    events = read_events(EVENT, DAY.isoformat())
+    assert len(events) == 1 and events[0].payload["classes"] == ["pothole"]
+    assert {s["statistic"] for s in events[0].payload["statistics"]} == {"psi", "ks"}
+
+    again = nightly_report(output=str(out), date=DAY, gallery=6)  # a re-run replaces, not adds
+    assert len(pd.read_parquet(out / "drift")) == len(drift) and again["drifting"] == ["pothole"]
+
+
+def test_a_stable_night_raises_nothing(tmp_path: Path):
+    from tasks.report.drift import DriftSettings
+    from tasks.report.history import read_history
+    from tasks.report.summary import daily_overall, drift_rows, rate_jumps
+
+    out = month(tmp_path)
+    history = read_history(str(out), DAY - datetime.timedelta(days=1), 28)
+    settings = DriftSettings()
+    assert not any(row.drifting for row in drift_rows(history, settings))
+    assert rate_jumps(daily_overall(history), history.day, settings) == []
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; `make setup` "
+                    "does it when run as root)")
+    return found
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_page_renders_in_a_headless_browser(tmp_path: Path):
+    browser = chromium()
+    out = month(tmp_path)
+    page = Path(nightly_report(output=str(out), date=DAY, gallery=6)["report"])
+    shot = tmp_path / "report.png"
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1400,3000", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    assert shot.stat().st_size > 20_000
+    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<svg") == 2 + 3 * len(CLASSES) and dom.count("<img") == 6
+    assert 'id="gallery"' in dom and 'id="alerts"' in dom
+    # Every picture is inline: nothing for the browser to fetch, so nothing can fail to load.
+    assert all(src.startswith("data:image/jpeg;base64,")
+               for src in _attributes(dom, "img", "src"))
+    keep = Path(__file__).resolve().parents[2] / ".pytest_cache" / "nightly_report.png"
+    keep.parent.mkdir(exist_ok=True)
+    shutil.copy(shot, keep)  # for a person to look at after the run
+
+
+def _attributes(dom: str, tag: str, name: str) -> list[str]:
+    import html.parser
+
+    found = []
+
+    class Parser(html.parser.HTMLParser):
+        def handle_starttag(self, seen, attributes):
+            if seen == tag:
+                found.append(dict(attributes).get(name, ""))
+    Parser().feed(dom)
+    return found
+
+
+def test_the_documented_automation_is_one_prefect_accepts():
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    path = Path(__file__).resolve().parents[2] / "deployments" / "drift-automation.yaml"
+    automation = AutomationCore.model_validate(yaml.safe_load(path.read_text()))
+    assert automation.trigger.expect == {EVENT}
