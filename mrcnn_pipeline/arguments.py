@@ -1,10 +1,12 @@
-"""Argument types shared by the subcommands (argparse `type=` callables)."""
+"""Argument types shared by the subcommands (argparse `type=` callables), and their output."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
+from typing import Any
 
 
 def fraction(text: str) -> float:
@@ -39,3 +41,9 @@ def runtime_argument(parser: argparse.ArgumentParser) -> None:
                         default="tensorflow", help="tensorflow (Keras weights, SavedModel "
                         "exports; default), onnxruntime (ONNX exports) or openvino (OpenVINO "
                         "IR exports)")
+
+
+def print_summary(summary: dict[str, Any], as_json: bool, line: str) -> int:
+    """Print a flow's summary as JSON (``--json``) or as one line; returns exit code 0."""
+    print(json.dumps(summary, indent=2) if as_json else line)
+    return 0

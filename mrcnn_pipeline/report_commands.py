@@ -7,9 +7,8 @@ and sets ``handler``; handlers return an exit code and import flows lazily.
 from __future__ import annotations
 
 import argparse
-import json
 
-from mrcnn_pipeline.arguments import iso_date
+from mrcnn_pipeline.arguments import iso_date, print_summary
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -42,9 +41,6 @@ def run_report(args: argparse.Namespace) -> int:
 
     summary = nightly_report(output=args.output, date=args.date, window=args.window,
                              path_field=args.path_field, gallery=args.gallery)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    print(f"report: {summary['report']} ({summary['images']} images; drifting: "
-          f"{', '.join(summary['drifting']) or 'none'})")
-    return 0
+    return print_summary(summary, args.json, f"report: {summary['report']} "
+                         f"({summary['images']} images; drifting: "
+                         f"{', '.join(summary['drifting']) or 'none'})")

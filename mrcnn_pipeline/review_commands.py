@@ -8,9 +8,8 @@ and sets ``handler``; handlers return an exit code and import flows lazily.
 from __future__ import annotations
 
 import argparse
-import json
 
-from mrcnn_pipeline.arguments import fraction, iso_date, registry_argument
+from mrcnn_pipeline.arguments import fraction, iso_date, print_summary, registry_argument
 from tasks.exports import FORMATS
 from tasks.review import STRATEGIES
 
@@ -63,13 +62,9 @@ def run_review_select(args: argparse.Namespace) -> int:
                                 until=args.until, budget=args.budget,
                                 strategies=args.strategies, seed=args.seed,
                                 window_days=args.window_days, score_band=tuple(args.score_band))
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
     chosen = ", ".join(f"{name} {count}" for name, count in summary["chosen_by"].items())
-    print(f"chose {summary['images']} images for review ({chosen}) into {summary['to']}; "
-          f"why each: {summary['manifest']}")
-    return 0
+    return print_summary(summary, args.json, f"chose {summary['images']} images for review "
+                         f"({chosen}) into {summary['to']}; why each: {summary['manifest']}")
 
 
 def add_export(subparsers: argparse._SubParsersAction) -> None:
@@ -98,12 +93,9 @@ def run_export(args: argparse.Namespace) -> int:
 
     summary = export_predictions(output=args.output, destination=args.to, format=args.format,
                                  since=args.since, until=args.until)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    print(f"exported {summary['images']} images and {summary['instances']} instances as "
-          f"{summary['format']} to {summary['destination']}")
-    return 0
+    return print_summary(summary, args.json, f"exported {summary['images']} images and "
+                         f"{summary['instances']} instances as {summary['format']} to "
+                         f"{summary['destination']}")
 
 
 def add_retrain(subparsers: argparse._SubParsersAction) -> None:
@@ -140,10 +132,7 @@ def run_retrain(args: argparse.Namespace) -> int:
                                 registry=args.registry, gate_metric=args.gate_metric,
                                 init_with=f"model:{args.start}" if args.start else None,
                                 timeout_minutes=args.timeout_minutes)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
     decision = summary["decision"]
     verdict = "promoted to" if decision["promoted"] else "not promoted to"
-    print(f"{summary['reference']} {verdict} {decision['alias']}: {decision['reason']}")
-    return 0
+    return print_summary(summary, args.json, f"{summary['reference']} {verdict} "
+                         f"{decision['alias']}: {decision['reason']}")

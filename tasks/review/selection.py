@@ -2,7 +2,8 @@
 
 Round-robin in the order the strategies are asked for, so every strategy gets about
 ``budget / strategies`` images when it has that many and leaves the rest to the others when
-it has fewer. An image chosen once carries every reason any strategy had for it.
+it has fewer. An image chosen once carries every reason any strategy had for it (``random``,
+which ranks every image, counts only for the images it took).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 from tasks.review import STRATEGIES
+
+# Strategies that rank every image: only the images they take are theirs, not every image.
+RANK_ALL = ("random",)
 from tasks.review.inputs import ReviewInputs
 from tasks.review.strategies import (Pick, Thresholds, area_outliers, class_margin,
                                      disagreement, low_confidence, random_sample)
@@ -50,7 +54,7 @@ def allocate(picks: Mapping[str, Sequence[Pick]], budget: int) -> list[Chosen]:
             if pick.image_uri in reasons:
                 reasons[pick.image_uri].append(pick)
     return [Chosen(first.image_uri, (first, *[p for p in reasons[first.image_uri]
-                                              if p.strategy != first.strategy]))
+                                              if p.strategy not in (first.strategy, *RANK_ALL)]))
             for first in order]
 
 

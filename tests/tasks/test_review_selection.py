@@ -83,6 +83,7 @@ def test_the_budget_takes_every_planted_image_and_the_seed_fixes_the_sample(tmp_
     samples = {allocate(picks_of(tmp_path, seed=seed, strategies=["random"]), 3)[0].image_uri
                for seed in range(6)}
     assert len(samples) > 1
+    assert all(p.strategy != "random" for c in chosen[:4] for p in c.reasons)  # not a reason
     torn = next(c for c in chosen if c.image_uri == expected["class-margin"])
     assert {p.strategy for p in torn.reasons} >= {"class-margin"}
 
