@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import logging
 import math
@@ -163,9 +164,10 @@ def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 3
         grid: where the overlay grid goes (default `<output>/overlay_grid.png`).
 
     Returns:
-        `{pipeline, inference, metrics, summary: (columns, rows), paths}`.
+        `{pipeline, inference, metrics, summary: (columns, rows), paths, grid, report}`.
     """
     from flows.batch_inference import batch_inference
+    from flows.nightly_report import nightly_report
     from flows.training_pipeline import training_pipeline
     from mrcnn_pipeline.results import summarize
 
@@ -182,11 +184,14 @@ def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 3
         labels=str(paths["labelme"] / "labels.txt"), timeout_minutes=3 * minutes + 5)
     inference = batch_inference(input_uri=str(paths["incoming"]), output_uri=str(paths["results"]),
                                 model="shapes@production", registry=str(paths["registry"]))
+    report = nightly_report(output=str(paths["results"]),
+                            date=datetime.date.fromisoformat(inference["run_date"]))
     metrics = json.loads(Path(pipeline["metrics"]).read_text())
     overlays = paths["results"] / "overlays" / f"run_date={inference['run_date']}"
     grid = overlay_grid(sorted(overlays.rglob("*.jpg")), grid or output / "overlay_grid.png")
     return {"pipeline": pipeline, "inference": inference, "metrics": metrics,
-            "summary": summarize(str(paths["results"])), "paths": paths, "grid": grid}
+            "summary": summarize(str(paths["results"])), "paths": paths, "grid": grid,
+            "report": report["report"]}
 
 
 def nothing_baseline(area: dict[str, Any]) -> float:
@@ -239,6 +244,8 @@ def report(outcome: dict[str, Any]) -> str:
         f"overlays:      {paths['results'] / 'overlays' / f'run_date={day}'} (masks, boxes, "
         "scores and area % drawn on each image)",
         f"overlay grid:  {outcome['grid']}",
+        f"report:        {outcome['report']} (the night's numbers, charts and pictures; "
+        "open it in a browser)",
         f"Parquet:       {paths['results']}/{{area_ratios,instances,errors}}/run_date={day}/ "
         "(per image and class area ratios; detections; unreadable images)",
         f"model:         {version_dir} (MODEL_CARD.md, metrics.json, lineage.json)",

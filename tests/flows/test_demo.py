@@ -120,3 +120,6 @@ def test_the_whole_demo_chain_with_a_tiny_model(prefect_harness, tmp_path: Path)
     baseline = nothing_baseline(outcome["metrics"]["area_ratio_error"])
     assert 0 < baseline < 100 and f"(predicting nothing: {baseline:.2f})" in text
     assert f"overlays:      {paths['results'] / 'overlays'}" in text
+    page = paths["results"] / "reports" / f"run_date={inference['run_date']}" / "index.html"
+    assert outcome["report"] == str(page) and f"report:        {page}" in text
+    assert "<svg" in page.read_text() and page.read_text().count("<figure>") == 3
