@@ -140,8 +140,9 @@ def build_deployments(settings: ServeSettings) -> list[Any]:
     deployments = [
         batch_inference.to_deployment(
             name="nightly", schedules=[Cron(settings.cron, timezone=settings.timezone)],
-            parameters=settings.nightly, concurrency_limit=1,
-            description="New images of the night -> per-class area ratios in Parquet."),
+            parameters={"report": True, **settings.nightly}, concurrency_limit=1,
+            description="New images of the night -> per-class area ratios in Parquet, and "
+                        "the nightly report."),
         select_for_review.to_deployment(
             name="weekly", schedules=[Cron(settings.review_cron, timezone=settings.timezone)],
             parameters=settings.review, concurrency_limit=1,

@@ -3,8 +3,8 @@
 probe the output -> commit leftovers -> list images -> resolve the model -> skip what this model
 version already did -> shards (``process_shard`` mapped onto the task runner, each staging
 its rows) -> commit -> summary. Outputs under ``output_uri`` (hive-partitioned by
-``run_date``): ``area_ratios/``, ``instances/``, ``errors/``, ``overlays/``; the schemas are
-in ``tasks.parquet_schemas``. Re-running a date with nothing new writes nothing;
+``run_date``): ``area_ratios/``, ``instances/``, ``errors/``, ``images/``, ``overlays/``; the
+schemas are in ``tasks.parquet_schemas``. Re-running a date with nothing new writes nothing;
 re-processing replaces rows instead of adding them; a crash anywhere is finished or rolled
 back by the next run's first commit (``tasks.tables``).
 Storage credentials come from the environment (``tasks.storage``), never from parameters,
@@ -35,9 +35,11 @@ from prefect.artifacts import (create_progress_artifact, create_table_artifact,
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
+from flows.nightly_report import nightly_report
 from tasks import storage, tables
 from tasks.failures import RunIncomplete, retry_transient, with_retries
 from tasks.inference.image_decoding import MAX_PIXELS
+from tasks.inference.image_metadata import compile_path_pattern
 from tasks.inference.shards import (ClassTotals, ShardContext, ShardResult, list_images,
                                     plan_shards, process_shard)
 from tasks.models import RUNTIMES, ModelArtifact, check_runtime, resolve
@@ -96,9 +98,11 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                     run_date: datetime.date | None = None, timezone: str | None = None,
                     min_confidence: float | None = None, batch_size: int = 4,
                     shard_size: int = 64, overlays: bool = True, reprocess: bool = False,
-                    patterns: list[str] | None = None, max_pixels: int = MAX_PIXELS,
+                    patterns: list[str] | None = None, path_pattern: str | None = None,
+                    max_pixels: int = MAX_PIXELS,
                     dask_address: str | None = None, runtime: str = "tensorflow",
-                    precision: str | None = None, isolate_shards: bool | None = None
+                    precision: str | None = None, isolate_shards: bool | None = None,
+                    report: bool = False, report_path_field: str | None = None
                     ) -> dict[str, Any]:
     """Detect instances in every new image below ``input_uri`` and store per-class areas.
 
@@ -123,6 +127,10 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
         overlays: write the annotated JPEG of each image.
         reprocess: process images this model version already did.
         patterns: only paths below ``input_uri`` matching one of these shell patterns.
+        path_pattern: a regular expression with named groups, searched in each image's path
+            below ``input_uri`` (e.g. ``(?P<site>[^/]+)/(?P<camera>cam\\d+)/``); its groups go
+            to ``images.path_fields`` beside hive-style ``key=value`` folders, and win over
+            a folder of the same name.
         max_pixels: larger images are recorded as ``too_large`` errors.
         dask_address: run the shards on Dask: a scheduler address (``tcp://host:8786``) or
             ``local:N`` (N worker processes here); default the flow's thread pool.
@@ -134,13 +142,16 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
         isolate_shards: run each shard in a child process, so that a runtime crashing (a
             segmentation fault) costs that shard (retried once, then failed; its images are
             retried by the next run), not the run. Default: on for ``openvino``.
+        report: end with the ``nightly-report`` subflow for the run_date (the nightly
+            deployment does), also when some shards failed.
+        report_path_field: the report's breakdown by this field of ``images.path_fields``.
 
     Returns:
-        Counts (``listed``, ``skipped``, ``processed``, ``errors`` ...), the model, run_date
-        and the output URI.
+        Counts (``listed``, ``skipped``, ``processed``, ``errors`` ...), the model, run_date,
+        the output URI and, with ``report``, the report page's URI.
     """
     _check_arguments(input_uri, output_uri, min_confidence, shard_size, max_pixels, dask_address,
-                     runtime, batch_size)
+                     runtime, batch_size, path_pattern)
     logger = get_run_logger()
     day = (run_date or _scheduled_date(timezone)).isoformat()
     with_retries(check_output)(output_uri)
@@ -154,7 +165,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                 len(images), todo, len(shards), resolved.identity, day)
     context = ShardContext(output_uri, day, _run_id(), min_confidence, overlays, max_pixels,
                            runtime, batch_size, precision,
-                           runtime == "openvino" if isolate_shards is None else isolate_shards)
+                           runtime == "openvino" if isolate_shards is None else isolate_shards,
+                           path_pattern=path_pattern)
     results, failures = _run_shards(shards, resolved, context, todo, dask_address)
     committed = with_retries(commit_results)(output_uri)
     summary = _summary(results, len(images), todo, resolved, day, output_uri)
@@ -162,6 +174,9 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
     logger.info("processed %d images, %d errors, %d skipped; %d rows superseded",
                 summary["processed"], summary["errors"], summary["skipped"],
                 committed["rows_removed"])
+    if report:
+        summary["report"] = nightly_report(output=output_uri, date=datetime.date.fromisoformat(day),
+                                           path_field=report_path_field)["report"]
     if failures:
         raise RunIncomplete(f"{len(failures)} of {len(shards)} shards failed (their images are "
                             f"retried by the next run): {failures[0]}")
@@ -170,7 +185,7 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
 
 def _check_arguments(input_uri: str, output_uri: str, min_confidence: float | None,
                      shard_size: int, max_pixels: int, dask_address: str | None, runtime: str,
-                     batch_size: int) -> None:
+                     batch_size: int, path_pattern: str | None = None) -> None:
     if storage.is_inside(output_uri, input_uri):
         raise ValueError(f"output_uri {output_uri!r} must not be inside input_uri {input_uri!r} "
                          "(the overlays would be listed as new images)")
@@ -183,6 +198,7 @@ def _check_arguments(input_uri: str, output_uri: str, min_confidence: float | No
         raise ValueError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
     if dask_address is not None:
         dask_task_runner(dask_address)  # a malformed address fails here, before any work
+    compile_path_pattern(path_pattern)  # a bad regex too, not in every shard
 
 
 def _scheduled_date(timezone: str | None) -> datetime.date:

@@ -1,4 +1,4 @@
-"""The ``infer``, ``results`` and ``serve`` subcommands of ``mrcnn-pipeline``.
+"""The ``infer``, ``results``, ``compact`` and ``serve`` subcommands of ``mrcnn-pipeline``.
 
 Same pattern as ``mrcnn_pipeline.cli``: ``add_<name>(subparsers)`` declares the arguments
 and sets ``handler``; handlers return an exit code and import flows lazily.
@@ -15,9 +15,10 @@ from mrcnn_pipeline.arguments import fraction, iso_date, registry_argument, runt
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``infer``, ``results`` and ``serve``."""
+    """Register ``infer``, ``results``, ``compact`` and ``serve``."""
     add_infer(subparsers)
     add_results(subparsers)
+    add_compact(subparsers)
     add_serve(subparsers)
 
 
@@ -25,8 +26,9 @@ def add_infer(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "infer", help="run batch inference on a folder: per-class area ratios in Parquet",
         description="Run the batch-inference flow: images below --input -> area_ratios/, "
-                    "instances/, errors/ (Parquet, by run_date), overlays/ and a CSV summary "
-                    "at --output. Images this model version already processed are skipped.")
+                    "instances/, errors/, images/ (Parquet, by run_date), overlays/ and a CSV "
+                    "summary at --output. Images this model version already processed are "
+                    "skipped.")
     parser.add_argument("--input", "--input-folder", dest="input", required=True, metavar="URI",
                         help="image folder: a local path or s3://bucket/prefix/ (recursive)")
     parser.add_argument("--output", "--output-folder", dest="output", required=True,
@@ -53,6 +55,11 @@ def add_infer(subparsers: argparse._SubParsersAction) -> None:
                         help="images per task (default 64)")
     parser.add_argument("--pattern", action="append", default=[], metavar="GLOB",
                         help="only paths below --input matching GLOB (repeatable)")
+    parser.add_argument("--path-pattern", metavar="REGEX",
+                        help="regular expression with named groups, searched in each image's "
+                        "path below --input; the groups become images.path_fields (beside "
+                        "hive-style key=value folders), e.g. "
+                        "'(?P<site>[^/]+)/(?P<camera>cam\\d+)/'")
     parser.add_argument("--no-overlays", dest="overlays", action="store_false",
                         help="do not write the annotated JPEGs")
     parser.add_argument("--reprocess", action="store_true",
@@ -84,7 +91,8 @@ def run_infer(args: argparse.Namespace) -> int:
                 registry=args.registry, run_date=args.run_date,
                 min_confidence=args.min_confidence, batch_size=args.batch_size,
                 shard_size=args.shard_size, overlays=args.overlays, reprocess=args.reprocess,
-                patterns=args.pattern or None, runtime=args.runtime, precision=args.precision)
+                patterns=args.pattern or None, path_pattern=args.path_pattern,
+                runtime=args.runtime, precision=args.precision)
     if args.csv:
         csv_uri = storage.join(args.output, f"results_{summary['run_date']}.csv")
         summary["csv"] = storage.write_bytes(
@@ -95,7 +103,7 @@ def run_infer(args: argparse.Namespace) -> int:
     print(f"{summary['processed']} images processed, {summary['skipped']} skipped (already "
           f"done), {summary['errors']} errors; model {summary['model_name']} "
           f"{summary['model_version']}, run_date {summary['run_date']}")
-    print(f"tables: {args.output} (area_ratios/, instances/, errors/)"
+    print(f"tables: {args.output} (area_ratios/, instances/, errors/, images/)"
           + (f"; summary: {summary['csv']}" if args.csv else ""))
     return 0
 
@@ -122,15 +130,58 @@ def add_results(subparsers: argparse._SubParsersAction) -> None:
                         help="only run dates on or after this day")
     parser.add_argument("--class", dest="class_name", metavar="NAME", help="only this class")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--duckdb", metavar="FILE",
+                        help="instead of the summary, write FILE: a DuckDB database of views "
+                        "over the output's tables and daily_class_summary (local outputs)")
     parser.set_defaults(handler=run_results)
 
 
 def run_results(args: argparse.Namespace) -> int:
-    """Handler of ``results``: query and print."""
+    """Handler of ``results``: query and print, or write the views file."""
+    if args.duckdb:
+        if args.since or args.class_name:
+            raise ValueError("--duckdb writes views over every run_date and class; filter "
+                             "in SQL instead of --since/--class")
+        from mrcnn_pipeline.duckdb_views import write_views
+
+        print(write_views(args.output, args.duckdb).describe())
+        return 0
     from mrcnn_pipeline.results import render, summarize
 
     columns, rows = summarize(args.output, args.since, args.class_name)
     print(render(columns, rows, args.format), end="")
+    return 0
+
+
+def add_compact(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compact", help="rewrite a month's small result files as a few large ones",
+        description="Run the compact-tables flow: each run_date partition of --month, per "
+                    "table, becomes one file (or files of at least --target-mb), through the "
+                    "commit protocol; readers never miss a row meanwhile (README).")
+    parser.add_argument("--output", required=True, metavar="URI",
+                        help="the batch-inference output folder (local or s3://)")
+    parser.add_argument("--month", required=True, metavar="YYYY-MM", help="the month to compact")
+    parser.add_argument("--target-mb", type=float, default=64.0, metavar="MB",
+                        help="smallest size of a compacted file, in MiB (default 64)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(handler=run_compact)
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    """Handler of ``compact``: check the month, run the flow, print a summary."""
+    from tasks.tables.compaction import month_days
+
+    month_days(args.month)  # a bad month is one line, before Prefect starts
+    from flows.compact_tables import compact_tables
+
+    summary = compact_tables(output=args.output, month=args.month, target_mb=args.target_mb)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{args.month}: {len(summary['partitions'])} partitions compacted, "
+          f"{summary['files_before']} files -> {summary['files_after']}"
+          + (f"; {summary['finished']} crashed commits finished" if summary["finished"] else ""))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The three output tables of batch inference, declared once.
+"""The output tables of batch inference, declared once.
 
 Each table lives at ``<output_uri>/<table>/run_date=YYYY-MM-DD/part-<shard>.parquet`` (hive
 partitioning); ``run_date`` is the partition key, present in the path and not in the files.
@@ -9,7 +9,8 @@ Every file carries the schema version in its Parquet key-value metadata
 (``mrcnn_pipeline.schema_version``). Version 2 added ``instances.mask_rle``; files written
 before it lack that column, so readers that mix partitions of both versions read by column
 name (DuckDB ``union_by_name = true``; pyarrow/pandas with ``schema=INSTANCES``), which gives
-NULL for the old rows.
+NULL for the old rows. Version 3 added the ``images`` table; partitions written before it
+have no ``images`` files, so its readers see fewer days.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 PARTITION_KEY = "run_date"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 VERSION_KEY = "mrcnn_pipeline.schema_version"
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -64,6 +65,22 @@ ERRORS = pa.schema([
     pa.field("failed_at", TIMESTAMP, nullable=False),
 ])
 
+# One row per decoded image (processed, or failed in the model): tasks.inference.image_metadata.
+IMAGES = pa.schema([
+    pa.field("image_uri", pa.string(), nullable=False),
+    pa.field("image_width", pa.int32(), nullable=False),  # after EXIF orientation
+    pa.field("image_height", pa.int32(), nullable=False),
+    pa.field("bytes", pa.int64(), nullable=False),  # the file's size
+    pa.field("fingerprint", pa.string(), nullable=False),  # as in the index: ETag or size+mtime
+    pa.field("captured_at", TIMESTAMP),  # EXIF DateTimeOriginal; UTC when it has no offset
+    pa.field("gps_latitude", pa.float64()),  # decimal degrees, south negative
+    pa.field("gps_longitude", pa.float64()),  # decimal degrees, west negative
+    # hive key=value folders and path_pattern groups; DuckDB: path_fields['site']
+    pa.field("path_fields", pa.map_(pa.string(), pa.string()), nullable=False),
+    pa.field("model_version", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+])
+
 # Written by the nightly report (one file per run_date, replaced whole), not by batch inference.
 DRIFT = pa.schema([
     pa.field("class_name", pa.string(), nullable=False),
@@ -82,7 +99,8 @@ def _versioned(schema: pa.Schema) -> pa.Schema:
 
 
 SCHEMAS: dict[str, pa.Schema] = {"area_ratios": _versioned(AREA_RATIOS),
-                                 "instances": _versioned(INSTANCES), "errors": _versioned(ERRORS)}
+                                 "instances": _versioned(INSTANCES), "errors": _versioned(ERRORS),
+                                 "images": _versioned(IMAGES)}
 
 
 def schema_version(schema: pa.Schema) -> int:
@@ -96,7 +114,7 @@ def to_table(name: str, rows: Sequence[Mapping[str, Any]],
     """Rows of table ``name`` as a pyarrow Table with exactly that table's schema.
 
     Args:
-        name: ``area_ratios``, ``instances`` or ``errors``.
+        name: ``area_ratios``, ``instances``, ``errors`` or ``images``.
         rows: one dict per row; keys not in the schema are an error.
         constants: values shared by every row (e.g. ``run_id``), added to each.
 

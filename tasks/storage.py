@@ -385,6 +385,22 @@ def list_ages(uri: str, depth: int | None = None, options: StorageOptions = None
     return {_as_uri(fs, name): now - _modified(found[name], now) for name in _below(path, found)}
 
 
+def list_sizes(uri: str, suffixes: Sequence[str] = (), options: StorageOptions = None
+               ) -> dict[str, int]:
+    """Files below ``uri`` (recursively) and their sizes in bytes; empty when it is missing.
+
+    Args:
+        uri: folder to list.
+        suffixes: keep only names ending in one of these (case-insensitive).
+    """
+    fs, path = _resolve(uri, options)
+    wanted = tuple(suffix.lower() for suffix in suffixes)
+    with _described(uri, fs):
+        found = fs.find(path, withdirs=False, detail=True)
+    return {_as_uri(fs, name): int(found[name].get("size") or 0) for name in _below(path, found)
+            if not wanted or name.lower().endswith(wanted)}
+
+
 def _below(path: str, names: Iterable[str]) -> list[str]:
     """Names strictly below ``path``: some stores (SeaweedFS) list an emptied folder as an
     object named like the folder itself."""

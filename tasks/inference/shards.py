@@ -8,7 +8,9 @@ URIs and counts only; arrays never leave the task.
 
 Every image of a shard ends as ``area_ratios`` rows or one ``errors`` row:
 bad files get the decoder's ``error_type`` (final: skipped until the file changes);
-``read_error`` and ``inference_error`` are transient and retried by the next run.
+``read_error`` and ``inference_error`` are transient and retried by the next run. Every
+decoded image also gets one ``images`` row (size, bytes, EXIF, path fields), built in the I/O
+thread from the bytes read for decoding (``tasks.inference.image_metadata``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import posixpath
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from prefect import task
@@ -31,6 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import storage
 from tasks.inference.area_ratios import area_rows, instance_rows, legend_lines, select_detections
 from tasks.inference.image_decoding import MAX_PIXELS, ImageDecodeError, decode_image
+from tasks.inference.image_metadata import image_row
 from tasks.failures import retry_transient
 from tasks.faults import crash_point
 from tasks.models import LoadedModel, ModelArtifact, build
@@ -66,6 +69,14 @@ class ShardContext:
     batch_size: int = 4  # images per detect() call
     precision: str | None = None  # None: the model's INFERENCE_PRECISION (tasks.models.build)
     isolate: bool = False  # run each shard in a child process (tasks.inference.shard_process)
+    path_pattern: str | None = None  # named groups become images.path_fields (checked by the flow)
+
+
+class Decoded(NamedTuple):
+    """A decoded image and its ``images`` row, made while its bytes were at hand."""
+
+    pixels: np.ndarray
+    image_row: dict[str, Any]
 
 
 @dataclasses.dataclass
@@ -220,14 +231,17 @@ def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardCo
     loaded = build(model, context.runtime, context.batch_size, context.min_confidence,
                    context.precision)
     key = shard_key(images)
-    tables: dict[str, list[dict[str, Any]]] = {"area_ratios": [], "instances": [], "errors": []}
+    tables: dict[str, list[dict[str, Any]]] = {"area_ratios": [], "instances": [], "errors": [],
+                                               "images": []}
     entries, overlay_writes = [], []
     with ThreadPoolExecutor(IO_THREADS, thread_name_prefix="shard-io") as pool:
         for batch in _batches(_decoded(images, pool, context), context.batch_size):
-            decoded = [(ref, image) for ref, image in batch if not isinstance(image, Exception)]
+            decoded = [(ref, item) for ref, item in batch if isinstance(item, Decoded)]
             for ref, _ in decoded:
                 crash_point("detect", ref.uri)  # fault-injection tests: a runtime that crashes
-            for (ref, image), result in zip(decoded, _detect(loaded, [i for _, i in decoded])):
+            results = _detect(loaded, [item.pixels for _, item in decoded])
+            for (ref, (image, facts)), result in zip(decoded, results):
+                tables["images"].append(facts)  # decoded: a result or an inference_error
                 if isinstance(result, Exception):
                     tables["errors"].append(_error_row(ref, result))
                     entries.append(_entry(ref, loaded, context, key, "retry"))
@@ -247,33 +261,36 @@ def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardCo
 
 
 def _decoded(images: Sequence[ImageRef], pool: ThreadPoolExecutor, context: ShardContext
-             ) -> Iterator[tuple[ImageRef, np.ndarray | Exception]]:
+             ) -> Iterator[tuple[ImageRef, Decoded | Exception]]:
     """Images in order, read and decoded ahead on ``pool`` (a bounded window of futures)."""
     window: deque[tuple[ImageRef, Future]] = deque()
     pending = iter(images)
     for ref in pending:
-        window.append((ref, pool.submit(_read_and_decode, ref, context.max_pixels)))
+        window.append((ref, pool.submit(_read_and_decode, ref, context)))
         if len(window) >= 2 * IO_THREADS:
             break
     while window:
         ref, future = window.popleft()
         following = next(pending, None)
         if following is not None:
-            window.append((following, pool.submit(_read_and_decode, following,
-                                                  context.max_pixels)))
+            window.append((following, pool.submit(_read_and_decode, following, context)))
         yield ref, future.result()
 
 
-def _read_and_decode(ref: ImageRef, max_pixels: int) -> np.ndarray | Exception:
-    """The decoded image, or the exception that says why not (recorded, not raised)."""
+def _read_and_decode(ref: ImageRef, context: ShardContext) -> Decoded | Exception:
+    """The decoded image and its ``images`` row, or the exception that says why not (kept)."""
     try:
         data = storage.read_bytes(ref.uri)
     except OSError as error:  # vanished since the listing, refused, network
         return error
     try:
-        return decode_image(data, ref.uri, max_pixels)
+        pixels = decode_image(data, ref.uri, context.max_pixels)
     except ImageDecodeError as error:
         return error
+    height, width = pixels.shape[:2]
+    # The bytes are read once: the row's EXIF and size come from them here, not from storage.
+    return Decoded(pixels, image_row(ref.uri, ref.relative, ref.fingerprint, data, width, height,
+                                     context.path_pattern))
 
 
 def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -371,6 +388,7 @@ def _stage(rows: dict[str, list[dict[str, Any]]], entries: list[Entry], loaded: 
                         "run_id": context.run_id},
         "instances": {"model_version": loaded.version, "run_id": context.run_id},
         "errors": {"run_id": context.run_id},
+        "images": {"model_version": loaded.version, "run_id": context.run_id},
     }
     arrow = {name: to_table(name, table_rows, constants[name])
              for name, table_rows in rows.items()}

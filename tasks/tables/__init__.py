@@ -14,7 +14,8 @@ Invariants (each has a test in ``tests/tasks/test_tables.py`` or
 
 Modules: ``layout`` (where files live), ``staging`` (a shard's files until commit),
 ``index`` (which image is in which file), ``lease`` (one committer at a time),
-``commit`` (the protocol), ``cleanup`` (garbage of crashed runs).
+``commit`` (the protocol), ``cleanup`` (garbage of crashed runs), ``compaction`` (a month's
+small files rewritten as few large ones, through the same intents).
 """
 
 from tasks.tables.commit import CommitResult, commit

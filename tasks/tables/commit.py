@@ -11,8 +11,9 @@ Protocol (one committer at a time, under the lease; generation ``g`` = the lease
    ``_manifest/commits/<g>/``; the new index entries go there too.
 3. **Commit point**: write the intent ``_manifest/commits/<g>.json`` (moves, removals,
    folders to clean). Before it nothing is visible; after it the next committer finishes it.
-4. **Apply**: moves (table files, then index files), then removals, then the consumed staging
-   folders and the scratch folder, then the intent itself. Every step can be done twice.
+4. **Apply**: moves (table files, then index files), then removals (after the intent's
+   ``settle_seconds``, which compaction sets), then the consumed staging folders and the
+   scratch folder, then the intent itself. Every step can be done twice.
 5. **Collect garbage** (``tasks.tables.cleanup``) and release the lease.
 
 Committed file names (``part-<gen>-<n>``) are never reused, so applying an intent twice, or
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Sequence
 
 import pyarrow as pa
@@ -47,6 +49,9 @@ class Intent:
     moves: tuple[tuple[str, str], ...]  # (source, destination), applied in order
     removes: tuple[str, ...]
     cleanup: tuple[str, ...]  # folders and files consumed by the commit
+    # Seconds between the last move and the first removal, so that a reader's listing that
+    # began before the new files arrived has ended before old ones go (compaction sets it).
+    settle_seconds: float = 0.0
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode("utf-8")
@@ -55,7 +60,8 @@ class Intent:
     def from_json(cls, data: bytes) -> Intent:
         raw = json.loads(data)
         return cls(raw["generation"], tuple(tuple(move) for move in raw["moves"]),
-                   tuple(raw["removes"]), tuple(raw["cleanup"]))
+                   tuple(raw["removes"]), tuple(raw["cleanup"]),
+                   float(raw.get("settle_seconds", 0.0)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +135,9 @@ def apply(output_uri: str, intent: Intent, tick: Callable[[], None] = lambda: No
         tick()
         if number == 0:
             crash_point("first-move")
+    crash_point("moved")
+    if intent.removes and intent.settle_seconds > 0:
+        time.sleep(intent.settle_seconds)
     for uri in intent.removes:
         storage.remove(uri)
         tick()

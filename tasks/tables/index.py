@@ -26,6 +26,7 @@ from tasks.tables.layout import generation_of, manifest
 
 OUTCOMES = ("ok", "error", "retry")
 COMPACT_AFTER = 16
+RELIST_ATTEMPTS = 5
 KEY = ("image_uri", "run_date")
 
 INDEX_SCHEMA = pa.schema([("image_uri", pa.string()), ("run_date", pa.string()),
@@ -65,12 +66,23 @@ def read_current(output_uri: str, run_dates: Iterable[str] | None = None) -> pa.
     Returns:
         A table with the ``INDEX_SCHEMA`` columns, one row per ``(image_uri, run_date)``.
     """
-    if run_dates is None:
+    days = None if run_dates is None else sorted(set(run_dates))
+    for _ in range(RELIST_ATTEMPTS - 1):
+        try:
+            return _read_listed(output_uri, days)
+        except FileNotFoundError:
+            # A commit or compaction replaced index files between our listing and our read.
+            # It adds the new file before it removes the old ones, so a new listing is whole.
+            continue
+    return _read_listed(output_uri, days)
+
+
+def _read_listed(output_uri: str, days: list[str] | None) -> pa.Table:
+    if days is None:
         files = _by_generation(storage.list_files(manifest(output_uri, "index"), (".parquet",)))
     else:
-        files = [uri for day in sorted(set(run_dates)) for uri in partition_files(output_uri, day)]
-    tables = [_with_generation(read_file(uri), generation_of(uri) or 0) for uri in files]
-    return current(tables)
+        files = [uri for day in days for uri in partition_files(output_uri, day)]
+    return current([_with_generation(read_file(uri), generation_of(uri) or 0) for uri in files])
 
 
 def current(tables: Sequence[pa.Table]) -> pa.Table:

@@ -68,7 +68,8 @@ def test_served_deployments_and_prefect_yaml_define_the_same_jobs():
     assert (weekly.schedules[0].schedule.cron, weekly.schedules[0].schedule.timezone) == (
         "0 6 * * 1", "Europe/Berlin")
     nightly = served["batch-inference/nightly"]
-    assert nightly.concurrency_limit == 1 and nightly.parameters == {"input_uri": "s3://b/in/"}
+    assert nightly.concurrency_limit == 1
+    assert nightly.parameters == {"report": True, "input_uri": "s3://b/in/"}
     schedule = nightly.schedules[0].schedule
     assert (schedule.cron, schedule.timezone) == ("0 2 * * *", "Europe/Berlin")
 

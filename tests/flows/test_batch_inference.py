@@ -4,6 +4,7 @@ through a registry reference; plus listing and planning."""
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import struct
@@ -133,6 +134,13 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
     assert overlays == sorted(str(Path(u).relative_to(source).with_suffix(".jpg")) for u in good)
     assert Image.open(out / "overlays" / f"run_date={DAY}" / "g_exif.jpg").size == (30, 60)
     assert len(set(rows(out, "area_ratios", "run_id"))) == 1
+    # images: one row per decoded image, with the size area_ratios has and the listing's identity
+    described = rows(out, "images", "image_uri, image_width, image_height, bytes, fingerprint")
+    listing = {ref.uri: ref.fingerprint for ref in find_images(str(source))}
+    assert {uri for uri, *_ in described} == good and len(described) == 9
+    assert {(uri, w, h) for uri, w, h, *_ in described} == {(u, w, h) for u, *_, w, h, _ in areas}
+    for uri, _, _, size, fingerprint in described:
+        assert size == Path(uri).stat().st_size and fingerprint == listing[uri]
 
     before = table_files(out)
     again = batch_inference(**run)
@@ -149,7 +157,9 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
     assert (str(source / "a.png"), 40, 64) in areas
     assert len(rows(out, "errors")) == 5
 
-    counts = {t: len(rows(out, t)) for t in ("area_ratios", "instances", "errors")}
+    counts = {t: len(rows(out, t)) for t in ("area_ratios", "instances", "errors", "images")}
+    assert counts["images"] == 11 and (str(source / "a.png"), 40, 64) in rows(
+        out, "images", "image_uri, image_width, image_height")  # the changed image's new row
     fourth = batch_inference(**{**run, "reprocess": True, "shard_size": 3})
     assert (fourth["processed"], fourth["errors"], fourth["skipped"]) == (11, 5, 0)
     assert {t: len(rows(out, t)) for t in counts} == counts  # reprocessing replaces rows
@@ -180,6 +190,71 @@ def test_cli_infer_writes_tables_and_csv_and_results_summarises(tmp_path: Path, 
     assert capsys.readouterr().out.splitlines()[1].startswith(f"{DAY},car,1,")
     assert main(["results", "--output", str(tmp_path / "nothing")]) == 1
     assert "no area_ratios Parquet files" in capsys.readouterr().err
+
+
+IMAGES_BY_SITE = """
+SELECT i.path_fields['site'] AS site, a.class_name, count(*) AS images,
+       avg(a.area_ratio) AS mean_area_ratio
+FROM read_parquet('{out}/images/*/*.parquet', hive_partitioning = true) i
+JOIN read_parquet('{out}/area_ratios/*/*.parquet', hive_partitioning = true) a
+  USING (image_uri, run_date)
+GROUP BY ALL ORDER BY ALL"""
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_images_table_has_exif_and_path_fields_and_joins_area_ratios(
+        tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture):
+    source, out = tmp_path / "in", tmp_path / "out"
+    exif = Image.Exif()
+    exif[0x8769] = {0x9003: "2024:05:01 10:20:30", 0x9011: "+02:00"}  # DateTimeOriginal, offset
+    exif[0x8825] = {1: "S", 2: (33.0, 51.0, 54.0), 3: "W", 4: (151.0, 12.0, 36.0)}  # GPS
+    rgb = np.random.default_rng(3).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    files = {"site=a/cam01/p.jpg": encoded(Image.fromarray(rgb), "JPEG", exif=exif),
+             "site=a/cam02/q.png": png_bytes(40, 48, seed=4),
+             "site=b/cam01/r.png": png_bytes(36, 36, seed=5),
+             "loose/s.png": png_bytes(32, 32, seed=6), "site=b/cam01/empty.png": b""}
+    for name, data in files.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(data)
+    argv = ["infer", "--weights", str(tiny / "model.weights.h5"), "--config",
+            str(tiny / "config.json"), "--input", str(source), "--output", str(out),
+            "--device", "cpu", "--run-date", DAY, "--no-overlays", "--no-csv", "--json"]
+
+    assert main([*argv, "--path-pattern", "(?P<site>[^/]+"]) == 1  # checked before any work
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("mrcnn-pipeline")] == [
+        "mrcnn-pipeline infer: error: path_pattern '(?P<site>[^/]+' is not a valid regular "
+        "expression: missing ), unterminated subpattern at position 0"], err
+    assert not out.exists()
+
+    assert main([*argv, "--path-pattern", r"(?P<camera>cam\d+)/"]) == 0
+    assert (json.loads(capsys.readouterr().out)["processed"], len(rows(out, "errors"))) == (4, 1)
+    described = duckdb.sql(
+        f"SELECT image_uri, image_width, image_height, captured_at, gps_latitude, gps_longitude,"
+        f" path_fields, model_version, run_date FROM read_parquet("
+        f"'{out}/images/*/*.parquet', hive_partitioning = true) ORDER BY image_uri").fetchall()
+    by_name = {Path(uri).name: row for uri, *row in described}
+    assert sorted(by_name) == ["p.jpg", "q.png", "r.png", "s.png"]  # the empty file: no row
+    width, height, taken, latitude, longitude, fields, version, day = by_name["p.jpg"]
+    versions = rows(out, "area_ratios", "DISTINCT model_version")
+    assert (width, height, str(day), [(version,)]) == (40, 30, DAY, versions)
+    assert taken.astimezone(datetime.timezone.utc) == datetime.datetime(
+        2024, 5, 1, 8, 20, 30, tzinfo=datetime.timezone.utc)
+    assert (latitude, longitude) == pytest.approx((-33.865, -151.21))
+    assert fields == {"site": "a", "camera": "cam01"}
+    assert by_name["s.png"][2:6] == [None, None, None, {}]  # no EXIF, no fields
+    assert by_name["r.png"][5] == {"site": "b", "camera": "cam01"}
+    # The README's query: area ratios by a path field, images joined to area_ratios.
+    by_site = duckdb.sql(IMAGES_BY_SITE.format(out=out)).fetchall()
+    assert [(site, name, count) for site, name, count, _ in by_site] == [
+        ("a", "car", 2), ("a", "pothole", 2), ("b", "car", 1), ("b", "pothole", 1),
+        (None, "car", 1), (None, "pothole", 1)]
+    # The nightly deployment's last step: the report, broken down by a path field.
+    again = batch_inference(input_uri=str(source), output_uri=str(out), run_date=DAY,
+                            report=True, report_path_field="site", **files_of(tiny))
+    page = Path(again["report"]).read_text()
+    assert again["processed"] == 0 and again["report"].endswith(f"run_date={DAY}/index.html")
+    assert "<h2>By site</h2>" in page and "<td>a</td>" in page and "<td>b</td>" in page
 
 
 @pytest.mark.usefixtures("prefect_harness")

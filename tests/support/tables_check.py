@@ -12,6 +12,7 @@ import posixpath
 import pyarrow.dataset as ds
 
 from tasks import storage
+from tasks.parquet_schemas import SCHEMAS
 from tasks.tables import cleanup, read_current
 
 
@@ -28,7 +29,7 @@ def read_table(out: str, table: str) -> list[dict]:
 
 def check_invariants(out: str, classes: int, expected: dict[str, set[str]] | None = None
                      ) -> dict[str, int]:
-    """Assert I1 and I4 at rest; returns row counts per table.
+    """Assert I1 and I4 at rest (``images`` included); returns row counts per table.
 
     Args:
         out: the output folder.
@@ -52,8 +53,33 @@ def check_invariants(out: str, classes: int, expected: dict[str, set[str]] | Non
             seen = {u for u, d in (*per_image, *failed) if d == run_date}
             assert seen == set(uris), \
                 f"{run_date}: missing {set(uris) - seen}, extra {seen - set(uris)}"
+    described = _check_images(out, areas, errors)
     _check_files(out)
-    return {"area_ratios": len(areas), "instances": len(instances), "errors": len(errors)}
+    return {"area_ratios": len(areas), "instances": len(instances), "errors": len(errors),
+            "images": described}
+
+
+def _check_images(out: str, areas: list[dict], errors: list[dict]) -> int:
+    """One ``images`` row per decoded image (a result or an inference error), from the same
+    commit as its other rows: the size of its ``area_ratios`` rows, the index's fingerprint."""
+    images = read_table(out, "images")
+    described = collections.Counter((r["image_uri"], r["run_date"]) for r in images)
+    assert set(described.values()) <= {1}, f"images rows doubled: {described}"
+    decoded = {(r["image_uri"], r["run_date"]) for r in areas}
+    decoded |= {(r["image_uri"], r["run_date"]) for r in errors
+                if r["error_type"] == "inference_error"}
+    assert set(described) == decoded, (f"images rows missing for {decoded - set(described)}, "
+                                       f"extra for {set(described) - decoded}")
+    sizes = {(r["image_uri"], r["run_date"]): (r["image_width"], r["image_height"]) for r in areas}
+    index = read_current(out)
+    fingerprints = dict(zip(zip(index["image_uri"].to_pylist(), index["run_date"].to_pylist()),
+                            index["fingerprint"].to_pylist()))
+    for row in images:
+        key = (row["image_uri"], row["run_date"])
+        assert sizes.get(key, (row["image_width"], row["image_height"])) == \
+            (row["image_width"], row["image_height"]), f"images disagrees with area_ratios: {key}"
+        assert fingerprints.get(key) == row["fingerprint"], f"images disagrees with index: {key}"
+    return len(images)
 
 
 def _check_files(out: str) -> None:
@@ -67,7 +93,7 @@ def _check_files(out: str) -> None:
         assert not relative.startswith(("_manifest/staging/", "_manifest/commits/")), \
             f"staged or prepared file left: {relative}"
         parts = relative.split("/")
-        if parts[0] in ("area_ratios", "instances", "errors"):
+        if parts[0] in SCHEMAS:
             day = parts[1].removeprefix("run_date=")
             stem = posixpath.basename(uri).removeprefix("part-").removesuffix(".parquet")
             assert (day, stem) in referenced, f"orphan table file: {relative}"

@@ -1,4 +1,4 @@
-"""The three output schemas, declared once."""
+"""The output schemas, declared once."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.annotations.rle import rle_string
-from tasks.parquet_schemas import (AREA_RATIOS, ERRORS, INSTANCES, SCHEMA_VERSION, schema_version,
-                                   to_table)
+from tasks.parquet_schemas import (AREA_RATIOS, ERRORS, IMAGES, INSTANCES, SCHEMA_VERSION,
+                                   schema_version, to_table)
 
 NOW = datetime.datetime(2024, 5, 1, 2, 0, 7, tzinfo=datetime.timezone.utc)
 
@@ -50,6 +50,13 @@ def test_schemas_are_the_documented_ones():
     assert [(f.name, str(f.type)) for f in ERRORS] == [
         ("image_uri", "string"), ("error_type", "string"), ("message", "string"),
         ("run_id", "string"), ("failed_at", "timestamp[us, tz=UTC]")]
+    assert [(f.name, str(f.type), f.nullable) for f in IMAGES] == [
+        ("image_uri", "string", False), ("image_width", "int32", False),
+        ("image_height", "int32", False), ("bytes", "int64", False),
+        ("fingerprint", "string", False), ("captured_at", "timestamp[us, tz=UTC]", True),
+        ("gps_latitude", "double", True), ("gps_longitude", "double", True),
+        ("path_fields", "map<string, string>", False), ("model_version", "string", False),
+        ("run_id", "string", False)]
 
 
 def test_to_table_adds_constants_and_refuses_rows_off_the_schema():
@@ -76,12 +83,12 @@ def version_one_instances() -> pa.Table:
 
 def test_files_carry_the_schema_version_and_old_partitions_stay_readable(tmp_path):
     table = to_table("instances", [instance_row("new.png")], {"run_id": "r1"})
-    assert schema_version(table.schema) == SCHEMA_VERSION == 2
+    assert schema_version(table.schema) == SCHEMA_VERSION == 3
     for day, data in (("2026-01-01", version_one_instances()), ("2026-01-02", table)):
         (tmp_path / "instances" / f"run_date={day}").mkdir(parents=True)
         pq.write_table(data, tmp_path / "instances" / f"run_date={day}" / "part-0.parquet")
     files = sorted((tmp_path / "instances").glob("*/*.parquet"))
-    assert [schema_version(pq.read_schema(path)) for path in files] == [1, 2]
+    assert [schema_version(pq.read_schema(path)) for path in files] == [1, 3]
     # The README's query for mixed partitions: by name, NULL where the column is missing.
     rows = duckdb.sql(f"SELECT image_uri, mask_rle IS NULL FROM read_parquet("
                       f"'{tmp_path}/instances/*/*.parquet', hive_partitioning = true, "
@@ -91,3 +98,22 @@ def test_files_carry_the_schema_version_and_old_partitions_stay_readable(tmp_pat
     assert sorted(frame["image_uri"]) == ["new.png", "old.png"]
     assert frame.set_index("image_uri")["mask_rle"].isna().to_dict() == {"new.png": False,
                                                                         "old.png": True}
+
+
+def test_images_path_fields_read_as_a_map_in_duckdb_and_pandas(tmp_path):
+    rows = [{"image_uri": "site=a/x.jpg", "image_width": 4, "image_height": 2, "bytes": 10,
+             "fingerprint": "size=10", "captured_at": NOW, "gps_latitude": -33.5,
+             "gps_longitude": 151.25, "path_fields": {"site": "a", "camera": "cam01"}},
+            {"image_uri": "y.jpg", "image_width": 4, "image_height": 2, "bytes": 11,
+             "fingerprint": "size=11", "captured_at": None, "gps_latitude": None,
+             "gps_longitude": None, "path_fields": {}}]
+    table = to_table("images", rows, {"model_version": "3", "run_id": "r1"})
+    (tmp_path / "images" / "run_date=2026-01-03").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "images" / "run_date=2026-01-03" / "part-0.parquet")
+    # The README's form: MAP(VARCHAR, VARCHAR), so path_fields['site'] is the value or NULL.
+    assert duckdb.sql(f"SELECT image_uri, path_fields['site'], captured_at IS NULL FROM "
+                      f"read_parquet('{tmp_path}/images/*/*.parquet') ORDER BY 1").fetchall() == [
+        ("site=a/x.jpg", "a", False), ("y.jpg", None, True)]
+    frame = pd.read_parquet(tmp_path / "images")  # pandas: (key, value) pairs; dict() them
+    assert [dict(pairs) for pairs in frame["path_fields"]] == [{"site": "a", "camera": "cam01"},
+                                                               {}]

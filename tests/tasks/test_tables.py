@@ -46,6 +46,13 @@ def instance_rows(uri: str) -> list[dict]:
              "mask_rle": rle_string(np.ones((1, 2), bool))} for class_id in (1, 2)]
 
 
+def image_rows(uri: str, fingerprint: str = "size=1") -> list[dict]:
+    return [{"image_uri": uri, "image_width": 4, "image_height": 2, "bytes": 1,
+             "fingerprint": fingerprint, "captured_at": None, "gps_latitude": None,
+             "gps_longitude": None, "path_fields": {"site": "a"}, "model_version": "3",
+             "run_id": "r"}]
+
+
 def stage(out: str, shard: str, good: dict[str, float], bad: tuple[str, ...] = (),
           run_date: str = DAY, fingerprint: str = "size=1", run_id: str = "run") -> None:
     """Stage a shard: images with a result (uri -> area ratio) and images that failed."""
@@ -53,11 +60,13 @@ def stage(out: str, shard: str, good: dict[str, float], bad: tuple[str, ...] = (
     found = [row for uri in good for row in instance_rows(uri)]
     failed = [{"image_uri": uri, "error_type": "truncated", "message": "cut", "run_id": "r",
                "failed_at": NOW} for uri in bad]
+    described = [row for uri in good for row in image_rows(uri, fingerprint)]  # decoded only
     entries = [Entry(uri, run_date, fingerprint, "roads@3", shard, "ok") for uri in good]
     entries += [Entry(uri, run_date, fingerprint, "roads@3", shard, "error") for uri in bad]
     stage_tables(out, run_id, shard, {"area_ratios": to_table("area_ratios", areas),
                                       "instances": to_table("instances", found),
-                                      "errors": to_table("errors", failed)}, entries)
+                                      "errors": to_table("errors", failed),
+                                      "images": to_table("images", described)}, entries)
 
 
 def ratios(out: str) -> dict[tuple[str, str], float]:
@@ -74,7 +83,7 @@ def test_a_commit_moves_staged_shards_into_the_tables_and_indexes_them(tmp_path:
     result = commit(out)
     assert (result.shards, result.entries, result.rows_removed) == (1, 3, 0)
     assert check_invariants(out, 2, {DAY: {"a", "b", "x"}}) == {"area_ratios": 4, "instances": 4,
-                                                               "errors": 1}
+                                                               "errors": 1, "images": 2}
     assert done_images(read_current(out), "roads@3") == {("a", "size=1"), ("b", "size=1"),
                                                         ("x", "size=1")}
     assert done_images(read_current(out), "roads@4") == set()
@@ -92,7 +101,7 @@ def test_an_image_processed_again_keeps_one_result_and_its_neighbours(tmp_path: 
     commit(out)
     stage(out, "k2", {"a": 0.75, "x": 0.1}, fingerprint="size=2")  # changed, repaired
     stage(out, "k3", {"b": 0.5}, run_date="2024-05-02")  # another day keeps its own result
-    assert commit(out).rows_removed == 2 + 2 + 1  # a's rows in two tables, x's error
+    assert commit(out).rows_removed == 2 + 2 + 1 + 1  # a's rows in three tables, x's error
     check_invariants(out, 2, {DAY: {"a", "b", "x"}, "2024-05-02": {"b"}})
     assert ratios(out) == {("a", DAY): 0.75, ("b", DAY): 0.5, ("x", DAY): 0.1,
                            ("b", "2024-05-02"): 0.5}
@@ -175,14 +184,15 @@ def test_an_output_of_the_former_layout_is_taken_into_the_index(tmp_path: Path):
     and its record left."""
     out = str(tmp_path / "out")
 
-    def write(stem: str, good: dict[str, float]) -> None:
+    def write(stem: str, good: dict[str, float], fingerprint: str = "size=1") -> None:
         areas = [row for uri, ratio in good.items() for row in area_rows(uri, ratio)]
         found = [row for uri in good for row in instance_rows(uri)]
-        for table, rows in (("area_ratios", areas), ("instances", found)):
+        described = [row for uri in good for row in image_rows(uri, fingerprint)]
+        for table, rows in (("area_ratios", areas), ("instances", found), ("images", described)):
             storage.write_bytes(table_file(out, table, DAY, stem),
                                 parquet_bytes(to_table(table, rows)))
     write("old", {"a": 0.25, "b": 0.5})
-    write("new", {"a": 0.75})
+    write("new", {"a": 0.75}, "size=2")
     write("orphan", {"b": 0.9, "c": 0.9})
     legacy = pa.Table.from_pylist([{"image_uri": u, "run_date": DAY, "fingerprint": "size=1",
                                     "model": "roads@3", "shard": "old", "outcome": "ok"}

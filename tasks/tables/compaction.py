@@ -1,0 +1,337 @@
+"""Compaction: a month's many small committed files rewritten as a few large ones.
+
+A nightly job that commits often leaves many small files in each ``run_date`` partition, and
+every reader opens them all. :func:`compact_month` rewrites each partition of a month, table by
+table, into files of at least ``target_bytes`` (one file per partition and table unless the
+partition is larger), through the commit protocol (``tasks.tables.commit``), one partition at
+a time so that a nightly commit never waits for more than one partition:
+
+1. **Lease**: take the commit lease (no commit interleaves), finish every intent a crashed
+   commit or compaction left, drop scratch files that never got an intent.
+2. **Plan** (:func:`plan_partition`): the partition's current index and the sizes of its table
+   files. A *stem* is the files of one committed shard, one per table, all named
+   ``part-<stem>.parquet``; the index says which stem holds each image. A stem is small when its
+   largest file is below the target. The small stems, in commit order, are packed into
+   ``max(1, total // target)`` groups of about equal size, each to become one compacted stem
+   ``<generation>-c<n>``. A partition is left alone unless it has two small stems, one of them
+   not written by compaction, so a second run finds nothing to do.
+3. **Prepare**: per group and table, the rows of its stems concatenated into one file in the
+   commit's scratch folder ``_manifest/commits/<g>/``; the partition's index (every current
+   entry, those of compacted stems repointed) as one scratch file. A stem whose files do not
+   have the current columns (written before a schema change) is left as it is.
+4. **Commit point**: the intent (``commit.Intent``): moves = the compacted table files, then
+   the index file; removes = the small table files, then the partition's older index files.
+5. **Apply** (``commit.apply``): the moves, a pause of ``settle_seconds``, the removals; then
+   the partition's garbage (``tasks.tables.cleanup``) and the lease is released.
+
+A crash at any point is repaired by the next commit (batch inference commits first thing) or
+compaction, exactly as a crashed commit: before the intent nothing is visible and the scratch
+is dropped; after it, the intent is applied again from the start, every step idempotent.
+
+**What a reader that globs a table's files sees while a partition is compacted.** The
+compacted file is in place before the first small file whose rows it holds is removed, so a
+reader never misses a row (no gaps); between the two it lists both, so it may see rows twice
+(doubles, as with a row a commit supersedes, README I4). Precisely, for one partition of one
+table: every committed row is seen once or twice, and twice exactly when both its small file
+and the compacted file holding it are listed; the doubled rows are therefore whole small
+files. At rest, and after the apply, every row once. A query that listed a small file that
+is removed before it opens it fails with "file not found" instead (run it again). The pause
+between the last move and the first removal lets a listing that began before the compacted
+file arrived finish before small files go: a directory listing is not a snapshot, and one
+that spanned both could otherwise miss the new file and a removed one.
+"""
+
+from __future__ import annotations
+
+import calendar
+import dataclasses
+import datetime
+import itertools
+import posixpath
+import re
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from tasks import storage
+from tasks.faults import crash_point
+from tasks.parquet_io import parquet_bytes, read_file
+from tasks.parquet_schemas import SCHEMAS
+from tasks.tables import cleanup, index, lease
+from tasks.tables.commit import Intent, apply, finish_intents
+from tasks.tables.layout import (generation_name, index_file, intent_file, manifest, partition,
+                                 scratch_folder, table_file)
+
+TARGET_BYTES = 64 * 1024 * 1024
+SETTLE_SECONDS = 1.0
+_COMPACTED = re.compile(r"^\d{12}-c\d{5}$")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+@dataclasses.dataclass(frozen=True)
+class StemFiles:
+    """The committed files of one stem in one partition."""
+
+    stem: str
+    files: tuple[tuple[str, str, int], ...]  # (table, uri, size in bytes)
+
+    @property
+    def size(self) -> int:
+        """The largest file decides: all tables of a stem move together."""
+        return max(size for _, _, size in self.files)
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionPlan:
+    """What compacting one partition would rewrite."""
+
+    run_date: str
+    groups: tuple[tuple[StemFiles, ...], ...]  # each group becomes one compacted stem
+    kept: int  # stems left as they are: large enough already, or nothing to merge with
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionResult:
+    """One partition's compaction."""
+
+    run_date: str
+    generation: int  # the lease it ran under
+    stems_merged: int  # small stems rewritten
+    stems_written: int  # compacted stems
+    files_removed: int  # table files
+    files_written: int
+    rows: int  # rows rewritten, all tables
+    stems_skipped: int  # stems whose files have older columns, left as they are
+
+
+@dataclasses.dataclass(frozen=True)
+class CompactionResult:
+    """A month's compaction."""
+
+    month: str
+    partitions: tuple[PartitionResult, ...]  # those where something was rewritten
+    finished: int  # intents of crashed commits or compactions completed
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def month_days(month: str) -> list[str]:
+    """The ISO dates of a month written ``YYYY-MM``.
+
+    Raises:
+        ValueError: not a ``YYYY-MM`` month.
+    """
+    found = _MONTH.match(month)
+    if not found or not 1 <= int(found[2]) <= 12:
+        raise ValueError(f"expected a month YYYY-MM, got {month!r}")
+    year, number = int(found[1]), int(found[2])
+    return [datetime.date(year, number, day).isoformat()
+            for day in range(1, calendar.monthrange(year, number)[1] + 1)]
+
+
+def is_compacted(stem: str) -> bool:
+    """A stem written by compaction (``<generation>-c<n>``)."""
+    return bool(_COMPACTED.match(stem))
+
+
+def compact_month(output_uri: str, month: str, target_bytes: int = TARGET_BYTES,
+                  settle_seconds: float = SETTLE_SECONDS,
+                  stale_seconds: float | None = None) -> CompactionResult:
+    """Compact every partition of ``month`` that has small files; see the module docstring.
+
+    Args:
+        output_uri: the batch-inference output folder (local or s3://).
+        month: ``YYYY-MM``.
+        target_bytes: the smallest size a compacted file aims at (64 MiB).
+        settle_seconds: pause between adding the compacted files and removing the small ones.
+        stale_seconds: the garbage threshold of ``tasks.tables.cleanup``.
+
+    Raises:
+        ValueError: a bad month or target.
+        lease.LeaseTimeout: a live commit held the lease for too long (transient).
+    """
+    days = month_days(month)
+    if target_bytes <= 0:
+        raise ValueError(f"the target size must be positive, got {target_bytes}")
+    finished = finish_leftovers(output_uri)
+    results = []
+    for day in days:
+        # A first plan without the lease: partitions with nothing to do cost no lease.
+        if plan_partition(output_uri, day, target_bytes).groups:
+            result = compact_partition(output_uri, day, target_bytes, settle_seconds,
+                                       stale_seconds)
+            if result is not None:
+                results.append(result)
+    return CompactionResult(month, tuple(results), finished)
+
+
+def finish_leftovers(output_uri: str) -> int:
+    """Under the lease, finish crashed intents and drop unclaimed scratch; returns intents done.
+
+    Takes no lease when ``_manifest/commits`` is empty (nothing crashed).
+    """
+    if not storage.list_files(manifest(output_uri, "commits")):
+        return 0
+    held = _Held(lease.acquire(output_uri))
+    try:
+        finished = finish_intents(output_uri, held.tick)
+        cleanup.drop_unclaimed_scratch(output_uri)
+    finally:
+        lease.release(held.lease)
+    return finished
+
+
+def compact_partition(output_uri: str, run_date: str, target_bytes: int = TARGET_BYTES,
+                      settle_seconds: float = SETTLE_SECONDS,
+                      stale_seconds: float | None = None) -> PartitionResult | None:
+    """Compact one partition under the lease; None when it had nothing to compact."""
+    held = _Held(lease.acquire(output_uri))
+    try:
+        finish_intents(output_uri, held.tick)
+        cleanup.drop_unclaimed_scratch(output_uri)
+        # Planned again under the lease: a commit may have changed the partition meanwhile.
+        plan = plan_partition(output_uri, run_date, target_bytes)
+        result = None
+        if plan.groups:
+            prepared = _Prepared(output_uri, run_date, held.lease.generation)
+            intent = prepared.build(plan, settle_seconds)
+            if intent is not None:
+                crash_point("prepared")
+                held.tick()
+                lease.check(held.lease)
+                storage.write_bytes(intent_file(output_uri, intent.generation), intent.to_json())
+                crash_point("intent-written")
+                apply(output_uri, intent, held.tick)
+                result = prepared.result()
+        cleanup.collect(output_uri, [run_date], stale_seconds)
+        crash_point("before-release")
+    finally:
+        lease.release(held.lease)
+    return result
+
+
+def plan_partition(output_uri: str, run_date: str, target_bytes: int = TARGET_BYTES
+                   ) -> PartitionPlan:
+    """Which stems of a partition compaction would merge, and into how many groups."""
+    current = index.read_current(output_uri, [run_date])
+    referenced = set(current["file"].to_pylist())
+    found: dict[str, list[tuple[str, str, int]]] = {}
+    for table in SCHEMAS:
+        sizes = storage.list_sizes(partition(output_uri, table, run_date), (".parquet",))
+        for uri, size in sorted(sizes.items()):
+            stem = _stem_of(uri)
+            if stem in referenced:  # unreferenced files are garbage, not rows (cleanup)
+                found.setdefault(stem, []).append((table, uri, size))
+    stems = [StemFiles(stem, tuple(files)) for stem, files in sorted(found.items())]
+    small = [stem for stem in stems if stem.size < target_bytes]
+    if len(small) < 2 or all(is_compacted(stem.stem) for stem in small):
+        return PartitionPlan(run_date, (), len(stems))
+    groups = tuple(group for group in _pack(small, target_bytes) if len(group) > 1)
+    return PartitionPlan(run_date, groups, len(stems) - sum(len(group) for group in groups))
+
+
+def _pack(stems: Sequence[StemFiles], target_bytes: int) -> list[tuple[StemFiles, ...]]:
+    """Consecutive groups of about ``total / count`` bytes each, ``count = total // target``.
+
+    Each group but a singleton reaches about the target; order is kept (commit order).
+    """
+    total = sum(stem.size for stem in stems)
+    count = max(1, total // target_bytes)
+    groups: list[tuple[StemFiles, ...]] = []
+    current: list[StemFiles] = []
+    filled = 0
+    for stem in stems:
+        current.append(stem)
+        filled += stem.size
+        if len(groups) < count - 1 and filled >= (len(groups) + 1) * total / count:
+            groups.append(tuple(current))
+            current = []
+    if current:
+        groups.append(tuple(current))
+    return groups
+
+
+class _Prepared:
+    """Writes one partition's compacted files and index into the scratch folder."""
+
+    def __init__(self, output_uri: str, run_date: str, generation: int) -> None:
+        self.output_uri = output_uri
+        self.run_date = run_date
+        self.generation = generation
+        self._stems = (f"{generation_name(generation)}-c{n:05d}" for n in itertools.count())
+        self._table_moves: list[tuple[str, str]] = []
+        self._removes: list[str] = []
+        self._repoint: dict[str, str] = {}  # old stem -> compacted stem
+        self._written = 0
+        self._rows = 0
+        self._skipped = 0
+
+    def build(self, plan: PartitionPlan, settle_seconds: float) -> Intent | None:
+        """The intent of this compaction; None when no group had two stems left to merge."""
+        for group in plan.groups:
+            self._merge(group)
+        if not self._repoint:
+            return None
+        return Intent(self.generation, (*self._table_moves, self._index_move()),
+                      (*self._removes, *index.partition_files(self.output_uri, self.run_date)),
+                      (), settle_seconds)
+
+    def result(self) -> PartitionResult:
+        return PartitionResult(self.run_date, self.generation, len(self._repoint),
+                               len(set(self._repoint.values())), len(self._removes),
+                               self._written, self._rows, self._skipped)
+
+    def _merge(self, group: Sequence[StemFiles]) -> None:
+        """One compacted stem from the group's stems that have the current columns."""
+        tables: dict[str, list[pa.Table]] = {}
+        merged: list[StemFiles] = []
+        for stem in group:
+            read = {table: read_file(uri) for table, uri, _ in stem.files}
+            if not all(rows.schema.equals(SCHEMAS[table]) for table, rows in read.items()):
+                self._skipped += 1  # older columns: concatenating would need a conversion
+                continue
+            merged.append(stem)
+            for table, rows in read.items():
+                tables.setdefault(table, []).append(rows)
+        if len(merged) < 2:
+            return
+        new_stem = next(self._stems)
+        scratch = scratch_folder(self.output_uri, self.generation)
+        for table, parts in tables.items():
+            rows = pa.concat_tables([part.replace_schema_metadata(SCHEMAS[table].metadata)
+                                     for part in parts])
+            source = storage.join(scratch, f"{table}-{new_stem}.parquet")
+            storage.write_bytes(source, parquet_bytes(rows))
+            self._table_moves.append(
+                (source, table_file(self.output_uri, table, self.run_date, new_stem)))
+            self._written += 1
+            self._rows += rows.num_rows
+        for stem in merged:
+            self._removes += [uri for _, uri, _ in stem.files]
+            self._repoint[stem.stem] = new_stem
+
+    def _index_move(self) -> tuple[str, str]:
+        """The partition's current entries, compacted stems repointed, as one index file."""
+        entries = index.entries_of(index.read_current(self.output_uri, [self.run_date]))
+        moved = [dataclasses.replace(entry, file=self._repoint.get(entry.file, entry.file))
+                 for entry in entries.values()]
+        source = storage.join(scratch_folder(self.output_uri, self.generation),
+                              f"index-{self.run_date}.parquet")
+        storage.write_bytes(source, parquet_bytes(index.to_table(moved)))
+        return source, index_file(self.output_uri, self.run_date, self.generation)
+
+
+class _Held:
+    """The held lease, renewed as the work makes progress (``lease.keep_alive``)."""
+
+    def __init__(self, held: lease.Lease) -> None:
+        self.lease = held
+
+    def tick(self) -> None:
+        self.lease = lease.keep_alive(self.lease)
+
+
+def _stem_of(uri: str) -> str:
+    return posixpath.basename(uri).removeprefix("part-").removesuffix(".parquet")
+
