@@ -9,37 +9,18 @@ files come back through ``convert-masks`` and ``merge-datasets``.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from tasks import storage
 from tasks.exports.folder import relative_names
 from tasks.exports.writing import copy_images, load_predictions, write_documents, write_json
-from tasks.io_task import io_task
 from tasks.review import MANIFEST_NAME, STRATEGIES
-from tasks.review.inputs import read_inputs
 from tasks.review.manifest import review_manifest, settings_of
-from tasks.review.selection import Chosen, allocate, run_strategies
-from tasks.review.strategies import Pick, Thresholds
-
-
-@io_task(name="find-review-candidates")
-def find_candidates(output: str, since: datetime.date, until: datetime.date | None,
-                    strategies: Sequence[str], thresholds: Thresholds, window_days: int,
-                    seed: int) -> dict[str, list[Pick]]:
-    """Every strategy's picks over the results of ``[since, until]``."""
-    inputs = read_inputs(output, since, until, window_days)
-    return run_strategies(inputs, strategies, thresholds, window_days, seed)
-
-
-@task(name="allocate-budget", cache_policy=NO_CACHE, persist_result=False)
-def choose(picks: dict[str, list[Pick]], budget: int) -> list[Chosen]:
-    """The budget, strategies taking turns."""
-    return allocate(picks, budget)
+from tasks.review.steps import choose, find_candidates
+from tasks.review.strategies import Thresholds
 
 
 @flow(name="select-for-review")
