@@ -28,8 +28,8 @@ from mrcnn.export import EXPORT_CONFIG, export_model, load_exported  # noqa: F40
 from mrcnn.masks import paste_masks
 from mrcnn.network import build_inference_graph, build_training_graph
 from mrcnn.progress import progress_settings
-from mrcnn.training import (EpochCheckpoint, TrainingModel, layers_regex, make_optimizer, save_model_weights,
-                            set_trainable)
+from mrcnn.training import (EpochCheckpoint, TrainingModel, WarmupSchedule, layers_regex, make_optimizer,
+                            save_model_weights, set_trainable)
 from mrcnn.transform import compose_image_meta, mold_image, resize_image  # mold_image: modellib API
 
 MODES = ("training", "inference")
@@ -64,6 +64,8 @@ class MaskRCNN:
         with self.strategy.scope():  # variables are mirrored on every replica
             self.keras_model = self.build(mode, config)
         self._predict = None
+        self._compiled_for: tuple[str, ...] | None = None  # the trainable layers of the last compile
+        self._rate: WarmupSchedule | None = None
 
     # ------------------------------------------------------------------ graph
     def build(self, mode: str, config: Config) -> keras.Model:
@@ -153,8 +155,15 @@ class MaskRCNN:
         trainable = set_trainable(self.keras_model, pattern)
         if not trainable:
             raise ValueError(f"layers={layers!r} matches no layer with weights")
-        with self.strategy.scope():
-            self.keras_model.compile(optimizer=make_optimizer(config, learning_rate))
+        if self._compiled_for == tuple(trainable):
+            # The same layers again (matterport's scripts call train() every few epochs): keep
+            # the traced step and the optimizer's state, warmup progress included.
+            self._rate.set_rate(learning_rate)
+        else:
+            with self.strategy.scope():
+                self._rate = WarmupSchedule(learning_rate, config.WARMUP_STEPS)
+                self.keras_model.compile(optimizer=make_optimizer(config, self._rate))
+            self._compiled_for = tuple(trainable)
         os.makedirs(self.log_dir, exist_ok=True)
         Path(self.log_dir, "config.json").write_text(config.to_json())
         # Class names without the background, in class-id order (id = index + 1).

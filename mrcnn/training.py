@@ -55,27 +55,37 @@ def set_trainable(model: keras.Model, pattern: str) -> list[str]:
 
 @keras.saving.register_keras_serializable(package="mrcnn")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from `rate / warmup_steps` to `rate` over `warmup_steps`, then constant."""
+    """Linear warmup from `rate / warmup_steps` to `rate` over `warmup_steps`, then constant.
+
+    The rate lives in a variable, so `set_rate` changes it under a compiled training step
+    without tracing it again (`MaskRCNN.train` called again with the same layers).
+    """
 
     def __init__(self, rate: float, warmup_steps: int):
-        self.rate = float(rate)
+        self.rate = tf.Variable(float(rate), dtype=tf.float64, trainable=False, name="base_rate")
         self.warmup_steps = int(warmup_steps)
+
+    def set_rate(self, rate: float) -> None:
+        """The rate from now on (the warmup's progress is the optimizer's step count)."""
+        self.rate.assign(float(rate))
 
     def __call__(self, step):
         progress = (tf.cast(step, tf.float32) + 1.0) / float(max(self.warmup_steps, 1))
-        return self.rate * tf.minimum(1.0, progress)
+        return tf.cast(self.rate, tf.float32) * tf.minimum(1.0, progress)
 
     def get_config(self) -> dict:
-        return {"rate": self.rate, "warmup_steps": self.warmup_steps}
+        return {"rate": float(self.rate.numpy()), "warmup_steps": self.warmup_steps}
 
 
-def make_optimizer(config: Config, learning_rate: float) -> keras.optimizers.Optimizer:
+def make_optimizer(config: Config, learning_rate: float | WarmupSchedule) -> keras.optimizers.Optimizer:
     """matterport's SGD with momentum, or AdamW; a global-norm clip of GRADIENT_CLIP_NORM.
 
     Keras 2's `clipnorm` (which matterport used) scaled all gradients by their global norm;
-    in Keras 3 that is `global_clipnorm`.
+    in Keras 3 that is `global_clipnorm`. A float rate gets `WARMUP_STEPS` of warmup.
     """
-    rate = WarmupSchedule(learning_rate, config.WARMUP_STEPS) if config.WARMUP_STEPS else float(learning_rate)
+    rate = learning_rate
+    if not isinstance(rate, WarmupSchedule):
+        rate = WarmupSchedule(rate, config.WARMUP_STEPS) if config.WARMUP_STEPS else float(rate)
     clip = float(config.GRADIENT_CLIP_NORM) if config.GRADIENT_CLIP_NORM else None
     if config.OPTIMIZER == "sgd":
         return keras.optimizers.SGD(rate, momentum=config.LEARNING_MOMENTUM, global_clipnorm=clip)

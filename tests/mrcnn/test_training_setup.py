@@ -163,6 +163,21 @@ def test_all_stage_runs_one_more_epoch(training_model, training_run):
     assert saved.to_dict() == training_model.config.to_dict()
 
 
+def test_training_the_same_layers_again_keeps_the_step_and_the_optimizer(shapes_dataset, tmp_path):
+    """matterport's scripts call train() every few epochs: no new trace, no new optimizer (its
+    moments and warmup go on); only the rate changes. Other layers compile anew."""
+    model = MaskRCNN("training", TinyConfig(WARMUP_STEPS=4, OPTIMIZER="adamw"), tmp_path)
+    model.train(shapes_dataset, None, learning_rate=0.002, epochs=1, layers="heads", verbose=0)
+    step, optimizer = model.keras_model.train_function, model.keras_model.optimizer
+    model.train(shapes_dataset, None, learning_rate=0.004, epochs=3, layers="heads", verbose=0)
+    assert model.keras_model.train_function is step and model.keras_model.optimizer is optimizer
+    assert int(optimizer.iterations) == 3  # one step per epoch, counted across the calls
+    np.testing.assert_allclose(float(optimizer.learning_rate), 0.004, rtol=1e-6)  # warmed up
+    model.train(shapes_dataset, None, learning_rate=0.001, epochs=4, layers="all", verbose=0)
+    assert model.keras_model.optimizer is not optimizer and model.epoch == 4
+    assert int(model.keras_model.optimizer.iterations) == 1
+
+
 def test_find_last_and_resume(training_model, training_run):
     last = training_model.find_last()
     assert last == os.path.join(training_model.log_dir, "mask_rcnn_tiny_0002.weights.h5")
@@ -221,6 +236,8 @@ def test_warmup_ramps_linearly_then_holds():
         np.testing.assert_allclose(float(optimizer.learning_rate), rate, rtol=1e-6)
     schedule = WarmupSchedule(0.01, 4)
     assert WarmupSchedule(**schedule.get_config()).get_config() == {"rate": 0.01, "warmup_steps": 4}
+    schedule.set_rate(0.002)  # what a compiled step reads next
+    np.testing.assert_allclose(float(schedule(100)), 0.002, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------- DataGenerator
