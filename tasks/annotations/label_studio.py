@@ -261,7 +261,8 @@ def _region_mask(region: object, kind: object, value: object, label: str, record
     if kind == "polygonlabels":
         shape_type = "polygon"
         points = rasterize.checked_points(value.get("points"), "polygon")  # percent, checked
-        xy = [(x * width / 100, y * height / 100) for x, y in points]
+        xy = [(rasterize.scaled(x / 100, width), rasterize.scaled(y / 100, height))
+              for x, y in points]
     else:
         shape_type, xy = _rectangle(value, height, width)
     mask = rasterize.shape_to_mask(shape_type, xy, height, width)
@@ -275,8 +276,10 @@ def _rectangle(value: dict[str, Any], height: int, width: int
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                for v in numbers):
         raise ValueError("rectangle x, y, width, height (and rotation) must be finite numbers")
-    x, y, w, h = (numbers[0] * width / 100, numbers[1] * height / 100, numbers[2] * width / 100,
-                  numbers[3] * height / 100)
+    x, y, w, h = (rasterize.scaled(numbers[0] / 100, width),
+                  rasterize.scaled(numbers[1] / 100, height),
+                  rasterize.scaled(numbers[2] / 100, width),
+                  rasterize.scaled(numbers[3] / 100, height))
     if numbers[4] % 360 == 0:
         return "rectangle", [(x, y), (x + w, y + h)]
     # Turned about the top-left corner; y points down, so this turns clockwise on screen.

@@ -34,6 +34,15 @@ _POINT_COUNTS = {
 SHAPE_TYPES = tuple(_POINT_COUNTS)
 
 
+def scaled(fraction: float, size: int) -> float:
+    """A fraction of the image's width or height in pixels, to 1/100 px.
+
+    Formats that store fractions (YOLO's 0..1, Label Studio's percent) write a few decimals:
+    13 px of 70 comes back as 12.99998, and Pillow, truncating, would draw pixel 12.
+    """
+    return round(fraction * size, 2)
+
+
 def checked_points(points: object, shape_type: str) -> list[tuple[float, float]]:
     """Validate a shape's points: the right number of finite ``[x, y]`` pairs.
 

@@ -189,16 +189,12 @@ def _shape(tokens: list[str], names: dict[int, str], height: int, width: int
     coordinates = values[1:]
     if len(coordinates) == 4:
         cx, cy, w, h = coordinates
-        return label, "rectangle", [(_pixels(cx - w / 2, width), _pixels(cy - h / 2, height)),
-                                    (_pixels(cx + w / 2, width), _pixels(cy + h / 2, height))]
+        corners = [(cx - w / 2, cy - h / 2), (cx + w / 2, cy + h / 2)]
+        return label, "rectangle", [(rasterize.scaled(x, width), rasterize.scaled(y, height))
+                                    for x, y in corners]
     if len(coordinates) < 6 or len(coordinates) % 2:
         raise ValueError(f"expected 'class cx cy w h' (a box) or 'class x1 y1 x2 y2 x3 y3 ...' "
                          f"(a polygon), got {len(coordinates)} coordinates")
-    return label, "polygon", [(_pixels(x, width), _pixels(y, height))
+    return label, "polygon", [(rasterize.scaled(x, width), rasterize.scaled(y, height))
                               for x, y in zip(coordinates[0::2], coordinates[1::2])]
 
-
-def _pixels(normalised: float, size: int) -> float:
-    # To 1/100 px: six decimals of a fraction put 13 px at 12.99998, which labelme's Pillow
-    # rasterizer would truncate to pixel 12.
-    return round(normalised * size, 2)

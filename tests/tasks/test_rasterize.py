@@ -112,3 +112,11 @@ def test_bitmap_must_fit_its_box():
 def test_identical_to_labelme(shape_type, points):
     reference = labelme_shape_to_mask()((40, 40), points, shape_type)
     np.testing.assert_array_equal(draw(shape_type, points), reference)
+
+
+def test_fractions_of_the_image_land_on_the_pixel_they_name():
+    from tasks.annotations.rasterize import scaled
+
+    written = float(f"{13 / 70:.6f}")  # six decimals, as YOLO files hold them
+    assert written * 70 < 13 and scaled(written, 70) == 13.0
+    assert scaled(33.333333 / 100, 300) == 100.0
