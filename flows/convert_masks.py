@@ -19,6 +19,8 @@ from prefect.futures import PrefectFutureList
 from tasks import storage
 from tasks.annotations import canonical
 from tasks.annotations.labels import LabelMap
+from tasks.datasets import lineage
+from tasks.datasets.io import hash_images, write_description
 from tasks.convert import (STAGING_FOLDER, Format, convert_source, copy_images, list_sources,
                            read_labels, remove_tree, write_annotations)
 
@@ -54,7 +56,9 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
         default_label: VIA class for regions without that attribute.
 
     Returns:
-        ``{destination, train, val, report, labels, items, images, issues}``: URIs and counts.
+        ``{destination, train, val, report, dataset, labels, items, images, issues}``: URIs
+        (``dataset`` is ``dataset.json``: counts and content hash, see ``merge-datasets``) and
+        counts.
     """
     logger = get_run_logger()
     _check_arguments(source, destination, val_fraction)
@@ -75,6 +79,7 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
     batches = [dataset.copies[i:i + COPY_BATCH] for i in range(0, len(dataset.copies), COPY_BATCH)]
     copy_images.map(batches, unmapped(destination)).result()
     written = write_annotations(dataset, destination)
+    written["dataset"] = _describe(dataset, destination)  # last: it vouches for the rest
     remove_tree(staging)
     update_progress_artifact(progress, 100.0)
     report = dataset.report
@@ -84,6 +89,16 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
     return {"destination": destination, **written, "labels": report["labels"],
             "items": report["items"], "images": report["images"],
             "issues": len(dataset.problems)}
+
+
+def _describe(dataset: canonical.CanonicalDataset, destination: str) -> str:
+    """``dataset.json`` (``tasks.datasets.lineage``): no parents, counts, content hash."""
+    names = sorted(name for _, name in dataset.copies)
+    batches = [names[i:i + COPY_BATCH] for i in range(0, len(names), COPY_BATCH)]
+    hashes: dict[str, str] = {}
+    for future in hash_images.map(unmapped(destination), batches):
+        hashes.update(future.result())
+    return write_description(destination, lineage.describe_dataset(dataset.documents, hashes))
 
 
 def _gather(futures: PrefectFutureList, progress: UUID) -> list[dict[str, Any]]:

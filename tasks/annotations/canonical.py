@@ -6,6 +6,7 @@ Layout below the destination::
     annotations/train.json      COCO instances; segmentation = compressed RLE
     annotations/val.json
     report.json                 counts per class and split, every skipped/dropped/clipped item
+    dataset.json                content hash and counts (written by the flow, tasks.datasets)
 
 Conversion runs in two steps so that sources can be read in parallel: ``summarize`` turns one
 source's ``ReadResult`` into a small JSON-able summary (labels resolved, masks as RLE), and

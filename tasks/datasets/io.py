@@ -154,6 +154,12 @@ def write_dataset(dataset: MergedDataset, destination: str) -> dict[str, str]:
                for split in SPLITS}
     written["report"] = storage.write_bytes(storage.join(destination, REPORT_NAME),
                                             dumps(dataset.report, indent=2))
-    written["dataset"] = storage.write_bytes(storage.join(destination, lineage.DATASET_NAME),
-                                             dumps(dataset.description, indent=2))
+    written["dataset"] = write_description.fn(destination, dataset.description)
     return written
+
+
+@io_task(name="write-dataset-description")
+def write_description(destination: str, description: dict[str, Any]) -> str:
+    """Write ``<destination>/dataset.json`` (after everything it describes); returns its URI."""
+    return storage.write_bytes(storage.join(destination, lineage.DATASET_NAME),
+                               dumps(description, indent=2))

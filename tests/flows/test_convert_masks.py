@@ -17,6 +17,7 @@ from flows.convert_masks import StrictModeError, convert_masks
 from mrcnn_pipeline.cli import main
 from tasks import storage
 from tasks.annotations import rasterize
+from tasks.datasets.io import hash_images, parent_of, read_dataset
 from tests.support.builders import image_bytes, labelme_json, png_of, shape, write, write_labelme_folder
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -63,6 +64,11 @@ def test_labelme_folder_end_to_end_and_idempotent(tmp_path: Path):
     assert sorted(named) == sorted(images) and report["images"]["train"] + report["images"]["val"] == 4
     assert (out / "images/c.png").read_bytes() == image_bytes(20, 20, seed=3)  # from imageData
     assert not (out / ".convert-staging").exists()
+    described = json.loads((out / "dataset.json").read_bytes())  # what merge-datasets reads
+    assert summary["dataset"] == str(out / "dataset.json") and described["parents"] == []
+    assert described["images"] == report["images"] and described["added"] == 4
+    stored = read_dataset.fn(str(out), "base")
+    assert stored.recorded_hash == parent_of(stored, hash_images.fn(str(out), sorted(images)))[1]
     progress, table = latest_artifacts("convert-masks-progress", "convert-masks-summary")
     assert progress.data == 100.0
     assert json.loads(table.data) == [{"class": "cat", "id": 1, "train": report["instances"]["train"]["cat"],
