@@ -29,9 +29,8 @@ import duckdb
 from tasks import storage
 from tasks.parquet_schemas import SCHEMAS
 
-# The committed tables, then the tables other flows write (the nightly report's drift table;
-# images, until it is declared in SCHEMAS beside the others).
-TABLES: tuple[str, ...] = tuple(dict.fromkeys((*SCHEMAS, "images", "drift")))
+# The committed tables, then the nightly report's drift table.
+TABLES: tuple[str, ...] = (*SCHEMAS, "drift")
 SUMMARY_VIEW = "daily_class_summary"
 STORAGE_VERSION = "v1.0.0"
 
