@@ -17,6 +17,7 @@ import numpy as np
 
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("float32", "bfloat16")
+WEIGHT_INITS = ("keras", "torchvision")
 RESIZE_MODES = ("none", "square", "pad64", "crop")
 BUILTIN_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
@@ -93,7 +94,14 @@ class Config:
 
     # Additions to matterport's set.
     OPTIMIZER = "sgd"  # "sgd" (matterport: momentum, L2 in the loss) or "adamw" (decoupled decay)
-    WARMUP_STEPS = 0  # linear learning-rate warmup at the start of every train() call
+    WARMUP_STEPS = 0  # linear learning-rate warmup when train() starts training new layers
+    # Training from random weights (mrcnn.initialization): "keras" (glorot-uniform kernels, as
+    # matterport's graph had) or "torchvision" (kaiming-normal fan-out convolutions, std-0.01
+    # RPN, PyTorch's Linear default for the box head). Moot once weights are loaded.
+    WEIGHT_INIT = "keras"
+    # Momentum of the batch norms' moving statistics while TRAIN_BN (Keras 0.99; torchvision's
+    # 0.1 is 0.9 here): the moving statistics are what inference uses.
+    BATCH_NORM_MOMENTUM = 0.99
     SEED: int | None = None  # seeds Python, numpy and TensorFlow when the model is built
     # "bfloat16": the inference graph's convolutions and dense layers compute in bfloat16
     # (Keras "mixed_bfloat16"; fast on CPUs with AVX512-BF16/AMX). Weights stay float32, so
@@ -152,6 +160,10 @@ class Config:
             raise ValueError("RPN_ANCHOR_SCALES needs one scale per entry of BACKBONE_STRIDES")
         if self.INFERENCE_PRECISION not in PRECISIONS:
             raise ValueError(f"INFERENCE_PRECISION must be one of {PRECISIONS}, got {self.INFERENCE_PRECISION!r}")
+        if self.WEIGHT_INIT not in WEIGHT_INITS:
+            raise ValueError(f"WEIGHT_INIT must be one of {WEIGHT_INITS}, got {self.WEIGHT_INIT!r}")
+        if not 0 <= float(self.BATCH_NORM_MOMENTUM) < 1:
+            raise ValueError(f"BATCH_NORM_MOMENTUM must be in [0, 1), got {self.BATCH_NORM_MOMENTUM}")
         if self.OPTIMIZER not in OPTIMIZERS:
             raise ValueError(f"OPTIMIZER must be one of {OPTIMIZERS}, got {self.OPTIMIZER!r}")
         for key in ("LEARNING_RATE",):

@@ -26,6 +26,7 @@ from mrcnn.data import DataGenerator, load_image_gt  # noqa: F401  (matterport: 
 from mrcnn.distribute import training_strategy
 from mrcnn.export import EXPORT_CONFIG, export_model, load_exported  # noqa: F401  (former home)
 from mrcnn.masks import paste_masks
+from mrcnn.initialization import prepare_for_training
 from mrcnn.network import build_inference_graph, build_training_graph
 from mrcnn.progress import progress_settings
 from mrcnn.training import (EpochCheckpoint, TrainingModel, WarmupSchedule, layers_regex, make_optimizer,
@@ -73,8 +74,10 @@ class MaskRCNN:
             return build_inference_graph(config)
         inputs, outputs = build_training_graph(config)
         decay = config.WEIGHT_DECAY if config.OPTIMIZER == "sgd" else 0.0  # AdamW decays in the optimizer
-        return TrainingModel(inputs, outputs, loss_weights=config.LOSS_WEIGHTS, l2_weight_decay=decay,
-                             name="mask_rcnn")
+        model = TrainingModel(inputs, outputs, loss_weights=config.LOSS_WEIGHTS, l2_weight_decay=decay,
+                              name="mask_rcnn")
+        prepare_for_training(model, config.WEIGHT_INIT, config.BATCH_NORM_MOMENTUM)
+        return model
 
     def get_anchors(self, image_shape: Sequence[int]) -> np.ndarray:
         """Normalized anchors `[A, 4]` of a molded image shape (matterport API)."""
