@@ -59,8 +59,9 @@ _backbone = "resnet50"  # ours' backbone in this child (--backbone)
 def _ours_config(size: int, batch: int, **overrides: Any):
     from mrcnn.config import Config
 
-    return Config(NAME="bench", BACKBONE=_backbone, NUM_CLASSES=NUM_CLASSES, IMAGE_MIN_DIM=size,
-                  IMAGE_MAX_DIM=size, IMAGES_PER_GPU=batch, SEED=0, **overrides)
+    recipe = dict(NAME="bench", BACKBONE=_backbone, NUM_CLASSES=NUM_CLASSES, IMAGE_MIN_DIM=size,
+                  IMAGE_MAX_DIM=size, IMAGES_PER_GPU=batch, SEED=0)
+    return Config(**{**recipe, **overrides})
 
 
 def _ours_policy(precision: str) -> str:
@@ -77,18 +78,25 @@ def _ours_setup(precision: str) -> dict[str, Any]:
 
 def ours_inference(size: int, batch: int, runs: int, warmup: int, precision: str) -> dict[str, Any]:
     """Time `MaskRCNN.detect` on `batch` random images of `size`²."""
+    detect, model = ours_detect_call(size, batch, precision)
+    seconds, results = common.time_runs(detect, warmup, runs)
+    return {"seconds_per_image": common.summarize(seconds, scale=batch),
+            "dtype_policy": f"INFERENCE_PRECISION={model.config.INFERENCE_PRECISION}",
+            "detections_per_image": float(np.mean([len(r["class_ids"]) for r in results]))}
+
+
+def ours_detect_call(size: int, batch: int, precision: str, **overrides: Any):
+    """`detect` on `batch` random images of `size`², as a call without arguments, and its model."""
     from mrcnn.model import MaskRCNN
 
     _ours_policy("fp32")  # the model's own INFERENCE_PRECISION setting picks bfloat16
     inference_precision = "bfloat16" if precision == "bf16" else "float32"
-    policy = f"INFERENCE_PRECISION={inference_precision}"
-    config = _ours_config(size, batch, DETECTION_MIN_CONFIDENCE=0.0, INFERENCE_PRECISION=inference_precision)
+    config = _ours_config(size, batch, **{"DETECTION_MIN_CONFIDENCE": 0.0, "INFERENCE_PRECISION": inference_precision,
+                                          **overrides})
     with tempfile.TemporaryDirectory() as model_dir:
         model = MaskRCNN("inference", config, model_dir)
-        images = common.random_images(batch, size)
-        seconds, results = common.time_runs(lambda: model.detect(images), warmup, runs)
-    return {"seconds_per_image": common.summarize(seconds, scale=batch), "dtype_policy": policy,
-            "detections_per_image": float(np.mean([len(r["class_ids"]) for r in results]))}
+    images = common.random_images(batch, size)
+    return (lambda: model.detect(images)), model
 
 
 _exports: dict[tuple[str, int], tuple[str, float]] = {}  # (format, size) -> (folder, conversion seconds)
@@ -121,13 +129,21 @@ def ours_export_inference(format: str, size: int, batch: int, runs: int, warmup:
 
 def ours_train_step(size: int, batch: int, runs: int, warmup: int, precision: str) -> dict[str, Any]:
     """Time `train_on_batch` of the training model (all layers) on one fixed shapes batch."""
+    step, _ = ours_train_call(size, batch, precision)
+    seconds, logs = common.time_runs(step, warmup, runs)
+    return {"seconds_per_step": common.summarize(seconds), "dtype_policy": _ours_policy(precision),
+            "last_loss": round(float(logs["loss"]), 4)}
+
+
+def ours_train_call(size: int, batch: int, precision: str, **overrides: Any):
+    """One `train_on_batch` (all layers) on a fixed shapes batch, as a call without arguments, and its model."""
     from mrcnn.data import DataGenerator
     from mrcnn.model import MaskRCNN
     from mrcnn.shapes import ShapesDataset
     from mrcnn.training import layers_regex, make_optimizer, set_trainable
 
-    policy = _ours_policy(precision)
-    config = _ours_config(size, batch, TRAIN_BN=True, LEARNING_RATE=TRAIN_LEARNING_RATE)
+    _ours_policy(precision)
+    config = _ours_config(size, batch, **{"TRAIN_BN": True, "LEARNING_RATE": TRAIN_LEARNING_RATE, **overrides})
     dataset = ShapesDataset()
     dataset.load_shapes(batch, size, size, seed=0)
     dataset.prepare()
@@ -136,10 +152,7 @@ def ours_train_step(size: int, batch: int, runs: int, warmup: int, precision: st
     set_trainable(model.keras_model, layers_regex("all"))
     model.keras_model.compile(optimizer=make_optimizer(config, config.LEARNING_RATE))
     inputs = DataGenerator(dataset, config, shuffle=False, steps=1, seed=0)[0]
-    seconds, logs = common.time_runs(lambda: model.keras_model.train_on_batch(inputs, return_dict=True),
-                                     warmup, runs)
-    return {"seconds_per_step": common.summarize(seconds), "dtype_policy": policy,
-            "last_loss": round(float(logs["loss"]), 4)}
+    return (lambda: model.keras_model.train_on_batch(inputs, return_dict=True)), model
 
 
 # ---------------------------------------------------------------------- torchvision

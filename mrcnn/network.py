@@ -15,7 +15,7 @@ from mrcnn.config import Config
 from mrcnn.layers.anchors import AnchorGenerator
 from mrcnn.layers.backbone import build_backbone
 from mrcnn.layers.detection import DetectionLayer, LeadingDetectionBoxes, PadToDetections
-from mrcnn.layers.detection_targets import DetectionTargetLayer
+from mrcnn.layers.detection_targets import DetectionTargetLayer, PositiveRois
 from mrcnn.layers.fpn import build_fpn
 from mrcnn.layers.gt_boxes import NormalizeBoxes
 from mrcnn.layers.heads import build_fpn_mask_graph, fpn_classifier_graph
@@ -113,9 +113,9 @@ def build_training_graph(config: Config) -> tuple[dict, dict]:
     mrcnn_class_logits, _, mrcnn_bbox = fpn_classifier_graph(
         rois, features, meta, config.POOL_SIZE, config.NUM_CLASSES, config.TRAIN_BN,
         config.FPN_CLASSIF_FC_LAYERS_SIZE)
-    # Positives come first in `rois`, so the mask head only runs on the slots that can hold one.
-    positive_slots = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
-    mrcnn_mask = build_fpn_mask_graph(rois[:, :positive_slots], features, meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
+    mask_rois = PositiveRois(int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO),
+                             name="positive_rois")([rois, target_class_ids])
+    mrcnn_mask = build_fpn_mask_graph(mask_rois, features, meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
                                       config.TRAIN_BN)
     outputs = {
         "rpn_class_logits": rpn_class_logits, "rpn_bbox": rpn_bbox, "rois": rois,

@@ -116,3 +116,32 @@ class DetectionTargetLayer(keras.layers.Layer):
                 "positive_ratio": self.positive_ratio, "bbox_std_dev": self.bbox_std_dev,
                 "mask_shape": list(self.mask_shape), "use_mini_mask": self.use_mini_mask,
                 "include_gt_boxes": self.include_gt_boxes}
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class PositiveRois(keras.layers.Layer):
+    """Inputs `[rois [B,T,4], target_class_ids [B,T]]` → `rois [B,T',4]`: the slots of the batch's positives.
+
+    Positives come first in every image's ROIs, so the first T' = the largest count of positives
+    in one image (at least 1, at most `max_positives`) hold them all. The mask head runs on
+    these only, as its loss reads no other ROI: before a model has learnt to propose, or on
+    images with few objects, that is a fraction of the `max_positives` slots, and the mask
+    head's batch norms see positives rather than padding.
+    """
+
+    def __init__(self, max_positives: int, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.max_positives = int(max_positives)
+
+    def call(self, inputs):
+        rois, target_class_ids = inputs
+        positives = tf.reduce_sum(tf.cast(target_class_ids[:, : self.max_positives] > 0, tf.int32), axis=1)
+        slots = tf.maximum(tf.reduce_max(positives), 1)  # never empty: batch norm of nothing is NaN
+        return rois[:, :slots]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], None, 4)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "max_positives": self.max_positives}

@@ -9,7 +9,7 @@ from mrcnn import boxes as np_boxes
 from mrcnn.layers.anchors import AnchorGenerator
 from mrcnn.layers.batch_norm import BatchNorm
 from mrcnn.layers.detection import DetectionLayer
-from mrcnn.layers.detection_targets import DetectionTargetLayer
+from mrcnn.layers.detection_targets import DetectionTargetLayer, PositiveRois
 from mrcnn.layers.gt_boxes import NormalizeBoxes
 from mrcnn.layers.heads import FoldRois, UnfoldRois, WindowDense
 from mrcnn.layers.proposals import ProposalLayer, top_k_indices
@@ -372,6 +372,19 @@ def test_detection_target_layer_config_round_trip():
     restored = check_layer_config_round_trip(layer)
     assert (restored.max_positives, restored.mask_shape, restored.use_mini_mask) == (66, (28, 28), True)
     assert restored.include_gt_boxes
+
+
+@pytest.mark.parametrize("class_ids, slots", [
+    ([[3, 1, 0, 0, 0, 0], [2, 0, 0, 0, 0, 0]], 2),  # the image with most positives sets the slots
+    ([[1, 1, 1, 1, 2, 0], [1, 0, 0, 0, 0, 0]], 3),  # never past max_positives (3 of 6 here)
+    ([[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], 1),  # no positive at all: one slot, never empty
+])
+def test_positive_rois_are_the_leading_slots_that_hold_the_batchs_positives(class_ids, slots):
+    rois = np.random.default_rng(0).uniform(size=(2, 6, 4)).astype("float32")
+    out = PositiveRois(3)([tf.constant(rois), tf.constant(class_ids, tf.int32)]).numpy()
+    np.testing.assert_array_equal(out, rois[:, :slots])
+    restored = check_layer_config_round_trip(PositiveRois(3, name="positive_rois"))
+    assert restored.max_positives == 3
 
 
 def test_window_dense_computes_the_valid_convolution_and_its_gradients():
