@@ -6,7 +6,8 @@ The file holds no rows, only views that read the committed Parquet files when qu
 - one view per table that has files under the output: ``area_ratios``, ``instances``,
   ``errors`` and, once the flows that write them have run, ``images`` and ``drift``; each reads
   ``<output>/<table>/*/*.parquet`` by absolute path with ``hive_partitioning = true`` (the
-  ``run_date`` column) and ``union_by_name = true`` (files of older schema versions);
+  ``run_date`` column) and ``union_by_name = true`` (files of older schema versions), keeping
+  distinct rows, so a compaction running meanwhile doubles nothing;
 - ``daily_class_summary``: per run_date and class, images, images with the class, instances,
   mean, median and 90th percentile area ratio.
 
@@ -131,8 +132,11 @@ def _has_files(root: str, table: str) -> bool:
 
 
 def _view_sql(table: str, root: str) -> str:
+    # DISTINCT: while a compaction is applied, a listing can hold a small file beside the
+    # compacted file that repeats its rows (tasks.tables.compaction); no two rows of a
+    # committed table are equal otherwise (each has its key), so the views stay exact.
     path = table_glob(root, table).replace("'", "''")
-    return (f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{path}', "
+    return (f"CREATE OR REPLACE VIEW {table} AS SELECT DISTINCT * FROM read_parquet('{path}', "
             "hive_partitioning = true, union_by_name = true)")
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from mrcnn_pipeline.duckdb_views import write_views
 from tasks import storage
 from tasks.parquet_schemas import SCHEMAS
 from tasks.tables import commit, done_images, index, pending_entries, read_current
@@ -194,7 +195,7 @@ def check_the_documented_view(seen: collections.Counter[Key], keys: set[Key],
         assert images <= doubled or not images & doubled, f"part of {day}/{stem} doubled"
 
 
-def test_a_reader_during_compaction_sees_every_row_once_or_twice_as_documented(tmp_path: Path):
+def test_a_reader_during_compaction_sees_every_row_once_or_twice_and_the_views_once(tmp_path: Path):
     out = str(tmp_path / "out")
     build_month(out)
     keys = {(row["image_uri"], row["run_date"], row["class_id"])
@@ -206,8 +207,17 @@ def test_a_reader_during_compaction_sees_every_row_once_or_twice_as_documented(t
     vanished = 0
     stop = threading.Event()
 
+    views = str(tmp_path / "results.duckdb")
+    write_views(out, views)
+    exact: list[collections.Counter[Key]] = []  # what the views gave
+
     def read_once(turn: int) -> collections.Counter[Key]:
-        if turn % 2:
+        if turn % 3 == 2:
+            with duckdb.connect(views, read_only=True) as con:
+                rows = con.execute("SELECT image_uri, CAST(run_date AS VARCHAR), class_id FROM area_ratios").fetchall()
+            exact.append(collections.Counter((uri, day, int(class_id)) for uri, day, class_id in rows))
+            return exact[-1]
+        if turn % 3:
             with duckdb.connect() as con:
                 rows = con.execute(
                     f"SELECT image_uri, CAST(run_date AS VARCHAR), class_id FROM read_parquet("
@@ -250,6 +260,8 @@ def test_a_reader_during_compaction_sees_every_row_once_or_twice_as_documented(t
         check_the_documented_view(seen, keys, stems)
     doubled = sum(1 for seen in observations if 2 in seen.values())
     assert doubled >= 1, f"no read fell in a settle window ({len(observations)} reads)"
+    # The DuckDB views (results --duckdb) keep distinct rows: every key once, all the time.
+    assert exact and all(seen == collections.Counter(keys) for seen in exact)
     assert all(len(part_files(out, "area_ratios", day)) == 1 for day in DAYS)
     print(f"{len(observations)} reads, {doubled} with doubles, {vanished} vanished")
 
