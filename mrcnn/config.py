@@ -99,9 +99,10 @@ class Config:
     # matterport's graph had) or "torchvision" (kaiming-normal fan-out convolutions, std-0.01
     # RPN, PyTorch's Linear default for the box head). Moot once weights are loaded.
     WEIGHT_INIT = "keras"
-    # Momentum of the batch norms' moving statistics while TRAIN_BN (Keras 0.99; torchvision's
-    # 0.1 is 0.9 here): the moving statistics are what inference uses.
-    BATCH_NORM_MOMENTUM = 0.99
+    # Momentum of the batch norms' moving statistics, updated only with TRAIN_BN (torchvision's
+    # 0.1 is 0.9 here; Keras's default, 0.99, lags ~100 steps behind weights that move fast,
+    # and inference reads the moving statistics: benchmarks/NOTES.md row 34).
+    BATCH_NORM_MOMENTUM = 0.9
     SEED: int | None = None  # seeds Python, numpy and TensorFlow when the model is built
     # "bfloat16": the inference graph's convolutions and dense layers compute in bfloat16
     # (Keras "mixed_bfloat16"; fast on CPUs with AVX512-BF16/AMX). Weights stay float32, so

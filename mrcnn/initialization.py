@@ -1,8 +1,8 @@
 """Initial weights and batch-norm momentum of a model trained from scratch.
 
-Keras's defaults (glorot-uniform kernels, zero biases, batch-norm momentum 0.99) are what
-matterport's graph was built with, and they stay the default. `Config.WEIGHT_INIT =
-"torchvision"` draws the kernels as torchvision's Mask R-CNN does, by layer role:
+Keras's initializers (glorot-uniform kernels, zero biases) are what matterport's graph was
+built with, and they stay the default. `Config.WEIGHT_INIT = "torchvision"` draws the kernels
+as torchvision's Mask R-CNN does, by layer role:
 
     backbone convolutions      kaiming normal, fan-out (ResNet)
     fpn_*                      kaiming uniform, a=1: uniform, variance 1/fan-in
@@ -13,8 +13,8 @@ matterport's graph was built with, and they stay the default. `Config.WEIGHT_INI
 
 Biases stay zero and batch-norm γ/β stay 1/0 in both schemes. Loading weights afterwards
 overwrites all of this, so the setting matters only when training starts from random weights.
-`Config.BATCH_NORM_MOMENTUM` is Keras's momentum of the moving statistics (torchvision's
-0.1 is Keras's 0.9); it only matters with `TRAIN_BN`.
+`Config.BATCH_NORM_MOMENTUM` is Keras's momentum of the moving statistics (default 0.9, as
+torchvision's 0.1; Keras's own default is 0.99); it only matters with `TRAIN_BN`.
 """
 
 from __future__ import annotations
