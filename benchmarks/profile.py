@@ -73,7 +73,7 @@ def layer_flops(layer, config, size: int, batch: int, rois: dict[str, int]) -> f
     elif part == "rpn":
         positions = batch * sum((size // stride) ** 2 for stride in config.BACKBONE_STRIDES)
     else:
-        instances = batch * rois[part]
+        instances = batch * rois.get(part, 0)
         if isinstance(layer, keras.layers.Dense) or tuple(layer.output.shape[1:3]) == (1, 1):
             positions = instances  # a dense layer, or a window-covering convolution
         else:
@@ -141,7 +141,10 @@ def profile(task: str, size: int, batch: int, precision: str, steps: int, top: i
     layers = leaf_layers(model.keras_model)
     names = sorted((layer.name for layer in layers), key=len, reverse=True)
     training = task == "train"
-    rois = ({"box_head": config.TRAIN_ROIS_PER_IMAGE, "mask_head": config.TRAIN_ROIS_PER_IMAGE} if training else
+    # Training: the mask head runs on at most the positive slots (fewer when a batch has fewer
+    # positives), so its FLOPs are an upper bound there.
+    rois = ({"box_head": config.TRAIN_ROIS_PER_IMAGE,
+             "mask_head": int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)} if training else
             {"box_head": config.POST_NMS_ROIS_INFERENCE, "mask_head": config.DETECTION_MAX_INSTANCES})
     flops: dict[str, float] = defaultdict(float)
     for layer in layers:

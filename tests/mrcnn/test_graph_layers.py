@@ -428,6 +428,37 @@ def test_fold_unfold_rois_round_trip():
     check_layer_config_round_trip(UnfoldRois())
 
 
+def test_batch_norm_by_batch_statistics_equals_keras_outputs_gradients_and_moving_statistics():
+    """The fused training path computes what Keras's BatchNormalization computes, step for step."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, size=(2, 5, 7, 8)).astype("float32"))
+    ours = BatchNorm(train_bn=True, momentum=0.9, epsilon=1e-3)
+    keras_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    results = []
+    for layer in (ours, keras_bn):
+        layer.build(x.shape)
+        layer.gamma.assign(rng.normal(size=8).astype("float32") if layer is ours else ours.gamma)
+        layer.beta.assign(rng.normal(size=8).astype("float32") if layer is ours else ours.beta)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([y, *grads, layer.moving_mean, layer.moving_variance])
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-4)
+    assert not np.allclose(ours.moving_mean.numpy(), 0.0)  # the statistics moved
+
+
+def test_frozen_batch_norm_reads_its_moving_statistics_in_training():
+    layer = BatchNorm(train_bn=True)
+    x = tf.constant(np.random.default_rng(1).normal(5.0, 1.0, size=(2, 4, 4, 3)).astype("float32"))
+    layer.build(x.shape)
+    layer.trainable = False
+    np.testing.assert_allclose(layer(x, training=True).numpy(), layer(x, training=False).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), 0.0)
+
+
 @pytest.mark.parametrize("train_bn", [False, True])
 def test_batch_norm_uses_batch_statistics_only_when_train_bn(train_bn):
     layer = BatchNorm(train_bn=train_bn, epsilon=1e-3)
