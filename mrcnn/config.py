@@ -101,7 +101,7 @@ class Config:
     WEIGHT_INIT = "keras"
     # Momentum of the batch norms' moving statistics, updated only with TRAIN_BN (torchvision's
     # 0.1 is 0.9 here; Keras's default, 0.99, lags ~100 steps behind weights that move fast,
-    # and inference reads the moving statistics: benchmarks/NOTES.md row 34).
+    # and inference reads the moving statistics: benchmarks/NOTES.md row 35).
     BATCH_NORM_MOMENTUM = 0.9
     SEED: int | None = None  # seeds Python, numpy and TensorFlow when the model is built
     # "bfloat16": the inference graph's convolutions and dense layers compute in bfloat16

@@ -25,8 +25,8 @@ from mrcnn.config import Config
 from mrcnn.data import DataGenerator, load_image_gt  # noqa: F401  (matterport: modellib.load_image_gt)
 from mrcnn.distribute import training_strategy
 from mrcnn.export import EXPORT_CONFIG, export_model, load_exported  # noqa: F401  (former home)
-from mrcnn.masks import paste_masks
 from mrcnn.initialization import prepare_for_training
+from mrcnn.masks import paste_masks
 from mrcnn.network import build_inference_graph, build_training_graph
 from mrcnn.progress import progress_settings
 from mrcnn.training import (EpochCheckpoint, TrainingModel, WarmupSchedule, layers_regex, make_optimizer,
