@@ -10,6 +10,7 @@ imports only the framework it measures.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import importlib.metadata
 import importlib.util
@@ -183,6 +184,17 @@ def emit(document: dict[str, Any]) -> None:
 def load_average() -> list[float]:
     """1, 5 and 15 minute load averages: above the core count means other work shared the CPU."""
     return [round(v, 2) for v in os.getloadavg()]
+
+
+def config_overrides(parser: argparse.ArgumentParser, text: str) -> dict[str, Any]:
+    """`--override`'s JSON object of Config values, or the parser's one-line error."""
+    try:
+        overrides = json.loads(text)
+        if not isinstance(overrides, dict):
+            raise ValueError("not an object")
+    except ValueError as error:
+        parser.error(f"--override must be a JSON object of Config values: {error}")
+    return overrides
 
 
 def header(name: str, argv: list[str]) -> dict[str, Any]:

@@ -258,11 +258,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error(f"--minutes must be > 0, got {args.minutes}")
-    try:
-        if not isinstance(json.loads(args.override), dict):
-            raise ValueError("not an object")
-    except ValueError as error:
-        parser.error(f"--override must be a JSON object of Config values: {error}")
+    common.config_overrides(parser, args.override)
     return args
 
 

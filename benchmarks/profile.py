@@ -50,15 +50,6 @@ def stride_of(layer_name: str) -> int:
     return 2 ** int(digits.group(1)) if digits else 1
 
 
-def leaf_layers(model) -> list:
-    import keras
-
-    out = []
-    for layer in model.layers:
-        out += leaf_layers(layer) if isinstance(layer, keras.Model) else [layer]
-    return out
-
-
 def layer_flops(layer, config, size: int, batch: int, rois: dict[str, int]) -> float:
     """Forward multiply-add FLOPs of one call of a convolution or dense layer, else 0."""
     import keras
@@ -123,6 +114,7 @@ def profile(task: str, size: int, batch: int, precision: str, steps: int, top: i
     import tensorflow as tf
 
     from benchmarks.inference import ours_detect_call, ours_train_call
+    from mrcnn.initialization import leaf_layers
 
     make = ours_detect_call if task == "detect" else ours_train_call
     call, model = make(size, batch, precision, **overrides)
@@ -188,7 +180,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--override", default="{}", metavar="JSON",
                         help="Config values on top of the benchmark's, e.g. the learning recipe's "
                         "'{\"NUM_CLASSES\": 4, \"TRAIN_ROIS_PER_IMAGE\": 32}'")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.overrides = common.config_overrides(parser, args.override)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     batch = args.batch or (1 if args.task == "detect" else 2)
     document = common.header("profile", argv)
-    overrides = json.loads(args.override)
+    overrides = args.overrides
     document["settings"] = {"task": args.task, "size": args.size, "batch": batch, "precision": args.precision,
                             "steps": args.steps, "overrides": overrides}
     document["result"] = profile(args.task, args.size, batch, args.precision, args.steps, args.top, overrides)

@@ -44,7 +44,7 @@ def prepare_for_training(model: keras.Model, weight_init: str, batch_norm_moment
     """Redraw the kernels of `model` by `weight_init` and set its batch norms' momentum."""
     if weight_init not in WEIGHT_INITS:
         raise ValueError(f"WEIGHT_INIT must be one of {WEIGHT_INITS}, got {weight_init!r}")
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         if isinstance(layer, BatchNorm):
             layer.momentum = float(batch_norm_momentum)
         elif weight_init == "torchvision" and getattr(layer, "kernel", None) is not None:
@@ -52,9 +52,9 @@ def prepare_for_training(model: keras.Model, weight_init: str, batch_norm_moment
             kernel.assign(torchvision_initializer(layer.name)(kernel.shape, dtype=kernel.dtype))
 
 
-def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Every layer of `model`, entering nested models (the RPN is one, shared by the levels)."""
     leaves = []
     for layer in model.layers:
-        leaves += _leaf_layers(layer) if isinstance(layer, keras.Model) else [layer]
+        leaves += leaf_layers(layer) if isinstance(layer, keras.Model) else [layer]
     return leaves
