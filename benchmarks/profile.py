@@ -31,7 +31,7 @@ from typing import Any
 
 from benchmarks import common
 
-PARTS = (("backbone", re.compile(r"(conv1|bn_conv1|res\d.*|bn\d.*)$")),
+PARTS = (("backbone", re.compile(r"(conv1.*|bn_conv1|res\d.*|bn\d.*)$")),
          ("fpn", re.compile(r"fpn_.*")),
          ("rpn", re.compile(r"rpn_.*")),
          ("box_head", re.compile(r"mrcnn_(class|bbox).*")),

@@ -15,11 +15,23 @@ from typing import Callable
 import keras
 from keras import layers
 
-from mrcnn.layers.batch_norm import BatchNorm
+from mrcnn.layers.batch_norm import BatchNorm, FoldingConv2D, conv_batch_norm
 
 STAGE4_BLOCKS = {"resnet50": 5, "resnet101": 22}
 BASIC_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 ARCHITECTURES = (*STAGE4_BLOCKS, *BASIC_BLOCKS)
+
+
+def _conv_bn(x, filters: int, kernel: int, name: str, bn_name: str, train_bn: bool, strides: int = 1,
+             padding: str = "same"):
+    """Convolution then batch norm, folded into one convolution where the batch norm is fixed.
+
+    "same" padding on a 1×1 kernel is "valid" padding (none is needed); it lets TensorFlow's
+    shape inference see that a block's output matches its shortcut, which oneDNN needs to
+    fuse the residual sum and ReLU into the last convolution.
+    """
+    return conv_batch_norm(x, FoldingConv2D(filters, kernel, strides=strides, padding=padding, name=name),
+                           BatchNorm(train_bn=train_bn, name=bn_name))
 
 
 def _bottleneck(x, filters: tuple[int, int, int], stage: int, block: str, train_bn: bool,
@@ -28,14 +40,11 @@ def _bottleneck(x, filters: tuple[int, int, int], stage: int, block: str, train_
     f1, f2, f3 = filters
     conv = f"res{stage}{block}_branch"
     bn = f"bn{stage}{block}_branch"
-    y = layers.Conv2D(f1, 1, strides=strides, name=conv + "2a")(x)
-    y = BatchNorm(train_bn=train_bn, name=bn + "2a")(y)
-    y = layers.Activation("relu")(y)
-    y = layers.Conv2D(f2, 3, padding="same", name=conv + "2b")(y)
-    y = BatchNorm(train_bn=train_bn, name=bn + "2b")(y)
-    y = layers.Activation("relu")(y)
-    y = layers.Conv2D(f3, 1, name=conv + "2c")(y)
-    y = BatchNorm(train_bn=train_bn, name=bn + "2c")(y)
+    y = _conv_bn(x, f1, 1, conv + "2a", bn + "2a", train_bn, strides=strides)
+    y = layers.Activation("relu", name=conv + "2a_relu")(y)
+    y = _conv_bn(y, f2, 3, conv + "2b", bn + "2b", train_bn)
+    y = layers.Activation("relu", name=conv + "2b_relu")(y)
+    y = _conv_bn(y, f3, 1, conv + "2c", bn + "2c", train_bn)
     return _merge(y, x, f3, stage, block, train_bn, strides, project)
 
 
@@ -43,8 +52,8 @@ def _merge(y, x, filters: int, stage: int, block: str, train_bn: bool, strides: 
            project: bool):
     """Residual sum: the block's output `y` plus `x`, projected by 1×1 where shapes change."""
     if project:
-        x = layers.Conv2D(filters, 1, strides=strides, name=f"res{stage}{block}_branch1")(x)
-        x = BatchNorm(train_bn=train_bn, name=f"bn{stage}{block}_branch1")(x)
+        x = _conv_bn(x, filters, 1, f"res{stage}{block}_branch1", f"bn{stage}{block}_branch1", train_bn,
+                     strides=strides)
     y = layers.Add()([y, x])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
 
@@ -61,11 +70,9 @@ def _basic(x, filters: int, stage: int, block: str, train_bn: bool, strides: int
     """One basic block: 3×3 → 3×3, plus the identity or a projected (1×1) shortcut."""
     conv = f"res{stage}{block}_branch"
     bn = f"bn{stage}{block}_branch"
-    y = layers.Conv2D(filters, 3, strides=strides, padding="same", name=conv + "2a")(x)
-    y = BatchNorm(train_bn=train_bn, name=bn + "2a")(y)
-    y = layers.Activation("relu")(y)
-    y = layers.Conv2D(filters, 3, padding="same", name=conv + "2b")(y)
-    y = BatchNorm(train_bn=train_bn, name=bn + "2b")(y)
+    y = _conv_bn(x, filters, 3, conv + "2a", bn + "2a", train_bn, strides=strides)
+    y = layers.Activation("relu", name=conv + "2a_relu")(y)
+    y = _conv_bn(y, filters, 3, conv + "2b", bn + "2b", train_bn)
     return _merge(y, x, filters, stage, block, train_bn, strides, project)
 
 
@@ -84,9 +91,8 @@ def _basic_stages(x, blocks: tuple[int, int, int, int], train_bn: bool) -> list:
 def _stem(input_image, train_bn: bool):
     """conv1 7×7/2 → BN → ReLU → max-pool 3×3/2: C1 at stride 4."""
     x = layers.ZeroPadding2D((3, 3))(input_image)
-    x = layers.Conv2D(64, 7, strides=2, name="conv1")(x)
-    x = BatchNorm(train_bn=train_bn, name="bn_conv1")(x)
-    x = layers.Activation("relu")(x)
+    x = _conv_bn(x, 64, 7, "conv1", "bn_conv1", train_bn, strides=2, padding="valid")
+    x = layers.Activation("relu", name="conv1_relu")(x)
     return layers.MaxPooling2D(3, strides=2, padding="same")(x)
 
 

@@ -1,9 +1,14 @@
-"""BatchNormalization whose train/inference behaviour is fixed by configuration."""
+"""BatchNormalization whose train/inference behaviour is fixed by configuration, and the
+convolution that applies it when it is a fixed affine map.
+"""
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import tensorflow as tf
+from keras import layers
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
@@ -11,16 +16,29 @@ class BatchNorm(keras.layers.BatchNormalization):
     """Batch norm that uses batch statistics only when `train_bn` and the model is training.
 
     With small batches (matterport's default) batch statistics are too noisy, so by default
-    (`train_bn=False`) the moving statistics are used even while training.
+    (`train_bn=False`) the moving statistics are used even while training. Then the layer is a
+    per-channel affine map (`moving_affine`), which a `FoldingConv2D` before it may apply
+    instead: the layer then passes its inputs through.
     """
 
     def __init__(self, train_bn: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.train_bn = bool(train_bn)
+        self._folding_conv = None  # graph wiring (`FoldingConv2D.fold`), not configuration
+
+    def uses_batch_statistics(self, training) -> bool:
+        # Keras also reads the moving statistics of a frozen (non-trainable) layer in training.
+        return bool(training) and self.train_bn and self.trainable
+
+    def moving_affine(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """float32 `(scale, shift)` with `outputs = inputs * scale + shift` by the moving statistics."""
+        scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
+        return scale, self.beta - self.moving_mean * scale
 
     def call(self, inputs, training=None, mask=None):
-        # Keras also reads the moving statistics of a frozen (non-trainable) layer in training.
-        use_batch_statistics = bool(training) and self.train_bn and self.trainable
+        use_batch_statistics = self.uses_batch_statistics(training)
+        if self._folding_conv is not None and not use_batch_statistics:
+            return inputs  # its convolution applied `moving_affine`
         if len(inputs.shape) != 4 or self.axis not in (-1, 3) or mask is not None:
             return super().call(inputs, training=use_batch_statistics, mask=mask)
         # NHWC maps take TensorFlow's fused op, one pass forward and one backward (oneDNN also
@@ -48,3 +66,46 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "train_bn": self.train_bn}
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class FoldingConv2D(layers.Conv2D):
+    """A `Conv2D` that applies the `BatchNorm` after it, when that is a fixed affine map.
+
+    With moving statistics, `bn(conv(x, W) + b)` is `conv(x, W * scale) + b * scale + shift`:
+    computing the folded kernel costs a pass over the weights, and saves a pass over the
+    activations, and lets oneDNN fuse the bias, the residual sum and the ReLU into the
+    convolution (benchmarks/NOTES.md row 42). The weights stay the unfolded ones (matterport's
+    files load and save unchanged); in a folded graph this layer's output is the batch norm's.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["autocast"] = False  # the fold is computed in float32, then cast (call)
+        super().__init__(*args, **kwargs)
+        self._batch_norm = None
+
+    def fold(self, batch_norm: BatchNorm) -> None:
+        """Apply `batch_norm` here whenever it uses its moving statistics."""
+        # Weak references: Keras would track a layer attribute as a sublayer, and its weights
+        # as this layer's.
+        self._batch_norm = weakref.ref(batch_norm)
+        batch_norm._folding_conv = weakref.ref(self)
+
+    def call(self, inputs, training=None):
+        kernel, bias = self.kernel, self.bias
+        batch_norm = self._batch_norm() if self._batch_norm is not None else None
+        if batch_norm is not None and not batch_norm.uses_batch_statistics(training):
+            scale, shift = batch_norm.moving_affine()
+            kernel = kernel * scale
+            bias = shift if bias is None else bias * scale + shift
+        dtype = self.compute_dtype
+        outputs = self.convolution_op(tf.cast(inputs, dtype), tf.cast(kernel, dtype))
+        if bias is not None:
+            outputs = tf.nn.bias_add(outputs, tf.cast(bias, dtype))
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
+def conv_batch_norm(x, conv: FoldingConv2D, batch_norm: BatchNorm):
+    """`batch_norm(conv(x))`, with the batch norm folded into the convolution where it can be."""
+    conv.fold(batch_norm)
+    return batch_norm(conv(x))

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from mrcnn.layers.batch_norm import BatchNorm
+from mrcnn.layers.batch_norm import BatchNorm, FoldingConv2D, conv_batch_norm
 from mrcnn.layers.roi_align import PyramidROIAlign
 
 
@@ -72,9 +72,41 @@ class WindowDense(layers.Conv2D):
         return tf.reshape(outputs, [-1, 1, 1, self.filters])
 
 
+@keras.saving.register_keras_serializable(package="mrcnn")
+class BlockConv2DTranspose(layers.Conv2DTranspose):
+    """A transposed convolution whose stride equals its kernel, run as a 1×1 convolution.
+
+    Without overlaps, each input pixel's k×k output block is a matmul of its channels; TF's
+    transposed convolution (`Conv2DBackpropInput`) then adds the bias and the activation as
+    separate passes over the k²-times larger output, which a 1×1 convolution fuses (oneDNN)
+    before `depth_to_space` lays the blocks out. The weights are a `Conv2DTranspose`'s
+    (matterport's `mrcnn_mask_deconv` loads unchanged); so are the outputs.
+    """
+
+    def build(self, input_shape):
+        if (tuple(self.strides) != tuple(self.kernel_size) or self.padding != "valid"
+                or tuple(self.dilation_rate) != (1, 1) or self.kernel_size[0] != self.kernel_size[1]):
+            raise ValueError(f"{self.name}: kernel {self.kernel_size} with strides {self.strides} "
+                             f"({self.padding}, dilation {self.dilation_rate}) overlaps or is not "
+                             "square; use Conv2DTranspose")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        block = self.kernel_size[0]
+        # kernel [k, k, out, in] → [1, 1, in, k·k·out], depth ordered as depth_to_space reads it.
+        kernel = tf.transpose(tf.cast(self.kernel, inputs.dtype), [3, 0, 1, 2])
+        kernel = tf.reshape(kernel, [1, 1, -1, block * block * self.filters])
+        outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, tf.tile(tf.cast(self.bias, inputs.dtype), [block * block]))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return tf.nn.depth_to_space(outputs, block)
+
+
 def _bn_relu(x, bn_name: str, train_bn: bool):
     x = BatchNorm(train_bn=train_bn, name=bn_name)(x)
-    return layers.Activation("relu")(x)
+    return layers.Activation("relu", name=bn_name + "_relu")(x)
 
 
 def fpn_classifier_graph(rois, feature_maps: list, image_meta, pool_size: int, num_classes: int,
@@ -103,8 +135,9 @@ def build_fpn_mask_graph(rois, feature_maps: list, image_meta, pool_size: int, n
     x = PyramidROIAlign((pool_size, pool_size), name="roi_align_mask")([rois, image_meta, *feature_maps])
     x = FoldRois()(x)
     for i in range(1, 5):
-        x = layers.Conv2D(256, 3, padding="same", name=f"mrcnn_mask_conv{i}")(x)
-        x = _bn_relu(x, f"mrcnn_mask_bn{i}", train_bn)
-    x = layers.Conv2DTranspose(256, 2, strides=2, activation="relu", name="mrcnn_mask_deconv")(x)
+        x = conv_batch_norm(x, FoldingConv2D(256, 3, padding="same", name=f"mrcnn_mask_conv{i}"),
+                            BatchNorm(train_bn=train_bn, name=f"mrcnn_mask_bn{i}"))
+        x = layers.Activation("relu", name=f"mrcnn_mask_relu{i}")(x)
+    x = BlockConv2DTranspose(256, 2, strides=2, activation="relu", name="mrcnn_mask_deconv")(x)
     x = layers.Conv2D(num_classes, 1, activation="sigmoid", name="mrcnn_mask")(x)
     return UnfoldRois(name="mrcnn_mask_unfold")([x, rois])

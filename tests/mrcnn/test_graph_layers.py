@@ -7,13 +7,14 @@ import tensorflow as tf
 
 from mrcnn import boxes as np_boxes
 from mrcnn.layers.anchors import AnchorGenerator
-from mrcnn.layers.batch_norm import BatchNorm
+from mrcnn.layers.batch_norm import BatchNorm, FoldingConv2D, conv_batch_norm
 from mrcnn.layers.detection import DetectionLayer
 from mrcnn.layers.detection_targets import DetectionTargetLayer, PositiveRois
 from mrcnn.layers.gt_boxes import NormalizeBoxes
-from mrcnn.layers.heads import FoldRois, UnfoldRois, WindowDense
+from mrcnn.layers.heads import BlockConv2DTranspose, FoldRois, UnfoldRois, WindowDense
 from mrcnn.layers.proposals import ProposalLayer, top_k_indices
 from mrcnn.layers.roi_align import PyramidROIAlign, roi_levels
+from mrcnn.network import dtype_policy
 from mrcnn.transform import compose_image_meta
 from tests.mrcnn.layer_checks import check_layer_config_round_trip, crop_and_resize_reference
 
@@ -405,6 +406,95 @@ def test_window_dense_computes_the_valid_convolution_and_its_gradients():
     with pytest.raises(ValueError, match="does not cover inputs"):
         WindowDense(6, 3, name="fc").build((None, 7, 7, 8))
     assert check_layer_config_round_trip(dense).kernel_size == (7, 7)
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_block_conv_transpose_computes_the_transposed_convolution_and_its_gradients(kernel, activation):
+    rng = np.random.default_rng(kernel)
+    x = tf.constant(rng.normal(size=(3, 5, 4, 6)), tf.float32)
+    ours = BlockConv2DTranspose(7, kernel, strides=kernel, activation=activation, name="deconv")
+    reference = keras.layers.Conv2DTranspose(7, kernel, strides=kernel, activation=activation)
+    ours.build(x.shape)
+    reference.build(x.shape)
+    ours.set_weights([rng.normal(size=w.shape).astype("float32") for w in reference.get_weights()])
+    reference.set_weights(ours.get_weights())  # same variables, same layout
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        got, expected = ours(x), reference(x)
+        loss_got, loss_expected = tf.reduce_sum(got * tf.cos(got)), tf.reduce_sum(expected * tf.cos(expected))
+    assert got.shape == expected.shape == (3, 5 * kernel, 4 * kernel, 7)
+    assert float(tf.reduce_max(tf.abs(expected))) > 1.0
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    for a, b in zip(tape.gradient(loss_got, [x, *ours.trainable_weights]),
+                    tape.gradient(loss_expected, [x, *reference.trainable_weights])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert check_layer_config_round_trip(ours).strides == (kernel, kernel)
+
+
+@pytest.mark.parametrize("settings", [{"kernel_size": 3, "strides": 2}, {"kernel_size": 2, "strides": 2, "padding": "same"}])
+def test_block_conv_transpose_refuses_overlapping_blocks(settings):
+    with pytest.raises(ValueError, match="overlaps or is not square"):
+        BlockConv2DTranspose(4, name="deconv", **settings).build((None, 5, 5, 3))
+
+
+def _conv_then_batch_norm(train_bn: bool, folded: bool, seed: int = 0):
+    """A 3×3 conv and a batch norm with random weights and moving statistics, one input."""
+    rng = np.random.default_rng(seed)
+    inputs = keras.Input((6, 5, 4))
+    conv = (FoldingConv2D if folded else keras.layers.Conv2D)(8, 3, strides=2, padding="same", name="conv")
+    batch_norm = BatchNorm(train_bn=train_bn, momentum=0.9, name="bn")
+    outputs = conv_batch_norm(inputs, conv, batch_norm) if folded else batch_norm(conv(inputs))
+    model = keras.Model(inputs, outputs)
+    model.set_weights([rng.normal(0.0, 0.3, size=w.shape).astype("float32") if i != 5 else
+                       rng.uniform(0.5, 2.0, size=w.shape).astype("float32")  # moving variance
+                       for i, w in enumerate(model.get_weights())])
+    return model
+
+
+@pytest.mark.parametrize("train_bn, training", [(False, False), (False, True), (True, False), (True, True)])
+def test_folding_conv_equals_conv_then_batch_norm(train_bn, training):
+    """Outputs, gradients and moving statistics as unfolded, in inference and in training."""
+    x = tf.constant(np.random.default_rng(9).normal(size=(2, 6, 5, 4)), tf.float32)
+    results = []
+    for folded in (True, False):
+        model = _conv_then_batch_norm(train_bn, folded)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = model(x, training=training)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        results.append([y, *tape.gradient(loss, [x, *model.trainable_weights]), *model.non_trainable_weights])
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-4)
+    moved = not np.allclose(results[0][-2], _conv_then_batch_norm(train_bn, True).non_trainable_weights[0])
+    assert moved == (train_bn and training)  # batch statistics only with TRAIN_BN in training
+
+
+def test_folding_conv_keeps_its_own_weights_and_config():
+    model = _conv_then_batch_norm(train_bn=False, folded=True)
+    conv = model.get_layer("conv")
+    before = [w.copy() for w in model.get_weights()]
+    model(tf.ones((1, 6, 5, 4)), training=False)
+    assert [w.path for w in conv.weights] == ["conv/kernel", "conv/bias"]  # the batch norm is not a sublayer
+    for got, expected in zip(model.get_weights(), before):  # the fold is computed, never stored
+        np.testing.assert_array_equal(got, expected)
+    assert check_layer_config_round_trip(conv).kernel_size == (3, 3)
+    # The convolution applies the batch norm; the batch norm passes its inputs through.
+    x = tf.constant(np.random.default_rng(2).normal(size=(1, 6, 5, 4)), tf.float32)
+    unfolded = _conv_then_batch_norm(train_bn=False, folded=False)
+    np.testing.assert_allclose(conv(x, training=False), unfolded(x, training=False), rtol=1e-5, atol=1e-5)
+    features = conv(x, training=False)
+    np.testing.assert_array_equal(model.get_layer("bn")(features, training=False), features)
+
+
+def test_folding_conv_under_a_bfloat16_policy_keeps_the_tolerance():
+    x = tf.constant(np.random.default_rng(4).normal(size=(2, 6, 5, 4)), tf.float32)
+    expected = _conv_then_batch_norm(False, folded=False)(x, training=False).numpy()
+    with dtype_policy("mixed_bfloat16"):
+        model = _conv_then_batch_norm(False, folded=True)
+    got = model(x, training=False)
+    assert got.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), expected, rtol=0.02, atol=0.05 * np.abs(expected).max())
 
 
 # ---------------------------------------------------------------- small layers
