@@ -166,6 +166,9 @@ class MaskRCNN:
             with self.strategy.scope():
                 self._rate = WarmupSchedule(learning_rate, config.WARMUP_STEPS)
                 self.keras_model.compile(optimizer=make_optimizer(config, self._rate))
+                # Built here, not by the first step: a traced function that creates variables
+                # is traced twice (benchmarks/NOTES.md row 44).
+                self.keras_model.optimizer.build(self.keras_model.trainable_variables)
             self._compiled_for = tuple(trainable)
         os.makedirs(self.log_dir, exist_ok=True)
         Path(self.log_dir, "config.json").write_text(config.to_json())

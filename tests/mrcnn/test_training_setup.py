@@ -178,6 +178,22 @@ def test_training_the_same_layers_again_keeps_the_step_and_the_optimizer(shapes_
     assert int(model.keras_model.optimizer.iterations) == 1
 
 
+def test_the_optimizer_is_built_before_the_first_step_is_traced(shapes_dataset, tmp_path):
+    """Variables created inside the traced step would make TensorFlow trace it twice."""
+
+    class OptimizerState(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.slots = len(self.model.optimizer.variables)
+
+    model = MaskRCNN("training", TinyConfig(OPTIMIZER="adamw"), tmp_path)
+    state = OptimizerState()
+    model.train(shapes_dataset, None, learning_rate=0.002, epochs=1, layers="heads", custom_callbacks=[state],
+                verbose=0)
+    trainable = len(model.keras_model.trainable_variables)
+    assert state.slots >= 2 * trainable  # AdamW's two moments per trainable variable, before the step
+    assert len(model.keras_model.optimizer.variables) == state.slots  # and none created by it
+
+
 def test_find_last_and_resume(training_model, training_run):
     last = training_model.find_last()
     assert last == os.path.join(training_model.log_dir, "mask_rcnn_tiny_0002.weights.h5")
