@@ -432,7 +432,8 @@ def test_block_conv_transpose_computes_the_transposed_convolution_and_its_gradie
     assert check_layer_config_round_trip(ours).strides == (kernel, kernel)
 
 
-@pytest.mark.parametrize("settings", [{"kernel_size": 3, "strides": 2}, {"kernel_size": 2, "strides": 2, "padding": "same"}])
+@pytest.mark.parametrize("settings", [{"kernel_size": 3, "strides": 2},
+                                      {"kernel_size": 2, "strides": 2, "padding": "same"}])
 def test_block_conv_transpose_refuses_overlapping_blocks(settings):
     with pytest.raises(ValueError, match="overlaps or is not square"):
         BlockConv2DTranspose(4, name="deconv", **settings).build((None, 5, 5, 3))
@@ -494,7 +495,8 @@ def test_folding_conv_under_a_bfloat16_policy_keeps_the_tolerance():
         model = _conv_then_batch_norm(False, folded=True)
     got = model(x, training=False)
     assert got.dtype == tf.bfloat16
-    np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), expected, rtol=0.02, atol=0.05 * np.abs(expected).max())
+    np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), expected, rtol=0.02,
+                               atol=0.05 * np.abs(expected).max())
 
 
 # ---------------------------------------------------------------- small layers
