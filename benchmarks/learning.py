@@ -17,7 +17,6 @@ matterport users' scripts do: `train()` called again every N epochs (cumulative 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -201,7 +200,7 @@ def run_torchvision(minutes: float, min_score: float, train_images: int, val_ima
 def run_job(args: argparse.Namespace) -> dict[str, Any]:
     if args.engine == "ours":
         result = run_ours(args.minutes, args.min_score, args.train_images, args.val_images,
-                          args.backbone, json.loads(args.override), args.epochs_per_call)
+                          args.backbone, args.overrides, args.epochs_per_call)
     else:
         result = run_torchvision(args.minutes, args.min_score, args.train_images, args.val_images)
     backbone = {"backbone": args.backbone} if args.engine == "ours" else {"backbone": "resnet50"}
@@ -215,7 +214,7 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "minutes": args.minutes, "image_size": IMAGE_SIZE, "classes": 3, "train_images": args.train_images,
         "val_images": args.val_images, "backbones_ours": args.backbones, "batch": BATCH, "optimizer": "adamw", "learning_rate": LEARNING_RATE,
         "warmup_steps": WARMUP_STEPS, "anchor_scales": ANCHOR_SCALES, "rois_per_image": ROIS_PER_IMAGE,
-        "min_score": args.min_score, "overrides_ours": json.loads(args.override),
+        "min_score": args.min_score, "overrides_ours": args.overrides,
         "epochs_per_call_ours": args.epochs_per_call,
         "peer": "torchvision" if peer else ("none (--peer none)" if args.peer == "none" else "none (not installed)")}
     document["notes"] = NOTES
@@ -258,7 +257,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error(f"--minutes must be > 0, got {args.minutes}")
-    common.config_overrides(parser, args.override)
+    args.overrides = common.config_overrides(parser, args.override)
     return args
 
 

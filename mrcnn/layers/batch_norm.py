@@ -24,7 +24,7 @@ class BatchNorm(keras.layers.BatchNormalization):
     def __init__(self, train_bn: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.train_bn = bool(train_bn)
-        self._folding_conv = None  # graph wiring (`FoldingConv2D.fold`), not configuration
+        self._folded = False  # graph wiring (`FoldingConv2D.fold`), not configuration
 
     def uses_batch_statistics(self, training) -> bool:
         # Keras also reads the moving statistics of a frozen (non-trainable) layer in training.
@@ -37,7 +37,7 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         use_batch_statistics = self.uses_batch_statistics(training)
-        if self._folding_conv is not None and not use_batch_statistics:
+        if self._folded and not use_batch_statistics:
             return inputs  # its convolution applied `moving_affine`
         if len(inputs.shape) != 4 or self.axis not in (-1, 3) or mask is not None:
             return super().call(inputs, training=use_batch_statistics, mask=mask)
@@ -86,10 +86,10 @@ class FoldingConv2D(layers.Conv2D):
 
     def fold(self, batch_norm: BatchNorm) -> None:
         """Apply `batch_norm` here whenever it uses its moving statistics."""
-        # Weak references: Keras would track a layer attribute as a sublayer, and its weights
+        # A weak reference: Keras would track a layer attribute as a sublayer, and its weights
         # as this layer's.
         self._batch_norm = weakref.ref(batch_norm)
-        batch_norm._folding_conv = weakref.ref(self)
+        batch_norm._folded = True
 
     def call(self, inputs, training=None):
         kernel, bias = self.kernel, self.bias

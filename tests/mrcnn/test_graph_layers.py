@@ -439,27 +439,30 @@ def test_block_conv_transpose_refuses_overlapping_blocks(settings):
         BlockConv2DTranspose(4, name="deconv", **settings).build((None, 5, 5, 3))
 
 
-def _conv_then_batch_norm(train_bn: bool, folded: bool, seed: int = 0):
+def _conv_then_batch_norm(train_bn: bool, folded: bool, seed: int = 0, use_bias: bool = True):
     """A 3×3 conv and a batch norm with random weights and moving statistics, one input."""
     rng = np.random.default_rng(seed)
     inputs = keras.Input((6, 5, 4))
-    conv = (FoldingConv2D if folded else keras.layers.Conv2D)(8, 3, strides=2, padding="same", name="conv")
+    conv = (FoldingConv2D if folded else keras.layers.Conv2D)(8, 3, strides=2, padding="same",
+                                                              use_bias=use_bias, name="conv")
     batch_norm = BatchNorm(train_bn=train_bn, momentum=0.9, name="bn")
     outputs = conv_batch_norm(inputs, conv, batch_norm) if folded else batch_norm(conv(inputs))
     model = keras.Model(inputs, outputs)
-    model.set_weights([rng.normal(0.0, 0.3, size=w.shape).astype("float32") if i != 5 else
-                       rng.uniform(0.5, 2.0, size=w.shape).astype("float32")  # moving variance
-                       for i, w in enumerate(model.get_weights())])
+    model.set_weights([rng.normal(0.0, 0.3, size=w.shape).astype("float32") if w is not batch_norm.moving_variance
+                       else rng.uniform(0.5, 2.0, size=w.shape).astype("float32")
+                       for w in model.weights])
     return model
 
 
-@pytest.mark.parametrize("train_bn, training", [(False, False), (False, True), (True, False), (True, True)])
-def test_folding_conv_equals_conv_then_batch_norm(train_bn, training):
+@pytest.mark.parametrize("train_bn, training, use_bias", [(False, False, True), (False, True, True),
+                                                          (True, False, True), (True, True, True),
+                                                          (False, False, False)])
+def test_folding_conv_equals_conv_then_batch_norm(train_bn, training, use_bias):
     """Outputs, gradients and moving statistics as unfolded, in inference and in training."""
     x = tf.constant(np.random.default_rng(9).normal(size=(2, 6, 5, 4)), tf.float32)
     results = []
     for folded in (True, False):
-        model = _conv_then_batch_norm(train_bn, folded)
+        model = _conv_then_batch_norm(train_bn, folded, use_bias=use_bias)
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = model(x, training=training)
@@ -467,7 +470,8 @@ def test_folding_conv_equals_conv_then_batch_norm(train_bn, training):
         results.append([y, *tape.gradient(loss, [x, *model.trainable_weights]), *model.non_trainable_weights])
     for got, expected in zip(*results):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-4)
-    moved = not np.allclose(results[0][-2], _conv_then_batch_norm(train_bn, True).non_trainable_weights[0])
+    initial = _conv_then_batch_norm(train_bn, True, use_bias=use_bias).non_trainable_weights[0]
+    moved = not np.allclose(results[0][-2], initial)
     assert moved == (train_bn and training)  # batch statistics only with TRAIN_BN in training
 
 
