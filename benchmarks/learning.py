@@ -2,7 +2,7 @@
 
     python -m benchmarks.learning [--minutes 15] [--peer auto|none] [--min-score 0.05]
                                   [--backbones resnet18 resnet50] [--override '{"ROI_INCLUDE_GT_BOXES": true}']
-                                  [--epochs-per-call 2]
+                                  [--epochs-per-call 2] [--curve]
 
 Synthetic shapes at 128×128 (3 classes; 500 training images, seed 1; 50 held-out images,
 seed 2), ResNet50-FPN from random weights, batch 8, AdamW lr 3e-4 with a 50-step linear
@@ -12,14 +12,19 @@ detects the held-out images: mask mAP@0.5 (matterport's metric) and COCO segm/bb
 `mrcnn.evaluation.DetectionEvaluator`, plus steps done and seconds per step. Each engine runs
 in its own child process; the JSON on stdout holds both. `--epochs-per-call N` trains ours as
 matterport users' scripts do: `train()` called again every N epochs (cumulative `epochs`).
+`--curve` also scores each engine's weights every epoch (`STEPS_PER_EPOCH` steps, ours from
+its checkpoints, torchvision's from snapshots taken in memory), after the budget: how far one
+run's final score moves from epoch to epoch.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +39,7 @@ WARMUP_STEPS = 50
 WEIGHT_DECAY = 1e-4
 ANCHOR_SCALES = (8, 16, 32, 64, 128)
 ROIS_PER_IMAGE = 32
+STEPS_PER_EPOCH = 100
 TRAIN_SEED, VAL_SEED = 1, 2
 NOTES = [
     "minutes is the wall-clock training budget per engine, counted from the first step (tracing included); "
@@ -68,6 +74,14 @@ def evaluate(val, results: list[dict[str, np.ndarray]]) -> dict[str, Any]:
             "detections_per_image": round(float(np.mean([len(r["class_ids"]) for r in results])), 2)}
 
 
+def curve_figures(val, scored: dict[int, list[dict[str, np.ndarray]]]) -> dict[str, Any]:
+    """`curve`: mask mAP@0.5 of the weights after each number of steps, when any were scored."""
+    if not scored:
+        return {}
+    return {"curve": [{"step": step, "mask_mAP50": round(evaluate(val, results)["mask_mAP50"], 4)}
+                      for step, results in sorted(scored.items())]}
+
+
 def step_figures(step_ends: list[float], started: float) -> dict[str, Any]:
     """Steps done and seconds per step from the wall-clock times at which steps ended."""
     intervals = np.diff([started, *step_ends]).tolist()
@@ -79,7 +93,7 @@ def step_figures(step_ends: list[float], started: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------- ours
 def run_ours(minutes: float, min_score: float, train_images: int, val_images: int,
              backbone: str = "resnet50", overrides: dict[str, Any] | None = None,
-             epochs_per_call: int = 0) -> dict[str, Any]:
+             epochs_per_call: int = 0, curve: bool = False) -> dict[str, Any]:
     import keras
 
     from mrcnn.config import Config
@@ -107,7 +121,7 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
 
     recipe = dict(NAME="shapes_bench", BACKBONE=backbone, NUM_CLASSES=4, IMAGES_PER_GPU=BATCH,
                   IMAGE_MIN_DIM=IMAGE_SIZE, IMAGE_MAX_DIM=IMAGE_SIZE, RPN_ANCHOR_SCALES=ANCHOR_SCALES,
-                  TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, STEPS_PER_EPOCH=100, VALIDATION_STEPS=0,
+                  TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, STEPS_PER_EPOCH=STEPS_PER_EPOCH, VALIDATION_STEPS=0,
                   OPTIMIZER="adamw", LEARNING_RATE=LEARNING_RATE, WARMUP_STEPS=WARMUP_STEPS,
                   WEIGHT_DECAY=WEIGHT_DECAY, TRAIN_BN=True, DETECTION_MIN_CONFIDENCE=min_score, SEED=0)
     config = Config(**{**recipe, **(overrides or {})})
@@ -123,13 +137,21 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
                         custom_callbacks=[clock], verbose=0)
         train_seconds = time.perf_counter() - clock.started
         detector = MaskRCNN("inference", config, model_dir)
-        detector.load_weights(model.find_last())
-    started = time.perf_counter()
-    results = detector.detect([val.load_image(i) for i in val.image_ids])
-    eval_seconds = time.perf_counter() - started
+        last = model.find_last()
+        detector.load_weights(last)
+        images = [val.load_image(i) for i in val.image_ids]
+        started = time.perf_counter()
+        results = detector.detect(images)
+        eval_seconds = time.perf_counter() - started
+        scored = {}
+        if curve:
+            for checkpoint in sorted(Path(last).parent.glob("mask_rcnn*.h5")):
+                epoch = int(re.search(r"_(\d+)\.weights\.h5$", checkpoint.name).group(1))
+                detector.load_weights(str(checkpoint))
+                scored[min(epoch * config.STEPS_PER_EPOCH, len(clock.ends))] = detector.detect(images)
     return {**step_figures(clock.ends, clock.started), "train_seconds": round(train_seconds, 1),
             "detect_seconds_per_image": round(eval_seconds / len(results), 4), **evaluate(val, results),
-            "train_calls": calls, "threads": common.tf_threads()}
+            **curve_figures(val, scored), "train_calls": calls, "threads": common.tf_threads()}
 
 
 # ---------------------------------------------------------------------- torchvision
@@ -155,7 +177,21 @@ def torch_optimizer(model):
     return optimizer, schedule
 
 
-def run_torchvision(minutes: float, min_score: float, train_images: int, val_images: int) -> dict[str, Any]:
+def torch_detect(model, val) -> list[dict[str, np.ndarray]]:
+    import torch
+
+    model.eval()
+    results = []
+    with torch.inference_mode():
+        images = [common.to_torch_image(val.load_image(i)) for i in val.image_ids]
+        for start in range(0, len(images), BATCH):
+            results += [common.from_torch_output(o) for o in model(images[start:start + BATCH])]
+    return results
+
+
+def run_torchvision(minutes: float, min_score: float, train_images: int, val_images: int,
+                    curve_every: int = 0) -> dict[str, Any]:
+    """`curve_every` > 0: also score the weights every that many steps (snapshots kept in memory)."""
     import os
 
     import torch
@@ -170,6 +206,7 @@ def run_torchvision(minutes: float, min_score: float, train_images: int, val_ima
     rng = np.random.default_rng(0)
     order: list[int] = []
     ends: list[float] = []
+    snapshots: dict[int, dict[str, Any]] = {}
     train_started = time.perf_counter()
     while not ends or ends[-1] - train_started <= minutes * 60:
         if len(order) < BATCH:
@@ -182,17 +219,19 @@ def run_torchvision(minutes: float, min_score: float, train_images: int, val_ima
         optimizer.step()
         schedule.step()
         ends.append(time.perf_counter())
+        if curve_every and len(ends) % curve_every == 0:
+            snapshots[len(ends)] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     train_seconds = time.perf_counter() - train_started
-    model.eval()
     started = time.perf_counter()
-    results = []
-    with torch.inference_mode():
-        val_images = [common.to_torch_image(val.load_image(i)) for i in val.image_ids]
-        for start in range(0, len(val_images), BATCH):
-            results += [common.from_torch_output(o) for o in model(val_images[start:start + BATCH])]
+    results = torch_detect(model, val)
     eval_seconds = time.perf_counter() - started
+    scored = {len(ends): results} if curve_every else {}
+    for step, state in snapshots.items():
+        model.load_state_dict(state)
+        scored[step] = torch_detect(model, val)
     return {**step_figures(ends, train_started), "train_seconds": round(train_seconds, 1),
             "detect_seconds_per_image": round(eval_seconds / len(results), 4), **evaluate(val, results),
+            **curve_figures(val, scored),
             "threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}}
 
 
@@ -200,9 +239,10 @@ def run_torchvision(minutes: float, min_score: float, train_images: int, val_ima
 def run_job(args: argparse.Namespace) -> dict[str, Any]:
     if args.engine == "ours":
         result = run_ours(args.minutes, args.min_score, args.train_images, args.val_images,
-                          args.backbone, args.overrides, args.epochs_per_call)
+                          args.backbone, args.overrides, args.epochs_per_call, args.curve)
     else:
-        result = run_torchvision(args.minutes, args.min_score, args.train_images, args.val_images)
+        every = int(args.overrides.get("STEPS_PER_EPOCH", STEPS_PER_EPOCH)) if args.curve else 0
+        result = run_torchvision(args.minutes, args.min_score, args.train_images, args.val_images, every)
     backbone = {"backbone": args.backbone} if args.engine == "ours" else {"backbone": "resnet50"}
     return {"engine": args.engine, **backbone, **result, "peak_rss_mib": common.peak_rss_mib()}
 
@@ -215,12 +255,13 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "val_images": args.val_images, "backbones_ours": args.backbones, "batch": BATCH, "optimizer": "adamw", "learning_rate": LEARNING_RATE,
         "warmup_steps": WARMUP_STEPS, "anchor_scales": ANCHOR_SCALES, "rois_per_image": ROIS_PER_IMAGE,
         "min_score": args.min_score, "overrides_ours": args.overrides,
-        "epochs_per_call_ours": args.epochs_per_call,
+        "epochs_per_call_ours": args.epochs_per_call, "curve": args.curve,
         "peer": "torchvision" if peer else ("none (--peer none)" if args.peer == "none" else "none (not installed)")}
     document["notes"] = NOTES
     shared = ["--minutes", str(args.minutes), "--min-score", str(args.min_score),
               "--train-images", str(args.train_images), "--val-images", str(args.val_images),
-              "--override", args.override, "--epochs-per-call", str(args.epochs_per_call)]
+              "--override", args.override, "--epochs-per-call", str(args.epochs_per_call),
+              *(["--curve"] if args.curve else [])]
     jobs = [("ours", ["--backbone", backbone]) for backbone in args.backbones]
     jobs += [("torchvision", [])] if peer else []
     results = [{"engine": engine, **common.run_child("benchmarks.learning", ["--engine", engine, *extra, *shared])}
@@ -253,6 +294,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--epochs-per-call", type=int, default=0, metavar="N",
                         help="ours: call train() again every N epochs, as matterport scripts do "
                         "(default 0: one call)")
+    parser.add_argument("--curve", action="store_true",
+                        help="also score both engines' weights after every epoch (STEPS_PER_EPOCH steps)")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # set by the parent for a child
     args = parser.parse_args(argv)
     if args.minutes <= 0:
