@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -79,10 +80,23 @@ def _discard(pool: ProcessPoolExecutor) -> None:
 def _exit_cause(processes: list[Any]) -> str:
     """How the child ended: ``killed by SIGSEGV``, ``exit code 1`` ..."""
     for process in processes:
-        process.join(timeout=5)  # the pool notices the death before the process is reaped
-        code = process.exitcode
+        code = _exit_code(process)
         if code is not None and code < 0:
             return f"killed by {signal.Signals(-code).name}"
         if code is not None:
             return f"exit code {code}"
     return "exited"
+
+
+def _exit_code(process: Any, seconds: float = 5.0) -> int | None:
+    """The child's exit code, or None if it is still unknown after `seconds`.
+
+    The pool notices the death before the process is reaped, and its own thread joins the
+    process too: when that thread's `waitpid` wins, ours finds no child and reads None until
+    the winner has recorded the code, so wait for it briefly.
+    """
+    deadline = time.monotonic() + seconds
+    process.join(timeout=seconds)
+    while process.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return process.exitcode
