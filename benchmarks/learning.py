@@ -2,7 +2,7 @@
 
     python -m benchmarks.learning [--minutes 15] [--peer auto|none] [--min-score 0.05]
                                   [--backbones resnet18 resnet50] [--override '{"ROI_INCLUDE_GT_BOXES": true}']
-                                  [--epochs-per-call 2] [--curve]
+                                  [--epochs-per-call 2] [--curve] [--bf16]
 
 Synthetic shapes at 128×128 (3 classes; 500 training images, seed 1; 50 held-out images,
 seed 2), ResNet50-FPN from random weights, batch 8, AdamW lr 3e-4 with a 50-step linear
@@ -14,7 +14,8 @@ in its own child process; the JSON on stdout holds both. `--epochs-per-call N` t
 matterport users' scripts do: `train()` called again every N epochs (cumulative `epochs`).
 `--curve` also scores each engine's weights every epoch (`STEPS_PER_EPOCH` steps, ours from
 its checkpoints, torchvision's from snapshots taken in memory), after the budget: how far one
-run's final score moves from epoch to epoch.
+run's final score moves from epoch to epoch. `--bf16` trains both in bfloat16 (ours under
+Keras's "mixed_bfloat16" policy, torchvision under CPU autocast); both still detect in float32.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def step_figures(step_ends: list[float], started: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------- ours
 def run_ours(minutes: float, min_score: float, train_images: int, val_images: int,
              backbone: str = "resnet50", overrides: dict[str, Any] | None = None,
-             epochs_per_call: int = 0, curve: bool = False) -> dict[str, Any]:
+             epochs_per_call: int = 0, curve: bool = False, bf16: bool = False) -> dict[str, Any]:
     import keras
 
     from mrcnn.config import Config
@@ -128,6 +129,7 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
     train, val = shapes(train_images, TRAIN_SEED), shapes(val_images, VAL_SEED)
     clock = StepClock(minutes * 60)
     with tempfile.TemporaryDirectory() as model_dir:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if bf16 else "float32")
         model = MaskRCNN("training", config, model_dir)
         calls = 0
         while not clock.spent:
@@ -136,6 +138,7 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
             model.train(train, None, config.LEARNING_RATE, epochs=epochs, layers="all",
                         custom_callbacks=[clock], verbose=0)
         train_seconds = time.perf_counter() - clock.started
+        keras.mixed_precision.set_global_policy("float32")  # detection as in every other run
         detector = MaskRCNN("inference", config, model_dir)
         last = model.find_last()
         detector.load_weights(last)
@@ -190,8 +193,9 @@ def torch_detect(model, val) -> list[dict[str, np.ndarray]]:
 
 
 def run_torchvision(minutes: float, min_score: float, train_images: int, val_images: int,
-                    curve_every: int = 0) -> dict[str, Any]:
+                    curve_every: int = 0, bf16: bool = False) -> dict[str, Any]:
     """`curve_every` > 0: also score the weights every that many steps (snapshots kept in memory)."""
+    import contextlib
     import os
 
     import torch
@@ -212,7 +216,8 @@ def run_torchvision(minutes: float, min_score: float, train_images: int, val_ima
         if len(order) < BATCH:
             order += rng.permutation(len(images)).tolist()
         batch, order = order[:BATCH], order[BATCH:]
-        loss = sum(model([images[i] for i in batch], [targets[i] for i in batch]).values())
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = sum(model([images[i] for i in batch], [targets[i] for i in batch]).values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -239,10 +244,11 @@ def run_torchvision(minutes: float, min_score: float, train_images: int, val_ima
 def run_job(args: argparse.Namespace) -> dict[str, Any]:
     if args.engine == "ours":
         result = run_ours(args.minutes, args.min_score, args.train_images, args.val_images,
-                          args.backbone, args.overrides, args.epochs_per_call, args.curve)
+                          args.backbone, args.overrides, args.epochs_per_call, args.curve, args.bf16)
     else:
         every = int(args.overrides.get("STEPS_PER_EPOCH", STEPS_PER_EPOCH)) if args.curve else 0
-        result = run_torchvision(args.minutes, args.min_score, args.train_images, args.val_images, every)
+        result = run_torchvision(args.minutes, args.min_score, args.train_images, args.val_images, every,
+                                 args.bf16)
     backbone = {"backbone": args.backbone} if args.engine == "ours" else {"backbone": "resnet50"}
     return {"engine": args.engine, **backbone, **result, "peak_rss_mib": common.peak_rss_mib()}
 
@@ -256,12 +262,13 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "warmup_steps": WARMUP_STEPS, "anchor_scales": ANCHOR_SCALES, "rois_per_image": ROIS_PER_IMAGE,
         "min_score": args.min_score, "overrides_ours": args.overrides,
         "epochs_per_call_ours": args.epochs_per_call, "curve": args.curve,
+        "training_precision": "bf16" if args.bf16 else "fp32",
         "peer": "torchvision" if peer else ("none (--peer none)" if args.peer == "none" else "none (not installed)")}
     document["notes"] = NOTES
     shared = ["--minutes", str(args.minutes), "--min-score", str(args.min_score),
               "--train-images", str(args.train_images), "--val-images", str(args.val_images),
               "--override", args.override, "--epochs-per-call", str(args.epochs_per_call),
-              *(["--curve"] if args.curve else [])]
+              *(["--curve"] if args.curve else []), *(["--bf16"] if args.bf16 else [])]
     jobs = [("ours", ["--backbone", backbone]) for backbone in args.backbones]
     jobs += [("torchvision", [])] if peer else []
     results = [{"engine": engine, **common.run_child("benchmarks.learning", ["--engine", engine, *extra, *shared])}
@@ -296,6 +303,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "(default 0: one call)")
     parser.add_argument("--curve", action="store_true",
                         help="also score both engines' weights after every epoch (STEPS_PER_EPOCH steps)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="train both engines in bfloat16 (detection stays float32)")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # set by the parent for a child
     args = parser.parse_args(argv)
     if args.minutes <= 0:
