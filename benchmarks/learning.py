@@ -21,7 +21,6 @@ Keras's "mixed_bfloat16" policy, torchvision under CPU autocast); both still det
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -98,7 +97,7 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
     import keras
 
     from mrcnn.config import Config
-    from mrcnn.model import MaskRCNN
+    from mrcnn.model import CHECKPOINT_PATTERN, MaskRCNN
 
     class StepClock(keras.callbacks.Callback):
         """Records when each step ends; stops training once the budget is spent."""
@@ -148,10 +147,11 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
         eval_seconds = time.perf_counter() - started
         scored = {}
         if curve:
-            for checkpoint in sorted(Path(last).parent.glob("mask_rcnn*.h5")):
-                epoch = int(re.search(r"_(\d+)\.weights\.h5$", checkpoint.name).group(1))
+            scored[len(clock.ends)] = results  # the last checkpoint's, detected above
+            for checkpoint in sorted(Path(last).parent.glob("mask_rcnn*.h5"))[:-1]:
+                epoch = int(CHECKPOINT_PATTERN.match(str(checkpoint)).group(6))
                 detector.load_weights(str(checkpoint))
-                scored[min(epoch * config.STEPS_PER_EPOCH, len(clock.ends))] = detector.detect(images)
+                scored[epoch * config.STEPS_PER_EPOCH] = detector.detect(images)
     return {**step_figures(clock.ends, clock.started), "train_seconds": round(train_seconds, 1),
             "detect_seconds_per_image": round(eval_seconds / len(results), 4), **evaluate(val, results),
             **curve_figures(val, scored), "train_calls": calls, "threads": common.tf_threads()}
