@@ -136,9 +136,10 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
             ``local:N`` (N worker processes here); default the flow's thread pool.
         runtime: ``tensorflow`` (Keras weights, SavedModel exports) or ``onnxruntime`` (ONNX
             exports) or ``openvino`` (OpenVINO IR exports); the tables are the same.
-        precision: ``float32`` or ``bfloat16`` for Keras weights and OpenVINO exports
-            (default: the model's INFERENCE_PRECISION); bfloat16 needs a CPU with AVX-512
-            BF16 or AMX to be faster.
+        precision: ``float32``, ``bfloat16`` or ``auto`` for Keras weights and OpenVINO
+            exports (default: the model's INFERENCE_PRECISION); bfloat16 runs only on CPUs
+            with AVX512_BF16 or AMX (elsewhere float32 runs; ``auto`` picks bfloat16 there).
+            The summary's ``precision`` lists what the shards computed in.
         isolate_shards: run each shard in a child process, so that a runtime crashing (a
             segmentation fault) costs that shard (retried once, then failed; its images are
             retried by the next run), not the run. Default: on for ``openvino``.
@@ -280,6 +281,7 @@ def _summary(results: list[ShardResult], listed: int, todo: int, resolved: Model
             "processed": sum(r.processed for r in results),
             "errors": sum(r.errors for r in results), "error_types": dict(error_types),
             "shards": len(results), "overlays": sum(r.overlays for r in results),
+            "precision": sorted({r.precision for r in results}),
             "classes": {name: dataclasses.asdict(totals) for name, totals in classes.items()}}
 
 
@@ -292,6 +294,7 @@ def _summary_artifact(summary: dict[str, Any], resolved: ModelArtifact) -> None:
             for name, totals in summary["classes"].items()]
     errors = ", ".join(f"{kind} {count}" for kind, count in sorted(summary["error_types"].items()))
     create_table_artifact(rows, key="batch-inference-summary", description=(
-        f"run_date {summary['run_date']}, model {resolved.identity}: {summary['processed']} images "
+        f"run_date {summary['run_date']}, model {resolved.identity} "
+        f"({'/'.join(summary['precision']) or 'no shard ran'}): {summary['processed']} images "
         f"processed, {summary['skipped']} skipped (already done), {summary['errors']} errors"
         f"{' (' + errors + ')' if errors else ''}; output {summary['output_uri']}"))

@@ -15,8 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mrcnn.precision import INFERENCE_PRECISIONS, TRAINING_PRECISIONS
+
 OPTIMIZERS = ("sgd", "adamw")
-PRECISIONS = ("float32", "bfloat16")
 WEIGHT_INITS = ("keras", "torchvision")
 RESIZE_MODES = ("none", "square", "pad64", "crop")
 BUILTIN_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -106,8 +107,14 @@ class Config:
     SEED: int | None = None  # seeds Python, numpy and TensorFlow when the model is built
     # "bfloat16": the inference graph's convolutions and dense layers compute in bfloat16
     # (Keras "mixed_bfloat16"; fast on CPUs with AVX512-BF16/AMX). Weights stay float32, so
-    # the same checkpoints load; boxes, NMS, ROI Align and the outputs stay float32.
+    # the same checkpoints load; boxes, NMS, ROI Align and the outputs stay float32. "auto":
+    # bfloat16 where the CPU computes it natively, float32 elsewhere (mrcnn.precision, which
+    # also runs an explicit "bfloat16" as float32 on CPUs that would only emulate it).
     INFERENCE_PRECISION = "float32"
+    # The Keras dtype policy the training graph is built under: "float32", "mixed_bfloat16"
+    # (CPUs with AVX512-BF16/AMX, recent GPUs), "mixed_float16" (GPUs; loss scaling is
+    # applied) or "auto" (as INFERENCE_PRECISION). Weights and checkpoints stay float32.
+    TRAINING_PRECISION = "float32"
     # Replica devices for data-parallel training (mrcnn.distribute), e.g. ["/gpu:0", "/gpu:2"];
     # one per GPU_COUNT. None: the first GPU_COUNT GPUs (GPU_COUNT 1: no tf.distribute at all).
     TRAINING_DEVICES: list[str] | None = None
@@ -159,8 +166,12 @@ class Config:
             raise ValueError(f"BACKBONE must be one of {BUILTIN_BACKBONES} or a callable, got {self.BACKBONE!r}")
         if len(self.BACKBONE_STRIDES) != len(self.RPN_ANCHOR_SCALES):
             raise ValueError("RPN_ANCHOR_SCALES needs one scale per entry of BACKBONE_STRIDES")
-        if self.INFERENCE_PRECISION not in PRECISIONS:
-            raise ValueError(f"INFERENCE_PRECISION must be one of {PRECISIONS}, got {self.INFERENCE_PRECISION!r}")
+        if self.INFERENCE_PRECISION not in INFERENCE_PRECISIONS:
+            raise ValueError(f"INFERENCE_PRECISION must be one of {INFERENCE_PRECISIONS}, "
+                             f"got {self.INFERENCE_PRECISION!r}")
+        if self.TRAINING_PRECISION not in TRAINING_PRECISIONS:
+            raise ValueError(f"TRAINING_PRECISION must be one of {TRAINING_PRECISIONS}, "
+                             f"got {self.TRAINING_PRECISION!r}")
         if self.WEIGHT_INIT not in WEIGHT_INITS:
             raise ValueError(f"WEIGHT_INIT must be one of {WEIGHT_INITS}, got {self.WEIGHT_INIT!r}")
         if not 0 <= float(self.BATCH_NORM_MOMENTUM) < 1:

@@ -54,7 +54,9 @@ def export_model(model: MaskRCNN, path: str | os.PathLike, format: str = "saved_
         _write_onnx(predict, Path(path, ONNX_FILE))
     else:
         write_openvino(predict, Path(path))
-    Path(path, EXPORT_CONFIG).write_text(model.config.to_json())
+    # The precision the graph was built in, not "auto": the export runs as written.
+    settings = {**model.config.to_dict(), "INFERENCE_PRECISION": model.precision.precision}
+    Path(path, EXPORT_CONFIG).write_text(json.dumps(settings, indent=2, sort_keys=True))
 
 
 def _write_saved_model(predict: tf.types.experimental.PolymorphicFunction, path: str) -> None:

@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from mrcnn.precision import inference_precision
+
 OPENVINO_FILE = "model.xml"  # + model.bin beside it
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}  # Config.INFERENCE_PRECISION → OpenVINO
 
@@ -62,13 +64,13 @@ def openvino_predict(path: str | os.PathLike, precision: str = "float32",
     """The IR's predict function on the CPU plugin.
 
     Args:
-        precision: ``"float32"`` or ``"bfloat16"`` (Config.INFERENCE_PRECISION's values).
+        precision: an INFERENCE_PRECISION value, resolved for this CPU by
+            `mrcnn.precision.inference_precision` (bfloat16 only where the CPU has it natively).
         threads: OpenVINO's inference threads (default: its own choice).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    chosen = inference_precision(precision).precision
     ov = openvino_module()
-    settings: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+    settings: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISIONS[chosen]}
     if threads:
         settings["INFERENCE_NUM_THREADS"] = threads
     core = ov.Core()

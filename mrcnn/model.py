@@ -27,13 +27,16 @@ from mrcnn.distribute import training_strategy
 from mrcnn.export import EXPORT_CONFIG, export_model, load_exported  # noqa: F401  (former home)
 from mrcnn.initialization import prepare_for_training
 from mrcnn.masks import paste_masks
-from mrcnn.network import build_inference_graph, build_training_graph
+from mrcnn.network import build_inference_graph, build_training_graph, dtype_policy
+from mrcnn.precision import PrecisionChoice, inference_precision, training_precision
 from mrcnn.progress import progress_settings
-from mrcnn.training import (EpochCheckpoint, TrainingModel, WarmupSchedule, layers_regex, make_optimizer,
-                            save_model_weights, set_trainable)
+from mrcnn.training import (Deadline, EpochCheckpoint, TrainingModel, WarmupSchedule, layers_regex,
+                            make_optimizer, save_model_weights, set_trainable)
 from mrcnn.transform import compose_image_meta, mold_image, resize_image  # mold_image: modellib API
 
 MODES = ("training", "inference")
+# `train(epochs=None, until=...)`: no epoch limit, the deadline ends training.
+OPEN_ENDED_EPOCHS = 1_000_000
 # <model_dir>/<name><YYYYMMDDTHHMM>/mask_rcnn_<name>_<epoch:04d>[.weights].h5
 CHECKPOINT_PATTERN = re.compile(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w-]+_(\d{4})(\.weights)?\.h5$")
 
@@ -46,6 +49,8 @@ class MaskRCNN:
         epoch: the last completed epoch (training resumes after it).
         strategy: the `tf.distribute` strategy a training model is built and trained under
             (several replicas when GPU_COUNT > 1, see `mrcnn.distribute`).
+        precision: the `PrecisionChoice` the graph was built with: INFERENCE_PRECISION or
+            TRAINING_PRECISION resolved for this machine (`mrcnn.precision`).
         log_dir / checkpoint_path: where `train` writes checkpoints.
     """
 
@@ -62,6 +67,9 @@ class MaskRCNN:
         if config.SEED is not None:
             keras.utils.set_random_seed(int(config.SEED))
         self.set_log_dir()
+        self.precision: PrecisionChoice = (
+            inference_precision(config.INFERENCE_PRECISION) if mode == "inference"
+            else training_precision(config.TRAINING_PRECISION))
         with self.strategy.scope():  # variables are mirrored on every replica
             self.keras_model = self.build(mode, config)
         self._predict = None
@@ -71,11 +79,13 @@ class MaskRCNN:
     # ------------------------------------------------------------------ graph
     def build(self, mode: str, config: Config) -> keras.Model:
         if mode == "inference":
-            return build_inference_graph(config)
-        inputs, outputs = build_training_graph(config)
+            return build_inference_graph(config, self.precision.keras_policy)
         decay = config.WEIGHT_DECAY if config.OPTIMIZER == "sgd" else 0.0  # AdamW decays in the optimizer
-        model = TrainingModel(inputs, outputs, loss_weights=config.LOSS_WEIGHTS, l2_weight_decay=decay,
-                              name="mask_rcnn")
+        with dtype_policy(self.precision.keras_policy):
+            inputs, outputs = build_training_graph(config)
+            # The model's own policy decides whether compile() adds float16 loss scaling.
+            model = TrainingModel(inputs, outputs, loss_weights=config.LOSS_WEIGHTS,
+                                  l2_weight_decay=decay, name="mask_rcnn")
         prepare_for_training(model, config.WEIGHT_INIT, config.BATCH_NORM_MOMENTUM)
         return model
 
@@ -132,19 +142,25 @@ class MaskRCNN:
         self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.weights.h5")
 
     # ------------------------------------------------------------------ training
-    def train(self, train_dataset, val_dataset, learning_rate: float, epochs: int, layers: str,
-              augmentation=None, custom_callbacks: Sequence[keras.callbacks.Callback] | None = None,
-              no_augmentation_sources=None, verbose: int | str = "auto") -> keras.callbacks.History:
+    def train(self, train_dataset, val_dataset, learning_rate: float, epochs: int | None,
+              layers: str, augmentation=None,
+              custom_callbacks: Sequence[keras.callbacks.Callback] | None = None,
+              no_augmentation_sources=None, verbose: int | str = "auto",
+              until: float | None = None) -> keras.callbacks.History:
         """Train the layers matching `layers` until the cumulative epoch `epochs`.
 
         Args:
             layers: `heads`, `3+`, `4+`, `5+`, `all`, or a regex over layer names.
             epochs: the epoch to stop at, counted over all `train` calls (heads→100 then
-                all→200 trains 100 more).
+                all→200 trains 100 more); None with `until`: as many as fit.
             augmentation: an `mrcnn.augment.Augmentation` or an albumentations-style callable.
+            until: a `time.monotonic()` value: training stops after the step that ends past
+                it (that epoch ends early, with its checkpoint).
         """
         if self.mode != "training":
             raise RuntimeError("create the model with mode='training' to train it")
+        if epochs is None and until is None:
+            raise ValueError("give the epoch to stop at, a deadline (until), or both")
         if no_augmentation_sources:
             raise ValueError("no_augmentation_sources is not supported; pass augmentation=None for those datasets")
         pattern = layers_regex(layers)
@@ -172,13 +188,16 @@ class MaskRCNN:
             self._compiled_for = tuple(trainable)
         os.makedirs(self.log_dir, exist_ok=True)
         Path(self.log_dir, "config.json").write_text(config.to_json())
+        Path(self.log_dir, "precision.json").write_text(json.dumps(self.precision.to_dict()))
         # Class names without the background, in class-id order (id = index + 1).
         Path(self.log_dir, "classes.json").write_text(json.dumps(list(train_dataset.class_names[1:])))
-        fit_verbose, progress = progress_settings(verbose)  # plain lines outside a terminal
-        callbacks = [EpochCheckpoint(self.checkpoint_path),
+        fit_verbose, progress = progress_settings(verbose, until=until)  # plain lines outside a terminal
+        deadline = [Deadline(until)] if until is not None else []
+        callbacks = [*deadline, EpochCheckpoint(self.checkpoint_path),
                      keras.callbacks.CSVLogger(os.path.join(self.log_dir, "losses.csv"), append=True),
                      *progress, *(custom_callbacks or [])]
-        history = self.keras_model.fit(train_data, initial_epoch=self.epoch, epochs=epochs,
+        last_epoch = epochs if epochs is not None else self.epoch + OPEN_ENDED_EPOCHS
+        history = self.keras_model.fit(train_data, initial_epoch=self.epoch, epochs=last_epoch,
                                        validation_data=val_data, callbacks=callbacks, verbose=fit_verbose)
         if history.epoch:  # epochs run, fewer than asked when a callback stopped training
             self.epoch = history.epoch[-1] + 1

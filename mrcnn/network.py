@@ -59,17 +59,16 @@ def dtype_policy(name: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def build_inference_graph(config: Config) -> keras.Model:
+def build_inference_graph(config: Config, policy: str = "float32") -> keras.Model:
     """Inputs `[input_image, input_image_meta]`; outputs matterport's inference list:
     `[mrcnn_detection, mrcnn_class, mrcnn_bbox, mrcnn_mask, ROI, rpn_class, rpn_bbox]`.
 
-    With `INFERENCE_PRECISION="bfloat16"` the layers are built under "mixed_bfloat16" (the
-    box, NMS and ROI Align layers and the heads' outputs keep float32 themselves).
+    The layers are built under the Keras dtype policy `policy` (`mrcnn.precision` resolves
+    INFERENCE_PRECISION to it); under "mixed_bfloat16" the box, NMS and ROI Align layers and
+    the heads' outputs keep float32 themselves.
     """
-    if config.INFERENCE_PRECISION == "bfloat16":
-        with dtype_policy("mixed_bfloat16"):
-            return _inference_graph(config)
-    return _inference_graph(config)
+    with dtype_policy(policy):
+        return _inference_graph(config)
 
 
 def _inference_graph(config: Config) -> keras.Model:
@@ -91,7 +90,8 @@ def _inference_graph(config: Config) -> keras.Model:
 
 
 def build_training_graph(config: Config) -> tuple[dict, dict]:
-    """Inputs (dict keyed by `TRAINING_INPUTS`) and outputs (dict) of the training graph."""
+    """Inputs (dict keyed by `TRAINING_INPUTS`) and outputs (dict) of the training graph,
+    built under the current Keras dtype policy (see `dtype_policy`)."""
     image, meta = _image_inputs(config)
     inputs = {
         "input_image": image,

@@ -7,6 +7,7 @@ Lambda layers), weighted by `LOSS_WEIGHTS`, and each is reported as a metric.
 from __future__ import annotations
 
 import re
+import time
 
 import keras
 import tensorflow as tf
@@ -117,6 +118,24 @@ class EpochCheckpoint(keras.callbacks.Callback):
         save_model_weights(self.model, self.template.format(epoch=epoch + 1))
 
 
+class Deadline(keras.callbacks.Callback):
+    """Stop `fit` after the batch that ends at or past `at` (a `time.monotonic()` value).
+
+    The epoch in progress then ends as any epoch does (validation, callbacks, checkpoint),
+    with fewer steps; `reached` tells whether the deadline stopped it.
+    """
+
+    def __init__(self, at: float):
+        super().__init__()
+        self.at = float(at)
+        self.reached = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() >= self.at:
+            self.reached = True
+            self.model.stop_training = True
+
+
 def _unpack(data):
     return data[0] if isinstance(data, (tuple, list)) else data
 
@@ -170,6 +189,9 @@ class TrainingModel(keras.Model):
             total = self._total(named)
             # Replicas' gradients are summed; each replica's share makes the sum a mean.
             share = total / tf.distribute.get_replica_context().num_replicas_in_sync
+            # Under "mixed_float16" the optimizer is a LossScaleOptimizer: the scaled loss keeps
+            # small float16 gradients from underflowing (apply_gradients unscales them).
+            share = self.optimizer.scale_loss(share)
         variables = self.trainable_variables
         gradients = tape.gradient(share, variables)
         self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])

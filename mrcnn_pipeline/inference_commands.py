@@ -42,9 +42,10 @@ def add_infer(subparsers: argparse._SubParsersAction) -> None:
                         "export folder")
     registry_argument(parser)
     runtime_argument(parser)
-    parser.add_argument("--precision", choices=("float32", "bfloat16"),
-                        help="float32 or bfloat16 for Keras weights and OpenVINO exports "
-                        "(default: the model's INFERENCE_PRECISION)")
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto"),
+                        help="float32, bfloat16 or auto for Keras weights and OpenVINO exports "
+                        "(default: the model's INFERENCE_PRECISION); bfloat16 runs only where "
+                        "the CPU has AVX512_BF16 or AMX (elsewhere float32), auto picks it there")
     parser.add_argument("--run-date", type=iso_date, metavar="YYYY-MM-DD",
                         help="output partition (default: today, UTC)")
     parser.add_argument("--min-confidence", type=fraction, metavar="F",
@@ -100,9 +101,10 @@ def run_infer(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
+    precision = "/".join(summary["precision"]) or "no shard ran"
     print(f"{summary['processed']} images processed, {summary['skipped']} skipped (already "
           f"done), {summary['errors']} errors; model {summary['model_name']} "
-          f"{summary['model_version']}, run_date {summary['run_date']}")
+          f"{summary['model_version']} ({precision}), run_date {summary['run_date']}")
     print(f"tables: {args.output} (area_ratios/, instances/, errors/, images/)"
           + (f"; summary: {summary['csv']}" if args.csv else ""))
     return 0

@@ -67,7 +67,7 @@ class ShardContext:
     max_pixels: int = MAX_PIXELS
     runtime: str = "tensorflow"  # see tasks.models.RUNTIMES
     batch_size: int = 4  # images per detect() call
-    precision: str | None = None  # None: the model's INFERENCE_PRECISION (tasks.models.build)
+    precision: str | None = None  # None: the model's INFERENCE_PRECISION; "auto" (mrcnn.precision)
     isolate: bool = False  # run each shard in a child process (tasks.inference.shard_process)
     path_pattern: str | None = None  # named groups become images.path_fields (checked by the flow)
 
@@ -113,6 +113,7 @@ class ShardResult:
         staged: the staging folder URI the next commit takes.
         overlays: overlay pictures written.
         classes: per-class totals over the processed images.
+        precision: what the model computed in (float32 or bfloat16) on this shard's machine.
     """
 
     shard: str
@@ -123,6 +124,7 @@ class ShardResult:
     staged: str
     overlays: int
     classes: dict[str, ClassTotals]
+    precision: str = "float32"
 
 
 def find_images(input_uri: str, patterns: Sequence[str] = ()) -> list[ImageRef]:
@@ -402,4 +404,5 @@ def _summary(key: str, images: Sequence[ImageRef], tables: dict[str, list[dict[s
         classes[row["class_name"]].add_row(row)
     error_types = dict(collections.Counter(row["error_type"] for row in tables["errors"]))
     return ShardResult(key, len(images), len({row["image_uri"] for row in tables["area_ratios"]}),
-                       len(tables["errors"]), error_types, staged, overlays, classes)
+                       len(tables["errors"]), error_types, staged, overlays, classes,
+                       loaded.precision.precision)

@@ -5,9 +5,11 @@ SavedModel exports; ``"onnxruntime"`` runs ONNX exports (extra ``onnx``); ``"ope
 OpenVINO IR exports (extra ``openvino``). Every runtime gives the same `detect(images)`
 contract as `MaskRCNN.detect`.
 
-Precision (``"float32"`` or ``"bfloat16"``, default the model's INFERENCE_PRECISION) can be
-chosen at build time for Keras weights and OpenVINO IR; a SavedModel or ONNX graph runs in
-the precision it was exported with.
+Precision (``"float32"``, ``"bfloat16"`` or ``"auto"``, default the model's
+INFERENCE_PRECISION) can be chosen at build time for Keras weights and OpenVINO IR, and is
+resolved for this machine by `mrcnn.precision` (bfloat16 only where the CPU has it natively);
+a SavedModel or ONNX graph runs in the precision it was exported with. `LoadedModel.precision`
+records what runs, and why.
 
 Building a graph and reading its weights takes seconds, so the shard tasks of one worker
 process share one built model (keyed on the artifact, runtime, batch size and threshold).
@@ -29,7 +31,7 @@ from tasks import registry, storage
 from tasks.models.artifact import KERAS, ONNX, OPENVINO, SAVED_MODEL, ModelArtifact
 
 RUNTIMES = {"tensorflow": (KERAS, SAVED_MODEL), "onnxruntime": (ONNX,), "openvino": (OPENVINO,)}
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "auto")  # mrcnn.precision.INFERENCE_PRECISIONS
 CHOSEN_PRECISION = (KERAS, OPENVINO)  # formats whose precision is chosen when built
 Detect = Callable[[Sequence[np.ndarray]], list[dict[str, np.ndarray]]]
 
@@ -43,12 +45,14 @@ class LoadedModel:
         runtime: the runtime that runs it.
         config: the `mrcnn.Config` it runs with (this run's batch size).
         detect: `MaskRCNN.detect`'s contract: RGB images in, one result dict per image out.
+        precision: the `mrcnn.precision.PrecisionChoice` it computes in.
     """
 
     artifact: ModelArtifact
     runtime: str
     config: Any
     detect: Detect
+    precision: Any
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -114,7 +118,7 @@ def check_runtime(artifact: ModelArtifact, runtime: str, precision: str | None =
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     exported = artifact.config.get("INFERENCE_PRECISION", "float32")
-    if artifact.format not in CHOSEN_PRECISION and precision != exported:
+    if artifact.format not in CHOSEN_PRECISION and precision not in ("auto", exported):
         raise ValueError(f"model {artifact.origin!r} is a {artifact.format} export in {exported}; "
                          f"its precision cannot change to {precision} (run the Keras weights or "
                          "an OpenVINO export for that)")
@@ -123,17 +127,23 @@ def check_runtime(artifact: ModelArtifact, runtime: str, precision: str | None =
 def _build(artifact: ModelArtifact, runtime: str, batch_size: int,
            min_confidence: float | None, precision: str | None) -> LoadedModel:
     from mrcnn.config import Config
+    from mrcnn.precision import PrecisionChoice, inference_precision
 
     settings = {**artifact.config, "IMAGES_PER_GPU": batch_size, "GPU_COUNT": 1}
-    if precision:
+    if precision and artifact.format in CHOSEN_PRECISION:
         settings["INFERENCE_PRECISION"] = precision
     if artifact.format == KERAS:
         if min_confidence is not None:
             settings["DETECTION_MIN_CONFIDENCE"] = min_confidence
         model = keras_model(artifact, Config.from_dict(settings))
-        return LoadedModel(artifact, runtime, model.config, model.detect)
+        return LoadedModel(artifact, runtime, model.config, model.detect, model.precision)
     config = Config.from_dict(settings)
-    return LoadedModel(artifact, runtime, config, _exported_detect(artifact, config))
+    if artifact.format == OPENVINO:
+        chosen = inference_precision(config.INFERENCE_PRECISION)
+    else:  # the graph was written in one precision
+        exported = config.INFERENCE_PRECISION
+        chosen = PrecisionChoice(precision or exported, exported, f"exported in {exported}")
+    return LoadedModel(artifact, runtime, config, _exported_detect(artifact, config), chosen)
 
 
 def keras_model(artifact: ModelArtifact, config: Any) -> Any:

@@ -52,6 +52,7 @@ def model_card(version: Any, classes: list[str], config: dict[str, Any],
         "## Training", "",
         f"- dataset: `{dataset.get('uri')}` (sha256 `{dataset.get('hash')}`)",
         f"- initial weights: `{lineage.get('init_weights')}`",
+        f"- precision: {'/'.join(lineage.get('training_precision') or ['float32'])}",
         *[f"- stage {i}: `{s['layers']}` to epoch {s['epochs']} at lr {s['learning_rate']:g}"
           for i, s in enumerate(stages, start=1)],
         f"- flow run: `{lineage.get('flow_run_id')}`; code: {_code_text(lineage.get('code_version'))}",

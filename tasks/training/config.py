@@ -17,6 +17,17 @@ stages:                   # instead of `epochs`: any list, epochs cumulative
   - {layers: heads, epochs: 10, learning_rate: 0.001}
   - {layers: all, epochs: 20, learning_rate: 0.0001, augmentation: null}
 ```
+
+A time budget instead of epochs: training (model building included) stops on the clock, so a
+run takes the same time on a fast and a slow machine and does as many steps as it can; each
+stage ends at a fraction `until` of the budget (the default stages: heads until 0.5, all until
+1.0 at lr / 10):
+```yaml
+minutes: 7
+stages:
+  - {layers: all, until: 0.75, learning_rate: 0.001}
+  - {layers: all, until: 1.0, learning_rate: 0.0001}
+```
 """
 
 from __future__ import annotations
@@ -40,12 +51,16 @@ CLASS_SPECIFIC_LAYERS = ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "m
 
 
 class StageSpec(BaseModel):
-    """One `MaskRCNN.train` call: train `layers` until the cumulative epoch `epochs`."""
+    """One `MaskRCNN.train` call: train `layers` until the cumulative epoch `epochs`, or,
+    under a time budget, until the fraction `until` of it has passed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     layers: str = Field(description="heads, 3+, 4+, 5+, all, or a regex over layer names")
-    epochs: int = Field(gt=0, description="cumulative epoch at which the stage ends")
+    epochs: int | None = Field(default=None, gt=0,
+                               description="cumulative epoch at which the stage ends")
+    until: float | None = Field(default=None, gt=0, le=1,
+                                description="share of the `minutes` budget at which it ends")
     learning_rate: float = Field(gt=0)
     augmentation: dict[str, Any] | None = None
 
@@ -66,12 +81,14 @@ class StageSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Stage:
-    """A resolved stage (augmentation inherited from the file's default where unset)."""
+    """A resolved stage (augmentation inherited from the file's default where unset); it
+    ends at the cumulative epoch `epochs`, or at the share `until` of the time budget."""
 
     layers: str
-    epochs: int
+    epochs: int | None
     learning_rate: float
     augmentation: dict[str, Any] | None
+    until: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +104,7 @@ class TrainingConfig(BaseModel):
     init_with: str = "scratch"
     config: dict[str, Any] = Field(default_factory=dict)
     epochs: int | None = Field(default=None, gt=0)
+    minutes: float | None = Field(default=None, gt=0)
     learning_rate: float | None = Field(default=None, gt=0)
     augmentation: dict[str, Any] | None = None
     stages: list[StageSpec] | None = None
@@ -115,18 +133,21 @@ class TrainingConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:
-        if (self.stages is None) == (self.epochs is None):
+        if self.stages is not None and self.epochs is not None:
             raise ValueError("give either `epochs` (the default stages heads -> N, all -> 2N) "
-                             "or a list of `stages`, not both or neither")
+                             "or a list of `stages`, not both")
+        if self.minutes is None and self.stages is None and self.epochs is None:
+            raise ValueError("give `epochs` (the default stages heads -> N, all -> 2N), a list "
+                             "of `stages`, or a time budget in `minutes`")
+        if self.minutes is not None and self.epochs is not None:
+            raise ValueError("give either `epochs` or a time budget in `minutes`, not both")
         if self.stages is not None:
             if not self.stages:
                 raise ValueError("`stages` must not be empty")
             if self.learning_rate is not None:
                 raise ValueError("`learning_rate` sets the default stages; with `stages` give "
                                  "each stage its own learning_rate")
-            ends = [stage.epochs for stage in self.stages]
-            if any(later <= earlier for earlier, later in zip(ends, ends[1:])):
-                raise ValueError(f"stage epochs are cumulative and must increase, got {ends}")
+            self._check_stage_ends()
         for key in ("NAME", "NUM_CLASSES"):
             if key in self.config:
                 raise ValueError(f"config.{key} is set from `name` / `classes`; remove it")
@@ -136,18 +157,38 @@ class TrainingConfig(BaseModel):
             raise ValueError(f"config overrides: {error}") from None
         return self
 
+    def _check_stage_ends(self) -> None:
+        """Epochs (no budget) or shares of the budget (`minutes`), increasing, one kind only."""
+        key, other = ("until", "epochs") if self.minutes is not None else ("epochs", "until")
+        if any(getattr(stage, other) is not None for stage in self.stages):
+            raise ValueError(f"stages end by `{key}` " + (
+                "under a time budget (`minutes`)" if key == "until" else
+                "without a time budget; `until` needs `minutes`") + f", not by `{other}`")
+        ends = [getattr(stage, key) for stage in self.stages]
+        if any(end is None for end in ends):
+            raise ValueError(f"every stage needs `{key}`")
+        if any(later <= earlier for earlier, later in zip(ends, ends[1:])):
+            raise ValueError(f"stage `{key}` values are cumulative and must increase, got {ends}")
+        if key == "until" and ends[-1] != 1:
+            raise ValueError(f"the last stage must run `until: 1.0` (the whole budget), got {ends[-1]}")
+
     def mrcnn_config(self) -> Config:
         """The model configuration: the overrides plus NAME and NUM_CLASSES."""
         return Config(NAME=self.name, NUM_CLASSES=len(self.classes) + 1, **self.config)
 
     def resolved_stages(self) -> list[Stage]:
-        """The stages to run; the default is heads to N at lr, then all to 2N at lr / 10."""
+        """The stages to run; the default is heads to N at lr, then all to 2N at lr / 10
+        (under a time budget: heads for its first half, all for the second at lr / 10)."""
         if self.stages is None:
             rate = self.learning_rate or float(self.mrcnn_config().LEARNING_RATE)
+            if self.minutes is not None:
+                return [Stage("heads", None, rate, self.augmentation, until=0.5),
+                        Stage("all", None, rate / 10, self.augmentation, until=1.0)]
             return [Stage("heads", self.epochs, rate, self.augmentation),
                     Stage("all", 2 * self.epochs, rate / 10, self.augmentation)]
         return [Stage(s.layers, s.epochs, s.learning_rate,
-                      s.augmentation if "augmentation" in s.model_fields_set else self.augmentation)
+                      s.augmentation if "augmentation" in s.model_fields_set else self.augmentation,
+                      until=s.until)
                 for s in self.stages]
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,12 +260,15 @@ def _apply_preset(data: dict[str, Any], source: str) -> dict[str, Any]:
         raise ValueError(f"{source}: unknown preset {name!r}; known: {sorted(PRESETS)}")
     merged = {**PRESETS[name], **data}
     merged["config"] = {**PRESETS[name].get("config", {}), **data.get("config", {})}
-    # The file's `stages` replace the preset's default-stage settings and the other way round.
+    # The file's `stages` replace the preset's default-stage settings and the other way round;
+    # a time budget replaces the preset's epochs.
     if "stages" in data:
         merged.pop("epochs", None)
         merged.pop("learning_rate", None)
     elif "epochs" in data or "learning_rate" in data:
         merged.pop("stages", None)
+    if "minutes" in data and "epochs" not in data:
+        merged.pop("epochs", None)
     return merged
 
 

@@ -74,7 +74,8 @@ def prepare_training(dataset: str, training: TrainingConfig, run_dir: str, resum
         config=config.to_dict(), classes=training.classes, stages=stages,
         dataset={"uri": fetched.uri, "hash": fetched.content_hash}, dataset_root=fetched.root,
         run_dir=run_dir, work_dir=work_dir, init=init,
-        history=[row for row in read_history(run_dir) if row["epoch"] <= init.epoch])
+        history=[row for row in read_history(run_dir) if row["epoch"] <= init.epoch],
+        budget_seconds=60.0 * training.minutes if training.minutes else None)
 
 
 def _start_or_check_run(run_dir: str, training: TrainingConfig, config: dict[str, Any],
@@ -149,19 +150,35 @@ def train_stages(request: TrainingRequest, timeout_minutes: float | None = None)
         `{epoch, history}` after the last stage.
     """
     logger = get_run_logger()
-    total, start = request.total_epochs, request.init.epoch
-    if start >= total:
-        logger.info("all %d epochs of %s are done already", total, request.run_dir)
-        return {"epoch": start, "history": request.history}
-    progress = create_progress_artifact(100.0 * start / total, key="train-model-progress",
-                                        description=f"epoch {start} of {total}")
+    progress_of = _budget_progress if request.budget_seconds else _epoch_progress
+    done, description = progress_of(request, {"epoch": request.init.epoch,
+                                              "elapsed": request.elapsed_seconds})
+    if done >= 1:
+        logger.info("%s of %s: done already", description, request.run_dir)
+        return {"epoch": request.init.epoch, "history": request.history}
+    progress = create_progress_artifact(100.0 * done, key="train-model-progress",
+                                        description=description)
 
     def relay(event: dict[str, Any]) -> None:
         row = event["row"]
-        update_progress_artifact(progress, 100.0 * row["epoch"] / total,
-                                 description=f"epoch {row['epoch']} of {total}")
-        logger.info("epoch %d of %d (stage %d, %s, lr %g): loss %.4f", row["epoch"], total,
-                    row["stage"], row["layers"], row["learning_rate"], row.get("loss", float("nan")))
+        share, text = progress_of(request, row)
+        update_progress_artifact(progress, 100.0 * min(share, 1.0), description=text)
+        logger.info("%s (stage %d, %s, lr %g): loss %.4f, %.2f s/step", text, row["stage"],
+                    row["layers"], row["learning_rate"], row.get("loss", float("nan")),
+                    row["seconds"] / max(row.get("steps", 1), 1))
 
     timeout = timeout_minutes * 60 if timeout_minutes else None
     return run_training_process(request, relay, timeout)
+
+
+def _epoch_progress(request: TrainingRequest, row: dict[str, Any]) -> tuple[float, str]:
+    total = request.total_epochs
+    return row["epoch"] / total, f"epoch {row['epoch']} of {total}"
+
+
+def _budget_progress(request: TrainingRequest, row: dict[str, Any]) -> tuple[float, str]:
+    """The share of the time budget spent, and a line with the time left."""
+    budget, elapsed = request.budget_seconds, float(row.get("elapsed", 0.0))
+    left = max(budget - elapsed, 0.0)
+    return elapsed / budget, (f"epoch {row['epoch']}: {elapsed / 60:.1f} of {budget / 60:.1f} "
+                              f"minutes, {left / 60:.1f} left")

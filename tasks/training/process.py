@@ -26,17 +26,34 @@ from tasks.training.runs import CHECKPOINT_FOLDER, HISTORY_FILE, dump_json
 Report = Callable[[dict[str, Any]], None]
 
 
+class RunClock:
+    """Seconds of the run spent so far, across the attempts of a resumed run."""
+
+    def __init__(self, spent_before: float = 0.0) -> None:
+        self.started = time.monotonic() - spent_before
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def at(self, seconds: float) -> float:
+        """The `time.monotonic()` value when `seconds` of the run will have passed."""
+        return self.started + seconds
+
+
 class EpochRecorder:
     """After every epoch: upload the checkpoint, then append and upload the history row."""
 
     def __init__(self, model: Any, run_dir: str, stage_number: int, stage: dict[str, Any],
-                 history: list[dict[str, Any]], report: Report) -> None:
+                 history: list[dict[str, Any]], report: Report, clock: RunClock) -> None:
         self.model, self.run_dir, self.stage_number, self.stage = model, run_dir, stage_number, stage
-        self.history, self.report = history, report
-        self._started = time.monotonic()
+        self.history, self.report, self.clock = history, report, clock
+        self._started, self._steps = time.monotonic(), 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._started = time.monotonic()
+        self._started, self._steps = time.monotonic(), 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._steps += 1
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         import keras
@@ -49,7 +66,9 @@ class EpochRecorder:
         row = {**{key: float(value) for key, value in (logs or {}).items()},
                "epoch": done, "stage": self.stage_number, "layers": self.stage["layers"],
                "learning_rate": float(rate), "seconds": round(time.monotonic() - self._started, 3),
-               "replicas": int(self.model.strategy.num_replicas_in_sync)}
+               "steps": self._steps, "elapsed": round(self.clock.elapsed(), 3),
+               "replicas": int(self.model.strategy.num_replicas_in_sync),
+               "precision": self.model.precision.precision}
         self.history.append(row)
         storage.write_bytes(storage.join(self.run_dir, HISTORY_FILE), dump_json(self.history))
         self.report({"type": "epoch", "row": row})
@@ -58,6 +77,7 @@ class EpochRecorder:
         import keras
 
         return keras.callbacks.LambdaCallback(on_epoch_begin=self.on_epoch_begin,
+                                              on_train_batch_end=self.on_train_batch_end,
                                               on_epoch_end=self.on_epoch_end)
 
 
@@ -65,12 +85,15 @@ def run_training(request: TrainingRequest, report: Report, extra_callbacks: Sequ
                  verbose: int | str = "auto") -> dict[str, Any]:
     """Build the model, load the initial weights and run the stages not yet done.
 
-    Runs in the training process (or in-process in tests). Returns `{epoch, history}`.
+    Runs in the training process (or in-process in tests). Under a time budget the clock
+    starts here (model building counts) and each stage stops when its share has passed.
+    Returns `{epoch, history}`.
     """
     from mrcnn.augment import Augmentation
     from mrcnn.config import Config
     from mrcnn.model import MaskRCNN
 
+    clock = RunClock(request.elapsed_seconds)
     config = Config.from_dict(request.config)
     root, classes = request.dataset_root, request.classes
     train_set = load_split(root, "train", classes)
@@ -85,14 +108,21 @@ def run_training(request: TrainingRequest, report: Report, extra_callbacks: Sequ
             raise ValueError(f"initial weights {init.uri!r} do not fit the model: {error}") from None
     model.epoch = init.epoch  # our checkpoint names do not carry matterport's run folder
     history = list(request.history)
+    budget = request.budget_seconds
     for number, stage in enumerate(request.stages, start=1):
-        if stage["epochs"] <= model.epoch:
+        last = number == len(request.stages)
+        if budget:
+            # The last stage runs at least one step, so that a run always ends in a checkpoint.
+            ends_at = stage["until"] * budget
+            if clock.elapsed() >= ends_at and not last:
+                continue  # its share of the budget is spent (before a resume, or building)
+        elif stage["epochs"] <= model.epoch:
             continue  # finished before a resume
-        recorder = EpochRecorder(model, request.run_dir, number, stage, history, report)
+        recorder = EpochRecorder(model, request.run_dir, number, stage, history, report, clock)
         augmentation = Augmentation.from_dict(stage["augmentation"]) if stage["augmentation"] else None
         model.train(train_set, val_set, stage["learning_rate"], stage["epochs"], stage["layers"],
                     augmentation=augmentation, custom_callbacks=[recorder.callback(), *extra_callbacks],
-                    verbose=verbose)
+                    verbose=verbose, until=clock.at(ends_at) if budget else None)
     return {"epoch": model.epoch, "history": history}
 
 

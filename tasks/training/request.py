@@ -52,6 +52,8 @@ class TrainingRequest:
         work_dir: local scratch folder of this run (dataset copy, weights, child I/O).
         init: the initial weights.
         history: per-epoch rows already in the run folder (up to ``init.epoch``).
+        budget_seconds: the time budget of the whole run (None: stages end by epochs); each
+            history row's ``elapsed`` counts it down across resumes.
     """
 
     config: dict[str, Any]
@@ -63,10 +65,21 @@ class TrainingRequest:
     work_dir: str
     init: InitialWeights
     history: list[dict[str, Any]]
+    budget_seconds: float | None = None
 
     @property
-    def total_epochs(self) -> int:
-        return int(self.stages[-1]["epochs"])
+    def total_epochs(self) -> int | None:
+        """The epoch the last stage ends at (None under a time budget)."""
+        return None if self.budget_seconds else int(self.stages[-1]["epochs"])
+
+    @property
+    def elapsed_seconds(self) -> float:
+        """Budget spent before this request (by earlier attempts of a resumed run)."""
+        return float(self.history[-1].get("elapsed", 0.0)) if self.history else 0.0
+
+    @property
+    def budget_spent(self) -> bool:
+        return bool(self.budget_seconds) and self.elapsed_seconds >= self.budget_seconds
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -7,7 +7,7 @@ Run folder (`run_dir`: a local path or `s3://...`)::
     config.json       the mrcnn Config (`to_dict`); classes.json: class names without BG
     checkpoints/mask_rcnn_<name>_<epoch:04d>.weights.h5     uploaded after every epoch
     history.json      one row per finished epoch: stage, layers, learning rate, seconds,
-                      replicas, losses
+                      replicas, precision (mrcnn.precision: what that epoch computed in), losses
     metrics.json      summary and history, written when the stages are done; loss_curve.png
 """
 
@@ -71,6 +71,21 @@ def read_history(run_dir: str) -> list[dict[str, Any]]:
         return []
 
 
+def _check_finished(run: dict[str, Any], run_dir: str, epoch: int,
+                    history: list[dict[str, Any]]) -> None:
+    """Raise ValueError unless the last stage ended: at its epoch, or when the budget ran out."""
+    minutes = (run.get("training_config") or {}).get("minutes")
+    if minutes:
+        spent = float(history[-1].get("elapsed", 0.0)) / 60 if history else 0.0
+        if spent < minutes:
+            raise ValueError(f"run {run_dir!r} stopped after {spent:.1f} of its {minutes:g} "
+                             "minutes; resume it first")
+        return
+    planned = run["stages"][-1]["epochs"]
+    if epoch < planned:
+        raise ValueError(f"run {run_dir!r} stopped at epoch {epoch} of {planned}; resume it first")
+
+
 def collect_run(run_dir: str) -> dict[str, Any]:
     """What registering a finished run needs: its last checkpoint, config, classes, lineage.
 
@@ -82,10 +97,11 @@ def collect_run(run_dir: str) -> dict[str, Any]:
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         raise FileNotFoundError(f"run folder {run_dir!r} has no checkpoint")
-    epoch, planned = max(checkpoints), run["stages"][-1]["epochs"]
-    if epoch < planned:
-        raise ValueError(f"run {run_dir!r} stopped at epoch {epoch} of {planned}; resume it first")
-    seconds = sum(row.get("seconds", 0.0) for row in read_history(run_dir))
+    epoch, history = max(checkpoints), read_history(run_dir)
+    _check_finished(run, run_dir, epoch, history)
+    seconds = sum(row.get("seconds", 0.0) for row in history)
+    # A resumed run may have trained on other machines, in another precision.
+    precisions = sorted({row.get("precision", "float32") for row in history})
     return {"name": run["name"], "weights": checkpoints[epoch],
             "config": storage.read_json(storage.join(run_dir, CONFIG_FILE), "model config"),
             "classes": storage.read_json(storage.join(run_dir, CLASSES_FILE), "class list"),
@@ -94,4 +110,5 @@ def collect_run(run_dir: str) -> dict[str, Any]:
                         "init_model": run.get("init_model"),
                         "run_dir": run_dir, "checkpoint": checkpoints[epoch], "epochs": epoch,
                         "training_flow_run_id": run["flow_run_id"],
-                        "training_seconds": round(seconds, 3)}}
+                        "training_seconds": round(seconds, 3),
+                        "training_precision": precisions}}

@@ -171,3 +171,18 @@ def test_an_export_keeps_its_precision(registered: str, tmp_path: Path):
         check_runtime(fixed, "tensorflow", "bfloat16")
     with pytest.raises(ValueError, match="precision must be one of"):
         check_runtime(keras_model, "tensorflow", "float16")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_records_the_precision_its_shards_computed_in(registered: str, images: Path,
+                                                           tmp_path: Path, capsys):
+    """`--precision auto` resolves per machine (mrcnn.precision) and the summary says to what;
+    an export written in float32 runs float32 whatever is asked."""
+    from mrcnn.precision import inference_precision
+
+    expected = inference_precision("auto").precision
+    infer(images, tmp_path / "auto", "tiny@production", registered, "tensorflow",
+          "--precision", "auto")
+    assert json.loads(capsys.readouterr().out)["precision"] == [expected]
+    loaded = build(resolve(export(registered, "saved_model")), "tensorflow", precision="auto")
+    assert (loaded.precision.precision, loaded.precision.reason) == ("float32", "exported in float32")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import keras
@@ -184,6 +185,7 @@ def test_staged_training_freezes_counts_epochs_and_resumes_after_a_crash(tmp_pat
     rows = [event["row"] for event in events]
     assert [(r["epoch"], r["stage"], r["layers"]) for r in rows] == [(1, 1, "heads"), (2, 2, "all")]
     assert [r["learning_rate"] for r in rows] == pytest.approx([0.02, 0.002])
+    assert {r["precision"] for r in rows} == {"float32"}
     assert sorted(list_checkpoints(run_dir)) == [1, 2] and len(read_history(run_dir)) == 2
 
     resumed = prepare_training(dataset, training, run_dir, True, reg, str(tmp_path / "w2"))
@@ -211,6 +213,42 @@ def test_staged_training_freezes_counts_epochs_and_resumes_after_a_crash(tmp_pat
     config_file.write_text(json.dumps({**collected["config"], "NUM_CLASSES": 3}))
     with pytest.raises(ValueError, match="mask_rcnn_tiny_0003.weights.h5' do not fit the model"):
         build(resolve(weights=collected["weights"], config=str(config_file)))
+
+
+@pytest.mark.slow
+def test_a_time_budget_stops_each_stage_on_the_clock(tmp_path: Path):
+    """`minutes: 0.5` with stages until 0.6 and 1.0 of it: the run ends after the step that
+    passes 30 s (model building included), whatever this machine's speed; stage 1 may be
+    skipped where building alone takes longer than its 18 s, stage 2 always runs."""
+    dataset = write_canonical(tmp_path / "data")
+    training = TrainingConfig.from_dict({
+        "name": "tiny", "classes": SHAPES, "config": {**TINY, "STEPS_PER_EPOCH": 3},
+        "minutes": 0.5, "stages": [{"layers": "all", "until": 0.6, "learning_rate": 0.01},
+                                   {"layers": "all", "until": 1.0, "learning_rate": 0.001}]})
+    run_dir = str(tmp_path / "run")
+    request = prepare_training(dataset, training, run_dir, False, str(tmp_path / "reg"),
+                               str(tmp_path / "work"))
+    assert (request.budget_seconds, request.total_epochs) == (30.0, None)
+    started = time.monotonic()
+    run_training(request, lambda event: None, verbose=0)
+    took = time.monotonic() - started
+    rows = read_history(run_dir)
+    assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+    assert all(1 <= r["steps"] <= 3 for r in rows)
+    assert rows[-1]["elapsed"] >= 30 and took < 30 + max(r["seconds"] for r in rows) + 10
+    first = [r for r in rows if r["stage"] == 1]
+    second = [r for r in rows if r["stage"] == 2]
+    assert second and [r["learning_rate"] for r in second] == pytest.approx([0.001] * len(second))
+    assert [r["learning_rate"] for r in first] == pytest.approx([0.01] * len(first))
+    if first:  # stopped on the clock: only its last epoch passed the 18 s mark
+        assert all(r["elapsed"] < 18 for r in first[:-1]) and first[-1]["elapsed"] >= 18
+    assert collect_run(run_dir)["lineage"]["epochs"] == len(rows)
+
+    # A run stopped before its budget ran out (a crash) is not registered.
+    crashed = [{**rows[0], "elapsed": 12.0}]
+    storage.write_bytes(storage.join(run_dir, "history.json"), json.dumps(crashed).encode())
+    with pytest.raises(ValueError, match=r"stopped after 0\.2 of its 0.5 minutes; resume"):
+        collect_run(run_dir)
 
 
 @pytest.mark.slow
@@ -281,6 +319,8 @@ def test_training_pipeline_on_s3(prefect_harness, s3_env, s3_prefix: str, tmp_pa
     assert lineage["flow_run_id"] == str(state.state_details.flow_run_id)
     assert lineage["flow_runs"]["training"] not in (None, lineage["flow_run_id"])
     assert [s["layers"] for s in lineage["stages"]] == ["heads"] and lineage["epochs"] == 1
+    assert lineage["training_precision"] == ["float32"]  # TRAINING_PRECISION's default
+    assert "- precision: float32" in storage.read_bytes(version.file("MODEL_CARD.md")).decode()
     metrics = version.read_json("metrics.json")
     assert metrics["images"] == 2 and set(metrics["area_ratio_error"]["per_class"]) == {"square", "triangle"}
     assert set(metrics["segm"]) >= {"AP", "AP50", "AP75", "per_class"}

@@ -25,6 +25,20 @@ def test_default_stages_are_heads_then_all_at_a_tenth_of_the_rate():
     assert (config.NAME, config.NUM_CLASSES) == ("demo", 3)
 
 
+def test_a_time_budget_ends_stages_at_shares_of_it():
+    default = TrainingConfig.from_dict({"name": "demo", "classes": ["a"], "minutes": 7,
+                                        "learning_rate": 0.01})
+    assert [(s.layers, s.epochs, s.until, s.learning_rate) for s in default.resolved_stages()] == [
+        ("heads", None, 0.5, 0.01), ("all", None, 1.0, pytest.approx(0.001))]
+    explicit = TrainingConfig.from_dict({
+        "preset": "shapes", "minutes": 2,
+        "stages": [{"layers": "all", "until": 0.75, "learning_rate": 1e-3},
+                   {"layers": "all", "until": 1.0, "learning_rate": 1e-4}]})
+    assert [s.until for s in explicit.resolved_stages()] == [0.75, 1.0]
+    # The preset's `epochs` gives way to the budget.
+    assert TrainingConfig.from_dict({"preset": "shapes", "minutes": 3}).epochs is None
+
+
 def test_default_learning_rate_comes_from_the_model_config():
     training = TrainingConfig.from_dict({**MINIMAL, "config": {"LEARNING_RATE": 0.004}})
     assert [s.learning_rate for s in training.resolved_stages()] == pytest.approx([0.004, 0.0004])
@@ -54,8 +68,18 @@ def test_explicit_stages_inherit_or_drop_the_default_augmentation():
     ({"classes": ["a", "a"]}, "class names must be unique"),
     ({"classes": ["BG", "a"]}, "without the background"),
     ({"name": "bad name"}, "name: String should match pattern"),
-    ({"stages": [{"layers": "heads", "epochs": 1, "learning_rate": 1e-3}]}, "not both or neither"),
-    ({"epochs": None}, "not both or neither"),
+    ({"stages": [{"layers": "heads", "epochs": 1, "learning_rate": 1e-3}]}, "`stages`, not both"),
+    ({"epochs": None}, "or a time budget in `minutes`"),
+    ({"minutes": 5}, "either `epochs` or a time budget in `minutes`, not both"),
+    ({"epochs": None, "minutes": 0}, "minutes: Input should be greater than 0"),
+    ({"epochs": None, "minutes": 5, "stages": [{"layers": "all", "epochs": 1, "learning_rate": 1}]},
+     "stages end by `until` under a time budget (`minutes`), not by `epochs`"),
+    ({"epochs": None, "stages": [{"layers": "all", "until": 1.0, "learning_rate": 1}]},
+     "`until` needs `minutes`"),
+    ({"epochs": None, "minutes": 5, "stages": [{"layers": "all", "until": 0.5, "learning_rate": 1}]},
+     "the last stage must run `until: 1.0`"),
+    ({"epochs": None, "minutes": 5, "stages": [{"layers": "all", "until": 1.5, "learning_rate": 1}]},
+     "stages.0.until: Input should be less than or equal to 1"),
     ({"epochs": None, "stages": [{"layers": "heads", "epochs": 4, "learning_rate": 1e-3},
                                  {"layers": "all", "epochs": 4, "learning_rate": 1e-4}]},
      "must increase, got [4, 4]"),
