@@ -71,7 +71,7 @@ def run_training(request: TrainingRequest, report: Report, extra_callbacks: Sequ
     from mrcnn.config import Config
     from mrcnn.model import MaskRCNN
 
-    config = Config.from_dict(request.config)
+    config = Config.from_dict(request.config, source=f"model config of run {request.run_dir!r}")
     root, classes = request.dataset_root, request.classes
     train_set = load_split(root, "train", classes)
     val_set = load_split(root, "val", classes) if config.VALIDATION_STEPS else None

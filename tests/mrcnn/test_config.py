@@ -226,7 +226,7 @@ def test_an_exported_graphs_config_keeps_a_callable_backbone_as_a_name(
 def test_other_bad_stored_settings_name_their_source():
     with pytest.raises(ValueError, match="^run.json: NUM_CLASSES must count"):
         Config.from_dict({**TinyConfig().to_dict(), "NUM_CLASSES": 1}, source="run.json")
-    with pytest.raises(ValueError, match="^run.json: expected a mapping of Config settings, got list"):
+    with pytest.raises(ValueError, match="^run.json: expected a mapping of Config settings"):
         Config.from_dict([1, 2], source="run.json")
 
 

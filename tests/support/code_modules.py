@@ -9,9 +9,11 @@ the tests where the caller allows one.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 import uuid
 from pathlib import Path
+from types import ModuleType
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,11 @@ def backbone_module(folder: Path) -> WrittenModule:
                                       "def backbone(input_image, stage5=True, train_bn=False):\n"
                                       "    return resnet_graph(input_image, 'resnet18', stage5, "
                                       "train_bn)\n")
+
+
+def imported_module(module: WrittenModule) -> ModuleType:
+    """Import a written module, as code that names it does."""
+    return importlib.import_module(module.name)
 
 
 def _write(folder: Path, kind: str, body: str) -> WrittenModule:
