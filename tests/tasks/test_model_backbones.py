@@ -157,6 +157,22 @@ def rgb(height: int, width: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
+def test_flow_parameters_take_functions_never_names_to_import(side_effects: WrittenModule):
+    """A deployment's parameters are JSON: a name in ``backbones`` is refused by Prefect."""
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.batch_inference import batch_inference
+    from flows.evaluate_model import evaluate_model
+
+    for flow, required in ((batch_inference, {"input_uri": "in", "output_uri": "out"}),
+                           (evaluate_model, {"model": "roads@v1", "dataset": "data"})):
+        with pytest.raises(ParameterTypeError, match="backbones.0: Input should be callable"):
+            flow.validate_parameters({**required, "backbones": [side_effects.reference()]})
+        allowed = flow.validate_parameters({**required, "backbones": [rgb]})
+        assert allowed["backbones"] == [rgb]
+    assert not side_effects.imported()
+
+
 # ---------------------------------------------------------------------------- command line
 @pytest.mark.usefixtures("prefect_harness")
 def test_cli_infer_and_evaluate_load_the_model_with_the_named_callable(
