@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-
 from typing import Any
 
 from mrcnn.config import AllowedBackbones, Backbone, Config, NamedBackbone
@@ -126,8 +125,7 @@ def _from_export(folder: str, backbones: AllowedBackbones) -> ModelArtifact:
     config_uri = storage.join(folder, EXPORT_CONFIG_FILE)
     settings = storage.read_json(config_uri, "export config")
     # The graph holds the backbone: a callable BACKBONE stays a name (mrcnn.NamedBackbone).
-    backbone = _allowed_backbone(settings, f"export config {config_uri!r}", backbones,
-                                 exported=True)
+    _allowed_backbone(settings, f"export config {config_uri!r}", backbones, exported=True)
     files = sorted(storage.list_files(folder))
     graphs = [EXPORT_GRAPHS[name] for name in EXPORT_GRAPHS
               if storage.join(folder, name) in files]
@@ -141,7 +139,7 @@ def _from_export(folder: str, backbones: AllowedBackbones) -> ModelArtifact:
     return ModelArtifact(name=str(described.get("name", settings.get("NAME", "model"))),
                          version=str(described.get("version", f"sha256-{digest[:16]}")),
                          format=graphs[0], uri=folder, config=settings, class_names=names,
-                         origin=folder, sha256=digest, backbone=backbone)
+                         origin=folder, sha256=digest)
 
 
 def _allowed_backbone(settings: Any, source: str, backbones: AllowedBackbones,
