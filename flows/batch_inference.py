@@ -36,6 +36,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from flows.nightly_report import nightly_report
+from mrcnn.config import Backbone
 from tasks import storage, tables
 from tasks.failures import RunIncomplete, retry_transient, with_retries
 from tasks.inference.image_decoding import MAX_PIXELS
@@ -63,10 +64,11 @@ def progress_listener(listener: ProgressListener) -> Iterator[None]:
 @task(name="resolve-model", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
       retry_condition_fn=retry_transient)
 def resolve_model(model: str | None, registry_uri: str, weights: str | None, config: str | None,
-                  classes: str | None, runtime: str, precision: str | None = None
-                  ) -> ModelArtifact:
+                  classes: str | None, runtime: str, precision: str | None = None,
+                  backbones: list[Backbone] | None = None) -> ModelArtifact:
     """Pin the model once for the whole run (metadata only: the workers build it)."""
-    artifact = resolve(model, registry_uri, weights=weights, config=config, classes=classes)
+    artifact = resolve(model, registry_uri, weights=weights, config=config, classes=classes,
+                       backbones=backbones or ())
     check_runtime(artifact, runtime, precision)
     return artifact
 
@@ -102,8 +104,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                     max_pixels: int = MAX_PIXELS,
                     dask_address: str | None = None, runtime: str = "tensorflow",
                     precision: str | None = None, isolate_shards: bool | None = None,
-                    report: bool = False, report_path_field: str | None = None
-                    ) -> dict[str, Any]:
+                    report: bool = False, report_path_field: str | None = None,
+                    backbones: list[Backbone] | None = None) -> dict[str, Any]:
     """Detect instances in every new image below ``input_uri`` and store per-class areas.
 
     Args:
@@ -146,6 +148,9 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
         report: end with the ``nightly-report`` subflow for the run_date (the nightly
             deployment does), also when some shards failed.
         report_path_field: the report's breakdown by this field of ``images.path_fields``.
+        backbones: callable backbones (functions, not names) allowed for a model whose
+            config names one (``mrcnn.Config.from_dict``); a config naming other code is
+            refused. The workers must be able to import them.
 
     Returns:
         Counts (``listed``, ``skipped``, ``processed``, ``errors`` ...), the model, run_date,
@@ -158,7 +163,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
     with_retries(check_output)(output_uri)
     with_retries(commit_results)(output_uri)
     images = with_retries(list_images)(input_uri, patterns)
-    resolved = resolve_model(model, registry, weights, config, classes, runtime, precision)
+    resolved = resolve_model(model, registry, weights, config, classes, runtime, precision,
+                             backbones)
     _warn_threshold(resolved, min_confidence, logger)
     shards = plan_shards(images, done_images(output_uri, resolved.identity), reprocess, shard_size)
     todo = sum(len(shard) for shard in shards)

@@ -14,13 +14,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from mrcnn.config import Backbone
 from tasks.evaluation import default_output, evaluate_on_validation
 from tasks.models import check_runtime, resolve
 
 
 @flow(name="evaluate-model")
 def evaluate_model(model: str, dataset: str, registry: str = "registry",
-                   output: str | None = None, runtime: str = "tensorflow") -> dict[str, Any]:
+                   output: str | None = None, runtime: str = "tensorflow",
+                   backbones: list[Backbone] | None = None) -> dict[str, Any]:
     """Evaluate a model on a canonical dataset's val split.
 
     Args:
@@ -29,12 +31,15 @@ def evaluate_model(model: str, dataset: str, registry: str = "registry",
         registry: registry URI, for references.
         output: folder URI for ``metrics.json``.
         runtime: ``tensorflow`` or ``onnxruntime`` (for an ONNX export).
+        backbones: callable backbones (functions, not names) allowed for a model whose
+            config names one (``mrcnn.Config.from_dict``); a config naming other code is
+            refused.
 
     Returns:
         The metrics (``bbox``, ``segm``, ``mAP50``, ``area_ratio_error``, ...) and
         ``metrics_uri``.
     """
-    artifact = resolve(model, registry)
+    artifact = resolve(model, registry, backbones=backbones or ())
     check_runtime(artifact, runtime)
     output = output or default_output(artifact)
     metrics = evaluate_on_validation(artifact, dataset, output, runtime)

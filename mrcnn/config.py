@@ -4,14 +4,18 @@ Subclass `Config` and override attributes, as with matterport, or pass overrides
 arguments (`Config(NAME="shapes", NUM_CLASSES=4)`). Values are validated when the object is
 created, so a bad value fails before any graph is built. `to_dict()`/`from_dict()` give a
 JSON-safe copy that travels with the weights.
+
+A config read back from storage never runs code: `from_dict` takes BACKBONE as a built-in name,
+or as the `module:qualname` of a callable the caller passes in `backbones`; it imports nothing.
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -27,6 +31,30 @@ DEVICE_NAME = re.compile(r"(/job:\w+/replica:\d+/task:\d+)?/(device:)?(cpu|gpu|C
 
 # Attributes derived from the others in `__init__`; never read back from a dict.
 DERIVED = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
+
+# A callable backbone: (input_image, stage5, train_bn) -> [C1..C5].
+Backbone = Callable[..., Sequence[Any]]
+# The callables a caller allows `from_dict` to use for a stored BACKBONE reference: the
+# callables themselves (known by their own `module:qualname`), or a mapping from the stored
+# reference to the callable (for one that moved since the config was written).
+AllowedBackbones = Iterable[Backbone] | Mapping[str, Backbone]
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedBackbone:
+    """A callable backbone known by its `module:qualname` only, never imported.
+
+    The config of an exported graph holds one: the graph contains the backbone already, so
+    the name is kept (and written back by `to_dict`) but no code is loaded. Building a graph
+    from such a config fails.
+    """
+
+    reference: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise ValueError(f"BACKBONE {self.reference!r} is only a name read from an export's "
+                         "config; pass that callable to Config.from_dict(..., backbones=[...]) "
+                         "to build a graph with it")
 
 
 class Config:
@@ -209,25 +237,53 @@ class Config:
                 continue
             value = getattr(self, key)
             if callable(value) and key == "BACKBONE":
-                if "<" in value.__qualname__:
-                    raise ValueError("a BACKBONE callable must be a module-level function to be saved "
-                                     f"with the config, got {value.__qualname__!r}")
-                value = f"{value.__module__}:{value.__qualname__}"
+                value = backbone_reference(value)  # which callable, so it can be supplied again
             out[key] = _json_safe(value)
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Config":
-        """Rebuild a config from `to_dict()` output (derived keys are recomputed)."""
+    def from_dict(cls, values: Mapping[str, Any], backbones: AllowedBackbones = (), *,
+                  source: str = "config", exported: bool = False) -> Config:
+        """Rebuild a config from `to_dict()` output (derived keys are recomputed).
+
+        This is how a config read from storage becomes a `Config`, and it runs no code: a
+        BACKBONE string is a built-in name or the `module:qualname` of one of ``backbones``;
+        nothing is imported.
+
+        Args:
+            values: the settings, e.g. a parsed ``config.json``.
+            backbones: the callable backbones the caller allows, as callables (matched by
+                their own `module:qualname`, see `backbone_reference`) or as a mapping from
+                the reference a config stores to the callable.
+            source: what ``values`` were read from (a file's URI), named in every error.
+            exported: the config of an exported graph, which holds its backbone already: a
+                BACKBONE reference that is not allowed stays a `NamedBackbone`.
+
+        Raises:
+            ValueError: one line naming ``source``: a BACKBONE that is neither built in nor
+                allowed, or any other invalid or unknown setting.
+        """
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{source}: expected a mapping of Config settings, got "
+                             f"{type(values).__name__}")
         settings = {k: v for k, v in values.items() if k not in DERIVED}
         backbone = settings.get("BACKBONE")
-        if isinstance(backbone, str) and ":" in backbone:
-            module, _, qualname = backbone.partition(":")
-            target: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                target = getattr(target, part)
-            settings["BACKBONE"] = target
-        return cls(**settings)
+        if isinstance(backbone, str) and backbone not in BUILTIN_BACKBONES:
+            allowed = _allowed_backbones(backbones)
+            if backbone in allowed:
+                settings["BACKBONE"] = allowed[backbone]
+            elif exported:
+                settings["BACKBONE"] = NamedBackbone(backbone)
+            else:
+                allowing = f" ({', '.join(sorted(allowed))})" if allowed else ""
+                raise ValueError(f"{source}: BACKBONE {backbone!r} is neither a built-in backbone "
+                                 f"({', '.join(BUILTIN_BACKBONES)}) nor a callable the caller "
+                                 f"allowed{allowing}; a stored config does not load code "
+                                 "(docs/concepts/security.md)")
+        try:
+            return cls(**settings)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -238,6 +294,37 @@ class Config:
         for key, value in self.to_dict().items():
             print(f"{key:30} {value}")
         print("\n")
+
+
+def backbone_reference(backbone: Backbone) -> str:
+    """``module:qualname`` of a callable backbone: how `to_dict` records it.
+
+    Raises:
+        ValueError: a callable without a module-level name (a lambda, a nested function, an
+            instance), which could not be supplied again by name.
+    """
+    if isinstance(backbone, NamedBackbone):
+        return backbone.reference
+    module = getattr(backbone, "__module__", None)
+    qualname = getattr(backbone, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
+        raise ValueError("a BACKBONE callable must be a module-level function to be saved with "
+                         f"the config, got {qualname or backbone!r}")
+    return f"{module}:{qualname}"
+
+
+def _allowed_backbones(backbones: AllowedBackbones) -> dict[str, Backbone]:
+    """The allow-list as ``{reference: callable}``; anything but a callable is refused."""
+    if isinstance(backbones, str):  # a reference to import is exactly what is not accepted
+        raise TypeError(f"backbones must be callables or a mapping to callables, got {backbones!r}")
+    pairs = (list(backbones.items()) if isinstance(backbones, Mapping)
+             else [(None, backbone) for backbone in backbones])
+    allowed = {}
+    for reference, backbone in pairs:
+        if not callable(backbone):
+            raise TypeError(f"backbones must be callables, got {backbone!r}")
+        allowed[reference or backbone_reference(backbone)] = backbone
+    return allowed
 
 
 def _is_setting(name: str) -> bool:

@@ -96,9 +96,15 @@ def exported_format(path: str | os.PathLike) -> str:
 
 
 def exported_config(path: str | os.PathLike) -> Config:
-    """The settings saved with an export."""
+    """The settings saved with an export.
+
+    A callable BACKBONE stays a `NamedBackbone`: the graph holds the backbone, and nothing
+    named in the file is imported.
+    """
     exported_format(path)
-    return Config.from_dict(json.loads(Path(path, EXPORT_CONFIG).read_text()))
+    file = Path(path, EXPORT_CONFIG)
+    return Config.from_dict(json.loads(file.read_text()), source=f"export config {str(file)!r}",
+                            exported=True)
 
 
 def load_predict(path: str | os.PathLike, threads: int | None = None,

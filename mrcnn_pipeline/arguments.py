@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
+import re
+from collections.abc import Callable
 from typing import Any
+
+# MODULE:NAME, e.g. mypackage.backbones:efficientnet_b0 (NAME may be dotted: Class.method).
+CALLABLE_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def fraction(text: str) -> float:
@@ -41,6 +47,37 @@ def runtime_argument(parser: argparse.ArgumentParser) -> None:
                         default="tensorflow", help="tensorflow (Keras weights, SavedModel "
                         "exports; default), onnxruntime (ONNX exports) or openvino (OpenVINO "
                         "IR exports)")
+
+
+def backbone_argument(parser: argparse.ArgumentParser) -> None:
+    """``--backbone-module MODULE:NAME``: a callable backbone the user allows for the model."""
+    parser.add_argument("--backbone-module", dest="backbones", action="append", default=[],
+                        type=imported_callable, metavar="MODULE:NAME",
+                        help="a callable backbone the model's config names (repeatable); "
+                        "imported because you name it here, never because a stored config "
+                        "does: a config naming any other code is refused")
+
+
+def imported_callable(text: str) -> Callable[..., Any]:
+    """The callable ``MODULE:NAME`` names, imported because the user wrote it as an argument."""
+    if not CALLABLE_REFERENCE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected MODULE:NAME (e.g. mypackage.backbones:"
+                                         f"efficientnet), got {text!r}")
+    module_name, _, qualname = text.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and f"{module_name}.".startswith(f"{error.name}."):  # not a dependency
+            raise argparse.ArgumentTypeError(f"no module {module_name!r} to import "
+                                             f"{text!r} from") from None
+        raise
+    for part in qualname.split("."):
+        if not hasattr(target, part):
+            raise argparse.ArgumentTypeError(f"module {module_name!r} has no {qualname!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise argparse.ArgumentTypeError(f"{text!r} is not callable")
+    return target
 
 
 def print_summary(summary: dict[str, Any], as_json: bool, line: str) -> int:

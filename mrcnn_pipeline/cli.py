@@ -25,7 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mrcnn_pipeline import (inference_commands, model_commands, report_commands,  # noqa: E402
                             review_commands)
-from mrcnn_pipeline.arguments import fraction, registry_argument, runtime_argument  # noqa: E402
+from mrcnn_pipeline.arguments import (backbone_argument, fraction, registry_argument,  # noqa: E402
+                                      runtime_argument)
 from tasks.annotations import FORMATS  # noqa: E402
 from tasks.failures import RunIncomplete  # noqa: E402
 
@@ -173,6 +174,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", metavar="URI", help="folder for metrics.json")
     registry_argument(parser)
     runtime_argument(parser)
+    backbone_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.set_defaults(handler=run_evaluate)
 
@@ -182,7 +184,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from flows.evaluate_model import evaluate_model
 
     metrics = evaluate_model(model=args.model, dataset=args.dataset, registry=args.registry,
-                             output=args.output, runtime=args.runtime)
+                             output=args.output, runtime=args.runtime,
+                             backbones=args.backbones or None)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0

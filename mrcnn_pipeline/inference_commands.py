@@ -11,7 +11,8 @@ import json
 import os
 import sys
 
-from mrcnn_pipeline.arguments import fraction, iso_date, registry_argument, runtime_argument
+from mrcnn_pipeline.arguments import (backbone_argument, fraction, iso_date, registry_argument,
+                                      runtime_argument)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def add_infer(subparsers: argparse._SubParsersAction) -> None:
                         "export folder")
     registry_argument(parser)
     runtime_argument(parser)
+    backbone_argument(parser)
     parser.add_argument("--precision", choices=("float32", "bfloat16", "auto"),
                         help="float32, bfloat16 or auto for Keras weights and OpenVINO exports "
                         "(default: the model's INFERENCE_PRECISION); bfloat16 runs only where "
@@ -93,7 +95,8 @@ def run_infer(args: argparse.Namespace) -> int:
                 min_confidence=args.min_confidence, batch_size=args.batch_size,
                 shard_size=args.shard_size, overlays=args.overlays, reprocess=args.reprocess,
                 patterns=args.pattern or None, path_pattern=args.path_pattern,
-                runtime=args.runtime, precision=args.precision)
+                runtime=args.runtime, precision=args.precision,
+                backbones=args.backbones or None)
     if args.csv:
         csv_uri = storage.join(args.output, f"results_{summary['run_date']}.csv")
         summary["csv"] = storage.write_bytes(

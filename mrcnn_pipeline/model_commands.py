@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mrcnn_pipeline.arguments import registry_argument
+from mrcnn_pipeline.arguments import backbone_argument, registry_argument
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +21,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", metavar="URI", help="export folder (default for a registry "
                         "version: <registry>/<name>/versions/<N>/exports/<format>)")
     registry_argument(parser)
+    backbone_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run_export_model)
 
@@ -30,7 +31,7 @@ def run_export_model(args: argparse.Namespace) -> int:
     from tasks.models import resolve
     from tasks.models.exports import export_artifact
 
-    artifact = resolve(args.model, args.registry)
+    artifact = resolve(args.model, args.registry, backbones=args.backbones)
     uri = export_artifact(artifact, args.format, args.output)
     result = {"model": artifact.identity, "format": args.format, "export": uri}
     print(json.dumps(result, indent=2) if args.json else

@@ -9,6 +9,7 @@ a model that detects.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 # The files a model's settings live in, wherever it is stored.
@@ -39,6 +40,8 @@ class ModelArtifact:
         registry_uri: the registry the reference lives in.
         sha256: the content hash of the weights (files outside the registry); building checks
             the bytes still have it.
+        backbone: the callable the config's BACKBONE names, as the caller of `resolve` gave
+            it (None for a built-in backbone); never imported from a name in a file.
     """
 
     name: str
@@ -52,6 +55,7 @@ class ModelArtifact:
     reference: str | None = None
     registry_uri: str | None = None
     sha256: str | None = None
+    backbone: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

@@ -16,7 +16,7 @@ from pathlib import Path
 from tasks import storage
 from tasks.models.artifact import (CLASSES_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE, FORMATS,
                                    KERAS, ModelArtifact)
-from tasks.models.runtimes import keras_model
+from tasks.models.runtimes import keras_model, model_config
 
 EXPORTS_FOLDER = "exports"  # <registry>/<name>/versions/<N>/exports/<format>/
 
@@ -49,10 +49,7 @@ def export_artifact(artifact: ModelArtifact, format: str, output: str | None = N
         raise ValueError(f"model {artifact.origin!r} is a {artifact.format} export already; "
                          "export from its Keras weights")
     target = output or default_export_uri(artifact, format)
-    from mrcnn.config import Config
-
-    model = keras_model(artifact, Config.from_dict({**artifact.config, "IMAGES_PER_GPU": 1,
-                                                    "GPU_COUNT": 1}))
+    model = keras_model(artifact, model_config(artifact, IMAGES_PER_GPU=1, GPU_COUNT=1))
     with tempfile.TemporaryDirectory(prefix="mrcnn-export-") as folder:
         model.export(folder, format=format)
         origin = {"name": artifact.name, "version": artifact.version, "format": format,

@@ -126,24 +126,37 @@ def check_runtime(artifact: ModelArtifact, runtime: str, precision: str | None =
 
 def _build(artifact: ModelArtifact, runtime: str, batch_size: int,
            min_confidence: float | None, precision: str | None) -> LoadedModel:
-    from mrcnn.config import Config
     from mrcnn.precision import PrecisionChoice, inference_precision
 
-    settings = {**artifact.config, "IMAGES_PER_GPU": batch_size, "GPU_COUNT": 1}
+    overrides: dict[str, Any] = {"IMAGES_PER_GPU": batch_size, "GPU_COUNT": 1}
     if precision and artifact.format in CHOSEN_PRECISION:
-        settings["INFERENCE_PRECISION"] = precision
+        overrides["INFERENCE_PRECISION"] = precision
     if artifact.format == KERAS:
         if min_confidence is not None:
-            settings["DETECTION_MIN_CONFIDENCE"] = min_confidence
-        model = keras_model(artifact, Config.from_dict(settings))
+            overrides["DETECTION_MIN_CONFIDENCE"] = min_confidence
+        model = keras_model(artifact, model_config(artifact, **overrides))
         return LoadedModel(artifact, runtime, model.config, model.detect, model.precision)
-    config = Config.from_dict(settings)
+    config = model_config(artifact, **overrides)
     if artifact.format == OPENVINO:
         chosen = inference_precision(config.INFERENCE_PRECISION)
     else:  # the graph was written in one precision
         exported = config.INFERENCE_PRECISION
         chosen = PrecisionChoice(precision or exported, exported, f"exported in {exported}")
     return LoadedModel(artifact, runtime, config, _exported_detect(artifact, config), chosen)
+
+
+def model_config(artifact: ModelArtifact, **overrides: Any) -> Any:
+    """The artifact's `mrcnn.Config` with ``overrides`` (e.g. this run's batch size).
+
+    A callable BACKBONE is the artifact's own `backbone`, the callable its resolver was given;
+    an export's stays a name (its graph holds the backbone).
+    """
+    from mrcnn.config import Config
+
+    settings = {**artifact.config, **overrides}
+    allowed = {str(settings.get("BACKBONE")): artifact.backbone} if artifact.backbone else {}
+    return Config.from_dict(settings, allowed, source=f"config of model {artifact.origin!r}",
+                            exported=artifact.format != KERAS)
 
 
 def keras_model(artifact: ModelArtifact, config: Any) -> Any:

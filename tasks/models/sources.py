@@ -14,7 +14,9 @@ Sources, tried in this order:
 
 An alias is read once, here: the artifact names the exact version (``NAME@vN``), so a moved
 alias cannot mix versions within one run. Files outside the registry are pinned by content
-hash. Only metadata is read (and weights hashed); nothing is built.
+hash. Only metadata is read (and weights hashed); nothing is built, and nothing a file names
+is imported: the settings are checked as an `mrcnn.Config`, whose BACKBONE is a built-in name
+or one of the callables the caller allows (``backbones``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from typing import Any
 
+from mrcnn.config import AllowedBackbones, Backbone, Config, NamedBackbone
 from tasks import registry, storage
 from tasks.training import runs as training_runs
 from tasks.models.artifact import (CLASSES_FILE, CONFIG_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE,
@@ -34,12 +38,17 @@ EXPORT_GRAPHS = {"saved_model.pb": SAVED_MODEL, "model.onnx": ONNX, "model.xml":
 
 def resolve(source: str | None = None, registry_uri: str | None = None, *,
             weights: str | None = None, config: str | None = None,
-            classes: str | None = None) -> ModelArtifact:
+            classes: str | None = None, backbones: AllowedBackbones = ()) -> ModelArtifact:
     """Pin a model source to one artifact (see the module docstring for the forms).
+
+    Args:
+        backbones: callable backbones the caller allows (as in `mrcnn.Config.from_dict`): a
+            model whose config names one of them by ``module:qualname`` resolves with that
+            callable; a config naming any other code is refused.
 
     Raises:
         FileNotFoundError: nothing at the source, or a file it needs is missing (named).
-        ValueError: contradictory or malformed inputs (named).
+        ValueError: contradictory or malformed inputs, or invalid settings (the file named).
     """
     if weights or config:
         if not (weights and config):
@@ -47,7 +56,7 @@ def resolve(source: str | None = None, registry_uri: str | None = None, *,
                              f"versa; got weights={weights!r}, config={config!r}")
         if source:
             raise ValueError(f"give either model={source!r} or weights + config, not both")
-        return _from_weights(weights, config, classes, origin=weights)
+        return _from_weights(weights, config, classes, weights, backbones)
     if not source:
         raise ValueError("no model: give a registry reference (NAME@ALIAS), a run folder, a "
                          "checkpoint, an export folder, or weights + config")
@@ -55,16 +64,16 @@ def resolve(source: str | None = None, registry_uri: str | None = None, *,
         raise ValueError(f"classes={classes!r} goes with weights + config; model {source!r} "
                          "names its own classes")
     if storage.is_file(storage.join(source, EXPORT_CONFIG_FILE)):
-        return _from_export(source)
+        return _from_export(source, backbones)
     if source.endswith(".h5"):
-        return _from_checkpoint(source)
+        return _from_checkpoint(source, source, backbones)
     checkpoints = training_runs.list_checkpoints(source) if "://" in source or _local_folder(source) else {}
     if checkpoints:
-        return _from_checkpoint(checkpoints[max(checkpoints)], origin=source)
+        return _from_checkpoint(checkpoints[max(checkpoints)], source, backbones)
     if "://" not in source and registry.REFERENCE.fullmatch(source):
         if not registry_uri:
             raise ValueError(f"model {source!r} is a registry reference: give the registry")
-        return _from_registry(source, registry_uri)
+        return _from_registry(source, registry_uri, backbones)
     raise FileNotFoundError(f"model {source!r} is neither a registry reference (NAME@ALIAS, "
                             "NAME@vN, NAME), an export folder, a checkpoint nor a run folder "
                             "with checkpoints")
@@ -74,42 +83,49 @@ def _local_folder(path: str) -> bool:
     return storage.exists(path) and not storage.is_file(path)
 
 
-def _from_registry(reference: str, registry_uri: str) -> ModelArtifact:
+def _from_registry(reference: str, registry_uri: str, backbones: AllowedBackbones
+                   ) -> ModelArtifact:
     version = registry.resolve(reference, registry_uri)
+    config_uri = version.file(CONFIG_FILE)
+    settings = storage.read_json(config_uri, "model config")
     return ModelArtifact(
         name=version.name, version=str(version.version), format=KERAS,
-        uri=version.file(registry.WEIGHTS_FILE),
-        config=storage.read_json(version.file(CONFIG_FILE), "model config"),
+        uri=version.file(registry.WEIGHTS_FILE), config=settings,
         class_names=tuple(storage.read_json(version.file(CLASSES_FILE), "class list")),
-        origin=reference, reference=version.reference, registry_uri=registry_uri)
+        origin=reference, reference=version.reference, registry_uri=registry_uri,
+        backbone=_allowed_backbone(settings, f"model config {config_uri!r}", backbones))
 
 
-def _from_checkpoint(uri: str, origin: str | None = None) -> ModelArtifact:
+def _from_checkpoint(uri: str, origin: str, backbones: AllowedBackbones) -> ModelArtifact:
     beside = storage.join(posixpath.dirname(uri) or ".", CONFIG_FILE)
     folder = posixpath.dirname(beside) if storage.is_file(beside) else uri.rsplit("/", 2)[0]
     config = storage.join(folder, CONFIG_FILE)
     if not storage.is_file(config):
         raise FileNotFoundError(f"checkpoint {uri!r} has no {CONFIG_FILE} beside it nor in its "
                                 f"run folder {folder!r}; pass weights + config instead")
-    return _from_weights(uri, config, None, origin=origin or uri)
+    return _from_weights(uri, config, None, origin, backbones)
 
 
-def _from_weights(weights: str, config_uri: str, classes: str | None, origin: str
-                  ) -> ModelArtifact:
+def _from_weights(weights: str, config_uri: str, classes: str | None, origin: str,
+                  backbones: AllowedBackbones) -> ModelArtifact:
     settings = storage.read_json(config_uri, "model config")
     if not isinstance(settings, dict):
         raise ValueError(f"model config {config_uri!r} must be a JSON object of Config settings")
+    backbone = _allowed_backbone(settings, f"model config {config_uri!r}", backbones)
     digest = hashlib.sha256(registry.read_weights(weights)).hexdigest()
     names = _class_names(classes, posixpath.dirname(config_uri) or ".",
                          int(settings.get("NUM_CLASSES", 1)) - 1)
     return ModelArtifact(name=str(settings.get("NAME", "model")), version=f"sha256-{digest[:16]}",
                          format=KERAS, uri=weights, config=settings, class_names=names,
-                         origin=origin, sha256=digest)
+                         origin=origin, sha256=digest, backbone=backbone)
 
 
-def _from_export(folder: str) -> ModelArtifact:
+def _from_export(folder: str, backbones: AllowedBackbones) -> ModelArtifact:
     folder = folder.rstrip("/")
-    settings = storage.read_json(storage.join(folder, EXPORT_CONFIG_FILE), "export config")
+    config_uri = storage.join(folder, EXPORT_CONFIG_FILE)
+    settings = storage.read_json(config_uri, "export config")
+    # The graph holds the backbone: a callable BACKBONE stays a name (mrcnn.NamedBackbone).
+    _allowed_backbone(settings, f"export config {config_uri!r}", backbones, exported=True)
     files = sorted(storage.list_files(folder))
     graphs = [EXPORT_GRAPHS[name] for name in EXPORT_GRAPHS
               if storage.join(folder, name) in files]
@@ -124,6 +140,18 @@ def _from_export(folder: str) -> ModelArtifact:
                          version=str(described.get("version", f"sha256-{digest[:16]}")),
                          format=graphs[0], uri=folder, config=settings, class_names=names,
                          origin=folder, sha256=digest)
+
+
+def _allowed_backbone(settings: Any, source: str, backbones: AllowedBackbones,
+                      exported: bool = False) -> Backbone | None:
+    """Check stored settings as a `Config`; the callable BACKBONE it names, if allowed.
+
+    Raises:
+        ValueError: naming ``source``: invalid settings, or a BACKBONE that is neither built
+            in nor one of ``backbones`` (nothing is imported).
+    """
+    backbone = Config.from_dict(settings, backbones, source=source, exported=exported).BACKBONE
+    return None if isinstance(backbone, (str, NamedBackbone)) else backbone
 
 
 def _folder_digest(folder: str, files: list[str]) -> str:

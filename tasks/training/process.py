@@ -94,7 +94,7 @@ def run_training(request: TrainingRequest, report: Report, extra_callbacks: Sequ
     from mrcnn.model import MaskRCNN
 
     clock = RunClock(request.elapsed_seconds)
-    config = Config.from_dict(request.config)
+    config = Config.from_dict(request.config, source=f"model config of run {request.run_dir!r}")
     root, classes = request.dataset_root, request.classes
     train_set = load_split(root, "train", classes)
     val_set = load_split(root, "val", classes) if config.VALIDATION_STEPS else None

@@ -1,14 +1,20 @@
-"""Config: matterport's defaults, derived values, both override styles, validation, (de)serialisation."""
+"""Config: matterport's defaults, derived values, both override styles, validation,
+(de)serialisation, and a stored config that names code (refused, nothing imported)."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mrcnn.config import Config
+from mrcnn.config import Config, NamedBackbone
 from tests.mrcnn.conftest import TinyConfig
+from tests.support.code_modules import WrittenModule, side_effect_module
 
 
 def custom_backbone(input_image, stage5: bool, train_bn: bool) -> list:
@@ -149,12 +155,79 @@ def test_from_dict_recomputes_derived_values():
     assert Config.from_dict(values).BATCH_SIZE == 3
 
 
-def test_callable_backbone_round_trips_by_import_path():
+def test_callable_backbone_round_trips_when_the_caller_allows_it():
     config = TinyConfig(BACKBONE=custom_backbone)
     values = config.to_dict()
-    assert values["BACKBONE"] == f"{__name__}:custom_backbone"
-    json.dumps(values)
-    assert Config.from_dict(values).BACKBONE is custom_backbone
+    assert values["BACKBONE"] == f"{__name__}:custom_backbone"  # which callable it was
+    stored = json.loads(json.dumps(values))
+    assert Config.from_dict(stored, [custom_backbone]).BACKBONE is custom_backbone
+    # A callable that moved since the config was written: the stored name maps to it.
+    moved = {**stored, "BACKBONE": "old.place:custom_backbone"}
+    assert Config.from_dict(moved, {"old.place:custom_backbone": custom_backbone}).BACKBONE \
+        is custom_backbone
+    with pytest.raises(ValueError, match=f"BACKBONE '{__name__}:custom_backbone' is neither"):
+        Config.from_dict(stored)
+
+
+@pytest.fixture
+def side_effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WrittenModule]:
+    """An importable module whose import leaves a marker; forgotten again afterwards."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = side_effect_module(tmp_path)
+    yield module
+    sys.modules.pop(module.name, None)
+
+
+@pytest.mark.parametrize("reference", ["os:system", "subprocess:getoutput", "side effects"])
+def test_a_stored_reference_to_code_is_refused_in_one_line_and_nothing_is_imported(
+        reference: str, side_effects: WrittenModule):
+    reference = side_effects.reference() if reference == "side effects" else reference
+    stored = {**TinyConfig().to_dict(), "BACKBONE": reference}
+    with pytest.raises(ValueError) as refused:
+        Config.from_dict(stored, source="model config '/models/road/config.json'")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith("model config '/models/road/config.json': BACKBONE "
+                              f"{reference!r} is neither a built-in backbone")
+    assert not side_effects.imported()
+    # Allowing another callable changes nothing; the refusal names what is allowed.
+    with pytest.raises(ValueError, match=f"allowed \\({__name__}:custom_backbone\\)"):
+        Config.from_dict(stored, [custom_backbone])
+    assert not side_effects.imported()
+    importlib.import_module(side_effects.name)  # the module was importable all along
+    assert side_effects.imported()
+
+
+def test_the_allow_list_holds_callables_not_names_to_import(side_effects: WrittenModule):
+    stored = {**TinyConfig().to_dict(), "BACKBONE": side_effects.reference()}
+    for names in (side_effects.reference(), [side_effects.reference()],
+                  {side_effects.reference(): side_effects.reference()}):
+        with pytest.raises(TypeError, match="backbones must be callables"):
+            Config.from_dict(stored, names)
+    assert not side_effects.imported()
+
+
+def test_a_built_in_backbone_loads_from_a_stored_config():
+    stored = json.loads(TinyConfig(BACKBONE="resnet18").to_json())
+    assert Config.from_dict(stored).BACKBONE == "resnet18"
+
+
+def test_an_exported_graphs_config_keeps_a_callable_backbone_as_a_name(
+        side_effects: WrittenModule):
+    stored = {**TinyConfig().to_dict(), "BACKBONE": side_effects.reference()}
+    config = Config.from_dict(stored, exported=True)
+    assert config.BACKBONE == NamedBackbone(side_effects.reference())
+    assert config.to_dict()["BACKBONE"] == side_effects.reference()
+    with pytest.raises(ValueError, match="only a name read from an export"):
+        config.BACKBONE(None, stage5=True, train_bn=False)
+    assert not side_effects.imported()
+
+
+def test_other_bad_stored_settings_name_their_source():
+    with pytest.raises(ValueError, match="^run.json: NUM_CLASSES must count"):
+        Config.from_dict({**TinyConfig().to_dict(), "NUM_CLASSES": 1}, source="run.json")
+    with pytest.raises(ValueError, match="^run.json: expected a mapping of Config settings"):
+        Config.from_dict([1, 2], source="run.json")
 
 
 def test_display_prints_every_setting(capsys):

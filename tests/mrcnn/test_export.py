@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mrcnn.export import EXPORT_CONFIG, ONNX_FILE, exported_format, load_exported
+from mrcnn.config import NamedBackbone
+from mrcnn.export import EXPORT_CONFIG, ONNX_FILE, exported_config, exported_format, load_exported
 from mrcnn.export_openvino import OPENVINO_FILE
 from mrcnn.model import MaskRCNN
 from tests.mrcnn.conftest import TinyConfig
+from tests.support.code_modules import side_effect_module
 from tests.support.parity import assert_same_detections
 from tests.support.tiny_model import distinct_class_head
 
@@ -151,3 +154,20 @@ def test_load_exported_rejects_a_config_without_graph(tmp_path):
     (tmp_path / EXPORT_CONFIG).write_text("{}")
     with pytest.raises(FileNotFoundError, match="no graph file .saved_model.pb, model.onnx, model.xml"):
         load_exported(tmp_path)
+
+
+def test_an_export_whose_config_names_code_runs_without_importing_it(
+        model, saved_model, tmp_path, monkeypatch):
+    """A callable backbone is inside the exported graph: its name in the config stays a name."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = side_effect_module(tmp_path)
+    folder = tmp_path / "export"
+    shutil.copytree(saved_model, folder)
+    config = json.loads((folder / EXPORT_CONFIG).read_text())
+    (folder / EXPORT_CONFIG).write_text(json.dumps({**config, "BACKBONE": module.reference()}))
+    assert exported_config(folder).BACKBONE == NamedBackbone(module.reference())
+    images = _images()
+    for got, expected in zip(load_exported(folder)(images), model.detect(images)):
+        np.testing.assert_array_equal(got["rois"], expected["rois"])
+        np.testing.assert_array_equal(got["masks"], expected["masks"])
+    assert not module.imported()

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tasks.training.config import (CLASS_SPECIFIC_LAYERS, PRESETS, TrainingConfig,
                                    load_training_config, parse_init)
+from tests.support.code_modules import side_effect_module
 
 MINIMAL = {"name": "demo", "classes": ["cat", "dog"], "epochs": 3}
 
@@ -129,6 +131,21 @@ def test_yaml_and_json_files_and_presets(tmp_path: Path):
     assert seed.resolved_stages()[-1].augmentation is None
     # A round trip through to_dict gives the same config (the pipeline passes it on).
     assert TrainingConfig.from_dict(seed.to_dict()) == seed
+
+
+def test_a_training_config_naming_code_as_backbone_is_refused_and_imports_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = side_effect_module(tmp_path)
+    for reference in ("os:system", module.reference()):
+        path = tmp_path / "train.yaml"
+        path.write_text(yaml.safe_dump({**MINIMAL, "config": {"BACKBONE": reference}}))
+        with pytest.raises(ValueError) as refused:
+            load_training_config(str(path))
+        assert str(refused.value).startswith(f"training config {str(path)!r} is invalid")
+        assert "BACKBONE must be one of" in str(refused.value)
+        assert f"got {reference!r}" in str(refused.value)
+    assert not module.imported()
 
 
 def test_file_errors_name_the_file(tmp_path: Path):
