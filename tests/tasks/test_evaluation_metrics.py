@@ -14,6 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from tasks.evaluation import (AreaRatioErrors, Sample, area_percentages, detection_limit,
                              evaluate_results, instance_counts, metrics_table)
+from tests.support.evaluation_samples import CELL_PCT, missed_one_samples
 
 CLASSES = ["BG", "a", "b"]
 
@@ -89,36 +90,20 @@ def test_nothing_is_a_baseline_and_otsu_is_not_applicable_with_two_classes():
                                                                      "dataset has 2 classes")
 
 
-def bright_cells(seed: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """A 48×48 dark, noisy image with `cells` bright 6×6 squares: the image and their masks."""
-    rng = np.random.default_rng(seed)
-    image = rng.integers(10, 40, (48, 48, 3)).astype(np.uint8)
-    masks = np.zeros((48, 48, cells), bool)
-    for k in range(cells):
-        top, left = 8 * (k // 5) + 1, 9 * (k % 5) + 1
-        masks[top:top + 6, left:left + 6, k] = True
-    image[masks.any(axis=-1)] = rng.integers(180, 230, (int(masks.any(axis=-1).sum()), 3))
-    return image, masks
-
-
 def test_otsu_is_scored_on_a_single_class_dataset():
-    items = []
-    for seed in range(6):
-        image, masks = bright_cells(seed, cells=seed + 2)
-        found = masks[..., :-1]  # the model misses one cell per image
-        predicted = {"rois": np.zeros((found.shape[-1], 4), np.int32),
-                     "class_ids": np.ones(found.shape[-1], np.int32),
-                     "scores": np.ones(found.shape[-1], np.float32), "masks": found}
-        items.append(Sample(image, np.ones(masks.shape[-1], np.int32), masks, predicted))
-    nuclei = evaluate_results(["BG", "nucleus"], items)["area_ratio_error"]["per_class"]["nucleus"]
+    areas = evaluate_results(["BG", "nucleus"], missed_one_samples(6))["area_ratio_error"]
+    nuclei = areas["per_class"]["nucleus"]
     otsu = nuclei["baselines"]["otsu"]
-    # The squares are bright on dark: Otsu finds exactly them, count and coverage.
+    # The cells are bright on dark: Otsu finds exactly them, count and coverage.
     assert otsu["applicable"] is True
     assert otsu["mae_pp"] == pytest.approx(0.0) and otsu["count_error"]["mean_absolute"] == 0.0
-    # The model misses 36 of 2304 pixels (1.5625 pp) and one instance in every image.
-    assert (nuclei["mae_pp"], nuclei["bias_pp"]) == pytest.approx((1.5625, -1.5625))
+    # The model misses one cell (1.5625 pp) and one instance in every image.
+    assert (nuclei["mae_pp"], nuclei["bias_pp"]) == pytest.approx((CELL_PCT, -CELL_PCT))
+    assert nuclei["mae_ci95_pp"] == pytest.approx([CELL_PCT, CELL_PCT])
     assert nuclei["count_error"]["mean_absolute"] == 1.0
-    assert otsu["model_minus_baseline_pp"] == pytest.approx(1.5625)
+    # Image k holds k + 2 cells: relative count errors 1/2 ... 1/7, median (1/4 + 1/5) / 2.
+    assert nuclei["count_error"]["median_relative"] == pytest.approx(0.225)
+    assert otsu["model_minus_baseline_pp"] == pytest.approx(CELL_PCT)
     assert otsu["verdict"] == "baseline better"
     assert nuclei["baselines"]["nothing"]["verdict"] == "model better"
 
