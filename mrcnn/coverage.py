@@ -15,6 +15,7 @@ images are resampled alike: their intervals and their difference are paired by i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
+_DRAWS_PER_BLOCK = 1 << 20  # indices drawn at once: 8 MB, whatever the number of images
 
 
 @dataclass(frozen=True)
@@ -101,18 +103,22 @@ class Comparison:
     verdict: str
 
 
-def resample_indices(images: int, bootstrap: Bootstrap = Bootstrap()) -> np.ndarray:
-    """The bootstrap's image indices: int `[resamples, images]`, drawn with replacement."""
+def resample_indices(images: int, bootstrap: Bootstrap = Bootstrap()) -> Iterator[np.ndarray]:
+    """The bootstrap's image indices, drawn with replacement, as blocks of resamples: int
+    `[rows, images]` each, `resamples` rows in all (blocks keep memory bounded)."""
     if images < 1:
         raise ValueError("a bootstrap needs at least one image")
     rng = np.random.default_rng(bootstrap.seed)
-    return rng.integers(0, images, size=(bootstrap.resamples, images))
+    rows = max(1, _DRAWS_PER_BLOCK // images)
+    for start in range(0, bootstrap.resamples, rows):
+        yield rng.integers(0, images, size=(min(rows, bootstrap.resamples - start), images))
 
 
 def mean_interval(values: np.ndarray, bootstrap: Bootstrap = Bootstrap()) -> Interval:
     """Percentile-bootstrap interval of the mean of per-image `values` `[N]`."""
     values = _per_image(values, "values")
-    means = values[resample_indices(len(values), bootstrap)].mean(axis=1)
+    means = np.concatenate([values[block].mean(axis=1)
+                            for block in resample_indices(len(values), bootstrap)])
     tail = 50.0 * (1.0 - bootstrap.confidence)
     low, high = np.percentile(means, [tail, 100.0 - tail])
     return Interval(float(low), float(high))

@@ -37,7 +37,7 @@ from tasks.inference.area_ratios import class_areas
 from tasks.models import ModelArtifact, build
 from tasks.training.data import check_classes, fetch_dataset, load_split
 
-# The intervals of metrics.json: 2000 resamples of the images, seed 0, 95 %.
+# The intervals of metrics.json (its keys say "ci95"): 2000 resamples of the images, seed 0.
 BOOTSTRAP = coverage.Bootstrap(resamples=2000, seed=0, confidence=0.95)
 
 
@@ -84,18 +84,15 @@ class AreaRatioErrors:
     """Collects true, predicted and baseline area ratios and counts per image; reports the
     ``area_ratio_error`` block (see `evaluate`)."""
 
-    def __init__(self, class_names: Sequence[str],
-                 bootstrap: coverage.Bootstrap = BOOTSTRAP) -> None:
-        """Args: class_names: names by class id; class_names[0] is the background.
-        bootstrap: how the intervals are drawn."""
+    def __init__(self, class_names: Sequence[str]) -> None:
+        """Args: class_names: names by class id; class_names[0] is the background."""
         self.class_names = list(class_names)
-        self.bootstrap = bootstrap
         self.otsu_reason = otsu_not_applicable(self.class_names[1:])
         self.truth: list[np.ndarray] = []
         self.predicted: list[np.ndarray] = []
         self.true_counts: list[np.ndarray] = []
         self.predicted_counts: list[np.ndarray] = []
-        self.otsu: list[tuple[float, int]] = []
+        self.otsu: list[tuple[float, int]] = []  # coverage and objects, single-class sets
 
     def process(self, sample: Sample) -> None:
         """Add one image."""
@@ -115,43 +112,44 @@ class AreaRatioErrors:
         if not self.truth:
             raise ValueError("AreaRatioErrors.evaluate() needs at least one processed image")
         truth, predicted = np.stack(self.truth), np.stack(self.predicted)
-        true_counts, predicted_counts = np.stack(self.true_counts), np.stack(self.predicted_counts)
-        per_class = {}
-        for i, name in enumerate(self.class_names[1:]):
-            model = _statistics(predicted[:, i], predicted_counts[:, i], truth[:, i],
-                                true_counts[:, i], self.bootstrap)
-            nothing = (np.zeros_like(truth[:, i]), np.zeros_like(true_counts[:, i]))
-            baselines = {"nothing": self._baseline(*nothing, predicted[:, i], truth[:, i],
-                                                   true_counts[:, i])}
-            if self.otsu_reason is None:
-                otsu = np.array(self.otsu, dtype=np.float64)
-                baselines["otsu"] = self._baseline(otsu[:, 0], otsu[:, 1], predicted[:, i],
-                                                   truth[:, i], true_counts[:, i])
-            else:
-                baselines["otsu"] = {"applicable": False, "reason": self.otsu_reason}
-            per_class[name] = {**model, "gt_mean_pct": float(truth[:, i].mean()),
-                               "pred_mean_pct": float(predicted[:, i].mean()),
-                               "baselines": baselines}
+        per_class = {name: self._class_block(i) for i, name in enumerate(self.class_names[1:])}
         errors = np.abs(predicted - truth).mean(axis=0)
         return {"per_class": per_class, "mean_mae_pp": float(errors.mean()), "images": len(truth),
-                "bootstrap": {"resamples": self.bootstrap.resamples, "seed": self.bootstrap.seed,
-                              "confidence": self.bootstrap.confidence, "unit": "image"}}
+                "bootstrap": {"resamples": BOOTSTRAP.resamples, "seed": BOOTSTRAP.seed,
+                              "confidence": BOOTSTRAP.confidence, "unit": "image"}}
 
-    def _baseline(self, ratios: np.ndarray, counts: np.ndarray, model_ratios: np.ndarray,
-                  truth: np.ndarray, true_counts: np.ndarray) -> dict[str, Any]:
-        """A baseline's statistics and how the model compares with it, image by image."""
-        against = coverage.compare(model_ratios, ratios, truth, self.bootstrap)
-        return {"applicable": True,
-                **_statistics(ratios, counts, truth, true_counts, self.bootstrap),
-                "model_minus_baseline_pp": against.difference_pp,
-                "model_minus_baseline_ci95_pp": against.interval_pp.as_list(),
-                "verdict": against.verdict}
+    def _class_block(self, index: int) -> dict[str, Any]:
+        """The model's statistics on class ``index + 1``, its mean ratios, its baselines'."""
+        truth = np.array([ratios[index] for ratios in self.truth])
+        true_counts = np.array([counts[index] for counts in self.true_counts])
+        predicted = np.array([ratios[index] for ratios in self.predicted])
+        predicted_counts = np.array([counts[index] for counts in self.predicted_counts])
+        baselines = {"nothing": _baseline(np.zeros_like(truth), np.zeros_like(true_counts),
+                                          predicted, truth, true_counts)}
+        if self.otsu_reason is None:
+            otsu = np.array(self.otsu, dtype=np.float64)
+            baselines["otsu"] = _baseline(otsu[:, 0], otsu[:, 1], predicted, truth, true_counts)
+        else:
+            baselines["otsu"] = {"applicable": False, "reason": self.otsu_reason}
+        return {**_statistics(predicted, predicted_counts, truth, true_counts),
+                "gt_mean_pct": float(truth.mean()), "pred_mean_pct": float(predicted.mean()),
+                "baselines": baselines}
+
+
+def _baseline(ratios: np.ndarray, counts: np.ndarray, model_ratios: np.ndarray,
+              truth: np.ndarray, true_counts: np.ndarray) -> dict[str, Any]:
+    """A baseline's statistics and how the model compares with it, image by image."""
+    against = coverage.compare(model_ratios, ratios, truth, BOOTSTRAP)
+    return {"applicable": True, **_statistics(ratios, counts, truth, true_counts),
+            "model_minus_baseline_pp": against.difference_pp,
+            "model_minus_baseline_ci95_pp": against.interval_pp.as_list(),
+            "verdict": against.verdict}
 
 
 def _statistics(ratios: np.ndarray, counts: np.ndarray, truth: np.ndarray,
-                true_counts: np.ndarray, bootstrap: coverage.Bootstrap) -> dict[str, Any]:
+                true_counts: np.ndarray) -> dict[str, Any]:
     """MAE with its interval, bias and count error of one predictor on one class."""
-    error = coverage.coverage_error(ratios, truth, bootstrap)
+    error = coverage.coverage_error(ratios, truth, BOOTSTRAP)
     counted = coverage.count_error(counts, true_counts)
     return {"mae_pp": error.mae_pp, "mae_ci95_pp": error.mae_interval_pp.as_list(),
             "bias_pp": error.bias_pp,

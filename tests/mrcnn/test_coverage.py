@@ -45,9 +45,18 @@ def test_the_interval_is_seeded_and_its_resamples_depend_only_on_the_image_count
     values = np.random.default_rng(1).uniform(0, 5, 30)
     assert mean_interval(values) == mean_interval(values.copy())
     assert mean_interval(values, Bootstrap(seed=1)) != mean_interval(values)
-    indices = resample_indices(30)
+    indices = np.vstack(list(resample_indices(30)))
     assert indices.shape == (2000, 30) and indices.min() >= 0 and indices.max() == 29
-    assert np.array_equal(indices, resample_indices(30))
+    assert np.array_equal(indices, np.vstack(list(resample_indices(30))))
+
+
+def test_many_images_are_resampled_in_blocks_of_bounded_size():
+    blocks = list(resample_indices(3000, Bootstrap(resamples=1000)))
+    assert len(blocks) > 1 and sum(len(block) for block in blocks) == 1000
+    assert max(block.size for block in blocks) <= 1 << 20
+    values = np.random.default_rng(4).uniform(0, 10, 3000)
+    interval = mean_interval(values, Bootstrap(resamples=1000))
+    assert interval.low < values.mean() < interval.high
 
 
 def test_a_wider_confidence_gives_a_wider_interval():
