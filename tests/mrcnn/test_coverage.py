@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,15 @@ def test_bad_input_is_refused():
         count_error(np.zeros((2, 2)), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="confidence in \\(0, 1\\)"):
         Bootstrap(confidence=95)
+
+
+def test_the_documented_example_says_what_its_comments_say(capsys: pytest.CaptureFixture):
+    page = Path(__file__).resolve().parents[2] / "docs" / "concepts" / "accuracy.md"
+    example = page.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(example, namespace)
+    error = namespace["error"]
+    assert round(error.mae_pp, 2) == 0.78 and round(error.bias_pp, 2) == -0.33
+    interval = error.mae_interval_pp
+    assert (round(interval.low, 2), round(interval.high, 2)) == (0.45, 1.10)
+    assert capsys.readouterr().out == "model better\n"
