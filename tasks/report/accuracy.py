@@ -22,12 +22,21 @@ METRICS_FILE = "metrics.json"  # beside a registry version's weights
 
 @dataclasses.dataclass(frozen=True)
 class ModelAccuracy:
-    """What the section shows of one model version: numbers, or why there are none."""
+    """What the section shows of one model version: its numbers, or why there are none.
+
+    Attributes:
+        identity: ``name@version``, as the tables record it.
+        summary: the AP line (`tasks.accuracy_table.summary_line`).
+        rows: the per-class table.
+        warning: the evaluation's detection-limit warning, if any.
+        missing: why no numbers are shown (no registry, no registry version, no file).
+    """
 
     identity: str
     summary: str | None = None
     rows: tuple[AccuracyRow, ...] = ()
-    notes: tuple[str, ...] = ()
+    warning: str | None = None
+    missing: str | None = None
 
 
 def report_day_models(history: History) -> list[tuple[str, str]]:
@@ -48,11 +57,10 @@ def registered_metrics_uri(registry: str, name: str, version: str) -> str | None
 
 def model_accuracy(identity: str, metrics: Mapping[str, Any]) -> ModelAccuracy:
     """The section's numbers of one version's ``metrics.json``."""
-    warning = limit_warning(metrics)
     return ModelAccuracy(identity, summary_line(metrics), tuple(accuracy_rows(metrics)),
-                         (f"warning: {warning}",) if warning else ())
+                         limit_warning(metrics))
 
 
 def unavailable(identity: str, reason: str) -> ModelAccuracy:
     """A version whose evaluation cannot be shown, and why."""
-    return ModelAccuracy(identity, notes=(reason,))
+    return ModelAccuracy(identity, missing=reason)

@@ -93,10 +93,12 @@ def _accuracy(models: Sequence[ModelAccuracy]) -> str:
              "These are the registered evaluation's numbers, not tonight's images.</p>"]
     for model in models:
         parts.append(f"<h3>{_e(model.identity)}</h3>")
+        if model.missing:
+            parts.append(f"<p>{_e(model.missing)}</p>")
         if model.summary:
             parts.append(f"<p>{_e(model.summary)}</p>")
-        parts += [f"<p class='alert'>{_e(note)}</p>" if note.startswith("warning")
-                  else f"<p>{_e(note)}</p>" for note in model.notes]
+        if model.warning:
+            parts.append(f"<p class='alert'>warning: {_e(model.warning)}</p>")
         if model.rows:
             parts.append(_table(HEADER, [row.cells() for row in model.rows]))
     return "\n".join(parts)

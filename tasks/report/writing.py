@@ -43,17 +43,16 @@ def read_model_accuracy(registry: str | None, models: Sequence[tuple[str, str]]
     for name, version in models:
         identity = f"{name}@{version}"
         uri = registered_metrics_uri(registry, name, version) if registry else None
-        if registry is None:
-            found.append(unavailable(identity, "no registry given: run the report with the "
-                                               "model registry to show its evaluation"))
-        elif uri is None:
-            found.append(unavailable(identity, "not a registry version: no registered "
-                                               "evaluation"))
-        else:
-            try:
-                found.append(model_accuracy(identity, storage.read_json(uri, "metrics")))
-            except (FileNotFoundError, ValueError) as error:
-                found.append(unavailable(identity, str(error)))
+        if uri is None:
+            found.append(unavailable(identity, (
+                "no registry given: run the report with the model registry to show its "
+                "evaluation" if registry is None else
+                "not a registry version: no registered evaluation")))
+            continue
+        try:
+            found.append(model_accuracy(identity, storage.read_json(uri, "metrics")))
+        except (FileNotFoundError, ValueError) as error:  # no file, or not JSON: named
+            found.append(unavailable(identity, str(error)))
     return found
 
 

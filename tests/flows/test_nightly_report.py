@@ -18,7 +18,7 @@ import pytest
 
 from flows.nightly_report import EVENT, nightly_report
 from tasks import registry
-from tasks.evaluation import evaluate_results
+from tasks.evaluation import detection_limit, evaluate_results
 from tasks.report.writing import read_model_accuracy
 from tests.support.evaluation_samples import missed_one_samples
 from tests.support.results_tables import Detected, Result, write_day, write_images
@@ -114,10 +114,13 @@ def test_a_stable_night_raises_nothing(tmp_path: Path):
 
 
 def register_nuclei(root: Path) -> dict:
-    """Register ``nuclei@v1`` with the metrics of an evaluation whose numbers are known."""
+    """Register ``nuclei@v1`` with the metrics of an evaluation whose numbers are known, by a
+    model returning at most 5 instances where an image holds 7."""
     weights = root.parent / "stand-in.weights.h5"  # registration checks the HDF5 signature only
     weights.write_bytes(registry.HDF5_SIGNATURE + b"nuclei")
     metrics = evaluate_results(["BG", "nucleus"], missed_one_samples(6))
+    metrics["detection_limit"] = detection_limit({"DETECTION_MAX_INSTANCES": 5},
+                                                 metrics["largest_gt_instances"]).as_dict()
     registry.register_version(str(root), "nuclei", str(weights), {"NUM_CLASSES": 2},
                               ["nucleus"], metrics, {})
     return metrics
@@ -141,18 +144,21 @@ def test_the_page_shows_the_registered_accuracy_of_the_night_s_models(tmp_path: 
     assert (f"<td>nucleus</td><td>{78 / 101:.4f}</td><td>1.56 [1.56, 1.56]</td><td>-1.56</td>"
             "<td>0.23</td>") in section
     assert "<td>0.00 [0.00, 0.00]</td><td>better / worse</td>" in section
+    assert ("<p class='alert'>warning: DETECTION_MAX_INSTANCES 5 is below the 7 instances of "
+            "the fullest val image") in section
     assert "<h3>nuclei@sha256-0123456789abcdef</h3>\n<p>not a registry version" in section
 
 
 def test_without_the_registry_or_its_metrics_the_section_says_why(tmp_path: Path):
     models = [("nuclei", "1"), ("ghost", "3")]
-    assert [m.notes[0] for m in read_model_accuracy.fn(None, models)] == [
+    assert [m.missing for m in read_model_accuracy.fn(None, models)] == [
         "no registry given: run the report with the model registry to show its evaluation"] * 2
     register_nuclei(tmp_path / "registry")
     found, missing = read_model_accuracy.fn(str(tmp_path / "registry"), models)
-    assert found.rows[0].class_name == "nucleus" and not found.notes
-    assert missing.notes == (f"metrics '{tmp_path}/registry/ghost/versions/3/metrics.json' not "
-                             "found",)
+    assert found.rows[0].class_name == "nucleus" and found.missing is None
+    assert found.warning.startswith("DETECTION_MAX_INSTANCES 5 is below the 7 instances")
+    assert missing.missing == (f"metrics '{tmp_path}/registry/ghost/versions/3/metrics.json' "
+                               "not found") and not missing.rows
 
 
 def chromium() -> str:
