@@ -146,7 +146,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
             segmentation fault) costs that shard (retried once, then failed; its images are
             retried by the next run), not the run. Default: on for ``openvino``.
         report: end with the ``nightly-report`` subflow for the run_date (the nightly
-            deployment does), also when some shards failed.
+            deployment does), also when some shards failed; it shows the model's registered
+            evaluation from ``registry``.
         report_path_field: the report's breakdown by this field of ``images.path_fields``.
         backbones: callable backbones (functions, not names) allowed for a model whose
             config names one (``mrcnn.Config.from_dict``); a config naming other code is
@@ -183,7 +184,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                 committed["rows_removed"])
     if report:
         summary["report"] = nightly_report(output=output_uri, date=datetime.date.fromisoformat(day),
-                                           path_field=report_path_field)["report"]
+                                           path_field=report_path_field,
+                                           registry=resolved.registry_uri or registry)["report"]
     if failures:
         raise RunIncomplete(f"{len(failures)} of {len(shards)} shards failed (their images are "
                             f"retried by the next run): {failures[0]}")

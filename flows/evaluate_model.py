@@ -1,4 +1,6 @@
-"""Flow ``evaluate-model``: COCO AP and per-class area-ratio error on the validation split.
+"""Flow ``evaluate-model``: COCO AP and per-class area-ratio error, against the baselines of
+predicting nothing and Otsu's threshold, on the validation split
+(``docs/concepts/accuracy.md``).
 
 The model is any source ``tasks.models.resolve`` reads: a registry reference (``NAME@ALIAS``,
 ``NAME@vN``), a training run folder, a checkpoint or an export folder; it is resolved once, so

@@ -1,9 +1,10 @@
 """Flow ``nightly-report``: the night's numbers against the last weeks, as one HTML page.
 
 read the report day and its window -> daily numbers and drift -> ``drift`` table -> charts,
-gallery -> ``<output>/reports/run_date=D/index.html`` -> a markdown artifact with the key
-numbers and the page's URI, and the event ``mrcnn.drift.detected`` when a class drifts or the
-error or no-detection rate jumps (a Prefect automation can notify on it).
+gallery, the day's models' registered evaluation -> ``<output>/reports/run_date=D/index.html``
+-> a markdown artifact with the key numbers and the page's URI, and the event
+``mrcnn.drift.detected`` when a class drifts or the error or no-detection rate jumps (a Prefect
+automation can notify on it).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
 from tasks.report import build, summary
+from tasks.report.accuracy import report_day_models
 from tasks.report.drift import DriftRow, DriftSettings, RateJump
 from tasks.report.gallery import choose
 from tasks.report.page import ReportPage, render
-from tasks.report.writing import draw_gallery, load_history, write_drift, write_page
+from tasks.report.writing import (draw_gallery, load_history, read_model_accuracy, write_drift,
+                                  write_page)
 
 EVENT = "mrcnn.drift.detected"
 
@@ -28,7 +31,8 @@ EVENT = "mrcnn.drift.detected"
 @flow(name="nightly-report")
 def nightly_report(output: str, date: datetime.date | None = None, window: int = 28,
                    path_field: str | None = None, gallery: int = 12, psi: float = 0.2,
-                   ks_alpha: float = 0.01, min_images: int = 20) -> dict[str, Any]:
+                   ks_alpha: float = 0.01, min_images: int = 20,
+                   registry: str | None = None) -> dict[str, Any]:
     """Write the report of one run_date of batch inference's results.
 
     Args:
@@ -39,6 +43,8 @@ def nightly_report(output: str, date: datetime.date | None = None, window: int =
             break the numbers down by.
         gallery: how many images the gallery shows.
         psi, ks_alpha, min_images: drift thresholds (see ``tasks.report.drift``).
+        registry: the model registry; the page then shows how each model version of the
+            report day scored on its val split (its registered ``metrics.json``).
 
     Returns:
         ``{report, drift, drifting, jumps, images}``.
@@ -62,7 +68,8 @@ def nightly_report(output: str, date: datetime.date | None = None, window: int =
                       tuple(jumps),
                       errors["error_type"].value_counts().to_dict() if len(errors) else {},
                       tuple(draw_gallery(output, history.day, choose(history, gallery, window))),
-                      build.breakdown(history), path_field)
+                      build.breakdown(history), path_field,
+                      tuple(read_model_accuracy(registry, report_day_models(history))))
     uri = write_page(output, history.day, render(page))
     drifting = sorted({row.class_name for row in drift if row.drifting})
     _announce(output, history.day, uri, page, drift, drifting, jumps)

@@ -8,6 +8,12 @@ ground-truth class ids mark crowd regions.
 matching with the same class, VOC all-points interpolated AP of one image; its mAP is the
 mean of per-image APs. `DetectionEvaluator` collects images (detectron2's
 reset/process/evaluate) and reports both that mAP and COCO's bbox/segm AP.
+
+COCO keeps at most `maxDets` detections per image, 100 by default, which caps recall on
+images with more instances (hundreds of nuclei): `DetectionEvaluator` raises the last
+`maxDets` to the largest ground-truth count of an image (`coco_max_dets`). pycocotools'
+`summarize()` assumes the default `[1, 10, 100]` (its AP looks up 100 by value, AP50 and the
+others `maxDets[2]`), so the summary is read from `eval["precision"]` at the last `maxDets`.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from pycocotools.cocoeval import COCOeval
 from mrcnn.boxes import compute_overlaps, extract_bboxes
 from mrcnn.masks import compute_overlaps_masks
 
-# COCOeval.stats entries reported, in order.
-_COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# The AP summary: (name, IoU threshold or None for 0.5:0.95, area range), as COCO's stats[:6].
+_COCO_SUMMARY = (("AP", None, "all"), ("AP50", 0.5, "all"), ("AP75", 0.75, "all"),
+                 ("APs", None, "small"), ("APm", None, "medium"), ("APl", None, "large"))
+COCO_DEFAULT_MAX_DETS = (1, 10, 100)
 _RESULT_KEYS = ("rois", "class_ids", "scores", "masks")
 
 
@@ -193,8 +201,10 @@ class DetectionEvaluator:
 
     `evaluate()` returns a JSON-safe dict: "mAP50" (mean per-image mask AP@0.5, matterport's
     metric, over images with non-crowd ground truth), "mAP50_95" (same, averaged over IoU
-    0.5:0.95), "images" (count), and COCO's "bbox" and "segm" results ("AP", "AP50", "AP75",
-    "APs", "APm", "APl", "per_class"). Undefined values (no ground truth) are None.
+    0.5:0.95), "images" (count), "largest_gt_instances" (the most non-crowd ground-truth
+    instances in one image), "coco_max_dets" (COCOeval's `maxDets`, see `coco_max_dets`),
+    and COCO's "bbox" and "segm" results ("AP", "AP50", "AP75", "APs", "APm", "APl",
+    "per_class", all at the last `maxDets`). Undefined values (no ground truth) are None.
     """
 
     def __init__(self, class_names: Sequence[str]) -> None:
@@ -279,13 +289,35 @@ class DetectionEvaluator:
             raise ValueError("DetectionEvaluator.evaluate() needs at least one processed image")
         categories = [{"id": i, "name": name} for i, name in enumerate(self.class_names) if i]
         coco_gt = _in_memory_coco(self._images, _numbered(self._gt), categories)
+        largest = self.largest_gt_instances()
+        max_dets = coco_max_dets(largest)
         return {
             "mAP50": _mean_or_none(self._ap50),
             "mAP50_95": _mean_or_none(self._ap_range),
             "images": len(self._images),
-            "bbox": _coco_metrics(coco_gt, self._detections, "bbox", self.class_names),
-            "segm": _coco_metrics(coco_gt, self._detections, "segm", self.class_names),
+            "largest_gt_instances": largest,
+            "coco_max_dets": max_dets,
+            "bbox": _coco_metrics(coco_gt, self._detections, "bbox", self.class_names, max_dets),
+            "segm": _coco_metrics(coco_gt, self._detections, "segm", self.class_names, max_dets),
         }
+
+    def largest_gt_instances(self) -> int:
+        """The most non-crowd ground-truth instances (non-empty masks) in one processed image."""
+        counts: dict[int, int] = {}
+        for annotation in self._gt:
+            if not annotation["iscrowd"]:
+                counts[annotation["image_id"]] = counts.get(annotation["image_id"], 0) + 1
+        return max(counts.values(), default=0)
+
+
+def coco_max_dets(largest_gt_instances: int) -> list[int]:
+    """COCOeval's `maxDets`: the default `[1, 10, 100]`, the last raised to the largest
+    ground-truth count of one image, so that no image's recall is capped below its instances.
+
+    Detections beyond it (lowest scores first) are still cut, as COCO cuts them.
+    """
+    first, second, last = COCO_DEFAULT_MAX_DETS
+    return [first, second, max(last, int(largest_gt_instances))]
 
 
 def _encode(mask: np.ndarray) -> dict[str, Any]:
@@ -360,23 +392,39 @@ def _load_results(coco_gt: COCO, detections: list[dict], iou_type: str) -> COCO:
 
 
 def _coco_metrics(
-    coco_gt: COCO, detections: list[dict], iou_type: str, class_names: list[str]
+    coco_gt: COCO, detections: list[dict], iou_type: str, class_names: list[str],
+    max_dets: Sequence[int] = COCO_DEFAULT_MAX_DETS,
 ) -> dict[str, Any]:
-    """Runs COCOeval for "bbox" or "segm"; returns overall and per-class AP."""
+    """Runs COCOeval for "bbox" or "segm" with `max_dets`; returns overall and per-class AP."""
     coco_eval = COCOeval(coco_gt, _load_results(coco_gt, detections, iou_type), iou_type)
+    coco_eval.params.maxDets = list(max_dets)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval.evaluate()
         coco_eval.accumulate()
-        coco_eval.summarize()
-    # stats holds 12 values; the first six are the AP ones named here.
-    stats = zip(_COCO_STAT_NAMES, coco_eval.stats, strict=False)
-    metrics: dict[str, Any] = {name: _finite_or_none(value) for name, value in stats}
+    metrics: dict[str, Any] = {name: _summary_ap(coco_eval, iou, area)
+                               for name, iou, area in _COCO_SUMMARY}
     metrics["per_class"] = _per_class_ap(coco_eval, class_names)
     return metrics
 
 
+def _summary_ap(coco_eval: COCOeval, iou: float | None, area: str) -> float | None:
+    """AP as `summarize()` computes it, at the last `maxDets` whatever its value.
+
+    The mean of the defined precisions (COCO marks undefined ones -1) over IoU thresholds
+    (or the one `iou`), recall thresholds and classes, for one area range.
+    """
+    params = coco_eval.params
+    # precision: [IoU thresholds, recall thresholds, classes, area ranges, max dets].
+    precision = coco_eval.eval["precision"][:, :, :, params.areaRngLbl.index(area), -1]
+    if iou is not None:
+        precision = precision[np.flatnonzero(np.isclose(params.iouThrs, iou))]
+    defined = precision[precision > -1]
+    return _finite_or_none(defined.mean()) if defined.size else None
+
+
 def _per_class_ap(coco_eval: COCOeval, class_names: list[str]) -> dict[str, float | None]:
-    """Per-class AP: precision averaged over IoU thresholds and recall (area all, 100 dets)."""
+    """Per-class AP: precision averaged over IoU thresholds and recall (area all, last
+    `maxDets`)."""
     # precision: [IoU thresholds, recall thresholds, classes, area ranges, max dets]; -1 = no GT.
     precision = coco_eval.eval["precision"]
     per_class = {}

@@ -189,12 +189,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
-    print(f"{'class':20} {'bbox AP':>8} {'segm AP':>8} {'area MAE (pp)':>14}")
+    print(f"{'class':20} {'bbox AP':>8} {'segm AP':>8} {'area MAE (pp)':>14} {'95 % CI':>17} "
+          f"{'bias':>8} {'nothing':>8} {'Otsu':>8}")
     from tasks.evaluation import metrics_table
 
     for row in metrics_table(metrics):
+        interval = f"[{_cell(row['area_mae_ci95_low'])}, {_cell(row['area_mae_ci95_high'])}]"
         print(f"{row['class']:20} {_cell(row['bbox_AP']):>8} {_cell(row['segm_AP']):>8} "
-              f"{_cell(row['area_mae_pp']):>14}")
+              f"{_cell(row['area_mae_pp']):>14} {interval:>17} {_cell(row['area_bias_pp']):>8} "
+              f"{_cell(row['nothing_mae_pp']):>8} {_cell(row['otsu_mae_pp']):>8}")
     print(f"segm AP {_cell(metrics['segm']['AP'])}, AP50 {_cell(metrics['segm']['AP50'])}, "
           f"AP75 {_cell(metrics['segm']['AP75'])}; bbox AP {_cell(metrics['bbox']['AP'])}")
     print(f"metrics: {metrics['metrics_uri']}")

@@ -185,7 +185,8 @@ def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 3
     inference = batch_inference(input_uri=str(paths["incoming"]), output_uri=str(paths["results"]),
                                 model="shapes@production", registry=str(paths["registry"]))
     report = nightly_report(output=str(paths["results"]),
-                            date=datetime.date.fromisoformat(inference["run_date"]))
+                            date=datetime.date.fromisoformat(inference["run_date"]),
+                            registry=str(paths["registry"]))
     metrics = json.loads(Path(pipeline["metrics"]).read_text())
     overlays = paths["results"] / "overlays" / f"run_date={inference['run_date']}"
     grid = overlay_grid(sorted(overlays.rglob("*.jpg")), grid or output / "overlay_grid.png")

@@ -7,6 +7,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tasks.accuracy_table import HEADER, accuracy_rows, limit_warning, summary_line
+
 
 def decision_markdown(decision: dict[str, Any]) -> str:
     """The promotion decision as a markdown report (for an artifact)."""
@@ -31,10 +33,8 @@ def _number(value: float | None) -> str:
 def model_card(version: Any, classes: list[str], config: dict[str, Any],
                metrics: dict[str, Any], lineage: dict[str, Any]) -> str:
     """MODEL_CARD.md: what the model detects, how well, and where it comes from."""
-    per_class_ap = (metrics.get("segm") or {}).get("per_class") or {}
-    area = (metrics.get("area_ratio_error") or {}).get("per_class") or {}
-    rows = [f"| {name} | {_number(per_class_ap.get(name))} | "
-            f"{_number((area.get(name) or {}).get('mae_pp'))} |" for name in classes]
+    rows = ["| " + " | ".join(row.cells()) + " |" for row in accuracy_rows(metrics, classes)]
+    warning = limit_warning(metrics)
     dataset = lineage.get("dataset") or {}
     stages = lineage.get("stages") or []
     lines = [
@@ -42,13 +42,16 @@ def model_card(version: Any, classes: list[str], config: dict[str, Any],
         f"Mask R-CNN ({config.get('BACKBONE')}, {config.get('IMAGE_MAX_DIM')} px) detecting "
         f"{len(classes)} classes: {', '.join(classes)}.", "",
         "## Evaluation (validation split)", "",
-        f"- segm AP {_number((metrics.get('segm') or {}).get('AP'))}, "
-        f"bbox AP {_number((metrics.get('bbox') or {}).get('AP'))}, "
-        f"segm AP50 {_number((metrics.get('segm') or {}).get('AP50'))}, "
-        f"images {metrics.get('images', 'n/a')}",
+        f"- {summary_line(metrics)}",
         f"- mean per-class area-ratio error: "
-        f"{_number((metrics.get('area_ratio_error') or {}).get('mean_mae_pp'))} percentage points", "",
-        "| class | segm AP | area-ratio MAE (pp) |", "|---|---|---|", *rows, "",
+        f"{_number((metrics.get('area_ratio_error') or {}).get('mean_mae_pp'))} percentage points",
+        *([f"- **warning**: {warning}"] if warning else []), "",
+        "Coverage is the share of the image a class covers; its error is in percentage points "
+        "(pp) per image, with a bootstrap 95 % interval over the images. Bias > 0: the model "
+        "covers too much. The baselines are scored on the same images: predicting nothing, and "
+        "Otsu's threshold on the grey image (single-class datasets only). \"model vs\" says "
+        "whether the model's error is clearly lower (better), higher (worse) or neither.", "",
+        "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER), *rows, "",
         "## Training", "",
         f"- dataset: `{dataset.get('uri')}` (sha256 `{dataset.get('hash')}`)",
         f"- initial weights: `{lineage.get('init_weights')}`",

@@ -1,10 +1,10 @@
 """The rows a report reads: the report day and the ``window_days`` before it, as frames.
 
 ``areas`` (``area_ratios``: run_date, image_uri, class_name, instance_count, area_ratio,
-model_version), ``scores`` (``instances``: run_date, image_uri, class_name, score), ``errors``
-(run_date, image_uri, error_type) and, when the output has an ``images`` table,
-``path_fields`` (run_date, image_uri and one column per path field). ``run_date`` is an ISO
-date string throughout.
+model_name, model_version), ``scores`` (``instances``: run_date, image_uri, class_name,
+score), ``errors`` (run_date, image_uri, error_type) and, when the output has an ``images``
+table, ``path_fields`` (run_date, image_uri and one column per path field). ``run_date`` is
+an ISO date string throughout.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tasks.tables.queries import query
 
 _RANGE = "run_date BETWEEN CAST($start AS DATE) AND CAST($day AS DATE)"
 _AREAS = f"""SELECT CAST(run_date AS VARCHAR) AS run_date, image_uri, class_name, instance_count,
-       area_ratio, model_version
+       area_ratio, model_name, model_version
 FROM read_parquet($files, hive_partitioning = true) WHERE {_RANGE}"""
 _SCORES = f"""SELECT CAST(run_date AS VARCHAR) AS run_date, image_uri, class_name, score
 FROM read_parquet($files, hive_partitioning = true, union_by_name = true) WHERE {_RANGE}"""

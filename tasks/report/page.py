@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from tasks.accuracy_table import HEADER
+from tasks.report.accuracy import ModelAccuracy
 from tasks.report.drift import DriftRow, RateJump
 from tasks.report.gallery import GalleryItem
 
@@ -49,6 +51,7 @@ class ReportPage:
     gallery: tuple[GalleryItem, ...]
     breakdown: pd.DataFrame | None = None
     breakdown_field: str | None = None
+    accuracy: tuple[ModelAccuracy, ...] = ()
 
 
 def render(page: ReportPage) -> str:
@@ -59,7 +62,7 @@ def render(page: ReportPage) -> str:
              f"<h1>Nightly report {_e(page.day)}</h1><p>results: <code>{_e(page.output)}</code></p>",
              _alerts(drifting, page.jumps), _table(["", "value"], page.key_numbers.items()),
              "<h2>The night</h2><div class='charts' id='overall'>", *page.overall_charts,
-             "</div>", _errors(page.errors_by_type)]
+             "</div>", _errors(page.errors_by_type), _accuracy(page.accuracy)]
     for section in page.classes:
         parts += [f"<h2 id='class-{_e(section.name)}'>{_e(section.name)}</h2>",
                   "<div class='charts'>", section.trend_chart, section.distribution_chart,
@@ -78,6 +81,27 @@ def _alerts(drifting: Sequence[str], jumps: Sequence[RateJump]) -> str:
     if not lines:
         return "<p class='ok'>No drift and no jump in errors or empty results.</p>"
     return "<div class='alert' id='alerts'>" + "<br>".join(lines) + "</div>"
+
+
+def _accuracy(models: Sequence[ModelAccuracy]) -> str:
+    """Each model version's registered evaluation (see ``tasks.report.accuracy``)."""
+    if not models:
+        return ""
+    parts = ["<h2 id='accuracy'>Model accuracy on its val split</h2>",
+             "<p>Coverage error in percentage points per image, with a bootstrap 95 % interval; "
+             "the baselines are scored on the same images (Otsu: single-class models only). "
+             "These are the registered evaluation's numbers, not tonight's images.</p>"]
+    for model in models:
+        parts.append(f"<h3>{_e(model.identity)}</h3>")
+        if model.missing:
+            parts.append(f"<p>{_e(model.missing)}</p>")
+        if model.summary:
+            parts.append(f"<p>{_e(model.summary)}</p>")
+        if model.warning:
+            parts.append(f"<p class='alert'>warning: {_e(model.warning)}</p>")
+        if model.rows:
+            parts.append(_table(HEADER, [row.cells() for row in model.rows]))
+    return "\n".join(parts)
 
 
 def _errors(errors: dict[str, int]) -> str:

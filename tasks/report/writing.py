@@ -1,5 +1,6 @@
-"""Prefect tasks of the nightly report: read the window, write the drift table and the page,
-draw the gallery's thumbnails. Storage hiccups are retried; a missing table is not."""
+"""Prefect tasks of the nightly report: read the window and the models' registered metrics,
+write the drift table and the page, draw the gallery's thumbnails. Storage hiccups are
+retried; a missing table is not."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from tasks import storage
 from tasks.parquet_io import parquet_bytes
 from tasks.parquet_schemas import DRIFT, PARTITION_KEY
 from tasks.report import gallery
+from tasks.report.accuracy import (ModelAccuracy, model_accuracy, registered_metrics_uri,
+                                   unavailable)
 from tasks.report.drift import DriftRow
 from tasks.report.history import History, read_history
 from tasks.review.strategies import Pick
@@ -30,6 +33,27 @@ def load_history(output_uri: str, day: datetime.date, window_days: int,
                  path_field: str | None) -> History:
     """The report day and its window (see ``tasks.report.history``)."""
     return read_history(output_uri, day, window_days, path_field)
+
+
+@io_task(name="read-model-accuracy")
+def read_model_accuracy(registry: str | None, models: Sequence[tuple[str, str]]
+                        ) -> list[ModelAccuracy]:
+    """Each model version's registered evaluation; a version without one gets the reason."""
+    found = []
+    for name, version in models:
+        identity = f"{name}@{version}"
+        uri = registered_metrics_uri(registry, name, version) if registry else None
+        if uri is None:
+            found.append(unavailable(identity, (
+                "no registry given: run the report with the model registry to show its "
+                "evaluation" if registry is None else
+                "not a registry version: no registered evaluation")))
+            continue
+        try:
+            found.append(model_accuracy(identity, storage.read_json(uri, "metrics")))
+        except (FileNotFoundError, ValueError) as error:  # no file, or not JSON: named
+            found.append(unavailable(identity, str(error)))
+    return found
 
 
 @io_task(name="write-drift")

@@ -1,5 +1,6 @@
 """The nightly report over a generated month: a planted drift is flagged (table, page and
-event), a stable class is not; the page opens in a real headless browser."""
+event), a stable class is not; the page opens in a real headless browser and shows the
+registered accuracy of the night's model."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ import pandas as pd
 import pytest
 
 from flows.nightly_report import EVENT, nightly_report
+from tasks import registry
+from tasks.evaluation import detection_limit, evaluate_results
+from tasks.report.writing import read_model_accuracy
+from tests.support.evaluation_samples import missed_one_samples
 from tests.support.results_tables import Detected, Result, write_day, write_images
 
 CLASSES = ("car", "pothole")
@@ -106,6 +111,54 @@ def test_a_stable_night_raises_nothing(tmp_path: Path):
     settings = DriftSettings()
     assert not any(row.drifting for row in drift_rows(history, settings))
     assert rate_jumps(daily_overall(history), history.day, settings) == []
+
+
+def register_nuclei(root: Path) -> dict:
+    """Register ``nuclei@v1`` with the metrics of an evaluation whose numbers are known, by a
+    model returning at most 5 instances where an image holds 7."""
+    weights = root.parent / "stand-in.weights.h5"  # registration checks the HDF5 signature only
+    weights.write_bytes(registry.HDF5_SIGNATURE + b"nuclei")
+    metrics = evaluate_results(["BG", "nucleus"], missed_one_samples(6))
+    metrics["detection_limit"] = detection_limit({"DETECTION_MAX_INSTANCES": 5},
+                                                 metrics["largest_gt_instances"]).as_dict()
+    registry.register_version(str(root), "nuclei", str(weights), {"NUM_CLASSES": 2},
+                              ["nucleus"], metrics, {})
+    return metrics
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_page_shows_the_registered_accuracy_of_the_night_s_models(tmp_path: Path):
+    register_nuclei(tmp_path / "registry")
+    rng = np.random.default_rng(0)
+    out = tmp_path / "results"
+    for version in ("1", "sha256-0123456789abcdef"):  # a registry version, and a run folder's
+        results = [Result(str(tmp_path / "in" / version / f"{k}.png"), SIZE, SIZE,
+                          (Detected(1, 0.9, square_of(0.1, rng)),)) for k in range(3)]
+        write_day(out, DAY.isoformat(), results, ("nucleus",), model=("nuclei", version))
+    page = Path(nightly_report(output=str(out), date=DAY, gallery=0,
+                               registry=str(tmp_path / "registry"))["report"]).read_text()
+    section = page[page.index("<h2 id='accuracy'>"):page.index("<h2 id='class-nucleus'>")]
+    assert "<h3>nuclei@1</h3>" in section and "6 images; COCO maxDets 100" in section
+    # The evaluation's numbers (worked out in tests/tasks/test_registry.py): the model misses
+    # one cell per image, which Otsu finds; COCO AP 78 of 101 recall points.
+    assert (f"<td>nucleus</td><td>{78 / 101:.4f}</td><td>1.56 [1.56, 1.56]</td><td>-1.56</td>"
+            "<td>0.23</td>") in section
+    assert "<td>0.00 [0.00, 0.00]</td><td>better / worse</td>" in section
+    assert ("<p class='alert'>warning: DETECTION_MAX_INSTANCES 5 is below the 7 instances of "
+            "the fullest val image") in section
+    assert "<h3>nuclei@sha256-0123456789abcdef</h3>\n<p>not a registry version" in section
+
+
+def test_without_the_registry_or_its_metrics_the_section_says_why(tmp_path: Path):
+    models = [("nuclei", "1"), ("ghost", "3")]
+    assert [m.missing for m in read_model_accuracy.fn(None, models)] == [
+        "no registry given: run the report with the model registry to show its evaluation"] * 2
+    register_nuclei(tmp_path / "registry")
+    found, missing = read_model_accuracy.fn(str(tmp_path / "registry"), models)
+    assert found.rows[0].class_name == "nucleus" and found.missing is None
+    assert found.warning.startswith("DETECTION_MAX_INSTANCES 5 is below the 7 instances")
+    assert missing.missing == (f"metrics '{tmp_path}/registry/ghost/versions/3/metrics.json' "
+                               "not found") and not missing.rows
 
 
 def chromium() -> str:

@@ -269,6 +269,86 @@ def test_a_training_config_with_two_replicas_trains_mirrored(tmp_path: Path):
     assert read_history(run_dir)[0]["replicas"] == 2
 
 
+# ---------------------------------------------------------------------------- evaluation
+def write_crowded_dataset(root: Path, instances: int) -> str:
+    """A canonical dataset (car, pothole) whose one val image holds ``instances`` cars."""
+    image = np.full((64, 64, 3), 20, np.uint8)
+    categories = [{"id": 1, "name": "car"}, {"id": 2, "name": "pothole"}]
+    annotations = []
+    for k in range(instances):
+        mask = np.zeros((64, 64), np.uint8)
+        top, left = 8 * (k // 7) + 2, 8 * (k % 7) + 2
+        mask[top:top + 5, left:left + 5] = 1
+        image[mask.astype(bool)] = 220
+        rle = mask_utils.encode(np.asfortranarray(mask))
+        rle["counts"] = rle["counts"].decode("ascii")
+        annotations.append({"id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                            "segmentation": rle, "area": 25, "bbox": [left, top, 5, 5]})
+    PIL.Image.fromarray(image).save(write(root / "images" / "crowded.png", b""))
+    document = {"images": [{"id": 1, "file_name": "crowded.png", "height": 64, "width": 64}],
+                "annotations": annotations, "categories": categories}
+    for split in ("train", "val"):
+        write(root / "annotations" / f"{split}.json", json.dumps(document))
+    return str(root)
+
+
+def newest_run_logs(flow_name: str, needle: str) -> list[str]:
+    """The messages Prefect stored for the newest run of a flow and its tasks (they arrive
+    shortly: waits up to 30 s for one containing ``needle``)."""
+    import asyncio
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, LogFilter,
+                                                LogFilterFlowRunId)
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                sort=FlowRunSort.START_TIME_DESC, limit=1)
+            logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
+                any_=[runs[0].id])))
+            return [log.message for log in logs]
+    deadline = time.monotonic() + 30
+    while True:
+        found = asyncio.run(read())
+        if any(needle in message for message in found) or time.monotonic() > deadline:
+            return found
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_evaluate_records_the_baselines_and_warns_of_a_detection_limit(
+        tmp_path: Path, capsys: pytest.CaptureFixture):
+    from tests.support.tiny_model import tiny_model_dir
+
+    dataset = write_crowded_dataset(tmp_path / "data", instances=12)
+    weights = str(tiny_model_dir() / "model.weights.h5")  # DETECTION_MAX_INSTANCES 5
+    assert main(["evaluate", "--model", weights, "--dataset", dataset,
+                 "--output", str(tmp_path / "eval")]) == 0
+    header, car, pothole = capsys.readouterr().out.splitlines()[:3]
+    assert header.split()[-7:] == ["(pp)", "95", "%", "CI", "bias", "nothing", "Otsu"]
+    assert car.startswith("car") and car.split()[-1] == "-"  # two classes: no Otsu
+
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["detection_limit"] == {"detection_max_instances": 5,
+                                          "largest_gt_instances": 12, "capped": True}
+    assert metrics["coco_max_dets"] == [1, 10, 100]
+    car = metrics["area_ratio_error"]["per_class"]["car"]
+    low, high = car["mae_ci95_pp"]
+    assert low == pytest.approx(car["mae_pp"]) == pytest.approx(high)  # one image: a point
+    assert car["baselines"]["nothing"]["mae_pp"] == pytest.approx(100 * 12 * 25 / 64 ** 2)
+    assert car["count_error"]["images_with_instances"] == 1
+    assert car["baselines"]["otsu"] == {
+        "applicable": False, "reason": "not applicable: the dataset has 2 classes; Otsu's "
+        "threshold separates one bright class from a dark background"}
+    assert metrics["area_ratio_error"]["bootstrap"]["resamples"] == 2000
+    warnings = [m for m in newest_run_logs("evaluate-model", "DETECTION_MAX_INSTANCES=5")
+                if "DETECTION_MAX_INSTANCES=5" in m]
+    assert len(warnings) == 1 and "holds 12" in warnings[0]
+
+
 # ---------------------------------------------------------------------------- the whole pipeline
 def write_labelme_folder(root: Path) -> None:
     """Four 64×64 labelme images, each with a square and a triangle (2 land in val)."""

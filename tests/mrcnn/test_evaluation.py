@@ -254,3 +254,65 @@ def test_evaluator_rejects_bad_input() -> None:
         evaluator.process(3, GT[1], GT[2], _result([CAT], [3], [0.9]))
     with pytest.raises(ValueError, match="one size"):
         evaluator.process(4, GT[1], GT[2], {**result, "masks": np.zeros((5, 5, 1), bool)})
+
+
+def _crowded(instances: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image holding `instances` separate 3×3 squares of class 1: ids and masks."""
+    per_row = 15
+    size = 4 * per_row
+    masks = np.zeros((size, size, instances), dtype=bool)
+    for k in range(instances):
+        top, left = 4 * (k // per_row), 4 * (k % per_row)
+        masks[top:top + 3, left:left + 3, k] = True
+    return np.ones(instances, dtype=np.int32), masks
+
+
+def _coco_default_segm_ap(class_ids: np.ndarray, masks: np.ndarray, scores: np.ndarray) -> float:
+    """pycocotools with its default maxDets [1, 10, 100], straight from the masks."""
+    encoded = [mask_utils.encode(np.asfortranarray(masks[..., i].astype(np.uint8)))
+               for i in range(masks.shape[-1])]
+    annotations = [{"id": i + 1, "image_id": 0, "category_id": 1, "iscrowd": 0,
+                    "area": float(mask_utils.area(rle)), "bbox": list(mask_utils.toBbox(rle)),
+                    "segmentation": rle} for i, rle in enumerate(encoded)]
+    results = [{"image_id": 0, "category_id": 1, "score": float(scores[i]), "segmentation": rle}
+               for i, rle in enumerate(encoded)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {"images": [{"id": 0, "height": masks.shape[0], "width": masks.shape[1]}],
+                           "annotations": annotations, "categories": [{"id": 1, "name": "cell"}]}
+        coco_gt.createIndex()
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(results), "segm")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return float(coco_eval.stats[0])
+
+
+def test_ap_is_not_capped_below_the_instances_of_a_crowded_image() -> None:
+    class_ids, masks = _crowded(150)
+    scores = np.linspace(0.99, 0.5, 150)
+    # COCO's default keeps 100 detections: recall stops at 100 / 150.
+    assert _coco_default_segm_ap(class_ids, masks, scores) < 0.7
+    evaluator = DetectionEvaluator(["BG", "cell"])
+    evaluator.process(0, class_ids, masks,
+                      {"rois": extract_bboxes(masks), "class_ids": class_ids, "scores": scores,
+                       "masks": masks})
+    metrics = evaluator.evaluate()
+    assert metrics["largest_gt_instances"] == 150 and metrics["coco_max_dets"] == [1, 10, 150]
+    for kind in ("bbox", "segm"):
+        assert metrics[kind]["AP"] == pytest.approx(1.0), kind
+        assert metrics[kind]["AP50"] == pytest.approx(1.0), kind
+        assert metrics[kind]["AP75"] == pytest.approx(1.0), kind
+        assert metrics[kind]["APs"] == pytest.approx(1.0), kind  # 9 px squares are small
+        assert metrics[kind]["APm"] is None and metrics[kind]["APl"] is None
+        assert metrics[kind]["per_class"]["cell"] == pytest.approx(1.0), kind
+    assert metrics["mAP50"] == 1.0
+
+
+def test_max_dets_keeps_coco_default_up_to_100_instances() -> None:
+    evaluator = DetectionEvaluator(NAMES)
+    for image_id, class_ids, masks, result in _scenario():
+        evaluator.process(image_id, class_ids, masks, result)
+    metrics = evaluator.evaluate()
+    # Crowd regions are no instances to find: image 2 holds 2, not 3.
+    assert metrics["largest_gt_instances"] == 2 and metrics["coco_max_dets"] == [1, 10, 100]

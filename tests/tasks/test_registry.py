@@ -7,12 +7,16 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from mrcnn.coverage import mean_interval
 from mrcnn_pipeline.cli import main
 from tasks import registry, storage
+from tasks.evaluation import BOOTSTRAP, detection_limit, evaluate_results
 from tasks.registry import documents as registry_documents
 from tasks.registry import ModelVersion, promote, register_version, resolve, set_alias
+from tests.support.evaluation_samples import CELL_PCT, missed_one_samples
 
 FILES = ["MODEL_CARD.md", "classes.json", "config.json", "lineage.json", "metrics.json",
          "model.weights.h5"]
@@ -49,10 +53,34 @@ def test_versions_are_numbered_complete_and_resolvable(tmp_path: Path):
     assert (lineage["model"], lineage["version"], lineage["token"]) == ("road", 1, "one")
     assert first.read_json("classes.json") == ["a", "b"]
     card = storage.read_bytes(first.file("MODEL_CARD.md")).decode()
-    assert "# road v1" in card and "| a | 0.5000 | 2.0000 |" in card and "heads` to epoch 2" in card
+    # Metrics of an older evaluation: the cells it lacks read n/a.
+    assert "# road v1" in card and "| a | 0.5000 | 2.00 | n/a |" in card
+    assert "heads` to epoch 2" in card
     assert resolve("road", root) == second and resolve("road@v1", root) == first
     assert registry.list_models(root) == ["road"]
     assert not list((tmp_path / "registry/road/.staging").iterdir())  # staging renamed away
+
+
+def test_the_model_card_shows_coverage_accuracy_beside_the_baselines(tmp_path: Path):
+    metrics = evaluate_results(["BG", "nucleus"], missed_one_samples(6))
+    metrics["detection_limit"] = detection_limit({"DETECTION_MAX_INSTANCES": 5}, 7).as_dict()
+    config = {**CONFIG, "NUM_CLASSES": 2}
+    version = register_version(str(tmp_path / "registry"), "nuclei", weights_file(tmp_path, "n"),
+                               config, ["nucleus"], metrics, {"stages": []})
+    card = storage.read_bytes(version.file("MODEL_CARD.md")).decode()
+    assert "| class | segm AP | coverage MAE pp [95 % CI] | bias pp |" in card
+    # Image k holds k + 2 cells (1.5625 % each) and the model misses one: MAE 1.56 pp in every
+    # image, relative count errors 1/2 ... 1/7 (median 0.225); nothing misses 4.5 cells on
+    # average (7.03 pp); Otsu finds every cell. COCO: 21 of 27 cells found at one score,
+    # precision 1 up to recall 21/27, so 78 of the 101 recall points.
+    truth = CELL_PCT * np.arange(2, 8)
+    nothing = mean_interval(truth, BOOTSTRAP)
+    assert (f"| nucleus | {78 / 101:.4f} | 1.56 [1.56, 1.56] | -1.56 | 0.23 | "
+            f"7.03 [{nothing.low:.2f}, {nothing.high:.2f}] | 0.00 [0.00, 0.00] | "
+            "better / worse |") in card
+    map50 = 1 - np.mean(1 / np.arange(2, 8))  # each image: k - 1 of k found, in score order
+    assert f"matterport mAP50 {map50:.4f}; 6 images; COCO maxDets 100" in card
+    assert "**warning**: DETECTION_MAX_INSTANCES 5 is below the 7 instances" in card
 
 
 @pytest.mark.parametrize("reference, message", [
