@@ -15,12 +15,14 @@ alias rule).
 from __future__ import annotations
 
 import io
+import posixpath
 from typing import Any
 
 import numpy as np
 import PIL.Image
 import yaml
 
+from .formats import AnnotationFormat
 from .images import image_size
 from .paths import parent_of, stem_of
 from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult
@@ -112,3 +114,14 @@ def _find_image(fetch: Fetch, dataset: str, stem: str) -> tuple[str, bytes]:
         except FileNotFoundError:
             continue
     raise ValueError(f"image {_join(dataset, 'pic/' + stem)}.jpg (or .png, .bmp) not found")
+
+
+def is_legacy_source(relative: str) -> bool:
+    """A ``*.png`` directly in a ``cv2_mask`` folder."""
+    return (relative.lower().endswith(".png")
+            and posixpath.basename(posixpath.dirname(relative)) == MASK_FOLDER)
+
+
+FORMAT = AnnotationFormat(
+    "legacy", "the folders of labelme_json_to_dataset: pic/, cv2_mask/, info.yaml",
+    f"{MASK_FOLDER}/*.png", is_legacy_source, read_legacy)
