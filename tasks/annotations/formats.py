@@ -21,6 +21,8 @@ from .records import Fetch, ReadResult
 Read = Callable[..., ReadResult]
 # Lists the files below a folder (relative to the input root), relative to the input root.
 ListFiles = Callable[[str], Sequence[str]]
+# The class of instances in formats whose files name none (a mask, a label image).
+DEFAULT_CLASS = "object"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +66,7 @@ class AnnotationFormat:
     matches: Callable[[str], bool]
     read: Read
     options: tuple[ReaderOption, ...] = ()
-    folder_of: Callable[[str], str] | None = None
+    folder_of: Callable[[str], str | None] | None = None
 
     def sources(self, files: Iterable[str]) -> list[str]:
         """The sources among ``files`` (paths relative to the input root), in order."""
@@ -102,6 +104,11 @@ class AnnotationFormat:
             return self.read(source, fetch(source), fetch, **settings)
         return self.read(source, list_files(source), fetch, **settings)
 
+
+
+# Shared by the formats whose files carry no class name (mask folders, label images).
+CLASS_OPTION = ReaderOption("class_name", "--class", "class of the instances that have none "
+                            "of their own", default=DEFAULT_CLASS)
 
 
 def by_suffix(suffix: str) -> Callable[[str], bool]:
