@@ -6,7 +6,8 @@ one line in ``FORMATS`` below; the CLI, the flow and the source search take it f
 
 from __future__ import annotations
 
-from . import coco, cvat, label_studio, labelme, legacy, mask_folders, via, yolo
+from . import (coco, cvat, label_images, label_studio, labelme, legacy, mask_folders, via,
+               yolo)
 from .formats import AnnotationFormat, ReaderOption
 
 FORMATS: tuple[AnnotationFormat, ...] = (
@@ -18,6 +19,7 @@ FORMATS: tuple[AnnotationFormat, ...] = (
     label_studio.FORMAT,
     yolo.FORMAT,
     mask_folders.FORMAT,
+    label_images.FORMAT,
 )
 NAMES: tuple[str, ...] = tuple(fmt.name for fmt in FORMATS)
 
