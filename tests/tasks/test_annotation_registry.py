@@ -98,3 +98,17 @@ def test_a_format_option_reaches_its_reader(tmp_path: Path):
                                         str(tmp_path / "staging"))
     assert default["images"][0]["instances"] == []
     assert "region has no 'label' attribute" in default["issues"][0]["reason"]
+
+
+def test_the_reference_page_describes_every_format_and_option():
+    page = (Path(__file__).resolve().parents[2] / "docs/reference/annotation-formats.md"
+            ).read_text(encoding="utf-8")
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    for fmt in FORMATS:
+        (row,) = [line for line in rows if line.startswith(f"| `{fmt.name}` |")]
+        assert f"`{fmt.looks_for.replace('|', chr(92) + '|')}`" in row
+        assert f"\n### {fmt.name}\n" in page
+        for option in fmt.options:
+            assert option.flag in row
+            if option.default is not None:
+                assert f"(default `{option.default}`)" in row
