@@ -252,6 +252,26 @@ def test_flow_writes_the_canonical_dataset_with_the_original_images(tmp_path: Pa
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_s3_samples_convert_to_the_same_bytes_as_local(s3_env, s3_prefix: str, tmp_path: Path):
+    from flows.convert_masks import convert_masks
+    from tasks import storage
+
+    write_samples(tmp_path / "in")
+    for path in sorted((tmp_path / "in").rglob("*")):
+        if path.is_file():
+            relative = path.relative_to(tmp_path / "in").as_posix()
+            storage.copy_file(str(path), storage.join(s3_prefix, "in", relative))
+    remote = convert_masks(source=storage.join(s3_prefix, "in"),
+                           destination=storage.join(s3_prefix, "out"), format="mask-folders")
+    local = convert_masks(source=str(tmp_path / "in"), destination=str(tmp_path / "out"),
+                          format="mask-folders")
+    assert remote["items"] == local["items"] == {"found": 3, "converted": 2, "skipped": 1}
+    for name in ("annotations/train.json", "annotations/val.json", "images/b/images/b.tif"):
+        remote_bytes = storage.read_bytes(storage.join(s3_prefix, "out", name))
+        assert remote_bytes == (tmp_path / "out" / name).read_bytes(), name
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_cli_converts_mask_folders_with_a_class(tmp_path: Path, capsys: pytest.CaptureFixture):
     from mrcnn_pipeline.cli import main
 
