@@ -14,7 +14,8 @@ from .paths import parent_of
 from .pixels import decode_pixels, is_tiff, why_unreadable
 from .records import Fetch
 
-# TIFF pixel types the converter accepts: what the model's image loading reads.
+# TIFF pixel types the converter accepts: 8 and 16-bit, as cameras write them (float or
+# 32-bit images have no agreed intensity range to train on).
 TIFF_DTYPES = (np.dtype(np.bool_), np.dtype(np.uint8), np.dtype(np.uint16))
 
 
@@ -127,9 +128,8 @@ def find_image_near(fetch: Fetch, folder: str, file_name: str) -> tuple[str, byt
     raise ValueError(f"image {file_name!r} not found (looked for {', '.join(candidates)})")
 
 
-# EXIF orientation -> the turn that shows the image upright (TIFF/EXIF 2.3, tag 0x0112):
-# 2 mirrored, 3 upside down, 4 flipped, 5 transposed, 6 turned left, 7 transversed, 8 turned
-# right, as stored; rows are axis 0, columns axis 1.
+# EXIF orientation (tag 0x0112) -> the turn PIL.ImageOps.exif_transpose applies to show the
+# image upright; rows are axis 0, columns axis 1.
 _TURNS = {
     1: lambda a: a,
     2: lambda a: a[:, ::-1],
