@@ -1,5 +1,5 @@
-"""Flow ``convert-masks``: annotation files (labelme, legacy, VIA, COCO, CVAT, Label Studio,
-YOLO) -> canonical dataset.
+"""Flow ``convert-masks``: annotations in any registered format (``tasks.annotations.registry``)
+-> canonical dataset.
 
 list sources -> convert each (in parallel) -> merge -> copy images -> write annotations and
 report. Re-running on the same input writes the same bytes. Storage credentials come from
@@ -8,6 +8,7 @@ the environment (see ``tasks.storage``), never from parameters, which Prefect re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from prefect.futures import PrefectFutureList
 from tasks import storage
 from tasks.annotations import canonical
 from tasks.annotations.labels import LabelMap
+from tasks.annotations.registry import get_format
 from tasks.datasets import lineage
 from tasks.datasets.io import hash_images, write_description
 from tasks.convert import (STAGING_FOLDER, Format, convert_source, copy_images, list_sources,
@@ -35,25 +37,23 @@ class StrictModeError(ValueError):
 def convert_masks(source: str, destination: str, format: Format = "labelme",
                   labels: str | list[str] | None = None, aliases: dict[str, str] | None = None,
                   alias_prefix: bool = False, val_fraction: float = 0.2, strict: bool = False,
-                  via_attribute: str = "label", default_label: str | None = None
-                  ) -> dict[str, Any]:
+                  options: dict[str, str] | None = None) -> dict[str, Any]:
     """Convert annotations below ``source`` into the canonical dataset at ``destination``.
 
     Args:
         source: input folder (or single file) URI: a local path or ``s3://bucket/prefix``.
             For ``yolo`` the dataset root, where ``data.yaml`` lies.
         destination: output folder URI; must not lie inside ``source``.
-        format: ``labelme``, ``legacy`` (the seed's folders), ``via``, ``coco``, ``cvat``
-            (CVAT for images 1.1 XML), ``label-studio`` (Label Studio JSON export) or
-            ``yolo`` (Ultralytics YOLO segmentation labels).
+        format: a registered format name (``tasks.annotations.registry.NAMES``), e.g.
+            ``labelme``, ``coco``, ``yolo``; see docs/reference/annotation-formats.md.
         labels: labels file URI, or the class names; None takes the classes found.
         aliases: annotated label -> class, e.g. ``{"car1": "car"}``.
         alias_prefix: map other labels by prefix (``car12`` -> ``car``).
         val_fraction: expected share of images in ``val`` (0 puts all in ``train``).
         strict: fail on the first issue (skipped file, dropped or clipped shape) instead of
             reporting it; nothing is written then.
-        via_attribute: VIA region attribute holding the class.
-        default_label: VIA class for regions without that attribute.
+        options: the format's own options by name, e.g. ``{"attribute": "kind"}`` for VIA
+            (each format's ``FORMAT.options``); the others take their defaults.
 
     Returns:
         ``{destination, train, val, report, dataset, labels, items, images, issues}``: URIs
@@ -61,7 +61,7 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
         counts.
     """
     logger = get_run_logger()
-    _check_arguments(source, destination, val_fraction)
+    _check_arguments(source, destination, val_fraction, format, options)
     names = read_labels(labels) if isinstance(labels, str) else labels
     label_map = LabelMap(tuple(names) if names is not None else None, aliases or {}, alias_prefix)
     root, files = list_sources(source, format)
@@ -69,8 +69,7 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
     progress = create_progress_artifact(0.0, key="convert-masks-progress",
                                         description=f"converting {len(files)} {format} files")
     futures = convert_source.map(unmapped(root), files, unmapped(format), unmapped(label_map),
-                                 unmapped(staging), unmapped(via_attribute),
-                                 unmapped(default_label))
+                                 unmapped(staging), unmapped(options))
     summaries = _gather(futures, progress)
     dataset = canonical.build_dataset(summaries, label_map, val_fraction, format, source)
     if strict and dataset.problems:
@@ -111,7 +110,9 @@ def _gather(futures: PrefectFutureList, progress: UUID) -> list[dict[str, Any]]:
     return results
 
 
-def _check_arguments(source: str, destination: str, val_fraction: float) -> None:
+def _check_arguments(source: str, destination: str, val_fraction: float, fmt: str,
+                     options: Mapping[str, str] | None) -> None:
+    get_format(fmt).resolve_options(options)  # an option the format does not take
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
     if storage.is_inside(destination, source):

@@ -31,7 +31,8 @@ def training_pipeline(source: str | None, dataset: str, config: str | dict[str, 
                       gate_metric: str = "segm.AP", higher_is_better: bool = True,
                       force: bool = False, reason: str | None = None,
                       timeout_minutes: float | None = None, init_with: str | None = None,
-                      alias: str = "production") -> dict[str, Any]:
+                      alias: str = "production", format_options: dict[str, str] | None = None
+                      ) -> dict[str, Any]:
     """Convert annotations, train, evaluate on the val split, register and gate to production.
 
     Args:
@@ -50,6 +51,8 @@ def training_pipeline(source: str | None, dataset: str, config: str | dict[str, 
         init_with: overrides the config's ``init_with``, e.g. ``model:roads@production`` to
             fine-tune the production model.
         alias: the alias the gate moves.
+        format_options: options of the annotation format, e.g. ``{"class_name": "nucleus"}``
+            (``convert-masks``'s ``options``).
 
     Returns:
         ``{dataset, run_dir, metrics, baseline_metrics, version, reference, promoted,
@@ -63,7 +66,7 @@ def training_pipeline(source: str | None, dataset: str, config: str | dict[str, 
     if source is not None:
         convert_masks(source=source, destination=dataset, format=format,
                       labels=training.classes if labels is None else labels,
-                      val_fraction=val_fraction)
+                      val_fraction=val_fraction, options=format_options)
     if run_dir is None and not resume:
         run_dir = default_run_dir(registry, training.name)
     trained = train_model(dataset=dataset, config=training.to_dict(), run_dir=run_dir,

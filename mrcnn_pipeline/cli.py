@@ -27,7 +27,9 @@ from mrcnn_pipeline import (inference_commands, model_commands, report_commands,
                             review_commands)
 from mrcnn_pipeline.arguments import (backbone_argument, fraction, registry_argument,  # noqa: E402
                                       runtime_argument)
-from tasks.annotations import FORMATS  # noqa: E402
+from tasks.annotations.formats import ReaderOption  # noqa: E402
+from tasks.annotations.registry import (FORMATS, NAMES, all_options,  # noqa: E402
+                                        formats_taking, get_format)
 from tasks.failures import RunIncomplete  # noqa: E402
 
 # Errors that describe bad input or environment; anything else is a bug and keeps its traceback.
@@ -56,14 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "convert", help="convert labelme/legacy/VIA/COCO/CVAT/Label Studio/YOLO annotations to "
-        "the canonical dataset",
+        "convert", help=f"convert annotations ({', '.join(NAMES)}) to the canonical dataset",
         description="Run the convert-masks flow: annotations -> images/, annotations/"
-                    "{train,val}.json (COCO, RLE masks) and report.json at --output.")
-    parser.add_argument("--format", required=True, choices=FORMATS, help=(
-        "input format: labelme, legacy (cv2_mask/ folders), via, coco (instances JSON), cvat "
-        "(CVAT for images 1.1 XML), label-studio (Label Studio JSON export), yolo (Ultralytics "
-        "YOLO segmentation; --input is the folder of data.yaml)"))
+                    "{train,val}.json (COCO, RLE masks) and report.json at --output. Formats "
+                    "and their layouts: docs/reference/annotation-formats.md.")
+    parser.add_argument("--format", required=True, choices=NAMES, help="input format: " + "; ".join(
+        f"{fmt.name}: {fmt.help} [{fmt.looks_for}]" for fmt in FORMATS))
     parser.add_argument("--input", required=True, metavar="URI",
                         help="input folder or file: a local path or s3://bucket/prefix")
     parser.add_argument("--output", required=True, metavar="URI", help="output folder")
@@ -79,12 +79,36 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
                         help="share of images in val, chosen by a hash of the path (default 0.2)")
     parser.add_argument("--strict", action="store_true",
                         help="fail on the first skipped file or dropped/clipped shape")
-    parser.add_argument("--via-attribute", default="label", metavar="NAME",
-                        help="VIA region attribute holding the class (default: label)")
-    parser.add_argument("--default-label", metavar="CLASS",
-                        help="VIA: class of regions without that attribute")
+    for option in all_options():
+        default = f"; default: {option.default}" if option.default is not None else ""
+        parser.add_argument(option.flag, dest=_option_dest(option), metavar=option.metavar,
+                            help=f"{option.help} (--format {', '.join(formats_taking(option))}"
+                                 f"{default})")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=run_convert)
+
+
+def _option_dest(option: ReaderOption) -> str:
+    return "format_option_" + option.flag.lstrip("-").replace("-", "_")
+
+
+def _format_options(args: argparse.Namespace) -> dict[str, str]:
+    """The format options given on the command line, by name.
+
+    Raises:
+        ValueError: an option the chosen format does not take.
+    """
+    taken = get_format(args.format).options
+    given = {}
+    for option in all_options():
+        value = getattr(args, _option_dest(option))
+        if value is None:
+            continue
+        if option not in taken:
+            raise ValueError(f"{option.flag} does not apply to --format {args.format} (only to "
+                             f"--format {', '.join(formats_taking(option))})")
+        given[option.name] = value
+    return given
 
 
 def _alias(text: str) -> tuple[str, str]:
@@ -102,13 +126,13 @@ def run_convert(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"input {args.input!r} does not exist")
     if args.labels and not storage.is_file(args.labels):
         raise FileNotFoundError(f"labels file {args.labels!r} not found")
+    options = _format_options(args)
     from flows.convert_masks import convert_masks
 
     summary = convert_masks(source=args.input, destination=args.output, format=args.format,
                             labels=args.labels, aliases=dict(args.alias) or None,
                             alias_prefix=args.alias_prefix, val_fraction=args.val_fraction,
-                            strict=args.strict, via_attribute=args.via_attribute,
-                            default_label=args.default_label)
+                            strict=args.strict, options=options)
     _print_summary(summary, args.json)
     return 0
 

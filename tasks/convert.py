@@ -7,61 +7,39 @@ refused access or invalid annotation is not.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from tasks import review, storage
+from tasks import storage
 from tasks.annotations import canonical
-from tasks.annotations.coco import read_coco
-from tasks.annotations.cvat import read_cvat
-from tasks.annotations.label_studio import read_label_studio
-from tasks.annotations.labelme import read_labelme
 from tasks.annotations.labels import LabelMap, parse_labels
-from tasks.annotations.legacy import MASK_FOLDER, read_legacy
-from tasks.annotations.records import Fetch, ReadResult
-from tasks.annotations.via import read_via
-from tasks.annotations.yolo import read_yolo
+from tasks.annotations.records import Fetch
+from tasks.annotations.registry import NAMES, get_format
 from tasks.io_task import io_task
 
-# tasks.annotations.FORMATS
-Format = Literal["labelme", "legacy", "via", "coco", "cvat", "label-studio", "yolo"]
+# The registered format names, so that Prefect's parameter schema offers them as choices.
+Format = Literal[NAMES]  # type: ignore[valid-type]
 STAGING_FOLDER = ".convert-staging"
-# What ``list_sources`` says it looked for, per format (JSON otherwise).
-SOURCE_PATTERNS = {"legacy": f"{MASK_FOLDER}/*.png", "cvat": "*.xml", "yolo": "labels/**/*.txt"}
 
 
 def is_source(fmt: str, relative: str) -> bool:
-    """Whether a file (path relative to the input root) is a source of format ``fmt``.
-
-    legacy: ``cv2_mask/*.png``; CVAT: ``*.xml``; YOLO: ``*.txt`` below a ``labels`` folder
-    (not ``classes.txt`` or other text beside the dataset); the others: ``*.json``, except a
-    review folder's top-level ``review.json`` for labelme.
-    """
-    lower = relative.lower()
-    if fmt == "legacy":
-        return lower.endswith(".png") and posixpath.basename(posixpath.dirname(relative)) == MASK_FOLDER
-    if fmt == "cvat":
-        return lower.endswith(".xml")
-    if fmt == "yolo":
-        return lower.endswith(".txt") and "labels" in relative.split("/")[:-1]
-    if fmt == "labelme" and relative == review.MANIFEST_NAME:
-        return False
-    return lower.endswith(".json")
+    """Whether a file (path relative to the input root) is, or belongs to, a source of
+    format ``fmt`` (see each format's ``matches`` in ``tasks.annotations``)."""
+    return get_format(fmt).matches(relative)
 
 
 @io_task(name="list-sources")
 def list_sources(source: str, fmt: Format) -> tuple[str, list[str]]:
-    """Find the source files.
+    """Find the sources: files, or folders for formats whose items are folders.
 
     Args:
         source: input folder URI, or one source file (then its folder is the input root).
         fmt: input format.
 
     Returns:
-        ``(root, relative paths)``: the input root and the sorted source files below it.
+        ``(root, relative paths)``: the input root and the sorted sources below it.
 
     Raises:
         FileNotFoundError: if ``source`` does not exist.
@@ -75,19 +53,11 @@ def list_sources(source: str, fmt: Format) -> tuple[str, list[str]]:
     else:
         root = source.rstrip("/")
         files = [storage.relative_path(uri, root) for uri in storage.list_files(root)]
-    found = [path for path in files if is_source(fmt, path)]
+    annotation_format = get_format(fmt)
+    found = annotation_format.sources(files)
     if not found:
-        wanted = SOURCE_PATTERNS.get(fmt, "*.json")
-        raise ValueError(f"no {fmt} source files ({wanted}) in {source!r}")
+        raise ValueError(f"no {fmt} source files ({annotation_format.looks_for}) in {source!r}")
     return root, found
-
-
-def _reader(fmt: str, via_attribute: str, default_label: str | None
-            ) -> Callable[[str, bytes, Fetch], ReadResult]:
-    if fmt == "via":
-        return functools.partial(read_via, attribute=via_attribute, default_label=default_label)
-    return {"labelme": read_labelme, "legacy": read_legacy, "coco": read_coco, "cvat": read_cvat,
-            "label-studio": read_label_studio, "yolo": read_yolo}[fmt]
 
 
 def _fetcher(root: str) -> Fetch:
@@ -99,11 +69,18 @@ def _fetcher(root: str) -> Fetch:
     return fetch
 
 
+def _lister(root: str) -> Callable[[str], list[str]]:
+    def list_files(relative: str) -> list[str]:
+        return [storage.relative_path(uri, root)
+                for uri in storage.list_files(storage.join(root, relative))]
+    return list_files
+
+
 @io_task(name="convert-source")
 def convert_source(root: str, relative: str, fmt: Format, labels: LabelMap, staging: str,
-                   via_attribute: str = "label", default_label: str | None = None
-                   ) -> dict[str, Any]:
-    """Read one source file and summarise it (labels resolved, masks as RLE).
+                   options: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read one source (a file, or a folder for folder formats) and summarise it (labels
+    resolved, masks as RLE).
 
     Images whose bytes are not a file of the input (embedded ``imageData``, EXIF-rotated
     images) are written to ``staging`` under a content hash, so parallel tasks never write
@@ -111,17 +88,16 @@ def convert_source(root: str, relative: str, fmt: Format, labels: LabelMap, stag
 
     Args:
         root: input root URI.
-        relative: the source file below ``root``.
+        relative: the source below ``root``.
         fmt: input format.
         labels: resolves annotated labels to classes.
         staging: folder URI for images that exist only in memory.
-        via_attribute, default_label: VIA's class attribute and fallback class.
+        options: the format's options by name (e.g. VIA's ``attribute``); others default.
 
     Returns:
         ``canonical.summarize``'s JSON-able summary.
     """
-    fetch = _fetcher(root)
-    result = _reader(fmt, via_attribute, default_label)(relative, fetch(relative), fetch)
+    result = get_format(fmt).read_source(relative, _fetcher(root), _lister(root), options)
     uris = {}
     for record in result.images:
         if record.image_bytes is None:

@@ -69,7 +69,7 @@ def summarize(source: str, result: ReadResult, labels: LabelMap,
             except ValueError as error:
                 issues.append(Issue(IssueKind.DROPPED, record.source, str(error), instance.origin))
                 continue
-            rle = encode_rle(instance.mask)
+            rle = encode_rle(instance.full_mask(record.height, record.width))
             x, y, w, h = (int(v) for v in mask_utils.toBbox(rle))
             instances.append({"label": label, "iscrowd": int(instance.crowd), "segmentation": rle,
                               "area": int(mask_utils.area(rle)), "bbox": [x, y, w, h]})

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from .formats import AnnotationFormat, by_suffix
 from .images import find_image_near, image_size
 from .paths import parent_of, resolve_inside
 from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, load_json
@@ -171,3 +172,7 @@ def _polygons(segmentation: list[Any]) -> list[list[float]]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+FORMAT = AnnotationFormat("coco", "COCO instances JSON, polygons or RLE", "*.json",
+                          by_suffix(".json"), read_coco)

@@ -34,6 +34,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from . import rasterize
+from .formats import AnnotationFormat, by_suffix
 from .images import exif_upright, find_image_near, image_size
 from .paths import parent_of, resolve_inside
 from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, ShapeGroups
@@ -236,3 +237,7 @@ def _positive_int(element: ElementTree.Element, key: str) -> int:
     if number <= 0:
         raise ValueError(f"image {key}={value!r} is not a positive integer")
     return number
+
+
+FORMAT = AnnotationFormat("cvat", "CVAT for images 1.1 XML", "*.xml", by_suffix(".xml"),
+                          read_cvat)

@@ -42,6 +42,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from . import rasterize
+from .formats import AnnotationFormat, by_suffix
 from .images import upright_image
 from .paths import parent_of, resolve_inside
 from .records import Fetch, ImageRecord, Issue, IssueKind, ReadResult, load_json
@@ -286,3 +287,7 @@ def _rectangle(value: dict[str, Any], height: int, width: int
     cos, sin = math.cos(math.radians(numbers[4])), math.sin(math.radians(numbers[4]))
     return "polygon", [(x + dx * cos - dy * sin, y + dx * sin + dy * cos)
                        for dx, dy in ((0, 0), (w, 0), (w, h), (0, h))]
+
+
+FORMAT = AnnotationFormat("label-studio", "Label Studio JSON export: polygons, rectangles, brush",
+                          "*.json", by_suffix(".json"), read_label_studio)

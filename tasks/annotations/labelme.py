@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
+from tasks.review import MANIFEST_NAME
+
 from . import rasterize
+from .formats import AnnotationFormat
 from .images import fetch_image, upright_image
 from .paths import parent_of, resolve_inside, stem_of
 from .records import (Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, ShapeGroups,
@@ -151,3 +154,12 @@ def _bitmap(encoded: object) -> np.ndarray:
     if bitmap.ndim != 2:
         raise ValueError(f"mask bitmap must have one channel, got shape {bitmap.shape}")
     return bitmap.astype(bool)
+
+
+def is_labelme_source(relative: str) -> bool:
+    """Every ``*.json`` but a review folder's top-level ``review.json`` (its manifest)."""
+    return relative.lower().endswith(".json") and relative != MANIFEST_NAME
+
+
+FORMAT = AnnotationFormat(
+    "labelme", "labelme JSON files, one image each", "*.json", is_labelme_source, read_labelme)

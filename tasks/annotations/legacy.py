@@ -14,15 +14,16 @@ alias rule).
 
 from __future__ import annotations
 
-import io
+import posixpath
 from typing import Any
 
 import numpy as np
-import PIL.Image
 import yaml
 
+from .formats import AnnotationFormat
 from .images import image_size
 from .paths import parent_of, stem_of
+from .pixels import label_pixels
 from .records import Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult
 
 MASK_FOLDER = "cv2_mask"
@@ -43,7 +44,7 @@ def read_legacy(name: str, data: bytes, fetch: Fetch) -> ReadResult:
     result = ReadResult(items=1)
     dataset, stem = parent_of(parent_of(name)), stem_of(name)
     try:
-        labels = _label_image(data, name)
+        labels = label_pixels(data, name)
         names, by_id = _info(fetch, _join(dataset, f"labelme_json/{stem}_json/info.yaml"))
         file_name, content = _find_image(fetch, dataset, stem)
         height, width = image_size(content, file_name)
@@ -70,19 +71,6 @@ def read_legacy(name: str, data: bytes, fetch: Fetch) -> ReadResult:
 
 def _join(folder: str, relative: str) -> str:
     return f"{folder}/{relative}" if folder else relative
-
-
-def _label_image(data: bytes, name: str) -> np.ndarray:
-    """Decode the label PNG (8-bit gray or palette, or 16-bit) to integers ``[H, W]``."""
-    try:
-        with PIL.Image.open(io.BytesIO(data)) as image:
-            labels = np.asarray(image)
-    except OSError as error:
-        raise ValueError(f"label image is not a readable image ({error})") from None
-    if labels.ndim != 2 or labels.dtype.kind not in "uib":
-        raise ValueError(f"label image must be one channel of integers, got "
-                         f"{labels.dtype} {labels.shape} ({name})")
-    return labels.astype(np.int64)
 
 
 def _info(fetch: Fetch, path: str) -> tuple[list[Any], dict[int, Any]]:
@@ -112,3 +100,14 @@ def _find_image(fetch: Fetch, dataset: str, stem: str) -> tuple[str, bytes]:
         except FileNotFoundError:
             continue
     raise ValueError(f"image {_join(dataset, 'pic/' + stem)}.jpg (or .png, .bmp) not found")
+
+
+def is_legacy_source(relative: str) -> bool:
+    """A ``*.png`` directly in a ``cv2_mask`` folder."""
+    return (relative.lower().endswith(".png")
+            and posixpath.basename(posixpath.dirname(relative)) == MASK_FOLDER)
+
+
+FORMAT = AnnotationFormat(
+    "legacy", "the folders of labelme_json_to_dataset: pic/, cv2_mask/, info.yaml",
+    f"{MASK_FOLDER}/*.png", is_legacy_source, read_legacy)

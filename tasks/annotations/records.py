@@ -56,15 +56,27 @@ class Instance:
 
     Attributes:
         label: the label as annotated (aliases are resolved later, dataset-wide).
-        mask: bool ``[H, W]``.
+        mask: bool ``[H, W]``, or a crop of it when ``offset`` is set.
         crowd: a COCO crowd region (``iscrowd=1``).
         origin: where in the file it came from, for the report (e.g. ``"shape 3"``).
+        offset: ``(top, left)`` of the cropped ``mask`` in the image. Readers of images with
+            hundreds of objects keep crops, so that an image's masks fit in memory.
     """
 
     label: str
     mask: np.ndarray
     crowd: bool = False
     origin: str = ""
+    offset: tuple[int, int] | None = None
+
+    def full_mask(self, height: int, width: int) -> np.ndarray:
+        """The mask as bool ``[height, width]`` (the image's size)."""
+        if self.offset is None:
+            return self.mask
+        top, left = self.offset
+        full = np.zeros((height, width), dtype=bool)
+        full[top:top + self.mask.shape[0], left:left + self.mask.shape[1]] = self.mask
+        return full
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import rasterize
+from .formats import AnnotationFormat, ReaderOption, by_suffix
 from .images import fetch_image, image_size
 from .paths import parent_of, resolve_inside
 from .records import Fetch, ImageRecord, Issue, IssueKind, ReadResult, load_json
@@ -160,3 +161,12 @@ def _ellipse_polygon(cx: float, cy: float, rx: float, ry: float, theta: float
         x, y = rx * math.cos(angle), ry * math.sin(angle)
         points.append([cx + x * cos_t - y * sin_t, cy + x * sin_t + y * cos_t])
     return points
+
+
+FORMAT = AnnotationFormat(
+    "via", "VGG Image Annotator 2.x project or export JSON", "*.json", by_suffix(".json"),
+    read_via, options=(
+        ReaderOption("attribute", "--via-attribute", "VIA region attribute holding the class",
+                     default="label"),
+        ReaderOption("default_label", "--default-label",
+                     "class of regions without that attribute", metavar="CLASS")))

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import yaml
 
 from . import rasterize
+from .formats import AnnotationFormat
 from .images import upright_image
 from .records import Fetch, ImageRecord, Issue, IssueKind, ReadResult
 
@@ -198,3 +199,12 @@ def _shape(tokens: list[str], names: dict[int, str], height: int, width: int
     return label, "polygon", [(rasterize.scaled(x, width), rasterize.scaled(y, height))
                               for x, y in zip(coordinates[0::2], coordinates[1::2])]
 
+
+def is_yolo_source(relative: str) -> bool:
+    """A ``*.txt`` below a ``labels`` folder (not ``classes.txt`` or other text beside it)."""
+    return relative.lower().endswith(".txt") and "labels" in relative.split("/")[:-1]
+
+
+FORMAT = AnnotationFormat(
+    "yolo", "Ultralytics YOLO segmentation labels; --input is the folder of data.yaml",
+    "labels/**/*.txt", is_yolo_source, read_yolo)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from flows.convert_masks import StrictModeError, convert_masks
+from mrcnn.dataset import CocoDataset
 from mrcnn_pipeline.cli import main
 from tasks import storage
 from tasks.annotations import rasterize
@@ -104,8 +105,7 @@ def test_round_trip_through_pycocotools_and_the_mrcnn_dataset(tmp_path: Path):
     for annotation, mask in zip(annotations, drawn):
         np.testing.assert_array_equal(coco.annToMask(annotation).astype(bool), mask)
 
-    dataset_module = pytest.importorskip("mrcnn.dataset", reason="mrcnn.dataset is not there yet")
-    dataset = dataset_module.CocoDataset()
+    dataset = CocoDataset()
     dataset.load_coco(str(tmp_path / "out"), "train")
     dataset.prepare()
     masks, class_ids = dataset.load_mask(0)
@@ -176,7 +176,8 @@ def write_coco(root: Path) -> None:
 @pytest.mark.parametrize(("fmt", "writer", "options", "items", "labels"), [
     ("legacy", write_legacy, {"alias_prefix": True}, {"found": 2, "converted": 1, "skipped": 1},
      ["car", "pothole"]),
-    ("via", write_via, {"default_label": "balloon"}, {"found": 2, "converted": 1, "skipped": 1},
+    ("via", write_via, {"options": {"default_label": "balloon"}},
+     {"found": 2, "converted": 1, "skipped": 1},
      ["balloon"]),
     ("coco", write_coco, {}, {"found": 1, "converted": 1, "skipped": 0}, ["pothole", "car"]),
 ])
@@ -191,7 +192,7 @@ def test_other_formats(tmp_path: Path, fmt, writer, options, items, labels):
 def test_single_file_input_reads_beside_it(tmp_path: Path):
     write_via(tmp_path / "in")
     summary = convert_masks(source=str(tmp_path / "in/train/via.json"), destination=str(tmp_path / "out"),
-                            format="via", default_label="balloon")
+                            format="via", options={"default_label": "balloon"})
     assert summary["items"] == {"found": 2, "converted": 1, "skipped": 1}
     assert (tmp_path / "out/images/a.jpg").is_file()
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
+import tifffile
 
 
 def image_bytes(height: int, width: int, fmt: str = "PNG", seed: int = 0,
@@ -32,6 +33,20 @@ def png_of(array: np.ndarray) -> bytes:
     """PNG bytes of a 2-D array (uint8, uint16 or bool)."""
     buffer = io.BytesIO()
     PIL.Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def tiff_of(array: np.ndarray, **options: Any) -> bytes:
+    """TIFF bytes of an array, written by tifffile (``options`` go to ``tifffile.imwrite``)."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, **options)
+    return buffer.getvalue()
+
+
+def image_file(array: np.ndarray, fmt: str, **options: Any) -> bytes:
+    """An array (grey, RGB or RGBA; 8 or 16-bit) encoded by Pillow as ``fmt``."""
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(array).save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 

@@ -15,6 +15,7 @@ from mrcnn_pipeline.cli import build_parser
 from tasks import convert
 from tasks.annotations import rasterize
 from tasks.annotations.records import IssueKind
+from tasks.annotations.registry import get_format
 from tasks.annotations.yolo import data_yaml, read_yolo, yolo_line
 from tests.support.builders import image_bytes, write
 
@@ -176,7 +177,7 @@ def test_the_new_formats_are_registered(tmp_path: Path):
     for fmt in ("cvat", "label-studio", "yolo"):
         args = build_parser().parse_args(["convert", "--format", fmt, "--input", "in", "--output", "out"])
         assert args.format == fmt
-        assert convert._reader(fmt, "label", None).__name__ == f"read_{fmt.replace('-', '_')}"
+        assert get_format(fmt).read.__name__ == f"read_{fmt.replace('-', '_')}"
     write(tmp_path / "data.yaml", "names: [a]\n")
     with pytest.raises(ValueError, match=r"no yolo source files \(labels/\*\*/\*.txt\)"):
         convert.list_sources.fn(str(tmp_path), "yolo")
