@@ -57,7 +57,7 @@ class ProgressLines(keras.callbacks.Callback):
             epoch, left = f"{self._epoch + 1}/{self.params.get('epochs', '?')}", ""
         else:
             minutes = max(self.until - time.monotonic(), 0.0) / 60
-            epoch, left = f"{self._epoch + 1}", f"  {minutes:.1f} min left"
+            epoch, left = f"{self._epoch + 1}", f"  {minutes:.1f} min to the deadline"
         line = f"epoch {epoch} {where}  {losses}  {per_step:.2f} s/step{left}"
         stream = self.stream or sys.stdout
         print(line, file=stream, flush=True)

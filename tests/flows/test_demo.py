@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mrcnn.shapes import ShapesDataset, draw_masks
-from mrcnn_pipeline.demo import (CLASSES, RECIPES, nothing_baseline, report, run,
-                                 training_config, write_labelme_folder)
+from mrcnn_pipeline.demo import (CLASSES, nothing_baseline, report, run, training_config,
+                                 write_labelme_folder)
 from tasks import registry
 from tasks.annotations.labelme import read_labelme
 from tasks.training.config import load_training_config
@@ -59,21 +59,16 @@ def test_labelme_folder_holds_overlapping_shapes_as_annotators_draw_them(tmp_pat
         write_labelme_folder(tmp_path, 0)
 
 
-def test_training_config_is_the_light_recipe_sized_to_the_budget():
+def test_training_config_is_the_light_recipe_on_the_clock():
     training = load_training_config(training_config(5))
     config = training.mrcnn_config()
-    recipe = RECIPES["resnet18"]
     first, last = training.resolved_stages()
-    steps = last.epochs * config.STEPS_PER_EPOCH
-    planned = recipe.startup_seconds + steps * recipe.seconds_per_step
-    assert abs(planned - 300) <= last.epochs * recipe.seconds_per_step  # rounding per epoch
-    assert config.STEPS_PER_EPOCH <= 100  # each epoch ends in a checkpoint
-    # All layers at the preset's rate, the last quarter of the epochs at a tenth of it.
-    assert (first.layers, first.learning_rate) == ("all", config.LEARNING_RATE)
-    assert (last.layers, last.learning_rate) == ("all", config.LEARNING_RATE / 10)
-    assert first.epochs == last.epochs - last.epochs // 4
-    (short,) = load_training_config(training_config(1)).resolved_stages()
-    assert short.learning_rate == config.LEARNING_RATE
+    assert training.minutes == 5 and training.epochs is None
+    assert config.STEPS_PER_EPOCH <= 100  # each epoch ends in a progress line and a checkpoint
+    # All layers at the preset's rate, the last quarter of the budget at a tenth of it.
+    assert (first.layers, first.learning_rate, first.until) == ("all", config.LEARNING_RATE, 0.75)
+    assert (last.layers, last.learning_rate, last.until) == ("all", config.LEARNING_RATE / 10, 1.0)
+    assert (config.TRAINING_PRECISION, config.INFERENCE_PRECISION) == ("auto", "auto")
     assert (config.BACKBONE, config.ROI_INCLUDE_GT_BOXES, config.TOP_DOWN_PYRAMID_SIZE,
             config.MASK_POOL_SIZE, list(config.MASK_SHAPE)) == ("resnet18", True, 128, 7, [14, 14])
     assert (config.OPTIMIZER, config.WARMUP_STEPS, config.TRAIN_BN) == ("adamw", 50, True)
@@ -84,7 +79,6 @@ def test_training_config_is_the_light_recipe_sized_to_the_budget():
     longer = load_training_config(training_config(30, backbone="resnet50")).mrcnn_config()
     assert (longer.BACKBONE, longer.TOP_DOWN_PYRAMID_SIZE, longer.FPN_CLASSIF_FC_LAYERS_SIZE,
             list(longer.MASK_SHAPE)) == ("resnet50", 256, 1024, [28, 28])
-    assert load_training_config(training_config(0.1)).resolved_stages()[0].epochs == 1
     with pytest.raises(ValueError, match="minutes must be positive"):
         training_config(0)
     with pytest.raises(ValueError, match="backbone must be one of"):
@@ -117,6 +111,8 @@ def test_the_whole_demo_chain_with_a_tiny_model(prefect_harness, tmp_path: Path)
     assert grid.size == (3 * 2 * 128, 2 * 128)  # three overlays (of 12 at most), twice enlarged
     text = report(outcome)
     assert "registered shapes@v1: promoted to production" in text
+    steps = sum(row["steps"] for row in outcome["history"])
+    assert steps >= 1 and f"training: {steps} steps in " in text
     baseline = nothing_baseline(outcome["metrics"]["area_ratio_error"])
     assert 0 < baseline < 100 and f"(predicting nothing: {baseline:.2f})" in text
     assert f"overlays:      {paths['results'] / 'overlays'}" in text
