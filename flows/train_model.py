@@ -38,7 +38,8 @@ def train_model(dataset: str, config: str | dict[str, Any], run_dir: str | None 
 
     Returns:
         ``{run_dir, name, classes, epochs, checkpoint, metrics, loss_curve, dataset,
-        final, resumed_from}``.
+        final, resumed_from, auto_config}`` (``auto_config``: the values chosen from the
+        data, `mrcnn.auto_config.Choice.to_dict()` rows).
     """
     logger = get_run_logger()
     training = load_training_config(config)
@@ -57,5 +58,5 @@ def train_model(dataset: str, config: str | dict[str, Any], run_dir: str | None 
     return {"run_dir": run_dir, "name": training.name, "classes": training.classes,
             "epochs": result["epoch"], "checkpoint": list_checkpoints(run_dir).get(result["epoch"]),
             **report, "dataset": request.dataset, "final": history[-1] if history else None,
-            "resumed_from": resumed}
+            "resumed_from": resumed, "auto_config": request.auto_config}
 

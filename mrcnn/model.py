@@ -273,21 +273,43 @@ class MaskRCNN:
 
 
 def mold_inputs(config: Config, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resize, pad and normalize images: `(molded [N,H,W,3] float32, metas [N,M], windows [N,4])`."""
+    """Resize, pad and normalize images: `(molded [N,H,W,3] float32, metas [N,M], windows [N,4])`.
+
+    Images are resized by `inference_resize_mode` (a model trained on random crops sees whole
+    images, padded to multiples of 64). Where that leaves images of one batch at different
+    sizes (pad64 and none), each is zero-padded at the bottom and right to the largest; its
+    window, and so its detections, stay where they were.
+    """
     c = config
-    molded, metas, windows = [], [], []
+    mode = inference_resize_mode(c.IMAGE_RESIZE_MODE)
+    resized, metas, windows = [], [], []
     for image in images:
         image = _as_rgb(image)
-        resized, window, scale, _, _ = resize_image(image, min_dim=c.IMAGE_MIN_DIM, min_scale=c.IMAGE_MIN_SCALE,
-                                                    max_dim=c.IMAGE_MAX_DIM, mode=c.IMAGE_RESIZE_MODE)
-        molded.append(mold_image(resized.astype(np.float32), c.MEAN_PIXEL))
-        metas.append(compose_image_meta(0, image.shape, resized.shape, window, scale,
-                                        np.zeros(c.NUM_CLASSES, np.int32)))
+        picture, window, scale, _, _ = resize_image(image, min_dim=c.IMAGE_MIN_DIM, min_scale=c.IMAGE_MIN_SCALE,
+                                                    max_dim=c.IMAGE_MAX_DIM, mode=mode)
+        resized.append(picture)
+        metas.append((image.shape, window, scale))
         windows.append(window)
-    shapes = {m.shape for m in molded}
-    if len(shapes) > 1:
-        raise ValueError(f"after resizing, images differ in size {sorted(shapes)}; use IMAGE_RESIZE_MODE='square'")
-    return np.stack(molded), np.stack(metas).astype(np.float32), np.asarray(windows)
+    height = max(picture.shape[0] for picture in resized)
+    width = max(picture.shape[1] for picture in resized)
+    molded = np.stack([mold_image(_pad_bottom_right(picture, height, width).astype(np.float32), c.MEAN_PIXEL)
+                       for picture in resized])
+    metas = [compose_image_meta(0, shape, molded.shape[1:], window, scale, np.zeros(c.NUM_CLASSES, np.int32))
+             for shape, window, scale in metas]
+    return molded, np.stack(metas).astype(np.float32), np.asarray(windows)
+
+
+def inference_resize_mode(mode: str) -> str:
+    """The IMAGE_RESIZE_MODE inference uses: "crop" is a training augmentation (matterport's
+    nucleus sample trains on crops and detects on whole images padded to multiples of 64)."""
+    return "pad64" if mode == "crop" else mode
+
+
+def _pad_bottom_right(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    return np.pad(image, [(0, height - h), (0, width - w), (0, 0)], mode="constant", constant_values=0)
 
 
 def detect_with(predict: Callable[..., dict], config: Config, images: Sequence[np.ndarray],

@@ -163,6 +163,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue after the run folder's newest checkpoint")
     parser.add_argument("--timeout-minutes", type=float, metavar="M", help="stop training after M minutes")
+    parser.add_argument("--auto-config", action="store_true",
+                        help="choose image size, anchors, instance limits, ROIs and the mean pixel "
+                        "from the dataset (values the config sets win); prints them as a table")
     registry_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=run_train)
@@ -178,9 +181,14 @@ def run_train(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"dataset {args.dataset!r} does not exist")
     from flows.train_model import train_model
 
-    summary = train_model(dataset=args.dataset, config=training.to_dict(), run_dir=args.run_dir,
+    config = {**training.to_dict(), **({"auto_config": True} if args.auto_config else {})}
+    summary = train_model(dataset=args.dataset, config=config, run_dir=args.run_dir,
                           resume=args.resume, registry=args.registry,
                           timeout_minutes=args.timeout_minutes)
+    if summary["auto_config"] and not args.json:
+        from tasks.training.auto_config import choices_table
+
+        print("config chosen from the data:\n" + choices_table(summary["auto_config"]))
     _print_result(summary, args.json, [("run folder", "run_dir"), ("epochs", "epochs"),
                                        ("checkpoint", "checkpoint"), ("metrics", "metrics")])
     return 0

@@ -8,6 +8,8 @@ preset: shapes            # optional: start from a preset, then override its key
 name: shapes              # model name: Config.NAME and the registry name
 classes: [square, circle, triangle]
 init_with: scratch        # scratch | imagenet:<uri> | coco:<uri> | last | model:<NAME@ALIAS>
+auto_config: true         # choose image size, anchors, instance limits, ROIs and the mean
+                          # pixel from the dataset (mrcnn.auto_config); `config` values win
 config: {IMAGES_PER_GPU: 8, IMAGE_MAX_DIM: 128}   # mrcnn Config overrides
                           # (GPU_COUNT > 1: data-parallel over that many GPUs, mrcnn.distribute)
 epochs: 10                # default stages: heads to 10 at learning_rate, all to 20 at lr/10
@@ -102,6 +104,7 @@ class TrainingConfig(BaseModel):
     name: str = Field(pattern=f"^{NAME_PATTERN}$")
     classes: list[str] = Field(min_length=1)
     init_with: str = "scratch"
+    auto_config: bool = False
     config: dict[str, Any] = Field(default_factory=dict)
     epochs: int | None = Field(default=None, gt=0)
     minutes: float | None = Field(default=None, gt=0)

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import registry, storage
 from tasks.models import resolve
 from tasks.models.artifact import CLASSES_FILE, CONFIG_FILE
+from tasks.training.auto_config import auto_choices, choices_table, with_auto_config
 from tasks.training.config import (CLASS_SPECIFIC_LAYERS, COCO_CLASS_COUNT, TrainingConfig,
                                    parse_init)
 from tasks.training.data import FetchedDataset, check_classes, fetch_dataset
@@ -48,6 +49,10 @@ def prepare_training(dataset: str, training: TrainingConfig, run_dir: str, resum
     """
     fetched = fetch_dataset(dataset, work_dir)
     check_classes(training.classes, fetched, "the training config")
+    choices = []
+    if training.auto_config:
+        choices = [choice.to_dict() for choice in auto_choices(training, fetched.root)]
+        training = with_auto_config(training, choices)
     config = training.mrcnn_config()
     if not fetched.images["train"]:
         raise ValueError(f"split 'train' of dataset {dataset!r} has no images")
@@ -69,18 +74,20 @@ def prepare_training(dataset: str, training: TrainingConfig, run_dir: str, resum
     else:
         init = _initial_weights(kind, target, training, registry_uri, work_dir)
     _start_or_check_run(run_dir, training, config.to_dict(), stages, fetched, flow_run_id,
-                        init.model)
+                        init.model, choices)
     return TrainingRequest(
         config=config.to_dict(), classes=training.classes, stages=stages,
         dataset={"uri": fetched.uri, "hash": fetched.content_hash}, dataset_root=fetched.root,
         run_dir=run_dir, work_dir=work_dir, init=init,
         history=[row for row in read_history(run_dir) if row["epoch"] <= init.epoch],
-        budget_seconds=60.0 * training.minutes if training.minutes else None)
+        budget_seconds=60.0 * training.minutes if training.minutes else None,
+        auto_config=choices)
 
 
 def _start_or_check_run(run_dir: str, training: TrainingConfig, config: dict[str, Any],
                         stages: list[dict[str, Any]], fetched: FetchedDataset,
-                        flow_run_id: str | None, init_model: str | None) -> None:
+                        flow_run_id: str | None, init_model: str | None,
+                        auto_config: list[dict[str, Any]]) -> None:
     """Write run.json, config.json, classes.json; a resumed run must keep classes and model.
 
     ``init_model`` is the registry version ``init_with: model:`` resolved to (None otherwise):
@@ -98,7 +105,7 @@ def _start_or_check_run(run_dir: str, training: TrainingConfig, config: dict[str
                "training_config": training.to_dict(), "stages": stages,
                "dataset": {"uri": fetched.uri, "hash": fetched.content_hash},
                "init_with": training.init_with, "init_model": init_model,
-               "flow_run_id": flow_run_id,
+               "auto_config": auto_config, "flow_run_id": flow_run_id,
                "started_at": registry.now_iso()}
     storage.write_bytes(run_uri, dump_json(run))
     storage.write_bytes(storage.join(run_dir, CONFIG_FILE), dump_json(config))
@@ -138,8 +145,13 @@ def _initial_weights(kind: str, target: str | None, training: TrainingConfig,
 def prepare_training_run(dataset: str, training: TrainingConfig, run_dir: str, resume: bool,
                          registry_uri: str, work_dir: str, flow_run_id: str | None = None
                          ) -> TrainingRequest:
-    """Task form of `prepare_training`."""
-    return prepare_training(dataset, training, run_dir, resume, registry_uri, work_dir, flow_run_id)
+    """Task form of `prepare_training`; logs the values chosen from the data."""
+    request = prepare_training(dataset, training, run_dir, resume, registry_uri, work_dir,
+                               flow_run_id)
+    if request.auto_config:
+        get_run_logger().info("config chosen from the data (auto_config):\n%s",
+                              choices_table(request.auto_config))
+    return request
 
 
 @task(name="train-stages", cache_policy=NO_CACHE, persist_result=False)

@@ -54,6 +54,8 @@ class TrainingRequest:
         history: per-epoch rows already in the run folder (up to ``init.epoch``).
         budget_seconds: the time budget of the whole run (None: stages end by epochs); each
             history row's ``elapsed`` counts it down across resumes.
+        auto_config: ``mrcnn.auto_config.Choice.to_dict()`` of each value chosen from the
+            data (empty without ``auto_config``); ``config`` holds them already.
     """
 
     config: dict[str, Any]
@@ -66,6 +68,7 @@ class TrainingRequest:
     init: InitialWeights
     history: list[dict[str, Any]]
     budget_seconds: float | None = None
+    auto_config: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def total_epochs(self) -> int | None:

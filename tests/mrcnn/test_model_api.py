@@ -166,6 +166,28 @@ def test_detect_runs_any_number_of_images_in_batches(inference_model):
     assert inference_model.detect([]) == []
 
 
+def test_a_model_trained_on_crops_detects_whole_images_of_any_size_in_one_batch(tmp_path):
+    """IMAGE_RESIZE_MODE "crop" is for training: inference pads whole images to multiples of
+    64 (pad64), and a batch of different sizes is padded to its largest at bottom and right."""
+    from mrcnn.model import mold_inputs
+
+    config = TinyConfig(IMAGE_RESIZE_MODE="crop", IMAGE_MIN_DIM=64)
+    rng = np.random.default_rng(7)
+    wide, tall = (rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((64, 150, 3), (130, 70, 3)))
+    molded, metas, windows = mold_inputs(config, [wide, tall])
+    assert molded.shape == (2, 192, 192, 3)  # 64×192 and 192×128, padded to one size
+    np.testing.assert_array_equal(windows, [[0, 21, 64, 171], [31, 29, 161, 99]])
+    np.testing.assert_array_equal(metas[:, 4:7], [[192, 192, 3]] * 2)  # the molded shape
+    alone, _, _ = mold_inputs(config, [wide])
+    np.testing.assert_array_equal(molded[0, :64, :192], alone[0])
+    np.testing.assert_allclose(molded[0, 64:], -np.broadcast_to(config.MEAN_PIXEL, (128, 192, 3)))
+    model = MaskRCNN("inference", config, tmp_path)
+    fix_class_head(model)
+    results = model.detect([wide, tall])
+    assert [r["masks"].shape[:2] for r in results] == [(64, 150), (130, 70)]
+    assert all(len(r["class_ids"]) >= 1 for r in results)
+
+
 def test_detect_accepts_grayscale(inference_model):
     gray = np.random.default_rng(3).integers(0, 256, (48, 64), dtype=np.uint8)
     result = inference_model.detect([gray])[0]
