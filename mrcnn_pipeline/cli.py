@@ -27,6 +27,7 @@ from mrcnn_pipeline import (inference_commands, model_commands, report_commands,
                             review_commands)
 from mrcnn_pipeline.arguments import (backbone_argument, fraction, registry_argument,  # noqa: E402
                                       runtime_argument)
+from mrcnn_pipeline.prefect_api import ensure_api  # noqa: E402
 from tasks.annotations.formats import ReaderOption  # noqa: E402
 from tasks.annotations.registry import (FORMATS, NAMES, all_options,  # noqa: E402
                                         formats_taking, get_format)
@@ -129,6 +130,7 @@ def run_convert(args: argparse.Namespace) -> int:
     options = _format_options(args)
     from flows.convert_masks import convert_masks
 
+    ensure_api()
     summary = convert_masks(source=args.input, destination=args.output, format=args.format,
                             labels=args.labels, aliases=dict(args.alias) or None,
                             alias_prefix=args.alias_prefix, val_fraction=args.val_fraction,
@@ -182,6 +184,7 @@ def run_train(args: argparse.Namespace) -> int:
     from flows.train_model import train_model
 
     config = {**training.to_dict(), **({"auto_config": True} if args.auto_config else {})}
+    ensure_api()
     summary = train_model(dataset=args.dataset, config=config, run_dir=args.run_dir,
                           resume=args.resume, registry=args.registry,
                           timeout_minutes=args.timeout_minutes)
@@ -215,6 +218,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``evaluate``."""
     from flows.evaluate_model import evaluate_model
 
+    ensure_api()
     metrics = evaluate_model(model=args.model, dataset=args.dataset, registry=args.registry,
                              output=args.output, runtime=args.runtime,
                              backbones=args.backbones or None)
@@ -270,6 +274,7 @@ def run_register(args: argparse.Namespace) -> int:
     """Handler of ``register``."""
     from flows.register_model import register_model
 
+    ensure_api()
     result = register_model(run_dir=args.run_dir, registry=args.registry, metrics=args.metrics,
                             name=args.name, alias=args.alias, promote=not args.no_promote,
                             gate_metric=args.metric, higher_is_better=not args.lower_is_better,
@@ -393,6 +398,7 @@ def run_dataset_merge(args: argparse.Namespace) -> int:
     locate_dataset(args.add, "add")
     from flows.merge_datasets import merge_datasets
 
+    ensure_api()
     summary = merge_datasets(base=args.base, add=args.add, output=args.output,
                              val_fraction=args.val_fraction)
     if args.json:

@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import PIL.Image  # noqa: E402
 
 from mrcnn.shapes import ShapesDataset  # noqa: E402
+from mrcnn_pipeline.prefect_api import ensure_api_or_exit  # noqa: E402
 from tasks.exports.labelme import instance_shapes, labelme_file  # noqa: E402
 
 CLASSES = ("square", "circle", "triangle")  # the shapes preset's classes, in category order
@@ -287,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out images for batch inference (default 30)")
     args = parser.parse_args(argv)
     logging.getLogger("prefect.task_runs").addFilter(_HideFinishedTasks())
+    ensure_api_or_exit("python -m mrcnn_pipeline.demo")
     minutes = args.minutes or DEFAULT_MINUTES[args.backbone]
     print(report(run(args.output, minutes, args.images, args.incoming, backbone=args.backbone,
                      grid=args.grid)))

@@ -13,6 +13,7 @@ import sys
 
 from mrcnn_pipeline.arguments import (backbone_argument, fraction, iso_date, registry_argument,
                                       runtime_argument)
+from mrcnn_pipeline.prefect_api import ensure_api
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -84,6 +85,7 @@ def run_infer(args: argparse.Namespace) -> int:
     from mrcnn_pipeline.results import image_csv
     from tasks import storage
 
+    ensure_api()
     with Progress(disable=not sys.stderr.isatty()) as bar:
         images = bar.add_task("images", total=None)
         with progress_listener(lambda done, total: bar.update(images, completed=done,
@@ -180,6 +182,7 @@ def run_compact(args: argparse.Namespace) -> int:
     month_days(args.month)  # a bad month is one line, before Prefect starts
     from flows.compact_tables import compact_tables
 
+    ensure_api()
     summary = compact_tables(output=args.output, month=args.month, target_mb=args.target_mb)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -191,11 +194,19 @@ def run_compact(args: argparse.Namespace) -> int:
 
 
 def add_serve(subparsers: argparse._SubParsersAction) -> None:
-    from deployments.serve import add_arguments, serve_from_arguments
+    from deployments.serve import add_arguments
 
     parser = subparsers.add_parser(
         "serve", help="serve the deployments (batch-inference/nightly, ...) until stopped",
         description="Same as python -m deployments.serve: serves batch-inference/nightly "
                     "(cron 0 2 * * *), training-pipeline/on-demand and convert-masks/on-demand.")
     add_arguments(parser)
-    parser.set_defaults(handler=serve_from_arguments)
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Handler of ``serve``: a Prefect API that answers, then the deployments until stopped."""
+    from deployments.serve import serve_from_arguments
+
+    ensure_api()
+    return serve_from_arguments(args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from mrcnn_pipeline.arguments import iso_date, print_summary, registry_argument
+from mrcnn_pipeline.prefect_api import ensure_api
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def run_report(args: argparse.Namespace) -> int:
         raise ValueError(f"--window must be at least 1 day, got {args.window}")
     from flows.nightly_report import nightly_report
 
+    ensure_api()
     summary = nightly_report(output=args.output, date=args.date, window=args.window,
                              path_field=args.path_field, gallery=args.gallery,
                              registry=args.registry)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from mrcnn_pipeline.arguments import fraction, iso_date, print_summary, registry_argument
+from mrcnn_pipeline.prefect_api import ensure_api
 from tasks.exports import FORMATS
 from tasks.review import STRATEGIES
 
@@ -58,6 +59,7 @@ def run_review_select(args: argparse.Namespace) -> int:
         raise ValueError(f"--budget must be at least 1, got {args.budget}")
     from flows.select_for_review import select_for_review
 
+    ensure_api()
     summary = select_for_review(output=args.output, to=args.to, since=args.since,
                                 until=args.until, budget=args.budget,
                                 strategies=args.strategies, seed=args.seed,
@@ -91,6 +93,7 @@ def run_export(args: argparse.Namespace) -> int:
     """Handler of ``export``: run the flow, print one line."""
     from flows.export_predictions import export_predictions
 
+    ensure_api()
     summary = export_predictions(output=args.output, destination=args.to, format=args.format,
                                  since=args.since, until=args.until)
     return print_summary(summary, args.json, f"exported {summary['images']} images and "
@@ -128,6 +131,7 @@ def run_retrain(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"dataset {args.dataset!r} does not exist")
     from flows.training_pipeline import training_pipeline
 
+    ensure_api()
     summary = training_pipeline(source=None, dataset=args.dataset, config=args.config,
                                 registry=args.registry, gate_metric=args.gate_metric,
                                 init_with=f"model:{args.start}" if args.start else None,
