@@ -1,6 +1,6 @@
 """Flow ``batch-inference``: a folder of images -> per-class area ratios in Parquet.
 
-probe the output -> commit leftovers -> list images -> resolve the model -> skip what this model
+resolve the model -> list images -> probe the output -> commit leftovers -> skip what this model
 version already did -> shards (``process_shard`` mapped onto the task runner, each staging
 its rows) -> commit -> summary. Outputs under ``output_uri`` (hive-partitioned by
 ``run_date``): ``area_ratios/``, ``instances/``, ``errors/``, ``images/``, ``overlays/``; the
@@ -161,11 +161,13 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                      runtime, batch_size, path_pattern)
     logger = get_run_logger()
     day = (run_date or _scheduled_date(timezone)).isoformat()
-    with_retries(check_output)(output_uri)
-    with_retries(commit_results)(output_uri)
-    images = with_retries(list_images)(input_uri, patterns)
+    # Everything the user gave is checked before the output is touched, so that bad input
+    # leaves no output folder behind; the probe then fails before any model loads.
     resolved = resolve_model(model, registry, weights, config, classes, runtime, precision,
                              backbones)
+    images = with_retries(list_images)(input_uri, patterns)
+    with_retries(check_output)(output_uri)
+    with_retries(commit_results)(output_uri)
     _warn_threshold(resolved, min_confidence, logger)
     shards = plan_shards(images, done_images(output_uri, resolved.identity), reprocess, shard_size)
     todo = sum(len(shard) for shard in shards)

@@ -65,6 +65,8 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
     names = read_labels(labels) if isinstance(labels, str) else labels
     label_map = LabelMap(tuple(names) if names is not None else None, aliases or {}, alias_prefix)
     root, files = list_sources(source, format)
+    existed = storage.exists(destination)
+    storage.probe_writable(destination, keep_folders=False)  # last check, before any work
     staging = storage.join(destination, STAGING_FOLDER)
     progress = create_progress_artifact(0.0, key="convert-masks-progress",
                                         description=f"converting {len(files)} {format} files")
@@ -73,7 +75,7 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
     summaries = _gather(futures, progress)
     dataset = canonical.build_dataset(summaries, label_map, val_fraction, format, source)
     if strict and dataset.problems:
-        remove_tree(staging)
+        remove_tree(staging if existed else destination)  # only staging is in a new folder
         raise StrictModeError(dataset.problems[0])
     batches = [dataset.copies[i:i + COPY_BATCH] for i in range(0, len(dataset.copies), COPY_BATCH)]
     copy_images.map(batches, unmapped(destination)).result()

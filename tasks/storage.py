@@ -16,7 +16,7 @@ import posixpath
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import IO, Any
 
 import fsspec
@@ -324,8 +324,17 @@ def move(source: str, destination: str, options: StorageOptions = None) -> str:
     return destination
 
 
-def probe_writable(uri: str, options: StorageOptions = None) -> None:
+def probe_writable(uri: str, options: StorageOptions = None, *, keep_folders: bool = True
+                   ) -> None:
     """Write and delete a small object below ``uri``, before any expensive work.
+
+    A failed probe leaves nothing behind: the local folders it made (``uri`` itself when it
+    was missing, and ``uri/_manifest``) are removed again.
+
+    Args:
+        keep_folders: after a successful probe, keep those folders (batch inference's
+            tables live there next); False removes them too, for outputs without a
+            ``_manifest``.
 
     Raises:
         OutputNotWritable: read-only, full, refused or not a folder; one line naming ``uri``.
@@ -333,9 +342,11 @@ def probe_writable(uri: str, options: StorageOptions = None) -> None:
     """
     probe = join(uri, "_manifest", f"probe-{uuid.uuid4().hex}")
     fs, path = _resolve(probe, options)
+    local = isinstance(fs, LocalFileSystem)
+    tidy = _probe_removed(path, keep_folders) if local else nullcontext()
     try:
-        with _described(uri, fs):
-            if isinstance(fs, LocalFileSystem):
+        with _described(uri, fs), tidy:
+            if local:
                 os.makedirs(posixpath.dirname(path), exist_ok=True)
             fs.pipe_file(path, b"probe")
             fs.rm_file(path)
@@ -344,6 +355,32 @@ def probe_writable(uri: str, options: StorageOptions = None) -> None:
     except OSError as error:
         reason = error.strerror or str(error)
         raise OutputNotWritable(f"output folder {uri!r} is not writable: {reason}") from None
+
+
+@contextmanager
+def _probe_removed(path: str, keep_folders: bool) -> Iterator[None]:
+    """Remove the local probe file ``path`` and the folders made for it (its parents that
+    are missing on entry) if the probe fails, or also after success unless ``keep_folders``;
+    only where they are still empty."""
+    made, folder = [], os.path.dirname(path)
+    while not os.path.lexists(folder) and folder != os.path.dirname(folder):
+        made.append(folder)  # deepest first
+        folder = os.path.dirname(folder)
+    try:
+        yield
+    except BaseException:
+        _remove_empty(path, made)
+        raise
+    if not keep_folders:
+        _remove_empty(path, made)
+
+
+def _remove_empty(path: str, folders: list[str]) -> None:
+    for leftover, remove in [(path, os.remove), *((folder, os.rmdir) for folder in folders)]:
+        try:
+            remove(leftover)
+        except OSError:
+            pass  # never made, not empty (another writer's), or not removable: leave it
 
 
 def copy_file(source: str, destination: str, source_options: StorageOptions = None,

@@ -41,6 +41,7 @@ def export_artifact(artifact: ModelArtifact, format: str, output: str | None = N
 
     Raises:
         ValueError: unknown format, or a model that is an export already.
+        OutputNotWritable: ``output`` cannot take files (checked before the model is built).
     """
     if format not in FORMATS or format == KERAS:
         raise ValueError(f"export format must be one of {[f for f in FORMATS if f != KERAS]}, "
@@ -49,6 +50,7 @@ def export_artifact(artifact: ModelArtifact, format: str, output: str | None = N
         raise ValueError(f"model {artifact.origin!r} is a {artifact.format} export already; "
                          "export from its Keras weights")
     target = output or default_export_uri(artifact, format)
+    storage.probe_writable(target, keep_folders=False)  # before the model is built
     model = keras_model(artifact, model_config(artifact, IMAGES_PER_GPU=1, GPU_COUNT=1))
     with tempfile.TemporaryDirectory(prefix="mrcnn-export-") as folder:
         model.export(folder, format=format)

@@ -3,6 +3,8 @@ environment or explicit options, clear errors for refused access."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -49,6 +51,38 @@ def test_local_write_leaves_no_temporary_file(tmp_path: Path):
     storage.write_bytes(str(target), b"1")
     storage.write_bytes(str(target), b"22")
     assert target.read_bytes() == b"22" and [p.name for p in target.parent.iterdir()] == ["a.bin"]
+
+
+def test_a_probe_keeps_or_tidies_the_folders_it_made(tmp_path: Path):
+    storage.probe_writable(str(tmp_path / "kept" / "out"))
+    assert [p.name for p in (tmp_path / "kept" / "out").iterdir()] == ["_manifest"]
+    assert list((tmp_path / "kept" / "out" / "_manifest").iterdir()) == []
+    storage.probe_writable(str(tmp_path / "tidy" / "out"), keep_folders=False)
+    assert not (tmp_path / "tidy").exists()
+
+
+# A file-size limit of 0 lets the probe make its folders, then refuses its first byte (EFBIG):
+# the failure after mkdir that a full disk gives, without mounting one.
+_PROBE_WITHOUT_FILE_SPACE = """
+import resource, signal, sys
+from tasks import storage
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+try:
+    storage.probe_writable(sys.argv[1])
+except OSError as error:
+    print(type(error).__name__, error)
+"""
+
+
+def test_a_failed_probe_removes_the_folders_it_made(tmp_path: Path):
+    out = tmp_path / "new" / "out"
+    done = subprocess.run([sys.executable, "-c", _PROBE_WITHOUT_FILE_SPACE, str(out)],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout == f"OutputNotWritable output folder '{out}' is not writable: File too " \
+                          "large\n", done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_join_and_inside(tmp_path: Path):
