@@ -38,11 +38,20 @@ warnings.filterwarnings("ignore", message="Failed to create the Prefect home dir
 FIRST_RUN_NOTE = "preparing the local Prefect database (first run)…"
 STARTUP_SECONDS = 120  # the temporary server's startup wait unless the user sets one
 MIGRATION_SECONDS = 900  # a ceiling for a hung migration, far above a slow machine's minute
-_USE_A_SERVER = "or start a server (prefect server start) and set PREFECT_API_URL to its /api"
+_OR_A_SERVER = "or start a server (prefect server start) and set PREFECT_API_URL to its /api"
 
 
 class PrefectApiUnavailable(OSError):
-    """No Prefect API can be reached or started; the message names the cause and the fix."""
+    """No Prefect API can be reached or started.
+
+    Attributes:
+        cause: what went wrong, naming the URL, folder or setting.
+        fix: what the user can do about it.
+    """
+
+    def __init__(self, cause: str, fix: str) -> None:
+        super().__init__(f"{cause}; {fix}")
+        self.cause, self.fix = cause, fix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +94,9 @@ def ensure_api(announce: Callable[[str], None] | None = None) -> PrefectApi:
     if not settings.server.ephemeral.enabled:
         raise PrefectApiUnavailable(
             "PREFECT_API_URL is not set and Prefect's temporary server is disabled "
-            "(PREFECT_SERVER_EPHEMERAL_ENABLED): set PREFECT_API_URL to a running server "
-            "(prefect server start), or enable the temporary server")
+            "(PREFECT_SERVER_EPHEMERAL_ENABLED)",
+            "set PREFECT_API_URL to a running server (prefect server start), or enable the "
+            "temporary server")
     home, database = Path(settings.home), sqlite_file(settings)
     check_writable(home)
     if database is not None and database.parent != home:
@@ -120,9 +130,9 @@ def check_reachable(url: str) -> None:
         failure = client.api_healthcheck()
     if failure is not None:
         raise PrefectApiUnavailable(
-            f"the Prefect API at {url} (PREFECT_API_URL) did not answer: {failure}; start that "
-            "server (prefect server start), or unset PREFECT_API_URL to use a temporary local "
-            "server")
+            f"the Prefect API at {url} (PREFECT_API_URL) did not answer: {failure}",
+            "start that server (prefect server start), or unset PREFECT_API_URL to use a "
+            "temporary local server")
 
 
 def sqlite_file(settings: Any) -> Path | None:
@@ -147,8 +157,8 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as error:
         raise PrefectApiUnavailable(
-            f"Prefect's folder {str(folder)!r} is not writable: {error.strerror or error}; set "
-            f"PREFECT_HOME to a writable folder, {_USE_A_SERVER}") from None
+            f"Prefect's folder {str(folder)!r} is not writable: {error.strerror or error}",
+            f"set PREFECT_HOME to a writable folder, {_OR_A_SERVER}") from None
 
 
 def create_database(database: Path, settings: Any) -> None:
@@ -173,8 +183,8 @@ def create_database(database: Path, settings: Any) -> None:
                  if line.strip()]
         cause = lines[-1] if lines else f"exit code {done.returncode}"
     raise PrefectApiUnavailable(
-        f"could not create the local Prefect database {str(database)!r}: {cause}; check that "
-        f"its folder is writable and has free space, {_USE_A_SERVER}")
+        f"could not create the local Prefect database {str(database)!r}: {cause}",
+        f"check that its folder is writable and has free space, {_OR_A_SERVER}")
 
 
 def startup_seconds(settings: Any) -> int:
@@ -205,9 +215,9 @@ def start_temporary_server(timeout: int, database: Path | None = None) -> str:
         server.stop()  # Prefect leaves a late server running until exit
         where = f" (database {str(database)!r})" if database else ""
         raise PrefectApiUnavailable(
-            f"Prefect's temporary server did not start within {timeout} s{where}: allow it "
-            f"longer with PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, {_USE_A_SERVER}"
-        ) from None
+            f"Prefect's temporary server did not start within {timeout} s{where}",
+            f"allow it longer with PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, "
+            f"{_OR_A_SERVER}") from None
     finally:
         subprocess_server_logger.removeFilter(held)
     for record in held.records:  # "Starting temporary server on ...", as Prefect says it
