@@ -27,6 +27,7 @@ from mrcnn_pipeline import (inference_commands, model_commands, report_commands,
                             review_commands)
 from mrcnn_pipeline.arguments import (backbone_argument, fraction, registry_argument,  # noqa: E402
                                       runtime_argument)
+from mrcnn_pipeline import doctor  # noqa: E402
 from mrcnn_pipeline.prefect_api import ensure_api  # noqa: E402
 from tasks.annotations.formats import ReaderOption  # noqa: E402
 from tasks.annotations.registry import (FORMATS, NAMES, all_options,  # noqa: E402
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     inference_commands.add_commands(subparsers)  # infer, results, serve
     review_commands.add_commands(subparsers)  # review select, export, retrain
     report_commands.add_commands(subparsers)  # report
+    doctor.add_commands(subparsers)  # doctor
     return parser
 
 

@@ -9,6 +9,7 @@ the standard environment: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -68,6 +69,47 @@ def _s3_options(options: StorageOptions) -> dict[str, Any]:
     # listing cache, and the commit protocol decides from listings what other threads wrote.
     resolved["use_listings_cache"] = False
     return {**resolved, **explicit}
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreDescription:
+    """Where a URI's bytes go, as ``mrcnn-pipeline doctor`` reports it (never a secret).
+
+    Attributes:
+        protocol: ``file``, ``s3``, ``memory`` ...
+        endpoint: an object store's endpoint URL; None for local paths and for AWS's
+            default endpoint.
+        credentials: where an object store's credentials come from (``environment``,
+            ``storage options``, or botocore's source such as ``shared-credentials-file``);
+            None when none are found (and for stores that need none).
+    """
+
+    protocol: str
+    endpoint: str | None = None
+    credentials: str | None = None
+
+
+def describe_store(uri: str, options: StorageOptions = None) -> StoreDescription:
+    """The store behind ``uri``: its endpoint and the source of its credentials, looked up
+    the way :func:`filesystem_for` would use them (botocore's chain after the environment)."""
+    protocol = protocol_of(uri)
+    if protocol not in _S3_PROTOCOLS:
+        return StoreDescription(protocol)
+    resolved = _s3_options(options)
+    endpoint = resolved.get("endpoint_url") or resolved.get("client_kwargs", {}).get(
+        "endpoint_url")
+    if "key" in dict(options or {}):
+        source: str | None = "storage options"
+    elif "key" in resolved:
+        source = "environment"
+    elif resolved.get("anon"):
+        source = "anonymous"
+    else:
+        import botocore.session
+
+        found = botocore.session.Session().get_credentials()
+        source = found.method if found is not None else None
+    return StoreDescription(protocol, endpoint, source)
 
 
 def filesystem_for(uri: str, options: StorageOptions = None) -> AbstractFileSystem:
