@@ -75,22 +75,34 @@ def compute_matches(
     """
     _check_count("gt", len(gt_boxes), gt_class_ids, gt_masks)
     _check_count("pred", len(pred_boxes), pred_class_ids, pred_scores, pred_masks)
+    order, overlaps = _ranked_overlaps(gt_masks, pred_scores, pred_masks, score_threshold)
+    gt_match, pred_match = _match(overlaps, np.asarray(pred_class_ids)[order],
+                                  np.asarray(gt_class_ids), iou_threshold)
+    return gt_match, pred_match, overlaps
+
+
+def _ranked_overlaps(gt_masks: np.ndarray, pred_scores: np.ndarray, pred_masks: np.ndarray,
+                     score_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The kept predictions by descending score, and their mask IoU with the ground truth."""
     pred_scores = np.asarray(pred_scores)
     order = np.argsort(-pred_scores, kind="stable")
     order = order[pred_scores[order] >= score_threshold]
-    pred_class_ids = np.asarray(pred_class_ids)[order]
-    overlaps = compute_overlaps_masks(np.asarray(pred_masks)[..., order], gt_masks)
-    gt_class_ids = np.asarray(gt_class_ids)
+    return order, compute_overlaps_masks(np.asarray(pred_masks)[..., order], gt_masks)
+
+
+def _match(overlaps: np.ndarray, pred_class_ids: np.ndarray, gt_class_ids: np.ndarray,
+           iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching of ranked predictions (rows of `overlaps`) to ground truth."""
     gt_match = np.full(len(gt_class_ids), -1, dtype=np.int64)
-    pred_match = np.full(len(order), -1, dtype=np.int64)
-    for i in range(len(order)):
+    pred_match = np.full(len(pred_class_ids), -1, dtype=np.int64)
+    for i in range(len(pred_class_ids)):
         for j in np.argsort(-overlaps[i], kind="stable"):
             if overlaps[i, j] < iou_threshold:
                 break
             if gt_match[j] == -1 and pred_class_ids[i] == gt_class_ids[j]:
                 gt_match[j], pred_match[i] = i, j
                 break
-    return gt_match, pred_match, overlaps
+    return gt_match, pred_match
 
 
 def _check_count(name: str, count: int, *arrays: np.ndarray) -> None:
@@ -126,6 +138,12 @@ def compute_ap(
         gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids, pred_scores, pred_masks,
         iou_threshold,
     )
+    return (*_interpolated_ap(gt_match, pred_match), overlaps)
+
+
+def _interpolated_ap(gt_match: np.ndarray, pred_match: np.ndarray
+                     ) -> tuple[float, np.ndarray, np.ndarray]:
+    """VOC all-points AP of one image's matches, with its precision and recall points."""
     hits = np.cumsum(pred_match > -1)
     precisions = hits / np.arange(1, len(pred_match) + 1)
     recalls = hits / max(len(gt_match), 1)
@@ -135,7 +153,7 @@ def compute_ap(
     precisions = np.maximum.accumulate(precisions[::-1])[::-1]
     steps = np.flatnonzero(recalls[:-1] != recalls[1:]) + 1
     ap = np.sum((recalls[steps] - recalls[steps - 1]) * precisions[steps])
-    return float(ap), precisions, recalls, overlaps
+    return float(ap), precisions, recalls
 
 
 def compute_ap_range(
@@ -155,12 +173,14 @@ def compute_ap_range(
     """
     if iou_thresholds is None:
         iou_thresholds = np.linspace(0.5, 0.95, 10)
+    _check_count("gt", len(gt_box), gt_class_id, gt_mask)
+    _check_count("pred", len(pred_box), pred_class_id, pred_score, pred_mask)
+    # The overlaps do not depend on the threshold: computed once, matched ten times.
+    order, overlaps = _ranked_overlaps(gt_mask, pred_score, pred_mask, 0.0)
+    ranked_classes, gt_classes = np.asarray(pred_class_id)[order], np.asarray(gt_class_id)
     aps = []
     for threshold in iou_thresholds:
-        ap = compute_ap(
-            gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score, pred_mask,
-            iou_threshold=threshold,
-        )[0]
+        ap = _interpolated_ap(*_match(overlaps, ranked_classes, gt_classes, threshold))[0]
         if verbose:
             print(f"AP @{threshold:.2f}:\t {ap:.3f}")
         aps.append(ap)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mrcnn.boxes import extract_bboxes
 from mrcnn.transform import resize
 
 # Bounds each float32 scratch array of a `paste_masks` chunk, [n, canvas_h, canvas_w] <= [n, H, W].
@@ -96,10 +97,20 @@ def compute_overlaps_masks(masks1: np.ndarray, masks2: np.ndarray) -> np.ndarray
         return np.zeros((n1, n2), np.float32)
     if masks1.shape[:2] != masks2.shape[:2]:
         raise ValueError(f"mask sizes differ: {masks1.shape[:2]} vs {masks2.shape[:2]}")
-    flat1 = (masks1.reshape(-1, n1) > 0.5).astype(np.float32)
-    flat2 = (masks2.reshape(-1, n2) > 0.5).astype(np.float32)
-    intersection = flat1.T @ flat2
-    union = flat1.sum(axis=0)[:, None] + flat2.sum(axis=0)[None, :] - intersection
+    on1, on2 = masks1 > 0.5, masks2 > 0.5
+    # A dense product costs pixels × N1 × N2 (94 GFLOP for 400 × 300 nuclei in a 0.8 MP
+    # image); instances that touch are few, so only pairs whose boxes meet are compared,
+    # each inside the intersection of the two boxes.
+    boxes1, boxes2 = extract_bboxes(on1), extract_bboxes(on2)
+    top = np.maximum(boxes1[:, None, 0], boxes2[None, :, 0])
+    left = np.maximum(boxes1[:, None, 1], boxes2[None, :, 1])
+    bottom = np.minimum(boxes1[:, None, 2], boxes2[None, :, 2])
+    right = np.minimum(boxes1[:, None, 3], boxes2[None, :, 3])
+    intersection = np.zeros((n1, n2), np.float64)
+    for i, j in zip(*np.nonzero((bottom > top) & (right > left))):
+        y1, x1, y2, x2 = top[i, j], left[i, j], bottom[i, j], right[i, j]
+        intersection[i, j] = np.count_nonzero(on1[y1:y2, x1:x2, i] & on2[y1:y2, x1:x2, j])
+    union = on1.sum(axis=(0, 1))[:, None] + on2.sum(axis=(0, 1))[None, :] - intersection
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, intersection / union, 0).astype(np.float32)
 

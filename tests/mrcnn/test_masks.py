@@ -46,6 +46,28 @@ def test_compute_overlaps_masks_hand_worked_and_empty():
     assert masks.compute_overlaps_masks(np.zeros((4, 4, 0), bool), b).shape == (0, 1)
 
 
+def test_compute_overlaps_masks_equals_the_dense_product_on_crowded_masks():
+    """Box-pruned IoU (only pairs whose boxes meet) against pixels × N1 × N2 products, on 150
+    touching and overlapping discs, empty masks and float masks thresholded at 0.5."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:120, :160]
+    centres = rng.integers(0, [120, 160], (150, 2))
+    radii = rng.integers(2, 14, 150)
+    discs = np.stack([(yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+                      for (cy, cx), r in zip(centres, radii)], axis=-1)
+    first = discs[..., :100].astype(np.float32) * rng.uniform(0.3, 1.0, 100)
+    second = np.concatenate([np.roll(discs[..., 50:], 3, axis=1), np.zeros((120, 160, 2), bool)],
+                            axis=-1)
+    flat1 = (first.reshape(-1, 100) > 0.5).astype(np.float64)
+    flat2 = second.reshape(-1, second.shape[-1]).astype(np.float64)
+    inter = flat1.T @ flat2
+    union = flat1.sum(0)[:, None] + flat2.sum(0)[None, :] - inter
+    dense = np.where(union > 0, inter / np.maximum(union, 1), 0)
+    got = masks.compute_overlaps_masks(first, second)
+    assert got.dtype == np.float32 and (dense > 0).sum() > 100
+    np.testing.assert_allclose(got, dense, atol=1e-6)
+
+
 def test_unmold_mask_hand_worked():
     # Width 2 -> 4: pixel centres read source x = -0.25, 0.25, 0.75, 1.25 with zeros beyond
     # the edge, giving 0, 0.25, 0.75, 0.75 for the row [0, 1].
