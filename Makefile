@@ -6,14 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-long bench clean
+.PHONY: setup demo test test-long bench docs clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,dask,onnx,openvino]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,dask,onnx,openvino,docs]'
 	# labelme's own rasterizer is the reference of the conformance test; its GUI deps are not needed
 	$(VENV)/bin/pip install -q --no-deps labelme==6.3.1
 	# Label Studio's brush codec is the reference of the brush RLE tests; its converter's deps are not needed
@@ -37,5 +37,8 @@ test-long: setup
 bench: setup
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/inference.py
 
+docs: setup
+	$(PY) -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache site

@@ -58,94 +58,150 @@ class NamedBackbone:
 
 
 class Config:
-    """Base configuration. Attribute names and defaults follow matterport/Mask_RCNN."""
+    """Base configuration. Attribute names and defaults follow matterport/Mask_RCNN.
+
+    Each setting carries a one-line description (the string below it), which the
+    configuration reference of the documentation lists with its default.
+    """
 
     NAME: str | None = None
+    """Model name: names checkpoint folders and files, and the model in the registry."""
     GPU_COUNT = 1
+    """Training replicas: above 1, each batch is split over that many GPUs (`tf.distribute`)."""
     IMAGES_PER_GPU = 2
+    """Images per replica in a training step; inference batches `BATCH_SIZE` images."""
     STEPS_PER_EPOCH = 1000
+    """Training steps per epoch; a checkpoint is written after every epoch."""
     VALIDATION_STEPS = 50
+    """Validation batches scored after each epoch (0: no validation)."""
 
-    # "resnet18", "resnet34" (light, basic blocks), "resnet50", "resnet101", or a
-    # callable(input_image, stage5, train_bn) -> [C1..C5]
-    # whose C2..C5 have strides 4, 8, 16, 32.
     BACKBONE: str | Callable = "resnet101"
+    """`resnet18`, `resnet34`, `resnet50`, `resnet101`, or a callable
+    `(input_image, stage5, train_bn) -> [C1..C5]` whose C2..C5 have strides 4, 8, 16, 32."""
     COMPUTE_BACKBONE_SHAPE = None
+    """matterport's hook for a backbone's feature-map shapes; kept for compatibility, not read."""
     BACKBONE_STRIDES = [4, 8, 16, 32, 64]
+    """Stride in pixels of each pyramid level P2..P6, where the anchors are placed."""
     FPN_CLASSIF_FC_LAYERS_SIZE = 1024
+    """Width of the two fully connected layers of the classifier and box head."""
     TOP_DOWN_PYRAMID_SIZE = 256
+    """Channels of the feature pyramid (FPN) levels."""
     NUM_CLASSES = 1
+    """Classes including the background: 1 + the number of object classes."""
 
     RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)
+    """Anchor side in pixels on each pyramid level, one per entry of `BACKBONE_STRIDES`."""
     RPN_ANCHOR_RATIOS = [0.5, 1, 2]
+    """Width/height ratios of the anchors at every position."""
     RPN_ANCHOR_STRIDE = 1
+    """Anchors at every feature-map cell (1) or every n-th cell."""
     RPN_NMS_THRESHOLD = 0.7
+    """IoU above which non-maximum suppression drops the weaker of two proposals."""
     RPN_TRAIN_ANCHORS_PER_IMAGE = 256
+    """Anchors per image that the region proposal loss is computed on in training."""
     PRE_NMS_LIMIT = 6000
+    """Best-scoring anchors kept per image before the proposals' non-maximum suppression."""
     POST_NMS_ROIS_TRAINING = 2000
+    """Proposals kept per image after non-maximum suppression in training."""
     POST_NMS_ROIS_INFERENCE = 1000
+    """Proposals kept per image in inference: fewer is faster and may miss objects."""
 
     USE_MINI_MASK = True
+    """Store training masks cropped to their box and resized to `MINI_MASK_SHAPE` (less memory)."""
     MINI_MASK_SHAPE = (56, 56)
+    """Height and width of a mini-mask."""
 
     IMAGE_RESIZE_MODE = "square"
+    """How images are resized: `square` (scaled and zero-padded to `IMAGE_MAX_DIM`²), `pad64`,
+    `crop` (random `IMAGE_MIN_DIM`² crops in training) or `none`."""
     IMAGE_MIN_DIM = 800
+    """The shorter side is scaled up to at least this many pixels (the crop size in `crop`)."""
     IMAGE_MAX_DIM = 1024
+    """The longer side is scaled to at most this many pixels; a multiple of 64 in `square`."""
     IMAGE_MIN_SCALE = 0
+    """Smallest scale factor applied to an image (0: none enforced)."""
     IMAGE_CHANNEL_COUNT = 3
+    """Channels of the input images (3: RGB)."""
     MEAN_PIXEL = np.array([123.7, 116.8, 103.9])
+    """Per-channel value subtracted from every pixel before the network."""
 
     TRAIN_ROIS_PER_IMAGE = 200
+    """Regions of interest sampled per image to train the classifier, box and mask heads."""
     ROI_POSITIVE_RATIO = 0.33
-    # Add the ground-truth boxes to the proposals the ROI sampler draws from (torchvision does;
-    # matterport does not). Early in training from scratch the RPN proposes nothing that
-    # overlaps an object, and without positives the sampler draws no ROIs at all.
+    """Largest share of the sampled regions that overlap an object (positives)."""
+    # torchvision adds them; matterport does not. Early in training from scratch the RPN
+    # proposes nothing that overlaps an object, and without positives no ROI is sampled at all.
     ROI_INCLUDE_GT_BOXES = False
+    """Add the ground-truth boxes to the proposals the training regions are sampled from."""
     POOL_SIZE = 7
+    """Side of the ROI Align grid that feeds the classifier and box head."""
     MASK_POOL_SIZE = 14
+    """Side of the ROI Align grid that feeds the mask head."""
     MASK_SHAPE = [28, 28]
+    """Height and width of the masks the mask head predicts (twice `MASK_POOL_SIZE`)."""
     MAX_GT_INSTANCES = 100
+    """Most ground-truth instances used per training image (a random subset beyond it)."""
 
     RPN_BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+    """Scale of the proposal box refinements (dy, dx, log dh, log dw)."""
     BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+    """Scale of the final box refinements (dy, dx, log dh, log dw)."""
 
     DETECTION_MAX_INSTANCES = 100
+    """Most detections returned per image."""
     DETECTION_MIN_CONFIDENCE = 0.7
+    """Detections scoring below this are dropped."""
     DETECTION_NMS_THRESHOLD = 0.3
+    """IoU above which per-class non-maximum suppression drops the weaker of two detections."""
 
     LEARNING_RATE = 0.001
+    """Learning rate of `train()` when none is passed."""
     LEARNING_MOMENTUM = 0.9
+    """Momentum of the SGD optimizer."""
     WEIGHT_DECAY = 0.0001
+    """L2 weight regularisation (SGD: added to the loss; AdamW: decoupled, in the optimizer)."""
     LOSS_WEIGHTS = {name: 1.0 for name in LOSS_NAMES}
+    """Factor of each of the five losses in the training loss."""
     USE_RPN_ROIS = True
+    """Train the heads on the network's own proposals (the only supported value)."""
     TRAIN_BN = False
+    """Train the batch normalisation layers; otherwise they stay fixed (small batches)."""
     GRADIENT_CLIP_NORM = 5.0
+    """Global norm the gradients are clipped to (falsy: no clipping)."""
 
     # Additions to matterport's set.
-    OPTIMIZER = "sgd"  # "sgd" (matterport: momentum, L2 in the loss) or "adamw" (decoupled decay)
-    WARMUP_STEPS = 0  # linear learning-rate warmup when train() starts training new layers
-    # Training from random weights (mrcnn.initialization): "keras" (glorot-uniform kernels, as
-    # matterport's graph had) or "torchvision" (kaiming-normal fan-out convolutions, std-0.01
-    # RPN, PyTorch's Linear default for the box head). Moot once weights are loaded.
+    OPTIMIZER = "sgd"
+    """`sgd` (momentum, L2 in the loss, as matterport) or `adamw` (decoupled weight decay)."""
+    WARMUP_STEPS = 0
+    """Steps of linear learning-rate warmup when `train()` starts training new layers."""
     WEIGHT_INIT = "keras"
-    # Momentum of the batch norms' moving statistics, updated only with TRAIN_BN (torchvision's
-    # 0.1 is 0.9 here; Keras's default, 0.99, lags ~100 steps behind weights that move fast,
-    # and inference reads the moving statistics: benchmarks/NOTES.md row 35).
+    """Initial kernels of layers no weight file fills: `keras` (glorot-uniform) or
+    `torchvision` (kaiming-normal fan-out convolutions, std-0.01 RPN, PyTorch's Linear)."""
+    # torchvision's 0.1 is 0.9 here; Keras's own 0.99 lags about 100 steps behind weights that
+    # move fast, and inference reads the moving statistics.
     BATCH_NORM_MOMENTUM = 0.9
-    SEED: int | None = None  # seeds Python, numpy and TensorFlow when the model is built
-    # "bfloat16": the inference graph's convolutions and dense layers compute in bfloat16
-    # (Keras "mixed_bfloat16"; fast on CPUs with AVX512-BF16/AMX). Weights stay float32, so
-    # the same checkpoints load; boxes, NMS, ROI Align and the outputs stay float32. "auto":
-    # bfloat16 where the CPU computes it natively, float32 elsewhere (mrcnn.precision, which
-    # also runs an explicit "bfloat16" as float32 on CPUs that would only emulate it).
+    """Momentum of the batch norms' moving statistics; read only with `TRAIN_BN`."""
+    SEED: int | None = None
+    """Seeds Python, numpy and TensorFlow when the model is built (None: not seeded)."""
+    # bfloat16 leaves weights float32, so the same checkpoints load; boxes, NMS, ROI Align
+    # and the outputs stay float32 (mrcnn.precision).
     INFERENCE_PRECISION = "float32"
-    # The Keras dtype policy the training graph is built under: "float32", "mixed_bfloat16"
-    # (CPUs with AVX512-BF16/AMX, recent GPUs), "mixed_float16" (GPUs; loss scaling is
-    # applied) or "auto" (as INFERENCE_PRECISION). Weights and checkpoints stay float32.
+    """Precision of detection: `float32`, `bfloat16` (on CPUs that compute it natively) or
+    `auto` (bfloat16 exactly there)."""
     TRAINING_PRECISION = "float32"
-    # Replica devices for data-parallel training (mrcnn.distribute), e.g. ["/gpu:0", "/gpu:2"];
-    # one per GPU_COUNT. None: the first GPU_COUNT GPUs (GPU_COUNT 1: no tf.distribute at all).
+    """Keras dtype policy of training: `float32`, `mixed_bfloat16`, `mixed_float16` (GPUs,
+    with loss scaling) or `auto`; weights and checkpoints stay float32."""
     TRAINING_DEVICES: list[str] | None = None
+    """Replica devices of data-parallel training, one per `GPU_COUNT`, e.g. `["/gpu:0",
+    "/gpu:2"]` (None: the first `GPU_COUNT` GPUs)."""
+
+    # Derived from the others in __init__ (DERIVED); declared here for their descriptions.
+    BATCH_SIZE: int
+    """Images per step: `IMAGES_PER_GPU` × `GPU_COUNT` (derived)."""
+    IMAGE_SHAPE: np.ndarray
+    """Shape of the network's input images, `[side, side, IMAGE_CHANNEL_COUNT]` (derived)."""
+    IMAGE_META_SIZE: int
+    """Length of an image's meta vector: 12 + `NUM_CLASSES` (derived)."""
 
     def __init__(self, **overrides: Any) -> None:
         unknown = sorted(k for k in overrides if not _is_setting(k) or not hasattr(self, k))

@@ -294,7 +294,8 @@ def annotation_to_mask(ann: dict, height: int, width: int) -> np.ndarray:
 
     Args:
         ann: COCO annotation with "segmentation" as polygons, uncompressed or compressed RLE.
-        height, width: image size.
+        height: the image's height in pixels.
+        width: the image's width in pixels.
     """
     segm = ann.get("segmentation")
     if isinstance(segm, list):

@@ -94,6 +94,87 @@ DRIFT = pa.schema([
 ])
 
 
+# What each table holds, and the meaning of each column: the documentation's schema reference
+# is generated from these (and a test requires a meaning for every column).
+TABLE_DESCRIPTIONS: dict[str, str] = {
+    "area_ratios": "One row per image and class, classes without instances included with 0.",
+    "instances": "One row per detection.",
+    "errors": "One row per listed image that could not be processed.",
+    "images": ("One row per decoded image: processed, or failed in the model. Files that do "
+               "not decode are only in `errors`. Since schema version 3."),
+    "drift": ("Written by the nightly report, one file per run_date, replaced whole: the drift "
+              "statistics of each class, the report day against the window before it."),
+}
+
+COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "area_ratios": {
+        "image_uri": "the image, as listed below the input URI",
+        "image_width": "width in pixels, after EXIF orientation",
+        "image_height": "height in pixels, after EXIF orientation",
+        "class_id": "the class's id in the model (1..K; 0 is the background)",
+        "class_name": "the class's name",
+        "instance_count": "detections of the class in the image",
+        "pixel_count": "pixels in the union of the class's instance masks",
+        "area_ratio": "pixel_count / (image_width × image_height), 0..1",
+        "model_name": "the model's name",
+        "model_version": "the registry version number (`3`), or `sha256-<16 hex>` of the "
+                         "weights of a model from outside the registry",
+        "run_id": "the flow run that wrote the row",
+        "inferred_at": "when the image was processed",
+    },
+    "instances": {
+        "image_uri": "the image, as in `area_ratios`",
+        "instance_index": "the detection's place in the model's output, 0 first",
+        "class_id": "the detected class's id",
+        "class_name": "the detected class's name",
+        "score": "the detection's score, 0..1",
+        "y1": "box top, in pixels of the original image",
+        "x1": "box left",
+        "y2": "box bottom (exclusive)",
+        "x2": "box right (exclusive)",
+        "pixel_count": "pixels of the instance's mask",
+        "model_version": "as in `area_ratios`",
+        "run_id": "the flow run that wrote the row",
+        "mask_rle": "the mask at the original image size as COCO compressed RLE JSON, "
+                    '`{"size": [H, W], "counts": "…"}`; since schema version 2',
+    },
+    "errors": {
+        "image_uri": "the image that failed",
+        "error_type": "`empty_file`, `not_an_image`, `truncated`, `corrupt`, `too_large`, "
+                      "`unsupported_mode` (skipped until the file changes), `read_error`, "
+                      "`inference_error` (retried by the next run)",
+        "message": "what went wrong, in one line",
+        "run_id": "the flow run that wrote the row",
+        "failed_at": "when it failed",
+    },
+    "images": {
+        "image_uri": "the image, as in `area_ratios`",
+        "image_width": "width in pixels, after EXIF orientation",
+        "image_height": "height in pixels, after EXIF orientation",
+        "bytes": "the file's size",
+        "fingerprint": "what tells a changed file: ETag and size, or size and mtime",
+        "captured_at": "EXIF DateTimeOriginal at its offset; taken as UTC without one",
+        "gps_latitude": "EXIF GPS latitude in decimal degrees, south negative",
+        "gps_longitude": "EXIF GPS longitude in decimal degrees, west negative",
+        "path_fields": "hive-style `key=value` folders of the path and the named groups of "
+                       "`path_pattern`; DuckDB: `path_fields['site']`",
+        "model_version": "as in `area_ratios`",
+        "run_id": "the flow run that wrote the row",
+    },
+    "drift": {
+        "class_name": "the class",
+        "statistic": "`psi` (population stability index) or `ks` (Kolmogorov–Smirnov D)",
+        "value": "the statistic's value",
+        "threshold": "drifting when value ≥ threshold for PSI, > threshold for KS",
+        "drifting": "the class's verdict: both statistics drift and both samples are large "
+                    "enough",
+        "window_days": "days before the report day that form the window",
+        "today_images": "images of the report day",
+        "window_images": "images of the window",
+    },
+}
+
+
 def _versioned(schema: pa.Schema) -> pa.Schema:
     return schema.with_metadata({VERSION_KEY: str(SCHEMA_VERSION)})
 
