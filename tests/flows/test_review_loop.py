@@ -1,4 +1,4 @@
-"""The improvement loop end to end, as the README gives it: nightly results -> a review folder
+"""The improvement loop end to end, as docs/tutorials/review-and-retrain.md gives it: nightly results -> a review folder
 -> corrected in labelme -> convert -> merge into the next dataset version -> fine-tune the
 production model -> the gate compares new and current on one val split; and the exports.
 

@@ -181,7 +181,7 @@ def test_a_compaction_killed_at_any_step_is_repaired_by_the_next_run(tmp_path: P
 
 def check_the_documented_view(seen: collections.Counter[Key], keys: set[Key],
                               stems: dict[tuple[str, str], str]) -> None:
-    """The README's claim for one read of ``area_ratios`` during compaction: every row once or
+    """The documented claim (docs/concepts/tables.md) for one read of ``area_ratios`` during compaction: every row once or
     twice, twice only as whole small files (its small file and the compacted one listed)."""
     assert set(seen) == keys, f"missing {keys - set(seen)}, unknown {set(seen) - keys}"
     assert set(seen.values()) <= {1, 2}, collections.Counter(seen.values())

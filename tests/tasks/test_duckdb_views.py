@@ -1,5 +1,5 @@
 """``results --duckdb``: a DuckDB file of views over the Parquet tables, opened afresh and
-queried, including the three questions the README answers in SQL."""
+queried, including the three questions docs/concepts/tables.md answers in SQL."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ TODAY = datetime.date.today()
 DAYS = [(TODAY - datetime.timedelta(days=n)).isoformat() for n in (1, 0)]
 OLD_DAY = (TODAY - datetime.timedelta(days=30)).isoformat()
 
-# The README's three questions, verbatim (the test checks that they are there).
+# The three questions of docs/concepts/tables.md, verbatim (the test checks that they are there).
 TREND_PER_SITE = """SELECT i.path_fields['site'] AS site, run_date, count(*) AS images,
        avg(a.area_ratio) AS mean_crack_ratio
 FROM area_ratios a JOIN images i USING (image_uri, run_date)
@@ -130,9 +130,9 @@ def test_every_view_reads_the_parquet_and_answers_the_readme_questions(output: P
         assert con.sql(DRIFTING_THIS_WEEK).fetchall() == [("pothole", 2, 0.5), ("crack", 1, 0.25)]
         assert [row[1:3] for row in con.sql(LARGEST_SHARE).fetchall()[:2]] == [
             ("s3://b/in/site=south/b.jpg", 50.0), ("s3://b/in/site=south/b.jpg", 10.0)]
-    readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "concepts" / "tables.md").read_text()
     for query in (TREND_PER_SITE, DRIFTING_THIS_WEEK, LARGEST_SHARE):
-        assert query in readme
+        assert query in page
 
 
 def test_views_follow_new_files_skip_missing_tables_and_a_rerun_replaces_them(tmp_path: Path):

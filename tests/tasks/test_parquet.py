@@ -89,7 +89,7 @@ def test_files_carry_the_schema_version_and_old_partitions_stay_readable(tmp_pat
         pq.write_table(data, tmp_path / "instances" / f"run_date={day}" / "part-0.parquet")
     files = sorted((tmp_path / "instances").glob("*/*.parquet"))
     assert [schema_version(pq.read_schema(path)) for path in files] == [1, 3]
-    # The README's query for mixed partitions: by name, NULL where the column is missing.
+    # The documented query for mixed partitions (docs/concepts/tables.md): by name, NULL where the column is missing.
     rows = duckdb.sql(f"SELECT image_uri, mask_rle IS NULL FROM read_parquet("
                       f"'{tmp_path}/instances/*/*.parquet', hive_partitioning = true, "
                       f"union_by_name = true) ORDER BY run_date").fetchall()
@@ -110,7 +110,7 @@ def test_images_path_fields_read_as_a_map_in_duckdb_and_pandas(tmp_path):
     table = to_table("images", rows, {"model_version": "3", "run_id": "r1"})
     (tmp_path / "images" / "run_date=2026-01-03").mkdir(parents=True)
     pq.write_table(table, tmp_path / "images" / "run_date=2026-01-03" / "part-0.parquet")
-    # The README's form: MAP(VARCHAR, VARCHAR), so path_fields['site'] is the value or NULL.
+    # The documented form (docs/concepts/tables.md): MAP(VARCHAR, VARCHAR), so path_fields['site'] is the value or NULL.
     assert duckdb.sql(f"SELECT image_uri, path_fields['site'], captured_at IS NULL FROM "
                       f"read_parquet('{tmp_path}/images/*/*.parquet') ORDER BY 1").fetchall() == [
         ("site=a/x.jpg", "a", False), ("y.jpg", None, True)]
