@@ -127,14 +127,16 @@ def _from_export(folder: str, backbones: AllowedBackbones) -> ModelArtifact:
     # The graph holds the backbone: a callable BACKBONE stays a name (mrcnn.NamedBackbone).
     _allowed_backbone(settings, f"export config {config_uri!r}", backbones, exported=True)
     files = sorted(storage.list_files(folder))
-    graphs = [EXPORT_GRAPHS[name] for name in EXPORT_GRAPHS
-              if storage.join(folder, name) in files]
+    # Listed files come back as absolute paths, also for a folder given relative to the cwd.
+    names = {storage.relative_path(uri, folder) for uri in files}
+    graphs = [EXPORT_GRAPHS[name] for name in EXPORT_GRAPHS if name in names]
     if not graphs:
         raise FileNotFoundError(f"export folder {folder!r} has {EXPORT_CONFIG_FILE} but no "
                                 f"graph ({' or '.join(EXPORT_GRAPHS)})")
     digest = _folder_digest(folder, files)
     origin_file = storage.join(folder, EXPORT_MODEL_FILE)
-    described = storage.read_json(origin_file, "export origin") if origin_file in files else {}
+    described = (storage.read_json(origin_file, "export origin") if EXPORT_MODEL_FILE in names
+                 else {})
     names = _class_names(None, folder, int(settings.get("NUM_CLASSES", 1)) - 1)
     return ModelArtifact(name=str(described.get("name", settings.get("NAME", "model"))),
                          version=str(described.get("version", f"sha256-{digest[:16]}")),
