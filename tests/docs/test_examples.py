@@ -85,18 +85,15 @@ def shapes_model_dir() -> Path:
 
 def write_results(folder: Path) -> None:
     """`results/`: one night of batch inference by `roads@production` over `images/`."""
-    if not (folder / "images").exists():
-        write_images(folder)
-    if not (folder / "registry").exists():
-        write_registry(folder)
+    make("images", folder)
+    make("registry", folder)
     run_cli(["infer", "--model", "roads@production", "--registry", "registry", "--input",
              "images", "--output", "results", "--run-date", RUN_DATE])
 
 
 def write_dataset(folder: Path) -> None:
     """`dataset/`: the canonical dataset converted from `labelme/`."""
-    if not (folder / "labelme").exists():
-        write_labelme(folder)
+    make("labelme", folder)
     run_cli(["convert", "--format", "labelme", "--input", "labelme", "--output", "dataset",
              "--labels", "labelme/labels.txt"])
 
@@ -104,6 +101,12 @@ def write_dataset(folder: Path) -> None:
 INPUTS: dict[str, Callable[[Path], None]] = {
     "labelme": write_labelme, "images": write_images, "run": write_run,
     "registry": write_registry, "results": write_results, "dataset": write_dataset}
+
+
+def make(name: str, folder: Path) -> None:
+    """The input `name` (a folder of the same name) in `folder`, unless a block wrote it."""
+    if not (folder / name).exists():
+        INPUTS[name](folder)
 
 
 # ---------------------------------------------------------------------------- running
@@ -150,10 +153,9 @@ def test_markers_name_known_inputs():
 def test_the_runnable_blocks_of_a_page_run(page: str, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
-    needs = dict.fromkeys(need for example in EXAMPLES[page] for need in example.needs)
-    for need in needs:
-        INPUTS[need](tmp_path)
     for example in EXAMPLES[page]:
+        for need in example.needs:  # made when the first block naming it comes, if still absent
+            make(need, tmp_path)
         try:
             run_example(example)
         except Exception as error:
