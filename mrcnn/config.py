@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from mrcnn.intensity import DEFAULT_PERCENTILES, Normalization
 from mrcnn.precision import INFERENCE_PRECISIONS, TRAINING_PRECISIONS
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -94,6 +95,13 @@ class Config:
     IMAGE_MIN_SCALE = 0
     IMAGE_CHANNEL_COUNT = 3
     MEAN_PIXEL = np.array([123.7, 116.8, 103.9])
+    # How image intensities become the model's RGB 0-255 (mrcnn.intensity, docs/concepts/
+    # images.md): "scale" (8-bit as stored, 16-bit / 257) or "percentile" (per image, the
+    # NORMALIZATION_PERCENTILES of all colour channels together stretched to 0 and 255: for
+    # cameras of 10 to 14 bits in 16-bit files). Stored with the model, so exports and batch
+    # inference read images as training did.
+    INTENSITY_NORMALIZATION = "scale"
+    NORMALIZATION_PERCENTILES = DEFAULT_PERCENTILES
 
     TRAIN_ROIS_PER_IMAGE = 200
     ROI_POSITIVE_RATIO = 0.33
@@ -217,6 +225,7 @@ class Config:
         unknown_losses = sorted(set(self.LOSS_WEIGHTS) - set(LOSS_NAMES))
         if unknown_losses:
             raise ValueError(f"LOSS_WEIGHTS has unknown loss names {unknown_losses}; known: {list(LOSS_NAMES)}")
+        Normalization.from_config(self)  # its errors name the two settings
         if len(self.MEAN_PIXEL) != self.IMAGE_CHANNEL_COUNT:
             raise ValueError(f"MEAN_PIXEL needs {self.IMAGE_CHANNEL_COUNT} values, got {len(self.MEAN_PIXEL)}")
         if self.TRAINING_DEVICES is not None:
