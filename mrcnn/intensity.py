@@ -15,8 +15,11 @@ image's stored intensities get there:
   percentiles are equal is thresholded there: above is 255, the rest 0.
 
 Grey images become RGB by repeating the channel; alpha is dropped before anything is measured.
-Both maps are lookup tables over the image's integer levels, so the percentiles are exact
-(NumPy's ``linear`` method) and a 2048 x 2048 16-bit image takes a few tens of milliseconds.
+A percentile is the smallest intensity with at least that share of the image's values at or
+below it (NumPy's ``inverted_cdf`` method): it depends on the image's histogram only, so a grey
+image reads the same whether its file stores one channel or three equal ones. Both maps are
+lookup tables over the image's integer levels; a 2048 x 2048 16-bit image takes a few tens of
+milliseconds.
 """
 
 from __future__ import annotations
@@ -120,16 +123,16 @@ def _scale_table(levels: int) -> np.ndarray:
 
 def _percentiles(counts: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
     """The percentiles of the values a histogram ``counts[level]`` counts, as ``np.percentile``
-    computes them (``linear``: between the two order statistics around ``q (n - 1) / 100``)."""
+    computes them with ``method="inverted_cdf"``: the smallest value with at least that share of
+    the values at or below it."""
     cumulative = np.cumsum(counts)
-    last = int(cumulative[-1]) - 1
+    count = int(cumulative[-1])
     found = []
     for percentile in percentiles:
-        position = percentile / 100.0 * last
-        below = math.floor(position)
-        # The value of order statistic k is the first level whose cumulative count exceeds k.
-        lower, upper = np.searchsorted(cumulative, [below, min(below + 1, last)], side="right")
-        found.append(float(lower) + (position - below) * float(upper - lower))
+        # numpy's order statistic for this method: ceil(n q - 1), within 0..n-1
+        order = min(max(math.ceil(count * (percentile / 100.0) - 1), 0), count - 1)
+        # order statistic k is the first level whose cumulative count exceeds k
+        found.append(float(np.searchsorted(cumulative, order, side="right")))
     return found[0], found[1]
 
 

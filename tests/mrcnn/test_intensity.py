@@ -31,8 +31,9 @@ def twelve_bit_nuclei(seed: int = 0, size: int = 96) -> np.ndarray:
 
 def reference_stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """The percentile map written out with np.percentile, in floating point."""
-    lower, upper = np.percentile(values, [low, high])
-    return np.clip(np.rint((values - lower) * 255.0 / (upper - lower)), 0, 255).astype(np.uint8)
+    lower, upper = np.percentile(values, [low, high], method="inverted_cdf").astype(float)
+    stretched = (values.astype(np.float64) - lower) * 255.0 / (upper - lower)
+    return np.clip(np.rint(stretched), 0, 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize("encode", [png_of, tiff_of])
@@ -59,6 +60,23 @@ def test_percentiles_are_taken_over_all_colour_channels_together():
     np.testing.assert_array_equal(stretched, reference_stretch(rgb, 1.0, 99.8))
     assert stretched[..., 2].max() == 255
     assert stretched[..., :2].max() < 40  # noise stays dark: one map for all channels
+
+
+def test_a_grey_image_stretches_alike_stored_as_grey_or_as_rgb():
+    frame = twelve_bit_nuclei(seed=4, size=61)
+    as_rgb = to_rgb_uint8(np.stack([frame] * 3, axis=2), PERCENTILE)
+    np.testing.assert_array_equal(as_rgb, to_rgb_uint8(frame, PERCENTILE))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 100, 1001, 4096])
+def test_percentiles_are_numpy_s_inverted_cdf(size):
+    from mrcnn.intensity import _percentiles
+
+    values = np.random.default_rng(size).integers(0, 4096, size).astype(np.uint16)
+    counts = np.bincount(values, minlength=65536)
+    for pair in [(0.0, 100.0), (1.0, 99.8), (0.5, 99.5), (33.3, 50.0), (0.01, 99.99)]:
+        assert _percentiles(counts, pair) == tuple(np.percentile(values, pair,
+                                                                 method="inverted_cdf"))
 
 
 def test_alpha_is_dropped_before_anything_is_measured():
