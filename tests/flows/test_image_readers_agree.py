@@ -1,9 +1,12 @@
 """One image, one array: the converter, training's `CocoDataset.load_image` and the nightly
-decoder read a file identically, with either normalisation; the real nuclei read as before."""
+decoder read a file identically, with either normalisation; batch inference reads with the
+model's own; the real nuclei read as before."""
 
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +21,10 @@ from tasks.annotations.images import image_size
 from tasks.annotations.pixels import decode_pixels
 from tasks.inference.image_decoding import decode_image
 from tests.mrcnn.test_intensity import twelve_bit_nuclei
-from tests.support.builders import png_of, tiff_of, write
+from tests.flows.test_batch_inference import rows
+from tests.support.builders import image_file, png_of, tiff_of, write
 from tests.support.encoders import png_of_any
+from tests.support.tiny_model import tiny_model_dir
 
 NORMALIZATIONS = [Normalization(), Normalization("percentile", (1.0, 99.8))]
 
@@ -105,3 +110,35 @@ def test_an_upright_copy_from_the_converter_reads_as_the_original_turned():
     assert upright is not None
     np.testing.assert_array_equal(decode_image(upright), decode_image(original))
     assert decode_image(original).shape == (40, 20, 3)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_batch_inference_reads_images_with_the_model_s_normalisation(tmp_path: Path):
+    """A model trained on stretched images measures a 12-bit file as the stretched 8-bit file
+    it would have been trained on; the same weights with "scale" see another image."""
+    from flows.batch_inference import batch_inference
+
+    scale_model, stretch_model = tiny_model_dir(), tmp_path / "stretch"
+    shutil.copytree(scale_model, stretch_model)
+    config = json.loads((scale_model / "config.json").read_text())
+    config.update(INTENSITY_NORMALIZATION="percentile", NORMALIZATION_PERCENTILES=[1.0, 99.8])
+    (stretch_model / "config.json").write_text(json.dumps(config))
+    frame = twelve_bit_nuclei(seed=12, size=64)
+    write(tmp_path / "camera/x.png", png_of(frame))
+    write(tmp_path / "both/x.png", png_of(frame))
+    write(tmp_path / "both/stretched.png", image_file(to_rgb_uint8(frame, NORMALIZATIONS[1]),
+                                                      "PNG"))
+    for model, source in ((stretch_model, "camera"), (scale_model, "both")):
+        batch_inference(input_uri=str(tmp_path / source),
+                        output_uri=str(tmp_path / f"{source}-out"), run_date="2024-05-01",
+                        weights=str(model / "model.weights.h5"), config=str(model / "config.json"),
+                        overlays=False)
+
+    def measured(source: str, name: str) -> list[tuple]:
+        return [row[1:] for row in rows(tmp_path / f"{source}-out", "area_ratios",
+                                        "image_uri, class_id, instance_count, pixel_count")
+                if row[0] == str(tmp_path / source / name)]
+
+    stretched = measured("camera", "x.png")
+    assert stretched and stretched == measured("both", "stretched.png")
+    assert stretched != measured("both", "x.png")

@@ -109,6 +109,12 @@ def test_percentile_of_8_bit_images_and_min_max():
     assert minmax[values == values.max()].min() == 255
 
 
+def test_a_frame_without_objects_is_stretched_too():
+    background = np.random.default_rng(5).normal(100, 3, (50, 50)).round().astype(np.uint16)
+    stretched = to_rgb_uint8(background, PERCENTILE)
+    assert stretched.min() == 0 and stretched.max() == 255  # its noise fills the range
+
+
 def test_no_spread_between_the_percentiles_thresholds_there():
     flat = np.full((20, 20), 700, np.uint16)
     assert to_rgb_uint8(flat, PERCENTILE).max() == 0
