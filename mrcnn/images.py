@@ -133,8 +133,10 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS
         raise UnreadableImage("unsupported_mode", name, f"has pixels of shape "
                               f"{list(pixels.shape)}; images have 1 to 4 channels (grey, grey "
                               "and alpha, RGB, RGBA)")
-    # Pillow's big-endian 16-bit grey arrives as such; the rest of the code assumes native.
-    return StoredImage(pixels.astype(pixels.dtype.newbyteorder("="), copy=False), orientation)
+    # Native byte order (Pillow gives big-endian 16-bit grey as such) and a writable array
+    # (Pillow's are read-only views of its buffer): copied only when needed.
+    pixels = np.require(pixels, pixels.dtype.newbyteorder("="), requirements="W")
+    return StoredImage(pixels, orientation)
 
 
 def decode_pixels(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS
@@ -289,8 +291,8 @@ def _sixteen_bit_colour_png(data: bytes, image: PIL.Image.Image) -> np.ndarray |
     if image.format != "PNG" or len(image.tile) != 1:
         return None
     tile = image.tile[0]
-    rawmode = tile.args if isinstance(tile.args, str) else tile.args[0]
-    if rawmode not in (*_LOW_BYTES, "LA;16B"):
+    rawmode = tile.args  # Pillow's PNG tile holds the raw mode alone
+    if not isinstance(rawmode, str) or rawmode not in (*_LOW_BYTES, "LA;16B"):
         return None
     with PIL.Image.open(io.BytesIO(data)) as low:
         low.tile = [tile._replace(args=_LOW_BYTES.get(rawmode, "RGBA"))]

@@ -52,7 +52,7 @@ def channels_last(*planes: np.ndarray) -> np.ndarray:
 ])
 def test_images_decode_to_their_own_pixels_channels_last(data, expected):
     pixels = read_image(data)
-    assert pixels.dtype == expected.dtype and pixels.dtype.isnative
+    assert pixels.dtype == expected.dtype and pixels.dtype.isnative and pixels.flags.writeable
     np.testing.assert_array_equal(pixels, expected)
 
 
