@@ -1,5 +1,6 @@
 """The model's INTENSITY_NORMALIZATION wherever an image becomes its input: `detect()` of 16-bit
-arrays, an export's `mrcnn_config.json` and its detect, evaluation's samples, and `train()`."""
+arrays, an export's `mrcnn_config.json` and its detect, evaluation's samples, `train()`, and
+the mean pixel `auto_config` measures."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from mrcnn.images import read_image
 from mrcnn.intensity import Normalization, to_rgb_uint8
 from mrcnn.model import MaskRCNN
 from tasks.evaluation import detect_samples
+from tasks.training.auto_config import auto_choices
+from tasks.training.config import load_training_config
 from tasks.training.data import load_split
 from tests.mrcnn.conftest import TinyConfig
 from tests.mrcnn.test_intensity import twelve_bit_nuclei
@@ -104,3 +107,20 @@ def test_train_reads_images_with_the_config_s_normalisation(tmp_path: Path):
     trainer.train(dataset, None, 1e-4, epochs=1, layers="heads", verbose=0)
     assert dataset.normalization == STRETCH
     assert dataset.load_image(0).max() == 255
+
+
+def test_auto_config_measures_the_mean_pixel_of_the_images_as_training_reads_them(
+        tmp_path: Path):
+    frames = write_val_split(tmp_path)
+    default = Normalization("percentile")  # the config sets no NORMALIZATION_PERCENTILES
+    expected = np.mean([to_rgb_uint8(frame, default).reshape(-1, 3).mean(axis=0)
+                        for frame in frames.values()], axis=0)
+    chosen = {}
+    for setting in ("percentile", "scale"):
+        training = load_training_config({
+            "name": "n", "classes": CLASSES, "epochs": 1, "auto_config": True,
+            "config": {"INTENSITY_NORMALIZATION": setting}})
+        chosen[setting] = next(c.value for c in auto_choices(training, str(tmp_path))
+                               if c.key == "MEAN_PIXEL")
+    np.testing.assert_allclose(chosen["percentile"], expected, atol=0.05)
+    assert max(chosen["scale"]) < 16  # the 12-bit frames scaled by 1/257
