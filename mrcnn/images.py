@@ -11,11 +11,11 @@ upright by its EXIF orientation; `mrcnn.intensity` then makes the model's RGB ui
   expanded, CMYK and YCbCr converted to RGB. 16-bit colour PNGs, of which Pillow keeps only
   the high byte, are read at their full 16 bits.
 - Refused, with the reason: stacks of planes (z, time, or channels stored as pages), float,
-  signed or 32-bit pixels, Lab and HSV, more than four channels, more pixels than a limit
+  signed or 32-bit pixels, Lab or HSV, more than four channels, more pixels than a limit
   (decompression bombs; checked from the header, before any pixel is decoded).
 - The EXIF orientation tag is applied as ``PIL.ImageOps.exif_transpose`` applies it, so that
-  masks drawn on the picture as people see it fit. TIFF Orientation tags are not applied:
-  tifffile and microscopy software leave them aside, and so does the converter.
+  masks drawn on the picture as people see it fit. A TIFF's Orientation tag is not applied,
+  here or by the converter (tifffile does not apply it either).
 
 Every refusal is an `UnreadableImage` whose ``reason`` says what kind of bad it is (batch
 inference records it): ``empty_file``, ``not_an_image``, ``truncated``, ``corrupt``,

@@ -10,16 +10,15 @@ image's stored intensities get there:
 - ``"percentile"``: per image, the ``low`` and ``high`` percentiles of its intensities, over
   all colour channels together, are mapped to 0 and 255, linearly, and what lies outside is
   clipped. Any bit depth, gain or offset fills the range. The channels share one map so that
-  colours keep their balance and a channel without signal stays dark instead of having its
-  noise stretched to full range. ``(0, 100)`` is the min-max stretch. An image whose two
-  percentiles are equal is thresholded there: above is 255, the rest 0.
+  they keep their brightness relative to each other, and a channel without signal stays dark
+  instead of having its noise stretched to full range. ``(0, 100)`` is the min-max stretch.
+  An image whose two percentiles are equal is thresholded there: above is 255, the rest 0.
 
 Grey images become RGB by repeating the channel; alpha is dropped before anything is measured.
 A percentile is the smallest intensity with at least that share of the image's values at or
 below it (NumPy's ``inverted_cdf`` method): it depends on the image's histogram only, so a grey
 image reads the same whether its file stores one channel or three equal ones. Both maps are
-lookup tables over the image's integer levels; a 2048 x 2048 16-bit image takes a few tens of
-milliseconds.
+lookup tables over the image's integer levels (docs/concepts/images.md gives their speed).
 """
 
 from __future__ import annotations
