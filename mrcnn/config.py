@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from mrcnn.intensity import DEFAULT_PERCENTILES, Normalization
 from mrcnn.precision import INFERENCE_PRECISIONS, TRAINING_PRECISIONS
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -124,6 +125,12 @@ class Config:
     """Channels of the input images (3: RGB)."""
     MEAN_PIXEL = np.array([123.7, 116.8, 103.9])
     """Per-channel value subtracted from every pixel before the network."""
+    INTENSITY_NORMALIZATION = "scale"
+    """How image intensities become the model's RGB 0-255 (`mrcnn.intensity`): `scale` (8-bit
+    as stored, 16-bit / 257) or `percentile` (per image, `NORMALIZATION_PERCENTILES` of all
+    channels stretched to 0 and 255, for 10- to 14-bit cameras); stored with the model."""
+    NORMALIZATION_PERCENTILES = DEFAULT_PERCENTILES
+    """Low and high percentiles that `percentile` normalisation maps to 0 and 255."""
 
     TRAIN_ROIS_PER_IMAGE = 200
     """Regions of interest sampled per image to train the classifier, box and mask heads."""
@@ -273,6 +280,7 @@ class Config:
         unknown_losses = sorted(set(self.LOSS_WEIGHTS) - set(LOSS_NAMES))
         if unknown_losses:
             raise ValueError(f"LOSS_WEIGHTS has unknown loss names {unknown_losses}; known: {list(LOSS_NAMES)}")
+        Normalization.from_config(self)  # its errors name the two settings
         if len(self.MEAN_PIXEL) != self.IMAGE_CHANNEL_COUNT:
             raise ValueError(f"MEAN_PIXEL needs {self.IMAGE_CHANNEL_COUNT} values, got {len(self.MEAN_PIXEL)}")
         if self.TRAINING_DEVICES is not None:

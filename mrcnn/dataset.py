@@ -4,7 +4,8 @@ A dataset holds classes and images from one or more *sources* (e.g. "coco", "sha
 `prepare()` numbers them consecutively: internal class id 0 is the background "BG", and
 `"<source>.<source id>"` keys map source ids to internal ones.
 
-Shorthand: H, W image size; N instances. `load_image` returns RGB uint8 [H, W, 3];
+Shorthand: H, W image size; N instances. `load_image` returns RGB uint8 [H, W, 3] (read by
+`mrcnn.images`, intensities mapped by the dataset's `normalization`, see `mrcnn.intensity`);
 `load_mask` returns bool [H, W, N] masks and int32 [N] class ids (negative = crowd region).
 """
 
@@ -18,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
-logger = logging.getLogger(__name__)
+from mrcnn.images import read_image
+from mrcnn.intensity import Normalization, to_rgb_uint8
 
-# Pillow modes holding 16-bit samples; they are scaled to 8 bits, not clipped.
-_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+logger = logging.getLogger(__name__)
 
 
 class Dataset:
@@ -36,7 +36,11 @@ class Dataset:
     Attributes:
         image_info: one dict per image: "id", "source", "path" plus the loader's kwargs.
         class_info: one dict per class: "source", "id", "name"; entry 0 is "BG".
+        normalization: how `load_image` maps intensities to 0-255; `MaskRCNN.train` sets it
+            from the config's INTENSITY_NORMALIZATION, so training reads as the model will.
     """
+
+    normalization: Normalization = Normalization()
 
     def __init__(self, class_map: dict | None = None) -> None:
         # class_map is accepted for matterport compatibility; matterport ignores it too.
@@ -116,10 +120,11 @@ class Dataset:
     def load_image(self, image_id: int) -> np.ndarray:
         """Reads an image file as RGB uint8 [H, W, 3].
 
-        Grayscale, palette, RGBA (alpha dropped) and 16-bit images are converted, and the
-        EXIF orientation tag is applied so that masks drawn on the upright image fit.
+        Grey, grey and alpha, palette, RGB and RGBA images of 8 or 16 bits are read (alpha is
+        dropped), the EXIF orientation tag is applied so that masks drawn on the upright image
+        fit, and intensities become 0-255 as `self.normalization` says.
         """
-        return read_rgb_image(self.image_info[image_id]["path"])
+        return read_rgb_image(self.image_info[image_id]["path"], self.normalization)
 
     def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Returns no instances: bool [H, W, 0] and int32 [0]. Subclasses override this."""
@@ -132,33 +137,15 @@ class Dataset:
         return np.zeros([height, width, 0], dtype=bool), np.zeros([0], dtype=np.int32)
 
 
-def read_rgb_image(path: str | Path) -> np.ndarray:
-    """Reads an image file as upright RGB uint8 [H, W, 3].
+def read_rgb_image(path: str | Path, normalization: Normalization | None = None) -> np.ndarray:
+    """Reads an image file as upright RGB uint8 [H, W, 3] (`mrcnn.images.read_image`, then
+    `mrcnn.intensity.to_rgb_uint8`; default normalisation ``"scale"``).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a readable image.
+        ValueError: the file is not an image the model reads (`mrcnn.images.UnreadableImage`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Image file not found: {path}")
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            image.load()
-            return _to_rgb_array(image)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"Cannot decode image file {path}: {err}") from err
-
-
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Converts any Pillow image to RGB uint8 [H, W, 3]."""
-    if image.mode in _SIXTEEN_BIT_MODES:
-        # 65535 / 257 = 255: a linear map of the 16-bit range onto 8 bits.
-        gray = np.asarray(image, dtype=np.float64) / 257.0
-        gray = np.clip(np.round(gray), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return to_rgb_uint8(read_image(path), normalization)
 
 
 class CocoDataset(Dataset):

@@ -23,9 +23,11 @@ from mrcnn.anchors import get_anchors
 from mrcnn.boxes import denorm_boxes, norm_boxes
 from mrcnn.config import Config
 from mrcnn.data import DataGenerator, load_image_gt  # noqa: F401  (matterport: modellib.load_image_gt)
+from mrcnn.dataset import Dataset
 from mrcnn.distribute import training_strategy
 from mrcnn.export import EXPORT_CONFIG, export_model, load_exported  # noqa: F401  (former home)
 from mrcnn.initialization import prepare_for_training
+from mrcnn.intensity import Normalization, to_rgb_uint8
 from mrcnn.masks import paste_masks
 from mrcnn.network import build_inference_graph, build_training_graph, dtype_policy
 from mrcnn.precision import PrecisionChoice, inference_precision, training_precision
@@ -156,6 +158,9 @@ class MaskRCNN:
             augmentation: an `mrcnn.augment.Augmentation` or an albumentations-style callable.
             until: a `time.monotonic()` value: training stops after the step that ends past
                 it (that epoch ends early, with its checkpoint).
+
+        The `normalization` of both datasets (`mrcnn.dataset.Dataset`) is set to the config's
+        INTENSITY_NORMALIZATION, so the images train as the saved model will read them.
         """
         if self.mode != "training":
             raise RuntimeError("create the model with mode='training' to train it")
@@ -165,6 +170,9 @@ class MaskRCNN:
             raise ValueError("no_augmentation_sources is not supported; pass augmentation=None for those datasets")
         pattern = layers_regex(layers)
         config = self.config
+        for dataset in (train_dataset, val_dataset):
+            if isinstance(dataset, Dataset):  # a subclass's own load_image may ignore it
+                dataset.normalization = Normalization.from_config(config)
         train_data = DataGenerator(train_dataset, config, shuffle=True, augmentation=augmentation,
                                    steps=config.STEPS_PER_EPOCH, seed=config.SEED)
         val_data = None
@@ -235,6 +243,10 @@ class MaskRCNN:
 
         `rois` int32 `[N, (y1, x1, y2, x2)]` and `masks` bool `[H, W, N]` are at each image's
         original size. Any number of images is accepted; they run in batches of BATCH_SIZE.
+
+        Images are RGB `[H, W, 3]` or grey `[H, W]`. uint8 and float images are taken as the
+        model's 0-255 input; uint16 images are mapped to it by the config's
+        INTENSITY_NORMALIZATION, as `Dataset.load_image` maps 16-bit files.
         """
         if self.mode != "inference":
             raise RuntimeError("create the model with mode='inference' to detect")
@@ -257,8 +269,9 @@ class MaskRCNN:
             serve = tf.saved_model.load(path).signatures["serving_default"]
             out = serve(images=molded, metas=metas)
 
-        - `images`: float32 `[B, H, W, 3]`: each RGB image resized and padded as
-          `mrcnn.transform.resize_image` does for the saved IMAGE_RESIZE_MODE ("square":
+        - `images`: float32 `[B, H, W, 3]`: each RGB image (0-255; a 16-bit image mapped as
+          the saved INTENSITY_NORMALIZATION says, `mrcnn.intensity.to_rgb_uint8`) resized and
+          padded as `mrcnn.transform.resize_image` does for the saved IMAGE_RESIZE_MODE ("square":
           scale the short side up to IMAGE_MIN_DIM, the long side at most IMAGE_MAX_DIM,
           then zero-pad, centred, to IMAGE_MAX_DIM²), minus MEAN_PIXEL.
         - `metas`: float32 `[B, 12 + NUM_CLASSES]`: image id, original (h, w, 3), molded
@@ -282,9 +295,10 @@ def mold_inputs(config: Config, images: Sequence[np.ndarray]) -> tuple[np.ndarra
     """
     c = config
     mode = inference_resize_mode(c.IMAGE_RESIZE_MODE)
+    normalization = Normalization.from_config(c)
     resized, metas, windows = [], [], []
     for image in images:
-        image = _as_rgb(image)
+        image = _as_rgb(image, normalization)
         picture, window, scale, _, _ = resize_image(image, min_dim=c.IMAGE_MIN_DIM, min_scale=c.IMAGE_MIN_SCALE,
                                                     max_dim=c.IMAGE_MAX_DIM, mode=mode)
         resized.append(picture)
@@ -347,11 +361,14 @@ def unmold_detections(detections: np.ndarray, mrcnn_mask: np.ndarray, original_i
             "masks": paste_masks(masks, boxes, original_image_shape[:2])}
 
 
-def _as_rgb(image: Any) -> np.ndarray:
-    """Validate one input image: `[H, W, 3]` (grayscale `[H, W]` is expanded)."""
+def _as_rgb(image: Any, normalization: Normalization) -> np.ndarray:
+    """Validate one input image: `[H, W, 3]` (grayscale `[H, W]` is expanded); uint16 images
+    become RGB uint8 by `normalization` (`mrcnn.intensity.to_rgb_uint8`)."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     if image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
         raise ValueError(f"images must be non-empty [H, W, 3] RGB arrays, got shape {image.shape}")
+    if image.dtype.kind == "u" and image.dtype.itemsize == 2:
+        return to_rgb_uint8(image, normalization)
     return image

@@ -280,7 +280,9 @@ def evaluate_on_validation(model: ModelArtifact, dataset: str, output: str,
         classes = list(model.class_names)
         check_classes(classes, fetched, f"model {model.origin!r}")
         built = build(model, runtime, batch_size=int(model.config.get("IMAGES_PER_GPU", 1)))
-        val_set = load_split(fetched.root, "val", classes)
+        # Images read as the model's config says (INTENSITY_NORMALIZATION): the Otsu baseline
+        # thresholds the same normalised pixels detect() receives.
+        val_set = load_split(fetched.root, "val", classes, built.config)
         metrics = evaluate_results(["BG", *classes], detect_samples(built, val_set))
     limit = detection_limit(model.config, metrics["largest_gt_instances"])
     if limit.capped:

@@ -1,22 +1,23 @@
-"""Checking image files: decodable, their size, EXIF orientation."""
+"""Checking image files: decodable, their size, EXIF orientation.
+
+An image is accepted when `mrcnn.images`, the model's reader, reads it: 8 or 16-bit grey,
+grey and alpha, palette, RGB or RGBA (float or 32-bit images have no agreed intensity range to
+train on). Its EXIF orientation is the one that reader applies (none for TIFF).
+"""
 
 from __future__ import annotations
 
 import io
-import warnings
 
-import numpy as np
 import PIL.Image
 import PIL.ImageOps
-from PIL import ExifTags
 
+from mrcnn import images
+from mrcnn.images import exif_orientation, turn_upright  # noqa: F401  (the converter's API)
+
+from . import pixels
 from .paths import parent_of
-from .pixels import decode_pixels, is_tiff, why_unreadable
 from .records import Fetch
-
-# TIFF pixel types the converter accepts: 8 and 16-bit, as cameras write them (float or
-# 32-bit images have no agreed intensity range to train on).
-TIFF_DTYPES = (np.dtype(np.bool_), np.dtype(np.uint8), np.dtype(np.uint16))
 
 
 def fetch_image(fetch: Fetch, relative: str, referenced_by: str) -> bytes:
@@ -32,41 +33,15 @@ def fetch_image(fetch: Fetch, relative: str, referenced_by: str) -> bytes:
 
 
 def image_size(data: bytes, name: str) -> tuple[int, int]:
-    """Decode an image fully and return its ``(height, width)``.
-
-    TIFF is read as ``tasks.annotations.pixels`` reads it and must hold one plane of 8- or
-    16-bit unsigned integers (grey, grey and alpha, RGB or RGBA); other formats, anything
-    Pillow reads.
+    """Decode an image fully, as the model will read it, and return its stored
+    ``(height, width)``.
 
     Raises:
-        ValueError: if ``data`` is not a readable image (wrong type, truncated, corrupt), or a
-            TIFF of another pixel type.
+        ValueError: if ``data`` is not a readable image (wrong type, truncated, corrupt), or one
+            of a pixel type the model does not read (float, signed, 32-bit, a stack of planes).
     """
-    if is_tiff(data):
-        pixels = decode_pixels(data, repr(name))
-        if pixels.dtype not in TIFF_DTYPES:
-            raise ValueError(f"{name!r} has {pixels.dtype} pixels; TIFF images must be 8- or "
-                             "16-bit unsigned integers")
-        return pixels.shape[0], pixels.shape[1]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
-            with PIL.Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return image.height, image.width
-    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombWarning) as error:
-        raise ValueError(f"{name!r} is not a readable image ({why_unreadable(error)})") from None
-
-
-def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation tag (1 to 8) of an image Pillow reads; 1 (as stored) when it has
-    none, or when only tifffile reads the file (tifffile does not apply the tag)."""
-    try:
-        with PIL.Image.open(io.BytesIO(data)) as image:
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except (OSError, SyntaxError, ValueError):
-        return 1
-    return orientation if orientation in _TURNS else 1
+    stored = images.decode_image(data, repr(name), pixels.MAX_PIXELS).pixels
+    return stored.shape[0], stored.shape[1]
 
 
 def exif_upright(data: bytes) -> bytes | None:
@@ -87,12 +62,6 @@ def exif_upright(data: bytes) -> bytes | None:
         options = {"quality": 95} if image.format == "JPEG" else {}
         upright.save(buffer, format=image.format, **options)
     return buffer.getvalue()
-
-
-def turn_upright(array: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn pixels ``[H, W, ...]`` stored under EXIF ``orientation`` as
-    ``PIL.ImageOps.exif_transpose`` turns the image, e.g. a mask drawn on the stored grid."""
-    return _TURNS[orientation](array)
 
 
 def upright_image(data: bytes, name: str) -> tuple[int, int, bytes | None]:
@@ -126,17 +95,3 @@ def find_image_near(fetch: Fetch, folder: str, file_name: str) -> tuple[str, byt
         except FileNotFoundError:
             continue
     raise ValueError(f"image {file_name!r} not found (looked for {', '.join(candidates)})")
-
-
-# EXIF orientation (tag 0x0112) -> the turn PIL.ImageOps.exif_transpose applies to show the
-# image upright; rows are axis 0, columns axis 1.
-_TURNS = {
-    1: lambda a: a,
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: np.swapaxes(a, 0, 1),
-    6: lambda a: np.rot90(a, -1),
-    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
-    8: lambda a: np.rot90(a, 1),
-}

@@ -1,63 +1,35 @@
-"""Image files as pixel arrays: any image, an instance label image, a binary mask.
+"""Image files as pixel arrays for the converter: instance label images, binary masks, crops.
 
-TIFF is read with tifffile (8/16/32-bit integer and float pages, uncompressed, Deflate or
-PackBits). Compressions tifffile decodes only with the optional ``imagecodecs`` package
-(LZW, JPEG, ...) are read with Pillow's libtiff instead, so a TIFF either of them reads is
-accepted. Every other format (PNG, JPEG, BMP, ...) is read with Pillow.
+The files are decoded by `mrcnn.images`, the reader of the model side too, so the converter
+accepts exactly the images training and inference read. TIFF goes through tifffile (Pillow's
+libtiff for compressions tifffile needs ``imagecodecs`` for), every other format through
+Pillow.
 """
 
 from __future__ import annotations
 
-import io
-import math
-import warnings
-
 import numpy as np
 import PIL.Image
 import scipy.ndimage
-import tifffile
 
-TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+from mrcnn import images
+
 # Pillow's own limit (it warns above it; the converter refuses): decompression bombs.
 MAX_PIXELS = PIL.Image.MAX_IMAGE_PIXELS
-_UNREADABLE = (OSError, SyntaxError, ValueError, IndexError, KeyError, EOFError,
-               PIL.Image.DecompressionBombWarning)
-
-
-def is_tiff(data: bytes) -> bool:
-    """Whether the bytes start like a TIFF file."""
-    return data[:4] in TIFF_SIGNATURES
 
 
 def decode_pixels(data: bytes, what: str) -> np.ndarray:
-    """Decode an image file into its pixels ``[H, W]`` or ``[H, W, C]``, in the file's dtype.
-
-    A TIFF's first series is read: one plane, grey or with samples per pixel (planar RGB is
-    turned channels-last); a stack of planes (z, time, channels as pages) is refused.
+    """Decode an image file into the samples it stores, ``[H, W]`` or ``[H, W, C]``, in the
+    file's dtype (`mrcnn.images.decode_pixels`: palette indices kept, no EXIF turn).
 
     Args:
         data: the file's bytes.
         what: how errors name the file, e.g. ``"'a/b.tif'"`` or ``"label image"``.
 
     Raises:
-        ValueError: ``<what> is not a readable image (<why>)``.
+        ValueError: ``<what> is not a readable image (<why>)``, or a stack of planes.
     """
-    try:
-        if is_tiff(data):
-            pixels = _tiff_or_pillow(data)
-        else:
-            pixels = _pillow(data)
-    except _UNREADABLE as error:
-        raise ValueError(f"{what} is not a readable image ({why_unreadable(error)})") from None
-    return pixels
-
-
-def why_unreadable(error: BaseException) -> str:
-    """A decoder's error as one line that names no memory address (reports stay the same
-    bytes from run to run)."""
-    if isinstance(error, PIL.UnidentifiedImageError):
-        return "not an image file Pillow or tifffile knows"
-    return " ".join(str(error).split()) or type(error).__name__
+    return images.decode_pixels(data, what, MAX_PIXELS)
 
 
 def label_pixels(data: bytes, name: str, what: str = "label image") -> np.ndarray:
@@ -126,41 +98,3 @@ def label_crops(labels: np.ndarray) -> list[tuple[int, np.ndarray, tuple[int, in
         value = index if values is None else int(values[index])
         crops.append((value, labels[box] == index, (box[0].start, box[1].start)))
     return crops
-
-
-def _pillow(data: bytes) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
-        with PIL.Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return np.asarray(image)
-
-
-def _tiff_or_pillow(data: bytes) -> np.ndarray:
-    try:
-        return _tiff(data)
-    except _UNREADABLE as tiff_error:
-        if "imagecodecs" not in str(tiff_error):
-            raise
-        try:
-            return _pillow(data)
-        except _UNREADABLE:
-            raise tiff_error from None
-
-
-def _tiff(data: bytes) -> np.ndarray:
-    with tifffile.TiffFile(io.BytesIO(data)) as tiff:
-        if not tiff.series:
-            raise ValueError("no image in the TIFF file")
-        series = tiff.series[0]
-        if series.axes not in ("YX", "YXS", "SYX"):
-            raise ValueError(f"a stack of planes, axes {series.axes} shape {list(series.shape)};"
-                             " one 2-D image is read")
-        pixel_count = math.prod(size for size, axis in zip(series.shape, series.axes)
-                                if axis != "S")
-        if pixel_count > MAX_PIXELS:
-            raise ValueError(f"{pixel_count} pixels, more than the limit of {MAX_PIXELS}")
-        pixels = series.asarray()
-        if series.axes == "SYX":
-            pixels = np.moveaxis(pixels, 0, -1)
-    return pixels

@@ -30,6 +30,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from mrcnn.intensity import Normalization
 from tasks import storage
 from tasks.inference.area_ratios import area_rows, instance_rows, legend_lines, select_detections
 from tasks.inference.image_decoding import MAX_PIXELS, ImageDecodeError, decode_image
@@ -236,8 +237,11 @@ def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardCo
     tables: dict[str, list[dict[str, Any]]] = {"area_ratios": [], "instances": [], "errors": [],
                                                "images": []}
     entries, overlay_writes = [], []
+    # Intensities are mapped as the model was trained (its config's INTENSITY_NORMALIZATION).
+    normalization = Normalization.from_config(loaded.config)
     with ThreadPoolExecutor(IO_THREADS, thread_name_prefix="shard-io") as pool:
-        for batch in _batches(_decoded(images, pool, context), context.batch_size):
+        for batch in _batches(_decoded(images, pool, context, normalization),
+                              context.batch_size):
             decoded = [(ref, item) for ref, item in batch if isinstance(item, Decoded)]
             for ref, _ in decoded:
                 crash_point("detect", ref.uri)  # fault-injection tests: a runtime that crashes
@@ -262,31 +266,33 @@ def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardCo
     return _summary(key, images, tables, staged, overlays, loaded)
 
 
-def _decoded(images: Sequence[ImageRef], pool: ThreadPoolExecutor, context: ShardContext
-             ) -> Iterator[tuple[ImageRef, Decoded | Exception]]:
+def _decoded(images: Sequence[ImageRef], pool: ThreadPoolExecutor, context: ShardContext,
+             normalization: Normalization) -> Iterator[tuple[ImageRef, Decoded | Exception]]:
     """Images in order, read and decoded ahead on ``pool`` (a bounded window of futures)."""
     window: deque[tuple[ImageRef, Future]] = deque()
     pending = iter(images)
     for ref in pending:
-        window.append((ref, pool.submit(_read_and_decode, ref, context)))
+        window.append((ref, pool.submit(_read_and_decode, ref, context, normalization)))
         if len(window) >= 2 * IO_THREADS:
             break
     while window:
         ref, future = window.popleft()
         following = next(pending, None)
         if following is not None:
-            window.append((following, pool.submit(_read_and_decode, following, context)))
+            window.append((following, pool.submit(_read_and_decode, following, context,
+                                                  normalization)))
         yield ref, future.result()
 
 
-def _read_and_decode(ref: ImageRef, context: ShardContext) -> Decoded | Exception:
+def _read_and_decode(ref: ImageRef, context: ShardContext, normalization: Normalization
+                     ) -> Decoded | Exception:
     """The decoded image and its ``images`` row, or the exception that says why not (kept)."""
     try:
         data = storage.read_bytes(ref.uri)
     except OSError as error:  # vanished since the listing, refused, network
         return error
     try:
-        pixels = decode_image(data, ref.uri, context.max_pixels)
+        pixels = decode_image(data, ref.uri, context.max_pixels, normalization)
     except ImageDecodeError as error:
         return error
     height, width = pixels.shape[:2]

@@ -14,14 +14,17 @@ from typing import Any
 import numpy as np
 
 from mrcnn.auto_config import Choice, DatasetStats, choose, table
+from mrcnn.intensity import Normalization
 from tasks.training.config import TrainingConfig, parse_init
 
 MEAN_PIXEL_SAMPLE = 100  # images read for the mean colour (evenly spaced over the split)
 
 
 def dataset_stats(root: str, split: str = "train", sample: int = MEAN_PIXEL_SAMPLE,
-                  mean_pixel: bool = True) -> DatasetStats:
-    """Image sizes, instance boxes and counts of one split of a local canonical dataset."""
+                  mean_pixel: bool = True, normalization: Normalization | None = None
+                  ) -> DatasetStats:
+    """Image sizes, instance boxes and counts of one split of a local canonical dataset; the
+    mean pixel of its images as ``normalization`` (the config's, default "scale") maps them."""
     from mrcnn.dataset import CocoDataset
 
     with open(os.path.join(root, "annotations", f"{split}.json"), encoding="utf-8") as handle:
@@ -39,6 +42,7 @@ def dataset_stats(root: str, split: str = "train", sample: int = MEAN_PIXEL_SAMP
     mean = None
     if mean_pixel and images:
         dataset = CocoDataset()
+        dataset.normalization = normalization or Normalization()
         dataset.load_coco(root, split)
         dataset.prepare()
         chosen = np.unique(np.linspace(0, len(dataset.image_ids) - 1, min(sample, len(images))).astype(int))
@@ -52,7 +56,8 @@ def auto_choices(training: TrainingConfig, root: str) -> list[Choice]:
     """The values `mrcnn.auto_config.choose` takes for this training config and dataset."""
     kind, _ = parse_init(training.init_with)
     pretrained = kind in ("imagenet", "coco", "model")
-    stats = dataset_stats(root, mean_pixel=not pretrained and "MEAN_PIXEL" not in training.config)
+    stats = dataset_stats(root, mean_pixel=not pretrained and "MEAN_PIXEL" not in training.config,
+                          normalization=Normalization.from_config(training.mrcnn_config()))
     return choose(stats, user_set=set(training.config), pretrained=pretrained,
                   user_values=training.config)
 

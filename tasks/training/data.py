@@ -82,11 +82,14 @@ def check_classes(expected: Sequence[str], fetched: FetchedDataset, owner: str) 
                          f"dataset {fetched.uri!r} (in id order): {fetched.class_names}")
 
 
-def load_split(root: str, subset: str, class_names: Sequence[str]) -> Any:
-    """A prepared `mrcnn.dataset.CocoDataset` of one split of a fetched dataset."""
+def load_split(root: str, subset: str, class_names: Sequence[str], config: Any) -> Any:
+    """A prepared `mrcnn.dataset.CocoDataset` of one split of a fetched dataset, reading images
+    with the normalisation of ``config`` (an `mrcnn.config.Config`)."""
     from mrcnn.dataset import CocoDataset
+    from mrcnn.intensity import Normalization
 
     dataset = CocoDataset()
+    dataset.normalization = Normalization.from_config(config)
     dataset.load_coco(root, subset, class_names=list(class_names))
     dataset.prepare()
     return dataset

@@ -96,8 +96,8 @@ def run_training(request: TrainingRequest, report: Report, extra_callbacks: Sequ
     clock = RunClock(request.elapsed_seconds)
     config = Config.from_dict(request.config, source=f"model config of run {request.run_dir!r}")
     root, classes = request.dataset_root, request.classes
-    train_set = load_split(root, "train", classes)
-    val_set = load_split(root, "val", classes) if config.VALIDATION_STEPS else None
+    train_set = load_split(root, "train", classes, config)
+    val_set = load_split(root, "val", classes, config) if config.VALIDATION_STEPS else None
     model = MaskRCNN("training", config, os.path.join(request.work_dir, "logs"))
     init = request.init
     if init.path:

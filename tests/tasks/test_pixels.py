@@ -145,6 +145,6 @@ def test_converter_accepts_8_and_16_bit_grey_rgb_and_rgba(data, size):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint32])
 def test_tiff_images_of_other_pixel_types_are_refused(dtype):
-    with pytest.raises(ValueError, match=f"'a.tif' has {np.dtype(dtype)} pixels; TIFF images "
+    with pytest.raises(ValueError, match=f"'a.tif' has {np.dtype(dtype)} pixels; images "
                                          "must be 8- or 16-bit unsigned integers"):
         image_size(tiff_of(np.ones((4, 4), dtype)), "a.tif")
