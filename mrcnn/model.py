@@ -333,16 +333,21 @@ def detect_with(predict: Callable[..., dict], config: Config, images: Sequence[n
         raise ValueError(f"detect() takes a list of [H, W, 3] images, got one array of shape {images.shape}")
     if len(images) == 0:
         return []
-    molded, metas, windows = mold_inputs(config, images)
-    if verbose:
-        print(f"Processing {len(images)} images; molded shape {molded.shape[1:]}")
-    results = []
+    results: list[dict[str, np.ndarray] | None] = [None] * len(images)
     step = config.BATCH_SIZE
-    for start in range(0, len(images), step):
-        outputs = predict(images=tf.constant(molded[start:start + step]), metas=tf.constant(metas[start:start + step]))
-        for i, (dets, masks) in enumerate(zip(np.asarray(outputs["detections"]), np.asarray(outputs["masks"]))):
-            index = start + i
-            results.append(unmold_detections(dets, masks, np.shape(images[index]), molded.shape[1:], windows[index]))
+    # Batches of like-sized images: each batch is padded to its largest image.
+    order = sorted(range(len(images)), key=lambda i: np.shape(images[i])[:2])
+    for start in range(0, len(order), step):
+        indices = order[start:start + step]
+        batch = [images[i] for i in indices]
+        molded, metas, windows = mold_inputs(config, batch)
+        if verbose:
+            print(f"Processing {len(batch)} images; molded shape {molded.shape[1:]}")
+        outputs = predict(images=tf.constant(molded), metas=tf.constant(metas))
+        for index, window, dets, masks in zip(indices, windows, np.asarray(outputs["detections"]),
+                                              np.asarray(outputs["masks"])):
+            results[index] = unmold_detections(dets, masks, np.shape(images[index]), molded.shape[1:],
+                                               window)
     return results
 
 
