@@ -25,7 +25,7 @@ from mrcnn_pipeline.cli import main
 from tasks import registry, storage
 from tasks.models import build, resolve
 from tasks.training.prepare import prepare_training
-from tasks.training.process import run_training, run_training_process
+from tasks.training.process import run_training, run_training_process, training_environment
 from tasks.training.request import TrainingRequest
 from tasks.training.runs import collect_run, list_checkpoints, read_history
 from tasks.training.config import TrainingConfig
@@ -213,6 +213,13 @@ def test_staged_training_freezes_counts_epochs_and_resumes_after_a_crash(tmp_pat
     config_file.write_text(json.dumps({**collected["config"], "NUM_CLASSES": 3}))
     with pytest.raises(ValueError, match="mask_rcnn_tiny_0003.weights.h5' do not fit the model"):
         build(resolve(weights=collected["weights"], config=str(config_file)))
+
+
+def test_the_training_process_runs_onednn_unless_the_user_says_otherwise():
+    """TensorFlow leaves oneDNN off on AVX2-only CPUs, where it trains about 1.4× faster."""
+    assert training_environment({"PATH": "/bin"})["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    assert training_environment({"TF_ENABLE_ONEDNN_OPTS": "0"})["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert training_environment({"PATH": "/bin"})["PATH"] == "/bin"
 
 
 @pytest.mark.slow
