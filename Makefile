@@ -34,6 +34,16 @@ test: setup
 test-long: setup
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest -q -m long
 
+# On a machine with an NVIDIA GPU: install the gpu extra, then train, compare with the CPU and
+# time detection (mrcnn_pipeline/gpu_check.py); elsewhere one line and nothing installed.
+gpu-check: setup
+	@if ! nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "gpu-check: no NVIDIA GPU found (nvidia-smi -L); nothing to check"; \
+	else \
+	  $(VENV)/bin/pip install -q -c constraints.txt -e '.[gpu]' && \
+	  TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m mrcnn_pipeline.gpu_check; \
+	fi
+
 bench: setup
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/inference.py
 
