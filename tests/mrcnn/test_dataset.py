@@ -229,7 +229,8 @@ def test_coco_masks_of_a_dense_image_are_the_annotated_ones(tmp_path: Path) -> N
         truth[y : y + rng.integers(1, 12), x : x + rng.integers(1, 12), i] = rng.random() < 0.97
         rle = mask_utils.encode(np.asfortranarray(truth[:, :, i].astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("ascii")
-        annotations.append({"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": rle})
+        annotations.append({"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                            "segmentation": rle})
     truth[:, :, 0] = False
     truth[2:5, 3:9, 0] = True
     annotations[0]["segmentation"] = [[3, 2, 9, 2, 9, 5, 3, 5]]  # the same rectangle as a polygon
@@ -245,5 +246,6 @@ def test_coco_masks_of_a_dense_image_are_the_annotated_ones(tmp_path: Path) -> N
     np.testing.assert_array_equal(class_ids, np.ones(kept.sum(), np.int32))
 
     annotations[5]["segmentation"]["size"] = [height, width + 1]
-    with pytest.raises(ValueError, match=f"Annotation 6 mask is {height}x{width + 1}, image is {height}x{width}"):
+    message = f"Annotation 6 mask is {height}x{width + 1}, image is {height}x{width}"
+    with pytest.raises(ValueError, match=message):
         CocoDataset.from_coco_dict(coco, tmp_path).load_mask(0)
