@@ -72,7 +72,7 @@ def minimize_mask(bbox: np.ndarray, mask: np.ndarray, mini_shape: Sequence[int])
     return np.ascontiguousarray(mini_mask.transpose(1, 2, 0))
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=128)
 def _resize_matrix(length: int, size: int) -> np.ndarray:
     """float64 `[size, length]`: bilinear resize of one axis from `length` to `size` pixels.
 
