@@ -33,7 +33,8 @@ ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "openvino", "onnxruntime", "tf2onnx", "torch",
             "torchvision", "pycocotools")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-                    "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "KMP_AFFINITY", "KMP_BLOCKTIME")
+                    "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "KMP_AFFINITY", "KMP_BLOCKTIME",
+                    "OMP_WAIT_POLICY", "ATEN_CPU_CAPABILITY")
 
 
 # ---------------------------------------------------------------------- timing and memory

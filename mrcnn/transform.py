@@ -157,10 +157,11 @@ def resize_mask(
     mask = np.asarray(mask)
     if mask.ndim != 3:
         raise ValueError(f"mask must have shape [H, W, N], got {mask.shape}")
-    with warnings.catch_warnings():
-        # scipy warns that it rounds the output shape; round() is what resize_image does too.
-        warnings.simplefilter("ignore")
-        mask = scipy.ndimage.zoom(mask, zoom=[scale, scale, 1], order=0)
+    if scale != 1:  # zoom by 1 is the identity, but a pass over every instance's pixels
+        with warnings.catch_warnings():
+            # scipy warns that it rounds the output shape; round() is what resize_image does too.
+            warnings.simplefilter("ignore")
+            mask = scipy.ndimage.zoom(mask, zoom=[scale, scale, 1], order=0)
     if crop is not None:
         y, x, h, w = crop
         return mask[y : y + h, x : x + w]

@@ -215,3 +215,37 @@ def test_coco_dataset_rejects_bad_input(tmp_path: Path) -> None:
         CocoDataset.from_coco_dict(bad, tmp_path)
     with pytest.raises(ValueError, match="'images'"):
         CocoDataset.from_coco_dict({"annotations": [], "categories": []}, tmp_path)
+
+
+def test_coco_masks_of_a_dense_image_are_the_annotated_ones(tmp_path: Path) -> None:
+    # 240 instances as compressed RLE, a few as polygons, one empty: load_mask gives back each
+    # annotated mask bit for bit, in annotation order, empty ones dropped.
+    rng = np.random.default_rng(3)
+    height, width, count = 120, 150, 240
+    truth = np.zeros((height, width, count), dtype=bool)
+    annotations = []
+    for i in range(count):
+        y, x = rng.integers(0, height - 1), rng.integers(0, width - 1)
+        truth[y : y + rng.integers(1, 12), x : x + rng.integers(1, 12), i] = rng.random() < 0.97
+        rle = mask_utils.encode(np.asfortranarray(truth[:, :, i].astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        annotations.append({"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                            "segmentation": rle})
+    truth[:, :, 0] = False
+    truth[2:5, 3:9, 0] = True
+    annotations[0]["segmentation"] = [[3, 2, 9, 2, 9, 5, 3, 5]]  # the same rectangle as a polygon
+    coco = {"categories": [{"id": 1, "name": "nucleus"}], "annotations": annotations,
+            "images": [{"id": 1, "file_name": "a.png", "height": height, "width": width}]}
+    dataset = CocoDataset.from_coco_dict(coco, tmp_path)
+
+    masks, class_ids = dataset.load_mask(0)
+    kept = truth.any(axis=(0, 1))
+    assert not kept.all() and kept.sum() >= 200
+    assert masks.dtype == bool and masks.shape == (height, width, kept.sum())
+    np.testing.assert_array_equal(masks, truth[:, :, kept])
+    np.testing.assert_array_equal(class_ids, np.ones(kept.sum(), np.int32))
+
+    annotations[5]["segmentation"]["size"] = [height, width + 1]
+    message = f"Annotation 6 mask is {height}x{width + 1}, image is {height}x{width}"
+    with pytest.raises(ValueError, match=message):
+        CocoDataset.from_coco_dict(coco, tmp_path).load_mask(0)

@@ -124,3 +124,59 @@ def test_paste_100_masks_at_1024_stays_inside_boxes():
         outside = pasted[:, :, i].copy()
         outside[y1:y2, x1:x2] = False
         assert not outside.any()
+
+
+def _resize_each_instance(bbox, mask, mini_shape):
+    """The reference: one scikit-image resize per instance, rounded (matterport's loop)."""
+    from mrcnn.transform import resize
+
+    mini = np.zeros(tuple(mini_shape) + (mask.shape[-1],), dtype=bool)
+    for i, (y1, x1, y2, x2) in enumerate(bbox):
+        crop = mask[y1:y2, x1:x2, i].astype(bool).astype(np.float32)
+        mini[:, :, i] = np.around(resize(crop, mini_shape)) > 0
+    return mini
+
+
+def _dense_instances(rng, count=220, shape=(256, 256)):
+    """`count` ellipses of 1-80 px and axis-aligned rectangles, some cut by the border."""
+    mask = np.zeros((*shape, count), dtype=bool)
+    for i in range(count):
+        cy, cx = rng.uniform(-10, shape[0] + 10), rng.uniform(-10, shape[1] + 10)
+        ry, rx = rng.uniform(0.5, 40, 2)
+        if rng.random() < 0.2:
+            y, x = int(np.clip(cy, 0, shape[0] - 1)), int(np.clip(cx, 0, shape[1] - 1))
+            mask[y : y + int(2 * ry) + 1, x : x + int(2 * rx) + 1, i] = True
+            continue
+        top, left = max(int(cy - ry), 0), max(int(cx - rx), 0)
+        yy, xx = np.mgrid[top : int(cy + ry) + 2, left : int(cx + rx) + 2]
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        window = mask[top : top + inside.shape[0], left : left + inside.shape[1], i]
+        window[...] = inside[: window.shape[0], : window.shape[1]]
+    return mask[:, :, mask.any(axis=(0, 1))]
+
+
+@pytest.fixture(scope="module")
+def dense_mask():
+    mask = _dense_instances(np.random.default_rng(7))
+    assert mask.shape[-1] >= 200
+    return mask
+
+
+@pytest.mark.parametrize("mini_shape", [(56, 56), (28, 40)])
+def test_minimize_mask_equals_a_resize_per_instance_on_a_dense_image(dense_mask, mini_shape):
+    mask = dense_mask
+    bbox = extract_bboxes(mask)
+    expected = _resize_each_instance(bbox, mask, mini_shape)
+    # Same bits for every memory layout and for 0/255 masks as load_mask may return them.
+    for variant in (mask, np.asfortranarray(mask), mask.astype(np.uint8) * 255):
+        mini = masks.minimize_mask(bbox, variant, mini_shape)
+        assert mini.shape == (*mini_shape, mask.shape[-1]) and mini.dtype == bool
+        np.testing.assert_array_equal(mini, expected)
+    areas = (bbox[:, 2] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 1])
+    rectangles = np.flatnonzero(mask.sum(axis=(0, 1)) == areas)
+    assert rectangles.size and expected[:, :, rectangles].all()  # box-filling: every pixel kept
+
+
+def test_minimize_mask_of_no_instances():
+    mini = masks.minimize_mask(np.zeros((0, 4), int), np.zeros((32, 32, 0), bool), (56, 56))
+    assert mini.shape == (56, 56, 0) and mini.dtype == bool
