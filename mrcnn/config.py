@@ -96,6 +96,9 @@ class Config:
     """Width/height ratios of the anchors at every position."""
     RPN_ANCHOR_STRIDE = 1
     """Anchors at every feature-map cell (1) or every n-th cell."""
+    RPN_CONV_CHANNELS = 512
+    """Width of the RPN's shared 3×3 convolution: matterport's 512 (its weight files), or as
+    wide as the pyramid (`TOP_DOWN_PYRAMID_SIZE`) for a light model trained from scratch."""
     RPN_NMS_THRESHOLD = 0.7
     """IoU above which non-maximum suppression drops the weaker of two proposals."""
     RPN_TRAIN_ANCHORS_PER_IMAGE = 256
@@ -238,7 +241,7 @@ class Config:
         if not isinstance(self.NAME, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", self.NAME):
             raise ValueError(f"NAME must be a non-empty name of letters, digits, '_' or '-', got {self.NAME!r}")
         for key in ("GPU_COUNT", "IMAGES_PER_GPU", "STEPS_PER_EPOCH", "NUM_CLASSES", "TRAIN_ROIS_PER_IMAGE",
-                    "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES", "POST_NMS_ROIS_TRAINING",
+                    "RPN_CONV_CHANNELS", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES", "POST_NMS_ROIS_TRAINING",
                     "POST_NMS_ROIS_INFERENCE", "PRE_NMS_LIMIT", "RPN_TRAIN_ANCHORS_PER_IMAGE"):
             _require_int(self, key, minimum=1)
         _require_int(self, "VALIDATION_STEPS", minimum=0)

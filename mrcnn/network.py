@@ -36,7 +36,8 @@ def _features_and_rpn(config: Config, image, train_bn: bool) -> tuple:
     """Backbone → FPN → RPN on every level, plus the anchors of this image size."""
     c2, c3, c4, c5 = build_backbone(image, config.BACKBONE, train_bn)
     pyramid = build_fpn(c2, c3, c4, c5, config.TOP_DOWN_PYRAMID_SIZE)
-    rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS), config.TOP_DOWN_PYRAMID_SIZE)
+    rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS), config.TOP_DOWN_PYRAMID_SIZE,
+                          config.RPN_CONV_CHANNELS)
     rpn_class_logits, rpn_class, rpn_bbox = apply_rpn(rpn, pyramid)
     anchors = AnchorGenerator(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS, config.BACKBONE_STRIDES,
                               config.RPN_ANCHOR_STRIDE, name="anchors")(image)

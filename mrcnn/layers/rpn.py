@@ -11,10 +11,15 @@ import keras
 from keras import layers
 
 
-def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int) -> keras.Model:
-    """The RPN head as a Keras model named `rpn_model` (as in matterport's weight files)."""
+def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int,
+                    channels: int = 512) -> keras.Model:
+    """The RPN head as a Keras model named `rpn_model` (as in matterport's weight files).
+
+    `channels` is the width of its shared 3×3 convolution: matterport's 512 (its weight
+    files), or as wide as the pyramid (`depth`), as torchvision's head is.
+    """
     feature_map = keras.Input((None, None, depth), name="input_rpn_feature_map")
-    shared = layers.Conv2D(512, 3, padding="same", activation="relu", strides=anchor_stride,
+    shared = layers.Conv2D(channels, 3, padding="same", activation="relu", strides=anchor_stride,
                            name="rpn_conv_shared")(feature_map)
     logits = layers.Conv2D(2 * anchors_per_location, 1, name="rpn_class_raw")(shared)
     logits = layers.Reshape((-1, 2))(logits)
