@@ -99,6 +99,7 @@ def build_history(out: str, size: int, days: int) -> str:
     from tasks import storage
     from tasks.parquet_io import parquet_bytes
     from tasks.parquet_schemas import to_table
+    from tasks.tables import migration
     from tasks.tables.index import INDEX_SCHEMA
     from tasks.tables.layout import index_file, table_file
 
@@ -118,6 +119,7 @@ def build_history(out: str, size: int, days: int) -> str:
         storage.write_bytes(table_file(out, "area_ratios", busy, f"hist-{start // SHARD:05d}"),
                             parquet_bytes(to_table("area_ratios", area_rows(uris))))
     bump_lease(out, days + 1)
+    migration.migrate(out)  # the history is in the current layout: only its record is written
     return busy
 
 

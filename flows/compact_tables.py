@@ -20,7 +20,7 @@ MEGABYTE = 1024 * 1024
 
 @io_task(name="finish-crashed-commits")
 def finish_leftovers(output: str) -> int:
-    """Intents a crashed commit or compaction left, applied; returns how many."""
+    """A first-layout output migrated, intents a crashed run left applied; returns how many."""
     return compaction.finish_leftovers(output)
 
 

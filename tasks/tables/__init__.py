@@ -12,10 +12,12 @@ Invariants (each has a test in ``tests/tasks/test_tables.py`` or
   server-side copy) from ``_manifest``, which readers do not list.
 - **I4 tables agree**: an image's rows enter all its tables in one commit.
 
-Modules: ``layout`` (where files live), ``staging`` (a shard's files until commit),
-``index`` (which image is in which file), ``lease`` (one committer at a time),
-``commit`` (the protocol), ``cleanup`` (garbage of crashed runs), ``compaction`` (a month's
-small files rewritten as few large ones, through the same intents).
+Modules: ``keys`` (the names passed between them), ``layout`` (where files live), ``staging``
+(a shard's files until commit), ``index`` (which image is in which file), ``lease`` (one
+holder at a time), ``intents`` (every change written down, then applied: the protocol),
+``plan`` (which files a commit moves, rewrites and removes), ``commit`` (staged shards into
+the tables), ``cleanup`` (garbage of crashed runs), ``compaction`` (a month's small files
+rewritten as few large ones), ``migration`` (the one-off adoption of a first-layout output).
 """
 
 from tasks.tables.commit import CommitResult, commit

@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from tasks import storage
 from tasks.parquet_schemas import PARTITION_KEY, SCHEMAS
 from tasks.tables import index, staging
-from tasks.tables.layout import generation_of, manifest, partition
+from tasks.tables.keys import RunDate, StemKey
+from tasks.tables.layout import generation_of, manifest, partition, stem_of
 
 DEFAULT_STALE_SECONDS = 3600.0
 OVERLAYS = "overlays"
@@ -49,7 +50,8 @@ def drop_unclaimed_scratch(output_uri: str) -> int:
     return len(unclaimed)
 
 
-def collect(output_uri: str, run_dates: Iterable[str], stale_seconds: float | None = None) -> int:
+def collect(output_uri: str, run_dates: Iterable[RunDate],
+            stale_seconds: float | None = None) -> int:
     """Remove the garbage described above; returns the number of files and folders removed."""
     stale = stale_after(stale_seconds)
     dates = sorted(set(run_dates))
@@ -89,17 +91,17 @@ def _temporaries(ages: dict[str, float], stale: float) -> int:
     return len(garbage)
 
 
-def _unreferenced(output_uri: str, dates: list[str]) -> int:
+def _unreferenced(output_uri: str, dates: list[RunDate]) -> int:
     if not dates:
         return 0
     current = index.read_current(output_uri, dates)
-    referenced = set(zip(current["run_date"].to_pylist(), current["file"].to_pylist()))
+    referenced = {StemKey(*key) for key in zip(current["run_date"].to_pylist(),
+                                               current["file"].to_pylist())}
     removed = 0
     for table in SCHEMAS:
         for day in dates:
             for uri in storage.list_files(partition(output_uri, table, day), (".parquet",)):
-                stem = posixpath.basename(uri).removeprefix("part-").removesuffix(".parquet")
-                if (day, stem) not in referenced:
+                if StemKey(day, stem_of(uri)) not in referenced:
                     storage.remove(uri)
                     removed += 1
     return removed

@@ -3,8 +3,8 @@
 A nightly job that commits often leaves many small files in each ``run_date`` partition, and
 every reader opens them all. :func:`compact_month` rewrites each partition of a month, table by
 table, into files of at least ``target_bytes`` (one file per partition and table unless the
-partition is larger), through the commit protocol (``tasks.tables.commit``), one partition at
-a time so that a nightly commit never waits for more than one partition:
+partition is larger), through the intent protocol of commits (``tasks.tables.intents``), one
+partition at a time so that a nightly commit never waits for more than one partition:
 
 1. **Lease**: take the commit lease (no commit interleaves), finish every intent a crashed
    commit or compaction left, drop scratch files that never got an intent.
@@ -19,9 +19,9 @@ a time so that a nightly commit never waits for more than one partition:
    commit's scratch folder ``_manifest/commits/<g>/``; the partition's index (every current
    entry, those of compacted stems repointed) as one scratch file. A stem whose files do not
    have the current columns (written before a schema change) is left as it is.
-4. **Commit point**: the intent (``commit.Intent``): moves = the compacted table files, then
+4. **Commit point**: the intent (``intents.Intent``): moves = the compacted table files, then
    the index file; removes = the small table files, then the partition's older index files.
-5. **Apply** (``commit.apply``): the moves, a pause of ``settle_seconds``, the removals; then
+5. **Apply** (``intents.apply``): the moves, a pause of ``settle_seconds``, the removals; then
    the partition's garbage (``tasks.tables.cleanup``) and the lease is released.
 
 A crash at any point is repaired by the next commit (batch inference commits first thing) or
@@ -47,20 +47,18 @@ import calendar
 import dataclasses
 import datetime
 import itertools
-import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
 from tasks import storage
-from tasks.faults import crash_point
-from tasks.parquet_io import parquet_bytes, read_file
+from tasks.parquet_io import read_file
 from tasks.parquet_schemas import SCHEMAS
-from tasks.tables import cleanup, index, lease
-from tasks.tables.commit import Intent, apply, finish_intents
-from tasks.tables.layout import (generation_name, index_file, intent_file, manifest, partition,
-                                 scratch_folder, table_file)
+from tasks.tables import index, intents, lease, migration
+from tasks.tables.intents import Change, Draft
+from tasks.tables.keys import Generation, RunDate, Stem
+from tasks.tables.layout import manifest, partition, stem_name, stem_of
 
 TARGET_BYTES = 64 * 1024 * 1024
 SETTLE_SECONDS = 1.0
@@ -72,7 +70,7 @@ _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 class StemFiles:
     """The committed files of one stem in one partition."""
 
-    stem: str
+    stem: Stem
     files: tuple[tuple[str, str, int], ...]  # (table, uri, size in bytes)
 
     @property
@@ -85,7 +83,7 @@ class StemFiles:
 class PartitionPlan:
     """What compacting one partition would rewrite."""
 
-    run_date: str
+    run_date: RunDate
     groups: tuple[tuple[StemFiles, ...], ...]  # each group becomes one compacted stem
     kept: int  # stems left as they are: large enough already, or nothing to merge with
 
@@ -94,8 +92,8 @@ class PartitionPlan:
 class PartitionResult:
     """One partition's compaction."""
 
-    run_date: str
-    generation: int  # the lease it ran under
+    run_date: RunDate
+    generation: Generation  # the lease it ran under
     stems_merged: int  # small stems rewritten
     stems_written: int  # compacted stems
     files_removed: int  # table files
@@ -116,7 +114,7 @@ class CompactionResult:
         return dataclasses.asdict(self)
 
 
-def month_days(month: str) -> list[str]:
+def month_days(month: str) -> list[RunDate]:
     """The ISO dates of a month written ``YYYY-MM``.
 
     Raises:
@@ -126,11 +124,11 @@ def month_days(month: str) -> list[str]:
     if not found or not 1 <= int(found[2]) <= 12:
         raise ValueError(f"expected a month YYYY-MM, got {month!r}")
     year, number = int(found[1]), int(found[2])
-    return [datetime.date(year, number, day).isoformat()
+    return [RunDate(datetime.date(year, number, day).isoformat())
             for day in range(1, calendar.monthrange(year, number)[1] + 1)]
 
 
-def is_compacted(stem: str) -> bool:
+def is_compacted(stem: Stem) -> bool:
     """A stem written by compaction (``<generation>-c<n>``)."""
     return bool(_COMPACTED.match(stem))
 
@@ -167,60 +165,40 @@ def compact_month(output_uri: str, month: str, target_bytes: int = TARGET_BYTES,
 
 
 def finish_leftovers(output_uri: str) -> int:
-    """Under the lease, finish crashed intents and drop unclaimed scratch; returns intents done.
+    """Migrate a first-layout output, finish crashed intents, drop unclaimed scratch.
 
-    Takes no lease when ``_manifest/commits`` is empty (nothing crashed).
+    Takes no lease when the output is migrated and ``_manifest/commits`` is empty.
+
+    Returns:
+        The intents of crashed holders completed.
     """
+    migrated = migration.ensure(output_uri)
+    finished = migrated.finished if migrated is not None else 0
     if not storage.list_files(manifest(output_uri, "commits")):
-        return 0
-    held = _Held(lease.acquire(output_uri))
-    try:
-        finished = finish_intents(output_uri, held.tick)
-        cleanup.drop_unclaimed_scratch(output_uri)
-    finally:
-        lease.release(held.lease)
-    return finished
+        return finished
+    with lease.holding(output_uri) as held:
+        return finished + intents.recover(output_uri, held)
 
 
-def compact_partition(output_uri: str, run_date: str, target_bytes: int = TARGET_BYTES,
+def compact_partition(output_uri: str, run_date: RunDate, target_bytes: int = TARGET_BYTES,
                       settle_seconds: float = SETTLE_SECONDS,
                       stale_seconds: float | None = None) -> PartitionResult | None:
     """Compact one partition under the lease; None when it had nothing to compact."""
-    held = _Held(lease.acquire(output_uri))
-    try:
-        finish_intents(output_uri, held.tick)
-        cleanup.drop_unclaimed_scratch(output_uri)
-        # Planned again under the lease: a commit may have changed the partition meanwhile.
-        plan = plan_partition(output_uri, run_date, target_bytes)
-        result = None
-        if plan.groups:
-            prepared = _Prepared(output_uri, run_date, held.lease.generation)
-            intent = prepared.build(plan, settle_seconds)
-            if intent is not None:
-                crash_point("prepared")
-                held.tick()
-                lease.check(held.lease)
-                storage.write_bytes(intent_file(output_uri, intent.generation), intent.to_json())
-                crash_point("intent-written")
-                apply(output_uri, intent, held.tick)
-                result = prepared.result()
-        cleanup.collect(output_uri, [run_date], stale_seconds)
-        crash_point("before-release")
-    finally:
-        lease.release(held.lease)
-    return result
+    compaction = _Compaction(output_uri, run_date, target_bytes, settle_seconds)
+    run = intents.run(output_uri, compaction.prepare, stale_seconds)
+    return compaction.result(run.generation) if run.applied else None
 
 
-def plan_partition(output_uri: str, run_date: str, target_bytes: int = TARGET_BYTES
+def plan_partition(output_uri: str, run_date: RunDate, target_bytes: int = TARGET_BYTES
                    ) -> PartitionPlan:
     """Which stems of a partition compaction would merge, and into how many groups."""
     current = index.read_current(output_uri, [run_date])
     referenced = set(current["file"].to_pylist())
-    found: dict[str, list[tuple[str, str, int]]] = {}
+    found: dict[Stem, list[tuple[str, str, int]]] = {}
     for table in SCHEMAS:
         sizes = storage.list_sizes(partition(output_uri, table, run_date), (".parquet",))
         for uri, size in sorted(sizes.items()):
-            stem = _stem_of(uri)
+            stem = stem_of(uri)
             if stem in referenced:  # unreferenced files are garbage, not rows (cleanup)
                 found.setdefault(stem, []).append((table, uri, size))
     stems = [StemFiles(stem, tuple(files)) for stem, files in sorted(found.items())]
@@ -252,37 +230,45 @@ def _pack(stems: Sequence[StemFiles], target_bytes: int) -> list[tuple[StemFiles
     return groups
 
 
-class _Prepared:
-    """Writes one partition's compacted files and index into the scratch folder."""
+class _Compaction:
+    """The prepare step: plan the partition again under the lease, draft its compacted files."""
 
-    def __init__(self, output_uri: str, run_date: str, generation: int) -> None:
+    def __init__(self, output_uri: str, run_date: RunDate, target_bytes: int,
+                 settle_seconds: float) -> None:
         self.output_uri = output_uri
         self.run_date = run_date
-        self.generation = generation
-        self._stems = (f"{generation_name(generation)}-c{n:05d}" for n in itertools.count())
-        self._table_moves: list[tuple[str, str]] = []
-        self._removes: list[str] = []
-        self._repoint: dict[str, str] = {}  # old stem -> compacted stem
+        self.target_bytes = target_bytes
+        self.settle_seconds = settle_seconds
+        self._repoint: dict[Stem, Stem] = {}  # old stem -> compacted stem
+        self._removed = 0
         self._written = 0
         self._rows = 0
         self._skipped = 0
 
-    def build(self, plan: PartitionPlan, settle_seconds: float) -> Intent | None:
-        """The intent of this compaction; None when no group had two stems left to merge."""
+    def prepare(self, generation: Generation) -> Change:
+        """The intent of this compaction; none when no group had two stems left to merge."""
+        nothing = Change(None, frozenset({self.run_date}))
+        # Planned again under the lease: a commit may have changed the partition meanwhile.
+        plan = plan_partition(self.output_uri, self.run_date, self.target_bytes)
+        draft = Draft(self.output_uri, generation)
+        stems = (stem_name(generation, number, compacted=True) for number in itertools.count())
         for group in plan.groups:
-            self._merge(group)
+            self._merge(draft, group, stems)
         if not self._repoint:
-            return None
-        return Intent(self.generation, (*self._table_moves, self._index_move()),
-                      (*self._removes, *index.partition_files(self.output_uri, self.run_date)),
-                      (), settle_seconds)
+            return nothing
+        entries = index.entries_of(index.read_current(self.output_uri, [self.run_date]))
+        draft.write_index(self.run_date, [
+            dataclasses.replace(entry, file=self._repoint.get(entry.file, entry.file))
+            for entry in entries.values()])
+        draft.remove(index.partition_files(self.output_uri, self.run_date))
+        return Change(draft.intent(self.settle_seconds), nothing.run_dates)
 
-    def result(self) -> PartitionResult:
-        return PartitionResult(self.run_date, self.generation, len(self._repoint),
-                               len(set(self._repoint.values())), len(self._removes),
+    def result(self, generation: Generation) -> PartitionResult:
+        return PartitionResult(self.run_date, generation, len(self._repoint),
+                               len(set(self._repoint.values())), self._removed,
                                self._written, self._rows, self._skipped)
 
-    def _merge(self, group: Sequence[StemFiles]) -> None:
+    def _merge(self, draft: Draft, group: Sequence[StemFiles], stems: Iterator[Stem]) -> None:
         """One compacted stem from the group's stems that have the current columns."""
         tables: dict[str, list[pa.Table]] = {}
         merged: list[StemFiles] = []
@@ -296,42 +282,14 @@ class _Prepared:
                 tables.setdefault(table, []).append(rows)
         if len(merged) < 2:
             return
-        new_stem = next(self._stems)
-        scratch = scratch_folder(self.output_uri, self.generation)
+        new_stem = next(stems)
         for table, parts in tables.items():
             rows = pa.concat_tables([part.replace_schema_metadata(SCHEMAS[table].metadata)
                                      for part in parts])
-            source = storage.join(scratch, f"{table}-{new_stem}.parquet")
-            storage.write_bytes(source, parquet_bytes(rows))
-            self._table_moves.append(
-                (source, table_file(self.output_uri, table, self.run_date, new_stem)))
+            draft.write(table, rows, self.run_date, new_stem)
             self._written += 1
             self._rows += rows.num_rows
         for stem in merged:
-            self._removes += [uri for _, uri, _ in stem.files]
+            draft.remove(uri for _, uri, _ in stem.files)
+            self._removed += len(stem.files)
             self._repoint[stem.stem] = new_stem
-
-    def _index_move(self) -> tuple[str, str]:
-        """The partition's current entries, compacted stems repointed, as one index file."""
-        entries = index.entries_of(index.read_current(self.output_uri, [self.run_date]))
-        moved = [dataclasses.replace(entry, file=self._repoint.get(entry.file, entry.file))
-                 for entry in entries.values()]
-        source = storage.join(scratch_folder(self.output_uri, self.generation),
-                              f"index-{self.run_date}.parquet")
-        storage.write_bytes(source, parquet_bytes(index.to_table(moved)))
-        return source, index_file(self.output_uri, self.run_date, self.generation)
-
-
-class _Held:
-    """The held lease, renewed as the work makes progress (``lease.keep_alive``)."""
-
-    def __init__(self, held: lease.Lease) -> None:
-        self.lease = held
-
-    def tick(self) -> None:
-        self.lease = lease.keep_alive(self.lease)
-
-
-def _stem_of(uri: str) -> str:
-    return posixpath.basename(uri).removeprefix("part-").removesuffix(".parquet")
-

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from tasks import storage
 from tasks.parquet_io import read_file
 from tasks.parquet_schemas import PARTITION_KEY
+from tasks.tables.keys import Generation, ImageKey, RunDate, Stem
 from tasks.tables.layout import generation_of, manifest
 
 OUTCOMES = ("ok", "error", "retry")
@@ -39,10 +40,10 @@ class Entry:
     """One image's processing in one ``run_date`` partition."""
 
     image_uri: str
-    run_date: str
+    run_date: RunDate
     fingerprint: str
     model: str  # name@version
-    file: str  # the stem: its rows are in <table>/run_date=<run_date>/part-<file>.parquet
+    file: Stem  # its rows are in <table>/run_date=<run_date>/part-<file>.parquet
     outcome: str  # "ok", "error" (a bad file: final) or "retry" (transient: try again)
 
     def __post_init__(self) -> None:
@@ -50,17 +51,17 @@ class Entry:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
 
     @property
-    def key(self) -> tuple[str, str]:
-        return self.image_uri, self.run_date
+    def key(self) -> ImageKey:
+        return ImageKey(self.image_uri, self.run_date)
 
 
-def partition_files(output_uri: str, run_date: str) -> list[str]:
+def partition_files(output_uri: str, run_date: RunDate) -> list[str]:
     """The index files of one partition, oldest generation first."""
     folder = manifest(output_uri, "index", f"{PARTITION_KEY}={run_date}")
     return _by_generation(storage.list_files(folder, (".parquet",)))
 
 
-def read_current(output_uri: str, run_dates: Iterable[str] | None = None) -> pa.Table:
+def read_current(output_uri: str, run_dates: Iterable[RunDate] | None = None) -> pa.Table:
     """The current entry of every image, in the given partitions (default: all).
 
     Returns:
@@ -77,12 +78,13 @@ def read_current(output_uri: str, run_dates: Iterable[str] | None = None) -> pa.
     return _read_listed(output_uri, days)
 
 
-def _read_listed(output_uri: str, days: list[str] | None) -> pa.Table:
+def _read_listed(output_uri: str, days: list[RunDate] | None) -> pa.Table:
     if days is None:
         files = _by_generation(storage.list_files(manifest(output_uri, "index"), (".parquet",)))
     else:
         files = [uri for day in days for uri in partition_files(output_uri, day)]
-    return current([_with_generation(read_file(uri), generation_of(uri) or 0) for uri in files])
+    return current([_with_generation(read_file(uri), generation_of(uri) or Generation(0))
+                    for uri in files])
 
 
 def current(tables: Sequence[pa.Table]) -> pa.Table:
@@ -96,7 +98,7 @@ def current(tables: Sequence[pa.Table]) -> pa.Table:
     return latest.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
 
 
-def entries_of(table: pa.Table) -> dict[tuple[str, str], Entry]:
+def entries_of(table: pa.Table) -> dict[ImageKey, Entry]:
     """Index rows as entries keyed by ``(image_uri, run_date)``."""
     found = (Entry(**row) for row in table.select(INDEX_SCHEMA.names).to_pylist())
     return {entry.key: entry for entry in found}
@@ -114,34 +116,7 @@ def done_images(table: pa.Table, model: str) -> set[tuple[str, str]]:
     return set(zip(finished["image_uri"].to_pylist(), finished["fingerprint"].to_pylist()))
 
 
-def legacy_entries(output_uri: str) -> tuple[list[Entry], list[str]]:
-    """Entries of an output written before the commit protocol, and the files holding them.
-
-    The former layout kept one ``_manifest/processed.parquet`` and ``_manifest/pending/*.json``
-    records (whose ``shard`` is our ``file``). The next commit takes them into the index.
-    """
-    whole = manifest(output_uri, "processed.parquet")
-    found: list[Entry] = []
-    files: list[str] = []
-    if storage.exists(whole):
-        found += [_legacy_entry(row) for row in read_file(whole).to_pylist()]
-        files.append(whole)
-    records = []
-    for uri in storage.list_files(manifest(output_uri, "pending"), (".json",)):
-        record = storage.read_json(uri, "pending index record")
-        records.append((record["written_at"], uri, record["entries"]))
-        files.append(uri)
-    for _, _, rows in sorted(records, key=lambda r: (r[0], r[1])):
-        found += [_legacy_entry(row) for row in rows]
-    return found, files
-
-
-def _legacy_entry(row: dict) -> Entry:
-    return Entry(row["image_uri"], row["run_date"], row["fingerprint"], row["model"],
-                 row["shard"], row["outcome"])
-
-
-def _with_generation(table: pa.Table, generation: int) -> pa.Table:
+def _with_generation(table: pa.Table, generation: Generation) -> pa.Table:
     column = pa.array([generation] * table.num_rows, pa.int64())
     return table.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA).append_column("generation", column)
 

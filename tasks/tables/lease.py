@@ -8,18 +8,24 @@ host that no longer exists, it creates the next number. Numbers only grow, so th
 generation also orders commits (``index`` files carry it). A holder that crashed blocks the
 others until its lease expires (``MRCNN_LEASE_SECONDS``, default 600); one on the same host
 is seen dead at once.
+
+Work under the lease uses :func:`holding`, a ``with`` block around a :class:`Held` lease that
+the work renews after each step (``tick``) and checks before its commit point.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 
 from tasks import storage
+from tasks.tables.keys import Generation
 from tasks.tables.layout import generation_of, lease_file, manifest
 
 DEFAULT_LEASE_SECONDS = 600.0
@@ -39,10 +45,47 @@ class Lease:
     """A lease held by this process."""
 
     output_uri: str
-    generation: int
+    generation: Generation
     token: str
     seconds: float
     renewed_at: float  # time.monotonic() of the last write
+
+
+class Held:
+    """The lease of a piece of work, renewed as the work makes progress."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+
+    @property
+    def generation(self) -> Generation:
+        return self.lease.generation
+
+    def tick(self) -> None:
+        """Renew the lease if a third of it has passed (``keep_alive``); call after each step.
+
+        Raises:
+            LeaseLost: another committer took over.
+        """
+        self.lease = keep_alive(self.lease)
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` unless the lease is still ours (before a commit point)."""
+        check(self.lease)
+
+
+@contextlib.contextmanager
+def holding(output_uri: str) -> Iterator[Held]:
+    """Take the lease of ``output_uri`` for a ``with`` block; released however it ends.
+
+    Raises:
+        LeaseTimeout: as :func:`acquire`.
+    """
+    held = Held(acquire(output_uri))
+    try:
+        yield held
+    finally:
+        release(held.lease)
 
 
 def lease_seconds() -> float:
@@ -66,7 +109,7 @@ def acquire(output_uri: str, wait_seconds: float | None = None) -> Lease:
     while True:
         newest, record = _newest(output_uri)
         if record is None or not _is_live(record):
-            lease = _try_create(output_uri, newest + 1, seconds)
+            lease = _try_create(output_uri, Generation(newest + 1), seconds)
             if lease is not None:
                 _remove_older(output_uri, lease.generation)
                 return lease
@@ -106,13 +149,13 @@ def release(lease: Lease) -> None:
                         _record(lease.token, 0.0, released=True))
 
 
-def _newest(output_uri: str) -> tuple[int, dict | None]:
+def _newest(output_uri: str) -> tuple[Generation, dict | None]:
     """The highest lease number and its record (None when absent)."""
     ages = {generation_of(uri): age
             for uri, age in storage.list_ages(manifest(output_uri, "leases")).items()}
     ages.pop(None, None)
     if not ages:
-        return 0, None
+        return Generation(0), None
     newest = max(ages)
     try:
         record = storage.read_json(lease_file(output_uri, newest), "lease")
@@ -142,7 +185,7 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def _try_create(output_uri: str, generation: int, seconds: float) -> Lease | None:
+def _try_create(output_uri: str, generation: Generation, seconds: float) -> Lease | None:
     token = uuid.uuid4().hex
     if not storage.create_exclusive(lease_file(output_uri, generation), _record(token, seconds)):
         return None
@@ -156,7 +199,7 @@ def _record(token: str, seconds: float, released: bool = False) -> bytes:
                        "released": released}).encode("utf-8")
 
 
-def _remove_older(output_uri: str, generation: int) -> None:
+def _remove_older(output_uri: str, generation: Generation) -> None:
     """Older lease files are history; the newest alone carries the number."""
     for uri in storage.list_files(manifest(output_uri, "leases"), (".json",)):
         older = generation_of(uri)

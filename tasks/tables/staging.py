@@ -22,6 +22,7 @@ from tasks.faults import crash_point
 from tasks.parquet_io import parquet_bytes
 from tasks.parquet_schemas import SCHEMAS
 from tasks.tables.index import Entry
+from tasks.tables.keys import RunDate, RunId, ShardName
 from tasks.tables.layout import manifest, staging_folder
 
 RECORD = "record.json"
@@ -37,14 +38,14 @@ class StagedShard:
     tables: tuple[str, ...]  # the tables it has rows for
 
     @property
-    def run_date(self) -> str:
+    def run_date(self) -> RunDate:
         return self.entries[0].run_date
 
     def file(self, table: str) -> str:
         return storage.join(self.folder, f"{table}.parquet")
 
 
-def stage(output_uri: str, run_id: str, shard: str, tables: Mapping[str, pa.Table],
+def stage(output_uri: str, run_id: RunId, shard: ShardName, tables: Mapping[str, pa.Table],
           entries: Sequence[Entry]) -> StagedShard:
     """Write a shard's tables and then its record; returns what a commit will see.
 

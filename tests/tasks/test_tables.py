@@ -1,5 +1,5 @@
 """The commit protocol on synthetic rows: staging, superseding, the index, the lease, garbage,
-the former layout, and a SIGKILL at every step of a commit (locally and on S3)."""
+the first layout's migration, and a SIGKILL at every step of a commit (locally and on S3)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from tasks import storage
 from tasks.annotations.rle import rle_string
 from tasks.parquet_io import parquet_bytes
 from tasks.parquet_schemas import to_table
-from tasks.tables import Entry, commit, done_images, index, lease, pending_entries, read_current
+from tasks.tables import (Entry, commit, done_images, index, lease, migration, pending_entries,
+                          read_current)
 from tasks.tables import stage as stage_tables
-from tasks.tables.layout import index_file, lease_file, table_file
+from tasks.tables.layout import index_file, layout_record, lease_file, table_file
 from tests.support.tables_check import check_invariants, read_table
 
 DAY = "2024-05-01"
@@ -179,10 +180,9 @@ def test_garbage_of_crashed_runs_goes_once_stale(tmp_path: Path):
     check_invariants(out, 2, {DAY: {"a", "b", "c"}})
 
 
-def test_an_output_of_the_former_layout_is_taken_into_the_index(tmp_path: Path):
-    """processed.parquet, a pending record and the orphan file a crash between a shard's files
-    and its record left."""
-    out = str(tmp_path / "out")
+def write_first_layout(out: str) -> None:
+    """An output of the first layout: processed.parquet, a pending record that supersedes one
+    of its images, and the orphan file a crash between a shard's files and its record left."""
 
     def write(stem: str, good: dict[str, float], fingerprint: str = "size=1") -> None:
         areas = [row for uri, ratio in good.items() for row in area_rows(uri, ratio)]
@@ -194,19 +194,73 @@ def test_an_output_of_the_former_layout_is_taken_into_the_index(tmp_path: Path):
     write("old", {"a": 0.25, "b": 0.5})
     write("new", {"a": 0.75}, "size=2")
     write("orphan", {"b": 0.9, "c": 0.9})
-    legacy = pa.Table.from_pylist([{"image_uri": u, "run_date": DAY, "fingerprint": "size=1",
-                                    "model": "roads@3", "shard": "old", "outcome": "ok"}
-                                   for u in ("a", "b")])
-    storage.write_bytes(f"{out}/_manifest/processed.parquet", parquet_bytes(legacy))
+    storage.write_bytes(f"{out}/_manifest/processed.parquet", parquet_bytes(first_index()))
     record = {"written_at": 1.0, "entries": [{"image_uri": "a", "run_date": DAY,
               "fingerprint": "size=2", "model": "roads@3", "shard": "new", "outcome": "ok"}]}
     storage.write_bytes(f"{out}/_manifest/pending/{DAY}-new.json", json.dumps(record).encode())
-    commit(out)
-    assert ratios(out) == {("a", DAY): 0.75, ("b", DAY): 0.5}
+
+
+def first_index() -> pa.Table:
+    return pa.Table.from_pylist([{"image_uri": u, "run_date": DAY, "fingerprint": "size=1",
+                                  "model": "roads@3", "shard": "old", "outcome": "ok"}
+                                 for u in ("a", "b")])
+
+
+def check_first_layout_migrated(out: str, staged: tuple[str, ...] = ()) -> dict:
+    """The first layout's results are in the index, its files gone; returns the record."""
+    assert {uri: ratio for (uri, _), ratio in ratios(out).items()} == {
+        "a": 0.75, "b": 0.5, **{uri: 0.3 for uri in staged}}
     assert not Path(f"{out}/_manifest/processed.parquet").exists()
     assert not list(Path(out).rglob("pending/*.json"))
+    check_invariants(out, 2, {DAY: {"a", "b", *staged}})
+    assert done_images(read_current(out), "roads@3") == {
+        ("a", "size=2"), ("b", "size=1"), *((uri, "size=1") for uri in staged)}
+    return json.loads(Path(layout_record(out)).read_text())
+
+
+def test_an_output_of_the_first_layout_is_migrated_once_by_the_first_commit(tmp_path: Path):
+    out = str(tmp_path / "out")
+    write_first_layout(out)
+    stage(out, "k1", {"c": 0.3})  # a staged result wins over the orphan file's row of c
+    assert not migration.is_migrated(out)
+    assert commit(out).shards == 1
+    record = check_first_layout_migrated(out, ("c",))
+    assert record["layout"] == migration.LAYOUT and record["entries"] == 3
+    assert record["rows_removed"] == 5  # a's superseded rows in old: 2 + 2 + 1 (images)
+    assert sorted(record["orphans"]) == [f"{table}/run_date={DAY}/part-orphan.parquet"
+                                         for table in ("area_ratios", "images", "instances")]
+    assert sorted(record["first_layout_files"]) == [f"_manifest/pending/{DAY}-new.json",
+                                                    "_manifest/processed.parquet"]
+    # Later commits skip the migration: a first-layout file that appears now is not read.
+    storage.write_bytes(f"{out}/_manifest/processed.parquet", parquet_bytes(first_index()))
+    stage(out, "k2", {"d": 0.3})
+    commit(out)
+    assert Path(f"{out}/_manifest/processed.parquet").exists()
+    assert json.loads(Path(layout_record(out)).read_text()) == record
+    assert done_images(read_current(out), "roads@3") == {
+        ("a", "size=2"), ("b", "size=1"), ("c", "size=1"), ("d", "size=1")}
+    assert migration.migrate(out).entries == 0  # recorded: a no-op
+
+
+def test_a_new_output_records_its_layout_on_its_first_commit(tmp_path: Path):
+    out = str(tmp_path / "out")
+    stage(out, "k1", {"a": 0.25})
+    first = commit(out)
+    record = json.loads(Path(layout_record(out)).read_text())
+    assert (record["entries"], record["first_layout_files"]) == (0, [])
+    assert record["generation"] == first.generation - 1  # its own intent, before the commit's
+    stage(out, "k2", {"b": 0.25})
+    assert commit(out).generation == first.generation + 1  # no second migration
     check_invariants(out, 2, {DAY: {"a", "b"}})
-    assert done_images(read_current(out), "roads@3") == {("a", "size=2"), ("b", "size=1")}
+
+
+@pytest.mark.parametrize("step", ("prepared", "first-move", "moved"))
+def test_a_migration_killed_at_a_step_is_finished_by_the_next_commit(tmp_path: Path, step: str):
+    out = str(tmp_path / "out")
+    write_first_layout(out)
+    commit_killed_at(out, step)
+    assert commit(out, stale_seconds=0).shards == 0
+    assert check_first_layout_migrated(out)["entries"] == 3
 
 
 def commit_killed_at(out: str, step: str, env: dict[str, str] | None = None) -> None:
