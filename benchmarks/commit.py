@@ -26,11 +26,14 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from benchmarks import common
+
+if TYPE_CHECKING:
+    from tasks.parquet_schemas import AreaRatioRow
 
 SHARD = 64
 NOW = datetime.datetime(2024, 5, 1, tzinfo=datetime.timezone.utc)
@@ -98,7 +101,7 @@ def build_history(out: str, size: int, days: int) -> str:
     """Index files for ``days`` partitions; the table files of the last one. Returns its date."""
     from tasks import storage
     from tasks.parquet_io import parquet_bytes
-    from tasks.parquet_schemas import to_table
+    from tasks.parquet_schemas import AreaRatioRow, rows_to_table
     from tasks.tables import migration
     from tasks.tables.index import INDEX_SCHEMA
     from tasks.tables.layout import index_file, table_file
@@ -117,7 +120,7 @@ def build_history(out: str, size: int, days: int) -> str:
         stop = min(start + SHARD, per_day)
         uris = [f"s3://bucket/{busy}/{i:07d}.jpg" for i in range(start, stop)]
         storage.write_bytes(table_file(out, "area_ratios", busy, f"hist-{start // SHARD:05d}"),
-                            parquet_bytes(to_table("area_ratios", area_rows(uris))))
+                            parquet_bytes(rows_to_table(AreaRatioRow, area_rows(uris))))
     bump_lease(out, days + 1)
     migration.migrate(out)  # the history is in the current layout: only its record is written
     return busy
@@ -133,10 +136,12 @@ def bump_lease(out: str, generation: int) -> None:
     storage.write_bytes(lease_file(out, generation), json.dumps({"released": True}).encode())
 
 
-def area_rows(uris: list[str]) -> list[dict[str, Any]]:
-    return [{"image_uri": uri, "image_width": 640, "image_height": 480, "class_id": 1,
-             "class_name": "car", "instance_count": 1, "pixel_count": 100, "area_ratio": 0.01,
-             "model_name": "m", "model_version": "1", "run_id": "r", "inferred_at": NOW}
+def area_rows(uris: list[str]) -> list[AreaRatioRow]:
+    from tasks.parquet_schemas import AreaRatioRow
+
+    return [AreaRatioRow(image_uri=uri, image_width=640, image_height=480, class_id=1,
+                         class_name="car", instance_count=1, pixel_count=100, area_ratio=0.01,
+                         model_name="m", model_version="1", run_id="r", inferred_at=NOW)
             for uri in uris]
 
 
@@ -160,13 +165,12 @@ def stage_again(out: str, day: str, per_day: int, shards: int) -> None:
 
 
 def stage(out: str, day: str, uris: list[str], number: int) -> None:
-    from tasks.parquet_schemas import to_table
+    from tasks.parquet_schemas import AreaRatioRow, rows_to_table
     from tasks.tables import Entry, stage as stage_shard
 
     entries = [Entry(uri, day, "etag=y;size=2", "m@1", "s", "ok") for uri in uris]
-    stage_shard(out, "bench", f"shard{number}", {"area_ratios": to_table("area_ratios",
-                                                                         area_rows(uris))},
-                entries)
+    stage_shard(out, "bench", f"shard{number}",
+                {"area_ratios": rows_to_table(AreaRatioRow, area_rows(uris))}, entries)
 
 
 def write_temporary(out: str, data: bytes) -> None:

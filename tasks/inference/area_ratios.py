@@ -11,12 +11,13 @@ counts overlaps twice and can exceed 100 %.)
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
 from tasks.annotations.rle import rle_string
+from tasks.parquet_schemas import AreaRatioRow, InstanceRow, RunStamp
 
 Detection = Mapping[str, np.ndarray]
 
@@ -70,45 +71,44 @@ def class_areas(masks: np.ndarray, class_ids: np.ndarray, num_classes: int
 
 
 def area_rows(image_uri: str, height: int, width: int, detection: Detection,
-              class_names: Sequence[str]) -> list[dict[str, Any]]:
+              class_names: Sequence[str], stamp: RunStamp, inferred_at: datetime.datetime
+              ) -> list[AreaRatioRow]:
     """One ``area_ratios`` row per class of the model, classes without instances included.
 
-    Returns:
-        Dicts with ``image_uri, image_width, image_height, class_id, class_name,
-        instance_count, pixel_count, area_ratio`` (pixels / (H * W), in [0, 1]).
+    The area ratio is the class's union pixels / (H * W), in [0, 1].
     """
     counts, pixels = class_areas(detection["masks"], detection["class_ids"], len(class_names))
     total = height * width
-    return [{"image_uri": image_uri, "image_width": width, "image_height": height,
-             "class_id": index + 1, "class_name": name, "instance_count": int(counts[index]),
-             "pixel_count": int(pixels[index]), "area_ratio": float(pixels[index]) / total}
+    return [AreaRatioRow(image_uri=image_uri, image_width=width, image_height=height,
+                         class_id=index + 1, class_name=name,
+                         instance_count=int(counts[index]), pixel_count=int(pixels[index]),
+                         area_ratio=float(pixels[index]) / total, model_name=stamp.model_name,
+                         model_version=stamp.model_version, run_id=stamp.run_id,
+                         inferred_at=inferred_at)
             for index, name in enumerate(class_names)]
 
 
-def instance_rows(image_uri: str, detection: Detection, class_names: Sequence[str]
-                  ) -> list[dict[str, Any]]:
-    """One ``instances`` row per detected instance, in detection order.
-
-    Returns:
-        Dicts with ``image_uri, instance_index, class_id, class_name, score, y1, x1, y2, x2,
-        pixel_count`` (the instance's own mask pixels) and ``mask_rle`` (its mask as COCO RLE
-        JSON text).
-    """
+def instance_rows(image_uri: str, detection: Detection, class_names: Sequence[str],
+                  stamp: RunStamp) -> list[InstanceRow]:
+    """One ``instances`` row per detected instance, in detection order: its box, its own mask
+    pixels and the mask as COCO RLE JSON text."""
     masks = np.asarray(detection["masks"], dtype=bool)
     pixels = masks.sum(axis=(0, 1))
     rows = []
     for index, (box, class_id, score) in enumerate(zip(detection["rois"], detection["class_ids"],
                                                        detection["scores"])):
         y1, x1, y2, x2 = (int(v) for v in box)
-        rows.append({"image_uri": image_uri, "instance_index": index, "class_id": int(class_id),
-                     "class_name": class_names[int(class_id) - 1], "score": float(score),
-                     "y1": y1, "x1": x1, "y2": y2, "x2": x2, "pixel_count": int(pixels[index]),
-                     "mask_rle": rle_string(masks[..., index])})
+        rows.append(InstanceRow(image_uri=image_uri, instance_index=index,
+                                class_id=int(class_id),
+                                class_name=class_names[int(class_id) - 1], score=float(score),
+                                y1=y1, x1=x1, y2=y2, x2=x2, pixel_count=int(pixels[index]),
+                                model_version=stamp.model_version, run_id=stamp.run_id,
+                                mask_rle=rle_string(masks[..., index])))
     return rows
 
 
-def legend_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def legend_lines(rows: Sequence[AreaRatioRow]) -> list[str]:
     """The overlay's text: ``"car: 12.34% (2)"`` per class with instances, as the seed printed."""
-    lines = [f"{row['class_name']}: {100.0 * row['area_ratio']:.2f}% ({row['instance_count']})"
-             for row in rows if row["instance_count"] > 0]
+    lines = [f"{row.class_name}: {100.0 * row.area_ratio:.2f}% ({row.instance_count})"
+             for row in rows if row.instance_count > 0]
     return lines or ["no instances"]

@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 
 import PIL.Image
 
+from tasks.parquet_schemas import ImageRow, RunStamp
+
 EXIF_IFD = 0x8769
 GPS_IFD = 0x8825
 DATE_TIME_ORIGINAL = 0x9003
@@ -56,8 +58,8 @@ class ExifFacts:
 
 
 def image_row(uri: str, relative: str, fingerprint: str, data: bytes, width: int, height: int,
-              path_pattern: str | None = None) -> dict[str, Any]:
-    """One ``images`` row, without the constants the shard adds (``model_version``, ``run_id``).
+              stamp: RunStamp, path_pattern: str | None = None) -> ImageRow:
+    """One ``images`` row.
 
     Args:
         uri: the image's URI.
@@ -65,13 +67,15 @@ def image_row(uri: str, relative: str, fingerprint: str, data: bytes, width: int
         fingerprint: its listing fingerprint, the one the index records.
         data: the file's bytes, as read for decoding.
         width, height: the decoded size, after EXIF orientation.
+        stamp: the model and run that write the row.
         path_pattern: optional regular expression with named groups (see :func:`path_fields`).
     """
     exif = read_exif(data)
-    return {"image_uri": uri, "image_width": width, "image_height": height, "bytes": len(data),
-            "fingerprint": fingerprint, "captured_at": exif.captured_at,
-            "gps_latitude": exif.gps_latitude, "gps_longitude": exif.gps_longitude,
-            "path_fields": path_fields(relative, path_pattern)}
+    return ImageRow(image_uri=uri, image_width=width, image_height=height, bytes=len(data),
+                    fingerprint=fingerprint, captured_at=exif.captured_at,
+                    gps_latitude=exif.gps_latitude, gps_longitude=exif.gps_longitude,
+                    path_fields=path_fields(relative, path_pattern),
+                    model_version=stamp.model_version, run_id=stamp.run_id)
 
 
 def read_exif(data: bytes) -> ExifFacts:

@@ -27,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
+import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -38,7 +39,8 @@ from tasks.inference.image_metadata import image_row
 from tasks.failures import retry_transient
 from tasks.faults import crash_point
 from tasks.models import LoadedModel, ModelArtifact, build
-from tasks.parquet_schemas import PARTITION_KEY, to_table
+from tasks.parquet_schemas import (PARTITION_KEY, AreaRatioRow, ErrorRow, ImageRow, InstanceRow,
+                                   RunStamp, rows_to_table)
 from tasks.tables import Entry, staging
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -77,7 +79,24 @@ class Decoded(NamedTuple):
     """A decoded image and its ``images`` row, made while its bytes were at hand."""
 
     pixels: np.ndarray
-    image_row: dict[str, Any]
+    image_row: ImageRow
+
+
+@dataclasses.dataclass
+class ShardRows:
+    """The rows of one shard, per table, until they are staged."""
+
+    area_ratios: list[AreaRatioRow] = dataclasses.field(default_factory=list)
+    instances: list[InstanceRow] = dataclasses.field(default_factory=list)
+    errors: list[ErrorRow] = dataclasses.field(default_factory=list)
+    images: list[ImageRow] = dataclasses.field(default_factory=list)
+
+    def tables(self) -> dict[str, pa.Table]:
+        """Each table's rows as a pyarrow table of its schema."""
+        return {AreaRatioRow.TABLE: rows_to_table(AreaRatioRow, self.area_ratios),
+                InstanceRow.TABLE: rows_to_table(InstanceRow, self.instances),
+                ErrorRow.TABLE: rows_to_table(ErrorRow, self.errors),
+                ImageRow.TABLE: rows_to_table(ImageRow, self.images)}
 
 
 @dataclasses.dataclass
@@ -89,12 +108,12 @@ class ClassTotals:
     area_ratio_sum: float = 0.0
     area_ratio_max: float = 0.0
 
-    def add_row(self, row: dict[str, Any]) -> None:
+    def add_row(self, row: AreaRatioRow) -> None:
         """Count one ``area_ratios`` row."""
-        self.images += row["instance_count"] > 0
-        self.instances += row["instance_count"]
-        self.area_ratio_sum += row["area_ratio"]
-        self.area_ratio_max = max(self.area_ratio_max, row["area_ratio"])
+        self.images += row.instance_count > 0
+        self.instances += row.instance_count
+        self.area_ratio_sum += row.area_ratio
+        self.area_ratio_max = max(self.area_ratio_max, row.area_ratio)
 
     def merge(self, other: ClassTotals) -> None:
         self.images += other.images
@@ -234,45 +253,48 @@ def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardCo
     loaded = build(model, context.runtime, context.batch_size, context.min_confidence,
                    context.precision)
     key = shard_key(images)
-    tables: dict[str, list[dict[str, Any]]] = {"area_ratios": [], "instances": [], "errors": [],
-                                               "images": []}
+    stamp = RunStamp(loaded.name, loaded.version, context.run_id)
+    produced = ShardRows()
     entries, overlay_writes = [], []
     # Intensities are mapped as the model was trained (its config's INTENSITY_NORMALIZATION).
     normalization = Normalization.from_config(loaded.config)
     with ThreadPoolExecutor(IO_THREADS, thread_name_prefix="shard-io") as pool:
-        for batch in _batches(_decoded(images, pool, context, normalization),
+        for batch in _batches(_decoded(images, pool, context, normalization, stamp),
                               context.batch_size):
             decoded = [(ref, item) for ref, item in batch if isinstance(item, Decoded)]
             for ref, _ in decoded:
                 crash_point("detect", ref.uri)  # fault-injection tests: a runtime that crashes
             results = _detect(loaded, [item.pixels for _, item in decoded])
             for (ref, (image, facts)), result in zip(decoded, results):
-                tables["images"].append(facts)  # decoded: a result or an inference_error
+                produced.images.append(facts)  # decoded: a result or an inference_error
                 if isinstance(result, Exception):
-                    tables["errors"].append(_error_row(ref, result))
+                    produced.errors.append(_error_row(ref, result, stamp))
                     entries.append(_entry(ref, loaded, context, key, "retry"))
                     continue
-                detection, rows = _measure(ref, image, result, loaded, context, tables)
+                detection, rows = _measure(ref, image, result, loaded, context, stamp, produced)
                 if context.overlays:
                     overlay_writes.append(pool.submit(_write_overlay, ref, image, detection,
                                                       rows, loaded, context))
                 entries.append(_entry(ref, loaded, context, key, "ok"))
             for ref, error in batch:
                 if isinstance(error, Exception):
-                    tables["errors"].append(_error_row(ref, error))
+                    produced.errors.append(_error_row(ref, error, stamp))
                     entries.append(_entry(ref, loaded, context, key, _error_outcome(error)))
         overlays = sum(1 for future in overlay_writes if future.result())
-    staged = _stage(tables, entries, loaded, context, key)
-    return _summary(key, images, tables, staged, overlays, loaded)
+    staged = staging.stage(context.output_uri, context.run_id, key, produced.tables(),
+                           entries).folder
+    return _summary(key, images, produced, staged, overlays, loaded)
 
 
 def _decoded(images: Sequence[ImageRef], pool: ThreadPoolExecutor, context: ShardContext,
-             normalization: Normalization) -> Iterator[tuple[ImageRef, Decoded | Exception]]:
+             normalization: Normalization, stamp: RunStamp
+             ) -> Iterator[tuple[ImageRef, Decoded | Exception]]:
     """Images in order, read and decoded ahead on ``pool`` (a bounded window of futures)."""
     window: deque[tuple[ImageRef, Future]] = deque()
     pending = iter(images)
     for ref in pending:
-        window.append((ref, pool.submit(_read_and_decode, ref, context, normalization)))
+        window.append((ref, pool.submit(_read_and_decode, ref, context, normalization,
+                                        stamp)))
         if len(window) >= 2 * IO_THREADS:
             break
     while window:
@@ -280,12 +302,12 @@ def _decoded(images: Sequence[ImageRef], pool: ThreadPoolExecutor, context: Shar
         following = next(pending, None)
         if following is not None:
             window.append((following, pool.submit(_read_and_decode, following, context,
-                                                  normalization)))
+                                                  normalization, stamp)))
         yield ref, future.result()
 
 
-def _read_and_decode(ref: ImageRef, context: ShardContext, normalization: Normalization
-                     ) -> Decoded | Exception:
+def _read_and_decode(ref: ImageRef, context: ShardContext, normalization: Normalization,
+                     stamp: RunStamp) -> Decoded | Exception:
     """The decoded image and its ``images`` row, or the exception that says why not (kept)."""
     try:
         data = storage.read_bytes(ref.uri)
@@ -298,7 +320,7 @@ def _read_and_decode(ref: ImageRef, context: ShardContext, normalization: Normal
     height, width = pixels.shape[:2]
     # The bytes are read once: the row's EXIF and size come from them here, not from storage.
     return Decoded(pixels, image_row(ref.uri, ref.relative, ref.fingerprint, data, width, height,
-                                     context.path_pattern))
+                                     stamp, context.path_pattern))
 
 
 def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -331,16 +353,14 @@ def _detect(loaded: LoadedModel, images: list[np.ndarray]) -> list[dict[str, Any
 
 
 def _measure(ref: ImageRef, image: np.ndarray, result: dict[str, Any], loaded: LoadedModel,
-             context: ShardContext, tables: dict[str, list]
-             ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+             context: ShardContext, stamp: RunStamp, produced: ShardRows
+             ) -> tuple[dict[str, np.ndarray], list[AreaRatioRow]]:
     """Append an image's area and instance rows; returns its kept detections and area rows."""
     detection = select_detections(result, context.min_confidence or 0.0)
     height, width = image.shape[:2]
-    stamp = {"inferred_at": _now()}
-    rows = [{**row, **stamp} for row in
-            area_rows(ref.uri, height, width, detection, loaded.class_names)]
-    tables["area_ratios"] += rows
-    tables["instances"] += instance_rows(ref.uri, detection, loaded.class_names)
+    rows = area_rows(ref.uri, height, width, detection, loaded.class_names, stamp, _now())
+    produced.area_ratios += rows
+    produced.instances += instance_rows(ref.uri, detection, loaded.class_names, stamp)
     return detection, rows
 
 
@@ -354,10 +374,10 @@ def _error_outcome(error: Exception) -> str:
     return "retry" if _error_type(error) in TRANSIENT_ERRORS else "error"
 
 
-def _error_row(ref: ImageRef, error: Exception) -> dict[str, Any]:
-    message = str(error) or type(error).__name__
-    return {"image_uri": ref.uri, "error_type": _error_type(error), "message": message,
-            "failed_at": _now()}
+def _error_row(ref: ImageRef, error: Exception, stamp: RunStamp) -> ErrorRow:
+    return ErrorRow(image_uri=ref.uri, error_type=_error_type(error),
+                    message=str(error) or type(error).__name__, run_id=stamp.run_id,
+                    failed_at=_now())
 
 
 def _entry(ref: ImageRef, loaded: LoadedModel, context: ShardContext, key: str,
@@ -375,7 +395,7 @@ def overlay_uri(output_uri: str, run_date: str, overlay: str) -> str:
 
 
 def _write_overlay(ref: ImageRef, image: np.ndarray, detection: dict[str, np.ndarray],
-                   rows: list[dict[str, Any]], loaded: LoadedModel, context: ShardContext
+                   rows: list[AreaRatioRow], loaded: LoadedModel, context: ShardContext
                    ) -> bool:
     """The seed's picture: masks, boxes, "class score" captions and the per-class area %."""
     from mrcnn.visualize import draw_instances, encode_image
@@ -389,26 +409,12 @@ def _write_overlay(ref: ImageRef, image: np.ndarray, detection: dict[str, np.nda
     return True
 
 
-def _stage(rows: dict[str, list[dict[str, Any]]], entries: list[Entry], loaded: LoadedModel,
-           context: ShardContext, key: str) -> str:
-    constants = {
-        "area_ratios": {"model_name": loaded.name, "model_version": loaded.version,
-                        "run_id": context.run_id},
-        "instances": {"model_version": loaded.version, "run_id": context.run_id},
-        "errors": {"run_id": context.run_id},
-        "images": {"model_version": loaded.version, "run_id": context.run_id},
-    }
-    arrow = {name: to_table(name, table_rows, constants[name])
-             for name, table_rows in rows.items()}
-    return staging.stage(context.output_uri, context.run_id, key, arrow, entries).folder
-
-
-def _summary(key: str, images: Sequence[ImageRef], tables: dict[str, list[dict[str, Any]]],
-             staged: str, overlays: int, loaded: LoadedModel) -> ShardResult:
+def _summary(key: str, images: Sequence[ImageRef], produced: ShardRows, staged: str,
+             overlays: int, loaded: LoadedModel) -> ShardResult:
     classes = {name: ClassTotals() for name in loaded.class_names}
-    for row in tables["area_ratios"]:
-        classes[row["class_name"]].add_row(row)
-    error_types = dict(collections.Counter(row["error_type"] for row in tables["errors"]))
-    return ShardResult(key, len(images), len({row["image_uri"] for row in tables["area_ratios"]}),
-                       len(tables["errors"]), error_types, staged, overlays, classes,
+    for row in produced.area_ratios:
+        classes[row.class_name].add_row(row)
+    error_types = dict(collections.Counter(row.error_type for row in produced.errors))
+    return ShardResult(key, len(images), len({row.image_uri for row in produced.area_ratios}),
+                       len(produced.errors), error_types, staged, overlays, classes,
                        loaded.precision.precision)

@@ -17,8 +17,10 @@ partition at a time so that a nightly commit never waits for more than one parti
    not written by compaction, so a second run finds nothing to do.
 3. **Prepare**: per group and table, the rows of its stems concatenated into one file in the
    commit's scratch folder ``_manifest/commits/<g>/``; the partition's index (every current
-   entry, those of compacted stems repointed) as one scratch file. A stem whose files do not
-   have the current columns (written before a schema change) is left as it is.
+   entry, those of compacted stems repointed) as one scratch file. Files of an older schema
+   version are upcast (``parquet_schemas.upcast``: the columns added since get their
+   defaults) and written in the current version; a stem with a file of a newer version
+   (written by newer software) is left as it is.
 4. **Commit point**: the intent (``intents.Intent``): moves = the compacted table files, then
    the index file; removes = the small table files, then the partition's older index files.
 5. **Apply** (``intents.apply``): the moves, a pause of ``settle_seconds``, the removals; then
@@ -54,7 +56,7 @@ import pyarrow as pa
 
 from tasks import storage
 from tasks.parquet_io import read_file
-from tasks.parquet_schemas import SCHEMAS
+from tasks.parquet_schemas import SCHEMA_VERSION, SCHEMAS, schema_version, upcast
 from tasks.tables import index, intents, lease, migration
 from tasks.tables.intents import Change, Draft
 from tasks.tables.keys import Generation, RunDate, Stem
@@ -99,7 +101,8 @@ class PartitionResult:
     files_removed: int  # table files
     files_written: int
     rows: int  # rows rewritten, all tables
-    stems_skipped: int  # stems whose files have older columns, left as they are
+    stems_upcast: int  # stems with files of an older schema version, rewritten in this one
+    stems_skipped: int  # stems with a file of a newer schema version, left as they are
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,6 +246,7 @@ class _Compaction:
         self._removed = 0
         self._written = 0
         self._rows = 0
+        self._upcast = 0
         self._skipped = 0
 
     def prepare(self, generation: Generation) -> Change:
@@ -266,26 +270,29 @@ class _Compaction:
     def result(self, generation: Generation) -> PartitionResult:
         return PartitionResult(self.run_date, generation, len(self._repoint),
                                len(set(self._repoint.values())), self._removed,
-                               self._written, self._rows, self._skipped)
+                               self._written, self._rows, self._upcast, self._skipped)
 
     def _merge(self, draft: Draft, group: Sequence[StemFiles], stems: Iterator[Stem]) -> None:
-        """One compacted stem from the group's stems that have the current columns."""
+        """One compacted stem, in the current schema version, from the group's stems."""
         tables: dict[str, list[pa.Table]] = {}
         merged: list[StemFiles] = []
+        older = 0
         for stem in group:
             read = {table: read_file(uri) for table, uri, _ in stem.files}
-            if not all(rows.schema.equals(SCHEMAS[table]) for table, rows in read.items()):
-                self._skipped += 1  # older columns: concatenating would need a conversion
+            versions = {schema_version(rows.schema) for rows in read.values()}
+            if max(versions) > SCHEMA_VERSION:
+                self._skipped += 1  # a newer version's columns would be lost
                 continue
+            older += min(versions) < SCHEMA_VERSION
             merged.append(stem)
             for table, rows in read.items():
-                tables.setdefault(table, []).append(rows)
+                tables.setdefault(table, []).append(upcast(table, rows))
         if len(merged) < 2:
             return
+        self._upcast += older
         new_stem = next(stems)
         for table, parts in tables.items():
-            rows = pa.concat_tables([part.replace_schema_metadata(SCHEMAS[table].metadata)
-                                     for part in parts])
+            rows = pa.concat_tables(parts)
             draft.write(table, rows, self.run_date, new_stem)
             self._written += 1
             self._rows += rows.num_rows

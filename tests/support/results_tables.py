@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from tasks.annotations.rle import rle_string
-from tasks.inference.area_ratios import area_rows
-from tasks.parquet_schemas import to_table
+from tasks.inference.area_ratios import area_rows, instance_rows
+from tasks.parquet_schemas import AreaRatioRow, InstanceRow, RunStamp, rows_to_table
 from tests.support.builders import image_bytes, write
 
 NOW = datetime.datetime(2026, 6, 1, 2, 0, tzinfo=datetime.timezone.utc)
@@ -44,24 +43,16 @@ class Result:
 def write_day(out: Path, day: str, results: Sequence[Result], class_names: Sequence[str],
               model: tuple[str, str] = ("shapes", "1")) -> None:
     """Write ``area_ratios`` and ``instances`` of one run_date under ``out``."""
+    name, version = model
+    stamp = RunStamp(name, version, f"run-{day}")
     areas, instances = [], []
     for result in results:
         found = _detection(result)
-        areas += [{**row, "inferred_at": NOW} for row in
-                  area_rows(result.uri, result.height, result.width, found, class_names)]
-        for index, item in enumerate(result.detections):
-            ys, xs = np.nonzero(item.mask)
-            instances.append({"image_uri": result.uri, "instance_index": index,
-                              "class_id": item.class_id, "class_name": class_names[item.class_id - 1],
-                              "score": item.score, "y1": int(ys.min()), "x1": int(xs.min()),
-                              "y2": int(ys.max()) + 1, "x2": int(xs.max()) + 1,
-                              "pixel_count": int(item.mask.sum()),
-                              "mask_rle": rle_string(item.mask)})
-    name, version = model
-    tables = {"area_ratios": to_table("area_ratios", areas, {
-                  "model_name": name, "model_version": version, "run_id": f"run-{day}"}),
-              "instances": to_table("instances", instances, {"model_version": version,
-                                                             "run_id": f"run-{day}"})}
+        areas += area_rows(result.uri, result.height, result.width, found, class_names, stamp,
+                           NOW)
+        instances += instance_rows(result.uri, found, class_names, stamp)
+    tables = {"area_ratios": rows_to_table(AreaRatioRow, areas),
+              "instances": rows_to_table(InstanceRow, instances)}
     for table, data in tables.items():
         folder = out / table / f"run_date={day}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -80,4 +71,10 @@ def _detection(result: Result) -> dict[str, np.ndarray]:
                                                                  bool),
             "class_ids": np.array([item.class_id for item in result.detections], np.int32),
             "scores": np.array([item.score for item in result.detections], np.float32),
-            "rois": np.zeros((len(masks), 4), np.int32)}
+            "rois": np.array([_box(mask) for mask in masks], np.int32).reshape(-1, 4)}
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The mask's bounding box, y2/x2 exclusive."""
+    ys, xs = np.nonzero(mask)
+    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from mrcnn_pipeline.duckdb_views import write_views
 from tasks import storage
-from tasks.parquet_schemas import SCHEMAS
+from tasks.parquet_schemas import (ROW_TYPES, SCHEMA_VERSION, SCHEMAS, VERSION_KEY, columns,
+                                   schema_version)
 from tasks.tables import commit, done_images, index, pending_entries, read_current
 from tasks.tables.compaction import compact_month, is_compacted, month_days, plan_partition
 from tests.support.tables_check import check_invariants, read_table
@@ -125,18 +127,63 @@ def test_a_large_partition_gets_files_of_about_the_target_and_new_small_files_me
     check_invariants(out, 2, {**expected, DAYS[0]: expected[DAYS[0]] | {f"{DAYS[0]}/late"}})
 
 
-def test_a_stem_with_older_columns_is_left_as_it_is(tmp_path: Path):
+def written_in(version: int, table: str, rows: pa.Table) -> pa.Table:
+    """``rows`` as the software of schema ``version`` wrote them: the later columns absent."""
+    later = [name for name, spec in columns(ROW_TYPES[table]).items()
+             if spec.added is not None and spec.added > version]
+    return rows.drop_columns(later).replace_schema_metadata(
+        None if version == 1 else {VERSION_KEY: str(version)})  # 1: no version recorded
+
+
+def with_defaults(table: str, row: dict, version: int) -> dict:
+    """A row of a file of ``version`` as read in the current one: later columns defaulted."""
+    return {**row, **{name: spec.default for name, spec in columns(ROW_TYPES[table]).items()
+                      if spec.added is not None and spec.added > version}}
+
+
+def test_stems_of_older_schema_versions_are_upcast_and_compacted_with_the_rest(tmp_path: Path):
     out = str(tmp_path / "out")
-    build_month(out, days=DAYS[:1], shards=4)
-    old = part_files(out, "instances", DAYS[0])[0]
-    pq.write_table(pq.read_table(old).drop_columns(["mask_rle"]), old)  # schema version 1
-    before = {table: len(read_table(out, table)) for table in TABLES}
+    expected = build_month(out, days=DAYS[:1], shards=4)
+    rows_before = {table: read_table(out, table) for table in TABLES}
+    (group,) = plan_partition(out, DAYS[0]).groups
+    # One stem as the previous version wrote it, one as the first (no instances.mask_rle).
+    written = {}  # (table, image_uri) -> the version its file has
+    for version, stem in ((SCHEMA_VERSION - 1, group[0]), (1, group[1])):
+        for table, uri, _ in stem.files:
+            rows = pq.read_table(uri)
+            pq.write_table(written_in(version, table, rows), uri)
+            written.update(((table, image), version) for image in rows["image_uri"].to_pylist())
     (result,) = compact_month(out, MONTH, settle_seconds=0).partitions
-    assert result.stems_skipped == 1 and result.stems_written == 1
-    assert old in part_files(out, "instances", DAYS[0])
-    assert len(part_files(out, "instances", DAYS[0])) == 2
-    assert {table: len(read_table(out, table)) for table in TABLES} == before
+    assert (result.stems_upcast, result.stems_skipped) == (2, 0)
+    assert result.stems_merged == len(group)
+    for table in TABLES:  # one file, in the current version
+        (compacted,) = part_files(out, table, DAYS[0])
+        schema = pq.read_schema(compacted)
+        assert schema.equals(SCHEMAS[table]) and schema_version(schema) == SCHEMA_VERSION
+    # Every row kept; what the older files lacked holds the column's declared default.
+    assert contents(out) == {
+        table: sorted(tuple(sorted(with_defaults(
+            table, row, written.get((table, row["image_uri"]), SCHEMA_VERSION)).items()))
+            for row in rows)
+        for table, rows in rows_before.items()}
+    assert any(row["mask_rle"] is None for row in read_table(out, "instances"))
+    check_invariants(out, 2, expected)
     assert compact_month(out, MONTH, settle_seconds=0).partitions == ()
+
+
+def test_a_stem_of_a_newer_schema_version_is_left_as_it_is(tmp_path: Path):
+    out = str(tmp_path / "out")
+    expected = build_month(out, days=DAYS[:1], shards=4)
+    before = contents(out)
+    newer = part_files(out, "instances", DAYS[0])[0]
+    rows = pq.read_table(newer)
+    pq.write_table(rows.replace_schema_metadata({VERSION_KEY: str(SCHEMA_VERSION + 1)}), newer)
+    (result,) = compact_month(out, MONTH, settle_seconds=0).partitions
+    assert (result.stems_skipped, result.stems_upcast, result.stems_written) == (1, 0, 1)
+    assert newer in part_files(out, "instances", DAYS[0])
+    assert len(part_files(out, "instances", DAYS[0])) == 2
+    assert contents(out) == before
+    check_invariants(out, 2, expected)
 
 
 def test_bad_months_are_refused():

@@ -14,7 +14,7 @@ import pytest
 
 from mrcnn_pipeline.cli import main
 from mrcnn_pipeline.duckdb_views import SUMMARY_VIEW, TABLES, write_views
-from tasks.parquet_schemas import DRIFT, to_table
+from tasks.parquet_schemas import DRIFT, ErrorRow, ImageRow, rows_to_table
 from tests.support.results_tables import NOW, Detected, Result, write_day
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,14 +39,6 @@ LARGEST_SHARE = """SELECT run_date, image_uri, round(100 * area_ratio, 1) AS pot
 FROM area_ratios WHERE class_name = 'pothole'
 ORDER BY area_ratio DESC LIMIT 10;"""
 
-# The images table as the brief of the inference side declares it (written here directly).
-IMAGES = pa.schema([("image_uri", pa.string()), ("image_width", pa.int32()),
-                    ("image_height", pa.int32()), ("bytes", pa.int64()),
-                    ("fingerprint", pa.string()), ("captured_at", pa.timestamp("us", tz="UTC")),
-                    ("gps_latitude", pa.float64()), ("gps_longitude", pa.float64()),
-                    ("path_fields", pa.map_(pa.string(), pa.string())),
-                    ("model_version", pa.string()), ("run_id", pa.string())])
-
 
 def result(site: str, name: str, crack_rows: int, pothole_rows: int = 0) -> Result:
     """A 10x10 image with a crack of ``crack_rows`` rows and a pothole of ``pothole_rows``."""
@@ -66,11 +58,11 @@ def write_partition(out: Path, table: str, day: str, data: pa.Table) -> None:
 
 
 def write_images_table(out: Path, day: str, results: list[Result]) -> None:
-    rows = [{"image_uri": r.uri, "image_width": r.width, "image_height": r.height, "bytes": 100,
-             "fingerprint": "size=100", "captured_at": NOW, "gps_latitude": None,
-             "gps_longitude": None, "model_version": "1", "run_id": f"run-{day}",
-             "path_fields": [("site", r.uri.split("site=")[1].split("/")[0])]} for r in results]
-    write_partition(out, "images", day, pa.Table.from_pylist(rows, schema=IMAGES))
+    rows = [ImageRow(image_uri=r.uri, image_width=r.width, image_height=r.height, bytes=100,
+                     fingerprint="size=100", captured_at=NOW,
+                     path_fields={"site": r.uri.split("site=")[1].split("/")[0]},
+                     model_version="1", run_id=f"run-{day}") for r in results]
+    write_partition(out, "images", day, rows_to_table(ImageRow, rows))
 
 
 def write_drift(out: Path, day: str, drifting: dict[str, float]) -> None:
@@ -91,9 +83,9 @@ def output(tmp_path: Path) -> Path:
     for day, results in days.items():
         write_day(out, day, results, CLASSES)
         write_images_table(out, day, results)
-    write_partition(out, "errors", DAYS[1], to_table("errors", [
-        {"image_uri": "s3://b/in/site=north/bad.jpg", "error_type": "truncated",
-         "message": "cut", "run_id": "r", "failed_at": NOW}]))
+    write_partition(out, "errors", DAYS[1], rows_to_table(ErrorRow, [
+        ErrorRow(image_uri="s3://b/in/site=north/bad.jpg", error_type="truncated",
+                 message="cut", run_id="r", failed_at=NOW)]))
     write_drift(out, DAYS[0], {"crack": 0.1, "pothole": 0.3})
     write_drift(out, DAYS[1], {"crack": 0.25, "pothole": 0.5})
     write_drift(out, OLD_DAY, {"crack": 0.9, "pothole": 0.0})  # drifting, but weeks ago

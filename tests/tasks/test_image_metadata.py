@@ -13,7 +13,7 @@ from tasks.inference.image_metadata import (DATE_TIME_ORIGINAL, EXIF_IFD, GPS_IF
                                             OFFSET_TIME_ORIGINAL, SUBSEC_TIME_ORIGINAL,
                                             ExifFacts, compile_path_pattern, image_row,
                                             path_fields, read_exif)
-from tasks.parquet_schemas import to_table
+from tasks.parquet_schemas import ImageRow, RunStamp, rows_to_table
 
 UTC = datetime.timezone.utc
 
@@ -131,14 +131,16 @@ def test_a_bad_pattern_is_a_one_line_error():
 def test_an_image_row_fits_the_images_schema():
     data = with_exif(exif_of({DATE_TIME_ORIGINAL: "2024:05:01 10:20:30"},
                              {1: "S", 2: (1.0, 0.0, 0.0), 3: "W", 4: (2.0, 0.0, 0.0)}))
+    stamp = RunStamp("roads", "3", "r")
     row = image_row("s3://b/site=a/cam01/x.jpg", "site=a/cam01/x.jpg", "etag=e;size=9", data,
-                    12, 8, r"(?P<camera>cam\d+)")
-    assert row == {"image_uri": "s3://b/site=a/cam01/x.jpg", "image_width": 12,
-                   "image_height": 8, "bytes": len(data), "fingerprint": "etag=e;size=9",
-                   "captured_at": datetime.datetime(2024, 5, 1, 10, 20, 30, tzinfo=UTC),
-                   "gps_latitude": -1.0, "gps_longitude": -2.0,
-                   "path_fields": {"site": "a", "camera": "cam01"}}
-    plain = image_row("x.png", "x.png", "size=1", with_exif(None, "PNG"), 12, 8)
-    table = to_table("images", [row, plain], {"model_version": "3", "run_id": "r"})
+                    12, 8, stamp, r"(?P<camera>cam\d+)")
+    assert row == ImageRow(image_uri="s3://b/site=a/cam01/x.jpg", image_width=12,
+                           image_height=8, bytes=len(data), fingerprint="etag=e;size=9",
+                           captured_at=datetime.datetime(2024, 5, 1, 10, 20, 30, tzinfo=UTC),
+                           gps_latitude=-1.0, gps_longitude=-2.0,
+                           path_fields={"site": "a", "camera": "cam01"}, model_version="3",
+                           run_id="r")
+    plain = image_row("x.png", "x.png", "size=1", with_exif(None, "PNG"), 12, 8, stamp)
+    table = rows_to_table(ImageRow, [row, plain])
     assert table.column("path_fields").to_pylist() == [[("site", "a"), ("camera", "cam01")], []]
     assert table.column("captured_at").null_count == 1

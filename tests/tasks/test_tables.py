@@ -20,7 +20,7 @@ import pytest
 from tasks import storage
 from tasks.annotations.rle import rle_string
 from tasks.parquet_io import parquet_bytes
-from tasks.parquet_schemas import to_table
+from tasks.parquet_schemas import AreaRatioRow, ErrorRow, ImageRow, InstanceRow, rows_to_table
 from tasks.tables import (Entry, commit, done_images, index, lease, migration, pending_entries,
                           read_current)
 from tasks.tables import stage as stage_tables
@@ -33,25 +33,24 @@ REPO = Path(__file__).resolve().parents[2]
 COMMIT_STEPS = ("prepared", "intent-written", "first-move", "applied", "before-release")
 
 
-def area_rows(uri: str, ratio: float = 0.25) -> list[dict]:
-    return [{"image_uri": uri, "image_width": 4, "image_height": 2, "class_id": class_id,
-             "class_name": f"c{class_id}", "instance_count": 1, "pixel_count": int(8 * ratio),
-             "area_ratio": ratio, "model_name": "roads", "model_version": "3", "run_id": "r",
-             "inferred_at": NOW} for class_id in (1, 2)]
+def area_rows(uri: str, ratio: float = 0.25) -> list[AreaRatioRow]:
+    return [AreaRatioRow(image_uri=uri, image_width=4, image_height=2, class_id=class_id,
+                         class_name=f"c{class_id}", instance_count=1,
+                         pixel_count=int(8 * ratio), area_ratio=ratio, model_name="roads",
+                         model_version="3", run_id="r", inferred_at=NOW) for class_id in (1, 2)]
 
 
-def instance_rows(uri: str) -> list[dict]:
-    return [{"image_uri": uri, "instance_index": class_id - 1, "class_id": class_id,
-             "class_name": f"c{class_id}", "score": 0.9, "y1": 0, "x1": 0, "y2": 1, "x2": 2,
-             "pixel_count": 2, "model_version": "3", "run_id": "r",
-             "mask_rle": rle_string(np.ones((1, 2), bool))} for class_id in (1, 2)]
+def instance_rows(uri: str) -> list[InstanceRow]:
+    return [InstanceRow(image_uri=uri, instance_index=class_id - 1, class_id=class_id,
+                        class_name=f"c{class_id}", score=0.9, y1=0, x1=0, y2=1, x2=2,
+                        pixel_count=2, model_version="3", run_id="r",
+                        mask_rle=rle_string(np.ones((1, 2), bool))) for class_id in (1, 2)]
 
 
-def image_rows(uri: str, fingerprint: str = "size=1") -> list[dict]:
-    return [{"image_uri": uri, "image_width": 4, "image_height": 2, "bytes": 1,
-             "fingerprint": fingerprint, "captured_at": None, "gps_latitude": None,
-             "gps_longitude": None, "path_fields": {"site": "a"}, "model_version": "3",
-             "run_id": "r"}]
+def image_rows(uri: str, fingerprint: str = "size=1") -> list[ImageRow]:
+    return [ImageRow(image_uri=uri, image_width=4, image_height=2, bytes=1,
+                     fingerprint=fingerprint, path_fields={"site": "a"}, model_version="3",
+                     run_id="r")]
 
 
 def stage(out: str, shard: str, good: dict[str, float], bad: tuple[str, ...] = (),
@@ -59,15 +58,15 @@ def stage(out: str, shard: str, good: dict[str, float], bad: tuple[str, ...] = (
     """Stage a shard: images with a result (uri -> area ratio) and images that failed."""
     areas = [row for uri, ratio in good.items() for row in area_rows(uri, ratio)]
     found = [row for uri in good for row in instance_rows(uri)]
-    failed = [{"image_uri": uri, "error_type": "truncated", "message": "cut", "run_id": "r",
-               "failed_at": NOW} for uri in bad]
+    failed = [ErrorRow(image_uri=uri, error_type="truncated", message="cut", run_id="r",
+                       failed_at=NOW) for uri in bad]
     described = [row for uri in good for row in image_rows(uri, fingerprint)]  # decoded only
     entries = [Entry(uri, run_date, fingerprint, "roads@3", shard, "ok") for uri in good]
     entries += [Entry(uri, run_date, fingerprint, "roads@3", shard, "error") for uri in bad]
-    stage_tables(out, run_id, shard, {"area_ratios": to_table("area_ratios", areas),
-                                      "instances": to_table("instances", found),
-                                      "errors": to_table("errors", failed),
-                                      "images": to_table("images", described)}, entries)
+    stage_tables(out, run_id, shard, {"area_ratios": rows_to_table(AreaRatioRow, areas),
+                                      "instances": rows_to_table(InstanceRow, found),
+                                      "errors": rows_to_table(ErrorRow, failed),
+                                      "images": rows_to_table(ImageRow, described)}, entries)
 
 
 def ratios(out: str) -> dict[tuple[str, str], float]:
@@ -188,9 +187,10 @@ def write_first_layout(out: str) -> None:
         areas = [row for uri, ratio in good.items() for row in area_rows(uri, ratio)]
         found = [row for uri in good for row in instance_rows(uri)]
         described = [row for uri in good for row in image_rows(uri, fingerprint)]
-        for table, rows in (("area_ratios", areas), ("instances", found), ("images", described)):
-            storage.write_bytes(table_file(out, table, DAY, stem),
-                                parquet_bytes(to_table(table, rows)))
+        for row_type, rows in ((AreaRatioRow, areas), (InstanceRow, found),
+                               (ImageRow, described)):
+            storage.write_bytes(table_file(out, row_type.TABLE, DAY, stem),
+                                parquet_bytes(rows_to_table(row_type, rows)))
     write("old", {"a": 0.25, "b": 0.5})
     write("new", {"a": 0.75}, "size=2")
     write("orphan", {"b": 0.9, "c": 0.9})
