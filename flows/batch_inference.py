@@ -187,7 +187,7 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
     if report:
         summary["report"] = nightly_report(output=output_uri, date=datetime.date.fromisoformat(day),
                                            path_field=report_path_field,
-                                           registry=resolved.registry_uri or registry)["report"]
+                                           registry=resolved.registry_uri or registry).report
     if failures:
         raise RunIncomplete(f"{len(failures)} of {len(shards)} shards failed (their images are "
                             f"retried by the next run): {failures[0]}")

@@ -7,9 +7,6 @@ and what readers see meanwhile are in ``tasks.tables.compaction``; this flow onl
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from prefect import flow, get_run_logger
 
 from tasks.io_task import io_task
@@ -33,15 +30,15 @@ def plan_month(output: str, month: str, target_bytes: int) -> list[str]:
 
 @io_task(name="compact-partition")
 def compact_partition(output: str, run_date: str, target_bytes: int,
-                      settle_seconds: float) -> dict[str, Any] | None:
+                      settle_seconds: float) -> compaction.PartitionResult | None:
     """One partition under the lease; planned again there, so a retry is safe."""
-    result = compaction.compact_partition(output, run_date, target_bytes, settle_seconds)
-    return None if result is None else dataclasses.asdict(result)
+    return compaction.compact_partition(output, run_date, target_bytes, settle_seconds)
 
 
 @flow(name="compact-tables")
 def compact_tables(output: str, month: str, target_mb: float = 64.0,
-                   settle_seconds: float = compaction.SETTLE_SECONDS) -> dict[str, Any]:
+                   settle_seconds: float = compaction.SETTLE_SECONDS
+                   ) -> compaction.CompactionResult:
     """Compact the partitions of ``month`` under ``output``.
 
     Args:
@@ -51,18 +48,16 @@ def compact_tables(output: str, month: str, target_mb: float = 64.0,
         settle_seconds: pause between adding compacted files and removing small ones.
 
     Returns:
-        ``{month, partitions: [...], finished, files_before, files_after}``.
+        The partitions compacted, the crashed intents finished, the files before and after.
     """
     compaction.month_days(month)  # a bad month fails before any work
     if target_mb <= 0:
         raise ValueError(f"target_mb must be positive, got {target_mb}")
     target = int(target_mb * MEGABYTE)
     finished = finish_leftovers(output)
-    partitions = [result for day in plan_month(output, month, target)
-                  if (result := compact_partition(output, day, target, settle_seconds))]
-    summary = {"month": month, "partitions": partitions, "finished": finished,
-               "files_before": sum(p["files_removed"] for p in partitions),
-               "files_after": sum(p["files_written"] for p in partitions)}
+    partitions = tuple(result for day in plan_month(output, month, target)
+                       if (result := compact_partition(output, day, target, settle_seconds)))
+    summary = compaction.CompactionResult(month, partitions, finished)
     get_run_logger().info("%s: %d partitions compacted, %d files -> %d", month, len(partitions),
-                          summary["files_before"], summary["files_after"])
+                          summary.files_before, summary.files_after)
     return summary

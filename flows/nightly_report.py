@@ -28,11 +28,26 @@ from tasks.report.writing import (draw_gallery, load_history, read_model_accurac
 EVENT = "mrcnn.drift.detected"
 
 
+@dataclasses.dataclass(frozen=True)
+class ReportSummary:
+    """What one nightly report wrote and found."""
+
+    report: str  # the page's URI
+    drift: str  # the drift table's file of the day
+    drifting: tuple[str, ...]  # classes whose drift statistics both flag them
+    jumps: tuple[RateJump, ...]  # daily rates well above their window
+    images: int  # images of the report day
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready values (``--json``)."""
+        return dataclasses.asdict(self)
+
+
 @flow(name="nightly-report")
 def nightly_report(output: str, date: datetime.date | None = None, window: int = 28,
                    path_field: str | None = None, gallery: int = 12, psi: float = 0.2,
                    ks_alpha: float = 0.01, min_images: int = 20,
-                   registry: str | None = None) -> dict[str, Any]:
+                   registry: str | None = None) -> ReportSummary:
     """Write the report of one run_date of batch inference's results.
 
     Args:
@@ -47,7 +62,8 @@ def nightly_report(output: str, date: datetime.date | None = None, window: int =
             report day scored on its val split (its registered ``metrics.json``).
 
     Returns:
-        ``{report, drift, drifting, jumps, images}``.
+        The page's and the drift file's URIs, the drifting classes, the rate jumps and the
+        report day's image count.
     """
     day = date or datetime.datetime.now(datetime.timezone.utc).date()
     settings = DriftSettings(window, psi, ks_alpha, min_images)
@@ -75,10 +91,8 @@ def nightly_report(output: str, date: datetime.date | None = None, window: int =
     _announce(output, history.day, uri, page, drift, drifting, jumps)
     get_run_logger().info("report of %s: %s (drifting: %s)", history.day, uri,
                           ", ".join(drifting) or "none")
-    return {"report": uri, "drift": drift_uri, "drifting": drifting,
-            "jumps": [dataclasses.asdict(jump) for jump in jumps],
-            "images": int(overall.loc[history.day, "images"]) if history.day in overall.index
-            else 0}
+    images = int(overall.loc[history.day, "images"]) if history.day in overall.index else 0
+    return ReportSummary(uri, drift_uri, tuple(drifting), tuple(jumps), images)
 
 
 def _announce(output: str, day: str, uri: str, page: ReportPage, drift: list[DriftRow],

@@ -186,7 +186,7 @@ def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 3
     grid = overlay_grid(sorted(overlays.rglob("*.jpg")), grid or output / "overlay_grid.png")
     return {"pipeline": pipeline, "inference": inference, "metrics": metrics, "history": history,
             "summary": summarize(str(paths["results"])), "paths": paths, "grid": grid,
-            "report": report["report"]}
+            "report": report.report}
 
 
 def nothing_baseline(area: dict[str, Any]) -> float:

@@ -185,11 +185,11 @@ def run_compact(args: argparse.Namespace) -> int:
     ensure_api()
     summary = compact_tables(output=args.output, month=args.month, target_mb=args.target_mb)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary.as_dict(), indent=2))
         return 0
-    print(f"{args.month}: {len(summary['partitions'])} partitions compacted, "
-          f"{summary['files_before']} files -> {summary['files_after']}"
-          + (f"; {summary['finished']} crashed commits finished" if summary["finished"] else ""))
+    print(f"{args.month}: {len(summary.partitions)} partitions compacted, "
+          f"{summary.files_before} files -> {summary.files_after}"
+          + (f"; {summary.finished} crashed commits finished" if summary.finished else ""))
     return 0
 
 

@@ -47,6 +47,6 @@ def run_report(args: argparse.Namespace) -> int:
     summary = nightly_report(output=args.output, date=args.date, window=args.window,
                              path_field=args.path_field, gallery=args.gallery,
                              registry=args.registry)
-    return print_summary(summary, args.json, f"report: {summary['report']} "
-                         f"({summary['images']} images; drifting: "
-                         f"{', '.join(summary['drifting']) or 'none'})")
+    return print_summary(summary.as_dict(), args.json, f"report: {summary.report} "
+                         f"({summary.images} images; drifting: "
+                         f"{', '.join(summary.drifting) or 'none'})")

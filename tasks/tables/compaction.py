@@ -51,6 +51,7 @@ import datetime
 import itertools
 import re
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -113,8 +114,20 @@ class CompactionResult:
     partitions: tuple[PartitionResult, ...]  # those where something was rewritten
     finished: int  # intents of crashed commits or compactions completed
 
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    @property
+    def files_before(self) -> int:
+        """Table files the compacted partitions had (those now removed)."""
+        return sum(partition.files_removed for partition in self.partitions)
+
+    @property
+    def files_after(self) -> int:
+        """Table files written in their place."""
+        return sum(partition.files_written for partition in self.partitions)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields and the file counts, as JSON-ready values."""
+        return {**dataclasses.asdict(self), "files_before": self.files_before,
+                "files_after": self.files_after}
 
 
 def month_days(month: str) -> list[RunDate]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import re
 import shutil
 import subprocess
@@ -79,7 +80,8 @@ def read_events(event: str, run_date: str) -> list:
 def test_a_planted_drift_is_flagged_and_the_page_shows_the_night(tmp_path: Path):
     out = month(tmp_path)
     summary = nightly_report(output=str(out), date=DAY, gallery=6)
-    assert summary["drifting"] == ["pothole"] and summary["images"] == 25
+    assert summary.drifting == ("pothole",) and summary.images == 25
+    assert summary.report == str(out / "reports" / f"run_date={DAY}" / "index.html")
     drift = pd.read_parquet(out / "drift" / f"run_date={DAY}" / "part-0.parquet")
     flagged = drift.set_index(["class_name", "statistic"])
     assert bool(flagged.loc[("pothole", "psi"), "drifting"]) and not flagged.loc[
@@ -98,7 +100,26 @@ def test_a_planted_drift_is_flagged_and_the_page_shows_the_night(tmp_path: Path)
     assert {s["statistic"] for s in events[0].payload["statistics"]} == {"psi", "ks"}
 
     again = nightly_report(output=str(out), date=DAY, gallery=6)  # a re-run replaces, not adds
-    assert len(pd.read_parquet(out / "drift")) == len(drift) and again["drifting"] == ["pothole"]
+    assert len(pd.read_parquet(out / "drift")) == len(drift) and again.drifting == ("pothole",)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_command_prints_one_line_or_the_summary_as_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from mrcnn_pipeline.cli import main
+
+    out = month(tmp_path)
+    command = ["report", "--output", str(out), "--date", DAY.isoformat(), "--gallery", "0"]
+    assert main([*command, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    page = out / "reports" / f"run_date={DAY}" / "index.html"
+    assert (printed["report"], printed["drifting"], printed["images"]) == (str(page),
+                                                                          ["pothole"], 25)
+    assert printed["drift"].endswith(f"run_date={DAY}/part-0.parquet")
+    assert all(set(jump) == {"rate", "today", "window_mean", "window_std"}
+               for jump in printed["jumps"])
+    assert main(command) == 0
+    assert capsys.readouterr().out == f"report: {page} (25 images; drifting: pothole)\n"
 
 
 def test_a_stable_night_raises_nothing(tmp_path: Path):
@@ -136,7 +157,7 @@ def test_the_page_shows_the_registered_accuracy_of_the_night_s_models(tmp_path: 
                           (Detected(1, 0.9, square_of(0.1, rng)),)) for k in range(3)]
         write_day(out, DAY.isoformat(), results, ("nucleus",), model=("nuclei", version))
     page = Path(nightly_report(output=str(out), date=DAY, gallery=0,
-                               registry=str(tmp_path / "registry"))["report"]).read_text()
+                               registry=str(tmp_path / "registry")).report).read_text()
     section = page[page.index("<h2 id='accuracy'>"):page.index("<h2 id='class-nucleus'>")]
     assert "<h3>nuclei@1</h3>" in section and "6 images; COCO maxDets 100" in section
     # The evaluation's numbers (worked out in tests/tasks/test_registry.py): the model misses
@@ -173,7 +194,7 @@ def chromium() -> str:
 def test_the_page_renders_in_a_headless_browser(tmp_path: Path):
     browser = chromium()
     out = month(tmp_path)
-    page = Path(nightly_report(output=str(out), date=DAY, gallery=6)["report"])
+    page = Path(nightly_report(output=str(out), date=DAY, gallery=6).report)
     shot = tmp_path / "report.png"
     common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
               "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}"]
