@@ -26,12 +26,16 @@ import datetime
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-# Before Prefect or TensorFlow load (as in the CLI): no telemetry, only TensorFlow's errors.
+# Before Prefect or TensorFlow load (as in the CLI): no telemetry, only TensorFlow's errors,
+# and oneDNN's kernels as the training process has them (tasks.training.process), so that the
+# speed probe below measures what training will run.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import PIL.Image  # noqa: E402
 
@@ -40,9 +44,26 @@ from mrcnn_pipeline.prefect_api import ensure_api_or_exit  # noqa: E402
 from tasks.exports.labelme import instance_shapes, labelme_file  # noqa: E402
 
 CLASSES = ("square", "circle", "triangle")  # the shapes preset's classes, in category order
+ONE_CLASS = ("shape",)  # every shape labelled alike: the recipe for slow machines
 SIZE = 128  # image side: the preset's IMAGE_MAX_DIM
+# Mask AP50 ≥ 0.90 on the val split: three classes need about 600 steps (the last quarter at a
+# tenth of the rate), one class about 200 (benchmarks/NOTES.md, the demo's learning curves).
+STEPS_FOR_THREE_CLASSES = 600
+# A training step of the shapes recipe takes about this many times the speed probe's time
+# (`probe_seconds`, measured on the same machine, same precision).
+STEP_OVER_PROBE = 4.5
+BUILD_SECONDS = 30.0  # building and tracing the training model, counted in the budget
 STEPS_PER_EPOCH = 50  # an epoch ends in a progress line with the time left, and a checkpoint
 LOW_RATE_FROM = 0.75  # the last quarter of the budget trains at a tenth of the rate
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassChoice:
+    """The classes the demo trains, the step time that decided it, and why."""
+
+    classes: tuple[str, ...]
+    seconds_per_step: float | None
+    reason: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,21 +85,82 @@ RECIPES = {
 DEFAULT_MINUTES = {"resnet18": 7.0, "resnet50": 30.0}
 
 
+# ---------------------------------------------------------------------------- the classes
+def probe_seconds(repeats: int = 5) -> float:
+    """Seconds of a fixed convolution workload (four 3×3 convolutions over 8 × 64² × 64 and
+    their gradient) in the precision training would use here: the machine's speed for the
+    shapes recipe, load included. About two seconds, tracing included."""
+    import tensorflow as tf
+
+    from mrcnn.precision import training_precision
+
+    dtype = tf.bfloat16 if training_precision("auto").precision != "float32" else tf.float32
+    inputs = tf.random.stateless_normal([8, 64, 64, 64], seed=[1, 2], dtype=dtype)
+    kernel = tf.Variable(tf.random.stateless_normal([3, 3, 64, 64], seed=[3, 4]) * 0.05)
+
+    @tf.function
+    def step() -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            features = inputs
+            for _ in range(4):
+                features = tf.nn.relu(tf.nn.conv2d(features, tf.cast(kernel, dtype), 1, "SAME"))
+            loss = tf.reduce_mean(tf.cast(features, tf.float32))
+        return tape.gradient(loss, kernel)
+
+    step()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step().numpy()
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def choose_classes(minutes: float, requested: str = "auto",
+                   probe: float | None = None) -> ClassChoice:
+    """Three classes where this machine trains enough steps in `minutes` for mask AP50 ≥ 0.90,
+    else one class ("shape"), which learns about three times faster per step.
+
+    Args:
+        requested: ``auto``, ``3`` or ``1``.
+        probe: `probe_seconds()` (measured when None and `requested` is ``auto``).
+    """
+    if requested == "3":
+        return ClassChoice(CLASSES, None, "three classes, as asked (--classes 3)")
+    if requested == "1":
+        return ClassChoice(ONE_CLASS, None, "one class, as asked (--classes 1)")
+    if requested != "auto":
+        raise ValueError(f"classes must be auto, 3 or 1, got {requested!r}")
+    per_step = STEP_OVER_PROBE * (probe_seconds() if probe is None else probe)
+    steps = max(0.0, 60 * minutes - BUILD_SECONDS) / per_step
+    if steps >= STEPS_FOR_THREE_CLASSES:
+        return ClassChoice(CLASSES, per_step, f"about {per_step:.2f} s per step here: "
+                           f"{steps:.0f} steps in {minutes:g} minutes, enough for three classes")
+    return ClassChoice(ONE_CLASS, per_step, (
+        f"about {per_step:.2f} s per step here: {steps:.0f} steps in {minutes:g} minutes, "
+        f"fewer than the {STEPS_FOR_THREE_CLASSES} three classes need for mask AP50 0.90, so "
+        "one class 'shape' (--classes 3 forces three; --minutes gives more time)"))
+
+
 # ---------------------------------------------------------------------------- synthetic data
-def write_labelme_folder(folder: Path, count: int, size: int = SIZE, seed: int = 1) -> list[Path]:
+def write_labelme_folder(folder: Path, count: int, size: int = SIZE, seed: int = 1,
+                         classes: tuple[str, ...] = CLASSES) -> list[Path]:
     """Write `count` annotated shapes images (`shapes_<n>.png` + `.json`) and `labels.txt`.
 
     Shapes overlap as they do in `incoming/` and in real photos; each is annotated by the
     outline of what is visible of it, as an annotator would draw it (several polygons sharing
-    a `group_id` where it shows in pieces or with a hole).
+    a `group_id` where it shows in pieces or with a hole). With `ONE_CLASS` every shape is
+    labelled "shape".
 
     Returns:
         The JSON files written.
     """
     if count < 1:
         raise ValueError(f"need at least 1 annotated image, got {count}")
+    if classes not in (CLASSES, ONE_CLASS):
+        raise ValueError(f"classes must be {CLASSES} or {ONE_CLASS}, got {classes}")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    (folder / "labels.txt").write_text("\n".join(classes) + "\n")
     shapes = ShapesDataset()
     shapes.load_shapes(count, size, size, seed=seed)  # specs only; drawn when loaded
     shapes.prepare()
@@ -86,7 +168,8 @@ def write_labelme_folder(folder: Path, count: int, size: int = SIZE, seed: int =
     for image_id in shapes.image_ids:
         masks, class_ids = shapes.load_mask(image_id)
         drawn = [shape for number, class_id in enumerate(class_ids, start=1)
-                 for shape in instance_shapes(CLASSES[class_id - 1], masks[..., number - 1],
+                 for shape in instance_shapes(classes[(class_id - 1) % len(classes)],
+                                              masks[..., number - 1],
                                               number)]
         name = f"shapes_{image_id:04d}.png"
         PIL.Image.fromarray(shapes.load_image(image_id)).save(folder / name)
@@ -110,7 +193,8 @@ def write_incoming(folder: Path, count: int, size: int = SIZE, seed: int = 2) ->
 
 # ---------------------------------------------------------------------------- training config
 def training_config(minutes: float, overrides: dict[str, Any] | None = None,
-                    backbone: str = "resnet18") -> dict[str, Any]:
+                    backbone: str = "resnet18",
+                    classes: tuple[str, ...] = CLASSES) -> dict[str, Any]:
     """The `shapes` preset trained from scratch for `minutes` of wall-clock time.
 
     The preset's default stages (heads, then all layers at lr / 10) suit pretrained backbones;
@@ -124,6 +208,7 @@ def training_config(minutes: float, overrides: dict[str, Any] | None = None,
         minutes: training time budget, model building included.
         overrides: extra `mrcnn.Config` values (tests shrink the model with them).
         backbone: one of `RECIPES`.
+        classes: `CLASSES` or `ONE_CLASS` (see `choose_classes`).
     """
     from tasks.training.config import PRESETS
 
@@ -133,7 +218,7 @@ def training_config(minutes: float, overrides: dict[str, Any] | None = None,
         raise ValueError(f"backbone must be one of {sorted(RECIPES)}, got {backbone!r}")
     recipe = RECIPES[backbone]
     rate = {**PRESETS["shapes"]["config"], **recipe.overrides}["LEARNING_RATE"]
-    return {"preset": "shapes", "minutes": minutes,
+    return {"preset": "shapes", "minutes": minutes, "classes": list(classes),
             "config": {**recipe.overrides, "STEPS_PER_EPOCH": STEPS_PER_EPOCH,
                        "TRAINING_PRECISION": "auto", "INFERENCE_PRECISION": "auto",
                        **(overrides or {})},
@@ -144,7 +229,7 @@ def training_config(minutes: float, overrides: dict[str, Any] | None = None,
 # ---------------------------------------------------------------------------- the job
 def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 30,
         overrides: dict[str, Any] | None = None, backbone: str = "resnet18",
-        grid: Path | None = None) -> dict[str, Any]:
+        grid: Path | None = None, classes: str = "auto") -> dict[str, Any]:
     """Generate the data, train to `shapes@production`, run batch inference.
 
     Args:
@@ -155,9 +240,12 @@ def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 3
         overrides: `mrcnn.Config` values for the training config.
         backbone: the recipe (`RECIPES`).
         grid: where the overlay grid goes (default `<output>/overlay_grid.png`).
+        classes: ``auto`` (`choose_classes`; the ResNet-50 recipe always trains three),
+            ``3`` or ``1``.
 
     Returns:
-        `{pipeline, inference, metrics, summary: (columns, rows), paths, grid, report}`.
+        `{pipeline, inference, metrics, history, classes (a ClassChoice), summary: (columns,
+        rows), paths, grid, report}`.
     """
     from flows.batch_inference import batch_inference
     from flows.nightly_report import nightly_report
@@ -169,12 +257,15 @@ def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 3
     output = output.resolve()
     paths = {name: output / name for name in ("labelme", "incoming", "dataset", "registry",
                                                "results")}
-    write_labelme_folder(paths["labelme"], images)
+    choice = choose_classes(minutes, "3" if backbone != "resnet18" and classes == "auto"
+                            else classes)
+    print(f"classes: {', '.join(choice.classes)} ({choice.reason})", flush=True)
+    write_labelme_folder(paths["labelme"], images, classes=choice.classes)
     write_incoming(paths["incoming"], incoming)
     pipeline = training_pipeline(
         source=str(paths["labelme"]), dataset=str(paths["dataset"]),
-        config=training_config(minutes, overrides, backbone), registry=str(paths["registry"]),
-        labels=str(paths["labelme"] / "labels.txt"))
+        config=training_config(minutes, overrides, backbone, choice.classes),
+        registry=str(paths["registry"]), labels=str(paths["labelme"] / "labels.txt"))
     inference = batch_inference(input_uri=str(paths["incoming"]), output_uri=str(paths["results"]),
                                 model="shapes@production", registry=str(paths["registry"]))
     report = nightly_report(output=str(paths["results"]),
@@ -185,7 +276,8 @@ def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 3
     overlays = paths["results"] / "overlays" / f"run_date={inference['run_date']}"
     grid = overlay_grid(sorted(overlays.rglob("*.jpg")), grid or output / "overlay_grid.png")
     return {"pipeline": pipeline, "inference": inference, "metrics": metrics, "history": history,
-            "summary": summarize(str(paths["results"])), "paths": paths, "grid": grid,
+            "classes": choice, "summary": summarize(str(paths["results"])), "paths": paths,
+            "grid": grid,
             "report": report.report}
 
 
@@ -238,6 +330,7 @@ def report(outcome: dict[str, Any]) -> str:
     return "\n".join([
         "",
         f"registered {pipeline['reference']}: {decision}",
+        f"classes: {', '.join(outcome['classes'].classes)} ({outcome['classes'].reason})",
         training_line(outcome["history"]),
         f"validation ({metrics['images']} images): mask AP50 {segm['AP50']:.3f}, mask AP "
         f"{segm['AP']:.3f}, box AP {metrics['bbox']['AP']:.3f}",
@@ -286,12 +379,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=300, help="annotated images (default 300)")
     parser.add_argument("--incoming", type=int, default=30,
                         help="held-out images for batch inference (default 30)")
+    parser.add_argument("--classes", choices=("auto", "3", "1"), default="auto",
+                        help="3: square, circle, triangle; 1: every shape is a 'shape', which "
+                        "learns about three times faster per step; auto (default): 3 where "
+                        "this machine trains enough steps in --minutes for mask AP50 0.90")
     args = parser.parse_args(argv)
     logging.getLogger("prefect.task_runs").addFilter(_HideFinishedTasks())
     ensure_api_or_exit("python -m mrcnn_pipeline.demo")
     minutes = args.minutes or DEFAULT_MINUTES[args.backbone]
     print(report(run(args.output, minutes, args.images, args.incoming, backbone=args.backbone,
-                     grid=args.grid)))
+                     grid=args.grid, classes=args.classes)))
     return 0
 
 

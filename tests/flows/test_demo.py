@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mrcnn.shapes import ShapesDataset, draw_masks
-from mrcnn_pipeline.demo import (CLASSES, nothing_baseline, report, run, training_config,
-                                 write_labelme_folder)
+from mrcnn_pipeline.demo import (CLASSES, ONE_CLASS, choose_classes, nothing_baseline,
+                                 probe_seconds, report, run, training_config, write_labelme_folder)
 from tasks import registry
 from tasks.annotations.labelme import read_labelme
 from tasks.training.config import load_training_config
@@ -59,6 +59,29 @@ def test_labelme_folder_holds_overlapping_shapes_as_annotators_draw_them(tmp_pat
         write_labelme_folder(tmp_path, 0)
 
 
+def test_the_one_class_recipe_labels_every_shape_alike(tmp_path: Path):
+    files = write_labelme_folder(tmp_path, 5, classes=ONE_CLASS)
+    assert (tmp_path / "labels.txt").read_text().split() == ["shape"]
+    labels = {s["label"] for f in files for s in json.loads(f.read_text())["shapes"]}
+    assert labels == {"shape"}
+    training = load_training_config(training_config(5, classes=ONE_CLASS))
+    assert training.classes == ["shape"] and training.mrcnn_config().NUM_CLASSES == 2
+
+
+def test_three_classes_where_the_machine_trains_enough_steps_else_one():
+    fast = choose_classes(7, probe=0.05)  # 0.23 s per step: about 1700 steps in 7 minutes
+    assert fast.classes == CLASSES and "enough for three classes" in fast.reason
+    slow = choose_classes(7, probe=0.5)  # 2.25 s per step: about 170 steps
+    assert slow.classes == ONE_CLASS and "--classes 3 forces three" in slow.reason
+    assert slow.seconds_per_step == pytest.approx(2.25)
+    assert choose_classes(7, "3", probe=0.5).classes == CLASSES
+    assert choose_classes(7, "1", probe=0.05).classes == ONE_CLASS
+    with pytest.raises(ValueError, match="auto, 3 or 1"):
+        choose_classes(7, "2")
+    probe = probe_seconds(repeats=2)  # the real measurement: a fixed workload, seconds
+    assert 0 < probe < 30
+
+
 def test_training_config_is_the_light_recipe_on_the_clock():
     training = load_training_config(training_config(5))
     config = training.mrcnn_config()
@@ -87,7 +110,8 @@ def test_training_config_is_the_light_recipe_on_the_clock():
 
 @pytest.mark.slow
 def test_the_whole_demo_chain_with_a_tiny_model(prefect_harness, tmp_path: Path):
-    outcome = run(tmp_path / "demo", minutes=0.1, images=10, incoming=3, overrides=TINY)
+    outcome = run(tmp_path / "demo", minutes=0.1, images=10, incoming=3, overrides=TINY,
+                  classes="3")
     paths = outcome["paths"]
 
     pipeline = outcome["pipeline"]
