@@ -141,7 +141,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
         precision: ``float32``, ``bfloat16`` or ``auto`` for Keras weights and OpenVINO
             exports (default: the model's INFERENCE_PRECISION); bfloat16 runs only on CPUs
             with AVX512_BF16 or AMX (elsewhere float32 runs; ``auto`` picks bfloat16 there).
-            The summary's ``precision`` lists what the shards computed in.
+            ``int8`` runs an INT8 OpenVINO export whose check passed (and such an export runs
+            with nothing else). The summary's ``precision`` lists what the shards computed in.
         isolate_shards: run each shard in a child process, so that a runtime crashing (a
             segmentation fault) costs that shard (retried once, then failed; its images are
             retried by the next run), not the run. Default: on for ``openvino``.

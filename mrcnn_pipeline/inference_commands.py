@@ -45,10 +45,12 @@ def add_infer(subparsers: argparse._SubParsersAction) -> None:
     registry_argument(parser)
     runtime_argument(parser)
     backbone_argument(parser)
-    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto"),
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto", "int8"),
                         help="float32, bfloat16 or auto for Keras weights and OpenVINO exports "
                         "(default: the model's INFERENCE_PRECISION); bfloat16 runs only where "
-                        "the CPU has AVX512_BF16 or AMX (elsewhere float32), auto picks it there")
+                        "the CPU has AVX512_BF16 or AMX (elsewhere float32), auto picks it there; "
+                        "int8 runs an INT8 OpenVINO export whose check passed (export-model "
+                        "--precision int8), and an INT8 export runs only with int8")
     parser.add_argument("--run-date", type=iso_date, metavar="YYYY-MM-DD",
                         help="output partition (default: today, UTC)")
     parser.add_argument("--min-confidence", type=fraction, metavar="F",

@@ -42,6 +42,9 @@ class ModelArtifact:
             the bytes still have it.
         backbone: the callable the config's BACKBONE names, as the caller of `resolve` gave
             it (None for a built-in backbone); never imported from a name in a file.
+        int8_check: for an INT8 OpenVINO export, its check's verdict (``"passed"``,
+            ``"failed"``, or ``"missing"`` for an INT8 graph without its report); None for a
+            float model. Only a passed one runs, and only at precision ``"int8"``.
     """
 
     name: str
@@ -56,6 +59,7 @@ class ModelArtifact:
     registry_uri: str | None = None
     sha256: str | None = None
     backbone: Callable[..., Any] | None = None
+    int8_check: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -83,4 +87,6 @@ class ModelArtifact:
             described.update(reference=self.reference, registry=self.registry_uri)
         if self.sha256:
             described["sha256"] = self.sha256
+        if self.int8_check:
+            described["int8_check"] = self.int8_check
         return described

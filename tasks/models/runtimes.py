@@ -8,8 +8,10 @@ contract as `MaskRCNN.detect`.
 Precision (``"float32"``, ``"bfloat16"`` or ``"auto"``, default the model's
 INFERENCE_PRECISION) can be chosen at build time for Keras weights and OpenVINO IR, and is
 resolved for this machine by `mrcnn.precision` (bfloat16 only where the CPU has it natively);
-a SavedModel or ONNX graph runs in the precision it was exported with. `LoadedModel.precision`
-records what runs, and why.
+a SavedModel or ONNX graph runs in the precision it was exported with. ``"int8"`` runs an INT8
+OpenVINO export (`tasks.models.int8`) whose check passed, and nothing else; an INT8 export
+runs at no other precision, so no default and no ``"auto"`` ever switches a model to INT8.
+`LoadedModel.precision` records what runs, and why.
 
 Building a graph and reading its weights takes seconds, so the shard tasks of one worker
 process share one built model (keyed on the artifact, runtime, batch size and threshold).
@@ -31,7 +33,8 @@ from tasks import registry, storage
 from tasks.models.artifact import KERAS, ONNX, OPENVINO, SAVED_MODEL, ModelArtifact
 
 RUNTIMES = {"tensorflow": (KERAS, SAVED_MODEL), "onnxruntime": (ONNX,), "openvino": (OPENVINO,)}
-PRECISIONS = ("float32", "bfloat16", "auto")  # mrcnn.precision.INFERENCE_PRECISIONS
+INT8 = "int8"  # an INT8 OpenVINO export whose check passed; never chosen by "auto"
+PRECISIONS = ("float32", "bfloat16", "auto", INT8)  # mrcnn.precision.INFERENCE_PRECISIONS + int8
 CHOSEN_PRECISION = (KERAS, OPENVINO)  # formats whose precision is chosen when built
 Detect = Callable[[Sequence[np.ndarray]], list[dict[str, np.ndarray]]]
 
@@ -84,13 +87,15 @@ def build(artifact: ModelArtifact, runtime: str = "tensorflow", batch_size: int 
         batch_size: images per `detect` batch.
         min_confidence: DETECTION_MIN_CONFIDENCE for Keras weights; an export keeps the one
             it was exported with (filter its results afterwards).
-        precision: ``"float32"`` or ``"bfloat16"`` for Keras weights and OpenVINO IR
-            (default: the model's INFERENCE_PRECISION).
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras weights and
+            OpenVINO IR (default: the model's INFERENCE_PRECISION); ``"int8"`` for an INT8
+            OpenVINO export whose check passed.
 
     Raises:
         ValueError: unknown runtime, a format the runtime does not run, a precision the
-            format cannot change, weights that changed since `resolve`, or weights that do
-            not fit the config.
+            format cannot change, INT8 on a float model or a float precision on an INT8
+            export, an INT8 export that did not pass its check, weights that changed since
+            `resolve`, or weights that do not fit the config.
     """
     check_runtime(artifact, runtime, precision)
     if batch_size < 1:
@@ -113,6 +118,9 @@ def check_runtime(artifact: ModelArtifact, runtime: str, precision: str | None =
         raise ValueError(f"model {artifact.origin!r} is a {artifact.format} model, which runtime "
                          f"{runtime!r} does not run (use {' or '.join(runs)}, or export it "
                          "with mrcnn-pipeline export-model)")
+    if artifact.int8_check or precision == INT8:
+        _check_int8(artifact, precision)
+        return
     if precision is None:
         return
     if precision not in PRECISIONS:
@@ -124,11 +132,33 @@ def check_runtime(artifact: ModelArtifact, runtime: str, precision: str | None =
                          "an OpenVINO export for that)")
 
 
+def _check_int8(artifact: ModelArtifact, precision: str | None) -> None:
+    """INT8 runs only when asked for, and only an export whose check passed."""
+    how = ("export one with mrcnn-pipeline export-model --format openvino --precision int8 "
+           "--calibration URI")
+    if not artifact.int8_check:
+        precision_of = artifact.config.get("INFERENCE_PRECISION", "float32")
+        raise ValueError(f"model {artifact.origin!r} is not an INT8 export (format "
+                         f"{artifact.format}, {precision_of}): {how}")
+    if artifact.int8_check != "passed":
+        why = ("failed its check (see its int8_check.json)" if artifact.int8_check == "failed"
+               else "has no check report (int8_check.json)")
+        raise ValueError(f"INT8 export {artifact.origin!r} {why}: it does not run; {how}")
+    if precision != INT8:
+        raise ValueError(f"model {artifact.origin!r} is an INT8 export: run it with --precision "
+                         f"int8 (precision {precision or 'default'} never switches to INT8)")
+
+
 def _build(artifact: ModelArtifact, runtime: str, batch_size: int,
            min_confidence: float | None, precision: str | None) -> LoadedModel:
     from mrcnn.precision import PrecisionChoice, inference_precision
 
     overrides: dict[str, Any] = {"IMAGES_PER_GPU": batch_size, "GPU_COUNT": 1}
+    if precision == INT8:  # its float parts run in float32, as its check measured them
+        config = model_config(artifact, **overrides)
+        chosen = PrecisionChoice(INT8, INT8, "INT8 export whose check passed; float parts in "
+                                 "float32")
+        return LoadedModel(artifact, runtime, config, _exported_detect(artifact, config), chosen)
     if precision and artifact.format in CHOSEN_PRECISION:
         overrides["INFERENCE_PRECISION"] = precision
     if artifact.format == KERAS:

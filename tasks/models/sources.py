@@ -28,6 +28,7 @@ from typing import Any
 
 from mrcnn.config import AllowedBackbones, Backbone, Config, NamedBackbone
 from tasks import registry, storage
+from tasks.models.int8 import int8_verdict
 from tasks.training import runs as training_runs
 from tasks.models.artifact import (CLASSES_FILE, CONFIG_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE,
                                    KERAS, ONNX, OPENVINO, SAVED_MODEL, ModelArtifact)
@@ -141,7 +142,8 @@ def _from_export(folder: str, backbones: AllowedBackbones) -> ModelArtifact:
     return ModelArtifact(name=str(described.get("name", settings.get("NAME", "model"))),
                          version=str(described.get("version", f"sha256-{digest[:16]}")),
                          format=graphs[0], uri=folder, config=settings, class_names=names,
-                         origin=folder, sha256=digest)
+                         origin=folder, sha256=digest,
+                         int8_check=int8_verdict(folder, files) if graphs[0] == OPENVINO else None)
 
 
 def _allowed_backbone(settings: Any, source: str, backbones: AllowedBackbones,

@@ -31,8 +31,13 @@ def _number(value: float | None) -> str:
 
 
 def model_card(version: Any, classes: list[str], config: dict[str, Any],
-               metrics: dict[str, Any], lineage: dict[str, Any]) -> str:
-    """MODEL_CARD.md: what the model detects, how well, and where it comes from."""
+               metrics: dict[str, Any], lineage: dict[str, Any],
+               int8_check: dict[str, Any] | None = None) -> str:
+    """MODEL_CARD.md: what the model detects, how well, and where it comes from.
+
+    ``int8_check``: the report of the version's INT8 export (``int8_check.json``), shown in a
+    section of its own.
+    """
     rows = ["| " + " | ".join(row.cells()) + " |" for row in accuracy_rows(metrics, classes)]
     warning = limit_warning(metrics)
     dataset = lineage.get("dataset") or {}
@@ -60,6 +65,7 @@ def model_card(version: Any, classes: list[str], config: dict[str, Any],
           for i, s in enumerate(stages, start=1)],
         f"- flow run: `{lineage.get('flow_run_id')}`; code: {_code_text(lineage.get('code_version'))}",
         "",
+        *(_int8_section(int8_check) if int8_check else []),
         "## Use", "",
         "```python",
         "from tasks.models import build, resolve",
@@ -68,6 +74,31 @@ def model_card(version: Any, classes: list[str], config: dict[str, Any],
         "```", "",
     ]
     return "\n".join(lines)
+
+
+def _int8_section(report: dict[str, Any]) -> list[str]:
+    """The INT8 export's check: verdict, the three numbers against their limits, per class."""
+    check = report["check"]
+    limits = check["tolerances"]
+    drop = check.get("ap50_drop")
+    share = check.get("matched_share")
+    rows = [f"| {c['name']} | {c['mean_pp']:.3f} | {c['max_pp']:.3f} |" for c in check["classes"]]
+    return [
+        "## INT8 export (OpenVINO)", "",
+        f"`exports/openvino-int8/`: check **{'passed' if report['passed'] else 'failed'}** on "
+        f"{check['images']} held-out images ({report['held_out']['source']}), calibrated on "
+        f"{report['calibration']['images']} images ({report['calibration']['source']}); "
+        f"run it with `--runtime openvino --precision int8`.", "",
+        f"- area-ratio difference, worst class mean: {check['area_difference_pp']:.3f} pp "
+        f"(limit {limits['area_difference_pp']})",
+        f"- mask AP50 drop against {check['reference']}: {_number(drop)} "
+        f"(limit {limits['ap50_drop']})",
+        f"- float32 instances INT8 finds (mask IoU >= 0.5): {_number(share)} "
+        f"(limit {limits['matched_share']})",
+        f"- detect time on {report['machine']['cpu']}: float32 {check['seconds_float32']:.1f} s, "
+        f"INT8 {check['seconds_int8']:.1f} s", "",
+        "| class | mean difference (pp) | largest difference (pp) |", "|---|---|---|", *rows, "",
+    ]
 
 
 def _code_text(code: dict[str, Any] | None) -> str:
