@@ -12,6 +12,9 @@ timings only. Seconds per image cover the whole call on uint8 images, pre-proces
 full-size bool masks included, for both engines. `--runtimes openvino onnxruntime` also run
 our model exported (`MaskRCNN.export(format=...)`, one conversion per size, its seconds
 recorded) in OpenVINO (fp32, and bf16 with `--bf16`) and in ONNX Runtime (fp32 only);
+`--runtimes openvino-int8` runs the OpenVINO export quantized to INT8 by `mrcnn.quantize`
+(calibrated on `INT8_CALIBRATION_IMAGES` random images: with random weights only its speed
+means something; its float parts in float32);
 `--backbones resnet18 resnet50` measures ours with each backbone. Each engine runs in its own
 child process (own peak RSS); the JSON on stdout holds every figure and the ratios over
 torchvision.
@@ -31,10 +34,13 @@ import numpy as np
 
 from benchmarks import common
 
-ENGINES = ("ours", "ours-openvino", "ours-onnxruntime", "torchvision")
-RUNTIME_ENGINES = {"tensorflow": "ours", "openvino": "ours-openvino", "onnxruntime": "ours-onnxruntime"}
-EXPORT_FORMATS = {"ours-openvino": "openvino", "ours-onnxruntime": "onnx"}  # engine -> export format
-FP32_ONLY = ("ours-onnxruntime",)
+ENGINES = ("ours", "ours-openvino", "ours-openvino-int8", "ours-onnxruntime", "torchvision")
+RUNTIME_ENGINES = {"tensorflow": "ours", "openvino": "ours-openvino", "openvino-int8": "ours-openvino-int8",
+                   "onnxruntime": "ours-onnxruntime"}
+# engine -> export format
+EXPORT_FORMATS = {"ours-openvino": "openvino", "ours-openvino-int8": "openvino-int8", "ours-onnxruntime": "onnx"}
+FP32_ONLY = ("ours-onnxruntime", "ours-openvino-int8")  # INT8 runs its float parts in fp32
+INT8_CALIBRATION_IMAGES = 4
 TASKS = ("inference", "train")
 PRECISIONS = ("fp32", "bf16")
 NUM_CLASSES = 81
@@ -115,7 +121,14 @@ def ours_export_inference(format: str, size: int, batch: int, runs: int, warmup:
     if (format, size) not in _exports:
         folder = tempfile.mkdtemp(prefix=f"bench-{format}-{size}-")
         started = time.perf_counter()
-        MaskRCNN("inference", config, folder).export(folder, format=format)
+        MaskRCNN("inference", config, folder).export(folder, format=format.removesuffix("-int8"))
+        if format.endswith("-int8"):
+            from mrcnn.quantize import QuantizationSettings, quantize_openvino
+
+            quantized = os.path.join(folder, "int8")
+            quantize_openvino(folder, quantized, common.random_images(INT8_CALIBRATION_IMAGES, size, seed=1),
+                              QuantizationSettings(calibration_images=INT8_CALIBRATION_IMAGES))
+            folder = quantized
         _exports[format, size] = (folder, round(time.perf_counter() - started, 1))
     folder, conversion = _exports[format, size]
     threads = common.tf_threads().get("intra_op") or None
@@ -341,7 +354,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (tracing, caches)")
     parser.add_argument("--runtimes", nargs="+", choices=tuple(RUNTIME_ENGINES), default=["tensorflow"],
                         help="runtimes of ours: tensorflow (the Keras model), openvino (its OpenVINO IR export), "
-                        "onnxruntime (its ONNX export)")
+                        "openvino-int8 (that export quantized to INT8), onnxruntime (its ONNX export)")
     parser.add_argument("--peer", choices=("auto", "none"), default="auto",
                         help="auto: also run torchvision when torch and torchvision are installed")
     parser.add_argument("--train-step", action="store_true", help="also time a training step")

@@ -50,14 +50,14 @@ PARTS = ("bare", "flow_local", "flow_s3", "rss")
 
 
 # ---------------------------------------------------------------------- data (parent)
-def write_images(folder: Path, count: int, height: int, width: int) -> list[Path]:
+def write_images(folder: Path, count: int, height: int, width: int, seed: int = 0) -> list[Path]:
     """`count` shapes images as JPEG files `folder/NNNNN.jpg` (no TensorFlow needed)."""
     from PIL import Image
 
     from mrcnn.shapes import ShapesDataset
 
     shapes = ShapesDataset()
-    shapes.load_shapes(count, height, width, seed=0, max_shapes=6)
+    shapes.load_shapes(count, height, width, seed=seed, max_shapes=6)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(count):

@@ -154,8 +154,8 @@ def export_int8(artifact: ModelArtifact, request: Int8Request, output: str | Non
         float_folder, int8_folder = Path(work, "float32"), Path(work, "int8")
         model.export(float_folder, format="openvino")
         quantized = quantize_openvino(
-            float_folder, int8_folder, LazyImages(calibration.uris[:request.calibration_images]),
-            settings)
+            float_folder, int8_folder, LazyImages(spread(calibration.uris,
+                                                          request.calibration_images)), settings)
         check = check_int8(load_exported(float_folder, precision="float32"),
                            load_exported(int8_folder, precision="float32"),
                            check_images(held_out, request.check_images), artifact.class_names,
@@ -255,6 +255,14 @@ def _folder_images(uri: str, role: str) -> tuple[str, ...]:
     return images
 
 
+def spread(uris: Sequence[str], count: int) -> tuple[str, ...]:
+    """``count`` of ``uris`` evenly spaced over the sorted list (all of them when fewer): a
+    folder sorted by site or date is sampled across, not from its start."""
+    if count >= len(uris):
+        return tuple(uris)
+    return tuple(uris[int(i)] for i in np.linspace(0, len(uris) - 1, count).round())
+
+
 class LazyImages(Sequence[np.ndarray]):
     """Images read and decoded when indexed (NNCF reads the calibration set more than once,
     and a few hundred full-size photos would not fit in memory at once)."""
@@ -280,7 +288,7 @@ def read_image(uri: str) -> np.ndarray:
 
 def check_images(images: ImageSet, limit: int) -> Iterator[CheckImage]:
     """Up to ``limit`` held-out images, with ground truth where the set has it."""
-    for uri in images.uris[:limit]:
+    for uri in spread(images.uris, limit):
         if images.truth is None:
             yield CheckImage(read_image(uri))
         else:
