@@ -52,7 +52,10 @@ VARIANTS = {
     "plus-roi-align": (("box_arithmetic", "roi_align"), "performance"),
     "all-candidates": (("box_arithmetic", "softmax", "box_deltas", "mask_sigmoid", "roi_align"),
                        "performance"),
+    "box-arithmetic-deltas": (("box_arithmetic", "box_deltas"), "performance"),
+    "plus-classifier": (("box_arithmetic", "box_deltas", "classifier"), "performance"),
 }
+BF16_REFERENCE = "bf16-reference"  # no quantization: OpenVINO bf16 under the same check
 PIPELINE_CALIBRATION_SEED = 7  # calibration images differ from the measured ones
 RUN_DATE = "2026-01-01"
 
@@ -78,6 +81,9 @@ def accuracy(job: dict[str, Any]) -> dict[str, Any]:
             float_folder, format="openvino")
         float32 = load_exported(float_folder, precision="float32")
         for name in job["variants"]:
+            if name == BF16_REFERENCE:
+                records.append(_bf16_reference(float_folder, float32, held_out, job, artifact))
+                continue
             parts, preset = VARIANTS[name]
             for count in job["calibration_images"]:
                 settings = QuantizationSettings(count, parts, preset)
@@ -96,6 +102,24 @@ def accuracy(job: dict[str, Any]) -> dict[str, Any]:
     return {"model": artifact.describe(), "calibration": calibration.description,
             "held_out": held_out.description, "records": records,
             "peak_rss_mib": common.peak_rss_mib()}
+
+
+def _bf16_reference(float_folder: Path, float32: Any, held_out: Any, job: dict[str, Any],
+                    artifact: Any) -> dict[str, Any]:
+    """The same check of OpenVINO bf16 against float32: how much a model moves when its
+    arithmetic changes without quantization (only where the CPU computes bf16 natively)."""
+    from mrcnn.export import load_exported
+    from mrcnn.hardware import detect
+    from mrcnn.int8_check import Tolerances, check_int8
+    from tasks.models.int8 import check_images
+
+    if not detect(include_gpus=False).native_bf16:
+        return {"variant": BF16_REFERENCE, "skipped": "no native bf16 on this CPU"}
+    report = check_int8(float32, load_exported(float_folder, precision="bfloat16"),
+                        check_images(held_out, job["check_images"]), artifact.class_names,
+                        Tolerances(area_difference_pp=100.0, ap50_drop=1.0, matched_share=0.0))
+    print(f"[bench] {BF16_REFERENCE}: {report.summary()}", file=sys.stderr, flush=True)
+    return {"variant": BF16_REFERENCE, **_rounded(report.to_dict())}
 
 
 def _rounded(value: Any) -> Any:
@@ -280,7 +304,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--registry", default=os.environ.get("MRCNN_REGISTRY", "registry"))
     parser.add_argument("--dataset", help="accuracy: the model's canonical dataset (train "
                         "split calibrates, val split is held out)")
-    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=(*VARIANTS, BF16_REFERENCE),
+                        default=[*VARIANTS, BF16_REFERENCE])
     parser.add_argument("--calibration-images", dest="calibration_images_list", type=int,
                         nargs="+", default=[100], metavar="N",
                         help="accuracy: calibration sizes, each measured; pipeline: the first")
