@@ -58,13 +58,18 @@ def export_artifact(artifact: ModelArtifact, format: str, output: str | None = N
                   "source": artifact.describe()}
         _write(os.path.join(folder, EXPORT_MODEL_FILE), origin)
         _write(os.path.join(folder, CLASSES_FILE), list(artifact.class_names))
-        files = sorted(str(path.relative_to(folder)).replace(os.sep, "/")
-                       for path in Path(folder).rglob("*") if path.is_file())
-        # The config goes last: resolve() takes a folder for an export once it is there.
-        files.sort(key=lambda name: name == EXPORT_CONFIG_FILE)
-        for relative in files:
-            storage.write_bytes(storage.join(target, relative), Path(folder, relative).read_bytes())
+        upload_folder(Path(folder), target)
     return target
+
+
+def upload_folder(folder: Path, target: str) -> None:
+    """Copy a local export folder to ``target``, its config last: `resolve` takes a folder
+    for an export once ``mrcnn_config.json`` is there."""
+    files = sorted(str(path.relative_to(folder)).replace(os.sep, "/")
+                   for path in folder.rglob("*") if path.is_file())
+    files.sort(key=lambda name: name == EXPORT_CONFIG_FILE)
+    for relative in files:
+        storage.write_bytes(storage.join(target, relative), (folder / relative).read_bytes())
 
 
 def _write(path: str, value: object) -> None:

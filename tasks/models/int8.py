@@ -30,7 +30,7 @@ import datetime
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,8 @@ from mrcnn.int8_check import CheckImage, Tolerances
 from mrcnn.quantize import DEFAULT_FLOAT_PARTS
 from tasks import registry, storage
 from tasks.annotations.canonical import ANNOTATIONS_FOLDER, split_of
-from tasks.models.artifact import (CLASSES_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE, KERAS,
-                                   ModelArtifact)
+from tasks.models.artifact import CLASSES_FILE, EXPORT_MODEL_FILE, KERAS, ModelArtifact
+from tasks.models.exports import EXPORTS_FOLDER, upload_folder
 from tasks.models.runtimes import keras_model, model_config
 
 CHECK_FILE = "int8_check.json"  # the check's report, inside the INT8 export folder
@@ -95,12 +95,13 @@ class ImageSet:
     Attributes:
         description: what they are, naming the user's URI (for reports and errors).
         uris: the image files.
-        truth: ground truth per image (``(class_ids, masks)`` loaders) or None.
+        truth: for a dataset split, each image's `mrcnn.dataset.CocoDataset` and image id
+            (its ground truth); None for an image folder.
     """
 
     description: str
     uris: tuple[str, ...]
-    truth: Any = None
+    truth: Mapping[str, tuple[Any, int]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +124,7 @@ def int8_export_uri(artifact: ModelArtifact) -> str:
     """
     if not artifact.reference:
         raise ValueError(f"model {artifact.origin!r} is not a registry version: give --output")
-    return storage.join(artifact.uri.rsplit("/", 1)[0], "exports", INT8_FOLDER)
+    return storage.join(artifact.uri.rsplit("/", 1)[0], EXPORTS_FOLDER, INT8_FOLDER)
 
 
 def export_int8(artifact: ModelArtifact, request: Int8Request, output: str | None = None
@@ -180,16 +181,6 @@ def export_int8(artifact: ModelArtifact, request: Int8Request, output: str | Non
     if artifact.reference and output is None:
         refresh_model_card(artifact, report)
     return Int8Export(target, report)
-
-
-def upload_folder(folder: Path, target: str) -> None:
-    """Copy a local export folder to ``target``, its config last: `resolve` takes a folder
-    for an export once ``mrcnn_config.json`` is there."""
-    files = sorted(str(path.relative_to(folder)).replace(os.sep, "/")
-                   for path in folder.rglob("*") if path.is_file())
-    files.sort(key=lambda name: name == EXPORT_CONFIG_FILE)
-    for relative in files:
-        storage.write_bytes(storage.join(target, relative), (folder / relative).read_bytes())
 
 
 # ---------------------------------------------------------------------------- images
