@@ -41,19 +41,20 @@ from typing import Any
 from benchmarks import common
 
 PARTS = ("accuracy", "speed", "pipeline")
-# name -> (float parts, NNCF preset); measured in this order.
+# name -> (float parts, NNCF preset, fast bias correction); measured in this order.
 VARIANTS = {
-    "nncf-default": ((), "performance"),
-    "box-arithmetic": (("box_arithmetic",), "performance"),
-    "box-arithmetic-mixed": (("box_arithmetic",), "mixed"),
-    "plus-softmax": (("box_arithmetic", "softmax"), "performance"),
-    "plus-box-deltas": (("box_arithmetic", "box_deltas"), "performance"),
-    "plus-mask-sigmoid": (("box_arithmetic", "mask_sigmoid"), "performance"),
-    "plus-roi-align": (("box_arithmetic", "roi_align"), "performance"),
+    "nncf-default": ((), "performance", True),
+    "box-arithmetic": (("box_arithmetic",), "performance", True),
+    "box-arithmetic-mixed": (("box_arithmetic",), "mixed", True),
+    "plus-softmax": (("box_arithmetic", "softmax"), "performance", True),
+    "plus-box-deltas": (("box_arithmetic", "box_deltas"), "performance", True),
+    "plus-mask-sigmoid": (("box_arithmetic", "mask_sigmoid"), "performance", True),
+    "plus-roi-align": (("box_arithmetic", "roi_align"), "performance", True),
     "all-candidates": (("box_arithmetic", "softmax", "box_deltas", "mask_sigmoid", "roi_align"),
-                       "performance"),
-    "box-arithmetic-deltas": (("box_arithmetic", "box_deltas"), "performance"),
-    "plus-classifier": (("box_arithmetic", "box_deltas", "classifier"), "performance"),
+                       "performance", True),
+    "box-arithmetic-deltas": (("box_arithmetic", "box_deltas"), "performance", True),
+    "plus-classifier": (("box_arithmetic", "box_deltas", "classifier"), "performance", True),
+    "exact-bias-correction": (("box_arithmetic", "box_deltas"), "performance", False),
 }
 BF16_REFERENCE = "bf16-reference"  # no quantization: OpenVINO bf16 under the same check
 PIPELINE_CALIBRATION_SEED = 7  # calibration images differ from the measured ones
@@ -84,9 +85,9 @@ def accuracy(job: dict[str, Any]) -> dict[str, Any]:
             if name == BF16_REFERENCE:
                 records.append(_bf16_reference(float_folder, float32, held_out, job, artifact))
                 continue
-            parts, preset = VARIANTS[name]
+            parts, preset, fast_bias = VARIANTS[name]
             for count in job["calibration_images"]:
-                settings = QuantizationSettings(count, parts, preset)
+                settings = QuantizationSettings(count, parts, preset, fast_bias)
                 started = time.perf_counter()
                 quantized = quantize_openvino(float_folder, Path(work, f"{name}-{count}"),
                                               LazyImages(spread(calibration.uris, count)), settings)
