@@ -68,18 +68,18 @@ def accuracy(job: dict[str, Any]) -> dict[str, Any]:
     from mrcnn.int8_check import Tolerances, check_int8
     from mrcnn.quantize import QuantizationSettings, quantize_openvino
     from tasks.models import resolve
-    from tasks.models.int8 import Int8Request, LazyImages, check_images, image_sets, spread
+    from tasks.models.int8 import Int8Request, check_images, image_sets
     from tasks.models.runtimes import keras_model, model_config
 
     artifact = resolve(job["model"], job["registry"])
+    config = model_config(artifact, IMAGES_PER_GPU=1, GPU_COUNT=1)
     wide_open = Tolerances(area_difference_pp=100.0, ap50_drop=1.0, matched_share=0.0)
     records = []
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as work:
         calibration, held_out = image_sets(Int8Request(job["dataset"]), artifact.class_names,
-                                           work)
+                                           config, work)
         float_folder = Path(work, "float32")
-        keras_model(artifact, model_config(artifact, IMAGES_PER_GPU=1, GPU_COUNT=1)).export(
-            float_folder, format="openvino")
+        keras_model(artifact, config).export(float_folder, format="openvino")
         float32 = load_exported(float_folder, precision="float32")
         for name in job["variants"]:
             if name == BF16_REFERENCE:
@@ -90,7 +90,7 @@ def accuracy(job: dict[str, Any]) -> dict[str, Any]:
                 settings = QuantizationSettings(count, parts, preset, fast_bias)
                 started = time.perf_counter()
                 quantized = quantize_openvino(float_folder, Path(work, f"{name}-{count}"),
-                                              LazyImages(spread(calibration.uris, count)), settings)
+                                              calibration.images(count), settings)
                 seconds = time.perf_counter() - started
                 report = check_int8(float32, load_exported(quantized.folder, precision="float32"),
                                     check_images(held_out, job["check_images"]),

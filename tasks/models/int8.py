@@ -39,6 +39,7 @@ import numpy as np
 
 from mrcnn.export_openvino import OPENVINO_FILE
 from mrcnn.int8_check import CheckImage, Tolerances
+from mrcnn.intensity import Normalization
 from mrcnn.quantize import DEFAULT_FLOAT_PARTS
 from tasks import registry, storage
 from tasks.annotations.canonical import ANNOTATIONS_FOLDER, split_of
@@ -95,13 +96,20 @@ class ImageSet:
     Attributes:
         description: what they are, naming the user's URI (for reports and errors).
         uris: the image files.
+        normalization: how their intensities become 0-255 (the model's
+            INTENSITY_NORMALIZATION, as `detect` receives images in the pipeline).
         truth: for a dataset split, each image's `mrcnn.dataset.CocoDataset` and image id
             (its ground truth); None for an image folder.
     """
 
     description: str
     uris: tuple[str, ...]
+    normalization: Normalization = Normalization()
     truth: Mapping[str, tuple[Any, int]] | None = None
+
+    def images(self, count: int) -> LazyImages:
+        """Up to ``count`` of the images, spread over the set (see `spread`), read lazily."""
+        return LazyImages(spread(self.uris, count), self.normalization)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,14 +157,13 @@ def export_int8(artifact: ModelArtifact, request: Int8Request, output: str | Non
                          "quantize from its Keras weights")
     target = output or int8_export_uri(artifact)
     settings = QuantizationSettings(request.calibration_images, request.float_parts)
+    config = model_config(artifact, IMAGES_PER_GPU=1, GPU_COUNT=1)
     with tempfile.TemporaryDirectory(prefix="mrcnn-int8-") as work:
-        calibration, held_out = image_sets(request, artifact.class_names, work)
-        model = keras_model(artifact, model_config(artifact, IMAGES_PER_GPU=1, GPU_COUNT=1))
+        calibration, held_out = image_sets(request, artifact.class_names, config, work)
         float_folder, int8_folder = Path(work, "float32"), Path(work, "int8")
-        model.export(float_folder, format="openvino")
+        keras_model(artifact, config).export(float_folder, format="openvino")
         quantized = quantize_openvino(
-            float_folder, int8_folder, LazyImages(spread(calibration.uris,
-                                                          request.calibration_images)), settings)
+            float_folder, int8_folder, calibration.images(request.calibration_images), settings)
         check = check_int8(load_exported(float_folder, precision="float32"),
                            load_exported(int8_folder, precision="float32"),
                            check_images(held_out, request.check_images), artifact.class_names,
@@ -184,9 +191,14 @@ def export_int8(artifact: ModelArtifact, request: Int8Request, output: str | Non
 
 
 # ---------------------------------------------------------------------------- images
-def image_sets(request: Int8Request, class_names: Sequence[str], work: str
+def image_sets(request: Int8Request, class_names: Sequence[str], config: Any, work: str
                ) -> tuple[ImageSet, ImageSet]:
     """The calibration images and the held-out images of a request.
+
+    Args:
+        class_names: the model's, which a dataset's categories must equal.
+        config: the model's `mrcnn.config.Config` (how images are read).
+        work: a local folder for a remote dataset's copy.
 
     Raises:
         FileNotFoundError: a source that does not exist.
@@ -194,11 +206,12 @@ def image_sets(request: Int8Request, class_names: Sequence[str], work: str
             folder too small to hold any image out.
     """
     if request.check:
-        calibration = _source(request.calibration, "train", class_names, work, "calibration")
-        return calibration, _source(request.check, "val", class_names, work, "held-out")
+        calibration = _source(request.calibration, "train", class_names, config, work,
+                              "calibration")
+        return calibration, _source(request.check, "val", class_names, config, work, "held-out")
     if _is_dataset(request.calibration):
-        return (_source(request.calibration, "train", class_names, work, "calibration"),
-                _source(request.calibration, "val", class_names, work, "held-out"))
+        return (_source(request.calibration, "train", class_names, config, work, "calibration"),
+                _source(request.calibration, "val", class_names, config, work, "held-out"))
     images = _folder_images(request.calibration, "calibration")
     held = tuple(uri for uri in images
                  if split_of(storage.relative_path(uri, request.calibration), HELD_OUT_SHARE)
@@ -210,29 +223,34 @@ def image_sets(request: Int8Request, class_names: Sequence[str], work: str
                              "the INT8 model) or a held-out set with --check")
         held = images[-max(1, round(len(images) * HELD_OUT_SHARE)):]
     kept = tuple(uri for uri in images if uri not in set(held))
-    return (ImageSet(f"image folder {request.calibration} (without its held-out fifth)", kept),
-            ImageSet(f"image folder {request.calibration} (a fifth held out by path hash)", held))
+    normalization = Normalization.from_config(config)
+    return (ImageSet(f"image folder {request.calibration} (without its held-out fifth)", kept,
+                     normalization),
+            ImageSet(f"image folder {request.calibration} (a fifth held out by path hash)", held,
+                     normalization))
 
 
 def _is_dataset(uri: str) -> bool:
     return storage.is_file(storage.join(uri, ANNOTATIONS_FOLDER, "train.json"))
 
 
-def _source(uri: str, split: str, class_names: Sequence[str], work: str, role: str) -> ImageSet:
+def _source(uri: str, split: str, class_names: Sequence[str], config: Any, work: str,
+            role: str) -> ImageSet:
     if not storage.exists(uri):
         raise FileNotFoundError(f"{role} images {uri!r} not found")
+    normalization = Normalization.from_config(config)
     if not _is_dataset(uri):
-        return ImageSet(f"image folder {uri}", _folder_images(uri, role))
+        return ImageSet(f"image folder {uri}", _folder_images(uri, role), normalization)
     from tasks.training.data import check_classes, fetch_dataset, load_split
 
     fetched = fetch_dataset(uri, os.path.join(work, f"{role}-dataset"), splits=(split,))
     check_classes(class_names, fetched, "the model")
-    dataset = load_split(fetched.root, split, class_names)
+    dataset = load_split(fetched.root, split, class_names, config)
     uris = tuple(dataset.image_info[i]["path"] for i in dataset.image_ids)
     if not uris:
         raise ValueError(f"{role} dataset {uri!r} has no images in its {split!r} split")
     truth = {dataset.image_info[i]["path"]: (dataset, i) for i in dataset.image_ids}
-    return ImageSet(f"dataset {uri}, {split} split", uris, truth)
+    return ImageSet(f"dataset {uri}, {split} split", uris, normalization, truth)
 
 
 def _folder_images(uri: str, role: str) -> tuple[str, ...]:
@@ -258,30 +276,31 @@ class LazyImages(Sequence[np.ndarray]):
     """Images read and decoded when indexed (NNCF reads the calibration set more than once,
     and a few hundred full-size photos would not fit in memory at once)."""
 
-    def __init__(self, uris: Sequence[str]) -> None:
-        self.uris = tuple(uris)
+    def __init__(self, uris: Sequence[str], normalization: Normalization = Normalization()
+                 ) -> None:
+        self.uris, self.normalization = tuple(uris), normalization
 
     def __len__(self) -> int:
         return len(self.uris)
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            return LazyImages(self.uris[index])
-        return read_image(self.uris[index])
+            return LazyImages(self.uris[index], self.normalization)
+        return read_image(self.uris[index], self.normalization)
 
 
-def read_image(uri: str) -> np.ndarray:
-    """An image file as RGB uint8, upright (`tasks.inference.image_decoding`)."""
+def read_image(uri: str, normalization: Normalization) -> np.ndarray:
+    """An image file as the pipeline gives it to `detect` (`tasks.inference.image_decoding`)."""
     from tasks.inference.image_decoding import decode_image
 
-    return decode_image(storage.read_bytes(uri), uri)
+    return decode_image(storage.read_bytes(uri), uri, normalization=normalization)
 
 
 def check_images(images: ImageSet, limit: int) -> Iterator[CheckImage]:
     """Up to ``limit`` held-out images, with ground truth where the set has it."""
     for uri in spread(images.uris, limit):
         if images.truth is None:
-            yield CheckImage(read_image(uri))
+            yield CheckImage(read_image(uri, images.normalization))
         else:
             dataset, image_id = images.truth[uri]
             masks, class_ids = dataset.load_mask(image_id)

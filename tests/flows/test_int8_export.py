@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mrcnn.config import Config
 from mrcnn_pipeline.cli import main
 from tasks import registry, storage
 from tasks.models import resolve
-from tasks.models.int8 import CHECK_FILE, Int8Request, LazyImages, image_sets
+from tasks.models.int8 import CHECK_FILE, Int8Request, image_sets
 from tests.flows.test_training_flows import SHAPES, write_canonical
 from tests.support.tiny_model import CLASS_NAMES, distinct_model_dir, png_bytes
 
@@ -151,19 +152,22 @@ def test_auto_never_switches_a_registered_model_to_int8(
 def test_images_come_from_a_dataset_split_or_a_folder_local_or_on_s3(
         images: Path, tmp_path: Path, s3_env, s3_prefix: str):
     dataset = write_canonical(tmp_path / "dataset", train=3, val=2)
-    calibration, held_out = image_sets(Int8Request(dataset), SHAPES, str(tmp_path / "work"))
+    config = Config(NUM_CLASSES=1 + len(SHAPES))
+    calibration, held_out = image_sets(Int8Request(dataset), SHAPES, config,
+                                       str(tmp_path / "work"))
     assert (len(calibration.uris), len(held_out.uris)) == (3, 2)
     assert held_out.truth is not None and "val split" in held_out.description
     with pytest.raises(ValueError, match="differ from the categories of dataset"):
-        image_sets(Int8Request(dataset), ["square", "circle"], str(tmp_path / "work"))
+        image_sets(Int8Request(dataset), ["square", "circle"], config, str(tmp_path / "work"))
     for path in sorted(images.iterdir()):
         storage.write_bytes(f"{s3_prefix}/images/{path.name}", path.read_bytes())
-    calibration, held_out = image_sets(Int8Request(f"{s3_prefix}/images"), CLASS_NAMES, "unused")
+    calibration, held_out = image_sets(Int8Request(f"{s3_prefix}/images"), CLASS_NAMES, config,
+                                       "unused")
     assert len(calibration.uris) == 8 and held_out.truth is None
-    assert LazyImages(held_out.uris)[0].shape[0] == 64
+    assert held_out.images(1)[0].shape[0] == 64 and len(calibration.images(3)) == 3
     with pytest.raises(FileNotFoundError, match=f"calibration images '{s3_prefix}/nothing'"):
-        image_sets(Int8Request(f"{s3_prefix}/nothing"), CLASS_NAMES, "unused")
+        image_sets(Int8Request(f"{s3_prefix}/nothing"), CLASS_NAMES, config, "unused")
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "a.png").write_bytes(png_bytes(8, 8))
     with pytest.raises(ValueError, match="holds 1 image: give at least 2"):
-        image_sets(Int8Request(str(tmp_path / "one")), CLASS_NAMES, "unused")
+        image_sets(Int8Request(str(tmp_path / "one")), CLASS_NAMES, config, "unused")
