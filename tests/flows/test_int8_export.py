@@ -152,7 +152,7 @@ def test_auto_never_switches_a_registered_model_to_int8(
 def test_images_come_from_a_dataset_split_or_a_folder_local_or_on_s3(
         images: Path, tmp_path: Path, s3_env, s3_prefix: str):
     dataset = write_canonical(tmp_path / "dataset", train=3, val=2)
-    config = Config(NUM_CLASSES=1 + len(SHAPES))
+    config = Config(NAME="shapes", NUM_CLASSES=1 + len(SHAPES))
     calibration, held_out = image_sets(Int8Request(dataset), SHAPES, config,
                                        str(tmp_path / "work"))
     assert (len(calibration.uris), len(held_out.uris)) == (3, 2)
