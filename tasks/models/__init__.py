@@ -5,6 +5,8 @@
   checkpoint, weights + config, export folder) → one `ModelArtifact`. Start here to see
   where a model reference goes.
 - `runtimes`: `build`, a `ModelArtifact` in a runtime → a model that detects, once per process.
+- `exports`, `int8`: a Keras model written as an export folder; INT8 ones calibrated on the
+  user's images and written only when they pass their check against float32.
 """
 
 from tasks.models.artifact import FORMATS, ModelArtifact
