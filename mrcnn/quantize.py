@@ -104,10 +104,6 @@ class QuantizationSettings:
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "float_parts": list(self.float_parts)}
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> QuantizationSettings:
-        return cls(**{**values, "float_parts": tuple(values.get("float_parts", ()))})
-
 
 @dataclasses.dataclass(frozen=True)
 class QuantizedModel:
@@ -117,7 +113,7 @@ class QuantizedModel:
         folder: the INT8 export folder (IR and ``mrcnn_config.json``).
         settings: the settings it was quantized with.
         calibration_images: how many images NNCF actually read.
-        quantizers: FakeQuantize nodes in the IR (each an 8-bit activation or weight range).
+        quantizers: FakeQuantize nodes in the IR (NNCF's 8-bit quantize/dequantize points).
         float_nodes: nodes the float parts kept out of quantization.
     """
 
