@@ -146,7 +146,8 @@ def _check_int8(artifact: ModelArtifact, precision: str | None) -> None:
         raise ValueError(f"INT8 export {artifact.origin!r} {why}: it does not run; {how}")
     if precision != INT8:
         raise ValueError(f"model {artifact.origin!r} is an INT8 export: run it with --precision "
-                         f"int8 (precision {precision or 'default'} never switches to INT8)")
+                         f"int8 (no other precision, {precision or 'the default'} included, "
+                         "switches a model to INT8)")
 
 
 def _build(artifact: ModelArtifact, runtime: str, batch_size: int,
