@@ -12,6 +12,10 @@ Three numbers decide whether a quantized model may replace the float32 one:
 - **matched share**: the share of float32's instances that INT8 finds too (same class, mask
   IoU >= 0.5, each matched once, INT8's by descending score).
 
+Where float32's detections are the reference (the matched share, and AP50 without ground
+truth), instances whose mask is empty on both sides of the comparison are left out: they
+cover no pixel, so they change no area ratio, and an empty mask matches nothing (its IoU is 0).
+
 `Tolerances` holds the limits; `check_int8` measures and judges. numpy and `mrcnn.evaluation`
 only: the runtimes come in as `detect`-like callables.
 """
@@ -90,7 +94,8 @@ class CheckReport:
         classes: each class's area-ratio difference.
         ap50_float32, ap50_int8: mask AP50 of each (None: nothing to score against).
         matched_share: share of float32's instances INT8 finds (None: float32 found none).
-        instances_float32, instances_int8: instances each detected over the images.
+        instances_float32, instances_int8: instances with a non-empty mask each detected
+            over the images.
         seconds_float32, seconds_int8: time each spent detecting the images, on this machine.
         tolerances: the limits judged against.
         failures: one sentence per limit exceeded or measure that could not be taken.
@@ -227,6 +232,13 @@ def _lean(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {key: result[key] for key in ("rois", "class_ids", "scores", "masks")}
 
 
+def _visible(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The instances of a result whose mask covers at least one pixel."""
+    keep = np.asarray(result["masks"], bool).any(axis=(0, 1))
+    return {key: (value[..., keep] if key == "masks" else value[keep])
+            for key, value in result.items()}
+
+
 def _ap50(pairs: list[tuple[CheckImage, dict, dict]], names: list[str],
           with_truth: bool) -> tuple[float | None, float | None]:
     """Mask AP50 of float32 and INT8 against the ground truth, or INT8's against float32's."""
@@ -236,6 +248,7 @@ def _ap50(pairs: list[tuple[CheckImage, dict, dict]], names: list[str],
             scored[0].process(index, sample.class_ids, sample.masks, ref)
             scored[1].process(index, sample.class_ids, sample.masks, out)
         else:
+            ref, out = _visible(ref), _visible(out)
             scored[0].process(index, ref["class_ids"], ref["masks"], out)
     values = [evaluator.evaluate()["segm"]["AP50"] for evaluator in scored]
     if with_truth:
@@ -246,6 +259,7 @@ def _ap50(pairs: list[tuple[CheckImage, dict, dict]], names: list[str],
 def _matched_share(pairs: list[tuple[CheckImage, dict, dict]]) -> tuple[float | None, int, int]:
     matched = found = detected = 0
     for _, ref, out in pairs:
+        ref, out = _visible(ref), _visible(out)
         found += len(ref["class_ids"])
         detected += len(out["class_ids"])
         if len(ref["class_ids"]):
