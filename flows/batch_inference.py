@@ -43,7 +43,7 @@ from tasks.inference.image_decoding import MAX_PIXELS
 from tasks.inference.image_metadata import compile_path_pattern
 from tasks.inference.shards import (ClassTotals, ShardContext, ShardResult, list_images,
                                     plan_shards, process_shard)
-from tasks.models import RUNTIMES, ModelArtifact, check_runtime, resolve
+from tasks.models import ModelArtifact, check_runtime, get_runtime, resolve
 from tasks.inference.task_runners import dask_task_runner, shard_task_runner
 
 DEFAULT_REGISTRY = "registry"
@@ -136,8 +136,9 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
         max_pixels: larger images are recorded as ``too_large`` errors.
         dask_address: run the shards on Dask: a scheduler address (``tcp://host:8786``) or
             ``local:N`` (N worker processes here); default the flow's thread pool.
-        runtime: ``tensorflow`` (Keras weights, SavedModel exports) or ``onnxruntime`` (ONNX
-            exports) or ``openvino`` (OpenVINO IR exports); the tables are the same.
+        runtime: a runtime of ``tasks.models.RUNTIMES``: ``tensorflow`` (Keras weights,
+            SavedModel exports), ``onnxruntime`` (ONNX exports) or ``openvino`` (OpenVINO IR
+            exports); the tables are the same.
         precision: ``float32``, ``bfloat16`` or ``auto`` for Keras weights and OpenVINO
             exports (default: the model's INFERENCE_PRECISION); bfloat16 runs only on CPUs
             with AVX512_BF16 or AMX (elsewhere float32 runs; ``auto`` picks bfloat16 there).
@@ -145,7 +146,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
             with nothing else). The summary's ``precision`` lists what the shards computed in.
         isolate_shards: run each shard in a child process, so that a runtime crashing (a
             segmentation fault) costs that shard (retried once, then failed; its images are
-            retried by the next run), not the run. Default: on for ``openvino``.
+            retried by the next run), not the run. Default: the runtime's
+            ``isolate_shards`` (on for ``openvino``).
         report: end with the ``nightly-report`` subflow for the run_date (the nightly
             deployment does), also when some shards failed; it shows the model's registered
             evaluation from ``registry``.
@@ -176,7 +178,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                 len(images), todo, len(shards), resolved.identity, day)
     context = ShardContext(output_uri, day, _run_id(), min_confidence, overlays, max_pixels,
                            runtime, batch_size, precision,
-                           runtime == "openvino" if isolate_shards is None else isolate_shards,
+                           get_runtime(runtime).isolate_shards if isolate_shards is None
+                           else isolate_shards,
                            path_pattern=path_pattern)
     results, failures = _run_shards(shards, resolved, context, todo, dask_address)
     committed = with_retries(commit_results)(output_uri)
@@ -206,8 +209,7 @@ def _check_arguments(input_uri: str, output_uri: str, min_confidence: float | No
     if shard_size < 1 or max_pixels < 1 or batch_size < 1:
         raise ValueError("shard_size, max_pixels and batch_size must be >= 1, got "
                          f"{shard_size}, {max_pixels}, {batch_size}")
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
+    get_runtime(runtime)  # an unknown runtime fails here, naming the registered ones
     if dask_address is not None:
         dask_task_runner(dask_address)  # a malformed address fails here, before any work
     compile_path_pattern(path_pattern)  # a bad regex too, not in every shard

@@ -32,7 +32,7 @@ def evaluate_model(model: str, dataset: str, registry: str = "registry",
         dataset: canonical dataset URI.
         registry: registry URI, for references.
         output: folder URI for ``metrics.json``.
-        runtime: ``tensorflow`` or ``onnxruntime`` (for an ONNX export).
+        runtime: a runtime of ``tasks.models.RUNTIMES`` that runs the model's format.
         backbones: callable backbones (functions, not names) allowed for a model whose
             config names one (``mrcnn.Config.from_dict``); a config naming other code is
             refused.

@@ -2,15 +2,15 @@
 
 Every export is a folder with the model's settings in `mrcnn_config.json` and one graph with
 the same contract, `(images [B, H, W, 3], metas [B, M]) -> (detections [B, D, 6], masks
-[B, D, h, w])` (see `MaskRCNN.export` for the meaning of each):
+[B, D, h, w])` (see `MaskRCNN.export` for the meaning of each), in one of the formats of
+`mrcnn.export_registry`:
 
-- `"saved_model"`: a TensorFlow SavedModel written by `keras.export.ExportArchive` with the
-  signature `serving_default`; it loads in `tf.saved_model.load`, `saved_model_cli run`, the
-  C++ loader and so TF Serving. The weights are stored once (only the variables the endpoint
-  reads are tracked).
-- `"onnx"`: `model.onnx` converted by tf2onnx (the `onnx` extra), run by ONNX Runtime.
-- `"openvino"`: OpenVINO IR (`model.xml` + `model.bin`, the `openvino` extra), run by
-  OpenVINO's CPU plugin in float32 or bfloat16 (see `mrcnn.export_openvino`).
+- `"saved_model"`: a TensorFlow SavedModel (`mrcnn.export_saved_model`); it loads in
+  `tf.saved_model.load`, `saved_model_cli run`, the C++ loader and so TF Serving.
+- `"onnx"`: `model.onnx` converted by tf2onnx and run by ONNX Runtime (`mrcnn.export_onnx`,
+  the `onnx` extra).
+- `"openvino"`: OpenVINO IR (`model.xml` + `model.bin`), run by OpenVINO's CPU plugin in
+  float32 or bfloat16 (`mrcnn.export_openvino`, the `openvino` extra).
 
 `load_exported(path)` reads any of them back as a `detect`-like callable.
 """
@@ -19,63 +19,43 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
 from mrcnn.config import Config
-from mrcnn.export_openvino import OPENVINO_FILE, openvino_predict, write_openvino
+from mrcnn.export_formats import ExportFormat, Predict
+from mrcnn.export_registry import GRAPH_FILES, format_of, get_format
 
 if TYPE_CHECKING:
     from mrcnn.model import MaskRCNN
 
 EXPORT_CONFIG = "mrcnn_config.json"
-ONNX_FILE = "model.onnx"
-SAVED_MODEL_FILE = "saved_model.pb"
-FORMATS = ("saved_model", "onnx", "openvino")
-GRAPH_FILES = {"saved_model": SAVED_MODEL_FILE, "onnx": ONNX_FILE, "openvino": OPENVINO_FILE}
-ONNX_OPSET = 17
-Predict = Callable[..., dict[str, Any]]  # predict(images=..., metas=...) -> detections, masks
 
 
-def export_model(model: MaskRCNN, path: str | os.PathLike, format: str = "saved_model") -> None:
-    """Write `model`'s predict graph as `format` into the folder `path`, with its config."""
-    if format not in FORMATS:
-        raise ValueError(f"export format must be one of {FORMATS}, got {format!r}")
+def export_model(model: MaskRCNN, path: str | os.PathLike, format: str = "saved_model",
+                 **options: Any) -> None:
+    """Write `model`'s predict graph as `format` into the folder `path`, with its config.
+
+    Args:
+        format: a name in `mrcnn.export_registry.NAMES`.
+        options: the format's own settings (`ExportFormat.options`).
+
+    Raises:
+        ValueError: an unknown format, or an option it does not take (nothing is written).
+        RuntimeError: a model not in inference mode.
+    """
+    fmt = get_format(format)
+    fmt.check_options(options)
     if model.mode != "inference":
         raise RuntimeError("create the model with mode='inference' to export it")
     Path(path).mkdir(parents=True, exist_ok=True)
-    predict = model._predict_fn()
-    if format == "saved_model":
-        _write_saved_model(predict, str(path))
-    elif format == "onnx":
-        _write_onnx(predict, Path(path, ONNX_FILE))
-    else:
-        write_openvino(predict, Path(path))
+    fmt.write(model._predict_fn(), Path(path), **options)
     # The precision the graph was built in, not "auto": the export runs as written.
     settings = {**model.config.to_dict(), "INFERENCE_PRECISION": model.precision.precision}
     Path(path, EXPORT_CONFIG).write_text(json.dumps(settings, indent=2, sort_keys=True))
-
-
-def _write_saved_model(predict: tf.types.experimental.PolymorphicFunction, path: str) -> None:
-    import keras
-
-    archive = keras.export.ExportArchive()
-    # No archive.track(model): the endpoint's own variables are saved, and tracking the model
-    # as well would store every weight a second time under `variables/`.
-    archive.add_endpoint("serving_default", predict, input_signature=predict.input_signature)
-    archive.write_out(path, verbose=False)
-
-
-def _write_onnx(predict: tf.types.experimental.PolymorphicFunction, path: Path) -> None:
-    try:
-        import tf2onnx
-    except ImportError:
-        raise ImportError("ONNX export needs tf2onnx: pip install 'mrcnn-pipeline[onnx]'") from None
-    tf2onnx.convert.from_function(predict, input_signature=predict.input_signature,
-                                  opset=ONNX_OPSET, output_path=str(path))
 
 
 def exported_format(path: str | os.PathLike) -> str:
@@ -84,15 +64,19 @@ def exported_format(path: str | os.PathLike) -> str:
     Raises:
         FileNotFoundError: no `mrcnn_config.json`, or no graph file next to it.
     """
+    return _export_format(path).name
+
+
+def _export_format(path: str | os.PathLike) -> ExportFormat:
     folder = Path(path)
     if not (folder / EXPORT_CONFIG).is_file():
         raise FileNotFoundError(f"{folder / EXPORT_CONFIG} not found: is {str(path)!r} a folder "
                                 "written by MaskRCNN.export?")
-    for format, graph_file in GRAPH_FILES.items():
-        if (folder / graph_file).is_file():
-            return format
-    raise FileNotFoundError(f"export folder {str(path)!r} has {EXPORT_CONFIG} but no graph file "
-                            f"({', '.join(GRAPH_FILES.values())})")
+    fmt = format_of({name for name in GRAPH_FILES if (folder / name).is_file()})
+    if fmt is None:
+        raise FileNotFoundError(f"export folder {str(path)!r} has {EXPORT_CONFIG} but no graph "
+                                f"file ({', '.join(GRAPH_FILES)})")
+    return fmt
 
 
 def exported_config(path: str | os.PathLike) -> Config:
@@ -109,38 +93,17 @@ def exported_config(path: str | os.PathLike) -> Config:
 
 def load_predict(path: str | os.PathLike, threads: int | None = None,
                  precision: str | None = None) -> Predict:
-    """The export's predict function, run by its own runtime (TensorFlow, ONNX Runtime, OpenVINO).
+    """The export's predict function, run by its format's runtime (`ExportFormat.load`).
 
     Args:
-        threads: ONNX Runtime's intra-op or OpenVINO's inference threads (default: theirs).
-        precision: OpenVINO's ``"float32"`` or ``"bfloat16"`` (default: the export's
+        threads: the runtime's threads, e.g. ONNX Runtime's intra-op or OpenVINO's inference
+            threads (default: its own choice).
+        precision: an INFERENCE_PRECISION value for formats that choose it at load time
+            (OpenVINO: ``"float32"``, ``"bfloat16"``, ``"auto"``; default: the export's
             INFERENCE_PRECISION); the other formats run as exported.
     """
-    format = exported_format(path)
-    if format == "saved_model":
-        return tf.saved_model.load(str(path)).signatures["serving_default"]
-    if format == "onnx":
-        return _onnx_predict(Path(path, ONNX_FILE), threads)
-    return openvino_predict(path, precision or exported_config(path).INFERENCE_PRECISION, threads)
-
-
-def _onnx_predict(path: Path, threads: int | None) -> Predict:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ImportError("running an ONNX export needs onnxruntime: pip install "
-                          "'mrcnn-pipeline[onnx]'") from None
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [output.name for output in session.get_outputs()]
-
-    def predict(images: Any, metas: Any) -> dict[str, np.ndarray]:
-        feed = {"images": np.asarray(images, np.float32), "metas": np.asarray(metas, np.float32)}
-        return dict(zip(names, session.run(names, feed)))
-
-    return predict
+    fmt = _export_format(path)
+    return fmt.load(Path(path), precision or exported_config(path).INFERENCE_PRECISION, threads)
 
 
 def load_exported(path: str | os.PathLike, precision: str | None = None

@@ -20,11 +20,13 @@ Needs the `openvino` extra.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
+from mrcnn.export_formats import ExportFormat, Predict, optional_module
 from mrcnn.precision import inference_precision
 
 OPENVINO_FILE = "model.xml"  # + model.bin beside it
@@ -32,23 +34,25 @@ PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}  # Config.INFERENCE_PRECISIO
 
 
 def openvino_module() -> Any:
-    try:
-        import openvino
-    except ImportError:
-        raise ImportError("OpenVINO export and runtime need openvino: pip install "
-                          "'mrcnn-pipeline[openvino]'") from None
-    return openvino
+    """The ``openvino`` package (the ``openvino`` extra), or an ImportError saying so."""
+    return optional_module("openvino", "openvino", "OpenVINO export and runtime")
 
 
-def write_openvino(predict: Any, folder: Path) -> None:
-    """Convert the traced predict function and save it as IR (`model.xml`, `model.bin`)."""
+def convert_predict(predict: Any) -> Any:
+    """The traced predict function as an ``openvino.Model``, its values-only TopKs unstable."""
     ov = openvino_module()
     model = ov.convert_model(predict)
     for node in graph_nodes(model):
         if node.get_type_name() == "TopK" and not node.output(1).get_target_inputs():
             node.set_attribute("stable", False)  # only its values are used: ties do not matter
     model.validate_nodes_and_infer_types()
-    ov.save_model(model, str(folder / OPENVINO_FILE), compress_to_fp16=False)
+    return model
+
+
+def write_openvino(predict: Any, folder: Path) -> None:
+    """Convert the traced predict function and save it as IR (`model.xml`, `model.bin`)."""
+    ov = openvino_module()
+    ov.save_model(convert_predict(predict), str(folder / OPENVINO_FILE), compress_to_fp16=False)
 
 
 def graph_nodes(model: Any) -> Iterator[Any]:
@@ -60,13 +64,14 @@ def graph_nodes(model: Any) -> Iterator[Any]:
 
 
 def openvino_predict(path: str | os.PathLike, precision: str = "float32",
-                     threads: int | None = None) -> Callable[..., dict[str, np.ndarray]]:
+                     threads: int | None = None, graph_file: str = OPENVINO_FILE) -> Predict:
     """The IR's predict function on the CPU plugin.
 
     Args:
         precision: an INFERENCE_PRECISION value, resolved for this CPU by
             `mrcnn.precision.inference_precision` (bfloat16 only where the CPU has it natively).
         threads: OpenVINO's inference threads (default: its own choice).
+        graph_file: the IR's ``.xml`` in the folder.
     """
     chosen = inference_precision(precision).precision
     ov = openvino_module()
@@ -74,7 +79,7 @@ def openvino_predict(path: str | os.PathLike, precision: str = "float32",
     if threads:
         settings["INFERENCE_NUM_THREADS"] = threads
     core = ov.Core()
-    model = core.read_model(str(Path(path, OPENVINO_FILE)))
+    model = core.read_model(str(Path(path, graph_file)))
     compiled = core.compile_model(model, "CPU", settings)
     names = [output.get_any_name() for output in compiled.outputs]
 
@@ -86,3 +91,11 @@ def openvino_predict(path: str | os.PathLike, precision: str = "float32",
         return {name: result[output] for name, output in zip(names, compiled.outputs)}
 
     return predict
+
+
+FORMAT = ExportFormat(
+    name="openvino", title="OpenVINO IR",
+    help="OpenVINO IR (model.xml + model.bin, run by OpenVINO's CPU plugin in float32 or "
+         "bfloat16)",
+    graph_file=OPENVINO_FILE, runtime="openvino", write=write_openvino, load=openvino_predict,
+    chooses_precision=True, extra="openvino")

@@ -257,12 +257,14 @@ class MaskRCNN:
         """Map one image's detections `[D, 6]` and class masks `[D, h, w]` back to the original image."""
         return unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape, window)
 
-    def export(self, path: str | os.PathLike, format: str = "saved_model") -> None:
+    def export(self, path: str | os.PathLike, format: str = "saved_model", **options: Any) -> None:
         """Write the model for serving into the folder `path`, with `mrcnn_config.json`.
 
-        `format`: `"saved_model"` (TensorFlow SavedModel; `saved_model_cli`, TF Serving),
-        `"onnx"` (`model.onnx` for ONNX Runtime; needs the `onnx` extra) or `"openvino"`
-        (OpenVINO IR `model.xml` + `model.bin`; needs the `openvino` extra); see `mrcnn.export`.
+        `format`: one of `mrcnn.export_registry.NAMES`: `"saved_model"` (TensorFlow
+        SavedModel; `saved_model_cli`, TF Serving), `"onnx"` (`model.onnx` for ONNX Runtime;
+        needs the `onnx` extra) or `"openvino"` (OpenVINO IR `model.xml` + `model.bin`; needs
+        the `openvino` extra); `options` are the format's own (`ExportFormat.options`); see
+        `mrcnn.export`.
         `mrcnn.export.load_exported(path)` gives back a `detect`-like callable. Without `mrcnn`
         (TensorFlow and numpy only) call the `serving_default` signature on molded inputs::
 
@@ -282,7 +284,7 @@ class MaskRCNN:
           class_id 0 are padding. `out["masks"]`: `[B, D, 28, 28]` each detection's mask
           probabilities inside its box (threshold 0.5 and resize to the box to paste).
         """
-        export_model(self, path, format)
+        export_model(self, path, format, **options)
 
 
 def mold_inputs(config: Config, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from tasks.models.runtime_registry import DEFAULT_RUNTIME, NAMES, RUNTIMES
+
 # MODULE:NAME, e.g. mypackage.backbones:efficientnet_b0 (NAME may be dotted: Class.method).
 CALLABLE_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
@@ -42,11 +44,10 @@ def registry_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def runtime_argument(parser: argparse.ArgumentParser) -> None:
-    """``--runtime``: which runtime runs the model (see ``tasks.models.RUNTIMES``)."""
-    parser.add_argument("--runtime", choices=("tensorflow", "onnxruntime", "openvino"),
-                        default="tensorflow", help="tensorflow (Keras weights, SavedModel "
-                        "exports; default), onnxruntime (ONNX exports) or openvino (OpenVINO "
-                        "IR exports)")
+    """``--runtime``: which runtime runs the model (``tasks.models.runtime_registry``)."""
+    parser.add_argument("--runtime", choices=NAMES, default=DEFAULT_RUNTIME,
+                        help="; ".join(runtime.help for runtime in RUNTIMES)
+                        + f" (default: {DEFAULT_RUNTIME})")
 
 
 def backbone_argument(parser: argparse.ArgumentParser) -> None:

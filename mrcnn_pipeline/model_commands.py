@@ -1,10 +1,11 @@
-"""The ``export-model`` subcommand of ``mrcnn-pipeline`` (same pattern as ``mrcnn_pipeline.cli``)."""
+"""The ``export-model`` subcommand of ``mrcnn-pipeline`` (as in ``mrcnn_pipeline.cli``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from mrcnn.export_registry import FORMATS, NAMES
 from mrcnn.int8_check import Tolerances
 from mrcnn.quantize import DEFAULT_FLOAT_PARTS, FLOAT_PARTS
 from mrcnn_pipeline.arguments import backbone_argument, fraction, registry_argument
@@ -15,16 +16,18 @@ LIMITS = Tolerances()  # the documented defaults
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``export-model``."""
+    titles = ", ".join(fmt.title for fmt in FORMATS)
     parser = subparsers.add_parser(
-        "export-model", help="export a model for serving (SavedModel, ONNX, OpenVINO, INT8)",
-        description="Export a model as a TensorFlow SavedModel (saved_model_cli, TF Serving), "
-                    "ONNX (ONNX Runtime) or OpenVINO IR, or quantize it to an INT8 OpenVINO IR "
-                    "(--precision int8), which is written only when it passes its check "
-                    "against float32 on held-out images. The folder is itself a --model source "
-                    "for infer and evaluate.")
+        "export-model", help=f"export a model for serving ({titles}, INT8)",
+        description=f"Export a model for serving ({titles}), or quantize it to an INT8 "
+                    "OpenVINO IR (--precision int8), which is written only when it passes its "
+                    "check against float32 on held-out images. The folder is itself a --model "
+                    "source for infer and evaluate.")
     parser.add_argument("--model", required=True, metavar="REF",
                         help="NAME@ALIAS, NAME@vN, a run folder, a checkpoint")
-    parser.add_argument("--format", required=True, choices=("saved_model", "onnx", "openvino"))
+    parser.add_argument("--format", required=True, choices=NAMES, help="; ".join(
+        f"{fmt.name}: {fmt.help}" + (f" [extra {fmt.extra}]" if fmt.extra else "")
+        for fmt in FORMATS))
     parser.add_argument("--output", metavar="URI", help="export folder (default for a registry "
                         "version: <registry>/<name>/versions/<N>/exports/<format>, and "
                         "exports/openvino-int8 for INT8)")

@@ -12,14 +12,17 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from mrcnn import export_registry
+from mrcnn.export import EXPORT_CONFIG
+
 # The files a model's settings live in, wherever it is stored.
 CONFIG_FILE = "config.json"  # mrcnn.Config.to_dict() beside weights (run folders, registry)
 CLASSES_FILE = "classes.json"  # class names without the background, in class-id order
-EXPORT_CONFIG_FILE = "mrcnn_config.json"  # the same settings inside an export folder
+EXPORT_CONFIG_FILE = EXPORT_CONFIG  # the same settings inside an export folder
 EXPORT_MODEL_FILE = "model.json"  # an export's origin: {"name", "version", "source"}
 
-KERAS, SAVED_MODEL, ONNX, OPENVINO = "keras", "saved_model", "onnx", "openvino"
-FORMATS = (KERAS, SAVED_MODEL, ONNX, OPENVINO)
+KERAS = "keras"  # a weights file, built as a MaskRCNN; the other formats are exports
+FORMATS: tuple[str, ...] = (KERAS, *export_registry.NAMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,8 +33,8 @@ class ModelArtifact:
         name: the model's name (registry name, else the config's NAME).
         version: the registry version number as text (``"3"``), or ``"sha256-<16 hex>"`` of
             the weights for a model outside the registry.
-        format: ``"keras"`` (a weights file), ``"saved_model"``, ``"onnx"`` or
-            ``"openvino"`` (an export folder written by ``MaskRCNN.export``).
+        format: ``"keras"`` (a weights file) or an export format of
+            `mrcnn.export_registry` (an export folder written by ``MaskRCNN.export``).
         uri: the weights file, or the export folder.
         config: ``mrcnn.Config.to_dict()`` of the model.
         class_names: without the background; class id k is ``class_names[k - 1]``.

@@ -1,6 +1,6 @@
 """Export a resolved Keras model for serving, to any folder URI or beside its registry version.
 
-An export folder holds the graph (``saved_model.pb`` + ``variables/``, or ``model.onnx``),
+An export folder holds the graph (its format's ``graph_file``, `mrcnn.export_registry`),
 ``mrcnn_config.json``, ``classes.json`` and ``model.json`` (``{"name", "version", "format",
 "source"}``), so it is itself a source for `tasks.models.resolve`: a registry version's export
 keeps the version's identity (``NAME@N``) in the tables.
@@ -13,9 +13,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from mrcnn.export_registry import get_format
 from tasks import storage
-from tasks.models.artifact import (CLASSES_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE, FORMATS,
-                                   KERAS, ModelArtifact)
+from tasks.models.artifact import (CLASSES_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE, KERAS,
+                                   ModelArtifact)
 from tasks.models.runtimes import keras_model, model_config
 
 EXPORTS_FOLDER = "exports"  # <registry>/<name>/versions/<N>/exports/<format>/
@@ -40,12 +41,11 @@ def export_artifact(artifact: ModelArtifact, format: str, output: str | None = N
         The export folder URI.
 
     Raises:
-        ValueError: unknown format, or a model that is an export already.
+        ValueError: a format `mrcnn.export_registry` does not list, or a model that is an
+            export already.
         OutputNotWritable: ``output`` cannot take files (checked before the model is built).
     """
-    if format not in FORMATS or format == KERAS:
-        raise ValueError(f"export format must be one of {[f for f in FORMATS if f != KERAS]}, "
-                         f"got {format!r}")
+    get_format(format)
     if artifact.format != KERAS:
         raise ValueError(f"model {artifact.origin!r} is a {artifact.format} export already; "
                          "export from its Keras weights")

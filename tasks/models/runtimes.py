@@ -1,17 +1,18 @@
 """`build`: a `ModelArtifact` made into a model that detects, once per process.
 
-Runtimes: ``"tensorflow"`` runs Keras weights (a `MaskRCNN` built from the config) and
-SavedModel exports; ``"onnxruntime"`` runs ONNX exports (extra ``onnx``); ``"openvino"`` runs
-OpenVINO IR exports (extra ``openvino``). Every runtime gives the same `detect(images)`
-contract as `MaskRCNN.detect`.
+Runtimes (`tasks.models.runtime_registry`): ``"tensorflow"`` runs Keras weights (a `MaskRCNN`
+built from the config) and SavedModel exports; ``"onnxruntime"`` runs ONNX exports (extra
+``onnx``); ``"openvino"`` runs OpenVINO IR exports (extra ``openvino``). An export is loaded by
+its format's own loader (`mrcnn.export_registry`). Every runtime gives the same
+`detect(images)` contract as `MaskRCNN.detect`.
 
 Precision (``"float32"``, ``"bfloat16"`` or ``"auto"``, default the model's
-INFERENCE_PRECISION) can be chosen at build time for Keras weights and OpenVINO IR, and is
-resolved for this machine by `mrcnn.precision` (bfloat16 only where the CPU has it natively);
-a SavedModel or ONNX graph runs in the precision it was exported with. ``"int8"`` runs an INT8
-OpenVINO export (`tasks.models.int8`) whose check passed, and nothing else; an INT8 export
-runs at no other precision, so no default and no ``"auto"`` ever switches a model to INT8.
-`LoadedModel.precision` records what runs, and why.
+INFERENCE_PRECISION) can be chosen at build time for Keras weights and the export formats that
+choose it when loaded (OpenVINO IR), and is resolved for this machine by `mrcnn.precision`
+(bfloat16 only where the CPU has it natively); a SavedModel or ONNX graph runs in the precision
+it was exported with. ``"int8"`` runs an INT8 OpenVINO export (`tasks.models.int8`) whose check
+passed, and nothing else; an INT8 export runs at no other precision, so no default and no
+``"auto"`` ever switches a model to INT8. `LoadedModel.precision` records what runs, and why.
 
 Building a graph and reading its weights takes seconds, so the shard tasks of one worker
 process share one built model (keyed on the artifact, runtime, batch size and threshold).
@@ -29,13 +30,14 @@ from typing import Any
 
 import numpy as np
 
+from mrcnn import export_registry
+from mrcnn.precision import INFERENCE_PRECISIONS
 from tasks import registry, storage
-from tasks.models.artifact import KERAS, ONNX, OPENVINO, SAVED_MODEL, ModelArtifact
+from tasks.models.artifact import KERAS, ModelArtifact
+from tasks.models.runtime_registry import chooses_precision, get_runtime, runtimes_running
 
-RUNTIMES = {"tensorflow": (KERAS, SAVED_MODEL), "onnxruntime": (ONNX,), "openvino": (OPENVINO,)}
 INT8 = "int8"  # an INT8 OpenVINO export whose check passed; never chosen by "auto"
-PRECISIONS = ("float32", "bfloat16", "auto", INT8)  # mrcnn.precision.INFERENCE_PRECISIONS + int8
-CHOSEN_PRECISION = (KERAS, OPENVINO)  # formats whose precision is chosen when built
+PRECISIONS: tuple[str, ...] = (*INFERENCE_PRECISIONS, INT8)
 Detect = Callable[[Sequence[np.ndarray]], list[dict[str, np.ndarray]]]
 
 
@@ -83,13 +85,14 @@ def build(artifact: ModelArtifact, runtime: str = "tensorflow", batch_size: int 
     """The artifact ready to detect, built at most once per process.
 
     Args:
-        runtime: one of `RUNTIMES`; it must run the artifact's format.
+        runtime: a name in `tasks.models.runtime_registry.NAMES`; it must run the
+            artifact's format.
         batch_size: images per `detect` batch.
         min_confidence: DETECTION_MIN_CONFIDENCE for Keras weights; an export keeps the one
             it was exported with (filter its results afterwards).
-        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras weights and
-            OpenVINO IR (default: the model's INFERENCE_PRECISION); ``"int8"`` for an INT8
-            OpenVINO export whose check passed.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras weights and the
+            formats that choose it when loaded (default: the model's INFERENCE_PRECISION);
+            ``"int8"`` for an INT8 OpenVINO export whose check passed.
 
     Raises:
         ValueError: unknown runtime, a format the runtime does not run, a precision the
@@ -111,10 +114,8 @@ def build(artifact: ModelArtifact, runtime: str = "tensorflow", batch_size: int 
 
 def check_runtime(artifact: ModelArtifact, runtime: str, precision: str | None = None) -> None:
     """Raise ValueError unless ``runtime`` runs the artifact's format in ``precision``."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
-    if artifact.format not in RUNTIMES[runtime]:
-        runs = [name for name, formats in RUNTIMES.items() if artifact.format in formats]
+    if artifact.format not in get_runtime(runtime).formats:
+        runs = runtimes_running(artifact.format)
         raise ValueError(f"model {artifact.origin!r} is a {artifact.format} model, which runtime "
                          f"{runtime!r} does not run (use {' or '.join(runs)}, or export it "
                          "with mrcnn-pipeline export-model)")
@@ -126,10 +127,11 @@ def check_runtime(artifact: ModelArtifact, runtime: str, precision: str | None =
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     exported = artifact.config.get("INFERENCE_PRECISION", "float32")
-    if artifact.format not in CHOSEN_PRECISION and precision not in ("auto", exported):
+    if not chooses_precision(artifact.format) and precision not in ("auto", exported):
+        choosing = [fmt.title for fmt in export_registry.FORMATS if fmt.chooses_precision]
         raise ValueError(f"model {artifact.origin!r} is a {artifact.format} export in {exported}; "
                          f"its precision cannot change to {precision} (run the Keras weights or "
-                         "an OpenVINO export for that)")
+                         f"an {' or '.join(choosing)} export for that)")
 
 
 def _check_int8(artifact: ModelArtifact, precision: str | None) -> None:
@@ -160,7 +162,7 @@ def _build(artifact: ModelArtifact, runtime: str, batch_size: int,
         chosen = PrecisionChoice(INT8, INT8, "INT8 export whose check passed; float parts in "
                                  "float32")
         return LoadedModel(artifact, runtime, config, _exported_detect(artifact, config), chosen)
-    if precision and artifact.format in CHOSEN_PRECISION:
+    if precision and chooses_precision(artifact.format):
         overrides["INFERENCE_PRECISION"] = precision
     if artifact.format == KERAS:
         if min_confidence is not None:
@@ -168,7 +170,7 @@ def _build(artifact: ModelArtifact, runtime: str, batch_size: int,
         model = keras_model(artifact, model_config(artifact, **overrides))
         return LoadedModel(artifact, runtime, model.config, model.detect, model.precision)
     config = model_config(artifact, **overrides)
-    if artifact.format == OPENVINO:
+    if chooses_precision(artifact.format):
         chosen = inference_precision(config.INFERENCE_PRECISION)
     else:  # the graph was written in one precision
         exported = config.INFERENCE_PRECISION

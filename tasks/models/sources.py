@@ -26,15 +26,15 @@ import json
 import posixpath
 from typing import Any
 
+from mrcnn import export_openvino, export_registry
 from mrcnn.config import AllowedBackbones, Backbone, Config, NamedBackbone
 from tasks import registry, storage
+from tasks.models.artifact import (CLASSES_FILE, CONFIG_FILE, EXPORT_CONFIG_FILE,
+                                   EXPORT_MODEL_FILE, KERAS, ModelArtifact)
 from tasks.models.int8 import int8_verdict
 from tasks.training import runs as training_runs
-from tasks.models.artifact import (CLASSES_FILE, CONFIG_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE,
-                                   KERAS, ONNX, OPENVINO, SAVED_MODEL, ModelArtifact)
 
 BACKGROUND_NAMES = ("BG", "_background_", "background")
-EXPORT_GRAPHS = {"saved_model.pb": SAVED_MODEL, "model.onnx": ONNX, "model.xml": OPENVINO}
 
 
 def resolve(source: str | None = None, registry_uri: str | None = None, *,
@@ -130,10 +130,10 @@ def _from_export(folder: str, backbones: AllowedBackbones) -> ModelArtifact:
     files = sorted(storage.list_files(folder))
     # Listed files come back as absolute paths, also for a folder given relative to the cwd.
     names = {storage.relative_path(uri, folder) for uri in files}
-    graphs = [EXPORT_GRAPHS[name] for name in EXPORT_GRAPHS if name in names]
-    if not graphs:
+    fmt = export_registry.format_of(names)
+    if fmt is None:
         raise FileNotFoundError(f"export folder {folder!r} has {EXPORT_CONFIG_FILE} but no "
-                                f"graph ({' or '.join(EXPORT_GRAPHS)})")
+                                f"graph ({' or '.join(export_registry.GRAPH_FILES)})")
     digest = _folder_digest(folder, files)
     origin_file = storage.join(folder, EXPORT_MODEL_FILE)
     described = (storage.read_json(origin_file, "export origin") if EXPORT_MODEL_FILE in names
@@ -141,9 +141,10 @@ def _from_export(folder: str, backbones: AllowedBackbones) -> ModelArtifact:
     names = _class_names(None, folder, int(settings.get("NUM_CLASSES", 1)) - 1)
     return ModelArtifact(name=str(described.get("name", settings.get("NAME", "model"))),
                          version=str(described.get("version", f"sha256-{digest[:16]}")),
-                         format=graphs[0], uri=folder, config=settings, class_names=names,
+                         format=fmt.name, uri=folder, config=settings, class_names=names,
                          origin=folder, sha256=digest,
-                         int8_check=int8_verdict(folder, files) if graphs[0] == OPENVINO else None)
+                         int8_check=int8_verdict(folder, files)
+                         if fmt is export_openvino.FORMAT else None)
 
 
 def _allowed_backbone(settings: Any, source: str, backbones: AllowedBackbones,

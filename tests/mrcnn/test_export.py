@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from mrcnn.config import NamedBackbone
-from mrcnn.export import EXPORT_CONFIG, ONNX_FILE, exported_config, exported_format, load_exported
+from mrcnn.export import EXPORT_CONFIG, exported_config, exported_format, load_exported
+from mrcnn.export_onnx import ONNX_FILE
 from mrcnn.export_openvino import OPENVINO_FILE
 from mrcnn.model import MaskRCNN
 from tests.mrcnn.conftest import TinyConfig
@@ -143,6 +144,13 @@ def test_export_writes_the_config(model, saved_model, onnx_model, openvino_model
 def test_export_rejects_an_unknown_format(model, tmp_path):
     with pytest.raises(ValueError, match="'tflite'"):
         model.export(tmp_path / "x", format="tflite")
+
+
+def test_export_rejects_an_option_its_format_does_not_take_before_writing(model, tmp_path):
+    with pytest.raises(ValueError, match=r"export format 'onnx' takes no option 'calibration' "
+                                         r"\(its options: none\)"):
+        model.export(tmp_path / "x", format="onnx", calibration=_images())
+    assert not (tmp_path / "x").exists()
 
 
 def test_load_exported_rejects_a_folder_without_config(tmp_path):
