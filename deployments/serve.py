@@ -42,6 +42,8 @@ from typing import Any
 
 import yaml
 
+from tasks.failures import InvalidInput, InvalidSetting, MissingInput
+
 NIGHTLY_CRON = "0 2 * * *"
 REVIEW_CRON = "0 6 * * 1"
 SETTINGS_KEYS = ("timezone", "cron", "nightly", "review_cron", "review")
@@ -95,20 +97,20 @@ def _read_config(path: str) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(storage.read_bytes(path)) or {}
     except FileNotFoundError:
-        raise FileNotFoundError(f"deployments config {path!r} not found") from None
+        raise MissingInput(f"deployments config {path!r} not found") from None
     except yaml.YAMLError as error:
-        raise ValueError(f"deployments config {path!r} is not valid YAML/JSON: {error}") from None
+        raise InvalidInput(f"deployments config {path!r} is not valid YAML/JSON: {error}") from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"deployments config {path!r} must be a mapping with keys "
-                         f"{SETTINGS_KEYS}")
+        raise InvalidSetting(f"deployments config {path!r} must be a mapping with keys "
+                             f"{SETTINGS_KEYS}")
     unknown = sorted(set(loaded) - set(SETTINGS_KEYS))
     if unknown:
-        raise ValueError(f"deployments config {path!r}: unknown keys {unknown}; "
-                         f"expected some of {SETTINGS_KEYS}")
+        raise InvalidSetting(f"deployments config {path!r}: unknown keys {unknown}; "
+                             f"expected some of {SETTINGS_KEYS}")
     for key in ("nightly", "review"):
         if not isinstance(loaded.get(key, {}), dict):
-            raise ValueError(f"deployments config {path!r}: {key!r} must map parameter names "
-                             "to values")
+            raise InvalidSetting(f"deployments config {path!r}: {key!r} must map parameter names "
+                                 "to values")
     return loaded
 
 
@@ -116,8 +118,8 @@ def _check(settings: ServeSettings) -> None:
     try:
         zoneinfo.ZoneInfo(settings.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {settings.timezone!r}; use an IANA name such as "
-                         "'Europe/Berlin'") from None
+        raise InvalidSetting(f"unknown timezone {settings.timezone!r}; use an IANA name such as "
+                             "'Europe/Berlin'") from None
     from flows.batch_inference import batch_inference
     from flows.select_for_review import select_for_review
 
@@ -125,8 +127,8 @@ def _check(settings: ServeSettings) -> None:
         accepted = set(inspect.signature(flow.fn).parameters)
         unknown = sorted(set(getattr(settings, key)) - accepted)
         if unknown:
-            raise ValueError(f"{key} parameters {unknown} are not parameters of {flow.name} "
-                             f"(known: {sorted(accepted)})")
+            raise InvalidSetting(f"{key} parameters {unknown} are not parameters of {flow.name} "
+                                 f"(known: {sorted(accepted)})")
 
 
 def build_deployments(settings: ServeSettings) -> list[Any]:

@@ -29,22 +29,22 @@ import zoneinfo
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import (create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
-from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from flows.nightly_report import nightly_report
 from mrcnn.config import Backbone
 from tasks import storage, tables
-from tasks.failures import RunIncomplete, retry_transient, with_retries
+from tasks.failures import InvalidSetting, RunIncomplete
 from tasks.inference.image_decoding import MAX_PIXELS
 from tasks.inference.image_metadata import compile_path_pattern
 from tasks.inference.shards import (ClassTotals, ShardContext, ShardResult, list_images,
                                     plan_shards, process_shard)
-from tasks.models import ModelArtifact, check_runtime, get_runtime, resolve
 from tasks.inference.task_runners import dask_task_runner, shard_task_runner
+from tasks.io_task import io_task
+from tasks.models import ModelArtifact, check_runtime, get_runtime, resolve
 
 DEFAULT_REGISTRY = "registry"
 ProgressListener = Callable[[int, int], None]
@@ -61,8 +61,7 @@ def progress_listener(listener: ProgressListener) -> Iterator[None]:
         _listeners.remove(listener)
 
 
-@task(name="resolve-model", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
-      retry_condition_fn=retry_transient)
+@io_task(name="resolve-model")
 def resolve_model(model: str | None, registry_uri: str, weights: str | None, config: str | None,
                   classes: str | None, runtime: str, precision: str | None = None,
                   backbones: list[Backbone] | None = None) -> ModelArtifact:
@@ -73,13 +72,13 @@ def resolve_model(model: str | None, registry_uri: str, weights: str | None, con
     return artifact
 
 
-@task(name="check-output", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+@io_task(name="check-output")
 def check_output(output_uri: str) -> None:
     """Write and delete a probe object: an unusable output fails before the model loads."""
     storage.probe_writable(output_uri)
 
 
-@task(name="commit-results", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+@io_task(name="commit-results")
 def commit_results(output_uri: str) -> dict[str, int]:
     """Take staged shards into the tables under the commit lease (see ``tasks.tables``)."""
     return tables.commit(output_uri).as_dict()
@@ -168,9 +167,9 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
     # leaves no output folder behind; the probe then fails before any model loads.
     resolved = resolve_model(model, registry, weights, config, classes, runtime, precision,
                              backbones)
-    images = with_retries(list_images)(input_uri, patterns)
-    with_retries(check_output)(output_uri)
-    with_retries(commit_results)(output_uri)
+    images = list_images(input_uri, patterns)
+    check_output(output_uri)
+    commit_results(output_uri)
     _warn_threshold(resolved, min_confidence, logger)
     shards = plan_shards(images, done_images(output_uri, resolved.identity), reprocess, shard_size)
     todo = sum(len(shard) for shard in shards)
@@ -182,7 +181,7 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                            else isolate_shards,
                            path_pattern=path_pattern)
     results, failures = _run_shards(shards, resolved, context, todo, dask_address)
-    committed = with_retries(commit_results)(output_uri)
+    committed = commit_results(output_uri)
     summary = _summary(results, len(images), todo, resolved, day, output_uri)
     _summary_artifact(summary, resolved)
     logger.info("processed %d images, %d errors, %d skipped; %d rows superseded",
@@ -202,13 +201,13 @@ def _check_arguments(input_uri: str, output_uri: str, min_confidence: float | No
                      shard_size: int, max_pixels: int, dask_address: str | None, runtime: str,
                      batch_size: int, path_pattern: str | None = None) -> None:
     if storage.is_inside(output_uri, input_uri):
-        raise ValueError(f"output_uri {output_uri!r} must not be inside input_uri {input_uri!r} "
-                         "(the overlays would be listed as new images)")
+        raise InvalidSetting(f"output_uri {output_uri!r} must not be inside input_uri "
+                             f"{input_uri!r} (the overlays would be listed as new images)")
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        raise InvalidSetting(f"min_confidence must be in [0, 1], got {min_confidence}")
     if shard_size < 1 or max_pixels < 1 or batch_size < 1:
-        raise ValueError("shard_size, max_pixels and batch_size must be >= 1, got "
-                         f"{shard_size}, {max_pixels}, {batch_size}")
+        raise InvalidSetting("shard_size, max_pixels and batch_size must be >= 1, got "
+                             f"{shard_size}, {max_pixels}, {batch_size}")
     get_runtime(runtime)  # an unknown runtime fails here, naming the registered ones
     if dask_address is not None:
         dask_task_runner(dask_address)  # a malformed address fails here, before any work
@@ -223,8 +222,8 @@ def _scheduled_date(timezone: str | None) -> datetime.date:
     try:
         zone = zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {name!r}; use an IANA name such as "
-                         "'Europe/Berlin'") from None
+        raise InvalidSetting(f"unknown timezone {name!r}; use an IANA name such as "
+                             "'Europe/Berlin'") from None
     return flow_run.scheduled_start_time.astimezone(zone).date()
 
 
@@ -263,8 +262,7 @@ def _run_shards(shards: list[list[Any]], artifact: ModelArtifact, context: Shard
     results, failures, done = [], [], 0
     # A run with nothing new starts no cluster.
     with shard_task_runner(dask_address if shards else None) as runner:
-        shard_task = with_retries(process_shard)
-        futures = runner.map(shard_task, {"images": shards, "model": unmapped(artifact),
+        futures = runner.map(process_shard, {"images": shards, "model": unmapped(artifact),
                                           "context": unmapped(context)})
         for future in as_completed(futures):
             outcome = future.result(raise_on_failure=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from tasks.failures import InvalidSetting
 from tasks.io_task import io_task
 from tasks.tables import compaction
 
@@ -52,7 +53,7 @@ def compact_tables(output: str, month: str, target_mb: float = 64.0,
     """
     compaction.month_days(month)  # a bad month fails before any work
     if target_mb <= 0:
-        raise ValueError(f"target_mb must be positive, got {target_mb}")
+        raise InvalidSetting(f"target_mb must be positive, got {target_mb}")
     target = int(target_mb * MEGABYTE)
     finished = finish_leftovers(output)
     partitions = tuple(result for day in plan_month(output, month, target)

@@ -25,11 +25,12 @@ from tasks.datasets import lineage
 from tasks.datasets.io import hash_images, write_description
 from tasks.convert import (STAGING_FOLDER, Format, convert_source, copy_images, list_sources,
                            read_labels, remove_tree, write_annotations)
+from tasks.failures import InvalidInput, InvalidSetting
 
 COPY_BATCH = 64  # images per copy task: few enough tasks, retries stay cheap
 
 
-class StrictModeError(ValueError):
+class StrictModeError(InvalidInput):
     """A strict run met a file, shape or region that did not convert as-is."""
 
 
@@ -116,9 +117,9 @@ def _check_arguments(source: str, destination: str, val_fraction: float, fmt: st
                      options: Mapping[str, str] | None) -> None:
     get_format(fmt).resolve_options(options)  # an option the format does not take
     if not 0.0 <= val_fraction <= 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+        raise InvalidSetting(f"val_fraction must be in [0, 1], got {val_fraction}")
     if storage.is_inside(destination, source):
-        raise ValueError(f"destination {destination!r} must not be inside the input {source!r} "
+        raise InvalidSetting(f"destination {destination!r} must not be inside the input {source!r} "
                      "(a re-run would read its own output)")
 
 

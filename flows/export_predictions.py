@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, unmapped
 from tasks import storage
 from tasks.exports.folder import check_format, relative_names
 from tasks.exports.writing import copy_images, load_predictions, write_documents
+from tasks.failures import InvalidSetting
 
 COPY_BATCH = 64  # images per copy task
 
@@ -35,12 +36,12 @@ def export_predictions(output: str, destination: str, format: str = "labelme",
     """
     check_format(format)
     if storage.is_inside(destination, output):
-        raise ValueError(f"destination {destination!r} must not be inside the results "
-                         f"folder {output!r}")
+        raise InvalidSetting(f"destination {destination!r} must not be inside the results "
+                             f"folder {output!r}")
     predictions = load_predictions(output, since, until)
     if not predictions:
-        raise ValueError(f"no predictions in {output!r} between {since or 'the start'} and "
-                         f"{until or 'today'}")
+        raise InvalidSetting(f"no predictions in {output!r} between {since or 'the start'} and "
+                             f"{until or 'today'}")
     names = relative_names([p.image_uri for p in predictions])
     items = sorted(names.items())
     batches = [dict(items[i:i + COPY_BATCH]) for i in range(0, len(items), COPY_BATCH)]

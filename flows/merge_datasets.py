@@ -21,6 +21,7 @@ from tasks.datasets.documents import DatasetContent
 from tasks.datasets.io import (StoredDataset, check_locations, copy_list, hash_images,
                                parent_of, read_dataset, write_dataset)
 from tasks.datasets.lineage import Parent
+from tasks.failures import InvalidSetting
 
 HASH_BATCH = 64  # images per hash or copy task: few enough tasks, retries stay cheap
 
@@ -43,7 +44,7 @@ def merge_datasets(base: str, add: str, output: str, val_fraction: float = 0.2
     """
     logger = get_run_logger()
     if not 0.0 <= val_fraction <= 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+        raise InvalidSetting(f"val_fraction must be in [0, 1], got {val_fraction}")
     check_locations(base, add, output)
     reads = [read_dataset.submit(base, "base"), read_dataset.submit(add, "add")]
     stored = [future.result() for future in reads]

@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 
 from tasks import registry as model_registry
 from tasks import storage
+from tasks.failures import InvalidSetting
 from tasks.registry import documents as registry_documents
 from tasks.training.runs import collect_run
 
@@ -86,7 +87,7 @@ def register_model(run_dir: str, registry: str = "registry", metrics: str | None
         ``{name, version, reference, uri, decision}`` (``decision`` None without promotion).
     """
     if force and not (reason and reason.strip()):
-        raise ValueError("force needs a reason")
+        raise InvalidSetting("force needs a reason")
     model_registry.check_alias(alias)
     metrics = metrics or storage.join(run_dir, "evaluation", "metrics.json")
     flow_runs = {"register": flow_run.id, "root": flow_run.root_flow_run_id}

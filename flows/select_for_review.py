@@ -17,6 +17,7 @@ from prefect.artifacts import create_table_artifact
 from tasks import storage
 from tasks.exports.folder import relative_names
 from tasks.exports.writing import copy_images, load_predictions, write_documents, write_json
+from tasks.failures import InvalidSetting
 from tasks.review import MANIFEST_NAME, STRATEGIES
 from tasks.review.manifest import review_manifest, settings_of
 from tasks.review.steps import choose, find_candidates
@@ -52,15 +53,16 @@ def select_for_review(output: str, to: str, since: datetime.date | None = None, 
     to = to.replace("{date}", today.isoformat())
     since = since or today - datetime.timedelta(days=7)
     if storage.is_inside(to, output):
-        raise ValueError(f"review folder {to!r} must not be inside the results folder {output!r}")
+        raise InvalidSetting(f"review folder {to!r} must not be inside the results folder "
+                             f"{output!r}")
     thresholds = Thresholds(tuple(score_band), class_margin, outlier_z=outlier_z,
                             disagreement=disagreement)
     strategies = list(strategies or STRATEGIES)
     picks = find_candidates(output, since, until, strategies, thresholds, window_days, seed)
     chosen = choose(picks, budget)
     if not chosen:
-        raise ValueError(f"no image in {output!r} processed between {since} and "
-                         f"{until or 'today'}")
+        raise InvalidSetting(f"no image in {output!r} processed between {since} and "
+                             f"{until or 'today'}")
     predictions = {p.image_uri: p for p in load_predictions(
         output, since, until, [item.image_uri for item in chosen])}
     names = relative_names(sorted(predictions))

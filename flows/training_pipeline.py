@@ -19,6 +19,7 @@ from flows.register_model import register_model
 from flows.train_model import train_model
 from tasks import registry as model_registry
 from tasks.convert import Format
+from tasks.failures import InvalidSetting
 from tasks.training.runs import default_run_dir
 from tasks.training.config import load_training_config
 
@@ -62,7 +63,7 @@ def training_pipeline(source: str | None, dataset: str, config: str | dict[str, 
     if init_with:  # validated like a config file's value
         training = load_training_config({**training.to_dict(), "init_with": init_with})
     if force and not (reason and reason.strip()):
-        raise ValueError("force needs a reason")
+        raise InvalidSetting("force needs a reason")
     if source is not None:
         convert_masks(source=source, destination=dataset, format=format,
                       labels=training.classes if labels is None else labels,

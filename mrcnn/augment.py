@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mrcnn.errors import InvalidSetting
+
 _PROBABILITIES = ("hflip", "vflip", "rot90")
 _MAGNITUDES = ("brightness", "contrast")
 
@@ -49,13 +51,13 @@ class Augmentation:
             value = _real(name, getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 kind = "a probability" if name in _PROBABILITIES else "a magnitude"
-                raise ValueError(f"Augmentation.{name} is {kind} in [0, 1], got {value}")
+                raise InvalidSetting(f"Augmentation.{name} is {kind} in [0, 1], got {value}")
         if self.scale is not None:
             if isinstance(self.scale, (str, bytes)) or len(self.scale) != 2:
-                raise ValueError(f"Augmentation.scale must be (min, max), got {self.scale!r}")
+                raise InvalidSetting(f"Augmentation.scale must be (min, max), got {self.scale!r}")
             low, high = (_real("scale", v) for v in self.scale)
             if not 0.0 < low <= high < math.inf:
-                raise ValueError(f"Augmentation.scale needs 0 < min <= max, got {self.scale!r}")
+                raise InvalidSetting(f"Augmentation.scale needs 0 < min <= max, got {self.scale!r}")
             object.__setattr__(self, "scale", (low, high))  # lists from JSON become tuples
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,7 +72,7 @@ class Augmentation:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
+            raise InvalidSetting(
                 f"Unknown Augmentation keys {unknown}; expected some of {sorted(known)}"
             )
         return cls(**data)

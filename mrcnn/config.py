@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from mrcnn.errors import InvalidSetting
 from mrcnn.intensity import DEFAULT_PERCENTILES, Normalization
 from mrcnn.precision import INFERENCE_PRECISIONS, TRAINING_PRECISIONS
 
@@ -53,9 +54,9 @@ class NamedBackbone:
     reference: str
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise ValueError(f"BACKBONE {self.reference!r} is only a name read from an export's "
-                         "config; pass that callable to Config.from_dict(..., backbones=[...]) "
-                         "to build a graph with it")
+        raise InvalidSetting(f"BACKBONE {self.reference!r} is only a name read from an export's "
+                             "config; pass that callable to Config.from_dict(..., backbones=[...]) "
+                             "to build a graph with it")
 
 
 class Config:
@@ -216,10 +217,10 @@ class Config:
     def __init__(self, **overrides: Any) -> None:
         unknown = sorted(k for k in overrides if not _is_setting(k) or not hasattr(self, k))
         if unknown:
-            raise ValueError(f"unknown Config attribute(s): {', '.join(unknown)}")
+            raise InvalidSetting(f"unknown Config attribute(s): {', '.join(unknown)}")
         for key, value in overrides.items():
             if key in DERIVED:
-                raise ValueError(f"{key} is derived from other settings and cannot be set")
+                raise InvalidSetting(f"{key} is derived from other settings and cannot be set")
             setattr(self, key, value)
         # Copies, so that changing one config's arrays never changes the class defaults.
         self.MEAN_PIXEL = np.array(self.MEAN_PIXEL, dtype=np.float64)
@@ -239,7 +240,7 @@ class Config:
     def validate(self) -> None:
         """Raise ValueError with a specific message for the first inconsistent setting."""
         if not isinstance(self.NAME, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", self.NAME):
-            raise ValueError(f"NAME must be a non-empty name of letters, digits, '_' or '-', got {self.NAME!r}")
+            raise InvalidSetting(f"NAME must be a non-empty name of letters, digits, '_' or '-', got {self.NAME!r}")
         for key in ("GPU_COUNT", "IMAGES_PER_GPU", "STEPS_PER_EPOCH", "NUM_CLASSES", "TRAIN_ROIS_PER_IMAGE",
                     "RPN_CONV_CHANNELS", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES", "POST_NMS_ROIS_TRAINING",
                     "POST_NMS_ROIS_INFERENCE", "PRE_NMS_LIMIT", "RPN_TRAIN_ANCHORS_PER_IMAGE"):
@@ -247,53 +248,54 @@ class Config:
         _require_int(self, "VALIDATION_STEPS", minimum=0)
         _require_int(self, "WARMUP_STEPS", minimum=0)
         if self.NUM_CLASSES < 2:
-            raise ValueError(f"NUM_CLASSES must count the background plus at least one class (>= 2), got {self.NUM_CLASSES}")
+            raise InvalidSetting(f"NUM_CLASSES must count the background plus at least one class (>= 2), got {self.NUM_CLASSES}")
         if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
-            raise ValueError(f"IMAGE_RESIZE_MODE must be one of {RESIZE_MODES}, got {self.IMAGE_RESIZE_MODE!r}")
+            raise InvalidSetting(f"IMAGE_RESIZE_MODE must be one of {RESIZE_MODES}, got {self.IMAGE_RESIZE_MODE!r}")
         if self.IMAGE_RESIZE_MODE in ("square", "crop"):
             dim = self.IMAGE_MAX_DIM if self.IMAGE_RESIZE_MODE == "square" else self.IMAGE_MIN_DIM
             if int(dim) % 64:
-                raise ValueError(f"image dimensions must be divisible by 64 (6 downsamplings), got {dim}")
+                raise InvalidSetting(f"image dimensions must be divisible by 64 (6 downsamplings), got {dim}")
         if self.IMAGE_MIN_DIM and self.IMAGE_MAX_DIM and self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
-            raise ValueError(f"IMAGE_MIN_DIM ({self.IMAGE_MIN_DIM}) must not exceed IMAGE_MAX_DIM ({self.IMAGE_MAX_DIM})")
+            raise InvalidSetting(f"IMAGE_MIN_DIM ({self.IMAGE_MIN_DIM}) must not exceed IMAGE_MAX_DIM ({self.IMAGE_MAX_DIM})")
         if not (isinstance(self.BACKBONE, str) and self.BACKBONE in BUILTIN_BACKBONES or callable(self.BACKBONE)):
-            raise ValueError(f"BACKBONE must be one of {BUILTIN_BACKBONES} or a callable, got {self.BACKBONE!r}")
+            raise InvalidSetting(f"BACKBONE must be one of {BUILTIN_BACKBONES} or a callable, got {self.BACKBONE!r}")
         if len(self.BACKBONE_STRIDES) != len(self.RPN_ANCHOR_SCALES):
-            raise ValueError("RPN_ANCHOR_SCALES needs one scale per entry of BACKBONE_STRIDES")
+            raise InvalidSetting("RPN_ANCHOR_SCALES needs one scale per entry of BACKBONE_STRIDES")
         if self.INFERENCE_PRECISION not in INFERENCE_PRECISIONS:
-            raise ValueError(f"INFERENCE_PRECISION must be one of {INFERENCE_PRECISIONS}, "
-                             f"got {self.INFERENCE_PRECISION!r}")
+            raise InvalidSetting(f"INFERENCE_PRECISION must be one of {INFERENCE_PRECISIONS}, "
+                                 f"got {self.INFERENCE_PRECISION!r}")
         if self.TRAINING_PRECISION not in TRAINING_PRECISIONS:
-            raise ValueError(f"TRAINING_PRECISION must be one of {TRAINING_PRECISIONS}, "
-                             f"got {self.TRAINING_PRECISION!r}")
+            raise InvalidSetting(f"TRAINING_PRECISION must be one of {TRAINING_PRECISIONS}, "
+                                 f"got {self.TRAINING_PRECISION!r}")
         if self.WEIGHT_INIT not in WEIGHT_INITS:
-            raise ValueError(f"WEIGHT_INIT must be one of {WEIGHT_INITS}, got {self.WEIGHT_INIT!r}")
+            raise InvalidSetting(f"WEIGHT_INIT must be one of {WEIGHT_INITS}, "
+                                 f"got {self.WEIGHT_INIT!r}")
         if not 0 <= float(self.BATCH_NORM_MOMENTUM) < 1:
-            raise ValueError(f"BATCH_NORM_MOMENTUM must be in [0, 1), got {self.BATCH_NORM_MOMENTUM}")
+            raise InvalidSetting(f"BATCH_NORM_MOMENTUM must be in [0, 1), got {self.BATCH_NORM_MOMENTUM}")
         if self.OPTIMIZER not in OPTIMIZERS:
-            raise ValueError(f"OPTIMIZER must be one of {OPTIMIZERS}, got {self.OPTIMIZER!r}")
+            raise InvalidSetting(f"OPTIMIZER must be one of {OPTIMIZERS}, got {self.OPTIMIZER!r}")
         for key in ("LEARNING_RATE",):
             if not float(getattr(self, key)) > 0:
-                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+                raise InvalidSetting(f"{key} must be > 0, got {getattr(self, key)}")
         for key in ("ROI_POSITIVE_RATIO", "RPN_NMS_THRESHOLD", "DETECTION_NMS_THRESHOLD"):
             if not 0 < float(getattr(self, key)) <= 1:
-                raise ValueError(f"{key} must be in (0, 1], got {getattr(self, key)}")
+                raise InvalidSetting(f"{key} must be in (0, 1], got {getattr(self, key)}")
         if not 0 <= float(self.DETECTION_MIN_CONFIDENCE) <= 1:
-            raise ValueError(f"DETECTION_MIN_CONFIDENCE must be in [0, 1], got {self.DETECTION_MIN_CONFIDENCE}")
+            raise InvalidSetting(f"DETECTION_MIN_CONFIDENCE must be in [0, 1], got {self.DETECTION_MIN_CONFIDENCE}")
         unknown_losses = sorted(set(self.LOSS_WEIGHTS) - set(LOSS_NAMES))
         if unknown_losses:
-            raise ValueError(f"LOSS_WEIGHTS has unknown loss names {unknown_losses}; known: {list(LOSS_NAMES)}")
+            raise InvalidSetting(f"LOSS_WEIGHTS has unknown loss names {unknown_losses}; known: {list(LOSS_NAMES)}")
         Normalization.from_config(self)  # its errors name the two settings
         if len(self.MEAN_PIXEL) != self.IMAGE_CHANNEL_COUNT:
-            raise ValueError(f"MEAN_PIXEL needs {self.IMAGE_CHANNEL_COUNT} values, got {len(self.MEAN_PIXEL)}")
+            raise InvalidSetting(f"MEAN_PIXEL needs {self.IMAGE_CHANNEL_COUNT} values, got {len(self.MEAN_PIXEL)}")
         if self.TRAINING_DEVICES is not None:
             devices = self.TRAINING_DEVICES
             if (not isinstance(devices, (list, tuple)) or len(devices) != self.GPU_COUNT
                     or not all(isinstance(d, str) and DEVICE_NAME.fullmatch(d) for d in devices)):
-                raise ValueError(f"TRAINING_DEVICES must list GPU_COUNT ({self.GPU_COUNT}) device names such as "
-                                 f"'/gpu:0' or '/cpu:1', got {devices!r}")
+                raise InvalidSetting(f"TRAINING_DEVICES must list GPU_COUNT ({self.GPU_COUNT}) device names such as "
+                                     f"'/gpu:0' or '/cpu:1', got {devices!r}")
         if not self.USE_RPN_ROIS:
-            raise ValueError("USE_RPN_ROIS=False (training the heads on external ROIs) is not supported")
+            raise InvalidSetting("USE_RPN_ROIS=False (training the heads on external ROIs) is not supported")
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -331,8 +333,8 @@ class Config:
                 allowed, or any other invalid or unknown setting.
         """
         if not isinstance(values, Mapping):
-            raise ValueError(f"{source}: expected a mapping of Config settings, got "
-                             f"{type(values).__name__}")
+            raise InvalidSetting(f"{source}: expected a mapping of Config settings, got "
+                                 f"{type(values).__name__}")
         settings = {k: v for k, v in values.items() if k not in DERIVED}
         backbone = settings.get("BACKBONE")
         if isinstance(backbone, str) and backbone not in BUILTIN_BACKBONES:
@@ -343,14 +345,14 @@ class Config:
                 settings["BACKBONE"] = NamedBackbone(backbone)
             else:
                 allowing = f" ({', '.join(sorted(allowed))})" if allowed else ""
-                raise ValueError(f"{source}: BACKBONE {backbone!r} is neither a built-in backbone "
-                                 f"({', '.join(BUILTIN_BACKBONES)}) nor a callable the caller "
-                                 f"allowed{allowing}; a stored config does not load code "
-                                 "(docs/concepts/security.md)")
+                raise InvalidSetting(f"{source}: BACKBONE {backbone!r} is neither a built-in "
+                                     f"backbone ({', '.join(BUILTIN_BACKBONES)}) nor a callable "
+                                     f"the caller allowed{allowing}; a stored config does not "
+                                     "load code (docs/concepts/security.md)")
         try:
             return cls(**settings)
         except ValueError as error:
-            raise ValueError(f"{source}: {error}") from None
+            raise InvalidSetting(f"{source}: {error}") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -375,8 +377,8 @@ def backbone_reference(backbone: Backbone) -> str:
     module = getattr(backbone, "__module__", None)
     qualname = getattr(backbone, "__qualname__", None)
     if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
-        raise ValueError("a BACKBONE callable must be a module-level function to be saved with "
-                         f"the config, got {qualname or backbone!r}")
+        raise InvalidSetting("a BACKBONE callable must be a module-level function to be saved with "
+                             f"the config, got {qualname or backbone!r}")
     return f"{module}:{qualname}"
 
 
@@ -401,7 +403,7 @@ def _is_setting(name: str) -> bool:
 def _require_int(config: Config, key: str, minimum: int) -> None:
     value = getattr(config, key)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
+        raise InvalidSetting(f"{key} must be an integer >= {minimum}, got {value!r}")
 
 
 def _json_safe(value: Any) -> Any:

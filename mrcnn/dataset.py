@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from mrcnn.errors import InvalidInput, MissingInput
 from mrcnn.images import read_image
 from mrcnn.intensity import Normalization, to_rgb_uint8
 
@@ -175,7 +176,7 @@ class CocoDataset(Dataset):
         root = Path(dataset_dir)
         ann_path = root / "annotations" / f"{subset}.json"
         if not ann_path.is_file():
-            raise FileNotFoundError(f"COCO annotation file not found: {ann_path}")
+            raise MissingInput(f"COCO annotation file not found: {ann_path}")
         with ann_path.open(encoding="utf-8") as f:
             coco = json.load(f)
         self.load_coco_dict(coco, root / "images", class_names)
@@ -192,7 +193,7 @@ class CocoDataset(Dataset):
         """
         for key in ("images", "annotations", "categories"):
             if not isinstance(coco.get(key), list):
-                raise ValueError(f"COCO JSON needs a list under {key!r}")
+                raise InvalidInput(f"COCO JSON needs a list under {key!r}")
         categories = sorted(coco["categories"], key=lambda c: c["id"])
         _check_class_names([c["name"] for c in categories], class_names)
         for image in coco["images"]:
@@ -259,7 +260,7 @@ class CocoDataset(Dataset):
 def _check_class_names(file_names: list[str], class_names: Sequence[str] | None) -> None:
     """Raises ValueError when expected class names differ from the file's categories."""
     if class_names is not None and list(class_names) != file_names:
-        raise ValueError(
+        raise InvalidInput(
             f"class_names {list(class_names)} differ from the annotation file's categories "
             f"(in id order) {file_names}"
         )
@@ -269,7 +270,7 @@ def _check_image_entry(image: dict) -> None:
     """Raises ValueError when a COCO "images" entry lacks a needed key."""
     missing = [k for k in ("id", "file_name", "height", "width") if k not in image]
     if missing:
-        raise ValueError(f"COCO image entry {image} lacks {missing}")
+        raise InvalidInput(f"COCO image entry {image} lacks {missing}")
 
 
 def _group_annotations(coco: dict, category_ids: set[int]) -> dict[Any, list[dict]]:
@@ -278,9 +279,9 @@ def _group_annotations(coco: dict, category_ids: set[int]) -> dict[Any, list[dic
     for ann in coco["annotations"]:
         name = f"Annotation {ann.get('id')}"
         if ann.get("image_id") not in grouped:
-            raise ValueError(f"{name} refers to unknown image {ann.get('image_id')}")
+            raise InvalidInput(f"{name} refers to unknown image {ann.get('image_id')}")
         if ann.get("category_id") not in category_ids:
-            raise ValueError(f"{name} has unknown category {ann.get('category_id')}")
+            raise InvalidInput(f"{name} has unknown category {ann.get('category_id')}")
         grouped[ann["image_id"]].append(ann)
     return grouped
 
@@ -313,10 +314,10 @@ def annotation_to_rle(ann: dict, height: int, width: int) -> dict | None:
         is_uncompressed = isinstance(segm["counts"], list)
         rle = mask_utils.frPyObjects(segm, height, width) if is_uncompressed else segm
     else:
-        raise ValueError(f"Annotation {ann.get('id')} has no polygon or RLE segmentation")
+        raise InvalidInput(f"Annotation {ann.get('id')} has no polygon or RLE segmentation")
     if rle is not None and [int(v) for v in rle.get("size", ())] != [height, width]:
         size = rle.get("size") or ("?", "?")
-        raise ValueError(
+        raise InvalidInput(
             f"Annotation {ann.get('id')} mask is {size[0]}x{size[1]}, image is {height}x{width}"
         )
     return rle

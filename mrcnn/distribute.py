@@ -13,6 +13,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mrcnn.config import Config
+from mrcnn.errors import InvalidSetting
 
 
 def training_strategy(config: Config) -> tf.distribute.Strategy:
@@ -43,9 +44,10 @@ def replica_devices(config: Config) -> list[str] | None:
         return None
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) < config.GPU_COUNT:
-        raise ValueError(f"GPU_COUNT={config.GPU_COUNT} asks for {config.GPU_COUNT} GPUs, but "
-                         f"TensorFlow sees {len(gpus)}; set GPU_COUNT=1 (and raise IMAGES_PER_GPU "
-                         "for the same batch) or name the devices in TRAINING_DEVICES")
+        raise InvalidSetting(f"GPU_COUNT={config.GPU_COUNT} asks for {config.GPU_COUNT} GPUs, but "
+                             f"TensorFlow sees {len(gpus)}; set GPU_COUNT=1 (and raise "
+                             "IMAGES_PER_GPU for the same batch) or name the devices in "
+                             "TRAINING_DEVICES")
     return [gpu.name for gpu in gpus[:config.GPU_COUNT]]
 
 

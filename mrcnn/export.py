@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mrcnn.config import Config
+from mrcnn.errors import MissingInput
 from mrcnn.export_formats import ExportFormat, Predict
 from mrcnn.export_registry import GRAPH_FILES, format_of, get_format
 
@@ -70,12 +71,12 @@ def exported_format(path: str | os.PathLike) -> str:
 def _export_format(path: str | os.PathLike) -> ExportFormat:
     folder = Path(path)
     if not (folder / EXPORT_CONFIG).is_file():
-        raise FileNotFoundError(f"{folder / EXPORT_CONFIG} not found: is {str(path)!r} a folder "
-                                "written by MaskRCNN.export?")
+        raise MissingInput(f"{folder / EXPORT_CONFIG} not found: is {str(path)!r} a folder "
+                           "written by MaskRCNN.export?")
     fmt = format_of({name for name in GRAPH_FILES if (folder / name).is_file()})
     if fmt is None:
-        raise FileNotFoundError(f"export folder {str(path)!r} has {EXPORT_CONFIG} but no graph "
-                                f"file ({', '.join(GRAPH_FILES)})")
+        raise MissingInput(f"export folder {str(path)!r} has {EXPORT_CONFIG} but no graph "
+                           f"file ({', '.join(GRAPH_FILES)})")
     return fmt
 
 

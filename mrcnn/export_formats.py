@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mrcnn.errors import InvalidSetting
+
 # predict(images=..., metas=...) -> {"detections": ..., "masks": ...}
 Predict = Callable[..., dict[str, Any]]
 # write(predict, folder, **options): the traced predict `tf.function` into the folder.
@@ -66,8 +68,8 @@ class ExportFormat:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             takes = ", ".join(self.options) or "none"
-            raise ValueError(f"export format {self.name!r} takes no option {unknown[0]!r} "
-                             f"(its options: {takes})")
+            raise InvalidSetting(f"export format {self.name!r} takes no option {unknown[0]!r} "
+                                 f"(its options: {takes})")
 
 
 def optional_module(module: str, extra: str, purpose: str) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from mrcnn import export_onnx, export_openvino, export_saved_model
+from mrcnn.errors import InvalidSetting
 from mrcnn.export_formats import ExportFormat
 
 FORMATS: tuple[ExportFormat, ...] = (
@@ -31,7 +32,7 @@ def get_format(name: str) -> ExportFormat:
     for fmt in FORMATS:
         if fmt.name == name:
             return fmt
-    raise ValueError(f"unknown export format {name!r} (one of {', '.join(NAMES)})")
+    raise InvalidSetting(f"unknown export format {name!r} (one of {', '.join(NAMES)})")
 
 
 def format_of(files: Collection[str]) -> ExportFormat | None:

@@ -35,6 +35,8 @@ import PIL.Image
 import tifffile
 from PIL import ExifTags
 
+from mrcnn.errors import InvalidInput, MissingInput
+
 REASONS = ("empty_file", "not_an_image", "truncated", "corrupt", "too_large", "unsupported_mode")
 MAX_PIXELS = 100_000_000  # 10,000 x 10,000: far above camera images, far below a bomb
 IMAGE_DTYPES = (np.dtype(np.bool_), np.dtype(np.uint8), np.dtype(np.uint16))
@@ -52,7 +54,7 @@ _LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
 _TIFF_COLOUR_PHOTOMETRICS = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB)
 
 
-class UnreadableImage(ValueError):
+class UnreadableImage(InvalidInput):
     """A file the reader refuses. The message names the file; ``reason`` is one of `REASONS`.
 
     Attributes:
@@ -110,7 +112,7 @@ def read_image(source: bytes | str | os.PathLike, name: str | None = None,
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {path}")
+            raise MissingInput(f"image file not found: {path}")
         name = str(path) if name is None else name
         source = path.read_bytes()
     return decode_image(source, name or "image", max_pixels).upright

@@ -22,6 +22,7 @@ from __future__ import annotations
 import keras
 
 from mrcnn.config import WEIGHT_INITS
+from mrcnn.errors import InvalidSetting
 from mrcnn.layers.batch_norm import BatchNorm
 
 _KAIMING_FAN_OUT = {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}
@@ -43,7 +44,7 @@ def torchvision_initializer(layer_name: str) -> keras.initializers.Initializer:
 def prepare_for_training(model: keras.Model, weight_init: str, batch_norm_momentum: float) -> None:
     """Redraw the kernels of `model` by `weight_init` and set its batch norms' momentum."""
     if weight_init not in WEIGHT_INITS:
-        raise ValueError(f"WEIGHT_INIT must be one of {WEIGHT_INITS}, got {weight_init!r}")
+        raise InvalidSetting(f"WEIGHT_INIT must be one of {WEIGHT_INITS}, got {weight_init!r}")
     for layer in leaf_layers(model):
         if isinstance(layer, BatchNorm):
             layer.momentum = float(batch_norm_momentum)

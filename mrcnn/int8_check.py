@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from mrcnn.boxes import extract_bboxes
+from mrcnn.errors import InvalidInput, InvalidSetting
 from mrcnn.evaluation import DetectionEvaluator, compute_matches
 
 Detect = Callable[[Sequence[np.ndarray]], list[dict[str, np.ndarray]]]
@@ -53,10 +54,10 @@ class Tolerances:
 
     def __post_init__(self) -> None:
         if self.area_difference_pp < 0 or self.ap50_drop < 0:
-            raise ValueError(f"tolerances must be >= 0, got area difference "
-                             f"{self.area_difference_pp} pp and AP50 drop {self.ap50_drop}")
+            raise InvalidSetting(f"tolerances must be >= 0, got area difference "
+                                 f"{self.area_difference_pp} pp and AP50 drop {self.ap50_drop}")
         if not 0.0 <= self.matched_share <= 1.0:
-            raise ValueError(f"matched share must be in [0, 1], got {self.matched_share}")
+            raise InvalidSetting(f"matched share must be in [0, 1], got {self.matched_share}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +209,7 @@ def check_int8(float32: Detect, int8: Detect, images: Iterable[CheckImage],
                 pairs.append((sample, _lean(ref), _lean(out)))
             chunk = []
     if not pairs:
-        raise ValueError("the INT8 check needs at least one held-out image")
+        raise InvalidInput("the INT8 check needs at least one held-out image")
     absolute = np.abs(np.stack(differences))
     classes = tuple(ClassDifference(name, float(absolute[:, i].mean()), float(absolute[:, i].max()))
                     for i, name in enumerate(names))

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from mrcnn.errors import InvalidSetting
+
 NORMALIZATIONS = ("scale", "percentile")
 DEFAULT_PERCENTILES = (1.0, 99.8)
 _LEVELS = {np.dtype(np.bool_): 2, np.dtype(np.uint8): 256, np.dtype(np.uint16): 65536}
@@ -52,8 +54,8 @@ class Normalization:
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or self.method not in NORMALIZATIONS:
-            raise ValueError(f"INTENSITY_NORMALIZATION must be one of {NORMALIZATIONS}, got "
-                             f"{self.method!r}")
+            raise InvalidSetting(f"INTENSITY_NORMALIZATION must be one of {NORMALIZATIONS}, got "
+                                 f"{self.method!r}")
         object.__setattr__(self, "percentiles", _checked_percentiles(self.percentiles))
 
     @classmethod
@@ -142,6 +144,6 @@ def _checked_percentiles(value: Any) -> tuple[float, float]:
         isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
         and math.isfinite(v) for v in pair)
     if not numbers or not 0 <= pair[0] < pair[1] <= 100:
-        raise ValueError("NORMALIZATION_PERCENTILES must be two numbers (low, high) with "
-                         f"0 <= low < high <= 100, got {value!r}")
+        raise InvalidSetting("NORMALIZATION_PERCENTILES must be two numbers (low, high) with "
+                             f"0 <= low < high <= 100, got {value!r}")
     return float(pair[0]), float(pair[1])

@@ -25,6 +25,7 @@ from mrcnn.config import Config
 from mrcnn.data import DataGenerator, load_image_gt  # noqa: F401  (matterport: modellib.load_image_gt)
 from mrcnn.dataset import Dataset
 from mrcnn.distribute import training_strategy
+from mrcnn.errors import InvalidSetting, MissingInput
 from mrcnn.export import EXPORT_CONFIG, export_model, load_exported  # noqa: F401  (former home)
 from mrcnn.initialization import prepare_for_training
 from mrcnn.intensity import Normalization, to_rgb_uint8
@@ -117,7 +118,8 @@ class MaskRCNN:
         """Write the weights in Keras 3 format (the name must end with `.weights.h5`)."""
         filepath = str(filepath)
         if not filepath.endswith(".weights.h5"):
-            raise ValueError(f"Keras 3 weight files must end with '.weights.h5', got {filepath!r}")
+            raise InvalidSetting(f"Keras 3 weight files must end with '.weights.h5', "
+                                 f"got {filepath!r}")
         Path(filepath).parent.mkdir(parents=True, exist_ok=True)
         save_model_weights(self.keras_model, filepath)
 
@@ -129,7 +131,7 @@ class MaskRCNN:
             checkpoints = sorted(run.glob("mask_rcnn*.h5"))
             if checkpoints:
                 return str(checkpoints[-1])
-        raise FileNotFoundError(f"no checkpoint of {self.config.NAME!r} found under {self.model_dir!r}")
+        raise MissingInput(f"no checkpoint of {self.config.NAME!r} found under {self.model_dir!r}")
 
     def set_log_dir(self, model_path: str | None = None) -> None:
         """Start a new run folder, or continue the run (and epoch count) of `model_path`."""
@@ -165,9 +167,9 @@ class MaskRCNN:
         if self.mode != "training":
             raise RuntimeError("create the model with mode='training' to train it")
         if epochs is None and until is None:
-            raise ValueError("give the epoch to stop at, a deadline (until), or both")
+            raise InvalidSetting("give the epoch to stop at, a deadline (until), or both")
         if no_augmentation_sources:
-            raise ValueError("no_augmentation_sources is not supported; pass augmentation=None for those datasets")
+            raise InvalidSetting("no_augmentation_sources is not supported; pass augmentation=None for those datasets")
         pattern = layers_regex(layers)
         config = self.config
         for dataset in (train_dataset, val_dataset):
@@ -181,7 +183,7 @@ class MaskRCNN:
                                      seed=None if config.SEED is None else config.SEED + 1)
         trainable = set_trainable(self.keras_model, pattern)
         if not trainable:
-            raise ValueError(f"layers={layers!r} matches no layer with weights")
+            raise InvalidSetting(f"layers={layers!r} matches no layer with weights")
         if self._compiled_for == tuple(trainable):
             # The same layers again (matterport's scripts call train() every few epochs): keep
             # the traced step and the optimizer's state, warmup progress included.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from mrcnn.errors import InvalidSetting
 from mrcnn.hardware import Hardware, detect
 
 INFERENCE_PRECISIONS = ("float32", "bfloat16", "auto")
@@ -67,7 +68,7 @@ def training_precision(requested: str, hardware: Hardware | None = None) -> Prec
 def _choose(requested: str, accepted: tuple[str, ...], bf16: str,
             hardware: Hardware | None) -> PrecisionChoice:
     if requested not in accepted:
-        raise ValueError(f"precision must be one of {accepted}, got {requested!r}")
+        raise InvalidSetting(f"precision must be one of {accepted}, got {requested!r}")
     if requested == "float32":
         return PrecisionChoice(requested, "float32", "float32 was asked for")
     machine = hardware or detect()

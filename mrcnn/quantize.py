@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from mrcnn.config import Config
+from mrcnn.errors import InvalidInput, InvalidSetting
 from mrcnn.export_openvino import OPENVINO_FILE, graph_nodes, openvino_module
 
 EXPORT_CONFIG = "mrcnn_config.json"  # mrcnn.export.EXPORT_CONFIG (not imported: no cycle)
@@ -94,12 +95,12 @@ class QuantizationSettings:
 
     def __post_init__(self) -> None:
         if self.calibration_images < 1:
-            raise ValueError(f"calibration_images must be >= 1, got {self.calibration_images}")
+            raise InvalidSetting(f"calibration_images must be >= 1, got {self.calibration_images}")
         unknown = sorted(set(self.float_parts) - set(FLOAT_PARTS))
         if unknown:
-            raise ValueError(f"unknown float part {unknown[0]!r} (one of {sorted(FLOAT_PARTS)})")
+            raise InvalidSetting(f"unknown float part {unknown[0]!r} (one of {sorted(FLOAT_PARTS)})")
         if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+            raise InvalidSetting(f"preset must be one of {PRESETS}, got {self.preset!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "float_parts": list(self.float_parts)}
@@ -156,7 +157,7 @@ def quantize_openvino(source: str | Path, target: str | Path, images: Sequence[n
         ValueError: no calibration images.
     """
     if len(images) == 0:
-        raise ValueError("quantization needs at least one calibration image")
+        raise InvalidInput("quantization needs at least one calibration image")
     ov, nncf = openvino_module(), nncf_module()
     logging.getLogger("nncf").setLevel(logging.WARNING)  # no per-step progress in our logs
     source, target = Path(source), Path(target)

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from mrcnn import losses
 from mrcnn.config import LOSS_NAMES, Config
+from mrcnn.errors import InvalidSetting
 
 LAYER_PRESETS = {
     "heads": r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)",
@@ -30,7 +31,7 @@ def layers_regex(layers: str) -> str:
     try:
         re.compile(pattern)
     except re.error as error:
-        raise ValueError(f"layers must be one of {sorted(LAYER_PRESETS)} or a valid regex; {layers!r}: {error}") from None
+        raise InvalidSetting(f"layers must be one of {sorted(LAYER_PRESETS)} or a valid regex; {layers!r}: {error}") from None
     return pattern
 
 

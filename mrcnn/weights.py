@@ -25,6 +25,8 @@ import h5py
 import keras
 import numpy as np
 
+from mrcnn.errors import InvalidInput, MissingInput
+
 _EXCLUDE_HINT = (
     "If this layer is meant to differ (e.g. another NUM_CLASSES), skip it with "
     "load_weights(..., exclude=[{name!r}])."
@@ -70,12 +72,12 @@ def load_weights(
     """
     path = os.fspath(filepath)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Weight file not found: {path}")
+        raise MissingInput(f"Weight file not found: {path}")
     excluded = set(exclude or ())
     try:
         file = h5py.File(path, "r")
     except OSError as err:
-        raise ValueError(f"{path} is not a readable HDF5 weight file ({err}).") from err
+        raise InvalidInput(f"{path} is not a readable HDF5 weight file ({err}).") from err
     with file:
         if _is_keras3(file):
             if not by_name and not excluded and path.endswith(".weights.h5"):
@@ -95,7 +97,7 @@ def _check_shapes(plan: list[_Assignment]) -> None:
     for item in plan:
         expected = tuple(item.variable.shape)
         if item.dataset.shape != expected:
-            raise ValueError(
+            raise InvalidInput(
                 f"Layer {item.layer!r}, weight {item.label!r}: the file holds shape "
                 f"{item.dataset.shape} but the model expects {expected}. "
                 + _EXCLUDE_HINT.format(name=item.layer)
@@ -134,7 +136,7 @@ def _keras2_root(file: h5py.File, path: str) -> h5py.Group:
         return file
     if "model_weights" in file and "layer_names" in file["model_weights"].attrs:
         return file["model_weights"]
-    raise ValueError(
+    raise InvalidInput(
         f"{path} is HDF5 but not a Keras weight file: no 'layer_names' attribute at the "
         "root or under 'model_weights', and no Keras 3 'layers' group."
     )
@@ -164,7 +166,7 @@ def _plan_keras2(
             layer for layer in model.layers if layer.weights and layer.name not in excluded
         ]
         if len(model_layers) != len(file_layers):
-            raise ValueError(
+            raise InvalidInput(
                 f"The file has {len(file_layers)} layers with weights but the model has "
                 f"{len(model_layers)}; pass by_name=True to load the layers whose names "
                 "match (and exclude=[...] for those that differ)."
@@ -193,7 +195,7 @@ def _bind_keras2(
     """
     variables = layer.weights
     if len(weights) != len(variables):
-        raise ValueError(
+        raise InvalidInput(
             f"Layer {name!r}: the file has {len(weights)} weights "
             f"{[w for w, _ in weights]} but the model layer has {len(variables)} "
             f"{[v.path for v in variables]}. " + _EXCLUDE_HINT.format(name=name)
@@ -259,7 +261,7 @@ def _plan_keras3(
         if name not in index:
             if by_name:
                 continue
-            raise ValueError(
+            raise InvalidInput(
                 f"The file has weights for layer {name!r}, which the model lacks; pass "
                 "by_name=True to skip such layers."
             )
@@ -275,14 +277,14 @@ def _bind_keras3(
     layer.save_own_variables(targets)  # the same slots, in the same order, as the file
     stored = group["vars"]
     if len(stored) != len(targets):
-        raise ValueError(
+        raise InvalidInput(
             f"Layer {name!r}: the file has {len(stored)} variables for {layer.name!r} but "
             f"the model layer has {len(targets)}. " + _EXCLUDE_HINT.format(name=name)
         )
     plan = []
     for key, variable in targets.items():
         if not isinstance(variable, keras.Variable):
-            raise ValueError(
+            raise InvalidInput(
                 f"Layer {layer.name!r} stores derived values (LoRA or quantization); load "
                 "it with model.load_weights instead."
             )
@@ -292,7 +294,7 @@ def _bind_keras3(
         if child_name in children:
             plan.extend(_bind_keras3(name, children[child_name], child_group))
         elif _has_datasets(child_group):
-            raise ValueError(
+            raise InvalidInput(
                 f"Layer {name!r}: the file has weights for sub-layer {child_name!r}, which "
                 f"the model's {layer.name!r} lacks."
             )

@@ -3,8 +3,10 @@
 Each subcommand is a pair of functions: ``_add_<name>(subparsers)`` declares its arguments
 and sets ``handler``; the handler takes the parsed arguments and returns an exit code.
 Flows are imported inside handlers so that ``--help`` stays fast. Errors the user can fix
-(bad paths, bad annotations under ``--strict``) print one line to stderr and exit 1; add
-``--traceback`` to see where they came from.
+(``tasks.failures.UserError``: bad paths, settings, annotations under ``--strict``, a store
+that does not answer) print one line to stderr and exit 1; add ``--traceback`` to see where
+they came from. Any other exception is a bug: it prints its traceback and where to report it,
+and exits 1.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,10 +35,11 @@ from mrcnn_pipeline.prefect_api import ensure_api  # noqa: E402
 from tasks.annotations.formats import ReaderOption  # noqa: E402
 from tasks.annotations.registry import (FORMATS, NAMES, all_options,  # noqa: E402
                                         formats_taking, get_format)
-from tasks.failures import RunIncomplete  # noqa: E402
+from tasks.failures import InvalidSetting, MissingInput, UserError  # noqa: E402
 
-# Errors that describe bad input or environment; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, TypeError, OSError, KeyError, RunIncomplete)
+BUG_REPORT = ("mrcnn-pipeline: this is a bug in mrcnn-pipeline, not a problem with your input; "
+              "please report it on the project's issue tracker with the command you ran and "
+              "the traceback above (docs/concepts/failures.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,8 +112,8 @@ def _format_options(args: argparse.Namespace) -> dict[str, str]:
         if value is None:
             continue
         if option not in taken:
-            raise ValueError(f"{option.flag} does not apply to --format {args.format} (only to "
-                             f"--format {', '.join(formats_taking(option))})")
+            raise InvalidSetting(f"{option.flag} does not apply to --format {args.format} (only to "
+                                 f"--format {', '.join(formats_taking(option))})")
         given[option.name] = value
     return given
 
@@ -126,9 +130,9 @@ def run_convert(args: argparse.Namespace) -> int:
     from tasks import storage
 
     if not storage.exists(args.input):
-        raise FileNotFoundError(f"input {args.input!r} does not exist")
+        raise MissingInput(f"input {args.input!r} does not exist")
     if args.labels and not storage.is_file(args.labels):
-        raise FileNotFoundError(f"labels file {args.labels!r} not found")
+        raise MissingInput(f"labels file {args.labels!r} not found")
     options = _format_options(args)
     from flows.convert_masks import convert_masks
 
@@ -182,7 +186,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     training = load_training_config(args.config)
     if not storage.exists(args.dataset):
-        raise FileNotFoundError(f"dataset {args.dataset!r} does not exist")
+        raise MissingInput(f"dataset {args.dataset!r} does not exist")
     from flows.train_model import train_model
 
     config = {**training.to_dict(), **({"auto_config": True} if args.auto_config else {})}
@@ -355,7 +359,7 @@ def _model_listing(registry_uri: str, name: str | None) -> Any:
         return registry.list_models(registry_uri)
     versions = registry.list_versions(registry_uri, name)
     if not versions:
-        raise FileNotFoundError(f"model {name!r} not found in registry {registry_uri!r}")
+        raise MissingInput(f"model {name!r} not found in registry {registry_uri!r}")
     return {"name": name, "versions": versions,
             "aliases": {alias: record["version"]
                         for alias, record in registry.read_aliases(registry_uri, name).items()}}
@@ -429,7 +433,7 @@ class _UserErrorFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info:
-            return not isinstance(record.exc_info[1], USER_ERRORS)
+            return not isinstance(record.exc_info[1], UserError)
         if record.levelno < logging.ERROR:
             return True
         failed = _FAILED_STATE.search(record.getMessage())
@@ -440,7 +444,7 @@ _FAILED_STATE = re.compile(r"^Finished in state Failed\(.*encountered an excepti
 
 
 def _user_error_names() -> set[str]:
-    names, pending = set(), list(USER_ERRORS)
+    names, pending = set(), [UserError]
     while pending:
         kind = pending.pop()
         names.add(kind.__name__)
@@ -468,10 +472,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_tracebacks()
     try:
         return args.handler(args)
-    except USER_ERRORS as error:
+    except UserError as error:
         if args.traceback:
             raise
         print(f"mrcnn-pipeline {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except Exception:  # a bug: its traceback, and where to report it
+        traceback.print_exc()
+        print(BUG_REPORT, file=sys.stderr)
         return 1
 
 

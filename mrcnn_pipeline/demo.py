@@ -42,6 +42,7 @@ import PIL.Image  # noqa: E402
 from mrcnn.shapes import ShapesDataset  # noqa: E402
 from mrcnn_pipeline.prefect_api import ensure_api_or_exit  # noqa: E402
 from tasks.exports.labelme import instance_shapes, labelme_file  # noqa: E402
+from tasks.failures import InvalidSetting
 
 CLASSES = ("square", "circle", "triangle")  # the shapes preset's classes, in category order
 ONE_CLASS = ("shape",)  # every shape labelled alike: the recipe for slow machines
@@ -130,7 +131,7 @@ def choose_classes(minutes: float, requested: str = "auto",
     if requested == "1":
         return ClassChoice(ONE_CLASS, None, "one class, as asked (--classes 1)")
     if requested != "auto":
-        raise ValueError(f"classes must be auto, 3 or 1, got {requested!r}")
+        raise InvalidSetting(f"classes must be auto, 3 or 1, got {requested!r}")
     per_step = STEP_OVER_PROBE * (probe_seconds() if probe is None else probe)
     steps = max(0.0, 60 * minutes - BUILD_SECONDS) / per_step
     if steps >= STEPS_FOR_THREE_CLASSES:
@@ -156,9 +157,9 @@ def write_labelme_folder(folder: Path, count: int, size: int = SIZE, seed: int =
         The JSON files written.
     """
     if count < 1:
-        raise ValueError(f"need at least 1 annotated image, got {count}")
+        raise InvalidSetting(f"need at least 1 annotated image, got {count}")
     if classes not in (CLASSES, ONE_CLASS):
-        raise ValueError(f"classes must be {CLASSES} or {ONE_CLASS}, got {classes}")
+        raise InvalidSetting(f"classes must be {CLASSES} or {ONE_CLASS}, got {classes}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "labels.txt").write_text("\n".join(classes) + "\n")
     shapes = ShapesDataset()
@@ -213,9 +214,9 @@ def training_config(minutes: float, overrides: dict[str, Any] | None = None,
     from tasks.training.config import PRESETS
 
     if not minutes > 0:
-        raise ValueError(f"minutes must be positive, got {minutes}")
+        raise InvalidSetting(f"minutes must be positive, got {minutes}")
     if backbone not in RECIPES:
-        raise ValueError(f"backbone must be one of {sorted(RECIPES)}, got {backbone!r}")
+        raise InvalidSetting(f"backbone must be one of {sorted(RECIPES)}, got {backbone!r}")
     recipe = RECIPES[backbone]
     rate = {**PRESETS["shapes"]["config"], **recipe.overrides}["LEARNING_RATE"]
     return {"preset": "shapes", "minutes": minutes, "classes": list(classes),
@@ -253,7 +254,7 @@ def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 3
     from mrcnn_pipeline.results import summarize
 
     if incoming < 1:
-        raise ValueError(f"need at least 1 incoming image, got {incoming}")
+        raise InvalidSetting(f"need at least 1 incoming image, got {incoming}")
     output = output.resolve()
     paths = {name: output / name for name in ("labelme", "incoming", "dataset", "registry",
                                                "results")}

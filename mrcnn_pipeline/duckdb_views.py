@@ -28,6 +28,7 @@ import os
 import duckdb
 
 from tasks import storage
+from tasks.failures import InvalidInput, InvalidSetting, MissingInput
 from tasks.parquet_schemas import SCHEMAS
 
 # The committed tables, then the nightly report's drift table.
@@ -111,13 +112,13 @@ def local_root(output_uri: str) -> str:
         FileNotFoundError: no folder there.
     """
     if not storage.is_local(output_uri):
-        raise ValueError(f"--duckdb needs a local output, not {output_uri!r}: a DuckDB file "
-                         "cannot carry the s3 filesystem; copy the output locally (e.g. aws s3 "
-                         "sync) or query it from Python (mrcnn_pipeline.results, "
-                         "tasks.tables.queries)")
+        raise InvalidSetting(f"--duckdb needs a local output, not {output_uri!r}: a DuckDB file "
+                             "cannot carry the s3 filesystem; copy the output locally (e.g. aws s3 "
+                             "sync) or query it from Python (mrcnn_pipeline.results, "
+                             "tasks.tables.queries)")
     path = os.path.abspath(storage.filesystem_for(output_uri)._strip_protocol(output_uri))
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"output folder {output_uri!r} does not exist")
+        raise MissingInput(f"output folder {output_uri!r} does not exist")
     return path
 
 
@@ -146,4 +147,4 @@ def _connect(database: str) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(database, config={"storage_compatibility_version": STORAGE_VERSION})
     except duckdb.Error as error:  # a lock held by another process, not a DuckDB file, ...
-        raise OSError(f"cannot open DuckDB file {database!r}: {error}") from None
+        raise InvalidInput(f"cannot open DuckDB file {database!r}: {error}") from None

@@ -14,6 +14,7 @@ import sys
 from mrcnn_pipeline.arguments import (backbone_argument, fraction, iso_date, registry_argument,
                                       runtime_argument)
 from mrcnn_pipeline.prefect_api import ensure_api
+from tasks.failures import InvalidSetting
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -124,8 +125,8 @@ def _select_device(device: str | None) -> None:
         import tensorflow as tf
 
         if not tf.config.list_physical_devices("GPU"):
-            raise OSError("--device gpu: TensorFlow sees no GPU (install the 'gpu' extra and "
-                          "the NVIDIA driver, or use --device cpu)")
+            raise InvalidSetting("--device gpu: TensorFlow sees no GPU (install the 'gpu' extra "
+                                 "and the NVIDIA driver, or use --device cpu)")
 
 
 def add_results(subparsers: argparse._SubParsersAction) -> None:
@@ -149,8 +150,8 @@ def run_results(args: argparse.Namespace) -> int:
     """Handler of ``results``: query and print, or write the views file."""
     if args.duckdb:
         if args.since or args.class_name:
-            raise ValueError("--duckdb writes views over every run_date and class; filter "
-                             "in SQL instead of --since/--class")
+            raise InvalidSetting("--duckdb writes views over every run_date and class; filter "
+                                 "in SQL instead of --since/--class")
         from mrcnn_pipeline.duckdb_views import write_views
 
         print(write_views(args.output, args.duckdb).describe())

@@ -9,6 +9,7 @@ from mrcnn.export_registry import FORMATS, NAMES
 from mrcnn.int8_check import Tolerances
 from mrcnn.quantize import DEFAULT_FLOAT_PARTS, FLOAT_PARTS
 from mrcnn_pipeline.arguments import backbone_argument, fraction, registry_argument
+from tasks.failures import InvalidSetting
 from tasks.models.int8 import DEFAULT_CALIBRATION_IMAGES, DEFAULT_CHECK_IMAGES
 
 LIMITS = Tolerances()  # the documented defaults
@@ -86,7 +87,7 @@ def run_export_model(args: argparse.Namespace) -> int:
     if args.precision == "int8":
         return _export_int8(args)
     if args.calibration or args.check:
-        raise ValueError("--calibration and --check go with --precision int8")
+        raise InvalidSetting("--calibration and --check go with --precision int8")
     artifact = resolve(args.model, args.registry, backbones=args.backbones)
     uri = export_artifact(artifact, args.format, args.output)
     result = {"model": artifact.identity, "format": args.format, "export": uri}
@@ -100,11 +101,11 @@ def _export_int8(args: argparse.Namespace) -> int:
     from tasks.models.int8 import Int8Request, export_int8
 
     if args.format != "openvino":
-        raise ValueError(f"--precision int8 is an OpenVINO export: use --format openvino, "
-                         f"not {args.format}")
+        raise InvalidSetting(f"--precision int8 is an OpenVINO export: use --format openvino, "
+                             f"not {args.format}")
     if not args.calibration:
-        raise ValueError("--precision int8 needs --calibration URI: a dataset or an image "
-                         "folder of your own images")
+        raise InvalidSetting("--precision int8 needs --calibration URI: a dataset or an image "
+                             "folder of your own images")
     tolerances = Tolerances(args.max_area_difference, args.max_ap50_drop, args.min_matched_share)
     request = Int8Request(args.calibration, args.calibration_images, args.check,
                           args.check_images, tolerances,

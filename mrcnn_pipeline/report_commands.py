@@ -10,6 +10,7 @@ import argparse
 
 from mrcnn_pipeline.arguments import iso_date, print_summary, registry_argument
 from mrcnn_pipeline.prefect_api import ensure_api
+from tasks.failures import InvalidSetting
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def run_report(args: argparse.Namespace) -> int:
     """Handler of ``report``: run the flow, print where the page is and what drifts."""
     if args.window < 1:
-        raise ValueError(f"--window must be at least 1 day, got {args.window}")
+        raise InvalidSetting(f"--window must be at least 1 day, got {args.window}")
     from flows.nightly_report import nightly_report
 
     ensure_api()

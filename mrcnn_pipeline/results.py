@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from tasks.failures import InvalidSetting
 from tasks.tables.queries import query
 
 FORMATS = ("table", "csv", "json")
@@ -43,7 +44,7 @@ def summarize(output_uri: str, since: datetime.date | None = None,
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
     """Rows as an aligned text table, CSV or a JSON list of objects."""
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        raise InvalidSetting(f"format must be one of {FORMATS}, got {fmt!r}")
     if fmt == "json":
         return json.dumps([dict(zip(columns, row)) for row in rows], default=_json_value,
                           indent=2) + "\n"

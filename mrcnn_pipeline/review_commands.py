@@ -12,6 +12,7 @@ import argparse
 from mrcnn_pipeline.arguments import fraction, iso_date, print_summary, registry_argument
 from mrcnn_pipeline.prefect_api import ensure_api
 from tasks.exports import FORMATS
+from tasks.failures import InvalidSetting, MissingInput
 from tasks.review import STRATEGIES
 
 
@@ -56,7 +57,7 @@ def add_review(subparsers: argparse._SubParsersAction) -> None:
 def run_review_select(args: argparse.Namespace) -> int:
     """Handler of ``review select``: run the flow, print what was chosen and why."""
     if args.budget < 1:
-        raise ValueError(f"--budget must be at least 1, got {args.budget}")
+        raise InvalidSetting(f"--budget must be at least 1, got {args.budget}")
     from flows.select_for_review import select_for_review
 
     ensure_api()
@@ -128,7 +129,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     from tasks import storage
 
     if not storage.exists(args.dataset):
-        raise FileNotFoundError(f"dataset {args.dataset!r} does not exist")
+        raise MissingInput(f"dataset {args.dataset!r} does not exist")
     from flows.training_pipeline import training_pipeline
 
     ensure_api()

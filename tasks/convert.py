@@ -17,6 +17,7 @@ from tasks.annotations import canonical
 from tasks.annotations.labels import LabelMap, parse_labels
 from tasks.annotations.records import Fetch
 from tasks.annotations.registry import NAMES, get_format
+from tasks.failures import InvalidInput, MissingInput
 from tasks.io_task import io_task
 
 # The registered format names, so that Prefect's parameter schema offers them as choices.
@@ -46,7 +47,7 @@ def list_sources(source: str, fmt: Format) -> tuple[str, list[str]]:
         ValueError: if it holds no source file of that format.
     """
     if not storage.exists(source):
-        raise FileNotFoundError(f"input {source!r} does not exist")
+        raise MissingInput(f"input {source!r} does not exist")
     if storage.is_file(source):
         root = source.rstrip("/").rsplit("/", 1)[0] if "/" in source else "."
         files = [storage.relative_path(source, root)]
@@ -56,7 +57,7 @@ def list_sources(source: str, fmt: Format) -> tuple[str, list[str]]:
     annotation_format = get_format(fmt)
     found = annotation_format.sources(files)
     if not found:
-        raise ValueError(f"no {fmt} source files ({annotation_format.looks_for}) in {source!r}")
+        raise InvalidInput(f"no {fmt} source files ({annotation_format.looks_for}) in {source!r}")
     return root, found
 
 
@@ -65,7 +66,7 @@ def _fetcher(root: str) -> Fetch:
         try:
             return storage.read_bytes(storage.join(root, relative))
         except (IsADirectoryError, NotADirectoryError):
-            raise FileNotFoundError(f"{relative} is not a file") from None
+            raise MissingInput(f"{relative} is not a file") from None
     return fetch
 
 
@@ -141,9 +142,9 @@ def read_labels(uri: str) -> list[str]:
     try:
         text = storage.read_bytes(uri).decode("utf-8")
     except FileNotFoundError:
-        raise FileNotFoundError(f"labels file {uri!r} not found") from None
+        raise MissingInput(f"labels file {uri!r} not found") from None
     except UnicodeDecodeError:
-        raise ValueError(f"labels file {uri!r} is not UTF-8 text") from None
+        raise InvalidInput(f"labels file {uri!r} is not UTF-8 text") from None
     return parse_labels(text)
 
 

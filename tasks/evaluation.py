@@ -33,6 +33,7 @@ from mrcnn.baselines import otsu_not_applicable, otsu_prediction
 from mrcnn.config import Config
 from mrcnn.evaluation import DetectionEvaluator
 from tasks import registry, storage
+from tasks.failures import InvalidInput
 from tasks.inference.area_ratios import class_areas
 from tasks.models import ModelArtifact, build
 from tasks.training.data import check_classes, fetch_dataset, load_split
@@ -276,7 +277,7 @@ def evaluate_on_validation(model: ModelArtifact, dataset: str, output: str,
     with tempfile.TemporaryDirectory(prefix="evaluate-") as work:
         fetched = fetch_dataset(dataset, work, splits=("val",))
         if not fetched.images["val"]:
-            raise ValueError(f"split 'val' of dataset {dataset!r} has no images to evaluate on")
+            raise InvalidInput(f"split 'val' of dataset {dataset!r} has no images to evaluate on")
         classes = list(model.class_names)
         check_classes(classes, fetched, f"model {model.origin!r}")
         built = build(model, runtime, batch_size=int(model.config.get("IMAGES_PER_GPU", 1)))

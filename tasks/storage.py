@@ -24,7 +24,8 @@ import fsspec
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from tasks.failures import OutputNotWritable, StorageUnavailable
+from tasks.failures import (AccessDenied, InvalidInput, MissingInput, OutputNotWritable,
+                            StorageRefused, StorageUnavailable)
 from tasks.faults import crash_point
 
 StorageOptions = Mapping[str, Any] | None
@@ -147,7 +148,7 @@ def _described(uri: str, fs: AbstractFileSystem | None = None) -> Iterator[None]
     except PermissionError as error:
         hint = ("check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the storage options"
                 if protocol_of(uri) in _S3_PROTOCOLS else "check the file permissions")
-        raise PermissionError(f"access denied to {uri!r} ({error}); {hint}") from error
+        raise AccessDenied(f"access denied to {uri!r} ({error}); {hint}") from error
     except Exception as error:  # noqa: BLE001 - only connection failures are translated
         if not _is_connection_failure(error):
             raise
@@ -234,9 +235,9 @@ def read_json(uri: str, what: str, options: StorageOptions = None) -> Any:
     try:
         return json.loads(read_bytes(uri, options))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {uri!r} not found") from None
+        raise MissingInput(f"{what} {uri!r} not found") from None
     except ValueError as error:
-        raise ValueError(f"{what} {uri!r} is not valid JSON: {error}") from None
+        raise InvalidInput(f"{what} {uri!r} is not valid JSON: {error}") from None
 
 
 @contextmanager
@@ -286,9 +287,14 @@ def write_bytes(uri: str, data: bytes, options: StorageOptions = None) -> str:
 
 
 def _local_write_error(uri: str, error: OSError) -> OSError:
-    """The same kind of error, naming the user's path instead of a temporary file."""
+    """The error naming the user's path instead of a temporary file, with its errno: a
+    refused permission or write (full, read-only, not a folder) is the user's to fix; a path
+    that vanished while being written keeps its own type."""
     reason = error.strerror or str(error)
-    return type(error)(error.errno, f"cannot write {uri!r}: {reason}")
+    if isinstance(error, FileNotFoundError):
+        return type(error)(error.errno, f"cannot write {uri!r}: {reason}")
+    kind = AccessDenied if isinstance(error, PermissionError) else StorageRefused
+    return kind(error.errno, f"cannot write {uri!r}: {reason}")
 
 
 def create_exclusive(uri: str, data: bytes, options: StorageOptions = None) -> bool:

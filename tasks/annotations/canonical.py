@@ -29,6 +29,8 @@ from .labels import LabelMap
 from .rle import encode_rle
 from .records import Issue, IssueKind, ReadResult
 
+from tasks.failures import InvalidSetting
+
 SPLITS = ("train", "val")
 ANNOTATIONS_FOLDER = "annotations"
 IMAGES_FOLDER = "images"
@@ -125,7 +127,7 @@ def build_dataset(summaries: Sequence[Mapping[str, Any]], labels: LabelMap, val_
         source: input URI, for the report.
     """
     if not 0.0 <= val_fraction <= 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+        raise InvalidSetting(f"val_fraction must be in [0, 1], got {val_fraction}")
     issues: list[dict[str, Any]] = []
     kept: dict[str, dict[str, Any]] = {}
     for summary in summaries:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .records import Fetch, ReadResult
 
+from tasks.failures import InvalidSetting
+
 # read(name, data, fetch, **options) for file sources; read(folder, files, fetch, **options)
 # for folder sources, ``files`` being every file below the folder, relative to the input root.
 Read = Callable[..., ReadResult]
@@ -85,8 +87,8 @@ class AnnotationFormat:
         unknown = sorted(set(given) - {option.name for option in self.options})
         if unknown:
             takes = ", ".join(option.name for option in self.options) or "none"
-            raise ValueError(f"format {self.name!r} takes no option {unknown[0]!r} "
-                             f"(its options: {takes})")
+            raise InvalidSetting(f"format {self.name!r} takes no option {unknown[0]!r} "
+                                 f"(its options: {takes})")
         return {option.name: given.get(option.name, option.default) for option in self.options}
 
     def read_source(self, source: str, fetch: Fetch, list_files: ListFiles,

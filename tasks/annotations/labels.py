@@ -14,6 +14,8 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
+from tasks.failures import InvalidInput, InvalidSetting
+
 NOT_CLASSES = ("__ignore__", "_background_")
 _TRAILING_NUMBER = re.compile(r"[\s_-]*\d+$")
 
@@ -30,11 +32,11 @@ def parse_labels(text: str) -> list[str]:
         if not name or name in NOT_CLASSES:
             continue
         if name in names:
-            raise ValueError(f"labels file: {name!r} on line {number} is listed twice")
+            raise InvalidInput(f"labels file: {name!r} on line {number} is listed twice")
         names.append(name)
     if not names:
-        raise ValueError("labels file lists no class (only blank lines, __ignore__ or "
-                         "_background_)")
+        raise InvalidInput("labels file lists no class (only blank lines, __ignore__ or "
+                           "_background_)")
     return names
 
 
@@ -56,11 +58,11 @@ class LabelMap:
         if self.names is not None:
             object.__setattr__(self, "names", tuple(n for n in self.names if n not in NOT_CLASSES))
             if len(set(self.names)) != len(self.names):
-                raise ValueError(f"labels list repeats a name: {list(self.names)}")
+                raise InvalidSetting(f"labels list repeats a name: {list(self.names)}")
             unknown = sorted(t for t in set(self.aliases.values()) if t not in self.names)
             if unknown:
-                raise ValueError(f"aliases map to labels that are not in the labels list: "
-                                 f"{unknown}")
+                raise InvalidSetting(f"aliases map to labels that are not in the labels list: "
+                                     f"{unknown}")
 
     def resolve(self, label: str) -> str:
         """The class of an annotated label.

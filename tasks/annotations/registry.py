@@ -10,6 +10,8 @@ from . import (coco, cvat, label_images, label_studio, labelme, legacy, mask_fol
                yolo)
 from .formats import AnnotationFormat, ReaderOption
 
+from tasks.failures import InvalidSetting
+
 FORMATS: tuple[AnnotationFormat, ...] = (
     labelme.FORMAT,
     legacy.FORMAT,
@@ -33,7 +35,7 @@ def get_format(name: str) -> AnnotationFormat:
     for fmt in FORMATS:
         if fmt.name == name:
             return fmt
-    raise ValueError(f"unknown annotation format {name!r} (one of {', '.join(NAMES)})")
+    raise InvalidSetting(f"unknown annotation format {name!r} (one of {', '.join(NAMES)})")
 
 
 def all_options() -> tuple[ReaderOption, ...]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from tasks.annotations.canonical import SPLITS
 from tasks.annotations.paths import resolve_inside
+from tasks.failures import InvalidInput
 
 MERGE_DESCRIPTION = "canonical dataset written by merge-datasets"
 
@@ -76,8 +77,8 @@ class DatasetContent:
         return tuple(name for _, name in self.categories)
 
 
-class NotCanonicalError(ValueError):
-    """A folder's documents do not form a canonical dataset (a user-fixable input error)."""
+class NotCanonicalError(InvalidInput):
+    """A folder's documents do not form a canonical dataset."""
 
 
 def not_canonical(role: str, uri: str, reason: str) -> NotCanonicalError:

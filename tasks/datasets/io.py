@@ -16,6 +16,7 @@ from typing import Any
 from tasks import storage
 from tasks.annotations.canonical import (ANNOTATIONS_FOLDER, IMAGES_FOLDER, REPORT_NAME, SPLITS,
                                          dumps)
+from tasks.failures import InvalidSetting, MissingInput
 from tasks.io_task import io_task
 from tasks.datasets import lineage
 from tasks.datasets.documents import DatasetContent, not_canonical, parse_documents
@@ -45,8 +46,8 @@ def check_locations(base: str, add: str, output: str) -> None:
     """
     for role, uri in (("base", base), ("add", add)):
         if storage.is_inside(output, uri):
-            raise ValueError(f"output {output!r} must not be the {role} dataset {uri!r} or "
-                             "inside it (the merge would overwrite what it reads)")
+            raise InvalidSetting(f"output {output!r} must not be the {role} dataset {uri!r} or "
+                                 "inside it (the merge would overwrite what it reads)")
 
 
 def annotation_uri(uri: str, split: str) -> str:
@@ -62,7 +63,7 @@ def locate_dataset(uri: str, role: str) -> None:
         NotCanonicalError: an annotation file is missing.
     """
     if not storage.exists(uri):
-        raise FileNotFoundError(f"{role} dataset {uri!r} does not exist")
+        raise MissingInput(f"{role} dataset {uri!r} does not exist")
     for split in SPLITS:
         if not storage.is_file(annotation_uri(uri, split)):
             raise not_canonical(role, uri, f"{ANNOTATIONS_FOLDER}/{split}.json not found")
@@ -116,7 +117,7 @@ def hash_images(uri: str, file_names: Sequence[str]) -> dict[str, str]:
         try:
             hashes[file_name] = lineage.sha256_hex(storage.read_bytes(image_uri))
         except (FileNotFoundError, IsADirectoryError):
-            raise FileNotFoundError(f"image {image_uri!r} of dataset {uri!r} not found") from None
+            raise MissingInput(f"image {image_uri!r} of dataset {uri!r} not found") from None
     return hashes
 
 

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tasks.annotations.canonical import SPLITS, dumps
+from tasks.failures import InvalidInput
 
 DATASET_NAME = "dataset.json"
 SCHEMA = 1
@@ -142,8 +143,8 @@ def recorded_hash(document: Any) -> str:
         ValueError: it is not a ``dataset.json`` of a known schema.
     """
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
-        raise ValueError(f"not a dataset.json of schema {SCHEMA}")
+        raise InvalidInput(f"not a dataset.json of schema {SCHEMA}")
     value = document.get("content_hash")
     if not isinstance(value, str) or len(value) != 64:
-        raise ValueError("its content_hash is not a SHA-256 hex digest")
+        raise InvalidInput("its content_hash is not a SHA-256 hex digest")
     return value

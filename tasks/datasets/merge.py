@@ -33,6 +33,7 @@ from tasks.annotations.canonical import SPLITS, split_of
 from tasks.annotations.records import Issue, IssueKind
 from tasks.datasets import lineage
 from tasks.datasets.documents import DatasetContent, ImageEntry, build_documents
+from tasks.failures import InvalidInput, InvalidSetting
 
 HASH_PREFIX = 12  # hex digits of the content hash in front of a colliding file name
 
@@ -132,7 +133,7 @@ def merge(base: DatasetContent, base_hashes: Mapping[str, str], add: DatasetCont
         ValueError: a bad ``val_fraction``, or two images that would get one name.
     """
     if not 0.0 <= val_fraction <= 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+        raise InvalidSetting(f"val_fraction must be in [0, 1], got {val_fraction}")
     base_images, skipped = unique_by_content(base, base_hashes)
     add_images, add_skipped = unique_by_content(add, add_hashes)
     categories, new_classes = merge_categories(base.categories, add.categories)
@@ -148,8 +149,8 @@ def merge(base: DatasetContent, base_hashes: Mapping[str, str], add: DatasetCont
             continue
         name = placed_name(image.file_name, digest, base_names)
         if name in names:  # only if add itself holds that hash-prefixed name
-            raise ValueError(f"image {image.file_name!r} of {add.uri!r} would be written as "
-                             f"{name!r}, which another image already takes")
+            raise InvalidInput(f"image {image.file_name!r} of {add.uri!r} would be written as "
+                               f"{name!r}, which another image already takes")
         if name != image.file_name:
             renamed.append((image.file_name, name))
         names[name] = digest

@@ -16,6 +16,7 @@ from typing import Any
 import pycocotools.mask as mask_utils
 
 from tasks.exports.predictions import ImagePrediction
+from tasks.failures import InvalidInput
 
 IMAGES_NAME = "images.json"
 RESULTS_NAME = "results.json"
@@ -43,8 +44,8 @@ def coco_documents(predictions: Sequence[ImagePrediction], file_names: Mapping[s
         for instance in prediction.instances:
             rle = json.loads(instance.mask_rle) if instance.mask_rle else None
             if rle is None:
-                raise ValueError(f"{prediction.image_uri}: an instance has no mask (written "
-                                 "before schema version 2); re-run batch inference on it")
+                raise InvalidInput(f"{prediction.image_uri}: an instance has no mask (written "
+                                   "before schema version 2); re-run batch inference on it")
             bbox = [float(v) for v in mask_utils.toBbox(_bytes_counts(rle))]
             results.append({"image_id": image_id, "category_id": categories[instance.class_name],
                             "segmentation": rle, "bbox": bbox, "score": instance.score})

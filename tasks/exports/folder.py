@@ -20,6 +20,7 @@ from tasks.exports import FORMATS
 from tasks.exports.coco_results import IMAGES_NAME, RESULTS_NAME, class_order, coco_documents
 from tasks.exports.labelme import labelme_document
 from tasks.exports.predictions import ImagePrediction
+from tasks.failures import InvalidSetting
 
 
 def relative_names(image_uris: Sequence[str]) -> dict[str, str]:
@@ -68,7 +69,7 @@ def export_documents(fmt: str, predictions: Sequence[ImagePrediction],
 def check_format(fmt: str) -> None:
     """Raise ValueError naming the formats unless ``fmt`` is one."""
     if fmt not in FORMATS:
-        raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise InvalidSetting(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
 def _with_suffix(relative: str, suffix: str) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tasks.annotations.rle import mask_from_string
+from tasks.failures import InvalidInput
 from tasks.tables.queries import query
 
 _LATEST_SQL = """
@@ -61,7 +62,7 @@ class PredictedInstance:
     def mask(self) -> np.ndarray:
         """bool ``[H, W]``; a version-1 row without a mask is a ValueError."""
         if self.mask_rle is None:
-            raise ValueError("this instance was written before masks were stored (schema 1)")
+            raise InvalidInput("this instance was written before masks were stored (schema 1)")
         return mask_from_string(self.mask_rle)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tasks.annotations.rle import rle_string
+from tasks.failures import InvalidSetting
 from tasks.parquet_schemas import AreaRatioRow, InstanceRow, RunStamp
 
 Detection = Mapping[str, np.ndarray]
@@ -33,7 +34,7 @@ def select_detections(detection: Detection, min_confidence: float) -> dict[str, 
         The same keys with the M <= N kept instances, in their original order.
     """
     if not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        raise InvalidSetting(f"min_confidence must be in [0, 1], got {min_confidence}")
     keep = np.asarray(detection["scores"]) >= min_confidence
     if keep.all():  # the common case: no copy of the [H, W, N] masks
         return {key: np.asarray(detection[key]) for key in ("rois", "class_ids", "scores", "masks")}

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import PIL.Image
 
+from tasks.failures import InvalidSetting
 from tasks.parquet_schemas import ImageRow, RunStamp
 
 EXIF_IFD = 0x8769
@@ -107,11 +108,11 @@ def compile_path_pattern(pattern: str | None) -> re.Pattern[str] | None:
     try:
         compiled = re.compile(pattern)
     except re.error as error:
-        raise ValueError(f"path_pattern {pattern!r} is not a valid regular expression: "
-                         f"{error}") from None
+        raise InvalidSetting(f"path_pattern {pattern!r} is not a valid regular expression: "
+                             f"{error}") from None
     if not compiled.groupindex:
-        raise ValueError(f"path_pattern {pattern!r} has no named group; name each field as "
-                         r"(?P<site>[^/]+)")
+        raise InvalidSetting(f"path_pattern {pattern!r} has no named group; name each field as "
+                             r"(?P<site>[^/]+)")
     return compiled
 
 

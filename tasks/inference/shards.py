@@ -28,16 +28,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from mrcnn.intensity import Normalization
 from tasks import storage
+from tasks.failures import InvalidSetting, MissingInput
 from tasks.inference.area_ratios import area_rows, instance_rows, legend_lines, select_detections
 from tasks.inference.image_decoding import MAX_PIXELS, ImageDecodeError, decode_image
 from tasks.inference.image_metadata import image_row
-from tasks.failures import retry_transient
 from tasks.faults import crash_point
+from tasks.io_task import io_task
 from tasks.models import LoadedModel, ModelArtifact, build
 from tasks.parquet_schemas import (PARTITION_KEY, AreaRatioRow, ErrorRow, ImageRow, InstanceRow,
                                    RunStamp, rows_to_table)
@@ -162,7 +161,7 @@ def find_images(input_uri: str, patterns: Sequence[str] = ()) -> list[ImageRef]:
         FileNotFoundError: ``input_uri`` does not exist.
     """
     if not storage.exists(input_uri):
-        raise FileNotFoundError(f"input folder {input_uri!r} not found")
+        raise MissingInput(f"input folder {input_uri!r} not found")
     fs = storage.filesystem_for(input_uri)
     root = fs._strip_protocol(str(input_uri)).rstrip("/")
     local = storage.is_local(input_uri)
@@ -212,7 +211,7 @@ def plan_shards(images: Sequence[ImageRef], done: set[tuple[str, str]], reproces
         shard_size: images per shard.
     """
     if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        raise InvalidSetting(f"shard_size must be >= 1, got {shard_size}")
     todo = [ref for ref in images if reprocess or (ref.uri, ref.fingerprint) not in done]
     return [todo[start:start + shard_size] for start in range(0, len(todo), shard_size)]
 
@@ -229,14 +228,13 @@ def shard_key(images: Sequence[ImageRef]) -> str:
     return digest.hexdigest()[:20]
 
 
-@task(name="list-images", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+@io_task(name="list-images")
 def list_images(input_uri: str, patterns: list[str] | None = None) -> list[ImageRef]:
     """Prefect task around :func:`find_images` (retried: listing is I/O)."""
     return find_images(input_uri, patterns or ())
 
 
-@task(name="process-shard", cache_policy=NO_CACHE, retry_condition_fn=retry_transient,
-      task_run_name="process-shard-{context.run_date}")
+@io_task(name="process-shard", task_run_name="process-shard-{context.run_date}")
 def process_shard(images: list[ImageRef], model: ModelArtifact, context: ShardContext
                   ) -> ShardResult:
     """Detect, measure and store one shard; see :func:`run_shard` (and `context.isolate`)."""

@@ -25,6 +25,8 @@ from typing import Any
 from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner
 
+from tasks.failures import InvalidSetting
+
 LOCAL_PREFIX = "local:"
 
 
@@ -43,8 +45,8 @@ def dask_task_runner(address: str) -> TaskRunner:
     from prefect_dask import DaskTaskRunner
 
     if not address or not address.strip():
-        raise ValueError("dask_address must be a scheduler address such as "
-                         "'tcp://10.0.0.5:8786' or 'local:N', got an empty string")
+        raise InvalidSetting("dask_address must be a scheduler address such as "
+                             "'tcp://10.0.0.5:8786' or 'local:N', got an empty string")
     if address == "local" or address.startswith(LOCAL_PREFIX):
         workers = _local_workers(address)
         return DaskTaskRunner(cluster_class="distributed.LocalCluster",
@@ -88,8 +90,8 @@ def shard_task_runner(dask_address: str | None) -> Iterator[TaskRunner]:
 def _local_workers(address: str) -> int:
     count = address[len(LOCAL_PREFIX):]
     if not count.isdigit() or int(count) < 1:
-        raise ValueError(f"dask_address {address!r}: a local cluster is 'local:N' with N >= 1 "
-                         "worker processes, e.g. 'local:2'")
+        raise InvalidSetting(f"dask_address {address!r}: a local cluster is 'local:N' with N >= 1 "
+                             "worker processes, e.g. 'local:2'")
     return int(count)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from mrcnn import export_registry
 from mrcnn.export import EXPORT_CONFIG
+from tasks.failures import InvalidInput
 
 # The files a model's settings live in, wherever it is stored.
 CONFIG_FILE = "config.json"  # mrcnn.Config.to_dict() beside weights (run folders, registry)
@@ -68,9 +69,9 @@ class ModelArtifact:
         if self.format not in FORMATS:
             raise ValueError(f"model format must be one of {FORMATS}, got {self.format!r}")
         if self.config.get("NUM_CLASSES") != len(self.class_names) + 1:
-            raise ValueError(f"model {self.origin!r}: {len(self.class_names)} class names but "
-                             f"NUM_CLASSES={self.config.get('NUM_CLASSES')} (background + "
-                             f"{self.config.get('NUM_CLASSES', 1) - 1}) in its config")
+            raise InvalidInput(f"model {self.origin!r}: {len(self.class_names)} class names but "
+                               f"NUM_CLASSES={self.config.get('NUM_CLASSES')} (background + "
+                               f"{self.config.get('NUM_CLASSES', 1) - 1}) in its config")
 
     @property
     def identity(self) -> str:

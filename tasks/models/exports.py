@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mrcnn.export_registry import get_format
 from tasks import storage
+from tasks.failures import InvalidSetting
 from tasks.models.artifact import (CLASSES_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE, KERAS,
                                    ModelArtifact)
 from tasks.models.runtimes import keras_model, model_config
@@ -29,7 +30,7 @@ def default_export_uri(artifact: ModelArtifact, format: str) -> str:
         ValueError: the model is not a registry version (then an output must be given).
     """
     if not artifact.reference:
-        raise ValueError(f"model {artifact.origin!r} is not a registry version: give --output")
+        raise InvalidSetting(f"model {artifact.origin!r} is not a registry version: give --output")
     version_folder = artifact.uri.rsplit("/", 1)[0]
     return storage.join(version_folder, EXPORTS_FOLDER, format)
 
@@ -47,8 +48,8 @@ def export_artifact(artifact: ModelArtifact, format: str, output: str | None = N
     """
     get_format(format)
     if artifact.format != KERAS:
-        raise ValueError(f"model {artifact.origin!r} is a {artifact.format} export already; "
-                         "export from its Keras weights")
+        raise InvalidSetting(f"model {artifact.origin!r} is a {artifact.format} export already; "
+                             "export from its Keras weights")
     target = output or default_export_uri(artifact, format)
     storage.probe_writable(target, keep_folders=False)  # before the model is built
     model = keras_model(artifact, model_config(artifact, IMAGES_PER_GPU=1, GPU_COUNT=1))

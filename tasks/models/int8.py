@@ -43,6 +43,7 @@ from mrcnn.intensity import Normalization
 from mrcnn.quantize import DEFAULT_FLOAT_PARTS
 from tasks import registry, storage
 from tasks.annotations.canonical import ANNOTATIONS_FOLDER, split_of
+from tasks.failures import InvalidInput, InvalidSetting, MissingInput
 from tasks.models.artifact import CLASSES_FILE, EXPORT_MODEL_FILE, KERAS, ModelArtifact
 from tasks.models.exports import EXPORTS_FOLDER, upload_folder
 from tasks.models.runtimes import keras_model, model_config
@@ -55,7 +56,7 @@ DEFAULT_CALIBRATION_IMAGES = 100
 DEFAULT_CHECK_IMAGES = 50
 
 
-class Int8CheckFailed(ValueError):
+class Int8CheckFailed(InvalidInput):
     """The INT8 model differs from float32 beyond the tolerances; nothing was written."""
 
 
@@ -85,8 +86,8 @@ class Int8Request:
     def __post_init__(self) -> None:
         for name in ("calibration_images", "check_images"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', ' ')} must be >= 1, got "
-                                 f"{getattr(self, name)}")
+                raise InvalidSetting(f"{name.replace('_', ' ')} must be >= 1, got "
+                                     f"{getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +132,7 @@ def int8_export_uri(artifact: ModelArtifact) -> str:
         ValueError: the model is not a registry version (then an output must be given).
     """
     if not artifact.reference:
-        raise ValueError(f"model {artifact.origin!r} is not a registry version: give --output")
+        raise InvalidSetting(f"model {artifact.origin!r} is not a registry version: give --output")
     return storage.join(artifact.uri.rsplit("/", 1)[0], EXPORTS_FOLDER, INT8_FOLDER)
 
 
@@ -153,8 +154,8 @@ def export_int8(artifact: ModelArtifact, request: Int8Request, output: str | Non
     from mrcnn.quantize import QuantizationSettings, quantize_openvino
 
     if artifact.format != KERAS:
-        raise ValueError(f"model {artifact.origin!r} is a {artifact.format} export already; "
-                         "quantize from its Keras weights")
+        raise InvalidSetting(f"model {artifact.origin!r} is a {artifact.format} export already; "
+                             "quantize from its Keras weights")
     target = output or int8_export_uri(artifact)
     settings = QuantizationSettings(request.calibration_images, request.float_parts)
     config = model_config(artifact, IMAGES_PER_GPU=1, GPU_COUNT=1)
@@ -218,9 +219,9 @@ def image_sets(request: Int8Request, class_names: Sequence[str], config: Any, wo
                  == "val")
     if not held or len(held) == len(images):  # too few images for the hash to split them
         if len(images) < 2:
-            raise ValueError(f"calibration folder {request.calibration!r} holds "
-                             f"{len(images)} image: give at least 2 (one is held out to check "
-                             "the INT8 model) or a held-out set with --check")
+            raise InvalidInput(f"calibration folder {request.calibration!r} holds "
+                               f"{len(images)} image: give at least 2 (one is held out to check "
+                               "the INT8 model) or a held-out set with --check")
         held = images[-max(1, round(len(images) * HELD_OUT_SHARE)):]
     kept = tuple(uri for uri in images if uri not in set(held))
     normalization = Normalization.from_config(config)
@@ -237,7 +238,7 @@ def _is_dataset(uri: str) -> bool:
 def _source(uri: str, split: str, class_names: Sequence[str], config: Any, work: str,
             role: str) -> ImageSet:
     if not storage.exists(uri):
-        raise FileNotFoundError(f"{role} images {uri!r} not found")
+        raise MissingInput(f"{role} images {uri!r} not found")
     normalization = Normalization.from_config(config)
     if not _is_dataset(uri):
         return ImageSet(f"image folder {uri}", _folder_images(uri, role), normalization)
@@ -248,7 +249,7 @@ def _source(uri: str, split: str, class_names: Sequence[str], config: Any, work:
     dataset = load_split(fetched.root, split, class_names, config)
     uris = tuple(dataset.image_info[i]["path"] for i in dataset.image_ids)
     if not uris:
-        raise ValueError(f"{role} dataset {uri!r} has no images in its {split!r} split")
+        raise InvalidInput(f"{role} dataset {uri!r} has no images in its {split!r} split")
     truth = {dataset.image_info[i]["path"]: (dataset, i) for i in dataset.image_ids}
     return ImageSet(f"dataset {uri}, {split} split", uris, normalization, truth)
 
@@ -257,10 +258,10 @@ def _folder_images(uri: str, role: str) -> tuple[str, ...]:
     from tasks.inference.shards import find_images
 
     if not storage.exists(uri):
-        raise FileNotFoundError(f"{role} images {uri!r} not found")
+        raise MissingInput(f"{role} images {uri!r} not found")
     images = tuple(ref.uri for ref in find_images(uri))
     if not images:
-        raise ValueError(f"{role} folder {uri!r} holds no images (jpg, png, tif, bmp, webp)")
+        raise InvalidInput(f"{role} folder {uri!r} holds no images (jpg, png, tif, bmp, webp)")
     return images
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from mrcnn import export_registry
+from tasks.failures import InvalidSetting
 from tasks.models.artifact import KERAS
 
 
@@ -66,7 +67,7 @@ def get_runtime(name: str) -> Runtime:
     for runtime in RUNTIMES:
         if runtime.name == name:
             return runtime
-    raise ValueError(f"runtime must be one of {', '.join(NAMES)}, got {name!r}")
+    raise InvalidSetting(f"runtime must be one of {', '.join(NAMES)}, got {name!r}")
 
 
 def runtimes_running(model_format: str) -> tuple[str, ...]:

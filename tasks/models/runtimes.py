@@ -33,6 +33,7 @@ import numpy as np
 from mrcnn import export_registry
 from mrcnn.precision import INFERENCE_PRECISIONS
 from tasks import registry, storage
+from tasks.failures import InvalidInput, InvalidSetting
 from tasks.models.artifact import KERAS, ModelArtifact
 from tasks.models.runtime_registry import chooses_precision, get_runtime, runtimes_running
 
@@ -102,7 +103,7 @@ def build(artifact: ModelArtifact, runtime: str = "tensorflow", batch_size: int 
     """
     check_runtime(artifact, runtime, precision)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidSetting(f"batch_size must be >= 1, got {batch_size}")
     key = (artifact, runtime, batch_size, min_confidence if artifact.format == KERAS else None,
            precision)
     with _lock:  # threads of one worker wait for a single build
@@ -116,22 +117,22 @@ def check_runtime(artifact: ModelArtifact, runtime: str, precision: str | None =
     """Raise ValueError unless ``runtime`` runs the artifact's format in ``precision``."""
     if artifact.format not in get_runtime(runtime).formats:
         runs = runtimes_running(artifact.format)
-        raise ValueError(f"model {artifact.origin!r} is a {artifact.format} model, which runtime "
-                         f"{runtime!r} does not run (use {' or '.join(runs)}, or export it "
-                         "with mrcnn-pipeline export-model)")
+        raise InvalidSetting(f"model {artifact.origin!r} is a {artifact.format} model, which "
+                             f"runtime {runtime!r} does not run (use {' or '.join(runs)}, or "
+                             "export it with mrcnn-pipeline export-model)")
     if artifact.int8_check or precision == INT8:
         _check_int8(artifact, precision)
         return
     if precision is None:
         return
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InvalidSetting(f"precision must be one of {PRECISIONS}, got {precision!r}")
     exported = artifact.config.get("INFERENCE_PRECISION", "float32")
     if not chooses_precision(artifact.format) and precision not in ("auto", exported):
         choosing = [fmt.title for fmt in export_registry.FORMATS if fmt.chooses_precision]
-        raise ValueError(f"model {artifact.origin!r} is a {artifact.format} export in {exported}; "
-                         f"its precision cannot change to {precision} (run the Keras weights or "
-                         f"an {' or '.join(choosing)} export for that)")
+        raise InvalidSetting(f"model {artifact.origin!r} is a {artifact.format} export in "
+                             f"{exported}; its precision cannot change to {precision} (run the "
+                             f"Keras weights or an {' or '.join(choosing)} export for that)")
 
 
 def _check_int8(artifact: ModelArtifact, precision: str | None) -> None:
@@ -140,16 +141,16 @@ def _check_int8(artifact: ModelArtifact, precision: str | None) -> None:
            "--calibration URI")
     if not artifact.int8_check:
         precision_of = artifact.config.get("INFERENCE_PRECISION", "float32")
-        raise ValueError(f"model {artifact.origin!r} is not an INT8 export (format "
-                         f"{artifact.format}, {precision_of}): {how}")
+        raise InvalidSetting(f"model {artifact.origin!r} is not an INT8 export (format "
+                             f"{artifact.format}, {precision_of}): {how}")
     if artifact.int8_check != "passed":
         why = ("failed its check (see its int8_check.json)" if artifact.int8_check == "failed"
                else "has no check report (int8_check.json)")
-        raise ValueError(f"INT8 export {artifact.origin!r} {why}: it does not run; {how}")
+        raise InvalidSetting(f"INT8 export {artifact.origin!r} {why}: it does not run; {how}")
     if precision != INT8:
-        raise ValueError(f"model {artifact.origin!r} is an INT8 export: run it with --precision "
-                         f"int8 (no other precision, {precision or 'the default'} included, "
-                         "switches a model to INT8)")
+        raise InvalidSetting(f"model {artifact.origin!r} is an INT8 export: run it with --precision "
+                             f"int8 (no other precision, {precision or 'the default'} included, "
+                             "switches a model to INT8)")
 
 
 def _build(artifact: ModelArtifact, runtime: str, batch_size: int,
@@ -198,8 +199,8 @@ def keras_model(artifact: ModelArtifact, config: Any) -> Any:
 
     data = registry.read_weights(artifact.uri)  # names the user's file when it is no HDF5
     if artifact.sha256 and hashlib.sha256(data).hexdigest() != artifact.sha256:
-        raise ValueError(f"weights {artifact.uri!r} changed since the model was resolved "
-                         f"(expected sha256 {artifact.sha256[:12]})")
+        raise InvalidInput(f"weights {artifact.uri!r} changed since the model was resolved "
+                           f"(expected sha256 {artifact.sha256[:12]})")
     with tempfile.TemporaryDirectory(prefix="mrcnn-weights-") as folder:
         model = MaskRCNN("inference", config, folder)
         # Keras reads weights from a local path; remote files go through a temporary copy.
@@ -210,8 +211,8 @@ def keras_model(artifact: ModelArtifact, config: Any) -> Any:
         try:
             model.load_weights(local, by_name=True)
         except (ValueError, OSError) as error:  # name the user's file, not the copy
-            raise ValueError(f"weights {artifact.uri!r} do not fit the model of {artifact.origin!r}: "
-                             f"{str(error).replace(local, artifact.uri)}") from None
+            raise InvalidInput(f"weights {artifact.uri!r} do not fit the model of {artifact.origin!r}: "
+                               f"{str(error).replace(local, artifact.uri)}") from None
     return model
 
 

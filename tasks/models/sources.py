@@ -29,6 +29,7 @@ from typing import Any
 from mrcnn import export_openvino, export_registry
 from mrcnn.config import AllowedBackbones, Backbone, Config, NamedBackbone
 from tasks import registry, storage
+from tasks.failures import InvalidInput, InvalidSetting, MissingInput
 from tasks.models.artifact import (CLASSES_FILE, CONFIG_FILE, EXPORT_CONFIG_FILE,
                                    EXPORT_MODEL_FILE, KERAS, ModelArtifact)
 from tasks.models.int8 import int8_verdict
@@ -53,17 +54,17 @@ def resolve(source: str | None = None, registry_uri: str | None = None, *,
     """
     if weights or config:
         if not (weights and config):
-            raise ValueError("a weights file needs its config file (config.json) and vice "
-                             f"versa; got weights={weights!r}, config={config!r}")
+            raise InvalidSetting("a weights file needs its config file (config.json) and vice "
+                                 f"versa; got weights={weights!r}, config={config!r}")
         if source:
-            raise ValueError(f"give either model={source!r} or weights + config, not both")
+            raise InvalidSetting(f"give either model={source!r} or weights + config, not both")
         return _from_weights(weights, config, classes, weights, backbones)
     if not source:
-        raise ValueError("no model: give a registry reference (NAME@ALIAS), a run folder, a "
-                         "checkpoint, an export folder, or weights + config")
+        raise InvalidSetting("no model: give a registry reference (NAME@ALIAS), a run folder, a "
+                             "checkpoint, an export folder, or weights + config")
     if classes:
-        raise ValueError(f"classes={classes!r} goes with weights + config; model {source!r} "
-                         "names its own classes")
+        raise InvalidSetting(f"classes={classes!r} goes with weights + config; model {source!r} "
+                             "names its own classes")
     if storage.is_file(storage.join(source, EXPORT_CONFIG_FILE)):
         return _from_export(source, backbones)
     if source.endswith(".h5"):
@@ -73,11 +74,11 @@ def resolve(source: str | None = None, registry_uri: str | None = None, *,
         return _from_checkpoint(checkpoints[max(checkpoints)], source, backbones)
     if "://" not in source and registry.REFERENCE.fullmatch(source):
         if not registry_uri:
-            raise ValueError(f"model {source!r} is a registry reference: give the registry")
+            raise InvalidSetting(f"model {source!r} is a registry reference: give the registry")
         return _from_registry(source, registry_uri, backbones)
-    raise FileNotFoundError(f"model {source!r} is neither a registry reference (NAME@ALIAS, "
-                            "NAME@vN, NAME), an export folder, a checkpoint nor a run folder "
-                            "with checkpoints")
+    raise MissingInput(f"model {source!r} is neither a registry reference (NAME@ALIAS, "
+                       "NAME@vN, NAME), an export folder, a checkpoint nor a run folder "
+                       "with checkpoints")
 
 
 def _local_folder(path: str) -> bool:
@@ -102,8 +103,8 @@ def _from_checkpoint(uri: str, origin: str, backbones: AllowedBackbones) -> Mode
     folder = posixpath.dirname(beside) if storage.is_file(beside) else uri.rsplit("/", 2)[0]
     config = storage.join(folder, CONFIG_FILE)
     if not storage.is_file(config):
-        raise FileNotFoundError(f"checkpoint {uri!r} has no {CONFIG_FILE} beside it nor in its "
-                                f"run folder {folder!r}; pass weights + config instead")
+        raise MissingInput(f"checkpoint {uri!r} has no {CONFIG_FILE} beside it nor in its "
+                           f"run folder {folder!r}; pass weights + config instead")
     return _from_weights(uri, config, None, origin, backbones)
 
 
@@ -111,7 +112,7 @@ def _from_weights(weights: str, config_uri: str, classes: str | None, origin: st
                   backbones: AllowedBackbones) -> ModelArtifact:
     settings = storage.read_json(config_uri, "model config")
     if not isinstance(settings, dict):
-        raise ValueError(f"model config {config_uri!r} must be a JSON object of Config settings")
+        raise InvalidInput(f"model config {config_uri!r} must be a JSON object of Config settings")
     backbone = _allowed_backbone(settings, f"model config {config_uri!r}", backbones)
     digest = hashlib.sha256(registry.read_weights(weights)).hexdigest()
     names = _class_names(classes, posixpath.dirname(config_uri) or ".",
@@ -132,8 +133,8 @@ def _from_export(folder: str, backbones: AllowedBackbones) -> ModelArtifact:
     names = {storage.relative_path(uri, folder) for uri in files}
     fmt = export_registry.format_of(names)
     if fmt is None:
-        raise FileNotFoundError(f"export folder {folder!r} has {EXPORT_CONFIG_FILE} but no "
-                                f"graph ({' or '.join(export_registry.GRAPH_FILES)})")
+        raise MissingInput(f"export folder {folder!r} has {EXPORT_CONFIG_FILE} but no "
+                           f"graph ({' or '.join(export_registry.GRAPH_FILES)})")
     digest = _folder_digest(folder, files)
     origin_file = storage.join(folder, EXPORT_MODEL_FILE)
     described = (storage.read_json(origin_file, "export origin") if EXPORT_MODEL_FILE in names
@@ -179,8 +180,8 @@ def _class_names(classes: str | None, folder: str, count: int) -> tuple[str, ...
     if names and names[0] in BACKGROUND_NAMES:
         names = names[1:]  # tolerate a list written with matterport's background entry
     if len(names) != count:
-        raise ValueError(f"classes file {source!r} names {len(names)} classes but the config "
-                         f"has NUM_CLASSES={count + 1} (background + {count})")
+        raise InvalidInput(f"classes file {source!r} names {len(names)} classes but the config "
+                           f"has NUM_CLASSES={count + 1} (background + {count})")
     return tuple(names)
 
 
@@ -190,8 +191,8 @@ def _parse_names(text: str, source: str) -> list[str]:
         try:
             names = json.loads(stripped)
         except ValueError as error:
-            raise ValueError(f"classes file {source!r} is not valid JSON: {error}") from None
+            raise InvalidInput(f"classes file {source!r} is not valid JSON: {error}") from None
         if not all(isinstance(name, str) for name in names):
-            raise ValueError(f"classes file {source!r} must be a JSON list of strings")
+            raise InvalidInput(f"classes file {source!r} must be a JSON list of strings")
         return names
     return [line.strip() for line in stripped.splitlines() if line.strip()]

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks import storage
+from tasks.failures import InvalidInput, InvalidSetting, MissingInput
 from tasks.models.artifact import CLASSES_FILE, CONFIG_FILE
 from tasks.registry.documents import model_card
 
@@ -86,8 +87,8 @@ def _dumps(value: Any) -> bytes:
 def check_name(name: str) -> str:
     """Validate a model name (letters, digits, `_`, `-`); returns it."""
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
-        raise ValueError(f"model name must be letters, digits, '_' or '-' (not starting with "
-                         f"'_' or '-'), got {name!r}")
+        raise InvalidSetting(f"model name must be letters, digits, '_' or '-' (not starting with "
+                             f"'_' or '-'), got {name!r}")
     return name
 
 
@@ -95,8 +96,8 @@ def check_alias(alias: str) -> str:
     """Validate an alias name; `vN` and `latest` are reserved."""
     if (not isinstance(alias, str) or not re.fullmatch(ALIAS_PATTERN, alias)
             or VERSION_SELECTOR.fullmatch(alias) or alias in RESERVED_ALIASES):
-        raise ValueError(f"alias must start with a letter, then letters, digits, '_' or '-', "
-                         f"and must not be 'vN' or {RESERVED_ALIASES}; got {alias!r}")
+        raise InvalidSetting(f"alias must start with a letter, then letters, digits, '_' or '-', "
+                             f"and must not be 'vN' or {RESERVED_ALIASES}; got {alias!r}")
     return alias
 
 
@@ -110,8 +111,8 @@ def parse_reference(reference: str) -> tuple[str, str | None]:
     """`"road@production"` -> `("road", "production")`; `"road"` -> `("road", None)`."""
     match = REFERENCE.fullmatch(str(reference))
     if not match:
-        raise ValueError(f"not a model reference: {reference!r}; expected NAME, NAME@vN or "
-                         "NAME@ALIAS")
+        raise InvalidSetting(f"not a model reference: {reference!r}; expected NAME, NAME@vN or "
+                             "NAME@ALIAS")
     return match.group("name"), match.group("selector")
 
 
@@ -165,20 +166,20 @@ def resolve(reference: str, registry: str) -> ModelVersion:
     name, selector = parse_reference(reference)
     versions = list_versions(registry, name)
     if not versions:
-        raise FileNotFoundError(f"model {name!r} not found in registry {registry!r} "
-                                f"(models: {list_models(registry)})")
+        raise MissingInput(f"model {name!r} not found in registry {registry!r} "
+                           f"(models: {list_models(registry)})")
     if selector is None:
         return ModelVersion(registry, name, versions[-1])
     numbered = VERSION_SELECTOR.fullmatch(selector)
     if numbered:
         if int(numbered.group(1)) not in versions:
-            raise FileNotFoundError(f"{reference!r}: model {name!r} has no version {selector} in "
-                                    f"{registry!r} (versions: {versions})")
+            raise MissingInput(f"{reference!r}: model {name!r} has no version {selector} in "
+                               f"{registry!r} (versions: {versions})")
         return ModelVersion(registry, name, int(numbered.group(1)))
     record = read_alias(registry, name, selector)
     if record is None:
-        raise FileNotFoundError(f"{reference!r}: model {name!r} has no alias {selector!r} in "
-                                f"{registry!r} (aliases: {sorted(read_aliases(registry, name))})")
+        raise MissingInput(f"{reference!r}: model {name!r} has no alias {selector!r} in "
+                           f"{registry!r} (aliases: {sorted(read_aliases(registry, name))})")
     return ModelVersion(registry, name, int(record["version"]))
 
 
@@ -205,8 +206,8 @@ def register_version(registry: str, name: str, weights_uri: str, config: dict[st
     """
     check_name(name)
     if config.get("NUM_CLASSES") != len(classes) + 1:
-        raise ValueError(f"config NUM_CLASSES={config.get('NUM_CLASSES')} does not fit "
-                         f"{len(classes)} classes plus the background: {classes}")
+        raise InvalidInput(f"config NUM_CLASSES={config.get('NUM_CLASSES')} does not fit "
+                           f"{len(classes)} classes plus the background: {classes}")
     weights = read_weights(weights_uri)
     number, token = _claim_number(registry, name)
     version = ModelVersion(registry, name, number)
@@ -229,9 +230,9 @@ def read_weights(uri: str) -> bytes:
     try:
         data = storage.read_bytes(uri)
     except FileNotFoundError:
-        raise FileNotFoundError(f"weight file {uri!r} not found") from None
+        raise MissingInput(f"weight file {uri!r} not found") from None
     if not data.startswith(HDF5_SIGNATURE):
-        raise ValueError(f"weight file {uri!r} is not an HDF5 file (corrupt or truncated?)")
+        raise InvalidInput(f"weight file {uri!r} is not an HDF5 file (corrupt or truncated?)")
     return data
 
 
@@ -283,7 +284,7 @@ def set_alias(version: ModelVersion, alias: str, reason: str | None = None) -> d
     """Point `alias` at `version` (one atomic write); returns the new alias record."""
     check_alias(alias)
     if version.version not in list_versions(version.registry, version.name):
-        raise FileNotFoundError(f"{version.reference} not found in registry {version.registry!r}")
+        raise MissingInput(f"{version.reference} not found in registry {version.registry!r}")
     previous = read_alias(version.registry, version.name, alias)
     record = {"version": version.version, "set_at": now_iso(), "reason": reason,
               "previous": previous["version"] if previous else None}
@@ -300,11 +301,11 @@ def metric_value(metrics: dict[str, Any], metric: str, owner: str) -> float | No
     value: Any = metrics
     for part in metric.split("."):
         if not isinstance(value, dict) or part not in value:
-            raise ValueError(f"metric {metric!r} not found in the metrics of {owner}; top-level "
-                             f"keys: {sorted(metrics)}")
+            raise InvalidSetting(f"metric {metric!r} not found in the metrics of {owner}; "
+                                 f"top-level keys: {sorted(metrics)}")
         value = value[part]
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ValueError(f"metric {metric!r} of {owner} is not a number: {value!r}")
+        raise InvalidInput(f"metric {metric!r} of {owner} is not a number: {value!r}")
     return None if value is None else float(value)
 
 
@@ -329,7 +330,7 @@ def promote(version: ModelVersion, alias: str = "production", metric: str = "seg
     """
     check_alias(alias)
     if force and not (reason and reason.strip()):
-        raise ValueError("a forced promotion needs a reason")
+        raise InvalidSetting("a forced promotion needs a reason")
     candidate_metrics = version.read_json("metrics.json")
     value = metric_value(candidate_metrics, metric, version.reference)
     record = read_alias(version.registry, version.name, alias)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from tasks.failures import InvalidSetting
 from tasks.review import STRATEGIES
 
 # Strategies that rank every image: only the images they take are theirs, not every image.
@@ -36,7 +37,7 @@ def allocate(picks: Mapping[str, Sequence[Pick]], budget: int) -> list[Chosen]:
         budget: how many images at most.
     """
     if budget < 1:
-        raise ValueError(f"budget must be at least 1, got {budget}")
+        raise InvalidSetting(f"budget must be at least 1, got {budget}")
     queues = {name: list(ordered) for name, ordered in picks.items()}
     order: list[Pick] = []
     taken: set[str] = set()
@@ -63,8 +64,8 @@ def run_strategies(inputs: ReviewInputs, strategies: Sequence[str], thresholds: 
     """Each asked-for strategy's picks, in the order asked."""
     unknown = [name for name in strategies if name not in STRATEGIES]
     if unknown or not strategies:
-        raise ValueError(f"unknown strategy {unknown[0]!r}; expected some of "
-                         f"{', '.join(STRATEGIES)}" if unknown else "no strategy given")
+        raise InvalidSetting(f"unknown strategy {unknown[0]!r}; expected some of "
+                             f"{', '.join(STRATEGIES)}" if unknown else "no strategy given")
     run = {
         "low-confidence": lambda: low_confidence(inputs.instances, thresholds.score_band),
         "class-margin": lambda: class_margin(inputs.instances, thresholds.class_margin,

@@ -18,6 +18,7 @@ import posixpath
 from collections.abc import Iterable
 
 from tasks import storage
+from tasks.failures import InvalidSetting
 from tasks.parquet_schemas import PARTITION_KEY, SCHEMAS
 from tasks.tables import index, staging
 from tasks.tables.keys import RunDate, StemKey
@@ -33,7 +34,7 @@ def stale_after(seconds: float | None = None) -> float:
         text = os.environ.get("MRCNN_STALE_SECONDS")
         seconds = float(text) if text else DEFAULT_STALE_SECONDS
     if seconds < 0:
-        raise ValueError(f"the stale threshold must not be negative, got {seconds}")
+        raise InvalidSetting(f"the stale threshold must not be negative, got {seconds}")
     return seconds
 
 

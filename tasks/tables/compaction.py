@@ -56,6 +56,7 @@ from typing import Any
 import pyarrow as pa
 
 from tasks import storage
+from tasks.failures import InvalidSetting
 from tasks.parquet_io import read_file
 from tasks.parquet_schemas import SCHEMA_VERSION, SCHEMAS, schema_version, upcast
 from tasks.tables import index, intents, lease, migration
@@ -138,7 +139,7 @@ def month_days(month: str) -> list[RunDate]:
     """
     found = _MONTH.match(month)
     if not found or not 1 <= int(found[2]) <= 12:
-        raise ValueError(f"expected a month YYYY-MM, got {month!r}")
+        raise InvalidSetting(f"expected a month YYYY-MM, got {month!r}")
     year, number = int(found[1]), int(found[2])
     return [RunDate(datetime.date(year, number, day).isoformat())
             for day in range(1, calendar.monthrange(year, number)[1] + 1)]
@@ -167,7 +168,7 @@ def compact_month(output_uri: str, month: str, target_bytes: int = TARGET_BYTES,
     """
     days = month_days(month)
     if target_bytes <= 0:
-        raise ValueError(f"the target size must be positive, got {target_bytes}")
+        raise InvalidSetting(f"the target size must be positive, got {target_bytes}")
     finished = finish_leftovers(output_uri)
     results = []
     for day in days:

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 
 from tasks import storage
+from tasks.failures import InvalidSetting, UserError
 from tasks.tables.keys import Generation
 from tasks.tables.layout import generation_of, lease_file, manifest
 
@@ -32,12 +33,14 @@ DEFAULT_LEASE_SECONDS = 600.0
 POLL_SECONDS = 0.5
 
 
-class LeaseTimeout(TimeoutError):
-    """Another run held the lease for longer than we were willing to wait (transient)."""
+class LeaseTimeout(UserError, TimeoutError):
+    """Another run held the lease for longer than we were willing to wait (transient; after
+    the retries the user decides whether to wait for that run)."""
 
 
-class LeaseLost(TimeoutError):
-    """Our lease expired and another committer took over; the commit must not proceed."""
+class LeaseLost(UserError, TimeoutError):
+    """Our lease expired and another committer took over; the commit must not proceed (the
+    next run finishes it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +96,7 @@ def lease_seconds() -> float:
     text = os.environ.get("MRCNN_LEASE_SECONDS")
     seconds = float(text) if text else DEFAULT_LEASE_SECONDS
     if seconds <= 0:
-        raise ValueError(f"MRCNN_LEASE_SECONDS must be positive, got {text!r}")
+        raise InvalidSetting(f"MRCNN_LEASE_SECONDS must be positive, got {text!r}")
     return seconds
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 
 from tasks import storage
+from tasks.failures import MissingInput
 
 
 def connect(output_uri: str) -> duckdb.DuckDBPyConnection:
@@ -42,8 +43,8 @@ def query(output_uri: str, table: str, sql: str, parameters: dict[str, Any] | No
         return [d[0] for d in cursor.description], cursor.fetchall()
     except duckdb.IOException as error:
         if "No files found" in str(error):
-            raise FileNotFoundError(f"no {table} Parquet files under {output_uri!r} "
-                                    "(has batch-inference written there yet?)") from None
+            raise MissingInput(f"no {table} Parquet files under {output_uri!r} "
+                               "(has batch-inference written there yet?)") from None
         raise
     finally:
         con.close()

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mrcnn.augment import Augmentation
 from mrcnn.config import Config
 from tasks import storage
+from tasks.failures import InvalidInput, InvalidSetting, MissingInput
 from tasks.registry.versions import NAME_PATTERN  # a trained model's name is its registry name
 INIT_KINDS = ("scratch", "imagenet", "coco", "last", "model")
 COCO_CLASS_COUNT = 81  # matterport's COCO weights: 80 classes + background
@@ -78,7 +79,10 @@ class StageSpec(BaseModel):
     @field_validator("augmentation")
     @classmethod
     def _valid_augmentation(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if value is None else Augmentation.from_dict(value).to_dict()
+        try:
+            return None if value is None else Augmentation.from_dict(value).to_dict()
+        except TypeError as error:  # a wrong type is a bad value here: pydantic reports it
+            raise ValueError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -206,12 +210,13 @@ class TrainingConfig(BaseModel):
             ValueError: naming `source` and every invalid or unknown key.
         """
         if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+            raise InvalidSetting(f"{source}: expected a mapping of settings, "
+                                 f"got {type(data).__name__}")
         data = _apply_preset(data, source)
         try:
             return cls.model_validate(data)
         except ValidationError as error:
-            raise ValueError(f"{source} is invalid:\n{_describe(error)}") from None
+            raise InvalidSetting(f"{source} is invalid:\n{_describe(error)}") from None
 
 
 def parse_init(init_with: str) -> tuple[str, str | None]:
@@ -222,12 +227,13 @@ def parse_init(init_with: str) -> tuple[str, str | None]:
     """
     kind, sep, target = str(init_with).partition(":")
     if kind not in INIT_KINDS:
-        raise ValueError(f"init_with must start with one of {INIT_KINDS}, got {init_with!r}")
+        raise InvalidSetting(f"init_with must start with one of {INIT_KINDS}, got {init_with!r}")
     needs_target = kind in ("imagenet", "coco", "model")
     if needs_target and not target.strip():
-        raise ValueError(f"init_with {kind!r} needs a target: '{kind}:<path, URI or reference>'")
+        raise InvalidSetting(f"init_with {kind!r} needs a target: "
+                             f"'{kind}:<path, URI or reference>'")
     if not needs_target and sep:
-        raise ValueError(f"init_with {kind!r} takes no target, got {init_with!r}")
+        raise InvalidSetting(f"init_with {kind!r} takes no target, got {init_with!r}")
     return kind, target.strip() or None
 
 
@@ -245,11 +251,11 @@ def load_training_config(source: str | dict[str, Any]) -> TrainingConfig:
     try:
         text = storage.read_bytes(source).decode("utf-8")
     except FileNotFoundError:
-        raise FileNotFoundError(f"training config {source!r} not found") from None
+        raise MissingInput(f"training config {source!r} not found") from None
     try:
         data = json.loads(text) if source.lower().endswith(".json") else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ValueError(f"training config {source!r} does not parse: {error}") from None
+        raise InvalidInput(f"training config {source!r} does not parse: {error}") from None
     return TrainingConfig.from_dict(data, f"training config {source!r}")
 
 
@@ -260,7 +266,7 @@ def _apply_preset(data: dict[str, Any], source: str) -> dict[str, Any]:
     data = dict(data)
     name = data.pop("preset")
     if name not in PRESETS:
-        raise ValueError(f"{source}: unknown preset {name!r}; known: {sorted(PRESETS)}")
+        raise InvalidSetting(f"{source}: unknown preset {name!r}; known: {sorted(PRESETS)}")
     merged = {**PRESETS[name], **data}
     merged["config"] = {**PRESETS[name].get("config", {}), **data.get("config", {})}
     # The file's `stages` replace the preset's default-stage settings and the other way round;

@@ -12,6 +12,7 @@ from typing import Any
 
 from tasks import storage
 from tasks.annotations.canonical import SPLITS
+from tasks.failures import InvalidInput, MissingInput
 from tasks.training.runs import absolute
 
 
@@ -34,7 +35,7 @@ def fetch_dataset(uri: str, cache_dir: str, splits: Sequence[str] = SPLITS) -> F
         ValueError: invalid JSON, or splits whose categories differ.
     """
     if not storage.exists(uri):
-        raise FileNotFoundError(f"dataset {uri!r} does not exist")
+        raise MissingInput(f"dataset {uri!r} does not exist")
     local = storage.is_local(uri)
     uri = absolute(uri)
     root = uri if local else os.path.join(cache_dir, "dataset")
@@ -45,17 +46,17 @@ def fetch_dataset(uri: str, cache_dir: str, splits: Sequence[str] = SPLITS) -> F
             raw = storage.read_bytes(ann_uri)
             documents[split] = json.loads(raw)
         except FileNotFoundError:
-            raise FileNotFoundError(f"dataset {uri!r} has no {split!r} split: {ann_uri!r} "
-                                    "not found") from None
+            raise MissingInput(f"dataset {uri!r} has no {split!r} split: {ann_uri!r} "
+                               "not found") from None
         except ValueError as error:
-            raise ValueError(f"{split} annotations {ann_uri!r} are not valid JSON: {error}") from None
+            raise InvalidInput(f"{split} annotations {ann_uri!r} are not valid JSON: {error}") from None
         names[split] = [c["name"] for c in sorted(documents[split].get("categories", []),
                                                   key=lambda c: c["id"])]
         digest.update(f"annotations/{split}.json:{hashlib.sha256(raw).hexdigest()}\n".encode())
         if not local:
             storage.write_bytes(os.path.join(root, "annotations", f"{split}.json"), raw)
     if len({tuple(v) for v in names.values()}) > 1:
-        raise ValueError(f"the splits of dataset {uri!r} have different categories: {names}")
+        raise InvalidInput(f"the splits of dataset {uri!r} have different categories: {names}")
     files = sorted({image["file_name"] for doc in documents.values() for image in doc.get("images", [])})
     with ThreadPoolExecutor(8) as pool:
         for file_name, image_hash in zip(files, pool.map(lambda f: _fetch_image(uri, root, f, local), files)):
@@ -69,7 +70,7 @@ def _fetch_image(uri: str, root: str, file_name: str, local: bool) -> str:
     try:
         data = storage.read_bytes(image_uri)
     except FileNotFoundError:
-        raise FileNotFoundError(f"image {image_uri!r} of dataset {uri!r} not found") from None
+        raise MissingInput(f"image {image_uri!r} of dataset {uri!r} not found") from None
     if not local:
         storage.write_bytes(os.path.join(root, "images", file_name), data)
     return hashlib.sha256(data).hexdigest()
@@ -78,8 +79,8 @@ def _fetch_image(uri: str, root: str, file_name: str, local: bool) -> str:
 def check_classes(expected: Sequence[str], fetched: FetchedDataset, owner: str) -> None:
     """Raise ValueError when `owner`'s classes differ from the dataset's categories."""
     if list(expected) != fetched.class_names:
-        raise ValueError(f"the classes of {owner} {list(expected)} differ from the categories of "
-                         f"dataset {fetched.uri!r} (in id order): {fetched.class_names}")
+        raise InvalidInput(f"the classes of {owner} {list(expected)} differ from the categories of "
+                           f"dataset {fetched.uri!r} (in id order): {fetched.class_names}")
 
 
 def load_split(root: str, subset: str, class_names: Sequence[str], config: Any) -> Any:

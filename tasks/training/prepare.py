@@ -18,6 +18,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks import registry, storage
+from tasks.failures import AlreadyExists, InvalidInput, InvalidSetting, MissingInput
 from tasks.models import resolve
 from tasks.models.artifact import CLASSES_FILE, CONFIG_FILE
 from tasks.training.auto_config import auto_choices, choices_table, with_auto_config
@@ -55,17 +56,17 @@ def prepare_training(dataset: str, training: TrainingConfig, run_dir: str, resum
         training = with_auto_config(training, choices)
     config = training.mrcnn_config()
     if not fetched.images["train"]:
-        raise ValueError(f"split 'train' of dataset {dataset!r} has no images")
+        raise InvalidInput(f"split 'train' of dataset {dataset!r} has no images")
     if config.VALIDATION_STEPS and not fetched.images["val"]:
-        raise ValueError(f"split 'val' of dataset {dataset!r} has no images; set config "
-                         "VALIDATION_STEPS: 0 to train without validation")
+        raise InvalidInput(f"split 'val' of dataset {dataset!r} has no images; set config "
+                           "VALIDATION_STEPS: 0 to train without validation")
     checkpoints = list_checkpoints(run_dir)
     kind, target = parse_init(training.init_with)
     if checkpoints and not (resume or kind == "last"):
-        raise FileExistsError(f"run folder {run_dir!r} already has checkpoints (up to epoch "
-                              f"{max(checkpoints)}); resume it or choose another run folder")
+        raise AlreadyExists(f"run folder {run_dir!r} already has checkpoints (up to epoch "
+                            f"{max(checkpoints)}); resume it or choose another run folder")
     if kind == "last" and not checkpoints:
-        raise FileNotFoundError(f"init_with 'last': no checkpoint in run folder {run_dir!r}")
+        raise MissingInput(f"init_with 'last': no checkpoint in run folder {run_dir!r}")
     stages = [stage.to_dict() for stage in training.resolved_stages()]
     if checkpoints:
         epoch = max(checkpoints)
@@ -97,8 +98,8 @@ def _start_or_check_run(run_dir: str, training: TrainingConfig, config: dict[str
     if storage.is_file(run_uri):
         run = storage.read_json(run_uri, "run record")
         if run["classes"] != training.classes or run["config"] != config:
-            raise ValueError(f"run folder {run_dir!r} was started with other classes or model "
-                             "settings; use a new run folder for this training config")
+            raise InvalidSetting(f"run folder {run_dir!r} was started with other classes or model "
+                                 "settings; use a new run folder for this training config")
         run.update(stages=stages, training_config=training.to_dict())  # stages may be extended
     else:
         run = {"name": training.name, "classes": training.classes, "config": config,
@@ -126,9 +127,9 @@ def _initial_weights(kind: str, target: str | None, training: TrainingConfig,
     if kind == "model":
         artifact = resolve(target, registry_uri)
         if artifact.format != "keras":
-            raise ValueError(f"init_with 'model:{target}' is a {artifact.format} export; "
-                             "training starts from Keras weights (a registry version, run "
-                             "folder or checkpoint)")
+            raise InvalidSetting(f"init_with 'model:{target}' is a {artifact.format} export; "
+                                 "training starts from Keras weights (a registry version, run "
+                                 "folder or checkpoint)")
         other_classes = list(artifact.class_names) != training.classes
         init = InitialWeights(kind, artifact.uri, model=artifact.identity,
                               exclude=CLASS_SPECIFIC_LAYERS if other_classes else None)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import storage
+from tasks.failures import InvalidInput
 from tasks.training.data import load_split
 from tasks.training.request import TrainingRequest
 from tasks.training.runs import CHECKPOINT_FOLDER, HISTORY_FILE, dump_json
@@ -105,7 +106,7 @@ def run_training(request: TrainingRequest, report: Report, extra_callbacks: Sequ
             model.load_weights(init.path, by_name=True,
                                exclude=list(init.exclude) if init.exclude else None)
         except ValueError as error:
-            raise ValueError(f"initial weights {init.uri!r} do not fit the model: {error}") from None
+            raise InvalidInput(f"initial weights {init.uri!r} do not fit the model: {error}") from None
     model.epoch = init.epoch  # our checkpoint names do not carry matterport's run folder
     history = list(request.history)
     budget = request.budget_seconds

@@ -13,12 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
-from prefect import task
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from tasks import storage
-from tasks.failures import retry_transient
+from tasks.io_task import io_task
 from tasks.training.runs import CURVE_FILE, METRICS_FILE, dump_json
 
 LOSS_KEYS = ("loss", "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
@@ -112,8 +110,7 @@ def loss_curve_png(history: Sequence[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
-@task(name="write-training-report", cache_policy=NO_CACHE, persist_result=False, retries=2,
-      retry_delay_seconds=[2, 10], retry_condition_fn=retry_transient)
+@io_task(name="write-training-report")
 def write_training_report(run_dir: str, history: list[dict[str, Any]]) -> dict[str, str]:
     """Write `metrics.json` and `loss_curve.png` to the run folder; show the losses table.
 

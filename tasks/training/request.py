@@ -10,6 +10,8 @@ import dataclasses
 import json
 from typing import Any
 
+from tasks.failures import InvalidSetting
+
 INIT_KINDS = ("scratch", "imagenet", "coco", "last", "model", "resume")
 
 
@@ -35,7 +37,8 @@ class InitialWeights:
 
     def __post_init__(self) -> None:
         if self.kind not in INIT_KINDS:
-            raise ValueError(f"initial weights kind must be one of {INIT_KINDS}, got {self.kind!r}")
+            raise InvalidSetting(f"initial weights kind must be one of {INIT_KINDS}, "
+                                 f"got {self.kind!r}")
 
 
 @dataclasses.dataclass(frozen=True)

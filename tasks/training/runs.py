@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from tasks import storage
+from tasks.failures import InvalidSetting, MissingInput
 from tasks.models.artifact import CLASSES_FILE, CONFIG_FILE
 
 RUN_FILE, HISTORY_FILE, METRICS_FILE, CURVE_FILE = ("run.json", "history.json", "metrics.json",
@@ -78,12 +79,13 @@ def _check_finished(run: dict[str, Any], run_dir: str, epoch: int,
     if minutes:
         spent = float(history[-1].get("elapsed", 0.0)) / 60 if history else 0.0
         if spent < minutes:
-            raise ValueError(f"run {run_dir!r} stopped after {spent:.1f} of its {minutes:g} "
-                             "minutes; resume it first")
+            raise InvalidSetting(f"run {run_dir!r} stopped after {spent:.1f} of its {minutes:g} "
+                                 "minutes; resume it first")
         return
     planned = run["stages"][-1]["epochs"]
     if epoch < planned:
-        raise ValueError(f"run {run_dir!r} stopped at epoch {epoch} of {planned}; resume it first")
+        raise InvalidSetting(f"run {run_dir!r} stopped at epoch {epoch} of {planned}; "
+                             "resume it first")
 
 
 def collect_run(run_dir: str) -> dict[str, Any]:
@@ -96,7 +98,7 @@ def collect_run(run_dir: str) -> dict[str, Any]:
     run = storage.read_json(storage.join(run_dir, RUN_FILE), "run record")
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
-        raise FileNotFoundError(f"run folder {run_dir!r} has no checkpoint")
+        raise MissingInput(f"run folder {run_dir!r} has no checkpoint")
     epoch, history = max(checkpoints), read_history(run_dir)
     _check_finished(run, run_dir, epoch, history)
     seconds = sum(row.get("seconds", 0.0) for row in history)

@@ -236,16 +236,17 @@ def test_weights_that_are_not_hdf5_are_named_as_given(tmp_path: Path, tiny: Path
 
 
 def test_an_unreachable_object_store_is_one_line_naming_the_endpoint(
-        tmp_path: Path, tiny: Path, child_env, capsys: pytest.CaptureFixture,
-        monkeypatch: pytest.MonkeyPatch):
+        tmp_path: Path, tiny: Path, child_env):
     from tests.support.seaweed import free_ports
 
     endpoint = f"http://127.0.0.1:{free_ports(1)[0]}"
-    for name, value in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
-                        "AWS_ENDPOINT_URL": endpoint, "MRCNN_RETRY_DELAYS": ""}.items():
-        monkeypatch.setenv(name, value)
     write_images(str(tmp_path / "in"), ["a.png"])
-    line, _ = one_line_error(infer_argv(tiny, tmp_path / "in", "s3://bucket/out"), capsys)
+    # MRCNN_RETRY_DELAYS is read when the tasks are declared: the command's own process.
+    env = {**child_env, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+           "AWS_ENDPOINT_URL": endpoint, "MRCNN_RETRY_DELAYS": ""}
+    done = run_child(infer_command(tiny, str(tmp_path / "in"), "s3://bucket/out"), env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("mrcnn-pipeline")]
     assert f"object store {endpoint} did not answer for 's3://bucket/out" in line
 
 

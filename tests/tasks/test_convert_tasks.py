@@ -54,4 +54,4 @@ def test_embedded_images_are_staged_by_content(tmp_path: Path):
     (Completed(), False),
 ])
 def test_only_transient_storage_errors_are_retried(state, retry):
-    assert convert.io_task.keywords["retry_condition_fn"](None, None, state) is retry
+    assert convert.convert_source.retry_condition_fn(None, None, state) is retry
