@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from mrcnn.config import Config
+from mrcnn.errors import InvalidInput
 
 DEFAULTS = Config  # the class attributes are matterport's defaults
 MAX_SIDE = 1024
@@ -66,7 +67,7 @@ class DatasetStats:
 
     def __post_init__(self) -> None:
         if len(self.image_sizes) == 0 or len(self.box_sizes) == 0:
-            raise ValueError("choosing a config from the data needs images with instances")
+            raise InvalidInput("choosing a config from the data needs images with instances")
 
 
 @dataclasses.dataclass(frozen=True)

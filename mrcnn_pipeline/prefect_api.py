@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tasks.failures import UserError
+
 # Prefect warns with two lines of its own source when it cannot create its home on import;
 # ensure_api names that folder in its one-line error instead.
 warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")
@@ -41,7 +43,7 @@ MIGRATION_SECONDS = 900  # a ceiling for a hung migration, far above a slow mach
 _OR_A_SERVER = "or start a server (prefect server start) and set PREFECT_API_URL to its /api"
 
 
-class PrefectApiUnavailable(OSError):
+class PrefectApiUnavailable(UserError, OSError):
     """No Prefect API can be reached or started.
 
     Attributes:
