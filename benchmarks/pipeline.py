@@ -129,8 +129,8 @@ def flow_run(job: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         summary = batch_inference(input_uri=job["input"], output_uri=job["output"], **parameters)
         seconds = time.perf_counter() - start
-    return {"images": summary["processed"], "errors": summary["errors"], "shards": summary["shards"],
-            "seconds": round(seconds, 2), "images_per_second": round(summary["processed"] / seconds, 3),
+    return {"images": summary.processed, "errors": summary.errors, "shards": summary.shards,
+            "seconds": round(seconds, 2), "images_per_second": round(summary.processed / seconds, 3),
             "peak_rss_mib": common.peak_rss_mib()}
 
 
@@ -154,7 +154,7 @@ def rss_run(job: dict[str, Any]) -> dict[str, Any]:
                                   **model_files(job["model"]))
     seconds = time.perf_counter() - start
     after = [rss for done, rss in samples if done >= min(100, samples[-1][0])]
-    return {"images": summary["processed"], "seconds_including_model_load": round(seconds, 2),
+    return {"images": summary.processed, "seconds_including_model_load": round(seconds, 2),
             "rss_samples_images_mib": samples, "rss_mib_after_first_100": after[0],
             "rss_mib_max_after_first_100": max(after), "growth_after_first_100_mib": round(after[-1] - after[0], 1),
             "peak_rss_mib": common.peak_rss_mib()}

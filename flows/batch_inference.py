@@ -51,6 +51,44 @@ ProgressListener = Callable[[int, int], None]
 _listeners: list[ProgressListener] = []
 
 
+@dataclasses.dataclass(frozen=True)
+class InferenceSummary:
+    """What a ``batch-inference`` run did: the flow's return value.
+
+    ``dataclasses.asdict`` gives its JSON form (``mrcnn-pipeline infer --json`` prints it).
+
+    Attributes:
+        run_date: the partition written, ``YYYY-MM-DD``.
+        model_name, model_version: the model that ran (``tiny``, ``"3"`` or ``sha256-…``).
+        output_uri: where the tables are.
+        listed: images found below the input.
+        skipped: images this model version had done already.
+        processed: images detected and measured.
+        errors: images recorded in the ``errors`` table instead.
+        error_types: errors by type (``truncated``, ``too_large``, ...).
+        shards: shards that finished.
+        overlays: overlay images written.
+        precision: what the shards computed in (``float32``, ``bfloat16``), sorted.
+        classes: per class, its totals over the processed images.
+        report: the nightly report page's URI, when the run ended with the report.
+    """
+
+    run_date: str
+    model_name: str
+    model_version: str
+    output_uri: str
+    listed: int
+    skipped: int
+    processed: int
+    errors: int
+    error_types: dict[str, int]
+    shards: int
+    overlays: int
+    precision: tuple[str, ...]
+    classes: dict[str, ClassTotals]
+    report: str | None = None
+
+
 @contextlib.contextmanager
 def progress_listener(listener: ProgressListener) -> Iterator[None]:
     """Call ``listener(images_done, images_to_do)`` as shards finish (e.g. a CLI progress bar)."""
@@ -104,7 +142,7 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
                     dask_address: str | None = None, runtime: str = "tensorflow",
                     precision: str | None = None, isolate_shards: bool | None = None,
                     report: bool = False, report_path_field: str | None = None,
-                    backbones: list[Backbone] | None = None) -> dict[str, Any]:
+                    backbones: list[Backbone] | None = None) -> InferenceSummary:
     """Detect instances in every new image below ``input_uri`` and store per-class areas.
 
     Args:
@@ -156,8 +194,8 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
             refused. The workers must be able to import them.
 
     Returns:
-        Counts (``listed``, ``skipped``, ``processed``, ``errors`` ...), the model, run_date,
-        the output URI and, with ``report``, the report page's URI.
+        The run's `InferenceSummary`: counts, the model, run_date, the output URI and, with
+        ``report``, the report page's URI.
     """
     _check_arguments(input_uri, output_uri, min_confidence, shard_size, max_pixels, dask_address,
                      runtime, batch_size, path_pattern)
@@ -185,12 +223,12 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
     summary = _summary(results, len(images), todo, resolved, day, output_uri)
     _summary_artifact(summary, resolved)
     logger.info("processed %d images, %d errors, %d skipped; %d rows superseded",
-                summary["processed"], summary["errors"], summary["skipped"],
-                committed["rows_removed"])
+                summary.processed, summary.errors, summary.skipped, committed["rows_removed"])
     if report:
-        summary["report"] = nightly_report(output=output_uri, date=datetime.date.fromisoformat(day),
-                                           path_field=report_path_field,
-                                           registry=resolved.registry_uri or registry).report
+        page = nightly_report(output=output_uri, date=datetime.date.fromisoformat(day),
+                              path_field=report_path_field,
+                              registry=resolved.registry_uri or registry).report
+        summary = dataclasses.replace(summary, report=page)
     if failures:
         raise RunIncomplete(f"{len(failures)} of {len(shards)} shards failed (their images are "
                             f"retried by the next run): {failures[0]}")
@@ -279,33 +317,32 @@ def _run_shards(shards: list[list[Any]], artifact: ModelArtifact, context: Shard
 
 
 def _summary(results: list[ShardResult], listed: int, todo: int, resolved: ModelArtifact,
-             day: str, output_uri: str) -> dict[str, Any]:
-    """The run's summary (the flow's JSON-able return value)."""
+             day: str, output_uri: str) -> InferenceSummary:
+    """The run's summary from its shards' results."""
     classes = {name: ClassTotals() for name in resolved.class_names}
     error_types: collections.Counter[str] = collections.Counter()
     for result in results:
         for name, totals in result.classes.items():
             classes[name].merge(totals)
         error_types.update(result.error_types)
-    return {"run_date": day, "model_name": resolved.name, "model_version": resolved.version,
-            "output_uri": output_uri, "listed": listed, "skipped": listed - todo,
-            "processed": sum(r.processed for r in results),
-            "errors": sum(r.errors for r in results), "error_types": dict(error_types),
-            "shards": len(results), "overlays": sum(r.overlays for r in results),
-            "precision": sorted({r.precision for r in results}),
-            "classes": {name: dataclasses.asdict(totals) for name, totals in classes.items()}}
+    return InferenceSummary(
+        run_date=day, model_name=resolved.name, model_version=resolved.version,
+        output_uri=output_uri, listed=listed, skipped=listed - todo,
+        processed=sum(r.processed for r in results), errors=sum(r.errors for r in results),
+        error_types=dict(error_types), shards=len(results),
+        overlays=sum(r.overlays for r in results),
+        precision=tuple(sorted({r.precision for r in results})), classes=classes)
 
 
-def _summary_artifact(summary: dict[str, Any], resolved: ModelArtifact) -> None:
-    processed = max(summary["processed"], 1)
-    rows = [{"class": name, "images with class": totals["images"],
-             "instances": totals["instances"],
-             "mean area %": round(100.0 * totals["area_ratio_sum"] / processed, 3),
-             "max area %": round(100.0 * totals["area_ratio_max"], 3)}
-            for name, totals in summary["classes"].items()]
-    errors = ", ".join(f"{kind} {count}" for kind, count in sorted(summary["error_types"].items()))
+def _summary_artifact(summary: InferenceSummary, resolved: ModelArtifact) -> None:
+    processed = max(summary.processed, 1)
+    rows = [{"class": name, "images with class": totals.images, "instances": totals.instances,
+             "mean area %": round(100.0 * totals.area_ratio_sum / processed, 3),
+             "max area %": round(100.0 * totals.area_ratio_max, 3)}
+            for name, totals in summary.classes.items()]
+    errors = ", ".join(f"{kind} {count}" for kind, count in sorted(summary.error_types.items()))
     create_table_artifact(rows, key="batch-inference-summary", description=(
-        f"run_date {summary['run_date']}, model {resolved.identity} "
-        f"({'/'.join(summary['precision']) or 'no shard ran'}): {summary['processed']} images "
-        f"processed, {summary['skipped']} skipped (already done), {summary['errors']} errors"
-        f"{' (' + errors + ')' if errors else ''}; output {summary['output_uri']}"))
+        f"run_date {summary.run_date}, model {resolved.identity} "
+        f"({'/'.join(summary.precision) or 'no shard ran'}): {summary.processed} images "
+        f"processed, {summary.skipped} skipped (already done), {summary.errors} errors"
+        f"{' (' + errors + ')' if errors else ''}; output {summary.output_uri}"))

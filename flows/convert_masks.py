@@ -8,6 +8,7 @@ the environment (see ``tasks.storage``), never from parameters, which Prefect re
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
@@ -34,11 +35,56 @@ class StrictModeError(InvalidInput):
     """A strict run met a file, shape or region that did not convert as-is."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ItemCounts:
+    """Source items (files, or folders for folder formats): found, converted, skipped."""
+
+    found: int
+    converted: int
+    skipped: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitCounts:
+    """Images per split."""
+
+    train: int
+    val: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionSummary:
+    """What a ``convert-masks`` run wrote: the flow's return value.
+
+    ``dataclasses.asdict`` gives its JSON form (``mrcnn-pipeline convert --json`` prints it).
+
+    Attributes:
+        destination: the canonical dataset's folder.
+        train, val: the URIs of ``annotations/train.json`` and ``annotations/val.json``.
+        report: the URI of ``report.json`` (every issue, per file).
+        dataset: the URI of ``dataset.json`` (counts and content hash).
+        labels: the classes, in class-id order.
+        items: the source items found, converted and skipped.
+        images: the images per split.
+        issues: how many issues (skipped files, dropped or clipped shapes) the report lists.
+    """
+
+    destination: str
+    train: str
+    val: str
+    report: str
+    dataset: str
+    labels: tuple[str, ...]
+    items: ItemCounts
+    images: SplitCounts
+    issues: int
+
+
 @flow(name="convert-masks", flow_run_name="convert-masks-{format}")
 def convert_masks(source: str, destination: str, format: Format = "labelme",
                   labels: str | list[str] | None = None, aliases: dict[str, str] | None = None,
                   alias_prefix: bool = False, val_fraction: float = 0.2, strict: bool = False,
-                  options: dict[str, str] | None = None) -> dict[str, Any]:
+                  options: dict[str, str] | None = None) -> ConversionSummary:
     """Convert annotations below ``source`` into the canonical dataset at ``destination``.
 
     Args:
@@ -57,9 +103,8 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
             (each format's ``FORMAT.options``); the others take their defaults.
 
     Returns:
-        ``{destination, train, val, report, dataset, labels, items, images, issues}``: URIs
-        (``dataset`` is ``dataset.json``: counts and content hash, see ``merge-datasets``) and
-        counts.
+        The `ConversionSummary`: the URIs written (``dataset`` is ``dataset.json``: counts and
+        content hash, see ``merge-datasets``) and the counts.
     """
     logger = get_run_logger()
     _check_arguments(source, destination, val_fraction, format, options)
@@ -88,9 +133,11 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
     _summary_artifact(report)
     logger.info("converted %d of %d items (%d skipped) into %s", report["items"]["converted"],
                 report["items"]["found"], report["items"]["skipped"], destination)
-    return {"destination": destination, **written, "labels": report["labels"],
-            "items": report["items"], "images": report["images"],
-            "issues": len(dataset.problems)}
+    return ConversionSummary(
+        destination=destination, train=written["train"], val=written["val"],
+        report=written["report"], dataset=written["dataset"], labels=tuple(report["labels"]),
+        items=ItemCounts(**report["items"]), images=SplitCounts(**report["images"]),
+        issues=len(dataset.problems))
 
 
 def _describe(dataset: canonical.CanonicalDataset, destination: str) -> str:

@@ -12,6 +12,7 @@ and exits 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import re
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Before Prefect or TensorFlow load: no telemetry (its SQLite writes race with the temporary
 # server's and print "database is locked"), and only TensorFlow's errors.
@@ -36,6 +37,9 @@ from tasks.annotations.formats import ReaderOption  # noqa: E402
 from tasks.annotations.registry import (FORMATS, NAMES, all_options,  # noqa: E402
                                         formats_taking, get_format)
 from tasks.failures import InvalidSetting, MissingInput, UserError  # noqa: E402
+
+if TYPE_CHECKING:  # the flows load inside the handlers, so that --help stays fast
+    from flows.convert_masks import ConversionSummary
 
 BUG_REPORT = ("mrcnn-pipeline: this is a bug in mrcnn-pipeline, not a problem with your input; "
               "please report it on the project's issue tracker with the command you ran and "
@@ -145,16 +149,16 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+def _print_summary(summary: ConversionSummary, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(dataclasses.asdict(summary), indent=2))
         return
-    items, images = summary["items"], summary["images"]
-    print(f"converted {items['converted']} of {items['found']} items "
-          f"({items['skipped']} skipped, {summary['issues']} issues in total)")
-    print(f"images: train {images['train']}, val {images['val']}; "
-          f"classes: {', '.join(summary['labels']) or '-'}")
-    print(f"report: {summary['report']}")
+    items, images = summary.items, summary.images
+    print(f"converted {items.converted} of {items.found} items "
+          f"({items.skipped} skipped, {summary.issues} issues in total)")
+    print(f"images: train {images.train}, val {images.val}; "
+          f"classes: {', '.join(summary.labels) or '-'}")
+    print(f"report: {summary.report}")
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:

@@ -270,11 +270,11 @@ def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 3
     inference = batch_inference(input_uri=str(paths["incoming"]), output_uri=str(paths["results"]),
                                 model="shapes@production", registry=str(paths["registry"]))
     report = nightly_report(output=str(paths["results"]),
-                            date=datetime.date.fromisoformat(inference["run_date"]),
+                            date=datetime.date.fromisoformat(inference.run_date),
                             registry=str(paths["registry"]))
     metrics = json.loads(Path(pipeline["metrics"]).read_text())
     history = json.loads((Path(pipeline["run_dir"]) / "history.json").read_text())
-    overlays = paths["results"] / "overlays" / f"run_date={inference['run_date']}"
+    overlays = paths["results"] / "overlays" / f"run_date={inference.run_date}"
     grid = overlay_grid(sorted(overlays.rglob("*.jpg")), grid or output / "overlay_grid.png")
     return {"pipeline": pipeline, "inference": inference, "metrics": metrics, "history": history,
             "classes": choice, "summary": summarize(str(paths["results"])), "paths": paths,
@@ -327,7 +327,7 @@ def report(outcome: dict[str, Any]) -> str:
         "not promoted (production keeps a better version)"
     segm, area = metrics["segm"], metrics["area_ratio_error"]
     version_dir = paths["registry"] / "shapes" / "versions" / str(pipeline["version"])
-    day = inference["run_date"]
+    day = inference.run_date
     return "\n".join([
         "",
         f"registered {pipeline['reference']}: {decision}",
@@ -337,9 +337,9 @@ def report(outcome: dict[str, Any]) -> str:
         f"{segm['AP']:.3f}, box AP {metrics['bbox']['AP']:.3f}",
         f"area-ratio error per class and image: {area['mean_mae_pp']:.2f} percentage points "
         f"(predicting nothing: {nothing_baseline(area):.2f})",
-        f"batch inference with {inference['model_name']} {inference['model_version']}: "
-        f"{inference['processed']} images processed, {inference['skipped']} skipped (already "
-        f"done), {inference['errors']} errors",
+        f"batch inference with {inference.model_name} {inference.model_version}: "
+        f"{inference.processed} images processed, {inference.skipped} skipped (already "
+        f"done), {inference.errors} errors",
         "",
         f"per-class summary (mrcnn-pipeline results --output {paths['results']}):",
         render(columns, rows, "table"),

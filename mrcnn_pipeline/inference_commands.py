@@ -7,6 +7,7 @@ and sets ``handler``; handlers return an exit code and import flows lazily.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -102,19 +103,20 @@ def run_infer(args: argparse.Namespace) -> int:
                 patterns=args.pattern or None, path_pattern=args.path_pattern,
                 runtime=args.runtime, precision=args.precision,
                 backbones=args.backbones or None)
+    csv = None
     if args.csv:
-        csv_uri = storage.join(args.output, f"results_{summary['run_date']}.csv")
-        summary["csv"] = storage.write_bytes(
-            csv_uri, image_csv(args.output, summary["run_date"]).encode("utf-8"))
+        csv = storage.write_bytes(storage.join(args.output, f"results_{summary.run_date}.csv"),
+                                  image_csv(args.output, summary.run_date).encode("utf-8"))
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps({**dataclasses.asdict(summary), **({"csv": csv} if csv else {})},
+                         indent=2))
         return 0
-    precision = "/".join(summary["precision"]) or "no shard ran"
-    print(f"{summary['processed']} images processed, {summary['skipped']} skipped (already "
-          f"done), {summary['errors']} errors; model {summary['model_name']} "
-          f"{summary['model_version']} ({precision}), run_date {summary['run_date']}")
+    precision = "/".join(summary.precision) or "no shard ran"
+    print(f"{summary.processed} images processed, {summary.skipped} skipped (already done), "
+          f"{summary.errors} errors; model {summary.model_name} {summary.model_version} "
+          f"({precision}), run_date {summary.run_date}")
     print(f"tables: {args.output} (area_ratios/, instances/, errors/, images/)"
-          + (f"; summary: {summary['csv']}" if args.csv else ""))
+          + (f"; summary: {csv}" if csv else ""))
     return 0
 
 

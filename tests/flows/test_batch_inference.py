@@ -4,6 +4,7 @@ through a registry reference; plus listing and planning."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import json
@@ -103,9 +104,13 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
     run = dict(input_uri=str(source), output_uri=str(out), run_date=DAY, batch_size=2,
                shard_size=4, **files_of(tiny))
     summary = batch_inference(**run)
-    assert (summary["listed"], summary["processed"], summary["errors"]) == (15, 9, 6)
-    assert summary["error_types"] == {kind: 1 for kind in bad.values()}
-    assert (summary["model_name"], summary["run_date"]) == ("tiny", DAY)
+    assert (summary.listed, summary.processed, summary.errors) == (15, 9, 6)
+    assert summary.error_types == {kind: 1 for kind in bad.values()}
+    assert (summary.model_name, summary.run_date) == ("tiny", DAY)
+    as_json = json.loads(json.dumps(dataclasses.asdict(summary)))  # what infer --json prints
+    assert as_json["processed"] == 9 and set(as_json["classes"]) == {"car", "pothole"}
+    assert sum(totals["images"] for totals in as_json["classes"].values()) == sum(
+        totals.images for totals in summary.classes.values())
 
     errors = {uri: kind for uri, kind in rows(out, "errors", "image_uri, error_type")}
     assert errors == {str(source / name): kind for name, kind in bad.items()}
@@ -144,14 +149,14 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
 
     before = table_files(out)
     again = batch_inference(**run)
-    assert (again["processed"], again["errors"], again["skipped"]) == (0, 0, 15)
+    assert (again.processed, again.errors, again.skipped) == (0, 0, 15)
     assert table_files(out) == before  # a re-run with nothing new writes nothing
 
     (source / "a.png").write_bytes(png_bytes(64, 40, seed=9))  # changed content and size
     (source / "bad/truncated.png").write_bytes(png_bytes(20, 20, seed=10))  # repaired
     (source / "new.png").write_bytes(png_bytes(36, 36, seed=11))
     third = batch_inference(**run)
-    assert (third["processed"], third["errors"], third["skipped"]) == (3, 0, 13)
+    assert (third.processed, third.errors, third.skipped) == (3, 0, 13)
     areas = rows(out, "area_ratios", "image_uri, image_width, image_height")
     assert len(areas) == 11 * 2 and len(set(areas)) == 11  # one result per image, no doubles
     assert (str(source / "a.png"), 40, 64) in areas
@@ -161,11 +166,11 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
     assert counts["images"] == 11 and (str(source / "a.png"), 40, 64) in rows(
         out, "images", "image_uri, image_width, image_height")  # the changed image's new row
     fourth = batch_inference(**{**run, "reprocess": True, "shard_size": 3})
-    assert (fourth["processed"], fourth["errors"], fourth["skipped"]) == (11, 5, 0)
+    assert (fourth.processed, fourth.errors, fourth.skipped) == (11, 5, 0)
     assert {t: len(rows(out, t)) for t in counts} == counts  # reprocessing replaces rows
 
     later = batch_inference(**{**run, "run_date": "2024-05-02"})
-    assert later["processed"] == 0 and not (out / "area_ratios" / "run_date=2024-05-02").exists()
+    assert later.processed == 0 and not (out / "area_ratios" / "run_date=2024-05-02").exists()
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -252,8 +257,8 @@ def test_images_table_has_exif_and_path_fields_and_joins_area_ratios(
     # The nightly deployment's last step: the report, broken down by a path field.
     again = batch_inference(input_uri=str(source), output_uri=str(out), run_date=DAY,
                             report=True, report_path_field="site", **files_of(tiny))
-    page = Path(again["report"]).read_text()
-    assert again["processed"] == 0 and again["report"].endswith(f"run_date={DAY}/index.html")
+    page = Path(again.report).read_text()
+    assert again.processed == 0 and again.report.endswith(f"run_date={DAY}/index.html")
     assert "<h2>By site</h2>" in page and "<td>a</td>" in page and "<td>b</td>" in page
 
 
@@ -265,7 +270,7 @@ def test_s3_input_and_output_with_credentials(s3_env, s3_prefix: str, tiny: Path
     run = dict(input_uri=f"{s3_prefix}/in/", output_uri=f"{s3_prefix}/out", run_date=DAY,
                min_confidence=0.5, **files_of(tiny))
     summary = batch_inference(**run)
-    assert (summary["processed"], summary["errors"], summary["listed"]) == (3, 1, 4)
+    assert (summary.processed, summary.errors, summary.listed) == (3, 1, 4)
     columns, table = summarize(f"{s3_prefix}/out")  # DuckDB through the registered s3fs
     assert [dict(zip(columns, r))["images"] for r in table] == [3, 3]
     con = duckdb.connect()
@@ -273,7 +278,7 @@ def test_s3_input_and_output_with_credentials(s3_env, s3_prefix: str, tiny: Path
     assert all(s >= 0.5 for (s,) in con.sql(
         f"SELECT score FROM read_parquet('{s3_prefix}/out/instances/*/*.parquet')").fetchall())
     assert len(storage.list_files(f"{s3_prefix}/out/overlays", (".jpg",))) == 3
-    assert batch_inference(**run)["skipped"] == 4
+    assert batch_inference(**run).skipped == 4
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -299,12 +304,12 @@ def test_registry_reference_and_a_new_version_replace_rows(tmp_path: Path, tiny:
         (source / f"{index}.png").write_bytes(png_bytes(40, 40, seed=index))
     run = dict(input_uri=str(source), output_uri=str(out), model="tiny@production",
                registry=str(tmp_path / "reg"), run_date=DAY, overlays=False)
-    assert batch_inference(**run)["model_version"] == "1"
+    assert batch_inference(**run).model_version == "1"
     second = registry.register_version(str(tmp_path / "reg"), "tiny",
                                        str(tiny / "model.weights.h5"), config, CLASS_NAMES, {}, {})
     registry.set_alias(second, "production")
     summary = batch_inference(**run)  # a new version processes everything again, same day
-    assert (summary["model_version"], summary["processed"], summary["skipped"]) == ("2", 2, 0)
+    assert (summary.model_version, summary.processed, summary.skipped) == ("2", 2, 0)
     assert rows(out, "area_ratios", "DISTINCT model_version") == [("2",)]
     assert len(rows(out, "area_ratios")) == 2 * 2
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from flows.batch_inference import batch_inference
+from flows.batch_inference import InferenceSummary, batch_inference
 from mrcnn_pipeline.cli import main
 from tasks import storage
 from tasks.inference.shards import find_images
@@ -72,7 +72,7 @@ def results_for(out: str) -> set[str]:
             for row in read_table(out, table) if row["run_date"] == DAY}
 
 
-def rerun(tiny: Path, source: str, out: str) -> dict:
+def rerun(tiny: Path, source: str, out: str) -> InferenceSummary:
     return batch_inference(input_uri=source, output_uri=out, run_date=DAY, batch_size=2,
                            shard_size=4, weights=str(tiny / "model.weights.h5"),
                            config=str(tiny / "config.json"))
@@ -98,8 +98,8 @@ def crash_then_rerun(tiny: Path, source: str, out: str, env: dict[str, str], ste
     listed = {ref.uri for ref in find_images(source)}
     check_invariants(out, CLASSES)
     assert listed <= results_for(out) <= listed | {removed}  # a recorded shard may hold it
-    assert rerun(tiny, source, out)["processed"] == 0
-    assert summary["errors"] <= 1
+    assert rerun(tiny, source, out).processed == 0
+    assert summary.errors <= 1
 
 
 # After a shard recorded, before any commit: the S3 test below.
@@ -135,7 +135,7 @@ def test_concurrent_runs_on_one_output_with_readers_watching(tmp_path: Path, tin
     assert not failures, failures[:3]
     assert seen and not any("_manifest" in name or name.endswith(".tmp") for name in seen)
     check_invariants(out, CLASSES, {DAY: {ref.uri for ref in find_images(source)}})
-    assert rerun(tiny, source, out)["processed"] == 0
+    assert rerun(tiny, source, out).processed == 0
 
 
 def watch_readers(out: str, watching: threading.Event, seen: set[str], failures: list) -> None:
@@ -304,6 +304,6 @@ def test_a_runtime_crash_costs_one_shard_not_the_run(tmp_path: Path, tiny: Path,
                                       for name in ("img04", "img05", "img06", "img07"))
     check_invariants(out, CLASSES)
     monkeypatch.delenv("MRCNN_CRASH_AT")
-    assert batch_inference(**settings)["processed"] == 4
+    assert batch_inference(**settings).processed == 4
     assert len(results_for(out)) == 10
     check_invariants(out, CLASSES)

@@ -4,6 +4,7 @@ and ``mrcnn.dataset.CocoDataset``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.convert_masks import StrictModeError, convert_masks
+from flows.convert_masks import ItemCounts, SplitCounts, StrictModeError, convert_masks
 from mrcnn.dataset import CocoDataset
 from mrcnn_pipeline.cli import main
 from tasks import storage
@@ -56,7 +57,8 @@ def test_labelme_folder_end_to_end_and_idempotent(tmp_path: Path):
     totals = {name: report["instances"]["train"][name] + report["instances"]["val"][name]
               for name in report["labels"]}
     assert totals == expected["instances"]
-    assert summary["items"] == items and summary["report"] == str(out / "report.json")
+    assert summary.items == ItemCounts(**items) and summary.report == str(out / "report.json")
+    assert json.loads(json.dumps(dataclasses.asdict(summary)))["items"] == items  # --json
     images = {p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*")
               if p.is_file()}
     assert images == {"a.png", "sub/img/b.jpg", "c.png", "d.png"}
@@ -66,7 +68,7 @@ def test_labelme_folder_end_to_end_and_idempotent(tmp_path: Path):
     assert (out / "images/c.png").read_bytes() == image_bytes(20, 20, seed=3)  # from imageData
     assert not (out / ".convert-staging").exists()
     described = json.loads((out / "dataset.json").read_bytes())  # what merge-datasets reads
-    assert summary["dataset"] == str(out / "dataset.json") and described["parents"] == []
+    assert summary.dataset == str(out / "dataset.json") and described["parents"] == []
     assert described["images"] == report["images"] and described["added"] == 4
     stored = read_dataset.fn(str(out), "base")
     assert stored.recorded_hash == parent_of(stored, hash_images.fn(str(out), sorted(images)))[1]
@@ -185,15 +187,15 @@ def test_other_formats(tmp_path: Path, fmt, writer, options, items, labels):
     writer(tmp_path / "in")
     summary = convert_masks(source=str(tmp_path / "in"), destination=str(tmp_path / "out"),
                             format=fmt, val_fraction=0.0, **options)
-    assert summary["items"] == items and summary["labels"] == labels
-    assert summary["images"] == {"train": 1, "val": 0}
+    assert summary.items == ItemCounts(**items) and summary.labels == tuple(labels)
+    assert summary.images == SplitCounts(train=1, val=0)
 
 
 def test_single_file_input_reads_beside_it(tmp_path: Path):
     write_via(tmp_path / "in")
     summary = convert_masks(source=str(tmp_path / "in/train/via.json"), destination=str(tmp_path / "out"),
                             format="via", options={"default_label": "balloon"})
-    assert summary["items"] == {"found": 2, "converted": 1, "skipped": 1}
+    assert summary.items == ItemCounts(found=2, converted=1, skipped=1)
     assert (tmp_path / "out/images/a.jpg").is_file()
 
 

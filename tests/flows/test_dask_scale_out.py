@@ -75,8 +75,8 @@ def test_two_dask_worker_processes_write_the_single_machine_tables(tmp_path: Pat
         loads = client.run(model_loads)
 
     assert sorted(loads.values()) == [1, 1]  # 3 shards, 2 workers: one model per process
-    assert (spread["processed"], spread["errors"], spread["shards"]) == (8, 1, 3)
-    assert {k: spread[k] for k in COUNTS} == {k: alone[k] for k in COUNTS}
+    assert (spread.processed, spread.errors, spread.shards) == (8, 1, 3)
+    assert {k: getattr(spread, k) for k in COUNTS} == {k: getattr(alone, k) for k in COUNTS}
     sizes = {name: len(table(tmp_path / "alone", name)) for name in TABLES}
     assert sizes["area_ratios"] == 8 * 2 and sizes["errors"] == 1 and sizes["instances"] > 0
     for name in TABLES:

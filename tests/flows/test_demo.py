@@ -120,7 +120,7 @@ def test_the_whole_demo_chain_with_a_tiny_model(prefect_harness, tmp_path: Path)
     assert outcome["metrics"]["images"] >= 1
 
     inference = outcome["inference"]
-    assert (inference["processed"], inference["errors"], inference["model_version"]) == (3, 0, "1")
+    assert (inference.processed, inference.errors, inference.model_version) == (3, 0, "1")
     table = pq.read_table(paths["results"] / "area_ratios")
     assert table.num_rows == 3 * 3  # every image × every class
     assert set(table.column("class_name").to_pylist()) == {"square", "circle", "triangle"}
@@ -140,6 +140,6 @@ def test_the_whole_demo_chain_with_a_tiny_model(prefect_harness, tmp_path: Path)
     baseline = nothing_baseline(outcome["metrics"]["area_ratio_error"])
     assert 0 < baseline < 100 and f"(predicting nothing: {baseline:.2f})" in text
     assert f"overlays:      {paths['results'] / 'overlays'}" in text
-    page = paths["results"] / "reports" / f"run_date={inference['run_date']}" / "index.html"
+    page = paths["results"] / "reports" / f"run_date={inference.run_date}" / "index.html"
     assert outcome["report"] == str(page) and f"report:        {page}" in text
     assert "<svg" in page.read_text() and page.read_text().count("<figure>") == 3

@@ -87,7 +87,7 @@ def test_nightly_results_come_back_as_a_dataset_version_and_a_gated_model(tmp_pa
     # 3. convert (review.json is not an annotation) and 4. merge
     reviewed = convert_masks(source=str(review), destination=str(tmp_path / "reviewed"),
                              labels=CLASSES, val_fraction=0.5)
-    assert reviewed["items"]["found"] == 4 and reviewed["issues"] == 0
+    assert reviewed.items.found == 4 and reviewed.issues == 0
     merged = merge_datasets(base=str(tmp_path / "data-v1"), add=str(tmp_path / "reviewed"),
                             output=str(tmp_path / "data-v2"))
     assert (merged["replaced"], merged["added"]) == (1, 3)

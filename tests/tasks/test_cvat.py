@@ -226,7 +226,7 @@ def test_convert_masks_flow_on_a_cvat_export(tmp_path: Path):
         '<polyline label="car" points="1,1;5,5"/>')))
     summary = convert_masks(source=str(tmp_path / "in"), destination=str(tmp_path / "out"),
                             format="cvat", val_fraction=0.0)
-    assert summary["labels"] == ["car", "bus", "tree"] and summary["issues"] == 1
+    assert summary.labels == ("car", "bus", "tree") and summary.issues == 1
     document = json.loads((tmp_path / "out/annotations/train.json").read_bytes())
     assert [c["name"] for c in document["categories"]] == ["car", "bus", "tree"]
     assert document["images"][0]["file_name"] == "images/a.png"

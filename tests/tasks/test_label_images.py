@@ -179,7 +179,7 @@ def test_which_files_are_label_images(path, is_source, image_stem):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_flow_converts_label_images_with_classes_named_by_aliases(tmp_path: Path):
-    from flows.convert_masks import convert_masks
+    from flows.convert_masks import ItemCounts, convert_masks
 
     root = tmp_path / "in"
     classes = np.where(labels_of() == 7, 2, np.where(labels_of() > 0, 1, 0)).astype(np.uint8)
@@ -191,8 +191,8 @@ def test_flow_converts_label_images_with_classes_named_by_aliases(tmp_path: Path
     summary = convert_masks(source=str(root), destination=str(tmp_path / "out"),
                             format="label-images", val_fraction=0.0,
                             aliases={"1": "nucleus", "2": "cell"})
-    assert summary["items"] == {"found": 3, "converted": 1, "skipped": 2}
-    assert summary["labels"] == ["cell", "nucleus"]
+    assert summary.items == ItemCounts(found=3, converted=1, skipped=2)
+    assert summary.labels == ("cell", "nucleus")
     report = json.loads((tmp_path / "out/report.json").read_bytes())
     assert [(e["file"], e["reason"].split(" (")[0]) for e in report["skipped"]] == [
         ("a_masks.tif", "duplicate image name"), ("b_masks.png", "image b.* not found")]

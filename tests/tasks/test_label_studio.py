@@ -240,7 +240,7 @@ def test_coordinates_outside_are_clipped():
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_convert_masks_flow_on_a_label_studio_export(tmp_path: Path):
-    from flows.convert_masks import convert_masks
+    from flows.convert_masks import ItemCounts, convert_masks
 
     write(tmp_path / "in/export/a.png", image_bytes(HEIGHT, WIDTH))
     write(tmp_path / "in/export/tasks.json", json.dumps([
@@ -248,8 +248,8 @@ def test_convert_masks_flow_on_a_label_studio_export(tmp_path: Path):
         task(id=2, image="/data/upload/1/abcd1234-b.png", annotations=[])]))
     summary = convert_masks(source=str(tmp_path / "in"), destination=str(tmp_path / "out"),
                             format="label-studio", val_fraction=0.0)
-    assert summary["labels"] == ["car", "tree"]
-    assert summary["items"] == {"found": 2, "converted": 1, "skipped": 1}
+    assert summary.labels == ("car", "tree")
+    assert summary.items == ItemCounts(found=2, converted=1, skipped=1)
     document = json.loads((tmp_path / "out/annotations/train.json").read_bytes())
     assert [i["file_name"] for i in document["images"]] == ["export/a.png"]
     masks = [mask_utils.decode({"size": a["segmentation"]["size"],

@@ -217,15 +217,15 @@ def write_samples(root: Path) -> None:
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_flow_writes_the_canonical_dataset_with_the_original_images(tmp_path: Path):
-    from flows.convert_masks import StrictModeError, convert_masks
+    from flows.convert_masks import ItemCounts, StrictModeError, convert_masks
     from mrcnn.dataset import CocoDataset
 
     write_samples(tmp_path / "in")
     summary = convert_masks(source=str(tmp_path / "in"), destination=str(tmp_path / "out"),
                             format="mask-folders", val_fraction=0.0,
                             options={"class_name": "nucleus"})
-    assert summary["items"] == {"found": 3, "converted": 2, "skipped": 1}
-    assert summary["labels"] == ["cell", "nucleus"] and summary["issues"] == 2
+    assert summary.items == ItemCounts(found=3, converted=2, skipped=1)
+    assert summary.labels == ("cell", "nucleus") and summary.issues == 2
     report = json.loads((tmp_path / "out/report.json").read_bytes())
     assert report["skipped"] == [{"file": "c", "reason": "no image in images/ (.png, .tif, "
                                                          ".tiff, .jpg, .jpeg, .bmp)"}]
@@ -253,7 +253,7 @@ def test_flow_writes_the_canonical_dataset_with_the_original_images(tmp_path: Pa
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_s3_samples_convert_to_the_same_bytes_as_local(s3_env, s3_prefix: str, tmp_path: Path):
-    from flows.convert_masks import convert_masks
+    from flows.convert_masks import ItemCounts, convert_masks
     from tasks import storage
 
     write_samples(tmp_path / "in")
@@ -265,7 +265,7 @@ def test_s3_samples_convert_to_the_same_bytes_as_local(s3_env, s3_prefix: str, t
                            destination=storage.join(s3_prefix, "out"), format="mask-folders")
     local = convert_masks(source=str(tmp_path / "in"), destination=str(tmp_path / "out"),
                           format="mask-folders")
-    assert remote["items"] == local["items"] == {"found": 3, "converted": 2, "skipped": 1}
+    assert remote.items == local.items == ItemCounts(found=3, converted=2, skipped=1)
     for name in ("annotations/train.json", "annotations/val.json", "images/b/images/b.tif"):
         remote_bytes = storage.read_bytes(storage.join(s3_prefix, "out", name))
         assert remote_bytes == (tmp_path / "out" / name).read_bytes(), name
@@ -290,7 +290,7 @@ OVERLAPPING = "1609b1b8480ee52652a644403b3f7d5511410a016750aa3b9a4c8ddb3e893e8e"
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_real_nuclei_cover_what_their_manifest_says(shared_data: Path, tmp_path: Path):
-    from flows.convert_masks import convert_masks
+    from flows.convert_masks import ItemCounts, convert_masks
 
     root = shared_data / "nuclei_dsb2018"
     with (root / "manifest.csv").open() as file:
@@ -305,8 +305,8 @@ def test_real_nuclei_cover_what_their_manifest_says(shared_data: Path, tmp_path:
         shutil.copytree(root / "stage1_train" / image_id, tmp_path / "in" / image_id)
     summary = convert_masks(source=str(tmp_path / "in"), destination=str(tmp_path / "out"),
                             format="mask-folders", val_fraction=0.0)
-    assert summary["items"] == {"found": len(chosen), "converted": len(chosen), "skipped": 0}
-    assert summary["issues"] == 0 and summary["labels"] == ["object"]
+    assert summary.items == ItemCounts(found=len(chosen), converted=len(chosen), skipped=0)
+    assert summary.issues == 0 and summary.labels == ("object",)
     document = json.loads((tmp_path / "out/annotations/train.json").read_bytes())
     overlaps = 0
     for image in document["images"]:

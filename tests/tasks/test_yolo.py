@@ -185,7 +185,7 @@ def test_the_new_formats_are_registered(tmp_path: Path):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_convert_masks_flow_on_a_yolo_dataset(tmp_path: Path):
-    from flows.convert_masks import convert_masks
+    from flows.convert_masks import ItemCounts, convert_masks
 
     root = tmp_path / "dataset"
     write(root / "data.yaml", data_yaml(["car", "bus"]))
@@ -194,8 +194,8 @@ def test_convert_masks_flow_on_a_yolo_dataset(tmp_path: Path):
     write(root / "labels/val/b.txt", "0 0.5 0.5 0.1 0.1\n")  # its image is missing
     summary = convert_masks(source=str(root), destination=str(tmp_path / "out"), format="yolo",
                             val_fraction=0.0)
-    assert summary["labels"] == ["car", "bus"] and summary["issues"] == 2
-    assert summary["items"] == {"found": 2, "converted": 1, "skipped": 1}
+    assert summary.labels == ("car", "bus") and summary.issues == 2
+    assert summary.items == ItemCounts(found=2, converted=1, skipped=1)
     document = json.loads((tmp_path / "out/annotations/train.json").read_bytes())
     assert [i["file_name"] for i in document["images"]] == ["images/train/a.jpg"]
     masks = [mask_utils.decode({"size": a["segmentation"]["size"],
