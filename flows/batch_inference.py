@@ -55,7 +55,7 @@ _listeners: list[ProgressListener] = []
 class InferenceSummary:
     """What a ``batch-inference`` run did: the flow's return value.
 
-    ``dataclasses.asdict`` gives its JSON form (``mrcnn-pipeline infer --json`` prints it).
+    ``as_dict`` gives its JSON form (``mrcnn-pipeline infer --json`` prints it).
 
     Attributes:
         run_date: the partition written, ``YYYY-MM-DD``.
@@ -87,6 +87,10 @@ class InferenceSummary:
     precision: tuple[str, ...]
     classes: dict[str, ClassTotals]
     report: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready values (``--json``)."""
+        return dataclasses.asdict(self)
 
 
 @contextlib.contextmanager

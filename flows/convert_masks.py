@@ -56,7 +56,7 @@ class SplitCounts:
 class ConversionSummary:
     """What a ``convert-masks`` run wrote: the flow's return value.
 
-    ``dataclasses.asdict`` gives its JSON form (``mrcnn-pipeline convert --json`` prints it).
+    ``as_dict`` gives its JSON form (``mrcnn-pipeline convert --json`` prints it).
 
     Attributes:
         destination: the canonical dataset's folder.
@@ -78,6 +78,10 @@ class ConversionSummary:
     items: ItemCounts
     images: SplitCounts
     issues: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready values (``--json``)."""
+        return dataclasses.asdict(self)
 
 
 @flow(name="convert-masks", flow_run_name="convert-masks-{format}")

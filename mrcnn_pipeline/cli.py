@@ -12,7 +12,6 @@ and exits 1.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -151,7 +150,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def _print_summary(summary: ConversionSummary, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(dataclasses.asdict(summary), indent=2))
+        print(json.dumps(summary.as_dict(), indent=2))
         return
     items, images = summary.items, summary.images
     print(f"converted {items.converted} of {items.found} items "

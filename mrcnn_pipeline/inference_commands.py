@@ -7,7 +7,6 @@ and sets ``handler``; handlers return an exit code and import flows lazily.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -108,8 +107,7 @@ def run_infer(args: argparse.Namespace) -> int:
         csv = storage.write_bytes(storage.join(args.output, f"results_{summary.run_date}.csv"),
                                   image_csv(args.output, summary.run_date).encode("utf-8"))
     if args.json:
-        print(json.dumps({**dataclasses.asdict(summary), **({"csv": csv} if csv else {})},
-                         indent=2))
+        print(json.dumps({**summary.as_dict(), **({"csv": csv} if csv else {})}, indent=2))
         return 0
     precision = "/".join(summary.precision) or "no shard ran"
     print(f"{summary.processed} images processed, {summary.skipped} skipped (already done), "

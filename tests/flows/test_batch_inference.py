@@ -4,7 +4,6 @@ through a registry reference; plus listing and planning."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import io
 import json
@@ -107,7 +106,7 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
     assert (summary.listed, summary.processed, summary.errors) == (15, 9, 6)
     assert summary.error_types == {kind: 1 for kind in bad.values()}
     assert (summary.model_name, summary.run_date) == ("tiny", DAY)
-    as_json = json.loads(json.dumps(dataclasses.asdict(summary)))  # what infer --json prints
+    as_json = json.loads(json.dumps(summary.as_dict()))  # what infer --json prints
     assert as_json["processed"] == 9 and set(as_json["classes"]) == {"car", "pothole"}
     assert sum(totals["images"] for totals in as_json["classes"].values()) == sum(
         totals.images for totals in summary.classes.values())

@@ -4,7 +4,6 @@ and ``mrcnn.dataset.CocoDataset``."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -58,7 +57,7 @@ def test_labelme_folder_end_to_end_and_idempotent(tmp_path: Path):
               for name in report["labels"]}
     assert totals == expected["instances"]
     assert summary.items == ItemCounts(**items) and summary.report == str(out / "report.json")
-    assert json.loads(json.dumps(dataclasses.asdict(summary)))["items"] == items  # --json
+    assert json.loads(json.dumps(summary.as_dict()))["items"] == items  # --json
     images = {p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*")
               if p.is_file()}
     assert images == {"a.png", "sub/img/b.jpg", "c.png", "d.png"}
