@@ -98,7 +98,8 @@ class QuantizationSettings:
             raise InvalidSetting(f"calibration_images must be >= 1, got {self.calibration_images}")
         unknown = sorted(set(self.float_parts) - set(FLOAT_PARTS))
         if unknown:
-            raise InvalidSetting(f"unknown float part {unknown[0]!r} (one of {sorted(FLOAT_PARTS)})")
+            raise InvalidSetting(f"unknown float part {unknown[0]!r} "
+                                 f"(one of {sorted(FLOAT_PARTS)})")
         if self.preset not in PRESETS:
             raise InvalidSetting(f"preset must be one of {PRESETS}, got {self.preset!r}")
 

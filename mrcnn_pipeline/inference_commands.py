@@ -15,6 +15,7 @@ from mrcnn_pipeline.arguments import (backbone_argument, fraction, iso_date, reg
                                       runtime_argument)
 from mrcnn_pipeline.prefect_api import ensure_api
 from tasks.failures import InvalidSetting
+from tasks.models.runtimes import PRECISIONS
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +47,7 @@ def add_infer(subparsers: argparse._SubParsersAction) -> None:
     registry_argument(parser)
     runtime_argument(parser)
     backbone_argument(parser)
-    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto", "int8"),
+    parser.add_argument("--precision", choices=PRECISIONS,
                         help="float32, bfloat16 or auto for Keras weights and OpenVINO exports "
                         "(default: the model's INFERENCE_PRECISION); bfloat16 runs only where "
                         "the CPU has AVX512_BF16 or AMX (elsewhere float32), auto picks it there; "

@@ -148,9 +148,9 @@ def _check_int8(artifact: ModelArtifact, precision: str | None) -> None:
                else "has no check report (int8_check.json)")
         raise InvalidSetting(f"INT8 export {artifact.origin!r} {why}: it does not run; {how}")
     if precision != INT8:
-        raise InvalidSetting(f"model {artifact.origin!r} is an INT8 export: run it with --precision "
-                             f"int8 (no other precision, {precision or 'the default'} included, "
-                             "switches a model to INT8)")
+        raise InvalidSetting(f"model {artifact.origin!r} is an INT8 export: run it with "
+                             f"--precision int8 (no other precision, {precision or 'the default'} "
+                             "included, switches a model to INT8)")
 
 
 def _build(artifact: ModelArtifact, runtime: str, batch_size: int,
