@@ -462,8 +462,9 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "val_images": len(read_split(root, "val")["images"]),
             "stages": [stage.to_dict() for stage in training.resolved_stages()],
             "config": shared, "watershed_min_distance": min_distance,
-            "peer": f"torchvision {args.peer_backbone} FPN, {args.peer_heads} heads" if peer else
-            ("none (--peer none)" if args.peer == "none" else "none (not installed)")}
+            "peer": "torchvision" if peer else
+            ("none (--peer none)" if args.peer == "none" else "none (not installed)"),
+            "peer_model": f"{args.peer_backbone} FPN, {args.peer_heads} heads" if peer else None}
         document["auto_config"] = setup["auto_config"]
         document["split"] = {split: [image["id"] for image in read_split(root, split)["images"]]
                              for split in SPLITS}
