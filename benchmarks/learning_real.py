@@ -19,8 +19,9 @@ separate one bright class from a dark background.
   learning rate ÷ 10 for the last fifth of the budget) with `auto_config`: image size,
   anchors, instance limits, ROIs and mean pixel chosen from the train split (the table goes
   into the JSON). It trains in the pipeline's own training function
-  (`tasks.training.process.run_training`) for `--minutes` on the clock, data loading and
-  model building included, as `mrcnn-pipeline train` does.
+  (`tasks.training.process.run_training`, in the training process's environment) for
+  `--minutes` on the clock, data loading and model building included, as `mrcnn-pipeline
+  train` does.
 - **torchvision**: Mask R-CNN on a ResNet-18 FPN (`--peer-backbone resnet50`: its default
   ResNet-50), random weights, trainable batch norm, torchvision's heads (`--peer-heads light`:
   sized as ours), with ours' training crops (the same `load_image_gt`, augmentation and
@@ -50,6 +51,7 @@ each val image's figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -63,7 +65,22 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.learning import step_figures
-from mrcnn import hardware
+from benchmarks.train_step import (PEER_BACKBONES, PEER_HEADS, torch_batch, torch_model,
+                                   torch_optimizer)
+from mrcnn import coverage, hardware
+from mrcnn.augment import Augmentation
+from mrcnn.baselines import instance_masks, otsu_prediction, otsu_watershed
+from mrcnn.boxes import extract_bboxes
+from mrcnn.config import Config
+from mrcnn.evaluation import DetectionEvaluator
+from mrcnn.precision import training_precision
+from tasks.annotations.registry import NAMES
+from tasks.training.auto_config import auto_choices, with_auto_config
+from tasks.training.config import TrainingConfig, load_training_config
+from tasks.training.data import load_split
+from tasks.training.process import run_training, training_environment
+from tasks.training.request import InitialWeights, TrainingRequest
+from tasks.training.runs import list_checkpoints
 
 ENGINES = ("ours", "torchvision")
 RECIPE = common.REPO_ROOT / "docs" / "examples" / "nuclei.yaml"
@@ -145,9 +162,6 @@ def training_setup(recipe: str, root: Path, minutes: float,
     """The recipe with the dataset's classes, the budget, `overrides` (kept as the user's) and
     the values auto_config chooses: `{training, auto_config}`, as plain data for the children.
     """
-    from tasks.training.auto_config import auto_choices, with_auto_config
-    from tasks.training.config import load_training_config
-
     training = load_training_config(recipe)
     classes = [c["name"] for c in sorted(read_split(root, "train")["categories"],
                                          key=lambda c: c["id"])]
@@ -156,15 +170,13 @@ def training_setup(recipe: str, root: Path, minutes: float,
                          "scores one class (Otsu's baselines separate one bright class)")
     data = {**training.to_dict(), "classes": classes, "minutes": minutes, "auto_config": True,
             "config": {**training.config, **overrides}}
-    training = type(training).from_dict(data, f"--recipe {recipe}")
+    training = TrainingConfig.from_dict(data, f"--recipe {recipe}")
     choices = [choice.to_dict() for choice in auto_choices(training, str(root))]
     return {"training": with_auto_config(training, choices).to_dict(), "auto_config": choices}
 
 
-def load_setup(path: str):
-    """The children's `(TrainingConfig, mrcnn Config)` of the setup file."""
-    from tasks.training.config import TrainingConfig
-
+def load_setup(path: str) -> tuple[TrainingConfig, Config]:
+    """The training config and the mrcnn Config of a `training_setup` file."""
     training = TrainingConfig.from_dict(json.loads(Path(path).read_text())["training"])
     return training, training.mrcnn_config()
 
@@ -174,8 +186,6 @@ class Scores:
     """One predictor's figures on the val images: AP, and per-image coverage and counts."""
 
     def __init__(self, class_names: list[str], coverage_score: float) -> None:
-        from mrcnn.evaluation import DetectionEvaluator
-
         self.evaluator = DetectionEvaluator(class_names)
         self.coverage_score = coverage_score
         self.coverage_pct: list[float] = []
@@ -202,8 +212,10 @@ class Scores:
         if not self.ranked:
             return per_image
         metrics = self.evaluator.evaluate()
-        return {"segm_AP50": metrics["segm"]["AP50"], "segm_AP": metrics["segm"]["AP"],
-                "mask_mAP50": metrics["mAP50"], "bbox_AP": metrics["bbox"]["AP"],
+        figures = {"segm_AP50": metrics["segm"]["AP50"], "segm_AP": metrics["segm"]["AP"],
+                   "mask_mAP50": metrics["mAP50"], "bbox_AP": metrics["bbox"]["AP"]}
+        return {**{key: None if value is None else round(value, 4)
+                   for key, value in figures.items()},
                 "coco_max_dets": metrics["coco_max_dets"], **per_image}
 
 
@@ -232,8 +244,6 @@ def detect_and_score(detect, val, coverage_score: float, batch: int) -> dict[str
 def coverage_figures(predicted: list[float], counts: list[int], truth: np.ndarray,
                      true_counts: np.ndarray, otsu: np.ndarray | None) -> dict[str, Any]:
     """Coverage MAE with its interval, bias, count error; the paired difference to Otsu's."""
-    from mrcnn import coverage
-
     predicted_pct = np.asarray(predicted, dtype=float)
     error = coverage.coverage_error(predicted_pct, truth)
     counted = coverage.count_error(np.asarray(counts, dtype=float), true_counts)
@@ -260,12 +270,7 @@ def steps_per_minute(figures: dict[str, Any]) -> float | None:
 def run_ours(setup_path: str, root: str, min_score: float) -> dict[str, Any]:
     import keras
 
-    from mrcnn.config import Config
     from mrcnn.model import MaskRCNN
-    from tasks.training.data import load_split
-    from tasks.training.process import run_training
-    from tasks.training.request import InitialWeights, TrainingRequest
-    from tasks.training.runs import list_checkpoints
 
     training, config = load_setup(setup_path)
     ends: list[float] = []
@@ -301,14 +306,7 @@ def run_ours(setup_path: str, root: str, min_score: float) -> dict[str, Any]:
 def run_torchvision(setup_path: str, root: str, backbone: str, heads: str,
                     min_score: float) -> dict[str, Any]:
     """Trains as `run_training` trains ours: stages on the clock, warmup, the same crops."""
-    import contextlib
-
     import torch
-
-    from benchmarks.train_step import torch_batch, torch_model, torch_optimizer
-    from mrcnn.augment import Augmentation
-    from mrcnn.precision import training_precision
-    from tasks.training.data import load_split
 
     torch.set_num_threads(hardware.usable_cores())
     torch.manual_seed(0)
@@ -385,12 +383,9 @@ def watershed_min_distance(root: Path) -> int:
     return max(1, int(round(float(np.median(sides)) / 2))) if sides else 1
 
 
-def score_baselines(root: Path, training, config, min_distance: int) -> dict[str, Any]:
+def score_baselines(root: Path, training: TrainingConfig, config: Config,
+                    min_distance: int) -> dict[str, Any]:
     """The truth and both baselines on the val images: `{truth, otsu, otsu_watershed}`."""
-    from mrcnn.baselines import instance_masks, otsu_prediction, otsu_watershed
-    from mrcnn.boxes import extract_bboxes
-    from tasks.training.data import load_split
-
     val = load_split(str(root), "val", training.classes, config)
     otsu = Scores(val.class_names, 0.0)
     watershed = Scores(val.class_names, 0.0)
@@ -430,7 +425,9 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
         result = run_torchvision(args.setup, args.root, args.peer_backbone, args.peer_heads,
                                  args.min_score)
         backbone = args.peer_backbone
-    return {"engine": args.engine, "backbone": backbone, **result,
+    environment = {name: os.environ[name] for name in common.THREAD_VARIABLES
+                   if name in os.environ}
+    return {"engine": args.engine, "backbone": backbone, **result, "environment": environment,
             "peak_rss_mib": common.peak_rss_mib()}
 
 
@@ -469,16 +466,18 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         document["split"] = {split: [image["id"] for image in read_split(root, split)["images"]]
                              for split in SPLITS}
         document["notes"] = NOTES
-        child_args = ["--dataset", args.dataset, "--setup", str(setup_path), "--root", str(root), "--min-score",
-                      str(args.min_score), "--peer-backbone", args.peer_backbone,
+        child_args = ["--dataset", args.dataset, "--setup", str(setup_path), "--root", str(root),
+                      "--min-score", str(args.min_score), "--peer-backbone", args.peer_backbone,
                       "--peer-heads", args.peer_heads]
-        results = [{"engine": engine, **common.run_child("benchmarks.learning_real",
-                                                         ["--engine", engine, *child_args])}
+        # Ours trains in the environment of mrcnn-pipeline train's process (oneDNN on).
+        results = [{"engine": engine, **common.run_child(
+                       "benchmarks.learning_real", ["--engine", engine, *child_args],
+                       environment=training_environment(os.environ) if engine == "ours" else None)}
                    for engine in ["ours", *(["torchvision"] if peer else [])]]
         print("[bench] scoring the baselines", file=sys.stderr, flush=True)
         baselines = score_baselines(root, training, config, min_distance)
     document["results"] = results
-    document["baselines"] = {"otsu": baselines["otsu"], "otsu_watershed": baselines["otsu_watershed"]}
+    document["baselines"] = {name: baselines[name] for name in ("otsu", "otsu_watershed")}
     document["per_image"] = tabulate(baselines["truth"], results, document["baselines"])
     document["comparison"] = comparison(results, document["baselines"])
     document["load_average_at_end"] = common.load_average()
@@ -509,7 +508,8 @@ def tabulate(truth: dict[str, list], results: list[dict[str, Any]],
 
 def comparison(results: list[dict[str, Any]], baselines: dict[str, dict[str, Any]]
                ) -> dict[str, Any]:
-    """Ours over torchvision and over Otsu, in the issue's terms (None where one is missing)."""
+    """Ours against torchvision (steps per minute, mask mAP@0.5) and Otsu (coverage MAE);
+    None where one is missing."""
     ours = next((r for r in results if r["engine"] == "ours"), {})
     theirs = next((r for r in results if r["engine"] == "torchvision"), {})
     return {"steps_per_minute_ours_over_torchvision":
@@ -525,9 +525,6 @@ def difference(ours: float | None, theirs: float | None) -> float | None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from benchmarks.train_step import PEER_BACKBONES, PEER_HEADS
-    from tasks.annotations.registry import NAMES
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, metavar="PATH",
