@@ -153,6 +153,13 @@ def subset(root: Path, limits: dict[str, int | None], work: Path) -> Path:
     return kept
 
 
+def check_splits(root: Path, path: str) -> None:
+    """Raises ValueError when a split has no image (nothing to train on, or to score)."""
+    for split in SPLITS:
+        if not read_split(root, split)["images"]:
+            raise ValueError(f"the {split} split of --dataset {path} has no images")
+
+
 def read_split(root: Path, split: str) -> dict[str, Any]:
     return json.loads((root / "annotations" / f"{split}.json").read_text(encoding="utf-8"))
 
@@ -441,6 +448,7 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         try:
             root = subset(canonical_dataset(args.dataset, args.format, args.class_name, work),
                           {"train": args.train_images, "val": args.val_images}, work)
+            check_splits(root, args.dataset)
             setup = training_setup(args.recipe, root, args.minutes,
                                    {"SEED": 0, **args.overrides})
         except (ValueError, FileNotFoundError) as error:  # the dataset's or the recipe's
