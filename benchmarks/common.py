@@ -152,13 +152,16 @@ def peer_available() -> bool:
 
 
 # ---------------------------------------------------------------------- child processes
-def run_child(module: str, args: list[str], timeout: float | None = None) -> dict[str, Any]:
+def run_child(module: str, args: list[str], timeout: float | None = None,
+              environment: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `python -m module args` in the repository root and parse the JSON it prints last.
 
-    A child that crashes, times out or prints no JSON yields `{"error": ...}` with the tail of
-    its stderr, so one failing engine does not lose the other engine's figures.
+    `environment` is the child's (default: this process's). A child that crashes, times out or
+    prints no JSON yields `{"error": ...}` with the tail of its stderr, so one failing engine
+    does not lose the other engine's figures.
     """
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    environment = dict(os.environ) if environment is None else environment
+    env = {**environment, "TF_CPP_MIN_LOG_LEVEL": environment.get("TF_CPP_MIN_LOG_LEVEL", "3")}
     command = [sys.executable, "-m", module, *args]
     print(f"[bench] running: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     try:

@@ -16,6 +16,11 @@ matterport users' scripts do: `train()` called again every N epochs (cumulative 
 its checkpoints, torchvision's from snapshots taken in memory), after the budget: how far one
 run's final score moves from epoch to epoch. `--bf16` trains both in bfloat16 (ours under
 Keras's "mixed_bfloat16" policy, torchvision under CPU autocast); both still detect in float32.
+
+With `--dataset PATH` the benchmark learns a real dataset instead (a microscope folder
+converted on the fly, `--format mask-folders`, or a canonical dataset), ours with the config
+chosen from the data, beside Otsu's baselines: `benchmarks.learning_real`, whose options
+`python -m benchmarks.learning --dataset PATH --help` lists.
 """
 
 from __future__ import annotations
@@ -315,6 +320,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if any(arg == "--dataset" or arg.startswith("--dataset=") for arg in argv):
+        from benchmarks import learning_real  # it imports this module: not at the top
+
+        return learning_real.main(argv)
     args = parse_args(argv)
     common.emit(run_job(args) if args.engine else run_all(args, argv))
     return 0

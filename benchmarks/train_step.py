@@ -169,10 +169,16 @@ def run_ours(dataset_dir: str, steps: int, warmup: int,
 
 
 # ---------------------------------------------------------------------- torchvision
-def torch_model(heads: str):
-    """torchvision's Mask R-CNN on a ResNet-18 FPN, trainable batch norm, our anchors and ROIs."""
+PEER_BACKBONES = ("resnet18", "resnet50")
+
+
+def torch_model(heads: str, config=None, backbone: str = "resnet18", score_threshold: float = 0.05):
+    """torchvision's Mask R-CNN on a ResNet FPN from random weights, trainable batch norm
+    everywhere, mirroring an mrcnn `config` (default `ours_config()`): its training crop (no
+    rescaling of crops), anchors, sampled ROIs and their positive share, proposals and
+    detections kept at inference. Everything else is torchvision's own."""
     import torch
-    from torchvision.models import resnet18
+    from torchvision.models import resnet18, resnet50
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -181,42 +187,58 @@ def torch_model(heads: str):
     from torchvision.ops import MultiScaleRoIAlign
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+    config = ours_config() if config is None else config
     light = heads == "light"
     channels = 128 if light else 256
-    body = resnet18(weights=None, norm_layer=torch.nn.BatchNorm2d)
+    body = {"resnet18": resnet18, "resnet50": resnet50}[backbone](
+        weights=None, norm_layer=torch.nn.BatchNorm2d)
+    expansion = 4 if backbone == "resnet50" else 1  # bottleneck blocks widen their output 4×
     returned = {f"layer{i}": str(i - 1) for i in range(1, 5)}
-    backbone = BackboneWithFPN(body, returned, [64, 128, 256, 512], channels,
-                               extra_blocks=LastLevelMaxPool(), norm_layer=None)
-    anchors = AnchorGenerator(tuple((s,) for s in ANCHOR_SCALES),
-                              (ANCHOR_RATIOS,) * len(ANCHOR_SCALES))
+    fpn = BackboneWithFPN(body, returned, [64 * expansion * 2 ** i for i in range(4)], channels,
+                          extra_blocks=LastLevelMaxPool(), norm_layer=None)
+    scales = tuple(int(s) for s in config.RPN_ANCHOR_SCALES)
+    anchors = AnchorGenerator(tuple((s,) for s in scales),
+                              (tuple(float(r) for r in config.RPN_ANCHOR_RATIOS),) * len(scales))
     extra: dict[str, Any] = {}
     if light:
         levels = ["0", "1", "2", "3"]
         mask_head = MaskRCNNHeads(channels, [256] * 4, 1, norm_layer=torch.nn.BatchNorm2d)
         extra = dict(box_head=TwoMLPHead(channels * 7 * 7, 256),
-                     box_predictor=FastRCNNPredictor(256, 2),
+                     box_predictor=FastRCNNPredictor(256, config.NUM_CLASSES),
                      mask_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
-                     mask_head=mask_head, mask_predictor=MaskRCNNPredictor(256, 256, 2))
-    return MaskRCNN(backbone, num_classes=None if light else 2, min_size=CROP, max_size=CROP,
-                    rpn_anchor_generator=anchors, box_batch_size_per_image=ROIS_PER_IMAGE,
-                    box_positive_fraction=POSITIVE_FRACTION, **extra)
+                     mask_head=mask_head,
+                     mask_predictor=MaskRCNNPredictor(256, 256, config.NUM_CLASSES))
+    crop = int(config.IMAGE_MIN_DIM)
+    return MaskRCNN(fpn, num_classes=None if light else config.NUM_CLASSES, min_size=crop,
+                    max_size=crop, rpn_anchor_generator=anchors,
+                    rpn_post_nms_top_n_train=int(config.POST_NMS_ROIS_TRAINING),
+                    rpn_post_nms_top_n_test=int(config.POST_NMS_ROIS_INFERENCE),
+                    box_batch_size_per_image=int(config.TRAIN_ROIS_PER_IMAGE),
+                    box_positive_fraction=float(config.ROI_POSITIVE_RATIO),
+                    box_detections_per_img=int(config.DETECTION_MAX_INSTANCES),
+                    box_score_thresh=score_threshold, **extra)
 
 
-def torch_optimizer(model):
-    """AdamW as ours: no decay on biases and norm parameters (1-d tensors), linear warmup."""
+def torch_optimizer(model, config=None):
+    """AdamW as ours (`config`, default `ours_config()`): its rate and weight decay, none on
+    biases and norm parameters (1-d tensors), linear warmup over WARMUP_STEPS."""
     import torch
 
+    config = ours_config() if config is None else config
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": WEIGHT_DECAY},
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": config.WEIGHT_DECAY},
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE)
+    optimizer = torch.optim.AdamW(groups, lr=config.LEARNING_RATE)
+    warmup = max(int(config.WARMUP_STEPS), 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
+        optimizer, lambda step: min(1.0, (step + 1) / warmup))
     return optimizer, schedule
 
 
-def torch_batch(dataset, config, positions: range, seed: int = 0) -> tuple[list, list]:
-    """The 256² crops ours trains on at these sample positions, as torchvision's inputs."""
+def torch_batch(dataset, config, positions: range, seed: int = 0,
+                augmentation=None) -> tuple[list, list]:
+    """The crops ours trains on at these sample positions (`config`'s size, `augmentation`
+    first), as torchvision's inputs."""
     from mrcnn.data import DataGenerator, load_image_gt
 
     order = DataGenerator(dataset, config, shuffle=True, steps=1, seed=seed)
@@ -224,8 +246,8 @@ def torch_batch(dataset, config, positions: range, seed: int = 0) -> tuple[list,
     for position in positions:
         rng = np.random.default_rng((order.seed, position, 1))
         image_id = order._image_id(position)
-        image, _, class_ids, _, masks = load_image_gt(dataset, config, image_id, None, rng,
-                                                      use_mini_mask=False)
+        image, _, class_ids, _, masks = load_image_gt(dataset, config, image_id, augmentation,
+                                                      rng, use_mini_mask=False)
         images.append(common.to_torch_image(image))
         targets.append(common.to_torch_target(masks, class_ids))
     return images, targets

@@ -29,7 +29,11 @@ def test_every_measurement_row_matches_its_result_file():
             path = REPO / file.strip("`")
             assert path.is_file(), f"{what}: {file} does not exist"
             stored = json.loads(path.read_text())
-            assert command == f"`{stored['command']}`", what
+            # A file of several runs (same benchmark, one after the other): the row cites one.
+            runs = stored.get("runs") or [stored]
+            matching = [run for run in runs if command == f"`{run['command']}`"]
+            assert matching, f"{what}: no run of {file} has the command {command}"
+            stored = matching[0]
             started = stored.get("started") or stored.get("before", {}).get("started", "")
             assert started.startswith(date), f"{what}: {file} started {started}, not {date}"
             settings = stored.get("settings") or stored.get("before", {}).get("settings", {})

@@ -1,11 +1,12 @@
-"""The Otsu baseline on synthetic images whose foreground is known."""
+"""The Otsu and Otsu + watershed baselines on synthetic images whose objects are known."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mrcnn.baselines import grey, otsu_not_applicable, otsu_prediction
+from mrcnn.baselines import (grey, instance_masks, otsu_not_applicable, otsu_prediction,
+                             otsu_watershed)
 
 SIZE = 96
 TWO_PIXELS = 100 * 2 / SIZE ** 2  # percent of the image
@@ -62,3 +63,45 @@ def test_otsu_applies_to_one_class_only():
     assert otsu_not_applicable(["nucleus"]) is None
     reason = otsu_not_applicable(["nucleus", "cytoplasm"])
     assert reason.startswith("not applicable: the dataset has 2 classes")
+
+
+def test_watershed_splits_touching_blobs_that_otsu_counts_as_one():
+    left, right = disk((48, 33), 14), disk((48, 60), 14)  # centres 27 px apart: they touch
+    image = fluorescence(left | right, seed=2)
+    assert otsu_prediction(image).objects == 1
+    labels = otsu_watershed(image, min_distance=7)
+    assert labels.dtype == np.int32 and labels.max() == 2
+    # Each blob is nearly all one instance, and the two instances differ.
+    majority = []
+    for blob in (left & ~right, right & ~left):
+        values, counts = np.unique(labels[blob], return_counts=True)
+        assert counts.max() >= 0.95 * blob.sum(), (values, counts)
+        majority.append(values[np.argmax(counts)])
+    assert sorted(majority) == [1, 2]
+
+
+def test_watershed_keeps_separate_blobs_whole_and_fills_holes():
+    ring = disk((30, 30), 14) & ~disk((30, 30), 4)  # a nucleus with a dark nucleolus
+    blobs = ring | disk((72, 70), 9) | disk((75, 20), 3)  # the last one small
+    labels = otsu_watershed(fluorescence(blobs, seed=3), min_distance=7)
+    assert labels.max() == 3
+    assert np.all(labels[disk((30, 30), 4)] > 0)  # the hole belongs to its instance
+    assert abs(int((labels > 0).sum()) - int((blobs | disk((30, 30), 4)).sum())) <= 4
+
+
+def test_watershed_of_a_uniform_image_has_no_instance():
+    labels = otsu_watershed(np.full((8, 8, 3), 120, np.uint8), min_distance=3)
+    assert labels.shape == (8, 8) and labels.max() == 0
+    assert instance_masks(labels).shape == (8, 8, 0)
+
+
+def test_watershed_needs_a_positive_distance():
+    with pytest.raises(ValueError, match="min_distance must be >= 1"):
+        otsu_watershed(np.zeros((8, 8), np.uint8), min_distance=0)
+
+
+def test_instance_masks_are_one_per_label_present():
+    labels = np.array([[0, 1, 1], [3, 3, 0]], np.int32)
+    masks = instance_masks(labels)
+    assert masks.shape == (2, 3, 2) and masks.dtype == bool
+    assert masks[..., 0].sum() == 2 and masks[1, 0, 1] and not masks[0, 0].any()
