@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks import storage
-from tasks.failures import InvalidInput
+from tasks.failures import (AccessDenied, AlreadyExists, InvalidInput, InvalidSetting, MissingInput,
+                            StorageRefused, StorageUnavailable, UserError)
 from tasks.training.data import load_split
 from tasks.training.request import TrainingRequest
 from tasks.training.runs import CHECKPOINT_FOLDER, HISTORY_FILE, dump_json
@@ -144,9 +145,12 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-_REBUILT_ERRORS = {cls.__name__: cls for cls in (ValueError, TypeError, KeyError, FileNotFoundError,
-                                                  FileExistsError, PermissionError, TimeoutError,
-                                                  MemoryError, RuntimeError)}
+# The child's error is raised again in the parent by name: a user error stays a user error
+# (one line in the CLI); a programming error stays the same built-in type.
+_REBUILT_ERRORS = {cls.__name__: cls for cls in (
+    InvalidInput, InvalidSetting, MissingInput, AlreadyExists, AccessDenied, StorageRefused,
+    StorageUnavailable, ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
+    PermissionError, TimeoutError, MemoryError, RuntimeError)}
 
 
 def run_training_process(request: TrainingRequest, on_event: Report,
@@ -190,11 +194,20 @@ def run_training_process(request: TrainingRequest, on_event: Report,
         raise RuntimeError(f"the training process exited with code {process.returncode} without "
                            "a result (killed, or out of memory?)")
     if outcome["type"] == "error":
-        error = _REBUILT_ERRORS.get(outcome["error"])
-        if error is None:
-            raise RuntimeError(f"training failed: {outcome['traceback']}")
-        raise error(outcome["message"])
+        raise rebuilt_error(outcome)
     return outcome["result"]
+
+
+def rebuilt_error(outcome: Mapping[str, str]) -> Exception:
+    """The training process's error for the parent to raise: a user error as the same kind
+    with its one-line message; anything else carries the child's traceback as a note."""
+    kind = _REBUILT_ERRORS.get(outcome["error"])
+    if kind is None:
+        return RuntimeError(f"training failed: {outcome['traceback']}")
+    error = kind(outcome["message"])
+    if not isinstance(error, UserError):
+        error.add_note(f"in the training process:\n{outcome['traceback']}")
+    return error
 
 
 def training_environment(parent: Mapping[str, str]) -> dict[str, str]:

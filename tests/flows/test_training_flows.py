@@ -25,7 +25,9 @@ from mrcnn_pipeline.cli import main
 from tasks import registry, storage
 from tasks.models import build, resolve
 from tasks.training.prepare import prepare_training
-from tasks.training.process import run_training, run_training_process, training_environment
+from tasks.failures import InvalidInput, UserError
+from tasks.training.process import (rebuilt_error, run_training, run_training_process,
+                                   training_environment)
 from tasks.training.request import TrainingRequest
 from tasks.training.runs import collect_run, list_checkpoints, read_history
 from tasks.training.config import TrainingConfig
@@ -418,3 +420,19 @@ def test_training_pipeline_on_s3(prefect_harness, s3_env, s3_prefix: str, tmp_pa
     image = np.asarray(PIL.Image.open(tmp_path / "labelme/img0.png").convert("RGB"))
     detected = model.detect([image])[0]
     assert detected["masks"].shape[:2] == (64, 64)
+
+
+def test_the_training_process_error_keeps_its_kind_in_the_parent():
+    """A user error of the child stays one (the CLI prints one line); a bug keeps the child's
+    traceback."""
+    user = rebuilt_error({"error": "InvalidInput", "message": "initial weights 'w.h5' do not fit",
+                          "traceback": "Traceback ..."})
+    assert isinstance(user, InvalidInput) and str(user) == "initial weights 'w.h5' do not fit"
+    assert not getattr(user, "__notes__", None)
+    bug = rebuilt_error({"error": "KeyError", "message": "'rows'",
+                         "traceback": "Traceback ...\n  File \"process.py\", line 9\nKeyError: 'rows'"})
+    assert isinstance(bug, KeyError) and not isinstance(bug, UserError)
+    assert "process.py" in bug.__notes__[0]
+    unknown = rebuilt_error({"error": "ZeroDivisionError", "message": "division by zero",
+                             "traceback": "ZeroDivisionError: division by zero"})
+    assert isinstance(unknown, RuntimeError) and "ZeroDivisionError" in str(unknown)
