@@ -1,9 +1,9 @@
 """OpenVINO IR exports: convert the predict graph, and run it with an explicit precision.
 
-One change to the converted graph (measured in benchmarks/NOTES.md): a TopK whose indices
-nothing reads runs unstable. OpenVINO's TensorFlow front end keeps TF's tie order
-(`stable=True`) on every TopK, and the stable kernel over the 65k anchors of a 512² image cost
-≈ 1.4 s of a 1.9 s detect; the proposal layer finds the k-th best RPN score with such a
+One change to the converted graph: a TopK whose indices nothing reads runs unstable.
+OpenVINO's TensorFlow front end keeps TF's tie order (`stable=True`) on every TopK, and the
+stable kernel over the 65k anchors of a 512² image cost ≈ 1.4 s of a 1.9 s detect (ResNet-50,
+float32, 2-core AMD EPYC); the proposal layer finds the k-th best RPN score with such a
 values-only top-k (`mrcnn.layers.proposals.top_k_indices`), so the anchors and their order
 stay TensorFlow's. (The detection layer's NMS is a plain `NonMaxSuppressionV3`, which OpenVINO
 converts; it has no rule for TensorFlow's `CombinedNonMaxSuppression`.)

@@ -167,8 +167,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
                     "the run folder, metrics.json and loss_curve.png there.")
     parser.add_argument("--dataset", required=True, metavar="URI", help="canonical dataset")
     parser.add_argument("--config", required=True, metavar="FILE",
-                        help="training config (YAML/JSON file or URI) or preset:shapes, "
-                        "preset:seed-like")
+                        help="training config (YAML/JSON file or URI) or preset:shapes (light, "
+                        "small objects), preset:seed-like (the legacy TF 1.15 repository's "
+                        "384² road setup)")
     parser.add_argument("--run-dir", metavar="URI", help="run folder (default: "
                         "<registry>/.runs/<name>-<time>; with --resume the newest of that name)")
     parser.add_argument("--resume", action="store_true",

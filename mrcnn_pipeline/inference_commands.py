@@ -169,7 +169,7 @@ def add_compact(subparsers: argparse._SubParsersAction) -> None:
         "compact", help="rewrite a month's small result files as a few large ones",
         description="Run the compact-tables flow: each run_date partition of --month, per "
                     "table, becomes one file (or files of at least --target-mb), through the "
-                    "commit protocol; readers never miss a row meanwhile (README).")
+                    "commit protocol, so readers never miss a row meanwhile.")
     parser.add_argument("--output", required=True, metavar="URI",
                         help="the batch-inference output folder (local or s3://)")
     parser.add_argument("--month", required=True, metavar="YYYY-MM", help="the month to compact")

@@ -63,7 +63,7 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> s
 
 
 def image_csv(output_uri: str, run_date: str) -> str:
-    """One line per image of a run_date, as the seed's ``results.csv``.
+    """One line per image of a run_date, as the legacy TF 1.15 repository's ``results.csv``.
 
     Columns: ``image_uri, image_width, image_height, instance_count``, ``<class>_area_pct``
     per class, and ``error`` (the error type of images that could not be processed).

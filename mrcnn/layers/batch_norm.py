@@ -44,7 +44,8 @@ class BatchNorm(keras.layers.BatchNormalization):
         # NHWC maps take TensorFlow's fused op, one pass forward and one backward (oneDNN also
         # fuses it with the following ReLU); Keras's version is separate mean, variance,
         # multiply and add ops, each with its own gradient (and a float32 round trip under a
-        # bfloat16 policy): benchmarks/NOTES.md row 38.
+        # bfloat16 policy). On a 2-vCPU Intel Xeon with AMX the fused op took a 512² batch-2
+        # training step from 5.2 to 4.2 s in float32 and from 2.8 to 1.8 s in bfloat16.
         if use_batch_statistics:
             return self._normalize_by_batch(inputs)
         outputs, *_ = tf.compat.v1.nn.fused_batch_norm(
@@ -75,7 +76,8 @@ class FoldingConv2D(layers.Conv2D):
     With moving statistics, `bn(conv(x, W) + b)` is `conv(x, W * scale) + b * scale + shift`:
     computing the folded kernel costs a pass over the weights, and saves a pass over the
     activations, and lets oneDNN fuse the bias, the residual sum and the ReLU into the
-    convolution (benchmarks/NOTES.md row 42). The weights stay the unfolded ones (matterport's
+    convolution (eight chained 3×3 blocks in bfloat16: 91 → 66 ms a call on a 2-vCPU Intel
+    Xeon with AMX; float32 unchanged). The weights stay the unfolded ones (matterport's
     files load and save unchanged); in a folded graph this layer's output is the batch norm's.
     """
 

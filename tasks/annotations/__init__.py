@@ -1,4 +1,4 @@
-"""Readers that turn annotation files (labelme, the seed's legacy folders, VIA, COCO, CVAT,
-Label Studio, YOLO, mask folders, label images) into records, and the writer of the canonical
-COCO-RLE dataset. Pure functions: no Prefect, no fsspec; file access is injected as a
-``fetch(relative_path) -> bytes`` callable. ``registry.FORMATS`` lists the formats."""
+"""Readers that turn annotation files (labelme, the legacy TF 1.15 repository's folders, VIA,
+COCO, CVAT, Label Studio, YOLO, mask folders, label images) into records, and the writer of
+the canonical COCO-RLE dataset. Pure functions: no Prefect, no fsspec; file access is injected
+as a ``fetch(relative_path) -> bytes`` callable. ``registry.FORMATS`` lists the formats."""

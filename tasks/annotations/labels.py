@@ -5,7 +5,7 @@ A labels file has one name per line, like labelme's ``labels.txt``; ``__ignore__
 Aliases map annotated labels to classes, explicitly (``{"car1": "car"}``) or by the prefix
 rule: with a label list, a label maps to the longest listed name it starts with
 (``car12`` -> ``car``); without one, trailing digits are dropped (``car12`` -> ``car``),
-as the seed's annotators numbered objects of one class.
+as annotators numbered the objects of one class in the legacy TF 1.15 repository's datasets.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The seed's folders, written by old labelme's ``labelme_json_to_dataset``, to image records.
+"""The `legacy` format: the dataset folders of the legacy TF 1.15 / Keras 2.3 matterport-based
+repository, written by old labelme's ``labelme_json_to_dataset``, to image records.
 
 Layout below a dataset folder (which may sit anywhere under the input root)::
 

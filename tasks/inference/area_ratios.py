@@ -5,8 +5,9 @@ Shapes: N instances, C classes without the background (class id k has ``class_na
 pixels with y2/x2 exclusive.
 
 The area of a class is the number of pixels in the **union** of its instance masks: two
-overlapping cars cover their shared pixels once. (The seed summed per-instance areas, which
-counts overlaps twice and can exceed 100 %.)
+overlapping cars cover their shared pixels once. (The inference script of the legacy TF 1.15 /
+Keras 2.3 matterport-based repository summed per-instance areas, which counts overlaps twice
+and can exceed 100 %.)
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def instance_rows(image_uri: str, detection: Detection, class_names: Sequence[st
 
 
 def legend_lines(rows: Sequence[AreaRatioRow]) -> list[str]:
-    """The overlay's text: ``"car: 12.34% (2)"`` per class with instances, as the seed printed."""
+    """The overlay's text: ``"car: 12.34% (2)"`` per class with instances, as the legacy TF
+    1.15 repository's inference script printed it."""
     lines = [f"{row.class_name}: {100.0 * row.area_ratio:.2f}% ({row.instance_count})"
              for row in rows if row.instance_count > 0]
     return lines or ["no instances"]

@@ -395,7 +395,8 @@ def overlay_uri(output_uri: str, run_date: str, overlay: str) -> str:
 def _write_overlay(ref: ImageRef, image: np.ndarray, detection: dict[str, np.ndarray],
                    rows: list[AreaRatioRow], loaded: LoadedModel, context: ShardContext
                    ) -> bool:
-    """The seed's picture: masks, boxes, "class score" captions and the per-class area %."""
+    """The overlay picture of the legacy TF 1.15 repository's inference script: masks, boxes,
+    "class score" captions and the per-class area %."""
     from mrcnn.visualize import draw_instances, encode_image
 
     drawn = draw_instances(image, detection["rois"], detection["masks"], detection["class_ids"],

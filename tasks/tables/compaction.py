@@ -30,17 +30,17 @@ A crash at any point is repaired by the next commit (batch inference commits fir
 compaction, exactly as a crashed commit: before the intent nothing is visible and the scratch
 is dropped; after it, the intent is applied again from the start, every step idempotent.
 
-**What a reader that globs a table's files sees while a partition is compacted.** The
-compacted file is in place before the first small file whose rows it holds is removed, so a
-reader never misses a row (no gaps); between the two it lists both, so it may see rows twice
-(doubles, as with a row a commit supersedes, README I4). Precisely, for one partition of one
-table: every committed row is seen once or twice, and twice exactly when both its small file
-and the compacted file holding it are listed; the doubled rows are therefore whole small
-files. At rest, and after the apply, every row once. A query that listed a small file that
-is removed before it opens it fails with "file not found" instead (run it again). The pause
-between the last move and the first removal lets a listing that began before the compacted
-file arrived finish before small files go: a directory listing is not a snapshot, and one
-that spanned both could otherwise miss the new file and a removed one.
+**What a reader that globs a table's files sees while a partition is compacted.** The compacted
+file is in place before the first small file whose rows it holds is removed, so a reader never
+misses a row (no gaps); between the two it lists both, so it may see rows twice (doubles, as
+with a row a commit supersedes: invariant I4 in tasks/tables/__init__.py). Precisely, for one
+partition of one table: every committed row is seen once or twice, and twice exactly when both
+its small file and the compacted file holding it are listed; the doubled rows are therefore
+whole small files. At rest, and after the apply, every row once. A query that listed a small
+file that is removed before it opens it fails with "file not found" instead (run it again). The
+pause between the last move and the first removal lets a listing that began before the
+compacted file arrived finish before small files go: a directory listing is not a snapshot, and
+one that spanned both could otherwise miss the new file and a removed one.
 """
 
 from __future__ import annotations

@@ -215,7 +215,7 @@ def training_environment(parent: Mapping[str, str]) -> dict[str, str]:
 
     TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on an
     AVX2-only AMD EPYC a ResNet-18 training step took 2.85 s with oneDNN against 4.1 s with
-    Eigen's kernels (benchmarks/NOTES.md). Values the user set win.
+    Eigen's kernels. Values the user set win.
     """
     return {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "1", **parent}
 

@@ -52,7 +52,7 @@ def test_overlapping_instances_of_one_class_count_their_union_once():
     assert counts.tolist() == [2, 0, 0] and pixels.tolist() == [28, 0, 0]
     assert counts.dtype == np.int32 and pixels.dtype == np.int64
     rows = area_rows("s3://b/a.png", 10, 10, found)
-    assert rows[0].area_ratio == pytest.approx(0.28)  # the seed's sum would say 0.32
+    assert rows[0].area_ratio == pytest.approx(0.28)  # a sum of instance areas: 0.32
     # The run's stamp and the time are in every row.
     assert {(r.model_name, r.model_version, r.run_id, r.inferred_at) for r in rows} == {
         ("roads", "3", "run-1", NOW)}

@@ -1,4 +1,5 @@
-"""The seed's legacy folders: 8- and 16-bit label images, info.yaml, every bad input."""
+"""The `legacy` format (labelme_json_to_dataset folders of the legacy TF 1.15 repository): 8- and
+16-bit label images, info.yaml, every bad input."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def label_image(height: int = 6, width: int = 8, dtype=np.uint8) -> np.ndarray:
     return labels
 
 
-def seed_files(labels: np.ndarray, info: bytes = INFO, image: bytes | None = None,
-               folder: str = "") -> dict[str, bytes]:
+def legacy_files(labels: np.ndarray, info: bytes = INFO, image: bytes | None = None,
+                 folder: str = "") -> dict[str, bytes]:
     h, w = labels.shape
     return {f"{folder}cv2_mask/x.png": png_of(labels),
             f"{folder}labelme_json/x_json/info.yaml": info,
@@ -38,7 +39,7 @@ def seed_files(labels: np.ndarray, info: bytes = INFO, image: bytes | None = Non
 
 def test_each_value_is_one_instance_named_by_label_names():
     labels = label_image()
-    result = read(seed_files(labels))
+    result = read(legacy_files(labels))
     assert result.issues == []
     (record,) = result.images
     assert (record.file_name, record.height, record.width) == ("pic/x.jpg", 6, 8)
@@ -48,7 +49,7 @@ def test_each_value_is_one_instance_named_by_label_names():
 
 
 def test_dataset_folder_may_sit_below_the_root():
-    result = read(seed_files(label_image(), folder="2021/"), "2021/cv2_mask/x.png")
+    result = read(legacy_files(label_image(), folder="2021/"), "2021/cv2_mask/x.png")
     assert result.images[0].file_name == "2021/pic/x.jpg"
 
 
@@ -57,7 +58,7 @@ def test_16_bit_label_image_with_instances_list():
     labels.flat[:300] = np.arange(1, 301)  # more than 255 objects
     info = ("label_names: [_background_, car]\ninstances:\n" + "".join(
         f"- {{id: {k}, label: car, raw_label: car{k}}}\n" for k in range(1, 301))).encode()
-    result = read(seed_files(labels, info, image_bytes(20, 20, fmt="PNG")))
+    result = read(legacy_files(labels, info, image_bytes(20, 20, fmt="PNG")))
     assert result.issues == []
     instances = result.images[0].instances
     assert len(instances) == 300 and {i.label for i in instances} == {"car"}
@@ -65,7 +66,7 @@ def test_16_bit_label_image_with_instances_list():
 
 
 def test_png_image_is_found_when_there_is_no_jpg():
-    files = seed_files(label_image())
+    files = legacy_files(label_image())
     files["pic/x.png"] = image_bytes(6, 8)
     del files["pic/x.jpg"]
     assert read(files).images[0].file_name == "pic/x.png"
@@ -82,7 +83,7 @@ def test_png_image_is_found_when_there_is_no_jpg():
     (lambda f: f.update({"cv2_mask/x.png": image_bytes(6, 8)}), "label image must be one channel"),
 ])
 def test_bad_item_is_skipped_with_its_reason(change, reason):
-    files = seed_files(label_image())
+    files = legacy_files(label_image())
     change(files)
     result = read(files)
     assert result.images == [] and [i.kind for i in result.issues] == [IssueKind.SKIPPED]
@@ -90,7 +91,7 @@ def test_bad_item_is_skipped_with_its_reason(change, reason):
 
 
 def test_value_without_label_name_is_dropped():
-    result = read(seed_files(label_image(), b"label_names: [_background_, car1, car2]\n"))
+    result = read(legacy_files(label_image(), b"label_names: [_background_, car1, car2]\n"))
     assert [i.label for i in result.images[0].instances] == ["car1", "car2"]
     assert [(i.kind, i.item) for i in result.issues] == [(IssueKind.DROPPED, "value 3")]
 
@@ -99,6 +100,6 @@ def test_listed_instance_without_pixels_is_reported():
     info = b"label_names: [_background_, car]\ninstances: [{id: 1, label: car}, {id: 9, label: car}]\n"
     labels = np.zeros((6, 8), np.uint8)
     labels[1, 1] = 1
-    result = read(seed_files(labels, info))
+    result = read(legacy_files(labels, info))
     assert len(result.images[0].instances) == 1
     assert [(i.kind, i.item) for i in result.issues] == [(IssueKind.DROPPED, "instance 9")]

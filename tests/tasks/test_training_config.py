@@ -122,15 +122,15 @@ def test_yaml_and_json_files_and_presets(tmp_path: Path):
         {"layers": "heads", "epochs": 1, "learning_rate": 0.01}]}))
     assert [s.epochs for s in load_training_config(str(json_file)).resolved_stages()] == [1]
 
-    seed = load_training_config("preset:seed-like")
-    config = seed.mrcnn_config()
-    assert (len(seed.classes), tuple(config.IMAGE_SHAPE[:2])) == (5, (384, 384))
+    legacy = load_training_config("preset:seed-like")
+    config = legacy.mrcnn_config()
+    assert (len(legacy.classes), tuple(config.IMAGE_SHAPE[:2])) == (5, (384, 384))
     assert list(config.RPN_ANCHOR_SCALES) == [48, 96, 192, 384, 768]
-    assert [(s.layers, s.epochs) for s in seed.resolved_stages()] == [
+    assert [(s.layers, s.epochs) for s in legacy.resolved_stages()] == [
         ("heads", 30), ("4+", 60), ("all", 100), ("all", 150)]
-    assert seed.resolved_stages()[-1].augmentation is None
+    assert legacy.resolved_stages()[-1].augmentation is None
     # A round trip through to_dict gives the same config (the pipeline passes it on).
-    assert TrainingConfig.from_dict(seed.to_dict()) == seed
+    assert TrainingConfig.from_dict(legacy.to_dict()) == legacy
 
 
 def test_a_training_config_naming_code_as_backbone_is_refused_and_imports_nothing(
