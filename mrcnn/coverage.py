@@ -9,7 +9,7 @@ the reports share these definitions without importing TensorFlow or Prefect.
 
 **Bootstrap.** An interval resamples the *images* with replacement `resamples` times (seeded)
 and takes the percentiles of the resampled means (the percentile bootstrap). The resamples
-depend only on the seed and the image count, so a model and a baseline scored on the same
+depend only on the random seed and the image count, so a model and a baseline scored on the same
 images are resampled alike: their intervals and their difference are paired by image.
 """
 
