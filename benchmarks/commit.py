@@ -50,8 +50,9 @@ def main(argv: list[str]) -> None:
     if args.quick:
         args.history, args.runs, args.shards = [10_000], 1, [1]
     document = common.header("commit", argv)
-    document["results"] = [measure(size, args.days, args.shards, args.runs)
-                           for size in args.history]
+    document["results"] = [
+        measure(size, args.days, args.shards, args.runs) for size in args.history
+    ]
     document["load_average_end"] = common.load_average()
     common.emit(document)
 
@@ -64,15 +65,21 @@ def measure(size: int, days: int, shard_counts: list[int], runs: int) -> dict[st
     try:
         started = time.perf_counter()
         busy_day = build_history(out, size, days)
-        result: dict[str, Any] = {"history_images": size, "days": days,
-                                  "build_seconds": round(time.perf_counter() - started, 1)}
+        result: dict[str, Any] = {
+            "history_images": size,
+            "days": days,
+            "build_seconds": round(time.perf_counter() - started, 1),
+        }
         result["plan"] = timed(runs, lambda: done_images(read_current(out), "m@1"))
         for shards in shard_counts:
             result[f"commit_new_day_{shards}_shards"] = timed(
-                runs, lambda n=shards: commit(out), before=lambda n=shards: stage_new(out, n))
+                runs, lambda n=shards: commit(out), before=lambda n=shards: stage_new(out, n)
+            )
             result[f"commit_same_day_{shards}_shards"] = timed(
-                runs, lambda n=shards: commit(out),
-                before=lambda n=shards: stage_again(out, busy_day, size // days, n))
+                runs,
+                lambda n=shards: commit(out),
+                before=lambda n=shards: stage_again(out, busy_day, size // days, n),
+            )
         whole = read_current(out)
         result["index_entries"] = whole.num_rows
         result["rewrite_index"] = timed(runs, lambda: write_temporary(out, parquet_bytes(whole)))
@@ -111,16 +118,26 @@ def build_history(out: str, size: int, days: int) -> str:
         day = day_name(number)
         uris = [f"s3://bucket/{day}/{i:07d}.jpg" for i in range(per_day)]
         files = [f"hist-{i // SHARD:05d}" for i in range(per_day)]
-        table = pa.table({"image_uri": uris, "run_date": [day] * per_day,
-                          "fingerprint": ["etag=x;size=1"] * per_day, "model": ["m@1"] * per_day,
-                          "file": files, "outcome": ["ok"] * per_day}, schema=INDEX_SCHEMA)
+        table = pa.table(
+            {
+                "image_uri": uris,
+                "run_date": [day] * per_day,
+                "fingerprint": ["etag=x;size=1"] * per_day,
+                "model": ["m@1"] * per_day,
+                "file": files,
+                "outcome": ["ok"] * per_day,
+            },
+            schema=INDEX_SCHEMA,
+        )
         storage.write_bytes(index_file(out, day, number + 1), parquet_bytes(table))
     busy = day_name(days - 1)
     for start in range(0, per_day, SHARD):
         stop = min(start + SHARD, per_day)
         uris = [f"s3://bucket/{busy}/{i:07d}.jpg" for i in range(start, stop)]
-        storage.write_bytes(table_file(out, "area_ratios", busy, f"hist-{start // SHARD:05d}"),
-                            parquet_bytes(rows_to_table(AreaRatioRow, area_rows(uris))))
+        storage.write_bytes(
+            table_file(out, "area_ratios", busy, f"hist-{start // SHARD:05d}"),
+            parquet_bytes(rows_to_table(AreaRatioRow, area_rows(uris))),
+        )
     bump_lease(out, days + 1)
     migration.migrate(out)  # the history is in the current layout: only its record is written
     return busy
@@ -139,13 +156,26 @@ def bump_lease(out: str, generation: int) -> None:
 def area_rows(uris: list[str]) -> list[AreaRatioRow]:
     from tasks.parquet_schemas import AreaRatioRow
 
-    return [AreaRatioRow(image_uri=uri, image_width=640, image_height=480, class_id=1,
-                         class_name="car", instance_count=1, pixel_count=100, area_ratio=0.01,
-                         model_name="m", model_version="1", run_id="r", inferred_at=NOW)
-            for uri in uris]
+    return [
+        AreaRatioRow(
+            image_uri=uri,
+            image_width=640,
+            image_height=480,
+            class_id=1,
+            class_name="car",
+            instance_count=1,
+            pixel_count=100,
+            area_ratio=0.01,
+            model_name="m",
+            model_version="1",
+            run_id="r",
+            inferred_at=NOW,
+        )
+        for uri in uris
+    ]
 
 
-_counter = iter(range(10 ** 9))
+_counter = iter(range(10**9))
 
 
 def stage_new(out: str, shards: int) -> None:
@@ -166,11 +196,17 @@ def stage_again(out: str, day: str, per_day: int, shards: int) -> None:
 
 def stage(out: str, day: str, uris: list[str], number: int) -> None:
     from tasks.parquet_schemas import AreaRatioRow, rows_to_table
-    from tasks.tables import Entry, stage as stage_shard
+    from tasks.tables import Entry
+    from tasks.tables import stage as stage_shard
 
     entries = [Entry(uri, day, "etag=y;size=2", "m@1", "s", "ok") for uri in uris]
-    stage_shard(out, "bench", f"shard{number}",
-                {"area_ratios": rows_to_table(AreaRatioRow, area_rows(uris))}, entries)
+    stage_shard(
+        out,
+        "bench",
+        f"shard{number}",
+        {"area_ratios": rows_to_table(AreaRatioRow, area_rows(uris))},
+        entries,
+    )
 
 
 def write_temporary(out: str, data: bytes) -> None:

@@ -23,18 +23,38 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
-PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "openvino", "onnxruntime", "tf2onnx", "torch",
-            "torchvision", "pycocotools")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-                    "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "KMP_AFFINITY", "KMP_BLOCKTIME",
-                    "OMP_WAIT_POLICY", "ATEN_CPU_CAPABILITY")
+PACKAGES = (
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "openvino",
+    "onnxruntime",
+    "tf2onnx",
+    "torch",
+    "torchvision",
+    "pycocotools",
+)
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "ONEDNN_MAX_CPU_ISA",
+    "KMP_AFFINITY",
+    "KMP_BLOCKTIME",
+    "OMP_WAIT_POLICY",
+    "ATEN_CPU_CAPABILITY",
+)
 
 
 # ---------------------------------------------------------------------- timing and memory
@@ -43,8 +63,12 @@ def summarize(seconds: list[float], scale: float = 1.0, with_runs: bool = True) 
     if not seconds:
         raise ValueError("summarize needs at least one timing")
     values = [s / scale for s in seconds]
-    summary: dict[str, Any] = {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
-                               "max": round(max(values), 4), "count": len(values)}
+    summary: dict[str, Any] = {
+        "median": round(statistics.median(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+        "count": len(values),
+    }
     if with_runs:
         summary["runs"] = [round(v, 4) for v in values]
     return summary
@@ -92,7 +116,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def cpu_flags(wanted: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")) -> list[str]:
+def cpu_flags(
+    wanted: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"),
+) -> list[str]:
     """Which of the `wanted` instruction-set flags /proc/cpuinfo lists (bf16 speed depends on them)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -128,11 +154,15 @@ def machine_info() -> dict[str, Any]:
     """CPU, cores, memory, load, package versions and thread-related environment variables."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu": cpu_model(), "cpu_flags": cpu_flags(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
         "memory_gib": memory_total_gib(),
         # Other processes on the CPU distort every figure; the load shows whether the box was quiet.
         "load_average_1_5_15": load_average(),
-        "python": platform.python_version(), "platform": platform.platform(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
         "packages": package_versions(),
         "thread_env": {name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ},
     }
@@ -142,8 +172,10 @@ def tf_threads() -> dict[str, int]:
     """TensorFlow's thread-pool sizes (0 means TensorFlow picks: all usable cores)."""
     import tensorflow as tf
 
-    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+    return {
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
 
 
 def peer_available() -> bool:
@@ -152,8 +184,12 @@ def peer_available() -> bool:
 
 
 # ---------------------------------------------------------------------- child processes
-def run_child(module: str, args: list[str], timeout: float | None = None,
-              environment: dict[str, str] | None = None) -> dict[str, Any]:
+def run_child(
+    module: str,
+    args: list[str],
+    timeout: float | None = None,
+    environment: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run `python -m module args` in the repository root and parse the JSON it prints last.
 
     `environment` is the child's (default: this process's). A child that crashes, times out or
@@ -165,7 +201,9 @@ def run_child(module: str, args: list[str], timeout: float | None = None,
     command = [sys.executable, "-m", module, *args]
     print(f"[bench] running: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     try:
-        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -203,9 +241,12 @@ def config_overrides(parser: argparse.ArgumentParser, text: str) -> dict[str, An
 
 def header(name: str, argv: list[str]) -> dict[str, Any]:
     """The common head of a benchmark's JSON: name, command, start time, machine."""
-    return {"benchmark": name, "command": " ".join(["python -m", f"benchmarks.{name}", *argv]),
-            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": machine_info()}
+    return {
+        "benchmark": name,
+        "command": " ".join(["python -m", f"benchmarks.{name}", *argv]),
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+    }
 
 
 # ---------------------------------------------------------------------- data for the torchvision peer
@@ -232,14 +273,20 @@ def to_torch_target(masks: np.ndarray, class_ids: np.ndarray) -> dict:
     from mrcnn.boxes import extract_bboxes
 
     boxes = extract_bboxes(masks).astype(np.float32)[:, [1, 0, 3, 2]]
-    return {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(class_ids.astype(np.int64)),
-            "masks": torch.from_numpy(np.ascontiguousarray(masks.transpose(2, 0, 1))).to(torch.uint8)}
+    return {
+        "boxes": torch.from_numpy(boxes),
+        "labels": torch.from_numpy(class_ids.astype(np.int64)),
+        "masks": torch.from_numpy(np.ascontiguousarray(masks.transpose(2, 0, 1))).to(torch.uint8),
+    }
 
 
 def from_torch_output(output: dict, mask_threshold: float = 0.5) -> dict[str, np.ndarray]:
     """One torchvision prediction → our `detect()` dict (rois `[N, (y1, x1, y2, x2)]`, masks `[H, W, N]`)."""
     boxes = output["boxes"].float().numpy()
     masks = (output["masks"][:, 0] > mask_threshold).numpy().transpose(1, 2, 0)
-    return {"rois": np.round(boxes[:, [1, 0, 3, 2]]).astype(np.int32),
-            "class_ids": output["labels"].numpy().astype(np.int32),
-            "scores": output["scores"].float().numpy(), "masks": masks}
+    return {
+        "rois": np.round(boxes[:, [1, 0, 3, 2]]).astype(np.int32),
+        "class_ids": output["labels"].numpy().astype(np.int32),
+        "scores": output["scores"].float().numpy(),
+        "masks": masks,
+    }

@@ -50,8 +50,11 @@ VARIANTS = {
     "plus-box-deltas": (("box_arithmetic", "box_deltas"), "performance", True),
     "plus-mask-sigmoid": (("box_arithmetic", "mask_sigmoid"), "performance", True),
     "plus-roi-align": (("box_arithmetic", "roi_align"), "performance", True),
-    "all-candidates": (("box_arithmetic", "softmax", "box_deltas", "mask_sigmoid", "roi_align"),
-                       "performance", True),
+    "all-candidates": (
+        ("box_arithmetic", "softmax", "box_deltas", "mask_sigmoid", "roi_align"),
+        "performance",
+        True,
+    ),
     "box-arithmetic-deltas": (("box_arithmetic", "box_deltas"), "performance", True),
     "plus-classifier": (("box_arithmetic", "box_deltas", "classifier"), "performance", True),
     "exact-bias-correction": (("box_arithmetic", "box_deltas"), "performance", False),
@@ -76,8 +79,9 @@ def accuracy(job: dict[str, Any]) -> dict[str, Any]:
     wide_open = Tolerances(area_difference_pp=100.0, ap50_drop=1.0, matched_share=0.0)
     records = []
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as work:
-        calibration, held_out = image_sets(Int8Request(job["dataset"]), artifact.class_names,
-                                           config, work)
+        calibration, held_out = image_sets(
+            Int8Request(job["dataset"]), artifact.class_names, config, work
+        )
         float_folder = Path(work, "float32")
         keras_model(artifact, config).export(float_folder, format="openvino")
         float32 = load_exported(float_folder, precision="float32")
@@ -89,24 +93,38 @@ def accuracy(job: dict[str, Any]) -> dict[str, Any]:
             for count in job["calibration_images"]:
                 settings = QuantizationSettings(count, parts, preset, fast_bias)
                 started = time.perf_counter()
-                quantized = quantize_openvino(float_folder, Path(work, f"{name}-{count}"),
-                                              calibration.images(count), settings)
+                quantized = quantize_openvino(
+                    float_folder, Path(work, f"{name}-{count}"), calibration.images(count), settings
+                )
                 seconds = time.perf_counter() - started
-                report = check_int8(float32, load_exported(quantized.folder, precision="float32"),
-                                    check_images(held_out, job["check_images"]),
-                                    artifact.class_names, wide_open)
-                record = {"variant": name, **settings.to_dict(),
-                          "quantize_seconds": round(seconds, 1), "quantizers": quantized.quantizers,
-                          **_rounded(report.to_dict())}
+                report = check_int8(
+                    float32,
+                    load_exported(quantized.folder, precision="float32"),
+                    check_images(held_out, job["check_images"]),
+                    artifact.class_names,
+                    wide_open,
+                )
+                record = {
+                    "variant": name,
+                    **settings.to_dict(),
+                    "quantize_seconds": round(seconds, 1),
+                    "quantizers": quantized.quantizers,
+                    **_rounded(report.to_dict()),
+                }
                 print(f"[bench] {name} {count}: {report.summary()}", file=sys.stderr, flush=True)
                 records.append(record)
-    return {"model": artifact.describe(), "calibration": calibration.description,
-            "held_out": held_out.description, "records": records,
-            "peak_rss_mib": common.peak_rss_mib()}
+    return {
+        "model": artifact.describe(),
+        "calibration": calibration.description,
+        "held_out": held_out.description,
+        "records": records,
+        "peak_rss_mib": common.peak_rss_mib(),
+    }
 
 
-def _bf16_reference(float_folder: Path, float32: Any, held_out: Any, job: dict[str, Any],
-                    artifact: Any) -> dict[str, Any]:
+def _bf16_reference(
+    float_folder: Path, float32: Any, held_out: Any, job: dict[str, Any], artifact: Any
+) -> dict[str, Any]:
     """The same check of OpenVINO bf16 against float32: how much a model moves when its
     arithmetic changes without quantization (only where the CPU computes bf16 natively)."""
     from mrcnn.export import load_exported
@@ -116,9 +134,13 @@ def _bf16_reference(float_folder: Path, float32: Any, held_out: Any, job: dict[s
 
     if not detect(include_gpus=False).native_bf16:
         return {"variant": BF16_REFERENCE, "skipped": "no native bf16 on this CPU"}
-    report = check_int8(float32, load_exported(float_folder, precision="bfloat16"),
-                        check_images(held_out, job["check_images"]), artifact.class_names,
-                        Tolerances(area_difference_pp=100.0, ap50_drop=1.0, matched_share=0.0))
+    report = check_int8(
+        float32,
+        load_exported(float_folder, precision="bfloat16"),
+        check_images(held_out, job["check_images"]),
+        artifact.class_names,
+        Tolerances(area_difference_pp=100.0, ap50_drop=1.0, matched_share=0.0),
+    )
     print(f"[bench] {BF16_REFERENCE}: {report.summary()}", file=sys.stderr, flush=True)
     return {"variant": BF16_REFERENCE, **_rounded(report.to_dict())}
 
@@ -138,8 +160,9 @@ def speed_jobs(native_bf16: bool, peer: bool) -> list[tuple[str, str]]:
     """(engine, precision) of `benchmarks.inference` children; bf16 only where native."""
     fp32 = ["ours", "ours-openvino", "ours-openvino-int8"] + (["torchvision"] if peer else [])
     bf16 = ["ours", "ours-openvino"] + (["torchvision"] if peer else [])
-    return [(engine, "fp32") for engine in fp32] + \
-        ([(engine, "bf16") for engine in bf16] if native_bf16 else [])
+    return [(engine, "fp32") for engine in fp32] + (
+        [(engine, "bf16") for engine in bf16] if native_bf16 else []
+    )
 
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
@@ -148,18 +171,43 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 
     hardware = detect(include_gpus=False)
     peer = args.peer == "auto" and common.peer_available()
-    shared = ["--sizes", *map(str, args.sizes), "--batches", *map(str, args.batches),
-              "--runs", str(args.runs), "--warmup", str(args.warmup)]
+    shared = [
+        "--sizes",
+        *map(str, args.sizes),
+        "--batches",
+        *map(str, args.batches),
+        "--runs",
+        str(args.runs),
+        "--warmup",
+        str(args.warmup),
+    ]
     results = []
     for engine, precision in speed_jobs(hardware.native_bf16, peer):
-        child = common.run_child("benchmarks.inference", ["--engine", engine, "--task", "inference",
-                                                          "--precision", precision, *shared])
-        results.append({"engine": engine, "backbone": "resnet50", "task": "inference",
-                        "precision": precision, **child})
-    return {"settings": {"sizes": args.sizes, "batches": args.batches, "runs": args.runs,
-                         "warmup": args.warmup, "bf16": hardware.native_bf16,
-                         "peer": "torchvision" if peer else "none"},
-            "results": results, "ratios": ratios(results)}
+        child = common.run_child(
+            "benchmarks.inference",
+            ["--engine", engine, "--task", "inference", "--precision", precision, *shared],
+        )
+        results.append(
+            {
+                "engine": engine,
+                "backbone": "resnet50",
+                "task": "inference",
+                "precision": precision,
+                **child,
+            }
+        )
+    return {
+        "settings": {
+            "sizes": args.sizes,
+            "batches": args.batches,
+            "runs": args.runs,
+            "warmup": args.warmup,
+            "bf16": hardware.native_bf16,
+            "peer": "torchvision" if peer else "none",
+        },
+        "results": results,
+        "ratios": ratios(results),
+    }
 
 
 # ---------------------------------------------------------------------- pipeline (children)
@@ -176,18 +224,26 @@ def pipeline_exports(job: dict[str, Any]) -> dict[str, Any]:
         from benchmarks.pipeline import save_model
 
         save_model(job["work"])
-        artifact = resolve(weights=os.path.join(job["work"], "model.weights.h5"),
-                           config=os.path.join(job["work"], "config.json"))
+        artifact = resolve(
+            weights=os.path.join(job["work"], "model.weights.h5"),
+            config=os.path.join(job["work"], "config.json"),
+        )
     float_uri = export_artifact(artifact, "openvino", os.path.join(job["work"], "float32"))
-    request = Int8Request(job["calibration"], calibration_images=job["calibration_images"],
-                          check=job["check"], check_images=job["check_images"],
-                          tolerances=Tolerances(area_difference_pp=100.0, ap50_drop=1.0,
-                                                matched_share=0.0))
+    request = Int8Request(
+        job["calibration"],
+        calibration_images=job["calibration_images"],
+        check=job["check"],
+        check_images=job["check_images"],
+        tolerances=Tolerances(area_difference_pp=100.0, ap50_drop=1.0, matched_share=0.0),
+    )
     started = time.perf_counter()
     exported = export_int8(artifact, request, os.path.join(job["work"], "int8"))
-    return {"float32": float_uri, "int8": exported.uri,
-            "export_int8_seconds": round(time.perf_counter() - started, 1),
-            "check": _rounded(exported.report["check"])}
+    return {
+        "float32": float_uri,
+        "int8": exported.uri,
+        "export_int8_seconds": round(time.perf_counter() - started, 1),
+        "check": _rounded(exported.report["check"]),
+    }
 
 
 def pipeline_flow(job: dict[str, Any]) -> dict[str, Any]:
@@ -196,18 +252,28 @@ def pipeline_flow(job: dict[str, Any]) -> dict[str, Any]:
 
     from flows.batch_inference import batch_inference
 
-    parameters = dict(model=job["model"], runtime="openvino", precision=job["precision"],
-                      run_date=RUN_DATE, batch_size=job["batch_size"],
-                      shard_size=job["shard_size"], overlays=True)
+    parameters = dict(
+        model=job["model"],
+        runtime="openvino",
+        precision=job["precision"],
+        run_date=RUN_DATE,
+        batch_size=job["batch_size"],
+        shard_size=job["shard_size"],
+        overlays=True,
+    )
     with prefect_test_harness(server_startup_timeout=120):
         batch_inference(input_uri=job["warmup"], output_uri=job["output"] + "-warmup", **parameters)
         started = time.perf_counter()
         summary = batch_inference(input_uri=job["input"], output_uri=job["output"], **parameters)
         seconds = time.perf_counter() - started
-    return {"images": summary["processed"], "errors": summary["errors"],
-            "precision": summary["precision"], "seconds": round(seconds, 2),
-            "images_per_second": round(summary["processed"] / seconds, 3),
-            "peak_rss_mib": common.peak_rss_mib()}
+    return {
+        "images": summary["processed"],
+        "errors": summary["errors"],
+        "precision": summary["precision"],
+        "seconds": round(seconds, 2),
+        "images_per_second": round(summary["processed"] / seconds, 3),
+        "peak_rss_mib": common.peak_rss_mib(),
+    }
 
 
 def compare_area_ratios(float_output: str, int8_output: str) -> dict[str, Any]:
@@ -215,15 +281,27 @@ def compare_area_ratios(float_output: str, int8_output: str) -> dict[str, Any]:
     import pandas as pd
 
     keys = ["image_uri", "class_name"]
-    both = pd.read_parquet(Path(float_output, "area_ratios"))[keys + ["area_ratio"]].merge(
-        pd.read_parquet(Path(int8_output, "area_ratios"))[keys + ["area_ratio"]], on=keys,
-        suffixes=("_float32", "_int8"), how="outer").fillna(0.0)
+    both = (
+        pd.read_parquet(Path(float_output, "area_ratios"))[keys + ["area_ratio"]]
+        .merge(
+            pd.read_parquet(Path(int8_output, "area_ratios"))[keys + ["area_ratio"]],
+            on=keys,
+            suffixes=("_float32", "_int8"),
+            how="outer",
+        )
+        .fillna(0.0)
+    )
     both["difference_pp"] = (both["area_ratio_int8"] - both["area_ratio_float32"]).abs() * 100
     per_class = both.groupby("class_name")["difference_pp"].agg(["mean", "max"]).round(4)
-    return {"rows": len(both), "mean_pp": round(float(both["difference_pp"].mean()), 4),
-            "max_pp": round(float(both["difference_pp"].max()), 4),
-            "per_class": {name: {"mean_pp": row["mean"], "max_pp": row["max"]}
-                          for name, row in per_class.iterrows()}}
+    return {
+        "rows": len(both),
+        "mean_pp": round(float(both["difference_pp"].mean()), 4),
+        "max_pp": round(float(both["difference_pp"].max()), 4),
+        "per_class": {
+            name: {"mean_pp": row["mean"], "max_pp": row["max"]}
+            for name, row in per_class.iterrows()
+        },
+    }
 
 
 def pipeline(args: argparse.Namespace) -> dict[str, Any]:
@@ -231,37 +309,76 @@ def pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="bench-int8-pipeline-") as work:
         root = Path(work)
-        os.environ.update(PREFECT_HOME=str(root / "prefect-home"), PREFECT_LOGGING_LEVEL="WARNING",
-                          PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        os.environ.update(
+            PREFECT_HOME=str(root / "prefect-home"),
+            PREFECT_LOGGING_LEVEL="WARNING",
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        )
         write_images(root / "images", args.images, args.height, args.width)
         write_images(root / "warmup", WARMUP_IMAGES, args.height, args.width)
-        write_images(root / "calibration", args.calibration_images + args.check_images,
-                     args.height, args.width, seed=PIPELINE_CALIBRATION_SEED)
+        write_images(
+            root / "calibration",
+            args.calibration_images + args.check_images,
+            args.height,
+            args.width,
+            seed=PIPELINE_CALIBRATION_SEED,
+        )
         (root / "model").mkdir()
-        exports = child({"child": "exports", "work": str(root / "model"), "model": args.model,
-                         "registry": args.registry, "calibration": str(root / "calibration"),
-                         "calibration_images": args.calibration_images,
-                         "check": None, "check_images": args.check_images})
+        exports = child(
+            {
+                "child": "exports",
+                "work": str(root / "model"),
+                "model": args.model,
+                "registry": args.registry,
+                "calibration": str(root / "calibration"),
+                "calibration_images": args.calibration_images,
+                "check": None,
+                "check_images": args.check_images,
+            }
+        )
         if "error" in exports:
             return {"exports": exports}
-        base = {"child": "flow", "input": str(root / "images"), "warmup": str(root / "warmup"),
-                "batch_size": args.batch_size, "shard_size": args.shard_size}
-        flows = {precision: child({**base, "model": exports[name], "precision": precision,
-                                   "output": str(root / f"out-{name}")})
-                 for name, precision in (("float32", "float32"), ("int8", "int8"))}
+        base = {
+            "child": "flow",
+            "input": str(root / "images"),
+            "warmup": str(root / "warmup"),
+            "batch_size": args.batch_size,
+            "shard_size": args.shard_size,
+        }
+        flows = {
+            precision: child(
+                {
+                    **base,
+                    "model": exports[name],
+                    "precision": precision,
+                    "output": str(root / f"out-{name}"),
+                }
+            )
+            for name, precision in (("float32", "float32"), ("int8", "int8"))
+        }
         compared = None
         if not any("error" in flow for flow in flows.values()):
             compared = compare_area_ratios(str(root / "out-float32"), str(root / "out-int8"))
-    speedup = common.ratio(flows["int8"].get("images_per_second"),
-                           flows["float32"].get("images_per_second"))
-    return {"settings": {"images": args.images, "size": [args.height, args.width],
-                         "model": args.model or "benchmarks.pipeline.SMALL_MODEL (random weights)",
-                         "calibration_images": args.calibration_images,
-                         "batch_size": args.batch_size, "shard_size": args.shard_size},
-            "exports": {"export_int8_seconds": exports["export_int8_seconds"],
-                        "check": exports["check"]},
-            "flows": flows, "int8_over_float32_images_per_second": speedup,
-            "area_ratios_int8_vs_float32": compared}
+    speedup = common.ratio(
+        flows["int8"].get("images_per_second"), flows["float32"].get("images_per_second")
+    )
+    return {
+        "settings": {
+            "images": args.images,
+            "size": [args.height, args.width],
+            "model": args.model or "benchmarks.pipeline.SMALL_MODEL (random weights)",
+            "calibration_images": args.calibration_images,
+            "batch_size": args.batch_size,
+            "shard_size": args.shard_size,
+        },
+        "exports": {
+            "export_int8_seconds": exports["export_int8_seconds"],
+            "check": exports["check"],
+        },
+        "flows": flows,
+        "int8_over_float32_images_per_second": speedup,
+        "area_ratios_int8_vs_float32": compared,
+    }
 
 
 CHILDREN = {"accuracy": accuracy, "exports": pipeline_exports, "flow": pipeline_flow}
@@ -283,11 +400,17 @@ def main(argv: list[str]) -> dict[str, Any]:
     report["machine"]["hardware"] = detect(include_gpus=False).describe()
     report["machine"]["cpu_flags_notable"] = list(detect(include_gpus=False).notable_flags)
     if "accuracy" in args.parts:
-        report["accuracy"] = child({"child": "accuracy", "model": args.model,
-                                    "registry": args.registry, "dataset": args.dataset,
-                                    "variants": args.variants,
-                                    "calibration_images": args.calibration_images_list,
-                                    "check_images": args.check_images})
+        report["accuracy"] = child(
+            {
+                "child": "accuracy",
+                "model": args.model,
+                "registry": args.registry,
+                "dataset": args.dataset,
+                "variants": args.variants,
+                "calibration_images": args.calibration_images_list,
+                "check_images": args.check_images,
+            }
+        )
     if "speed" in args.parts:
         report["speed"] = speed(args)
     if "pipeline" in args.parts:
@@ -297,19 +420,36 @@ def main(argv: list[str]) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.int8",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.int8", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=["speed", "pipeline"])
-    parser.add_argument("--model", help="a trained model: registry reference, run folder, "
-                        "checkpoint (accuracy: required; pipeline: default random weights)")
+    parser.add_argument(
+        "--model",
+        help="a trained model: registry reference, run folder, "
+        "checkpoint (accuracy: required; pipeline: default random weights)",
+    )
     parser.add_argument("--registry", default=os.environ.get("MRCNN_REGISTRY", "registry"))
-    parser.add_argument("--dataset", help="accuracy: the model's canonical dataset (train "
-                        "split calibrates, val split is held out)")
-    parser.add_argument("--variants", nargs="+", choices=(*VARIANTS, BF16_REFERENCE),
-                        default=[*VARIANTS, BF16_REFERENCE])
-    parser.add_argument("--calibration-images", dest="calibration_images_list", type=int,
-                        nargs="+", default=[100], metavar="N",
-                        help="accuracy: calibration sizes, each measured; pipeline: the first")
+    parser.add_argument(
+        "--dataset",
+        help="accuracy: the model's canonical dataset (train "
+        "split calibrates, val split is held out)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=(*VARIANTS, BF16_REFERENCE),
+        default=[*VARIANTS, BF16_REFERENCE],
+    )
+    parser.add_argument(
+        "--calibration-images",
+        dest="calibration_images_list",
+        type=int,
+        nargs="+",
+        default=[100],
+        metavar="N",
+        help="accuracy: calibration sizes, each measured; pipeline: the first",
+    )
     parser.add_argument("--check-images", type=int, default=68, help="held-out images (68)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
@@ -321,8 +461,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--shard-size", type=int, default=64)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: speed at 256² batch 1, one run; pipeline on 8 images")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: speed at 256² batch 1, one run; pipeline on 8 images",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.calibration_images = args.calibration_images_list[0]

@@ -74,31 +74,51 @@ def evaluate(val, results: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         gt_masks, gt_class_ids = val.load_mask(image_id)
         evaluator.process(int(image_id), gt_class_ids, gt_masks, result)
     metrics = evaluator.evaluate()
-    return {"mask_mAP50": metrics["mAP50"], "mask_mAP50_95": metrics["mAP50_95"],
-            "segm_AP": metrics["segm"]["AP"], "segm_AP50": metrics["segm"]["AP50"], "bbox_AP": metrics["bbox"]["AP"],
-            "detections_per_image": round(float(np.mean([len(r["class_ids"]) for r in results])), 2)}
+    return {
+        "mask_mAP50": metrics["mAP50"],
+        "mask_mAP50_95": metrics["mAP50_95"],
+        "segm_AP": metrics["segm"]["AP"],
+        "segm_AP50": metrics["segm"]["AP50"],
+        "bbox_AP": metrics["bbox"]["AP"],
+        "detections_per_image": round(float(np.mean([len(r["class_ids"]) for r in results])), 2),
+    }
 
 
 def curve_figures(val, scored: dict[int, list[dict[str, np.ndarray]]]) -> dict[str, Any]:
     """`curve`: mask mAP@0.5 of the weights after each number of steps, when any were scored."""
     if not scored:
         return {}
-    return {"curve": [{"step": step, "mask_mAP50": round(evaluate(val, results)["mask_mAP50"], 4)}
-                      for step, results in sorted(scored.items())]}
+    return {
+        "curve": [
+            {"step": step, "mask_mAP50": round(evaluate(val, results)["mask_mAP50"], 4)}
+            for step, results in sorted(scored.items())
+        ]
+    }
 
 
 def step_figures(step_ends: list[float], started: float) -> dict[str, Any]:
     """Steps done and seconds per step from the wall-clock times at which steps ended."""
     intervals = np.diff([started, *step_ends]).tolist()
     steady = intervals[2:]  # the first steps trace graphs and warm caches
-    return {"steps": len(step_ends), "first_step_seconds": round(intervals[0], 2) if intervals else None,
-            "seconds_per_step": common.summarize(steady, with_runs=False) if steady else None}
+    return {
+        "steps": len(step_ends),
+        "first_step_seconds": round(intervals[0], 2) if intervals else None,
+        "seconds_per_step": common.summarize(steady, with_runs=False) if steady else None,
+    }
 
 
 # ---------------------------------------------------------------------- ours
-def run_ours(minutes: float, min_score: float, train_images: int, val_images: int,
-             backbone: str = "resnet50", overrides: dict[str, Any] | None = None,
-             epochs_per_call: int = 0, curve: bool = False, bf16: bool = False) -> dict[str, Any]:
+def run_ours(
+    minutes: float,
+    min_score: float,
+    train_images: int,
+    val_images: int,
+    backbone: str = "resnet50",
+    overrides: dict[str, Any] | None = None,
+    epochs_per_call: int = 0,
+    curve: bool = False,
+    bf16: bool = False,
+) -> dict[str, Any]:
     import keras
 
     from mrcnn.config import Config
@@ -124,11 +144,25 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
         def spent(self) -> bool:
             return bool(self.ends) and self.ends[-1] - self.started > self.seconds
 
-    recipe = dict(NAME="shapes_bench", BACKBONE=backbone, NUM_CLASSES=4, IMAGES_PER_GPU=BATCH,
-                  IMAGE_MIN_DIM=IMAGE_SIZE, IMAGE_MAX_DIM=IMAGE_SIZE, RPN_ANCHOR_SCALES=ANCHOR_SCALES,
-                  TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, STEPS_PER_EPOCH=STEPS_PER_EPOCH, VALIDATION_STEPS=0,
-                  OPTIMIZER="adamw", LEARNING_RATE=LEARNING_RATE, WARMUP_STEPS=WARMUP_STEPS,
-                  WEIGHT_DECAY=WEIGHT_DECAY, TRAIN_BN=True, DETECTION_MIN_CONFIDENCE=min_score, SEED=0)
+    recipe = dict(
+        NAME="shapes_bench",
+        BACKBONE=backbone,
+        NUM_CLASSES=4,
+        IMAGES_PER_GPU=BATCH,
+        IMAGE_MIN_DIM=IMAGE_SIZE,
+        IMAGE_MAX_DIM=IMAGE_SIZE,
+        RPN_ANCHOR_SCALES=ANCHOR_SCALES,
+        TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE,
+        STEPS_PER_EPOCH=STEPS_PER_EPOCH,
+        VALIDATION_STEPS=0,
+        OPTIMIZER="adamw",
+        LEARNING_RATE=LEARNING_RATE,
+        WARMUP_STEPS=WARMUP_STEPS,
+        WEIGHT_DECAY=WEIGHT_DECAY,
+        TRAIN_BN=True,
+        DETECTION_MIN_CONFIDENCE=min_score,
+        SEED=0,
+    )
     config = Config(**{**recipe, **(overrides or {})})
     train, val = shapes(train_images, TRAIN_SEED), shapes(val_images, VAL_SEED)
     clock = StepClock(minutes * 60)
@@ -139,8 +173,15 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
         while not clock.spent:
             calls += 1
             epochs = calls * epochs_per_call if epochs_per_call else 10**6
-            model.train(train, None, config.LEARNING_RATE, epochs=epochs, layers="all",
-                        custom_callbacks=[clock], verbose=0)
+            model.train(
+                train,
+                None,
+                config.LEARNING_RATE,
+                epochs=epochs,
+                layers="all",
+                custom_callbacks=[clock],
+                verbose=0,
+            )
         train_seconds = time.perf_counter() - clock.started
         keras.mixed_precision.set_global_policy("float32")  # detection as in every other run
         detector = MaskRCNN("inference", config, model_dir)
@@ -157,9 +198,15 @@ def run_ours(minutes: float, min_score: float, train_images: int, val_images: in
                 epoch = int(CHECKPOINT_PATTERN.match(str(checkpoint)).group(6))
                 detector.load_weights(str(checkpoint))
                 scored[epoch * config.STEPS_PER_EPOCH] = detector.detect(images)
-    return {**step_figures(clock.ends, clock.started), "train_seconds": round(train_seconds, 1),
-            "detect_seconds_per_image": round(eval_seconds / len(results), 4), **evaluate(val, results),
-            **curve_figures(val, scored), "train_calls": calls, "threads": common.tf_threads()}
+    return {
+        **step_figures(clock.ends, clock.started),
+        "train_seconds": round(train_seconds, 1),
+        "detect_seconds_per_image": round(eval_seconds / len(results), 4),
+        **evaluate(val, results),
+        **curve_figures(val, scored),
+        "train_calls": calls,
+        "threads": common.tf_threads(),
+    }
 
 
 # ---------------------------------------------------------------------- torchvision
@@ -167,10 +214,19 @@ def torch_model(min_score: float):
     from torchvision.models.detection import maskrcnn_resnet50_fpn
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-    anchors = AnchorGenerator(tuple((s,) for s in ANCHOR_SCALES), ((0.5, 1.0, 2.0),) * len(ANCHOR_SCALES))
-    return maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=4, min_size=IMAGE_SIZE,
-                                 max_size=IMAGE_SIZE, rpn_anchor_generator=anchors,
-                                 box_batch_size_per_image=ROIS_PER_IMAGE, box_score_thresh=min_score)
+    anchors = AnchorGenerator(
+        tuple((s,) for s in ANCHOR_SCALES), ((0.5, 1.0, 2.0),) * len(ANCHOR_SCALES)
+    )
+    return maskrcnn_resnet50_fpn(
+        weights=None,
+        weights_backbone=None,
+        num_classes=4,
+        min_size=IMAGE_SIZE,
+        max_size=IMAGE_SIZE,
+        rpn_anchor_generator=anchors,
+        box_batch_size_per_image=ROIS_PER_IMAGE,
+        box_score_thresh=min_score,
+    )
 
 
 def torch_optimizer(model):
@@ -178,10 +234,14 @@ def torch_optimizer(model):
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": WEIGHT_DECAY},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": WEIGHT_DECAY},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
     optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS)
+    )
     return optimizer, schedule
 
 
@@ -193,12 +253,18 @@ def torch_detect(model, val) -> list[dict[str, np.ndarray]]:
     with torch.inference_mode():
         images = [common.to_torch_image(val.load_image(i)) for i in val.image_ids]
         for start in range(0, len(images), BATCH):
-            results += [common.from_torch_output(o) for o in model(images[start:start + BATCH])]
+            results += [common.from_torch_output(o) for o in model(images[start : start + BATCH])]
     return results
 
 
-def run_torchvision(minutes: float, min_score: float, train_images: int, val_images: int,
-                    curve_every: int = 0, bf16: bool = False) -> dict[str, Any]:
+def run_torchvision(
+    minutes: float,
+    min_score: float,
+    train_images: int,
+    val_images: int,
+    curve_every: int = 0,
+    bf16: bool = False,
+) -> dict[str, Any]:
     """`curve_every` > 0: also score the weights every that many steps (snapshots kept in memory)."""
     import contextlib
     import os
@@ -239,21 +305,38 @@ def run_torchvision(minutes: float, min_score: float, train_images: int, val_ima
     for step, state in snapshots.items():
         model.load_state_dict(state)
         scored[step] = torch_detect(model, val)
-    return {**step_figures(ends, train_started), "train_seconds": round(train_seconds, 1),
-            "detect_seconds_per_image": round(eval_seconds / len(results), 4), **evaluate(val, results),
-            **curve_figures(val, scored),
-            "threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}}
+    return {
+        **step_figures(ends, train_started),
+        "train_seconds": round(train_seconds, 1),
+        "detect_seconds_per_image": round(eval_seconds / len(results), 4),
+        **evaluate(val, results),
+        **curve_figures(val, scored),
+        "threads": {
+            "intra_op": torch.get_num_threads(),
+            "inter_op": torch.get_num_interop_threads(),
+        },
+    }
 
 
 # ---------------------------------------------------------------------- parent and CLI
 def run_job(args: argparse.Namespace) -> dict[str, Any]:
     if args.engine == "ours":
-        result = run_ours(args.minutes, args.min_score, args.train_images, args.val_images,
-                          args.backbone, args.overrides, args.epochs_per_call, args.curve, args.bf16)
+        result = run_ours(
+            args.minutes,
+            args.min_score,
+            args.train_images,
+            args.val_images,
+            args.backbone,
+            args.overrides,
+            args.epochs_per_call,
+            args.curve,
+            args.bf16,
+        )
     else:
         every = int(args.overrides.get("STEPS_PER_EPOCH", STEPS_PER_EPOCH)) if args.curve else 0
-        result = run_torchvision(args.minutes, args.min_score, args.train_images, args.val_images, every,
-                                 args.bf16)
+        result = run_torchvision(
+            args.minutes, args.min_score, args.train_images, args.val_images, every, args.bf16
+        )
     backbone = {"backbone": args.backbone} if args.engine == "ours" else {"backbone": "resnet50"}
     return {"engine": args.engine, **backbone, **result, "peak_rss_mib": common.peak_rss_mib()}
 
@@ -262,55 +345,121 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     document = common.header("learning", argv)
     peer = args.peer == "auto" and common.peer_available()
     document["settings"] = {
-        "minutes": args.minutes, "image_size": IMAGE_SIZE, "classes": 3, "train_images": args.train_images,
-        "val_images": args.val_images, "backbones_ours": args.backbones, "batch": BATCH, "optimizer": "adamw", "learning_rate": LEARNING_RATE,
-        "warmup_steps": WARMUP_STEPS, "anchor_scales": ANCHOR_SCALES, "rois_per_image": ROIS_PER_IMAGE,
-        "min_score": args.min_score, "overrides_ours": args.overrides,
-        "epochs_per_call_ours": args.epochs_per_call, "curve": args.curve,
+        "minutes": args.minutes,
+        "image_size": IMAGE_SIZE,
+        "classes": 3,
+        "train_images": args.train_images,
+        "val_images": args.val_images,
+        "backbones_ours": args.backbones,
+        "batch": BATCH,
+        "optimizer": "adamw",
+        "learning_rate": LEARNING_RATE,
+        "warmup_steps": WARMUP_STEPS,
+        "anchor_scales": ANCHOR_SCALES,
+        "rois_per_image": ROIS_PER_IMAGE,
+        "min_score": args.min_score,
+        "overrides_ours": args.overrides,
+        "epochs_per_call_ours": args.epochs_per_call,
+        "curve": args.curve,
         "training_precision": "bf16" if args.bf16 else "fp32",
-        "peer": "torchvision" if peer else ("none (--peer none)" if args.peer == "none" else "none (not installed)")}
+        "peer": "torchvision"
+        if peer
+        else ("none (--peer none)" if args.peer == "none" else "none (not installed)"),
+    }
     document["notes"] = NOTES
-    shared = ["--minutes", str(args.minutes), "--min-score", str(args.min_score),
-              "--train-images", str(args.train_images), "--val-images", str(args.val_images),
-              "--override", args.override, "--epochs-per-call", str(args.epochs_per_call),
-              *(["--curve"] if args.curve else []), *(["--bf16"] if args.bf16 else [])]
+    shared = [
+        "--minutes",
+        str(args.minutes),
+        "--min-score",
+        str(args.min_score),
+        "--train-images",
+        str(args.train_images),
+        "--val-images",
+        str(args.val_images),
+        "--override",
+        args.override,
+        "--epochs-per-call",
+        str(args.epochs_per_call),
+        *(["--curve"] if args.curve else []),
+        *(["--bf16"] if args.bf16 else []),
+    ]
     jobs = [("ours", ["--backbone", backbone]) for backbone in args.backbones]
     jobs += [("torchvision", [])] if peer else []
-    results = [{"engine": engine, **common.run_child("benchmarks.learning", ["--engine", engine, *extra, *shared])}
-               for engine, extra in jobs]
+    results = [
+        {
+            "engine": engine,
+            **common.run_child("benchmarks.learning", ["--engine", engine, *extra, *shared]),
+        }
+        for engine, extra in jobs
+    ]
     document["results"] = results
     document["load_average_at_end"] = common.load_average()
     theirs = next((r for r in results if r["engine"] == "torchvision"), {})
     document["ratio_seconds_per_step_over_torchvision"] = {
-        result.get("backbone", "?"): common.ratio((result.get("seconds_per_step") or {}).get("median"),
-                                                  (theirs.get("seconds_per_step") or {}).get("median"))
-        for result in results if result["engine"] == "ours"}
+        result.get("backbone", "?"): common.ratio(
+            (result.get("seconds_per_step") or {}).get("median"),
+            (theirs.get("seconds_per_step") or {}).get("median"),
+        )
+        for result in results
+        if result["engine"] == "ours"
+    }
     return document
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=15.0, help="training budget per engine (0.5: smoke run)")
-    parser.add_argument("--peer", choices=("auto", "none"), default="auto",
-                        help="auto: also run torchvision when torch and torchvision are installed")
-    parser.add_argument("--min-score", type=float, default=0.05, help="lowest detection score kept for evaluation")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=15.0, help="training budget per engine (0.5: smoke run)"
+    )
+    parser.add_argument(
+        "--peer",
+        choices=("auto", "none"),
+        default="auto",
+        help="auto: also run torchvision when torch and torchvision are installed",
+    )
+    parser.add_argument(
+        "--min-score", type=float, default=0.05, help="lowest detection score kept for evaluation"
+    )
     parser.add_argument("--train-images", type=int, default=500)
     parser.add_argument("--val-images", type=int, default=50)
-    parser.add_argument("--backbones", nargs="+", default=["resnet50"],
-                        help="our backbones, each trained in turn (resnet18, resnet34, resnet50); "
-                        "torchvision keeps ResNet-50")
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        default=["resnet50"],
+        help="our backbones, each trained in turn (resnet18, resnet34, resnet50); "
+        "torchvision keeps ResNet-50",
+    )
     parser.add_argument("--backbone", default="resnet50", help=argparse.SUPPRESS)  # one child's
-    parser.add_argument("--override", default="{}", metavar="JSON",
-                        help="mrcnn Config values for ours on top of the recipe, e.g. "
-                        "'{\"ROI_INCLUDE_GT_BOXES\": true}'")
-    parser.add_argument("--epochs-per-call", type=int, default=0, metavar="N",
-                        help="ours: call train() again every N epochs, as matterport scripts do "
-                        "(default 0: one call)")
-    parser.add_argument("--curve", action="store_true",
-                        help="also score both engines' weights after every epoch (STEPS_PER_EPOCH steps)")
-    parser.add_argument("--bf16", action="store_true",
-                        help="train both engines in bfloat16 (detection stays float32)")
-    parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # set by the parent for a child
+    parser.add_argument(
+        "--override",
+        default="{}",
+        metavar="JSON",
+        help="mrcnn Config values for ours on top of the recipe, e.g. "
+        "'{\"ROI_INCLUDE_GT_BOXES\": true}'",
+    )
+    parser.add_argument(
+        "--epochs-per-call",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ours: call train() again every N epochs, as matterport scripts do "
+        "(default 0: one call)",
+    )
+    parser.add_argument(
+        "--curve",
+        action="store_true",
+        help="also score both engines' weights after every epoch (STEPS_PER_EPOCH steps)",
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="train both engines in bfloat16 (detection stays float32)",
+    )
+    parser.add_argument(
+        "--engine", choices=ENGINES, help=argparse.SUPPRESS
+    )  # set by the parent for a child
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error(f"--minutes must be > 0, got {args.minutes}")

@@ -65,8 +65,13 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.learning import step_figures
-from benchmarks.train_step import (PEER_BACKBONES, PEER_HEADS, torch_batch, torch_model,
-                                   torch_optimizer)
+from benchmarks.train_step import (
+    PEER_BACKBONES,
+    PEER_HEADS,
+    torch_batch,
+    torch_model,
+    torch_optimizer,
+)
 from mrcnn import coverage, hardware
 from mrcnn.augment import Augmentation
 from mrcnn.baselines import instance_masks, otsu_prediction, otsu_watershed
@@ -117,21 +122,39 @@ def canonical_dataset(path: str, fmt: str, class_name: str | None, work: Path) -
         root = Path(path)
         for split in SPLITS:
             if not (root / "annotations" / f"{split}.json").is_file():
-                raise ValueError(f"--dataset {path} has no annotations/{split}.json (convert it "
-                                 "with mrcnn-pipeline convert, or give its --format)")
+                raise ValueError(
+                    f"--dataset {path} has no annotations/{split}.json (convert it "
+                    "with mrcnn-pipeline convert, or give its --format)"
+                )
         return root
     root = work / "dataset"
-    command = [sys.executable, "-m", "mrcnn_pipeline.cli", "convert", "--format", fmt,
-               "--input", path, "--output", str(root), "--json",
-               *(["--class", class_name] if class_name else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "mrcnn_pipeline.cli",
+        "convert",
+        "--format",
+        fmt,
+        "--input",
+        path,
+        "--output",
+        str(root),
+        "--json",
+        *(["--class", class_name] if class_name else []),
+    ]
     print(f"[bench] converting {path} ({fmt})", file=sys.stderr, flush=True)
     done = subprocess.run(command, cwd=common.REPO_ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         # The CLI's own one-line error (`mrcnn-pipeline convert: error: …`), else the tail.
-        errors = [line.split(" error: ", 1)[1] for line in done.stderr.splitlines()
-                  if line.startswith("mrcnn-pipeline") and " error: " in line]
-        raise ValueError(f"converting --dataset {path} ({fmt}) failed: "
-                         f"{errors[-1] if errors else common.plain(done.stderr[-500:])}")
+        errors = [
+            line.split(" error: ", 1)[1]
+            for line in done.stderr.splitlines()
+            if line.startswith("mrcnn-pipeline") and " error: " in line
+        ]
+        raise ValueError(
+            f"converting --dataset {path} ({fmt}) failed: "
+            f"{errors[-1] if errors else common.plain(done.stderr[-500:])}"
+        )
     return root
 
 
@@ -145,10 +168,11 @@ def subset(root: Path, limits: dict[str, int | None], work: Path) -> Path:
     (kept / "images").symlink_to((root / "images").resolve(), target_is_directory=True)
     for split in SPLITS:
         document = read_split(root, split)
-        images = document["images"][:limits[split]] if limits[split] else document["images"]
+        images = document["images"][: limits[split]] if limits[split] else document["images"]
         ids = {image["id"] for image in images}
-        document.update(images=images,
-                        annotations=[a for a in document["annotations"] if a["image_id"] in ids])
+        document.update(
+            images=images, annotations=[a for a in document["annotations"] if a["image_id"] in ids]
+        )
         (kept / "annotations" / f"{split}.json").write_text(json.dumps(document))
     return kept
 
@@ -164,19 +188,28 @@ def read_split(root: Path, split: str) -> dict[str, Any]:
     return json.loads((root / "annotations" / f"{split}.json").read_text(encoding="utf-8"))
 
 
-def training_setup(recipe: str, root: Path, minutes: float,
-                   overrides: dict[str, Any]) -> dict[str, Any]:
+def training_setup(
+    recipe: str, root: Path, minutes: float, overrides: dict[str, Any]
+) -> dict[str, Any]:
     """The recipe with the dataset's classes, the budget, `overrides` (kept as the user's) and
     the values auto_config chooses: `{training, auto_config}`, as plain data for the children.
     """
     training = load_training_config(recipe)
-    classes = [c["name"] for c in sorted(read_split(root, "train")["categories"],
-                                         key=lambda c: c["id"])]
+    classes = [
+        c["name"] for c in sorted(read_split(root, "train")["categories"], key=lambda c: c["id"])
+    ]
     if len(classes) != 1:
-        raise ValueError(f"the dataset has {len(classes)} classes {classes}; this benchmark "
-                         "scores one class (Otsu's baselines separate one bright class)")
-    data = {**training.to_dict(), "classes": classes, "minutes": minutes, "auto_config": True,
-            "config": {**training.config, **overrides}}
+        raise ValueError(
+            f"the dataset has {len(classes)} classes {classes}; this benchmark "
+            "scores one class (Otsu's baselines separate one bright class)"
+        )
+    data = {
+        **training.to_dict(),
+        "classes": classes,
+        "minutes": minutes,
+        "auto_config": True,
+        "config": {**training.config, **overrides},
+    }
     training = TrainingConfig.from_dict(data, f"--recipe {recipe}")
     choices = [choice.to_dict() for choice in auto_choices(training, str(root))]
     return {"training": with_auto_config(training, choices).to_dict(), "auto_config": choices}
@@ -199,8 +232,13 @@ class Scores:
         self.instances: list[int] = []
         self.ranked = 0  # images with instances to rank (AP)
 
-    def process(self, image_id: int, gt_class_ids: np.ndarray, gt_masks: np.ndarray,
-                result: dict[str, np.ndarray]) -> None:
+    def process(
+        self,
+        image_id: int,
+        gt_class_ids: np.ndarray,
+        gt_masks: np.ndarray,
+        result: dict[str, np.ndarray],
+    ) -> None:
         """Add one image's `detect()` result: all of it to AP, the detections scoring at least
         `coverage_score` to coverage and count."""
         self.evaluator.process(image_id, gt_class_ids, gt_masks, result)
@@ -219,11 +257,17 @@ class Scores:
         if not self.ranked:
             return per_image
         metrics = self.evaluator.evaluate()
-        figures = {"segm_AP50": metrics["segm"]["AP50"], "segm_AP": metrics["segm"]["AP"],
-                   "mask_mAP50": metrics["mAP50"], "bbox_AP": metrics["bbox"]["AP"]}
-        return {**{key: None if value is None else round(value, 4)
-                   for key, value in figures.items()},
-                "coco_max_dets": metrics["coco_max_dets"], **per_image}
+        figures = {
+            "segm_AP50": metrics["segm"]["AP50"],
+            "segm_AP": metrics["segm"]["AP"],
+            "mask_mAP50": metrics["mAP50"],
+            "bbox_AP": metrics["bbox"]["AP"],
+        }
+        return {
+            **{key: None if value is None else round(value, 4) for key, value in figures.items()},
+            "coco_max_dets": metrics["coco_max_dets"],
+            **per_image,
+        }
 
 
 def coverage_pct(masks: np.ndarray) -> float:
@@ -237,7 +281,7 @@ def detect_and_score(detect, val, coverage_score: float, batch: int) -> dict[str
     scores = Scores(val.class_names, coverage_score)
     ids, seconds = list(val.image_ids), 0.0
     for start in range(0, len(ids), batch):
-        chunk = ids[start:start + batch]
+        chunk = ids[start : start + batch]
         images = [val.load_image(i) for i in chunk]
         began = time.perf_counter()
         results = detect(images)
@@ -248,23 +292,32 @@ def detect_and_score(detect, val, coverage_score: float, batch: int) -> dict[str
     return {**scores.summary(), "detect_seconds_per_image": round(seconds / len(ids), 3)}
 
 
-def coverage_figures(predicted: list[float], counts: list[int], truth: np.ndarray,
-                     true_counts: np.ndarray, otsu: np.ndarray | None) -> dict[str, Any]:
+def coverage_figures(
+    predicted: list[float],
+    counts: list[int],
+    truth: np.ndarray,
+    true_counts: np.ndarray,
+    otsu: np.ndarray | None,
+) -> dict[str, Any]:
     """Coverage MAE with its interval, bias, count error; the paired difference to Otsu's."""
     predicted_pct = np.asarray(predicted, dtype=float)
     error = coverage.coverage_error(predicted_pct, truth)
     counted = coverage.count_error(np.asarray(counts, dtype=float), true_counts)
     relative = counted.median_relative
-    figures = {"coverage_mae_pp": round(error.mae_pp, 3),
-               "coverage_mae_ci95_pp": [round(v, 3) for v in error.mae_interval_pp.as_list()],
-               "coverage_bias_pp": round(error.bias_pp, 3),
-               "count_mean_absolute": round(counted.mean_absolute, 2),
-               "count_median_relative": None if relative is None else round(relative, 3)}
+    figures = {
+        "coverage_mae_pp": round(error.mae_pp, 3),
+        "coverage_mae_ci95_pp": [round(v, 3) for v in error.mae_interval_pp.as_list()],
+        "coverage_bias_pp": round(error.bias_pp, 3),
+        "count_mean_absolute": round(counted.mean_absolute, 2),
+        "count_median_relative": None if relative is None else round(relative, 3),
+    }
     if otsu is not None:
         against = coverage.compare(predicted_pct, otsu, truth)
-        figures.update(minus_otsu_pp=round(against.difference_pp, 3),
-                       minus_otsu_ci95_pp=[round(v, 3) for v in against.interval_pp.as_list()],
-                       against_otsu=against.verdict)
+        figures.update(
+            minus_otsu_pp=round(against.difference_pp, 3),
+            minus_otsu_ci95_pp=[round(v, 3) for v in against.interval_pp.as_list()],
+            against_otsu=against.verdict,
+        )
     return figures
 
 
@@ -282,14 +335,21 @@ def run_ours(setup_path: str, root: str, min_score: float) -> dict[str, Any]:
     training, config = load_setup(setup_path)
     ends: list[float] = []
     step_clock = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter()))
+        on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter())
+    )
     with tempfile.TemporaryDirectory(prefix="learning-ours-") as work:
         request = TrainingRequest(
-            config=config.to_dict(), classes=training.classes,
+            config=config.to_dict(),
+            classes=training.classes,
             stages=[stage.to_dict() for stage in training.resolved_stages()],
-            dataset={"uri": root, "hash": ""}, dataset_root=root, run_dir=f"{work}/run",
-            work_dir=f"{work}/work", init=InitialWeights(), history=[],
-            budget_seconds=60.0 * training.minutes)
+            dataset={"uri": root, "hash": ""},
+            dataset_root=root,
+            run_dir=f"{work}/run",
+            work_dir=f"{work}/work",
+            init=InitialWeights(),
+            history=[],
+            budget_seconds=60.0 * training.minutes,
+        )
         started = time.perf_counter()  # run_training's own clock starts with it
         outcome = run_training(request, lambda event: None, [step_clock], verbose=0)
         train_seconds = time.perf_counter() - started
@@ -298,20 +358,27 @@ def run_ours(setup_path: str, root: str, min_score: float) -> dict[str, Any]:
         detector = MaskRCNN("inference", detecting, f"{work}/detect")
         detector.load_weights(checkpoint)
         val = load_split(root, "val", training.classes, config)
-        scored = detect_and_score(detector.detect, val, config.DETECTION_MIN_CONFIDENCE,
-                                  config.BATCH_SIZE)
+        scored = detect_and_score(
+            detector.detect, val, config.DETECTION_MIN_CONFIDENCE, config.BATCH_SIZE
+        )
     history = outcome["history"]
     figures = step_figures(ends, started)
-    return {**figures, "steps_per_minute": steps_per_minute(figures),
-            "train_seconds": round(train_seconds, 1), "epochs": outcome["epoch"],
-            "last_loss": round(history[-1]["loss"], 4) if history else None,
-            "precision": history[-1]["precision"] if history else None,
-            **scored, "threads": common.tf_threads()}
+    return {
+        **figures,
+        "steps_per_minute": steps_per_minute(figures),
+        "train_seconds": round(train_seconds, 1),
+        "epochs": outcome["epoch"],
+        "last_loss": round(history[-1]["loss"], 4) if history else None,
+        "precision": history[-1]["precision"] if history else None,
+        **scored,
+        "threads": common.tf_threads(),
+    }
 
 
 # ---------------------------------------------------------------------- torchvision
-def run_torchvision(setup_path: str, root: str, backbone: str, heads: str,
-                    min_score: float) -> dict[str, Any]:
+def run_torchvision(
+    setup_path: str, root: str, backbone: str, heads: str, min_score: float
+) -> dict[str, Any]:
     """Trains as `run_training` trains ours: stages on the clock, warmup, the same crops."""
     import torch
 
@@ -337,10 +404,12 @@ def run_torchvision(setup_path: str, root: str, backbone: str, heads: str,
             for group in optimizer.param_groups:
                 group["lr"] = rate
             first = len(ends) * config.BATCH_SIZE
-            images, targets = torch_batch(train, config, range(first, first + config.BATCH_SIZE),
-                                          config.SEED, augmentation)
-            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 \
-                else contextlib.nullcontext()
+            images, targets = torch_batch(
+                train, config, range(first, first + config.BATCH_SIZE), config.SEED, augmentation
+            )
+            autocast = (
+                torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            )
             with autocast:
                 total = sum(model(images, targets).values())
             optimizer.zero_grad(set_to_none=True)
@@ -353,11 +422,19 @@ def run_torchvision(setup_path: str, root: str, backbone: str, heads: str,
     val = load_split(root, "val", training.classes, config)
     scored = detect_and_score(torch_detector(model), val, config.DETECTION_MIN_CONFIDENCE, 1)
     figures = step_figures(ends, started)
-    return {**figures, "steps_per_minute": steps_per_minute(figures),
-            "train_seconds": round(train_seconds, 1), "last_loss": round(loss, 4),
-            "precision": "bfloat16 autocast" if bf16 else "float32", "heads": heads, **scored,
-            "threads": {"intra_op": torch.get_num_threads(),
-                        "inter_op": torch.get_num_interop_threads()}}
+    return {
+        **figures,
+        "steps_per_minute": steps_per_minute(figures),
+        "train_seconds": round(train_seconds, 1),
+        "last_loss": round(loss, 4),
+        "precision": "bfloat16 autocast" if bf16 else "float32",
+        "heads": heads,
+        **scored,
+        "threads": {
+            "intra_op": torch.get_num_threads(),
+            "inter_op": torch.get_num_interop_threads(),
+        },
+    }
 
 
 def torch_detector(model):
@@ -390,8 +467,9 @@ def watershed_min_distance(root: Path) -> int:
     return max(1, int(round(float(np.median(sides)) / 2))) if sides else 1
 
 
-def score_baselines(root: Path, training: TrainingConfig, config: Config,
-                    min_distance: int) -> dict[str, Any]:
+def score_baselines(
+    root: Path, training: TrainingConfig, config: Config, min_distance: int
+) -> dict[str, Any]:
     """The truth and both baselines on the val images: `{truth, otsu, otsu_watershed}`."""
     val = load_split(str(root), "val", training.classes, config)
     otsu = Scores(val.class_names, 0.0)
@@ -409,19 +487,46 @@ def score_baselines(root: Path, training: TrainingConfig, config: Config,
         otsu.add_coverage(found.coverage_pct, found.objects)
         instances = instance_masks(otsu_watershed(image, min_distance))
         count = instances.shape[-1]
-        watershed.process(int(info["id"]), class_ids, masks,
-                          {"rois": extract_bboxes(instances), "class_ids": np.ones(count, np.int32),
-                           "scores": np.ones(count, np.float32), "masks": instances})
+        watershed.process(
+            int(info["id"]),
+            class_ids,
+            masks,
+            {
+                "rois": extract_bboxes(instances),
+                "class_ids": np.ones(count, np.int32),
+                "scores": np.ones(count, np.float32),
+                "masks": instances,
+            },
+        )
     return {"truth": truth, "otsu": otsu.summary(), "otsu_watershed": watershed.summary()}
 
 
 # ---------------------------------------------------------------------- parent and CLI
-SHARED_KEYS = ("BACKBONE", "IMAGE_RESIZE_MODE", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM", "IMAGES_PER_GPU",
-               "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS", "TRAIN_ROIS_PER_IMAGE",
-               "ROI_POSITIVE_RATIO", "MAX_GT_INSTANCES", "POST_NMS_ROIS_TRAINING",
-               "POST_NMS_ROIS_INFERENCE", "DETECTION_MAX_INSTANCES", "DETECTION_MIN_CONFIDENCE",
-               "MEAN_PIXEL", "OPTIMIZER", "LEARNING_RATE", "WARMUP_STEPS", "WEIGHT_DECAY",
-               "GRADIENT_CLIP_NORM", "TRAIN_BN", "TRAINING_PRECISION", "SEED")
+SHARED_KEYS = (
+    "BACKBONE",
+    "IMAGE_RESIZE_MODE",
+    "IMAGE_MIN_DIM",
+    "IMAGE_MAX_DIM",
+    "IMAGES_PER_GPU",
+    "RPN_ANCHOR_SCALES",
+    "RPN_ANCHOR_RATIOS",
+    "TRAIN_ROIS_PER_IMAGE",
+    "ROI_POSITIVE_RATIO",
+    "MAX_GT_INSTANCES",
+    "POST_NMS_ROIS_TRAINING",
+    "POST_NMS_ROIS_INFERENCE",
+    "DETECTION_MAX_INSTANCES",
+    "DETECTION_MIN_CONFIDENCE",
+    "MEAN_PIXEL",
+    "OPTIMIZER",
+    "LEARNING_RATE",
+    "WARMUP_STEPS",
+    "WEIGHT_DECAY",
+    "GRADIENT_CLIP_NORM",
+    "TRAIN_BN",
+    "TRAINING_PRECISION",
+    "SEED",
+)
 
 
 def run_job(args: argparse.Namespace) -> dict[str, Any]:
@@ -429,13 +534,18 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
         result = run_ours(args.setup, args.root, args.min_score)
         backbone = load_setup(args.setup)[1].BACKBONE
     else:
-        result = run_torchvision(args.setup, args.root, args.peer_backbone, args.peer_heads,
-                                 args.min_score)
+        result = run_torchvision(
+            args.setup, args.root, args.peer_backbone, args.peer_heads, args.min_score
+        )
         backbone = args.peer_backbone
-    environment = {name: os.environ[name] for name in common.THREAD_VARIABLES
-                   if name in os.environ}
-    return {"engine": args.engine, "backbone": backbone, **result, "environment": environment,
-            "peak_rss_mib": common.peak_rss_mib()}
+    environment = {name: os.environ[name] for name in common.THREAD_VARIABLES if name in os.environ}
+    return {
+        "engine": args.engine,
+        "backbone": backbone,
+        **result,
+        "environment": environment,
+        "peak_rss_mib": common.peak_rss_mib(),
+    }
 
 
 def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
@@ -446,11 +556,13 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="learning-") as folder:
         work = Path(folder)
         try:
-            root = subset(canonical_dataset(args.dataset, args.format, args.class_name, work),
-                          {"train": args.train_images, "val": args.val_images}, work)
+            root = subset(
+                canonical_dataset(args.dataset, args.format, args.class_name, work),
+                {"train": args.train_images, "val": args.val_images},
+                work,
+            )
             check_splits(root, args.dataset)
-            setup = training_setup(args.recipe, root, args.minutes,
-                                   {"SEED": 0, **args.overrides})
+            setup = training_setup(args.recipe, root, args.minutes, {"SEED": 0, **args.overrides})
         except (ValueError, FileNotFoundError) as error:  # the dataset's or the recipe's
             raise BadInput(str(error)) from None
         setup_path = work / "setup.json"
@@ -460,28 +572,54 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         shared = {key: values[key] for key in SHARED_KEYS}
         min_distance = watershed_min_distance(root)
         document["settings"] = {
-            "dataset": args.dataset, "format": args.format, "recipe": args.recipe,
-            "minutes": args.minutes, "min_score": args.min_score,
-            "coverage_score": config.DETECTION_MIN_CONFIDENCE, "overrides": args.overrides,
+            "dataset": args.dataset,
+            "format": args.format,
+            "recipe": args.recipe,
+            "minutes": args.minutes,
+            "min_score": args.min_score,
+            "coverage_score": config.DETECTION_MIN_CONFIDENCE,
+            "overrides": args.overrides,
             "train_images": len(read_split(root, "train")["images"]),
             "val_images": len(read_split(root, "val")["images"]),
             "stages": [stage.to_dict() for stage in training.resolved_stages()],
-            "config": shared, "watershed_min_distance": min_distance,
-            "peer": "torchvision" if peer else
-            ("none (--peer none)" if args.peer == "none" else "none (not installed)"),
-            "peer_model": f"{args.peer_backbone} FPN, {args.peer_heads} heads" if peer else None}
+            "config": shared,
+            "watershed_min_distance": min_distance,
+            "peer": "torchvision"
+            if peer
+            else ("none (--peer none)" if args.peer == "none" else "none (not installed)"),
+            "peer_model": f"{args.peer_backbone} FPN, {args.peer_heads} heads" if peer else None,
+        }
         document["auto_config"] = setup["auto_config"]
-        document["split"] = {split: [image["id"] for image in read_split(root, split)["images"]]
-                             for split in SPLITS}
+        document["split"] = {
+            split: [image["id"] for image in read_split(root, split)["images"]] for split in SPLITS
+        }
         document["notes"] = NOTES
-        child_args = ["--dataset", args.dataset, "--setup", str(setup_path), "--root", str(root),
-                      "--min-score", str(args.min_score), "--peer-backbone", args.peer_backbone,
-                      "--peer-heads", args.peer_heads]
+        child_args = [
+            "--dataset",
+            args.dataset,
+            "--setup",
+            str(setup_path),
+            "--root",
+            str(root),
+            "--min-score",
+            str(args.min_score),
+            "--peer-backbone",
+            args.peer_backbone,
+            "--peer-heads",
+            args.peer_heads,
+        ]
         # Ours trains in the environment of mrcnn-pipeline train's process (oneDNN on).
-        results = [{"engine": engine, **common.run_child(
-                       "benchmarks.learning_real", ["--engine", engine, *child_args],
-                       environment=training_environment(os.environ) if engine == "ours" else None)}
-                   for engine in ["ours", *(["torchvision"] if peer else [])]]
+        results = [
+            {
+                "engine": engine,
+                **common.run_child(
+                    "benchmarks.learning_real",
+                    ["--engine", engine, *child_args],
+                    environment=training_environment(os.environ) if engine == "ours" else None,
+                ),
+            }
+            for engine in ["ours", *(["torchvision"] if peer else [])]
+        ]
         print("[bench] scoring the baselines", file=sys.stderr, flush=True)
         baselines = score_baselines(root, training, config, min_distance)
     document["results"] = results
@@ -492,8 +630,9 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     return document
 
 
-def tabulate(truth: dict[str, list], results: list[dict[str, Any]],
-             baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def tabulate(
+    truth: dict[str, list], results: list[dict[str, Any]], baselines: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     """Adds the coverage figures to every predictor (in place); returns the per-image columns:
     the val images' ids, file names, true coverage and counts, and each predictor's."""
     true_pct = np.asarray(truth["coverage_pct"])
@@ -506,26 +645,37 @@ def tabulate(truth: dict[str, list], results: list[dict[str, Any]],
         if per_image is None:  # a child that failed
             continue
         against = None if name == "otsu" else otsu_pct
-        figures.update(coverage_figures(per_image["coverage_pct"], per_image["instances"],
-                                        true_pct, true_counts, against))
-        columns[name] = {"coverage_pct": [round(v, 3) for v in per_image["coverage_pct"]],
-                         "instances": per_image["instances"]}
+        figures.update(
+            coverage_figures(
+                per_image["coverage_pct"], per_image["instances"], true_pct, true_counts, against
+            )
+        )
+        columns[name] = {
+            "coverage_pct": [round(v, 3) for v in per_image["coverage_pct"]],
+            "instances": per_image["instances"],
+        }
     columns["coverage_pct"] = [round(v, 3) for v in columns["coverage_pct"]]
     return columns
 
 
-def comparison(results: list[dict[str, Any]], baselines: dict[str, dict[str, Any]]
-               ) -> dict[str, Any]:
+def comparison(
+    results: list[dict[str, Any]], baselines: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     """Ours against torchvision (steps per minute, mask mAP@0.5) and Otsu (coverage MAE);
     None where one is missing."""
     ours = next((r for r in results if r["engine"] == "ours"), {})
     theirs = next((r for r in results if r["engine"] == "torchvision"), {})
-    return {"steps_per_minute_ours_over_torchvision":
-            common.ratio(ours.get("steps_per_minute"), theirs.get("steps_per_minute")),
-            "mask_mAP50_ours_minus_torchvision": difference(ours.get("mask_mAP50"),
-                                                            theirs.get("mask_mAP50")),
-            "coverage_mae_ours_over_otsu": common.ratio(
-                ours.get("coverage_mae_pp"), baselines["otsu"].get("coverage_mae_pp"))}
+    return {
+        "steps_per_minute_ours_over_torchvision": common.ratio(
+            ours.get("steps_per_minute"), theirs.get("steps_per_minute")
+        ),
+        "mask_mAP50_ours_minus_torchvision": difference(
+            ours.get("mask_mAP50"), theirs.get("mask_mAP50")
+        ),
+        "coverage_mae_ours_over_otsu": common.ratio(
+            ours.get("coverage_mae_pp"), baselines["otsu"].get("coverage_mae_pp")
+        ),
+    }
 
 
 def difference(ours: float | None, theirs: float | None) -> float | None:
@@ -533,33 +683,72 @@ def difference(ours: float | None, theirs: float | None) -> float | None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, metavar="PATH",
-                        help="a canonical dataset, or a folder of --format to convert")
-    parser.add_argument("--format", default=CANONICAL, choices=(CANONICAL, *NAMES),
-                        help="the layout of PATH (default: canonical, converted already)")
-    parser.add_argument("--class", dest="class_name", metavar="NAME",
-                        help="the converter's --class (mask-folders, label-images)")
-    parser.add_argument("--minutes", type=float, default=15.0,
-                        help="training budget per engine (0.5: smoke run)")
-    parser.add_argument("--recipe", default=str(RECIPE), metavar="YAML",
-                        help="our training config (default docs/examples/nuclei.yaml)")
-    parser.add_argument("--override", default="{}", metavar="JSON",
-                        help="mrcnn Config values on top of the recipe, kept by auto_config "
-                        "(both engines follow them)")
-    parser.add_argument("--peer", choices=("auto", "none"), default="auto",
-                        help="auto: also run torchvision when torch and torchvision are installed")
-    parser.add_argument("--peer-backbone", choices=PEER_BACKBONES, default="resnet18",
-                        help="torchvision's backbone (resnet50: its default)")
-    parser.add_argument("--peer-heads", choices=PEER_HEADS, default="default",
-                        help="torchvision's own head sizes (default) or ours' light ones")
-    parser.add_argument("--train-images", type=int, metavar="N",
-                        help="keep the first N images of the train split")
-    parser.add_argument("--val-images", type=int, metavar="N",
-                        help="keep the first N images of the val split")
-    parser.add_argument("--min-score", type=float, default=0.05,
-                        help="lowest detection score kept for AP")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.learning",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        metavar="PATH",
+        help="a canonical dataset, or a folder of --format to convert",
+    )
+    parser.add_argument(
+        "--format",
+        default=CANONICAL,
+        choices=(CANONICAL, *NAMES),
+        help="the layout of PATH (default: canonical, converted already)",
+    )
+    parser.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="NAME",
+        help="the converter's --class (mask-folders, label-images)",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=15.0, help="training budget per engine (0.5: smoke run)"
+    )
+    parser.add_argument(
+        "--recipe",
+        default=str(RECIPE),
+        metavar="YAML",
+        help="our training config (default docs/examples/nuclei.yaml)",
+    )
+    parser.add_argument(
+        "--override",
+        default="{}",
+        metavar="JSON",
+        help="mrcnn Config values on top of the recipe, kept by auto_config "
+        "(both engines follow them)",
+    )
+    parser.add_argument(
+        "--peer",
+        choices=("auto", "none"),
+        default="auto",
+        help="auto: also run torchvision when torch and torchvision are installed",
+    )
+    parser.add_argument(
+        "--peer-backbone",
+        choices=PEER_BACKBONES,
+        default="resnet18",
+        help="torchvision's backbone (resnet50: its default)",
+    )
+    parser.add_argument(
+        "--peer-heads",
+        choices=PEER_HEADS,
+        default="default",
+        help="torchvision's own head sizes (default) or ours' light ones",
+    )
+    parser.add_argument(
+        "--train-images", type=int, metavar="N", help="keep the first N images of the train split"
+    )
+    parser.add_argument(
+        "--val-images", type=int, metavar="N", help="keep the first N images of the val split"
+    )
+    parser.add_argument(
+        "--min-score", type=float, default=0.05, help="lowest detection score kept for AP"
+    )
     # Set by the parent for a child.
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--setup", help=argparse.SUPPRESS)

@@ -31,8 +31,9 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -49,13 +50,16 @@ Map = Callable[[np.ndarray], np.ndarray]
 
 def per_channel(image: np.ndarray) -> np.ndarray:
     """The percentile map taken channel by channel (the alternative to one map)."""
-    return np.concatenate([to_rgb_uint8(image[..., c], PERCENTILE)[..., :1]
-                           for c in range(image.shape[2])], axis=2)
+    return np.concatenate(
+        [to_rgb_uint8(image[..., c], PERCENTILE)[..., :1] for c in range(image.shape[2])], axis=2
+    )
 
 
-MAPS: dict[str, Map] = {"scale": lambda image: to_rgb_uint8(image, SCALE),
-                        "percentile": lambda image: to_rgb_uint8(image, PERCENTILE),
-                        "percentile_per_channel": per_channel}
+MAPS: dict[str, Map] = {
+    "scale": lambda image: to_rgb_uint8(image, SCALE),
+    "percentile": lambda image: to_rgb_uint8(image, PERCENTILE),
+    "percentile_per_channel": per_channel,
+}
 
 
 def twelve_bit(rgb8: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -74,8 +78,10 @@ def single_stain(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def measure(data: Path, every: int) -> dict[str, Any]:
     with open(data / "manifest.csv", newline="") as handle:
-        truth = {row["image_id"]: 100.0 * float(row["foreground_fraction"])
-                 for row in csv.DictReader(handle)}
+        truth = {
+            row["image_id"]: 100.0 * float(row["foreground_fraction"])
+            for row in csv.DictReader(handle)
+        }
     rng = np.random.default_rng(0)
     found: dict[str, dict[str, list[float]]] = {name: {} for name in MAPS}
     original_errors = []
@@ -98,19 +104,28 @@ def measure(data: Path, every: int) -> dict[str, Any]:
             row.setdefault("otsu_mae_pp", []).append(error)
             stained_input = normalise(stained)
             stain[name].setdefault("empty_channels_mean", []).append(
-                float(stained_input[..., :2].mean()))
+                float(stained_input[..., :2].mean())
+            )
             stain[name].setdefault("otsu_mae_pp", []).append(
-                abs(otsu_prediction(stained_input).coverage_pct - truth[image_id]))
-    return {"images": len(original_errors),
-            "original_8bit": {"otsu_mae_pp": round(float(np.mean(original_errors)), 2)},
-            "maps": {name: {"levels": float(np.median(row["levels"])),
-                            "max": float(np.median(row["max"])),
-                            "vs_8bit_mad": round(float(np.mean(row["vs_8bit_mad"])), 2),
-                            "otsu_mae_pp": round(float(np.mean(row["otsu_mae_pp"])), 2)}
-                     for name, row in found.items()},
-            "single_stain": {name: {key: round(float(np.mean(values)), 2)
-                                    for key, values in row.items()}
-                             for name, row in stain.items()}}
+                abs(otsu_prediction(stained_input).coverage_pct - truth[image_id])
+            )
+    return {
+        "images": len(original_errors),
+        "original_8bit": {"otsu_mae_pp": round(float(np.mean(original_errors)), 2)},
+        "maps": {
+            name: {
+                "levels": float(np.median(row["levels"])),
+                "max": float(np.median(row["max"])),
+                "vs_8bit_mad": round(float(np.mean(row["vs_8bit_mad"])), 2),
+                "otsu_mae_pp": round(float(np.mean(row["otsu_mae_pp"])), 2),
+            }
+            for name, row in found.items()
+        },
+        "single_stain": {
+            name: {key: round(float(np.mean(values)), 2) for key, values in row.items()}
+            for name, row in stain.items()
+        },
+    }
 
 
 def timings() -> dict[str, Any]:
@@ -120,7 +135,7 @@ def timings() -> dict[str, Any]:
     out = {}
     for name, normalization in (("scale", SCALE), ("percentile", PERCENTILE)):
         for kind, image in (("grey", grey), ("rgb", rgb)):
-            seconds, _ = common.time_runs(lambda: to_rgb_uint8(image, normalization), 1, 5)
+            seconds, _ = common.time_runs(lambda i=image, n=normalization: to_rgb_uint8(i, n), 1, 5)
             out[f"{name}_{kind}_2048"] = round(float(np.median(seconds)), 4)
     return out
 

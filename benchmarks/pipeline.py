@@ -39,10 +39,18 @@ from typing import Any
 
 from benchmarks import common
 
-SMALL_MODEL = dict(NAME="bench-pipeline", BACKBONE="resnet50", NUM_CLASSES=4, IMAGE_MIN_DIM=256,
-                   IMAGE_MAX_DIM=256, RPN_ANCHOR_SCALES=(16, 32, 64, 128, 256),
-                   POST_NMS_ROIS_INFERENCE=200, DETECTION_MAX_INSTANCES=20,
-                   DETECTION_MIN_CONFIDENCE=0.0, SEED=0)
+SMALL_MODEL = dict(
+    NAME="bench-pipeline",
+    BACKBONE="resnet50",
+    NUM_CLASSES=4,
+    IMAGE_MIN_DIM=256,
+    IMAGE_MAX_DIM=256,
+    RPN_ANCHOR_SCALES=(16, 32, 64, 128, 256),
+    POST_NMS_ROIS_INFERENCE=200,
+    DETECTION_MAX_INSTANCES=20,
+    DETECTION_MIN_CONFIDENCE=0.0,
+    SEED=0,
+)
 CLASS_NAMES = ["square", "circle", "triangle"]
 WARMUP_IMAGES = 4
 RUN_DATE = "2026-01-01"
@@ -91,8 +99,10 @@ def save_model(folder: str) -> dict[str, Any]:
 
 
 def model_files(folder: str) -> dict[str, str]:
-    return {"weights": os.path.join(folder, "model.weights.h5"),
-            "config": os.path.join(folder, "config.json")}
+    return {
+        "weights": os.path.join(folder, "model.weights.h5"),
+        "config": os.path.join(folder, "config.json"),
+    }
 
 
 def bare_loop(job: dict[str, Any]) -> dict[str, Any]:
@@ -109,11 +119,15 @@ def bare_loop(job: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     instances = 0
     for first in range(0, len(images), batch):
-        instances += sum(len(r["class_ids"]) for r in model.detect(images[first:first + batch]))
+        instances += sum(len(r["class_ids"]) for r in model.detect(images[first : first + batch]))
     seconds = time.perf_counter() - start
-    return {"images": len(images), "seconds": round(seconds, 2),
-            "images_per_second": round(len(images) / seconds, 3),
-            "instances_per_image": round(instances / len(images), 2), "peak_rss_mib": common.peak_rss_mib()}
+    return {
+        "images": len(images),
+        "seconds": round(seconds, 2),
+        "images_per_second": round(len(images) / seconds, 3),
+        "instances_per_image": round(instances / len(images), 2),
+        "peak_rss_mib": common.peak_rss_mib(),
+    }
 
 
 def flow_run(job: dict[str, Any]) -> dict[str, Any]:
@@ -122,16 +136,25 @@ def flow_run(job: dict[str, Any]) -> dict[str, Any]:
 
     from flows.batch_inference import batch_inference
 
-    parameters = dict(run_date=RUN_DATE, batch_size=job["batch_size"], shard_size=job["shard_size"],
-                      **model_files(job["model"]))
+    parameters = dict(
+        run_date=RUN_DATE,
+        batch_size=job["batch_size"],
+        shard_size=job["shard_size"],
+        **model_files(job["model"]),
+    )
     with prefect_test_harness(server_startup_timeout=120):
         batch_inference(input_uri=job["warmup"], output_uri=job["output"] + "-warmup", **parameters)
         start = time.perf_counter()
         summary = batch_inference(input_uri=job["input"], output_uri=job["output"], **parameters)
         seconds = time.perf_counter() - start
-    return {"images": summary.processed, "errors": summary.errors, "shards": summary.shards,
-            "seconds": round(seconds, 2), "images_per_second": round(summary.processed / seconds, 3),
-            "peak_rss_mib": common.peak_rss_mib()}
+    return {
+        "images": summary.processed,
+        "errors": summary.errors,
+        "shards": summary.shards,
+        "seconds": round(seconds, 2),
+        "images_per_second": round(summary.processed / seconds, 3),
+        "peak_rss_mib": common.peak_rss_mib(),
+    }
 
 
 def rss_run(job: dict[str, Any]) -> dict[str, Any]:
@@ -149,19 +172,33 @@ def rss_run(job: dict[str, Any]) -> dict[str, Any]:
 
     start = time.perf_counter()
     with prefect_test_harness(server_startup_timeout=120), progress_listener(sample):
-        summary = batch_inference(input_uri=job["input"], output_uri=job["output"], run_date=RUN_DATE,
-                                  batch_size=job["batch_size"], shard_size=job["shard_size"],
-                                  **model_files(job["model"]))
+        summary = batch_inference(
+            input_uri=job["input"],
+            output_uri=job["output"],
+            run_date=RUN_DATE,
+            batch_size=job["batch_size"],
+            shard_size=job["shard_size"],
+            **model_files(job["model"]),
+        )
     seconds = time.perf_counter() - start
     after = [rss for done, rss in samples if done >= min(100, samples[-1][0])]
-    return {"images": summary.processed, "seconds_including_model_load": round(seconds, 2),
-            "rss_samples_images_mib": samples, "rss_mib_after_first_100": after[0],
-            "rss_mib_max_after_first_100": max(after), "growth_after_first_100_mib": round(after[-1] - after[0], 1),
-            "peak_rss_mib": common.peak_rss_mib()}
+    return {
+        "images": summary.processed,
+        "seconds_including_model_load": round(seconds, 2),
+        "rss_samples_images_mib": samples,
+        "rss_mib_after_first_100": after[0],
+        "rss_mib_max_after_first_100": max(after),
+        "growth_after_first_100_mib": round(after[-1] - after[0], 1),
+        "peak_rss_mib": common.peak_rss_mib(),
+    }
 
 
-CHILDREN = {"model": lambda job: save_model(job["model"]), "bare": bare_loop, "flow": flow_run,
-            "rss": rss_run}
+CHILDREN = {
+    "model": lambda job: save_model(job["model"]),
+    "bare": bare_loop,
+    "flow": flow_run,
+    "rss": rss_run,
+}
 
 
 # ---------------------------------------------------------------------- parent
@@ -172,31 +209,62 @@ def main(argv: list[str]) -> dict[str, Any]:
         job = json.loads(args.child)
         return CHILDREN[job["child"]](job)
     report = common.header("pipeline", argv)
-    report.update(settings={"images": args.images, "size": [args.height, args.width],
-                            "batch_size": args.batch_size, "shard_size": args.shard_size,
-                            "rss_images": args.rss_images, "rss_every": args.rss_every,
-                            "model": SMALL_MODEL, "run_date": RUN_DATE})
+    report.update(
+        settings={
+            "images": args.images,
+            "size": [args.height, args.width],
+            "batch_size": args.batch_size,
+            "shard_size": args.shard_size,
+            "rss_images": args.rss_images,
+            "rss_every": args.rss_every,
+            "model": SMALL_MODEL,
+            "run_date": RUN_DATE,
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as work:
         root = Path(work)
-        os.environ.update(PREFECT_HOME=str(root / "prefect-home"), PREFECT_LOGGING_LEVEL="WARNING",
-                          PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        os.environ.update(
+            PREFECT_HOME=str(root / "prefect-home"),
+            PREFECT_LOGGING_LEVEL="WARNING",
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        )
         images = write_images(root / "images", args.images, args.height, args.width)
         write_images(root / "warmup", WARMUP_IMAGES, args.height, args.width)
         copy_images(images, root / "many", args.rss_images)
         (root / "model").mkdir()
-        base = {"model": str(root / "model"), "batch_size": args.batch_size, "shard_size": args.shard_size}
+        base = {
+            "model": str(root / "model"),
+            "batch_size": args.batch_size,
+            "shard_size": args.shard_size,
+        }
         parts: dict[str, Any] = {"model": child({"child": "model", **base})}
         parts["bare"] = child({"child": "bare", "input": str(root / "images"), **base})
-        parts["flow_local"] = child({"child": "flow", "input": str(root / "images"),
-                                     "warmup": str(root / "warmup"), "output": str(root / "out"), **base})
+        parts["flow_local"] = child(
+            {
+                "child": "flow",
+                "input": str(root / "images"),
+                "warmup": str(root / "warmup"),
+                "output": str(root / "out"),
+                **base,
+            }
+        )
         parts["flow_s3"] = s3_part(root, base) if args.s3 else {"skipped": "--no-s3"}
-        parts["rss"] = child({"child": "rss", "input": str(root / "many"), "output": str(root / "out-rss"),
-                              **base, "shard_size": args.rss_every})
+        parts["rss"] = child(
+            {
+                "child": "rss",
+                "input": str(root / "many"),
+                "output": str(root / "out-rss"),
+                **base,
+                "shard_size": args.rss_every,
+            }
+        )
     del parts["model"]
     report["parts"] = parts
     bare = parts["bare"].get("images_per_second")
-    report["ratios_flow_over_bare"] = {name: common.ratio(parts[name].get("images_per_second"), bare)
-                                       for name in ("flow_local", "flow_s3")}
+    report["ratios_flow_over_bare"] = {
+        name: common.ratio(parts[name].get("images_per_second"), bare)
+        for name in ("flow_local", "flow_s3")
+    }
     report["load_average_at_end"] = common.load_average()
     return report
 
@@ -219,8 +287,15 @@ def s3_part(root: Path, base: dict[str, Any]) -> dict[str, Any]:
             for folder in ("images", "warmup"):
                 for path in sorted((root / folder).iterdir()):
                     storage.write_bytes(f"{prefix}/{folder}/{path.name}", path.read_bytes())
-            return child({"child": "flow", "input": f"{prefix}/images/", "warmup": f"{prefix}/warmup/",
-                          "output": f"{prefix}/out", **base})
+            return child(
+                {
+                    "child": "flow",
+                    "input": f"{prefix}/images/",
+                    "warmup": f"{prefix}/warmup/",
+                    "output": f"{prefix}/out",
+                    **base,
+                }
+            )
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -231,10 +306,14 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.pipeline", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--images", type=int, default=200, help="images timed per part (200)")
     parser.add_argument("--rss-images", type=int, default=1000, help="images of the RSS run (1000)")
-    parser.add_argument("--rss-every", type=int, default=50, help="RSS sample (and shard) size (50)")
+    parser.add_argument(
+        "--rss-every", type=int, default=50, help="RSS sample (and shard) size (50)"
+    )
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--batch-size", type=int, default=4, help="images per detect() call (4)")
@@ -246,7 +325,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.quick:
         args.images, args.rss_images, args.rss_every = 24, 48, 8
         args.height, args.width, args.shard_size = 240, 320, 8
-    for name in ("images", "rss_images", "rss_every", "batch_size", "shard_size", "height", "width"):
+    for name in (
+        "images",
+        "rss_images",
+        "rss_every",
+        "batch_size",
+        "shard_size",
+        "height",
+        "width",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     return args

@@ -31,11 +31,13 @@ from typing import Any
 
 from benchmarks import common
 
-PARTS = (("backbone", re.compile(r"(conv1.*|bn_conv1|res\d.*|bn\d.*)$")),
-         ("fpn", re.compile(r"fpn_.*")),
-         ("rpn", re.compile(r"rpn_.*")),
-         ("box_head", re.compile(r"mrcnn_(class|bbox).*")),
-         ("mask_head", re.compile(r"mrcnn_mask.*")))
+PARTS = (
+    ("backbone", re.compile(r"(conv1.*|bn_conv1|res\d.*|bn\d.*)$")),
+    ("fpn", re.compile(r"fpn_.*")),
+    ("rpn", re.compile(r"rpn_.*")),
+    ("box_head", re.compile(r"mrcnn_(class|bbox).*")),
+    ("mask_head", re.compile(r"mrcnn_mask.*")),
+)
 
 
 def part_of(layer_name: str) -> str:
@@ -72,13 +74,17 @@ def layer_flops(layer, config, size: int, batch: int, rois: dict[str, int]) -> f
             strides = getattr(layer, "strides", (1, 1))
             positions = instances * height * width
             if isinstance(layer, keras.layers.Conv2DTranspose):
-                positions //= strides[0] * strides[1]  # the kernel is applied at every input position
+                positions //= (
+                    strides[0] * strides[1]
+                )  # the kernel is applied at every input position
     return 2.0 * weights * positions
 
 
 def owning_layer(op_name: str, names: list[str]) -> str | None:
     """The longest layer name that is a path component of `op_name` (Keras may suffix `_1`)."""
-    components = {re.sub(r"_\d+$", "", component) for component in op_name.split("/")} | set(op_name.split("/"))
+    components = {re.sub(r"_\d+$", "", component) for component in op_name.split("/")} | set(
+        op_name.split("/")
+    )
     return next((name for name in names if name in components), None)
 
 
@@ -109,8 +115,15 @@ def matmul_rate(precision: str, n: int = 2048, repeats: int = 8) -> float:
     return round(2.0 * n**3 / best / 1e9, 1)
 
 
-def profile(task: str, size: int, batch: int, precision: str, steps: int, top: int,
-            overrides: dict[str, Any]) -> dict[str, Any]:
+def profile(
+    task: str,
+    size: int,
+    batch: int,
+    precision: str,
+    steps: int,
+    top: int,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
     import tensorflow as tf
 
     from benchmarks.inference import ours_detect_call, ours_train_call
@@ -135,12 +148,22 @@ def profile(task: str, size: int, batch: int, precision: str, steps: int, top: i
     training = task == "train"
     # Training: the mask head runs on at most the positive slots (fewer when a batch has fewer
     # positives), so its FLOPs are an upper bound there.
-    rois = ({"box_head": config.TRAIN_ROIS_PER_IMAGE,
-             "mask_head": int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)} if training else
-            {"box_head": config.POST_NMS_ROIS_INFERENCE, "mask_head": config.DETECTION_MAX_INSTANCES})
+    rois = (
+        {
+            "box_head": config.TRAIN_ROIS_PER_IMAGE,
+            "mask_head": int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO),
+        }
+        if training
+        else {
+            "box_head": config.POST_NMS_ROIS_INFERENCE,
+            "mask_head": config.DETECTION_MAX_INSTANCES,
+        }
+    )
     flops: dict[str, float] = defaultdict(float)
     for layer in layers:
-        flops[part_of(layer.name)] += layer_flops(layer, config, size, batch, rois) * (3 if training else 1)
+        flops[part_of(layer.name)] += layer_flops(layer, config, size, batch, rois) * (
+            3 if training else 1
+        )
 
     by_type: dict[str, float] = defaultdict(float)
     by_part: dict[str, float] = defaultdict(float)
@@ -155,31 +178,51 @@ def profile(task: str, size: int, batch: int, precision: str, steps: int, top: i
     for part in [p for p, _ in PARTS] + ["rest"]:
         part_seconds = by_part[part] / 1e6
         rate = flops[part] / part_seconds / 1e9 if part_seconds and flops[part] else None
-        parts[part] = {"seconds": round(part_seconds, 4), "share": round(by_part[part] / traced, 3) if traced else None,
-                       "gflops": round(flops[part] / 1e9, 2), "gflop_per_s": round(rate, 1) if rate else None,
-                       "of_matmul_rate": round(rate / peak, 2) if rate else None}
+        parts[part] = {
+            "seconds": round(part_seconds, 4),
+            "share": round(by_part[part] / traced, 3) if traced else None,
+            "gflops": round(flops[part] / 1e9, 2),
+            "gflop_per_s": round(rate, 1) if rate else None,
+            "of_matmul_rate": round(rate / peak, 2) if rate else None,
+        }
     ranked = sorted(by_type.items(), key=lambda item: item[1], reverse=True)[:top]
     total_flops = sum(flops.values())
-    return {"seconds_per_call": round(seconds, 4), "traced_op_seconds_per_call": round(traced / 1e6, 4),
-            "gflops_per_call": round(total_flops / 1e9, 1),
-            "gflop_per_s_whole_call": round(total_flops / seconds / 1e9, 1),
-            "matmul_gflop_per_s": peak, "parts": parts,
-            "op_types": [{"type": name, "seconds": round(micros / 1e6, 4), "share": round(micros / traced, 3)}
-                         for name, micros in ranked],
-            "threads": common.tf_threads()}
+    return {
+        "seconds_per_call": round(seconds, 4),
+        "traced_op_seconds_per_call": round(traced / 1e6, 4),
+        "gflops_per_call": round(total_flops / 1e9, 1),
+        "gflop_per_s_whole_call": round(total_flops / seconds / 1e9, 1),
+        "matmul_gflop_per_s": peak,
+        "parts": parts,
+        "op_types": [
+            {"type": name, "seconds": round(micros / 1e6, 4), "share": round(micros / traced, 3)}
+            for name, micros in ranked
+        ],
+        "threads": common.tf_threads(),
+    }
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--task", choices=("detect", "train"), default="detect")
-    parser.add_argument("--size", type=int, default=512, help="square image size (a multiple of 64)")
-    parser.add_argument("--batch", type=int, default=None, help="images per call (detect 1, train 2)")
+    parser.add_argument(
+        "--size", type=int, default=512, help="square image size (a multiple of 64)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=None, help="images per call (detect 1, train 2)"
+    )
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--steps", type=int, default=3, help="traced calls after the warm-up")
     parser.add_argument("--top", type=int, default=15, help="op types listed")
-    parser.add_argument("--override", default="{}", metavar="JSON",
-                        help="Config values on top of the benchmark's, e.g. the learning recipe's "
-                        "'{\"NUM_CLASSES\": 4, \"TRAIN_ROIS_PER_IMAGE\": 32}'")
+    parser.add_argument(
+        "--override",
+        default="{}",
+        metavar="JSON",
+        help="Config values on top of the benchmark's, e.g. the learning recipe's "
+        '\'{"NUM_CLASSES": 4, "TRAIN_ROIS_PER_IMAGE": 32}\'',
+    )
     args = parser.parse_args(argv)
     args.overrides = common.config_overrides(parser, args.override)
     return args
@@ -191,9 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch or (1 if args.task == "detect" else 2)
     document = common.header("profile", argv)
     overrides = args.overrides
-    document["settings"] = {"task": args.task, "size": args.size, "batch": batch, "precision": args.precision,
-                            "steps": args.steps, "overrides": overrides}
-    document["result"] = profile(args.task, args.size, batch, args.precision, args.steps, args.top, overrides)
+    document["settings"] = {
+        "task": args.task,
+        "size": args.size,
+        "batch": batch,
+        "precision": args.precision,
+        "steps": args.steps,
+        "overrides": overrides,
+    }
+    document["result"] = profile(
+        args.task, args.size, batch, args.precision, args.steps, args.top, overrides
+    )
     document["load_average_at_end"] = common.load_average()
     common.emit(document)
     return 0

@@ -83,15 +83,34 @@ def ours_config(overrides: dict[str, Any] | None = None):
     """The issue's setup: ResNet-18, light heads, 256² crops, batch 4, dense-image limits."""
     from mrcnn.config import Config
 
-    recipe = dict(NAME="train_step", BACKBONE="resnet18", NUM_CLASSES=2, IMAGES_PER_GPU=BATCH,
-                  IMAGE_RESIZE_MODE="crop", IMAGE_MIN_DIM=CROP, IMAGE_MAX_DIM=CROP,
-                  RPN_ANCHOR_SCALES=ANCHOR_SCALES, RPN_ANCHOR_RATIOS=list(ANCHOR_RATIOS),
-                  TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, ROI_POSITIVE_RATIO=POSITIVE_FRACTION,
-                  MAX_GT_INSTANCES=MAX_INSTANCES, ROI_INCLUDE_GT_BOXES=True,
-                  TOP_DOWN_PYRAMID_SIZE=128, FPN_CLASSIF_FC_LAYERS_SIZE=256, MASK_POOL_SIZE=7,
-                  MASK_SHAPE=[14, 14], WEIGHT_INIT="torchvision", TRAIN_BN=True, OPTIMIZER="adamw",
-                  LEARNING_RATE=LEARNING_RATE, WARMUP_STEPS=WARMUP_STEPS, WEIGHT_DECAY=WEIGHT_DECAY,
-                  MEAN_PIXEL=np.array(MEAN_PIXEL), VALIDATION_STEPS=0, SEED=0)
+    recipe = dict(
+        NAME="train_step",
+        BACKBONE="resnet18",
+        NUM_CLASSES=2,
+        IMAGES_PER_GPU=BATCH,
+        IMAGE_RESIZE_MODE="crop",
+        IMAGE_MIN_DIM=CROP,
+        IMAGE_MAX_DIM=CROP,
+        RPN_ANCHOR_SCALES=ANCHOR_SCALES,
+        RPN_ANCHOR_RATIOS=list(ANCHOR_RATIOS),
+        TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE,
+        ROI_POSITIVE_RATIO=POSITIVE_FRACTION,
+        MAX_GT_INSTANCES=MAX_INSTANCES,
+        ROI_INCLUDE_GT_BOXES=True,
+        TOP_DOWN_PYRAMID_SIZE=128,
+        FPN_CLASSIF_FC_LAYERS_SIZE=256,
+        MASK_POOL_SIZE=7,
+        MASK_SHAPE=[14, 14],
+        WEIGHT_INIT="torchvision",
+        TRAIN_BN=True,
+        OPTIMIZER="adamw",
+        LEARNING_RATE=LEARNING_RATE,
+        WARMUP_STEPS=WARMUP_STEPS,
+        WEIGHT_DECAY=WEIGHT_DECAY,
+        MEAN_PIXEL=np.array(MEAN_PIXEL),
+        VALIDATION_STEPS=0,
+        SEED=0,
+    )
     return Config(**{**recipe, **(overrides or {})})
 
 
@@ -111,8 +130,9 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def step_figures(ends: list[tuple[float, float]], started: tuple[float, float],
-                 warmup: int) -> dict[str, Any]:
+def step_figures(
+    ends: list[tuple[float, float]], started: tuple[float, float], warmup: int
+) -> dict[str, Any]:
     """Timed steps after `warmup` steps, from (wall, CPU) clock readings at each step's end.
 
     CPU seconds per step count this process's work, whatever else shares the CPU: on a loaded
@@ -122,11 +142,13 @@ def step_figures(ends: list[tuple[float, float]], started: tuple[float, float],
     intervals, cpu_intervals = np.diff(walls).tolist(), np.diff(cpus).tolist()
     timed, cpu_timed = intervals[warmup:], cpu_intervals[warmup:]
     median = statistics.median(timed) if timed else None
-    return {"steps_timed": len(timed),
-            "first_step_seconds": round(intervals[0], 2) if intervals else None,
-            "seconds_per_step": common.summarize(timed) if timed else None,
-            "cpu_seconds_per_step": common.summarize(cpu_timed) if cpu_timed else None,
-            "steps_per_minute": round(60.0 / median, 3) if median else None}
+    return {
+        "steps_timed": len(timed),
+        "first_step_seconds": round(intervals[0], 2) if intervals else None,
+        "seconds_per_step": common.summarize(timed) if timed else None,
+        "cpu_seconds_per_step": common.summarize(cpu_timed) if cpu_timed else None,
+        "steps_per_minute": round(60.0 / median, 3) if median else None,
+    }
 
 
 # ---------------------------------------------------------------------- ours
@@ -141,8 +163,9 @@ def data_seconds_per_batch(dataset, config, batches: int) -> float:
     return (time.perf_counter() - started) / batches
 
 
-def run_ours(dataset_dir: str, steps: int, warmup: int,
-             overrides: dict[str, Any]) -> dict[str, Any]:
+def run_ours(
+    dataset_dir: str, steps: int, warmup: int, overrides: dict[str, Any]
+) -> dict[str, Any]:
     import keras
 
     from mrcnn.model import MaskRCNN
@@ -160,12 +183,21 @@ def run_ours(dataset_dir: str, steps: int, warmup: int,
     clock = StepClock()
     with tempfile.TemporaryDirectory() as model_dir:
         model = MaskRCNN("training", config, model_dir)
-        history = model.train(dataset, None, config.LEARNING_RATE, epochs=1, layers="all",
-                              custom_callbacks=[clock], verbose=0)
-    return {**step_figures(clock.ends, clock.started, warmup),
-            "data_seconds_per_batch": round(data_seconds, 4),
-            "last_loss": round(float(history.history["loss"][-1]), 4),
-            "threads": common.tf_threads()}
+        history = model.train(
+            dataset,
+            None,
+            config.LEARNING_RATE,
+            epochs=1,
+            layers="all",
+            custom_callbacks=[clock],
+            verbose=0,
+        )
+    return {
+        **step_figures(clock.ends, clock.started, warmup),
+        "data_seconds_per_batch": round(data_seconds, 4),
+        "last_loss": round(float(history.history["loss"][-1]), 4),
+        "threads": common.tf_threads(),
+    }
 
 
 # ---------------------------------------------------------------------- torchvision
@@ -191,32 +223,49 @@ def torch_model(heads: str, config=None, backbone: str = "resnet18", score_thres
     light = heads == "light"
     channels = 128 if light else 256
     body = {"resnet18": resnet18, "resnet50": resnet50}[backbone](
-        weights=None, norm_layer=torch.nn.BatchNorm2d)
+        weights=None, norm_layer=torch.nn.BatchNorm2d
+    )
     expansion = 4 if backbone == "resnet50" else 1  # bottleneck blocks widen their output 4×
     returned = {f"layer{i}": str(i - 1) for i in range(1, 5)}
-    fpn = BackboneWithFPN(body, returned, [64 * expansion * 2 ** i for i in range(4)], channels,
-                          extra_blocks=LastLevelMaxPool(), norm_layer=None)
+    fpn = BackboneWithFPN(
+        body,
+        returned,
+        [64 * expansion * 2**i for i in range(4)],
+        channels,
+        extra_blocks=LastLevelMaxPool(),
+        norm_layer=None,
+    )
     scales = tuple(int(s) for s in config.RPN_ANCHOR_SCALES)
-    anchors = AnchorGenerator(tuple((s,) for s in scales),
-                              (tuple(float(r) for r in config.RPN_ANCHOR_RATIOS),) * len(scales))
+    anchors = AnchorGenerator(
+        tuple((s,) for s in scales),
+        (tuple(float(r) for r in config.RPN_ANCHOR_RATIOS),) * len(scales),
+    )
     extra: dict[str, Any] = {}
     if light:
         levels = ["0", "1", "2", "3"]
         mask_head = MaskRCNNHeads(channels, [256] * 4, 1, norm_layer=torch.nn.BatchNorm2d)
-        extra = dict(box_head=TwoMLPHead(channels * 7 * 7, 256),
-                     box_predictor=FastRCNNPredictor(256, config.NUM_CLASSES),
-                     mask_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
-                     mask_head=mask_head,
-                     mask_predictor=MaskRCNNPredictor(256, 256, config.NUM_CLASSES))
+        extra = dict(
+            box_head=TwoMLPHead(channels * 7 * 7, 256),
+            box_predictor=FastRCNNPredictor(256, config.NUM_CLASSES),
+            mask_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
+            mask_head=mask_head,
+            mask_predictor=MaskRCNNPredictor(256, 256, config.NUM_CLASSES),
+        )
     crop = int(config.IMAGE_MIN_DIM)
-    return MaskRCNN(fpn, num_classes=None if light else config.NUM_CLASSES, min_size=crop,
-                    max_size=crop, rpn_anchor_generator=anchors,
-                    rpn_post_nms_top_n_train=int(config.POST_NMS_ROIS_TRAINING),
-                    rpn_post_nms_top_n_test=int(config.POST_NMS_ROIS_INFERENCE),
-                    box_batch_size_per_image=int(config.TRAIN_ROIS_PER_IMAGE),
-                    box_positive_fraction=float(config.ROI_POSITIVE_RATIO),
-                    box_detections_per_img=int(config.DETECTION_MAX_INSTANCES),
-                    box_score_thresh=score_threshold, **extra)
+    return MaskRCNN(
+        fpn,
+        num_classes=None if light else config.NUM_CLASSES,
+        min_size=crop,
+        max_size=crop,
+        rpn_anchor_generator=anchors,
+        rpn_post_nms_top_n_train=int(config.POST_NMS_ROIS_TRAINING),
+        rpn_post_nms_top_n_test=int(config.POST_NMS_ROIS_INFERENCE),
+        box_batch_size_per_image=int(config.TRAIN_ROIS_PER_IMAGE),
+        box_positive_fraction=float(config.ROI_POSITIVE_RATIO),
+        box_detections_per_img=int(config.DETECTION_MAX_INSTANCES),
+        box_score_thresh=score_threshold,
+        **extra,
+    )
 
 
 def torch_optimizer(model, config=None):
@@ -226,17 +275,21 @@ def torch_optimizer(model, config=None):
 
     config = ours_config() if config is None else config
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": config.WEIGHT_DECAY},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": config.WEIGHT_DECAY},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
     optimizer = torch.optim.AdamW(groups, lr=config.LEARNING_RATE)
     warmup = max(int(config.WARMUP_STEPS), 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        optimizer, lambda step: min(1.0, (step + 1) / warmup)
+    )
     return optimizer, schedule
 
 
-def torch_batch(dataset, config, positions: range, seed: int = 0,
-                augmentation=None) -> tuple[list, list]:
+def torch_batch(
+    dataset, config, positions: range, seed: int = 0, augmentation=None
+) -> tuple[list, list]:
     """The crops ours trains on at these sample positions (`config`'s size, `augmentation`
     first), as torchvision's inputs."""
     from mrcnn.data import DataGenerator, load_image_gt
@@ -246,8 +299,9 @@ def torch_batch(dataset, config, positions: range, seed: int = 0,
     for position in positions:
         rng = np.random.default_rng((order.seed, position, 1))
         image_id = order._image_id(position)
-        image, _, class_ids, _, masks = load_image_gt(dataset, config, image_id, augmentation,
-                                                      rng, use_mini_mask=False)
+        image, _, class_ids, _, masks = load_image_gt(
+            dataset, config, image_id, augmentation, rng, use_mini_mask=False
+        )
         images.append(common.to_torch_image(image))
         targets.append(common.to_torch_target(masks, class_ids))
     return images, targets
@@ -275,9 +329,15 @@ def run_torchvision(dataset_dir: str, steps: int, warmup: int, heads: str) -> di
         schedule.step()
         loss = float(total.detach())
         ends.append((time.perf_counter(), cpu_seconds()))
-    return {**step_figures(ends, started, warmup), "last_loss": round(loss, 4), "heads": heads,
-            "threads": {"intra_op": torch.get_num_threads(),
-                        "inter_op": torch.get_num_interop_threads()}}
+    return {
+        **step_figures(ends, started, warmup),
+        "last_loss": round(loss, 4),
+        "heads": heads,
+        "threads": {
+            "intra_op": torch.get_num_threads(),
+            "inter_op": torch.get_num_interop_threads(),
+        },
+    }
 
 
 # ---------------------------------------------------------------------- parent and CLI
@@ -294,29 +354,60 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     document["hardware"] = hardware.detect(include_gpus=False).describe()
     peer = args.peer == "auto" and common.peer_available()
     document["settings"] = {
-        "dataset": args.dataset, "crop": CROP, "batch": BATCH, "anchor_scales": ANCHOR_SCALES,
-        "rois_per_image": ROIS_PER_IMAGE, "positive_fraction": POSITIVE_FRACTION,
-        "max_instances_ours": MAX_INSTANCES, "steps": args.steps, "warmup": args.warmup,
-        "rounds": args.rounds, "overrides_ours": args.overrides, "peer_heads": args.peer_heads,
-        "peer": "torchvision" if peer else
-        ("none (--peer none)" if args.peer == "none" else "none (not installed)")}
+        "dataset": args.dataset,
+        "crop": CROP,
+        "batch": BATCH,
+        "anchor_scales": ANCHOR_SCALES,
+        "rois_per_image": ROIS_PER_IMAGE,
+        "positive_fraction": POSITIVE_FRACTION,
+        "max_instances_ours": MAX_INSTANCES,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "overrides_ours": args.overrides,
+        "peer_heads": args.peer_heads,
+        "peer": "torchvision"
+        if peer
+        else ("none (--peer none)" if args.peer == "none" else "none (not installed)"),
+    }
     document["notes"] = NOTES
-    shared = ["--dataset", args.dataset, "--steps", str(args.steps), "--warmup", str(args.warmup),
-              "--override", args.override, "--peer-heads", args.peer_heads]
+    shared = [
+        "--dataset",
+        args.dataset,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--override",
+        args.override,
+        "--peer-heads",
+        args.peer_heads,
+    ]
     engines = ["ours", *(["torchvision"] if peer else [])]
     results = []
     for round_index in range(args.rounds):
         for engine in engines:
             child = common.run_child("benchmarks.train_step", ["--engine", engine, *shared])
-            results.append({"engine": engine, "round": round_index, **child,
-                            "load_average_after": common.load_average()})
+            results.append(
+                {
+                    "engine": engine,
+                    "round": round_index,
+                    **child,
+                    "load_average_after": common.load_average(),
+                }
+            )
     document["results"] = results
     document["load_average_at_end"] = common.load_average()
-    rates = {engine: median_over_rounds(results, engine, lambda r: r.get("steps_per_minute"))
-             for engine in engines}
-    cpus = {engine: median_over_rounds(
-        results, engine, lambda r: (r.get("cpu_seconds_per_step") or {}).get("median"))
-        for engine in engines}
+    rates = {
+        engine: median_over_rounds(results, engine, lambda r: r.get("steps_per_minute"))
+        for engine in engines
+    }
+    cpus = {
+        engine: median_over_rounds(
+            results, engine, lambda r: (r.get("cpu_seconds_per_step") or {}).get("median")
+        )
+        for engine in engines
+    }
     document["steps_per_minute"] = rates
     document["steps_per_minute_ratio"] = common.ratio(rates.get("ours"), rates.get("torchvision"))
     document["cpu_seconds_per_step"] = cpus
@@ -331,26 +422,46 @@ def median_over_rounds(results: list[dict[str, Any]], engine: str, figure) -> fl
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, metavar="DIR",
-                        help="a canonical dataset folder (images/, annotations/train.json)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        metavar="DIR",
+        help="a canonical dataset folder (images/, annotations/train.json)",
+    )
     parser.add_argument("--steps", type=int, default=20, help="timed steps per engine and round")
-    parser.add_argument("--warmup", type=int, default=3,
-                        help="untimed steps first (tracing, caches)")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed steps first (tracing, caches)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="times each engine runs, alternating")
-    parser.add_argument("--peer", choices=("auto", "none"), default="auto",
-                        help="auto: also run torchvision when torch and torchvision are installed")
-    parser.add_argument("--peer-heads", choices=PEER_HEADS, default="default",
-                        help="torchvision's own head sizes (default) or ours' light sizes (light)")
-    parser.add_argument("--override", default="{}", metavar="JSON",
-                        help="mrcnn Config values for ours on top of the setup")
+    parser.add_argument(
+        "--peer",
+        choices=("auto", "none"),
+        default="auto",
+        help="auto: also run torchvision when torch and torchvision are installed",
+    )
+    parser.add_argument(
+        "--peer-heads",
+        choices=PEER_HEADS,
+        default="default",
+        help="torchvision's own head sizes (default) or ours' light sizes (light)",
+    )
+    parser.add_argument(
+        "--override",
+        default="{}",
+        metavar="JSON",
+        help="mrcnn Config values for ours on top of the setup",
+    )
     # Set by the parent for a child.
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not os.path.isfile(os.path.join(args.dataset, "annotations", "train.json")):
-        parser.error(f"--dataset {args.dataset} has no annotations/train.json "
-                     "(convert the images with mrcnn-pipeline convert first)")
+        parser.error(
+            f"--dataset {args.dataset} has no annotations/train.json "
+            "(convert the images with mrcnn-pipeline convert first)"
+        )
     if args.steps < 1 or args.warmup < 1 or args.rounds < 1:
         parser.error("--steps, --warmup and --rounds must be >= 1")
     args.overrides = common.config_overrides(parser, args.override)

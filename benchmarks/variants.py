@@ -27,13 +27,23 @@ def _model(size: int, batch: int, overrides: dict[str, Any], model_dir: str):
     from mrcnn.config import Config
     from mrcnn.model import MaskRCNN
 
-    settings = {"NAME": "bench", "BACKBONE": "resnet50", "NUM_CLASSES": NUM_CLASSES, "IMAGE_MIN_DIM": size,
-                "IMAGE_MAX_DIM": size, "IMAGES_PER_GPU": batch, "SEED": 0, "DETECTION_MIN_CONFIDENCE": 0.0,
-                **overrides}
+    settings = {
+        "NAME": "bench",
+        "BACKBONE": "resnet50",
+        "NUM_CLASSES": NUM_CLASSES,
+        "IMAGE_MIN_DIM": size,
+        "IMAGE_MAX_DIM": size,
+        "IMAGES_PER_GPU": batch,
+        "SEED": 0,
+        "DETECTION_MIN_CONFIDENCE": 0.0,
+        **overrides,
+    }
     return MaskRCNN("inference", Config(**settings), model_dir)
 
 
-def run(size: int, batch: int, variants: list[tuple[str, dict]], rounds: int, warmup: int) -> dict[str, Any]:
+def run(
+    size: int, batch: int, variants: list[tuple[str, dict]], rounds: int, warmup: int
+) -> dict[str, Any]:
     """Time `detect` of each variant, interleaved, `rounds` times after `warmup` calls each."""
     images = common.random_images(batch, size)
     seconds: dict[str, list[float]] = {name: [] for name, _ in variants}
@@ -52,27 +62,43 @@ def run(size: int, batch: int, variants: list[tuple[str, dict]], rounds: int, wa
     results = []
     for name, overrides in variants:
         summary = common.summarize(seconds[name], scale=batch)
-        results.append({"variant": name, "overrides": overrides, "seconds_per_image": summary,
-                        "detections_per_image": detections[name],
-                        "ratio_to_first": round(summary["median"] / base, 3)})
+        results.append(
+            {
+                "variant": name,
+                "overrides": overrides,
+                "seconds_per_image": summary,
+                "detections_per_image": detections[name],
+                "ratio_to_first": round(summary["median"] / base, 3),
+            }
+        )
     return {"size": size, "batch": batch, "rounds": rounds, "warmup": warmup, "results": results}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"), required=True,
-                        help="a name and a JSON object of Config overrides; the first is the baseline")
+    parser.add_argument(
+        "--variant",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "JSON"),
+        required=True,
+        help="a name and a JSON object of Config overrides; the first is the baseline",
+    )
     args = parser.parse_args(argv)
     try:
         args.variant = [(name, json.loads(text)) for name, text in args.variant]
     except json.JSONDecodeError as error:
         parser.error(f"--variant overrides must be a JSON object: {error}")
     if not all(isinstance(overrides, dict) for _, overrides in args.variant):
-        parser.error("--variant overrides must be a JSON object, e.g. '{\"POST_NMS_ROIS_INFERENCE\": 300}'")
+        parser.error(
+            "--variant overrides must be a JSON object, e.g. '{\"POST_NMS_ROIS_INFERENCE\": 300}'"
+        )
     return args
 
 

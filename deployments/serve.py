@@ -47,10 +47,17 @@ from tasks.failures import InvalidInput, InvalidSetting, MissingInput
 NIGHTLY_CRON = "0 2 * * *"
 REVIEW_CRON = "0 6 * * 1"
 SETTINGS_KEYS = ("timezone", "cron", "nightly", "review_cron", "review")
-ENVIRONMENT = {"timezone": "MRCNN_TIMEZONE", "cron": "MRCNN_NIGHTLY_CRON",
-               "review_cron": "MRCNN_REVIEW_CRON"}
-PARAMETER_ENVIRONMENT = {"input_uri": "MRCNN_INPUT_URI", "output_uri": "MRCNN_OUTPUT_URI",
-                         "model": "MRCNN_MODEL", "registry": "MRCNN_REGISTRY"}
+ENVIRONMENT = {
+    "timezone": "MRCNN_TIMEZONE",
+    "cron": "MRCNN_NIGHTLY_CRON",
+    "review_cron": "MRCNN_REVIEW_CRON",
+}
+PARAMETER_ENVIRONMENT = {
+    "input_uri": "MRCNN_INPUT_URI",
+    "output_uri": "MRCNN_OUTPUT_URI",
+    "model": "MRCNN_MODEL",
+    "registry": "MRCNN_REGISTRY",
+}
 REVIEW_ENVIRONMENT = {"output": "MRCNN_OUTPUT_URI", "to": "MRCNN_REVIEW_URI"}
 
 
@@ -65,8 +72,9 @@ class ServeSettings:
     review: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def load_settings(config_file: str | None = None,
-                  environ: Mapping[str, str] | None = None) -> ServeSettings:
+def load_settings(
+    config_file: str | None = None, environ: Mapping[str, str] | None = None
+) -> ServeSettings:
     """Defaults, then the config file, then the environment.
 
     Raises:
@@ -79,11 +87,14 @@ def load_settings(config_file: str | None = None,
     if config_file:
         values.update(_read_config(config_file))
     values.update({key: environ[name] for key, name in ENVIRONMENT.items() if environ.get(name)})
-    values["nightly"] = {**values["nightly"], **{key: environ[name] for key, name in
-                                                 PARAMETER_ENVIRONMENT.items()
-                                                 if environ.get(name)}}
-    values["review"] = {**values["review"], **{key: environ[name] for key, name in
-                                               REVIEW_ENVIRONMENT.items() if environ.get(name)}}
+    values["nightly"] = {
+        **values["nightly"],
+        **{key: environ[name] for key, name in PARAMETER_ENVIRONMENT.items() if environ.get(name)},
+    }
+    values["review"] = {
+        **values["review"],
+        **{key: environ[name] for key, name in REVIEW_ENVIRONMENT.items() if environ.get(name)},
+    }
     if "output_uri" in values["nightly"]:  # review what the nightly job writes
         values["review"].setdefault("output", values["nightly"]["output_uri"])
     settings = ServeSettings(**values)
@@ -101,16 +112,19 @@ def _read_config(path: str) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise InvalidInput(f"deployments config {path!r} is not valid YAML/JSON: {error}") from None
     if not isinstance(loaded, dict):
-        raise InvalidSetting(f"deployments config {path!r} must be a mapping with keys "
-                             f"{SETTINGS_KEYS}")
+        raise InvalidSetting(
+            f"deployments config {path!r} must be a mapping with keys {SETTINGS_KEYS}"
+        )
     unknown = sorted(set(loaded) - set(SETTINGS_KEYS))
     if unknown:
-        raise InvalidSetting(f"deployments config {path!r}: unknown keys {unknown}; "
-                             f"expected some of {SETTINGS_KEYS}")
+        raise InvalidSetting(
+            f"deployments config {path!r}: unknown keys {unknown}; expected some of {SETTINGS_KEYS}"
+        )
     for key in ("nightly", "review"):
         if not isinstance(loaded.get(key, {}), dict):
-            raise InvalidSetting(f"deployments config {path!r}: {key!r} must map parameter names "
-                                 "to values")
+            raise InvalidSetting(
+                f"deployments config {path!r}: {key!r} must map parameter names to values"
+            )
     return loaded
 
 
@@ -118,8 +132,9 @@ def _check(settings: ServeSettings) -> None:
     try:
         zoneinfo.ZoneInfo(settings.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise InvalidSetting(f"unknown timezone {settings.timezone!r}; use an IANA name such as "
-                             "'Europe/Berlin'") from None
+        raise InvalidSetting(
+            f"unknown timezone {settings.timezone!r}; use an IANA name such as 'Europe/Berlin'"
+        ) from None
     from flows.batch_inference import batch_inference
     from flows.select_for_review import select_for_review
 
@@ -127,8 +142,10 @@ def _check(settings: ServeSettings) -> None:
         accepted = set(inspect.signature(flow.fn).parameters)
         unknown = sorted(set(getattr(settings, key)) - accepted)
         if unknown:
-            raise InvalidSetting(f"{key} parameters {unknown} are not parameters of {flow.name} "
-                                 f"(known: {sorted(accepted)})")
+            raise InvalidSetting(
+                f"{key} parameters {unknown} are not parameters of {flow.name} "
+                f"(known: {sorted(accepted)})"
+            )
 
 
 def build_deployments(settings: ServeSettings) -> list[Any]:
@@ -141,21 +158,31 @@ def build_deployments(settings: ServeSettings) -> list[Any]:
 
     deployments = [
         batch_inference.to_deployment(
-            name="nightly", schedules=[Cron(settings.cron, timezone=settings.timezone)],
-            parameters={"report": True, **settings.nightly}, concurrency_limit=1,
+            name="nightly",
+            schedules=[Cron(settings.cron, timezone=settings.timezone)],
+            parameters={"report": True, **settings.nightly},
+            concurrency_limit=1,
             description="New images of the night -> per-class area ratios in Parquet, and "
-                        "the nightly report."),
+            "the nightly report.",
+        ),
         select_for_review.to_deployment(
-            name="weekly", schedules=[Cron(settings.review_cron, timezone=settings.timezone)],
-            parameters=settings.review, concurrency_limit=1,
-            description="The past week's images worth correcting -> a labelme review folder."),
+            name="weekly",
+            schedules=[Cron(settings.review_cron, timezone=settings.timezone)],
+            parameters=settings.review,
+            concurrency_limit=1,
+            description="The past week's images worth correcting -> a labelme review folder.",
+        ),
         convert_masks.to_deployment(
-            name="on-demand", description="Annotations -> the canonical COCO dataset."),
+            name="on-demand", description="Annotations -> the canonical COCO dataset."
+        ),
     ]
     training = _training_pipeline()
     if training is not None:
-        deployments.append(training.to_deployment(
-            name="on-demand", description="convert -> train -> evaluate -> register."))
+        deployments.append(
+            training.to_deployment(
+                name="on-demand", description="convert -> train -> evaluate -> register."
+            )
+        )
     return deployments
 
 
@@ -169,15 +196,19 @@ def _training_pipeline() -> Any | None:
         if error.name != "flows.training_pipeline":
             raise
         return None
-    found = [value for value in vars(module).values()
-             if isinstance(value, Flow) and value.name == "training-pipeline"]
+    found = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, Flow) and value.name == "training-pipeline"
+    ]
     return found[0] if found else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m deployments.serve`` (also ``mrcnn-pipeline serve``)."""
-    parser.add_argument("--config", metavar="FILE",
-                        help="YAML/JSON settings (default: $MRCNN_DEPLOYMENTS_CONFIG)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML/JSON settings (default: $MRCNN_DEPLOYMENTS_CONFIG)"
+    )
     parser.add_argument("--timezone", metavar="TZ", help="timezone of the nightly schedule")
     parser.add_argument("--cron", help=f"nightly schedule (default {NIGHTLY_CRON!r})")
 
@@ -187,23 +218,27 @@ def serve_from_arguments(args: argparse.Namespace) -> int:
     from prefect import serve
 
     settings = load_settings(args.config)
-    overrides = {key: value for key, value in (("timezone", args.timezone), ("cron", args.cron))
-                 if value}
+    overrides = {
+        key: value for key, value in (("timezone", args.timezone), ("cron", args.cron)) if value
+    }
     settings = dataclasses.replace(settings, **overrides)
     _check(settings)
     missing = [name for name in ("input_uri", "output_uri") if name not in settings.nightly]
     if missing:
-        print(f"note: batch-inference/nightly has no default for {missing}; scheduled runs need "
-              f"them (set {', '.join(PARAMETER_ENVIRONMENT[m] for m in missing)} or --config)",
-              file=sys.stderr)
+        print(
+            f"note: batch-inference/nightly has no default for {missing}; scheduled runs need "
+            f"them (set {', '.join(PARAMETER_ENVIRONMENT[m] for m in missing)} or --config)",
+            file=sys.stderr,
+        )
     serve(*build_deployments(settings), pause_on_shutdown=False)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m deployments.serve``."""
-    parser = argparse.ArgumentParser(prog="python -m deployments.serve",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments.serve", description=__doc__.split("\n\n")[0]
+    )
     add_arguments(parser)
     return serve_from_arguments(parser.parse_args(argv))
 

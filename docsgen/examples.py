@@ -55,15 +55,18 @@ def page_examples(page: Path, docs: Path = DOCS) -> list[Example]:
             continue
         fence = FENCE.match(lines[index + 1].strip()) if index + 1 < len(lines) else None
         if not fence:
-            raise ValueError(f"docs/{name}:{index + 1}: a runnable marker must stand right "
-                             "above a fenced code block")
+            raise ValueError(
+                f"docs/{name}:{index + 1}: a runnable marker must stand right "
+                "above a fenced code block"
+            )
         language = fence.group("language")
         if language not in LANGUAGES:
-            raise ValueError(f"docs/{name}:{index + 2}: runnable blocks are {LANGUAGES}, "
-                             f"not {language!r}")
+            raise ValueError(
+                f"docs/{name}:{index + 2}: runnable blocks are {LANGUAGES}, not {language!r}"
+            )
         closing = fence.group("fence")
         body = []
-        for text in lines[index + 2:]:
+        for text in lines[index + 2 :]:
             if text.strip().startswith(closing):
                 break
             body.append(text)

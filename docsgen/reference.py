@@ -41,8 +41,9 @@ def config_settings(source: Path = CONFIG_SOURCE) -> list[Setting]:
     from mrcnn.config import DERIVED, Config
 
     tree = ast.parse(source.read_text(encoding="utf-8"))
-    (config_class,) = [node for node in tree.body
-                       if isinstance(node, ast.ClassDef) and node.name == "Config"]
+    (config_class,) = [
+        node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Config"
+    ]
     settings = []
     for name, docstring in _attribute_docstrings(config_class):
         derived = name in DERIVED
@@ -64,8 +65,11 @@ def _attribute_docstrings(cls: ast.ClassDef) -> Iterator[tuple[str, str]]:
             continue
         after = body[index + 1] if index + 1 < len(body) else None
         docstring = ""
-        if (isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                and isinstance(after.value.value, str)):
+        if (
+            isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docstring = " ".join(after.value.value.split())
         yield target.id, docstring
 
@@ -78,19 +82,32 @@ def _python_literal(value: Any) -> str:
 
 def config_page() -> str:
     """`reference/config.md`: every setting with its default and meaning."""
-    lines = [GENERATED_NOTE, "# Configuration (`mrcnn.config.Config`)", "",
-             "Every setting of `Config`, its default and what it does. Override a setting in a "
-             "subclass (`class RoadConfig(Config): NUM_CLASSES = 6`), as keyword arguments "
-             "(`Config(NAME=\"roads\", NUM_CLASSES=6)`), or under `config:` in a training "
-             "config file. Values are checked when the object is created.", "",
-             "| setting | default | meaning |", "|---|---|---|"]
+    lines = [
+        GENERATED_NOTE,
+        "# Configuration (`mrcnn.config.Config`)",
+        "",
+        "Every setting of `Config`, its default and what it does. Override a setting in a "
+        "subclass (`class RoadConfig(Config): NUM_CLASSES = 6`), as keyword arguments "
+        '(`Config(NAME="roads", NUM_CLASSES=6)`), or under `config:` in a training '
+        "config file. Values are checked when the object is created.",
+        "",
+        "| setting | default | meaning |",
+        "|---|---|---|",
+    ]
     settings = config_settings()
     for setting in (s for s in settings if not s.derived):
-        lines.append(f"| `{setting.name}` | `{_cell(setting.default)}` | "
-                     f"{_cell(setting.description)} |")
-    lines += ["", "## Derived values", "",
-              "Computed from the settings when the object is created; they cannot be set.", "",
-              "| value | meaning |", "|---|---|"]
+        lines.append(
+            f"| `{setting.name}` | `{_cell(setting.default)}` | {_cell(setting.description)} |"
+        )
+    lines += [
+        "",
+        "## Derived values",
+        "",
+        "Computed from the settings when the object is created; they cannot be set.",
+        "",
+        "| value | meaning |",
+        "|---|---|",
+    ]
     for setting in (s for s in settings if s.derived):
         lines.append(f"| `{setting.name}` | {_cell(setting.description)} |")
     return "\n".join(lines) + "\n"
@@ -139,15 +156,25 @@ def cli_page() -> str:
     from mrcnn_pipeline.cli import build_parser
 
     parser = build_parser()
-    lines = [GENERATED_NOTE, "# Command line (`mrcnn-pipeline`)", "",
-             _escape(parser.description or ""), "",
-             "Options every command takes before its name:", "",
-             *_options_table(parser), "", "Commands:", ""]
+    lines = [
+        GENERATED_NOTE,
+        "# Command line (`mrcnn-pipeline`)",
+        "",
+        _escape(parser.description or ""),
+        "",
+        "Options every command takes before its name:",
+        "",
+        *_options_table(parser),
+        "",
+        "Commands:",
+        "",
+    ]
     commands = cli_commands(parser)
     for command in commands:
         indent = "    " * (len(command.words) - 1)
-        lines.append(f"{indent}- [`{' '.join(command.words)}`](#{_anchor(command)}): "
-                     f"{_escape(command.help)}")
+        lines.append(
+            f"{indent}- [`{' '.join(command.words)}`](#{_anchor(command)}): {_escape(command.help)}"
+        )
     for command in commands:
         lines += ["", f"## {command.name} {{#{_anchor(command)}}}", ""]
         if command.parser.description:
@@ -155,8 +182,12 @@ def cli_page() -> str:
         lines += ["```text", _usage(command.parser), "```", ""]
         if command.is_group:
             subcommands = [c for c in commands if c.words[:-1] == command.words]
-            lines += [f"Sub-commands: " + ", ".join(
-                f"[`{c.words[-1]}`](#{_anchor(c)})" for c in subcommands) + ".", ""]
+            lines += [
+                "Sub-commands: "
+                + ", ".join(f"[`{c.words[-1]}`](#{_anchor(c)})" for c in subcommands)
+                + ".",
+                "",
+            ]
         lines += _options_table(command.parser)
     return "\n".join(lines) + "\n"
 
@@ -217,23 +248,36 @@ def schemas_page() -> str:
     from tasks import parquet_schemas as ps
 
     tables = {**{name: schema for name, schema in ps.SCHEMAS.items()}, "drift": ps.DRIFT}
-    lines = [GENERATED_NOTE, "# Parquet tables", "",
-             f"The tables batch inference and the nightly report write below an output URI, "
-             f"declared in `tasks/parquet_schemas.py` (schema version {ps.SCHEMA_VERSION}). "
-             f"Every table is partitioned by `{ps.PARTITION_KEY}` "
-             f"(`<output>/<table>/{ps.PARTITION_KEY}=YYYY-MM-DD/part-….parquet`); the key is in "
-             "the path, not in the files, and readers add it as a column. Every file records "
-             f"its schema version in the Parquet key-value metadata `{ps.VERSION_KEY}`. How the "
-             "tables are written and what a reader can rely on: "
-             "[the tables and their guarantees](../concepts/tables.md).", ""]
+    lines = [
+        GENERATED_NOTE,
+        "# Parquet tables",
+        "",
+        f"The tables batch inference and the nightly report write below an output URI, "
+        f"declared in `tasks/parquet_schemas.py` (schema version {ps.SCHEMA_VERSION}). "
+        f"Every table is partitioned by `{ps.PARTITION_KEY}` "
+        f"(`<output>/<table>/{ps.PARTITION_KEY}=YYYY-MM-DD/part-….parquet`); the key is in "
+        "the path, not in the files, and readers add it as a column. Every file records "
+        f"its schema version in the Parquet key-value metadata `{ps.VERSION_KEY}`. How the "
+        "tables are written and what a reader can rely on: "
+        "[the tables and their guarantees](../concepts/tables.md).",
+        "",
+    ]
     for name, schema in tables.items():
-        lines += [f"## `{name}`", "", ps.TABLE_DESCRIPTIONS[name], "",
-                  "| column | type | null | meaning |", "|---|---|---|---|"]
+        lines += [
+            f"## `{name}`",
+            "",
+            ps.TABLE_DESCRIPTIONS[name],
+            "",
+            "| column | type | null | meaning |",
+            "|---|---|---|---|",
+        ]
         meanings = ps.COLUMN_DESCRIPTIONS[name]
         for field in schema:
             nullable = "yes" if field.nullable else "no"
-            lines.append(f"| `{field.name}` | `{_cell(str(field.type))}` | {nullable} | "
-                         f"{_cell(meanings.get(field.name, ''))} |")
+            lines.append(
+                f"| `{field.name}` | `{_cell(str(field.type))}` | {nullable} | "
+                f"{_cell(meanings.get(field.name, ''))} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -251,5 +295,8 @@ def _cell(text: str) -> str:
 
 def pages() -> dict[str, str]:
     """Every generated page by its path below `docs/`."""
-    return {"reference/cli.md": cli_page(), "reference/config.md": config_page(),
-            "reference/parquet-schemas.md": schemas_page()}
+    return {
+        "reference/cli.md": cli_page(),
+        "reference/config.md": config_page(),
+        "reference/parquet-schemas.md": schemas_page(),
+    }

@@ -30,8 +30,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.artifacts import (create_progress_artifact, create_table_artifact,
-                               update_progress_artifact)
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.futures import as_completed
 
 from flows.nightly_report import nightly_report
@@ -40,8 +43,14 @@ from tasks import storage, tables
 from tasks.failures import InvalidSetting, RunIncomplete
 from tasks.inference.image_decoding import MAX_PIXELS
 from tasks.inference.image_metadata import compile_path_pattern
-from tasks.inference.shards import (ClassTotals, ShardContext, ShardResult, list_images,
-                                    plan_shards, process_shard)
+from tasks.inference.shards import (
+    ClassTotals,
+    ShardContext,
+    ShardResult,
+    list_images,
+    plan_shards,
+    process_shard,
+)
 from tasks.inference.task_runners import dask_task_runner, shard_task_runner
 from tasks.io_task import io_task
 from tasks.models import ModelArtifact, check_runtime, get_runtime, resolve
@@ -104,12 +113,25 @@ def progress_listener(listener: ProgressListener) -> Iterator[None]:
 
 
 @io_task(name="resolve-model")
-def resolve_model(model: str | None, registry_uri: str, weights: str | None, config: str | None,
-                  classes: str | None, runtime: str, precision: str | None = None,
-                  backbones: list[Backbone] | None = None) -> ModelArtifact:
+def resolve_model(
+    model: str | None,
+    registry_uri: str,
+    weights: str | None,
+    config: str | None,
+    classes: str | None,
+    runtime: str,
+    precision: str | None = None,
+    backbones: list[Backbone] | None = None,
+) -> ModelArtifact:
     """Pin the model once for the whole run (metadata only: the workers build it)."""
-    artifact = resolve(model, registry_uri, weights=weights, config=config, classes=classes,
-                       backbones=backbones or ())
+    artifact = resolve(
+        model,
+        registry_uri,
+        weights=weights,
+        config=config,
+        classes=classes,
+        backbones=backbones or (),
+    )
     check_runtime(artifact, runtime, precision)
     return artifact
 
@@ -129,24 +151,41 @@ def commit_results(output_uri: str) -> dict[str, int]:
 def done_images(output_uri: str, model_key: str) -> set[tuple[str, str]]:
     """``(uri, fingerprint)`` of images ``model_key`` finished: committed or staged."""
     done = tables.done_images(tables.read_current(output_uri), model_key)
-    done.update((entry.image_uri, entry.fingerprint) for entry in tables.pending_entries(output_uri)
-                if entry.model == model_key and entry.outcome != "retry")
+    done.update(
+        (entry.image_uri, entry.fingerprint)
+        for entry in tables.pending_entries(output_uri)
+        if entry.model == model_key and entry.outcome != "retry"
+    )
     return done
 
 
 @flow(name="batch-inference")
-def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
-                    weights: str | None = None, config: str | None = None,
-                    classes: str | None = None, registry: str = DEFAULT_REGISTRY,
-                    run_date: datetime.date | None = None, timezone: str | None = None,
-                    min_confidence: float | None = None, batch_size: int = 4,
-                    shard_size: int = 64, overlays: bool = True, reprocess: bool = False,
-                    patterns: list[str] | None = None, path_pattern: str | None = None,
-                    max_pixels: int = MAX_PIXELS,
-                    dask_address: str | None = None, runtime: str = "tensorflow",
-                    precision: str | None = None, isolate_shards: bool | None = None,
-                    report: bool = False, report_path_field: str | None = None,
-                    backbones: list[Backbone] | None = None) -> InferenceSummary:
+def batch_inference(
+    input_uri: str,
+    output_uri: str,
+    model: str | None = None,
+    weights: str | None = None,
+    config: str | None = None,
+    classes: str | None = None,
+    registry: str = DEFAULT_REGISTRY,
+    run_date: datetime.date | None = None,
+    timezone: str | None = None,
+    min_confidence: float | None = None,
+    batch_size: int = 4,
+    shard_size: int = 64,
+    overlays: bool = True,
+    reprocess: bool = False,
+    patterns: list[str] | None = None,
+    path_pattern: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    dask_address: str | None = None,
+    runtime: str = "tensorflow",
+    precision: str | None = None,
+    isolate_shards: bool | None = None,
+    report: bool = False,
+    report_path_field: str | None = None,
+    backbones: list[Backbone] | None = None,
+) -> InferenceSummary:
     """Detect instances in every new image below ``input_uri`` and store per-class areas.
 
     Args:
@@ -201,55 +240,101 @@ def batch_inference(input_uri: str, output_uri: str, model: str | None = None,
         The run's `InferenceSummary`: counts, the model, run_date, the output URI and, with
         ``report``, the report page's URI.
     """
-    _check_arguments(input_uri, output_uri, min_confidence, shard_size, max_pixels, dask_address,
-                     runtime, batch_size, path_pattern)
+    _check_arguments(
+        input_uri,
+        output_uri,
+        min_confidence,
+        shard_size,
+        max_pixels,
+        dask_address,
+        runtime,
+        batch_size,
+        path_pattern,
+    )
     logger = get_run_logger()
     day = (run_date or _scheduled_date(timezone)).isoformat()
     # Everything the user gave is checked before the output is touched, so that bad input
     # leaves no output folder behind; the probe then fails before any model loads.
-    resolved = resolve_model(model, registry, weights, config, classes, runtime, precision,
-                             backbones)
+    resolved = resolve_model(
+        model, registry, weights, config, classes, runtime, precision, backbones
+    )
     images = list_images(input_uri, patterns)
     check_output(output_uri)
     commit_results(output_uri)
     _warn_threshold(resolved, min_confidence, logger)
     shards = plan_shards(images, done_images(output_uri, resolved.identity), reprocess, shard_size)
     todo = sum(len(shard) for shard in shards)
-    logger.info("%d images listed, %d to process in %d shards with %s, run_date %s",
-                len(images), todo, len(shards), resolved.identity, day)
-    context = ShardContext(output_uri, day, _run_id(), min_confidence, overlays, max_pixels,
-                           runtime, batch_size, precision,
-                           get_runtime(runtime).isolate_shards if isolate_shards is None
-                           else isolate_shards,
-                           path_pattern=path_pattern)
+    logger.info(
+        "%d images listed, %d to process in %d shards with %s, run_date %s",
+        len(images),
+        todo,
+        len(shards),
+        resolved.identity,
+        day,
+    )
+    context = ShardContext(
+        output_uri,
+        day,
+        _run_id(),
+        min_confidence,
+        overlays,
+        max_pixels,
+        runtime,
+        batch_size,
+        precision,
+        get_runtime(runtime).isolate_shards if isolate_shards is None else isolate_shards,
+        path_pattern=path_pattern,
+    )
     results, failures = _run_shards(shards, resolved, context, todo, dask_address)
     committed = commit_results(output_uri)
     summary = _summary(results, len(images), todo, resolved, day, output_uri)
     _summary_artifact(summary, resolved)
-    logger.info("processed %d images, %d errors, %d skipped; %d rows superseded",
-                summary.processed, summary.errors, summary.skipped, committed["rows_removed"])
+    logger.info(
+        "processed %d images, %d errors, %d skipped; %d rows superseded",
+        summary.processed,
+        summary.errors,
+        summary.skipped,
+        committed["rows_removed"],
+    )
     if report:
-        page = nightly_report(output=output_uri, date=datetime.date.fromisoformat(day),
-                              path_field=report_path_field,
-                              registry=resolved.registry_uri or registry).report
+        page = nightly_report(
+            output=output_uri,
+            date=datetime.date.fromisoformat(day),
+            path_field=report_path_field,
+            registry=resolved.registry_uri or registry,
+        ).report
         summary = dataclasses.replace(summary, report=page)
     if failures:
-        raise RunIncomplete(f"{len(failures)} of {len(shards)} shards failed (their images are "
-                            f"retried by the next run): {failures[0]}")
+        raise RunIncomplete(
+            f"{len(failures)} of {len(shards)} shards failed (their images are "
+            f"retried by the next run): {failures[0]}"
+        )
     return summary
 
 
-def _check_arguments(input_uri: str, output_uri: str, min_confidence: float | None,
-                     shard_size: int, max_pixels: int, dask_address: str | None, runtime: str,
-                     batch_size: int, path_pattern: str | None = None) -> None:
+def _check_arguments(
+    input_uri: str,
+    output_uri: str,
+    min_confidence: float | None,
+    shard_size: int,
+    max_pixels: int,
+    dask_address: str | None,
+    runtime: str,
+    batch_size: int,
+    path_pattern: str | None = None,
+) -> None:
     if storage.is_inside(output_uri, input_uri):
-        raise InvalidSetting(f"output_uri {output_uri!r} must not be inside input_uri "
-                             f"{input_uri!r} (the overlays would be listed as new images)")
+        raise InvalidSetting(
+            f"output_uri {output_uri!r} must not be inside input_uri "
+            f"{input_uri!r} (the overlays would be listed as new images)"
+        )
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise InvalidSetting(f"min_confidence must be in [0, 1], got {min_confidence}")
     if shard_size < 1 or max_pixels < 1 or batch_size < 1:
-        raise InvalidSetting("shard_size, max_pixels and batch_size must be >= 1, got "
-                             f"{shard_size}, {max_pixels}, {batch_size}")
+        raise InvalidSetting(
+            "shard_size, max_pixels and batch_size must be >= 1, got "
+            f"{shard_size}, {max_pixels}, {batch_size}"
+        )
     get_runtime(runtime)  # an unknown runtime fails here, naming the registered ones
     if dask_address is not None:
         dask_task_runner(dask_address)  # a malformed address fails here, before any work
@@ -264,8 +349,9 @@ def _scheduled_date(timezone: str | None) -> datetime.date:
     try:
         zone = zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise InvalidSetting(f"unknown timezone {name!r}; use an IANA name such as "
-                             "'Europe/Berlin'") from None
+        raise InvalidSetting(
+            f"unknown timezone {name!r}; use an IANA name such as 'Europe/Berlin'"
+        ) from None
     return flow_run.scheduled_start_time.astimezone(zone).date()
 
 
@@ -289,23 +375,38 @@ def _run_id() -> str:
 
 
 def _warn_threshold(resolved: ModelArtifact, min_confidence: float | None, logger: Any) -> None:
-    if resolved.format != "keras" and min_confidence is not None \
-            and min_confidence < resolved.min_confidence:
-        logger.warning("min_confidence %.3f is below DETECTION_MIN_CONFIDENCE %.3f, which the "
-                       "exported graph of %s applies first", min_confidence,
-                       resolved.min_confidence, resolved.origin)
+    if (
+        resolved.format != "keras"
+        and min_confidence is not None
+        and min_confidence < resolved.min_confidence
+    ):
+        logger.warning(
+            "min_confidence %.3f is below DETECTION_MIN_CONFIDENCE %.3f, which the "
+            "exported graph of %s applies first",
+            min_confidence,
+            resolved.min_confidence,
+            resolved.origin,
+        )
 
 
-def _run_shards(shards: list[list[Any]], artifact: ModelArtifact, context: ShardContext, todo: int,
-                dask_address: str | None) -> tuple[list[ShardResult], list[str]]:
+def _run_shards(
+    shards: list[list[Any]],
+    artifact: ModelArtifact,
+    context: ShardContext,
+    todo: int,
+    dask_address: str | None,
+) -> tuple[list[ShardResult], list[str]]:
     """Submit every shard; report progress as they finish; collect results and failures."""
-    progress = create_progress_artifact(0.0, key="batch-inference-progress",
-                                        description=f"{todo} images in {len(shards)} shards")
+    progress = create_progress_artifact(
+        0.0, key="batch-inference-progress", description=f"{todo} images in {len(shards)} shards"
+    )
     results, failures, done = [], [], 0
     # A run with nothing new starts no cluster.
     with shard_task_runner(dask_address if shards else None) as runner:
-        futures = runner.map(process_shard, {"images": shards, "model": unmapped(artifact),
-                                          "context": unmapped(context)})
+        futures = runner.map(
+            process_shard,
+            {"images": shards, "model": unmapped(artifact), "context": unmapped(context)},
+        )
         for future in as_completed(futures):
             outcome = future.result(raise_on_failure=False)
             if isinstance(outcome, BaseException):
@@ -320,8 +421,14 @@ def _run_shards(shards: list[list[Any]], artifact: ModelArtifact, context: Shard
     return results, failures
 
 
-def _summary(results: list[ShardResult], listed: int, todo: int, resolved: ModelArtifact,
-             day: str, output_uri: str) -> InferenceSummary:
+def _summary(
+    results: list[ShardResult],
+    listed: int,
+    todo: int,
+    resolved: ModelArtifact,
+    day: str,
+    output_uri: str,
+) -> InferenceSummary:
     """The run's summary from its shards' results."""
     classes = {name: ClassTotals() for name in resolved.class_names}
     error_types: collections.Counter[str] = collections.Counter()
@@ -330,23 +437,42 @@ def _summary(results: list[ShardResult], listed: int, todo: int, resolved: Model
             classes[name].merge(totals)
         error_types.update(result.error_types)
     return InferenceSummary(
-        run_date=day, model_name=resolved.name, model_version=resolved.version,
-        output_uri=output_uri, listed=listed, skipped=listed - todo,
-        processed=sum(r.processed for r in results), errors=sum(r.errors for r in results),
-        error_types=dict(error_types), shards=len(results),
+        run_date=day,
+        model_name=resolved.name,
+        model_version=resolved.version,
+        output_uri=output_uri,
+        listed=listed,
+        skipped=listed - todo,
+        processed=sum(r.processed for r in results),
+        errors=sum(r.errors for r in results),
+        error_types=dict(error_types),
+        shards=len(results),
         overlays=sum(r.overlays for r in results),
-        precision=tuple(sorted({r.precision for r in results})), classes=classes)
+        precision=tuple(sorted({r.precision for r in results})),
+        classes=classes,
+    )
 
 
 def _summary_artifact(summary: InferenceSummary, resolved: ModelArtifact) -> None:
     processed = max(summary.processed, 1)
-    rows = [{"class": name, "images with class": totals.images, "instances": totals.instances,
-             "mean area %": round(100.0 * totals.area_ratio_sum / processed, 3),
-             "max area %": round(100.0 * totals.area_ratio_max, 3)}
-            for name, totals in summary.classes.items()]
+    rows = [
+        {
+            "class": name,
+            "images with class": totals.images,
+            "instances": totals.instances,
+            "mean area %": round(100.0 * totals.area_ratio_sum / processed, 3),
+            "max area %": round(100.0 * totals.area_ratio_max, 3),
+        }
+        for name, totals in summary.classes.items()
+    ]
     errors = ", ".join(f"{kind} {count}" for kind, count in sorted(summary.error_types.items()))
-    create_table_artifact(rows, key="batch-inference-summary", description=(
-        f"run_date {summary.run_date}, model {resolved.identity} "
-        f"({'/'.join(summary.precision) or 'no shard ran'}): {summary.processed} images "
-        f"processed, {summary.skipped} skipped (already done), {summary.errors} errors"
-        f"{' (' + errors + ')' if errors else ''}; output {summary.output_uri}"))
+    create_table_artifact(
+        rows,
+        key="batch-inference-summary",
+        description=(
+            f"run_date {summary.run_date}, model {resolved.identity} "
+            f"({'/'.join(summary.precision) or 'no shard ran'}): {summary.processed} images "
+            f"processed, {summary.skipped} skipped (already done), {summary.errors} errors"
+            f"{' (' + errors + ')' if errors else ''}; output {summary.output_uri}"
+        ),
+    )

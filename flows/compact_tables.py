@@ -25,21 +25,28 @@ def finish_leftovers(output: str) -> int:
 @io_task(name="plan-compaction")
 def plan_month(output: str, month: str, target_bytes: int) -> list[str]:
     """The run_dates of ``month`` with small files to merge (read without the lease)."""
-    return [day for day in compaction.month_days(month)
-            if compaction.plan_partition(output, day, target_bytes).groups]
+    return [
+        day
+        for day in compaction.month_days(month)
+        if compaction.plan_partition(output, day, target_bytes).groups
+    ]
 
 
 @io_task(name="compact-partition")
-def compact_partition(output: str, run_date: str, target_bytes: int,
-                      settle_seconds: float) -> compaction.PartitionResult | None:
+def compact_partition(
+    output: str, run_date: str, target_bytes: int, settle_seconds: float
+) -> compaction.PartitionResult | None:
     """One partition under the lease; planned again there, so a retry is safe."""
     return compaction.compact_partition(output, run_date, target_bytes, settle_seconds)
 
 
 @flow(name="compact-tables")
-def compact_tables(output: str, month: str, target_mb: float = 64.0,
-                   settle_seconds: float = compaction.SETTLE_SECONDS
-                   ) -> compaction.CompactionResult:
+def compact_tables(
+    output: str,
+    month: str,
+    target_mb: float = 64.0,
+    settle_seconds: float = compaction.SETTLE_SECONDS,
+) -> compaction.CompactionResult:
     """Compact the partitions of ``month`` under ``output``.
 
     Args:
@@ -56,9 +63,17 @@ def compact_tables(output: str, month: str, target_mb: float = 64.0,
         raise InvalidSetting(f"target_mb must be positive, got {target_mb}")
     target = int(target_mb * MEGABYTE)
     finished = finish_leftovers(output)
-    partitions = tuple(result for day in plan_month(output, month, target)
-                       if (result := compact_partition(output, day, target, settle_seconds)))
+    partitions = tuple(
+        result
+        for day in plan_month(output, month, target)
+        if (result := compact_partition(output, day, target, settle_seconds))
+    )
     summary = compaction.CompactionResult(month, partitions, finished)
-    get_run_logger().info("%s: %d partitions compacted, %d files -> %d", month, len(partitions),
-                          summary.files_before, summary.files_after)
+    get_run_logger().info(
+        "%s: %d partitions compacted, %d files -> %d",
+        month,
+        len(partitions),
+        summary.files_before,
+        summary.files_after,
+    )
     return summary

@@ -14,18 +14,29 @@ from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.artifacts import (create_progress_artifact, create_table_artifact,
-                               update_progress_artifact)
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.futures import PrefectFutureList
 
 from tasks import storage
 from tasks.annotations import canonical
 from tasks.annotations.labels import LabelMap
 from tasks.annotations.registry import get_format
+from tasks.convert import (
+    STAGING_FOLDER,
+    Format,
+    convert_source,
+    copy_images,
+    list_sources,
+    read_labels,
+    remove_tree,
+    write_annotations,
+)
 from tasks.datasets import lineage
 from tasks.datasets.io import hash_images, write_description
-from tasks.convert import (STAGING_FOLDER, Format, convert_source, copy_images, list_sources,
-                           read_labels, remove_tree, write_annotations)
 from tasks.failures import InvalidInput, InvalidSetting
 
 COPY_BATCH = 64  # images per copy task: few enough tasks, retries stay cheap
@@ -85,10 +96,17 @@ class ConversionSummary:
 
 
 @flow(name="convert-masks", flow_run_name="convert-masks-{format}")
-def convert_masks(source: str, destination: str, format: Format = "labelme",
-                  labels: str | list[str] | None = None, aliases: dict[str, str] | None = None,
-                  alias_prefix: bool = False, val_fraction: float = 0.2, strict: bool = False,
-                  options: dict[str, str] | None = None) -> ConversionSummary:
+def convert_masks(
+    source: str,
+    destination: str,
+    format: Format = "labelme",
+    labels: str | list[str] | None = None,
+    aliases: dict[str, str] | None = None,
+    alias_prefix: bool = False,
+    val_fraction: float = 0.2,
+    strict: bool = False,
+    options: dict[str, str] | None = None,
+) -> ConversionSummary:
     """Convert annotations below ``source`` into the canonical dataset at ``destination``.
 
     Args:
@@ -118,16 +136,25 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
     existed = storage.exists(destination)
     storage.probe_writable(destination, keep_folders=False)  # last check, before any work
     staging = storage.join(destination, STAGING_FOLDER)
-    progress = create_progress_artifact(0.0, key="convert-masks-progress",
-                                        description=f"converting {len(files)} {format} files")
-    futures = convert_source.map(unmapped(root), files, unmapped(format), unmapped(label_map),
-                                 unmapped(staging), unmapped(options))
+    progress = create_progress_artifact(
+        0.0, key="convert-masks-progress", description=f"converting {len(files)} {format} files"
+    )
+    futures = convert_source.map(
+        unmapped(root),
+        files,
+        unmapped(format),
+        unmapped(label_map),
+        unmapped(staging),
+        unmapped(options),
+    )
     summaries = _gather(futures, progress)
     dataset = canonical.build_dataset(summaries, label_map, val_fraction, format, source)
     if strict and dataset.problems:
         remove_tree(staging if existed else destination)  # only staging is in a new folder
         raise StrictModeError(dataset.problems[0])
-    batches = [dataset.copies[i:i + COPY_BATCH] for i in range(0, len(dataset.copies), COPY_BATCH)]
+    batches = [
+        dataset.copies[i : i + COPY_BATCH] for i in range(0, len(dataset.copies), COPY_BATCH)
+    ]
     copy_images.map(batches, unmapped(destination)).result()
     written = write_annotations(dataset, destination)
     written["dataset"] = _describe(dataset, destination)  # last: it vouches for the rest
@@ -135,19 +162,30 @@ def convert_masks(source: str, destination: str, format: Format = "labelme",
     update_progress_artifact(progress, 100.0)
     report = dataset.report
     _summary_artifact(report)
-    logger.info("converted %d of %d items (%d skipped) into %s", report["items"]["converted"],
-                report["items"]["found"], report["items"]["skipped"], destination)
+    logger.info(
+        "converted %d of %d items (%d skipped) into %s",
+        report["items"]["converted"],
+        report["items"]["found"],
+        report["items"]["skipped"],
+        destination,
+    )
     return ConversionSummary(
-        destination=destination, train=written["train"], val=written["val"],
-        report=written["report"], dataset=written["dataset"], labels=tuple(report["labels"]),
-        items=ItemCounts(**report["items"]), images=SplitCounts(**report["images"]),
-        issues=len(dataset.problems))
+        destination=destination,
+        train=written["train"],
+        val=written["val"],
+        report=written["report"],
+        dataset=written["dataset"],
+        labels=tuple(report["labels"]),
+        items=ItemCounts(**report["items"]),
+        images=SplitCounts(**report["images"]),
+        issues=len(dataset.problems),
+    )
 
 
 def _describe(dataset: canonical.CanonicalDataset, destination: str) -> str:
     """``dataset.json`` (``tasks.datasets.lineage``): no parents, counts, content hash."""
     names = sorted(name for _, name in dataset.copies)
-    batches = [names[i:i + COPY_BATCH] for i in range(0, len(names), COPY_BATCH)]
+    batches = [names[i : i + COPY_BATCH] for i in range(0, len(names), COPY_BATCH)]
     hashes: dict[str, str] = {}
     for future in hash_images.map(unmapped(destination), batches):
         hashes.update(future.result())
@@ -164,22 +202,36 @@ def _gather(futures: PrefectFutureList, progress: UUID) -> list[dict[str, Any]]:
     return results
 
 
-def _check_arguments(source: str, destination: str, val_fraction: float, fmt: str,
-                     options: Mapping[str, str] | None) -> None:
+def _check_arguments(
+    source: str, destination: str, val_fraction: float, fmt: str, options: Mapping[str, str] | None
+) -> None:
     get_format(fmt).resolve_options(options)  # an option the format does not take
     if not 0.0 <= val_fraction <= 1.0:
         raise InvalidSetting(f"val_fraction must be in [0, 1], got {val_fraction}")
     if storage.is_inside(destination, source):
-        raise InvalidSetting(f"destination {destination!r} must not be inside the input {source!r} "
-                     "(a re-run would read its own output)")
+        raise InvalidSetting(
+            f"destination {destination!r} must not be inside the input {source!r} "
+            "(a re-run would read its own output)"
+        )
 
 
 def _summary_artifact(report: dict[str, Any]) -> None:
-    rows = [{"class": name, "id": index, "train": report["instances"]["train"][name],
-             "val": report["instances"]["val"][name]}
-            for index, name in enumerate(report["labels"], start=1)]
+    rows = [
+        {
+            "class": name,
+            "id": index,
+            "train": report["instances"]["train"][name],
+            "val": report["instances"]["val"][name],
+        }
+        for index, name in enumerate(report["labels"], start=1)
+    ]
     items = report["items"]
-    create_table_artifact(rows, key="convert-masks-summary", description=(
-        f"{items['converted']} of {items['found']} items converted, {items['skipped']} skipped; "
-        f"images train {report['images']['train']}, val {report['images']['val']}; "
-        f"{len(report['dropped'])} shapes dropped, {len(report['clipped'])} clipped"))
+    create_table_artifact(
+        rows,
+        key="convert-masks-summary",
+        description=(
+            f"{items['converted']} of {items['found']} items converted, {items['skipped']} skipped; "
+            f"images train {report['images']['train']}, val {report['images']['val']}; "
+            f"{len(report['dropped'])} shapes dropped, {len(report['clipped'])} clipped"
+        ),
+    )

@@ -22,9 +22,14 @@ from tasks.models import check_runtime, resolve
 
 
 @flow(name="evaluate-model")
-def evaluate_model(model: str, dataset: str, registry: str = "registry",
-                   output: str | None = None, runtime: str = "tensorflow",
-                   backbones: list[Backbone] | None = None) -> dict[str, Any]:
+def evaluate_model(
+    model: str,
+    dataset: str,
+    registry: str = "registry",
+    output: str | None = None,
+    runtime: str = "tensorflow",
+    backbones: list[Backbone] | None = None,
+) -> dict[str, Any]:
     """Evaluate a model on a canonical dataset's val split.
 
     Args:
@@ -45,7 +50,11 @@ def evaluate_model(model: str, dataset: str, registry: str = "registry",
     check_runtime(artifact, runtime)
     output = output or default_output(artifact)
     metrics = evaluate_on_validation(artifact, dataset, output, runtime)
-    get_run_logger().info("segm AP %s, bbox AP %s, mean area-ratio error %.3f pp -> %s",
-                          metrics["segm"]["AP"], metrics["bbox"]["AP"],
-                          metrics["area_ratio_error"]["mean_mae_pp"], metrics["metrics_uri"])
+    get_run_logger().info(
+        "segm AP %s, bbox AP %s, mean area-ratio error %.3f pp -> %s",
+        metrics["segm"]["AP"],
+        metrics["bbox"]["AP"],
+        metrics["area_ratio_error"]["mean_mae_pp"],
+        metrics["metrics_uri"],
+    )
     return metrics

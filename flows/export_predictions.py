@@ -20,9 +20,13 @@ COPY_BATCH = 64  # images per copy task
 
 
 @flow(name="export-predictions", flow_run_name="export-predictions-{format}")
-def export_predictions(output: str, destination: str, format: str = "labelme",
-                       since: datetime.date | None = None, until: datetime.date | None = None
-                       ) -> dict[str, Any]:
+def export_predictions(
+    output: str,
+    destination: str,
+    format: str = "labelme",
+    since: datetime.date | None = None,
+    until: datetime.date | None = None,
+) -> dict[str, Any]:
     """Export predictions from batch inference's tables for other tools.
 
     Args:
@@ -36,19 +40,31 @@ def export_predictions(output: str, destination: str, format: str = "labelme",
     """
     check_format(format)
     if storage.is_inside(destination, output):
-        raise InvalidSetting(f"destination {destination!r} must not be inside the results "
-                             f"folder {output!r}")
+        raise InvalidSetting(
+            f"destination {destination!r} must not be inside the results folder {output!r}"
+        )
     predictions = load_predictions(output, since, until)
     if not predictions:
-        raise InvalidSetting(f"no predictions in {output!r} between {since or 'the start'} and "
-                             f"{until or 'today'}")
+        raise InvalidSetting(
+            f"no predictions in {output!r} between {since or 'the start'} and {until or 'today'}"
+        )
     names = relative_names([p.image_uri for p in predictions])
     items = sorted(names.items())
-    batches = [dict(items[i:i + COPY_BATCH]) for i in range(0, len(items), COPY_BATCH)]
+    batches = [dict(items[i : i + COPY_BATCH]) for i in range(0, len(items), COPY_BATCH)]
     copy_images.map(unmapped(format), batches, unmapped(destination)).result()
     documents = write_documents(format, predictions, names, destination)
     instances = sum(len(p.instances) for p in predictions)
-    get_run_logger().info("exported %d images and %d instances as %s to %s", len(predictions),
-                          instances, format, destination)
-    return {"destination": destination, "format": format, "images": len(predictions),
-            "instances": instances, "documents": len(documents)}
+    get_run_logger().info(
+        "exported %d images and %d instances as %s to %s",
+        len(predictions),
+        instances,
+        format,
+        destination,
+    )
+    return {
+        "destination": destination,
+        "format": format,
+        "images": len(predictions),
+        "instances": instances,
+        "documents": len(documents),
+    }

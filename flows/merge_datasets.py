@@ -18,8 +18,15 @@ from prefect.futures import PrefectFutureList
 from tasks.convert import copy_images
 from tasks.datasets import merge
 from tasks.datasets.documents import DatasetContent
-from tasks.datasets.io import (StoredDataset, check_locations, copy_list, hash_images,
-                               parent_of, read_dataset, write_dataset)
+from tasks.datasets.io import (
+    StoredDataset,
+    check_locations,
+    copy_list,
+    hash_images,
+    parent_of,
+    read_dataset,
+    write_dataset,
+)
 from tasks.datasets.lineage import Parent
 from tasks.failures import InvalidSetting
 
@@ -27,8 +34,7 @@ HASH_BATCH = 64  # images per hash or copy task: few enough tasks, retries stay 
 
 
 @flow(name="merge-datasets")
-def merge_datasets(base: str, add: str, output: str, val_fraction: float = 0.2
-                   ) -> dict[str, Any]:
+def merge_datasets(base: str, add: str, output: str, val_fraction: float = 0.2) -> dict[str, Any]:
     """Merge the reviewed dataset ``add`` into ``base``, writing a new dataset at ``output``.
 
     Args:
@@ -49,30 +55,46 @@ def merge_datasets(base: str, add: str, output: str, val_fraction: float = 0.2
     reads = [read_dataset.submit(base, "base"), read_dataset.submit(add, "add")]
     stored = [future.result() for future in reads]
     pending = [_hash(dataset.content) for dataset in stored]
-    hashes = [{name: digest for future in futures for name, digest in future.result().items()}
-              for futures in pending]
+    hashes = [
+        {name: digest for future in futures for name, digest in future.result().items()}
+        for futures in pending
+    ]
     parents = [_parent(dataset, found, logger) for dataset, found in zip(stored, hashes)]
-    result = merge.merge(stored[0].content, hashes[0], stored[1].content, hashes[1],
-                         val_fraction)
+    result = merge.merge(stored[0].content, hashes[0], stored[1].content, hashes[1], val_fraction)
     dataset = merge.assemble(result, parents, val_fraction)
     copies = copy_list(dataset)
-    batches = [copies[i:i + HASH_BATCH] for i in range(0, len(copies), HASH_BATCH)]
+    batches = [copies[i : i + HASH_BATCH] for i in range(0, len(copies), HASH_BATCH)]
     copy_images.map(batches, unmapped(output)).result()
     written = write_dataset(dataset, output)
     report = dataset.report
     _summary_artifact(report, result.categories)
-    logger.info("merged %s into %s: %d kept, %d replaced, %d added -> %s", add, base,
-                result.kept, result.replaced, result.added, output)
-    return {"output": output, **written, "content_hash": dataset.description["content_hash"],
-            "labels": report["labels"], "new_labels": report["new_labels"],
-            "images": report["images"], "kept": result.kept, "replaced": result.replaced,
-            "added": result.added, "skipped": len(result.skipped),
-            "renamed": len(result.renamed)}
+    logger.info(
+        "merged %s into %s: %d kept, %d replaced, %d added -> %s",
+        add,
+        base,
+        result.kept,
+        result.replaced,
+        result.added,
+        output,
+    )
+    return {
+        "output": output,
+        **written,
+        "content_hash": dataset.description["content_hash"],
+        "labels": report["labels"],
+        "new_labels": report["new_labels"],
+        "images": report["images"],
+        "kept": result.kept,
+        "replaced": result.replaced,
+        "added": result.added,
+        "skipped": len(result.skipped),
+        "renamed": len(result.renamed),
+    }
 
 
 def _hash(content: DatasetContent) -> PrefectFutureList:
     names = [image.file_name for image in content.images]
-    batches = [names[i:i + HASH_BATCH] for i in range(0, len(names), HASH_BATCH)]
+    batches = [names[i : i + HASH_BATCH] for i in range(0, len(names), HASH_BATCH)]
     return hash_images.map(unmapped(content.uri), batches)
 
 
@@ -80,19 +102,35 @@ def _parent(stored: StoredDataset, hashes: dict[str, str], logger: Any) -> Paren
     parent, computed = parent_of(stored, hashes)
     if parent.content_hash != computed:
         # The lineage keeps the recorded hash (what the registry saw); the files changed since.
-        logger.warning("dataset %s records content hash %s in dataset.json but its files hash "
-                       "to %s: it was changed after it was written", parent.uri,
-                       parent.content_hash, computed)
+        logger.warning(
+            "dataset %s records content hash %s in dataset.json but its files hash "
+            "to %s: it was changed after it was written",
+            parent.uri,
+            parent.content_hash,
+            computed,
+        )
     return parent
 
 
 def _summary_artifact(report: dict[str, Any], categories: tuple[tuple[int, str], ...]) -> None:
     new = set(report["new_labels"])
-    rows = [{"class": name, "id": index, "new": name in new,
-             "train": report["instances"]["train"][name], "val": report["instances"]["val"][name]}
-            for index, name in categories]
-    create_table_artifact(rows, key="merge-datasets-summary", description=(
-        f"{report['kept']} base images kept, {report['replaced']} replaced by reviewed ones, "
-        f"{report['added']} added, {report['items']['skipped']} duplicates skipped; images "
-        f"train {report['images']['train']}, val {report['images']['val']}; new classes: "
-        f"{', '.join(report['new_labels']) or '-'}"))
+    rows = [
+        {
+            "class": name,
+            "id": index,
+            "new": name in new,
+            "train": report["instances"]["train"][name],
+            "val": report["instances"]["val"][name],
+        }
+        for index, name in categories
+    ]
+    create_table_artifact(
+        rows,
+        key="merge-datasets-summary",
+        description=(
+            f"{report['kept']} base images kept, {report['replaced']} replaced by reviewed ones, "
+            f"{report['added']} added, {report['items']['skipped']} duplicates skipped; images "
+            f"train {report['images']['train']}, val {report['images']['val']}; new classes: "
+            f"{', '.join(report['new_labels']) or '-'}"
+        ),
+    )

@@ -24,9 +24,14 @@ from tasks.training.runs import collect_run
 
 
 @task(name="register-version", cache_policy=NO_CACHE, persist_result=False)
-def register_version(run_dir: str, registry: str, metrics: str, name: str | None,
-                     flow_runs: dict[str, str | None], gate_metric: str | None
-                     ) -> dict[str, Any]:
+def register_version(
+    run_dir: str,
+    registry: str,
+    metrics: str,
+    name: str | None,
+    flow_runs: dict[str, str | None],
+    gate_metric: str | None,
+) -> dict[str, Any]:
     """Publish the run; returns ``{name, version, reference, uri}``.
 
     The gate's metric is looked up first, so that a misspelt metric registers nothing.
@@ -35,37 +40,79 @@ def register_version(run_dir: str, registry: str, metrics: str, name: str | None
     evaluation = storage.read_json(metrics, "evaluation metrics")
     if gate_metric:
         model_registry.metric_value(evaluation, gate_metric, metrics)
-    lineage = {**run["lineage"], "flow_run_id": flow_runs["root"],
-               "flow_runs": {**flow_runs, "training": run["lineage"]["training_flow_run_id"]},
-               "code_version": registry_documents.code_version(),
-               "evaluation": {"metrics": metrics, "dataset": evaluation.get("dataset"),
-                              "seconds": evaluation.get("seconds")}}
-    version = model_registry.register_version(registry, name or run["name"], run["weights"],
-                                              run["config"], run["classes"], evaluation, lineage)
-    return {"name": version.name, "version": version.version, "reference": version.reference,
-            "uri": version.uri}
+    lineage = {
+        **run["lineage"],
+        "flow_run_id": flow_runs["root"],
+        "flow_runs": {**flow_runs, "training": run["lineage"]["training_flow_run_id"]},
+        "code_version": registry_documents.code_version(),
+        "evaluation": {
+            "metrics": metrics,
+            "dataset": evaluation.get("dataset"),
+            "seconds": evaluation.get("seconds"),
+        },
+    }
+    version = model_registry.register_version(
+        registry,
+        name or run["name"],
+        run["weights"],
+        run["config"],
+        run["classes"],
+        evaluation,
+        lineage,
+    )
+    return {
+        "name": version.name,
+        "version": version.version,
+        "reference": version.reference,
+        "uri": version.uri,
+    }
 
 
 @task(name="promotion-gate", cache_policy=NO_CACHE, persist_result=False)
-def promotion_gate(registry: str, name: str, version: int, alias: str, metric: str,
-                   higher_is_better: bool, force: bool, reason: str | None,
-                   baseline_metrics: str | None = None) -> dict[str, Any]:
+def promotion_gate(
+    registry: str,
+    name: str,
+    version: int,
+    alias: str,
+    metric: str,
+    higher_is_better: bool,
+    force: bool,
+    reason: str | None,
+    baseline_metrics: str | None = None,
+) -> dict[str, Any]:
     """Apply the gate; the decision becomes a markdown artifact."""
     baseline = storage.read_json(baseline_metrics, "baseline metrics") if baseline_metrics else None
-    decision = model_registry.promote(model_registry.ModelVersion(registry, name, version), alias,
-                                      metric, higher_is_better, force, reason, baseline)
-    create_markdown_artifact(registry_documents.decision_markdown(decision),
-                             key="register-model-promotion",
-                             description=f"{name} v{version} -> {alias}")
+    decision = model_registry.promote(
+        model_registry.ModelVersion(registry, name, version),
+        alias,
+        metric,
+        higher_is_better,
+        force,
+        reason,
+        baseline,
+    )
+    create_markdown_artifact(
+        registry_documents.decision_markdown(decision),
+        key="register-model-promotion",
+        description=f"{name} v{version} -> {alias}",
+    )
     return decision
 
 
 @flow(name="register-model")
-def register_model(run_dir: str, registry: str = "registry", metrics: str | None = None,
-                   name: str | None = None, alias: str = "production", promote: bool = True,
-                   gate_metric: str = "segm.AP", higher_is_better: bool = True,
-                   force: bool = False, reason: str | None = None,
-                   baseline_metrics: str | None = None) -> dict[str, Any]:
+def register_model(
+    run_dir: str,
+    registry: str = "registry",
+    metrics: str | None = None,
+    name: str | None = None,
+    alias: str = "production",
+    promote: bool = True,
+    gate_metric: str = "segm.AP",
+    higher_is_better: bool = True,
+    force: bool = False,
+    reason: str | None = None,
+    baseline_metrics: str | None = None,
+) -> dict[str, Any]:
     """Register a finished run and, unless ``promote=False``, gate it into ``alias``.
 
     Args:
@@ -91,14 +138,26 @@ def register_model(run_dir: str, registry: str = "registry", metrics: str | None
     model_registry.check_alias(alias)
     metrics = metrics or storage.join(run_dir, "evaluation", "metrics.json")
     flow_runs = {"register": flow_run.id, "root": flow_run.root_flow_run_id}
-    registered = register_version(run_dir, registry, metrics, name, flow_runs,
-                                 gate_metric if promote else None)
+    registered = register_version(
+        run_dir, registry, metrics, name, flow_runs, gate_metric if promote else None
+    )
     decision = None
     if promote:
-        decision = promotion_gate(registry, registered["name"], registered["version"], alias,
-                                  gate_metric, higher_is_better, force, reason,
-                                  baseline_metrics)
-        get_run_logger().info("%s: %s", registered["reference"],
-                              ("promoted to " if decision["promoted"] else "not promoted to ")
-                              + f"{alias} ({decision['reason']})")
+        decision = promotion_gate(
+            registry,
+            registered["name"],
+            registered["version"],
+            alias,
+            gate_metric,
+            higher_is_better,
+            force,
+            reason,
+            baseline_metrics,
+        )
+        get_run_logger().info(
+            "%s: %s",
+            registered["reference"],
+            ("promoted to " if decision["promoted"] else "not promoted to ")
+            + f"{alias} ({decision['reason']})",
+        )
     return {**registered, "decision": decision}

@@ -25,11 +25,20 @@ from tasks.review.strategies import Thresholds
 
 
 @flow(name="select-for-review")
-def select_for_review(output: str, to: str, since: datetime.date | None = None, budget: int = 50,
-                      strategies: list[str] | None = None, seed: int = 0,
-                      until: datetime.date | None = None, window_days: int = 28,
-                      score_band: tuple[float, float] = (0.5, 0.8), class_margin: float = 0.1,
-                      outlier_z: float = 3.5, disagreement: float = 0.05) -> dict[str, Any]:
+def select_for_review(
+    output: str,
+    to: str,
+    since: datetime.date | None = None,
+    budget: int = 50,
+    strategies: list[str] | None = None,
+    seed: int = 0,
+    until: datetime.date | None = None,
+    window_days: int = 28,
+    score_band: tuple[float, float] = (0.5, 0.8),
+    class_margin: float = 0.1,
+    outlier_z: float = 3.5,
+    disagreement: float = 0.05,
+) -> dict[str, Any]:
     """Choose up to ``budget`` images processed in ``[since, until]`` and write a review folder.
 
     Args:
@@ -53,32 +62,57 @@ def select_for_review(output: str, to: str, since: datetime.date | None = None, 
     to = to.replace("{date}", today.isoformat())
     since = since or today - datetime.timedelta(days=7)
     if storage.is_inside(to, output):
-        raise InvalidSetting(f"review folder {to!r} must not be inside the results folder "
-                             f"{output!r}")
-    thresholds = Thresholds(tuple(score_band), class_margin, outlier_z=outlier_z,
-                            disagreement=disagreement)
+        raise InvalidSetting(
+            f"review folder {to!r} must not be inside the results folder {output!r}"
+        )
+    thresholds = Thresholds(
+        tuple(score_band), class_margin, outlier_z=outlier_z, disagreement=disagreement
+    )
     strategies = list(strategies or STRATEGIES)
     picks = find_candidates(output, since, until, strategies, thresholds, window_days, seed)
     chosen = choose(picks, budget)
     if not chosen:
-        raise InvalidSetting(f"no image in {output!r} processed between {since} and "
-                             f"{until or 'today'}")
-    predictions = {p.image_uri: p for p in load_predictions(
-        output, since, until, [item.image_uri for item in chosen])}
+        raise InvalidSetting(
+            f"no image in {output!r} processed between {since} and {until or 'today'}"
+        )
+    predictions = {
+        p.image_uri: p
+        for p in load_predictions(output, since, until, [item.image_uri for item in chosen])
+    }
     names = relative_names(sorted(predictions))
     copy_images("labelme", names, to)
     write_documents("labelme", list(predictions.values()), names, to)
-    settings = {"results": output, "since": since.isoformat(),
-                "until": until.isoformat() if until else None, "budget": budget, "seed": seed,
-                "strategies": strategies, "window_days": window_days, **settings_of(thresholds)}
+    settings = {
+        "results": output,
+        "since": since.isoformat(),
+        "until": until.isoformat() if until else None,
+        "budget": budget,
+        "seed": seed,
+        "strategies": strategies,
+        "window_days": window_days,
+        **settings_of(thresholds),
+    }
     manifest = review_manifest(chosen, predictions, names, settings)
     manifest_uri = write_json(storage.join(to, MANIFEST_NAME), manifest)
-    create_table_artifact([{"image": image["image"], "chosen by": image["reasons"][0]["strategy"],
-                            "why": image["reasons"][0]["detail"]} for image in manifest["images"]],
-                          key="select-for-review", description=f"{len(chosen)} images for review")
-    get_run_logger().info("chose %d images for review (%s) into %s", len(chosen),
-                          manifest["chosen_by"], to)
-    return {"to": to, "manifest": manifest_uri, "images": len(chosen),
-            "chosen_by": manifest["chosen_by"],
-            "candidates": {name: len(found) for name, found in picks.items()}}
-
+    create_table_artifact(
+        [
+            {
+                "image": image["image"],
+                "chosen by": image["reasons"][0]["strategy"],
+                "why": image["reasons"][0]["detail"],
+            }
+            for image in manifest["images"]
+        ],
+        key="select-for-review",
+        description=f"{len(chosen)} images for review",
+    )
+    get_run_logger().info(
+        "chose %d images for review (%s) into %s", len(chosen), manifest["chosen_by"], to
+    )
+    return {
+        "to": to,
+        "manifest": manifest_uri,
+        "images": len(chosen),
+        "chosen_by": manifest["chosen_by"],
+        "candidates": {name: len(found) for name, found in picks.items()},
+    }

@@ -14,16 +14,21 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from tasks.training.prepare import prepare_training_run, train_stages
 from tasks.training.config import load_training_config
+from tasks.training.prepare import prepare_training_run, train_stages
 from tasks.training.report import write_training_report
 from tasks.training.runs import absolute, default_run_dir, list_checkpoints, newest_run
 
 
 @flow(name="train-model")
-def train_model(dataset: str, config: str | dict[str, Any], run_dir: str | None = None,
-                resume: bool = False, registry: str = "registry",
-                timeout_minutes: float | None = None) -> dict[str, Any]:
+def train_model(
+    dataset: str,
+    config: str | dict[str, Any],
+    run_dir: str | None = None,
+    resume: bool = False,
+    registry: str = "registry",
+    timeout_minutes: float | None = None,
+) -> dict[str, Any]:
     """Train a model on a canonical dataset.
 
     Args:
@@ -44,19 +49,28 @@ def train_model(dataset: str, config: str | dict[str, Any], run_dir: str | None 
     logger = get_run_logger()
     training = load_training_config(config)
     if run_dir is None:
-        run_dir = (newest_run(registry, training.name) if resume else None) or \
-            default_run_dir(registry, training.name)
+        run_dir = (newest_run(registry, training.name) if resume else None) or default_run_dir(
+            registry, training.name
+        )
     run_dir = absolute(run_dir)
     logger.info("run folder: %s", run_dir)
     with tempfile.TemporaryDirectory(prefix="train-model-") as work:
-        request = prepare_training_run(dataset, training, run_dir, resume, registry, work,
-                                       flow_run.id)
+        request = prepare_training_run(
+            dataset, training, run_dir, resume, registry, work, flow_run.id
+        )
         result = train_stages(request, timeout_minutes)
     report = write_training_report(run_dir, result["history"])
     history = result["history"]
     resumed = request.init.epoch if request.init.kind == "resume" else None
-    return {"run_dir": run_dir, "name": training.name, "classes": training.classes,
-            "epochs": result["epoch"], "checkpoint": list_checkpoints(run_dir).get(result["epoch"]),
-            **report, "dataset": request.dataset, "final": history[-1] if history else None,
-            "resumed_from": resumed, "auto_config": request.auto_config}
-
+    return {
+        "run_dir": run_dir,
+        "name": training.name,
+        "classes": training.classes,
+        "epochs": result["epoch"],
+        "checkpoint": list_checkpoints(run_dir).get(result["epoch"]),
+        **report,
+        "dataset": request.dataset,
+        "final": history[-1] if history else None,
+        "resumed_from": resumed,
+        "auto_config": request.auto_config,
+    }

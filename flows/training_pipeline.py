@@ -20,20 +20,30 @@ from flows.train_model import train_model
 from tasks import registry as model_registry
 from tasks.convert import Format
 from tasks.failures import InvalidSetting
-from tasks.training.runs import default_run_dir
 from tasks.training.config import load_training_config
+from tasks.training.runs import default_run_dir
 
 
 @flow(name="training-pipeline")
-def training_pipeline(source: str | None, dataset: str, config: str | dict[str, Any],
-                      registry: str = "registry", format: Format = "labelme",
-                      labels: str | list[str] | None = None, val_fraction: float = 0.2,
-                      run_dir: str | None = None, resume: bool = False,
-                      gate_metric: str = "segm.AP", higher_is_better: bool = True,
-                      force: bool = False, reason: str | None = None,
-                      timeout_minutes: float | None = None, init_with: str | None = None,
-                      alias: str = "production", format_options: dict[str, str] | None = None
-                      ) -> dict[str, Any]:
+def training_pipeline(
+    source: str | None,
+    dataset: str,
+    config: str | dict[str, Any],
+    registry: str = "registry",
+    format: Format = "labelme",
+    labels: str | list[str] | None = None,
+    val_fraction: float = 0.2,
+    run_dir: str | None = None,
+    resume: bool = False,
+    gate_metric: str = "segm.AP",
+    higher_is_better: bool = True,
+    force: bool = False,
+    reason: str | None = None,
+    timeout_minutes: float | None = None,
+    init_with: str | None = None,
+    alias: str = "production",
+    format_options: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Convert annotations, train, evaluate on the val split, register and gate to production.
 
     Args:
@@ -65,24 +75,49 @@ def training_pipeline(source: str | None, dataset: str, config: str | dict[str, 
     if force and not (reason and reason.strip()):
         raise InvalidSetting("force needs a reason")
     if source is not None:
-        convert_masks(source=source, destination=dataset, format=format,
-                      labels=training.classes if labels is None else labels,
-                      val_fraction=val_fraction, options=format_options)
+        convert_masks(
+            source=source,
+            destination=dataset,
+            format=format,
+            labels=training.classes if labels is None else labels,
+            val_fraction=val_fraction,
+            options=format_options,
+        )
     if run_dir is None and not resume:
         run_dir = default_run_dir(registry, training.name)
-    trained = train_model(dataset=dataset, config=training.to_dict(), run_dir=run_dir,
-                          resume=resume, registry=registry, timeout_minutes=timeout_minutes)
+    trained = train_model(
+        dataset=dataset,
+        config=training.to_dict(),
+        run_dir=run_dir,
+        resume=resume,
+        registry=registry,
+        timeout_minutes=timeout_minutes,
+    )
     evaluated = evaluate_model(model=trained["run_dir"], dataset=dataset, registry=registry)
     holder = model_registry.read_alias(registry, training.name, alias)
     baseline = None
     if holder is not None:  # the same val split for both sides of the gate
-        baseline = evaluate_model(model=f"{training.name}@v{holder['version']}",
-                                  dataset=dataset, registry=registry)["metrics_uri"]
-    registered = register_model(run_dir=trained["run_dir"], registry=registry,
-                                metrics=evaluated["metrics_uri"], alias=alias,
-                                gate_metric=gate_metric, higher_is_better=higher_is_better,
-                                force=force, reason=reason, baseline_metrics=baseline)
-    return {"dataset": dataset, "run_dir": trained["run_dir"],
-            "metrics": evaluated["metrics_uri"], "baseline_metrics": baseline,
-            "version": registered["version"], "reference": registered["reference"],
-            "promoted": registered["decision"]["promoted"], "decision": registered["decision"]}
+        baseline = evaluate_model(
+            model=f"{training.name}@v{holder['version']}", dataset=dataset, registry=registry
+        )["metrics_uri"]
+    registered = register_model(
+        run_dir=trained["run_dir"],
+        registry=registry,
+        metrics=evaluated["metrics_uri"],
+        alias=alias,
+        gate_metric=gate_metric,
+        higher_is_better=higher_is_better,
+        force=force,
+        reason=reason,
+        baseline_metrics=baseline,
+    )
+    return {
+        "dataset": dataset,
+        "run_dir": trained["run_dir"],
+        "metrics": evaluated["metrics_uri"],
+        "baseline_metrics": baseline,
+        "version": registered["version"],
+        "reference": registered["reference"],
+        "promoted": registered["decision"]["promoted"],
+        "decision": registered["decision"],
+    }

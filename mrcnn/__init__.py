@@ -11,11 +11,14 @@ __all__ = ["Config", "Dataset", "MaskRCNN"]
 def __getattr__(name: str):
     if name == "Config":
         from mrcnn.config import Config
+
         return Config
     if name == "Dataset":
         from mrcnn.dataset import Dataset
+
         return Dataset
     if name == "MaskRCNN":
         from mrcnn.model import MaskRCNN
+
         return MaskRCNN
     raise AttributeError(f"module 'mrcnn' has no attribute {name!r}")

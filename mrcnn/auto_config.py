@@ -81,12 +81,21 @@ class Choice:
     chosen: bool = True  # False: set by the user and kept
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "value": _plain(self.value), "default": _plain(self.default),
-                "why": self.why, "chosen": self.chosen}
+        return {
+            "key": self.key,
+            "value": _plain(self.value),
+            "default": _plain(self.default),
+            "why": self.why,
+            "chosen": self.chosen,
+        }
 
 
-def choose(stats: DatasetStats, user_set: Collection[str] = (), pretrained: bool = False,
-           user_values: dict[str, Any] | None = None) -> list[Choice]:
+def choose(
+    stats: DatasetStats,
+    user_set: Collection[str] = (),
+    pretrained: bool = False,
+    user_values: dict[str, Any] | None = None,
+) -> list[Choice]:
     """The Config values the data suggests, in the order the module docstring gives.
 
     Args:
@@ -115,8 +124,11 @@ def choose(stats: DatasetStats, user_set: Collection[str] = (), pretrained: bool
     if pretrained:
         decide("MEAN_PIXEL", _default("MEAN_PIXEL"), "kept: the pretrained weights' mean")
     elif stats.mean_pixel is not None:
-        decide("MEAN_PIXEL", [round(float(v), 1) for v in stats.mean_pixel],
-               "the training images' mean colour")
+        decide(
+            "MEAN_PIXEL",
+            [round(float(v), 1) for v in stats.mean_pixel],
+            "the training images' mean colour",
+        )
     return choices
 
 
@@ -128,10 +140,13 @@ def as_overrides(choices: list[Choice]) -> dict[str, Any]:
 def table(choices: list[Choice]) -> str:
     """The choices as a plain text table: key, value, default, why."""
     rows = [("key", "value", "default", "why")] + [
-        (c.key, _text(c.value), _text(c.default), c.why) for c in choices]
+        (c.key, _text(c.value), _text(c.default), c.why) for c in choices
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths))
-                     + "  " + row[3] for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
+        for row in rows
+    )
 
 
 # ---------------------------------------------------------------------------- the rules
@@ -144,19 +159,28 @@ def _image_size(stats: DatasetStats, decide) -> tuple[str, int, float]:
     square = min(MAX_SIDE, _ceil64(float(np.median(long))))
     shrunk = float(np.mean(long > square))  # images a square of that side would shrink
     if crop <= float(np.percentile(short, 5)) and (crop < square or shrunk >= 0.1):
-        mode = decide("IMAGE_RESIZE_MODE", "crop",
-                      f"objects are small (95 % at most {object_side:.0f} px) beside images of "
-                      f"{np.min(long):.0f}–{np.max(long):.0f} px: train on crops at their own "
-                      "scale, detect on whole images")
+        mode = decide(
+            "IMAGE_RESIZE_MODE",
+            "crop",
+            f"objects are small (95 % at most {object_side:.0f} px) beside images of "
+            f"{np.min(long):.0f}–{np.max(long):.0f} px: train on crops at their own "
+            "scale, detect on whole images",
+        )
     else:
         mode = decide("IMAGE_RESIZE_MODE", "square", "whole images: objects are large beside them")
     if mode == "crop":
-        side = decide("IMAGE_MIN_DIM", crop, f"a multiple of 64 of at least 4 × {object_side:.0f} px")
+        side = decide(
+            "IMAGE_MIN_DIM", crop, f"a multiple of 64 of at least 4 × {object_side:.0f} px"
+        )
         return mode, int(side), 1.0
     if mode != "square":  # pad64 or none: images keep their size
         return mode, int(np.median(long)), 1.0
-    side = decide("IMAGE_MAX_DIM", square, f"median long side {np.median(long):.0f} px, rounded "
-                  "up to 64" + (f", capped at {MAX_SIDE}" if square == MAX_SIDE else ""))
+    side = decide(
+        "IMAGE_MAX_DIM",
+        square,
+        f"median long side {np.median(long):.0f} px, rounded "
+        "up to 64" + (f", capped at {MAX_SIDE}" if square == MAX_SIDE else ""),
+    )
     decide("IMAGE_MIN_DIM", side, "as IMAGE_MAX_DIM: images are padded to a square")
     return mode, int(side), float(np.median(int(side) / long))
 
@@ -167,31 +191,53 @@ def _anchors(stats: DatasetStats, side: int, scale: float, pretrained: bool, dec
     levels = len(DEFAULTS.BACKBONE_STRIDES)
     # The largest anchor (the first × 2^4) stays within the training image.
     fits = 2 ** math.floor(math.log2(max(side / 2 ** (levels - 1), 1.0)))
-    first = int(np.clip(min(2 ** math.floor(math.log2(max(small, 1.0))), fits),
-                        SMALLEST_ANCHOR, LARGEST_FIRST_ANCHOR))
-    scales = [first * 2 ** level for level in range(levels)]
-    decide("RPN_ANCHOR_SCALES", scales, f"5 % of the objects are under {small:.0f} px "
-           f"(√(h·w)); the largest anchor {scales[-1]} px, 95 % under "
-           f"{np.percentile(sizes, 95):.0f} px")
+    first = int(
+        np.clip(
+            min(2 ** math.floor(math.log2(max(small, 1.0))), fits),
+            SMALLEST_ANCHOR,
+            LARGEST_FIRST_ANCHOR,
+        )
+    )
+    scales = [first * 2**level for level in range(levels)]
+    decide(
+        "RPN_ANCHOR_SCALES",
+        scales,
+        f"5 % of the objects are under {small:.0f} px "
+        f"(√(h·w)); the largest anchor {scales[-1]} px, 95 % under "
+        f"{np.percentile(sizes, 95):.0f} px",
+    )
     aspect = stats.box_sizes[:, 0] / np.maximum(stats.box_sizes[:, 1], 1)
     low, high = np.percentile(aspect, [10, 90])
     if pretrained or (low >= 1 / ELONGATED and high <= ELONGATED):
-        why = ("kept: the pretrained RPN has three anchors per place" if pretrained else
-               f"80 % of the objects have h/w within {low:.2f}–{high:.2f}")
+        why = (
+            "kept: the pretrained RPN has three anchors per place"
+            if pretrained
+            else f"80 % of the objects have h/w within {low:.2f}–{high:.2f}"
+        )
         decide("RPN_ANCHOR_RATIOS", list(DEFAULTS.RPN_ANCHOR_RATIOS), why)
         return
-    decide("RPN_ANCHOR_RATIOS", list(WIDE_RATIOS), f"a tenth of the objects are more elongated "
-           f"than {ELONGATED:g} : 1 (h/w {low:.2f}–{high:.2f} for 80 %)")
+    decide(
+        "RPN_ANCHOR_RATIOS",
+        list(WIDE_RATIOS),
+        f"a tenth of the objects are more elongated "
+        f"than {ELONGATED:g} : 1 (h/w {low:.2f}–{high:.2f} for 80 %)",
+    )
 
 
 def _instances(stats: DatasetStats, decide) -> None:
     most = int(np.max(stats.instances))
     decide("MAX_GT_INSTANCES", max(8, _ceil(most, 8)), f"at most {most} instances in one image")
     detections = max(DEFAULTS.DETECTION_MAX_INSTANCES, _ceil(1.25 * most, 8))
-    chosen = decide("DETECTION_MAX_INSTANCES", detections,
-                    f"a quarter more than the {most} of the fullest image (at least 100)")
-    decide("POST_NMS_ROIS_INFERENCE", max(DEFAULTS.POST_NMS_ROIS_INFERENCE, 2 * int(chosen)),
-           "at least twice the detections kept")
+    chosen = decide(
+        "DETECTION_MAX_INSTANCES",
+        detections,
+        f"a quarter more than the {most} of the fullest image (at least 100)",
+    )
+    decide(
+        "POST_NMS_ROIS_INFERENCE",
+        max(DEFAULTS.POST_NMS_ROIS_INFERENCE, 2 * int(chosen)),
+        "at least twice the detections kept",
+    )
 
 
 def _rois(stats: DatasetStats, mode: str, side: int, decide) -> None:
@@ -201,8 +247,12 @@ def _rois(stats: DatasetStats, mode: str, side: int, decide) -> None:
         counts = counts * np.minimum(1.0, side * side / area)
     typical = float(np.median(counts))
     rois = int(np.clip(2 ** math.ceil(math.log2(max(3 * typical, 1.0))), 16, 512))
-    decide("TRAIN_ROIS_PER_IMAGE", rois, f"three times the median {typical:.0f} instances per "
-           f"training {'crop' if mode == 'crop' else 'image'} (a third are positives)")
+    decide(
+        "TRAIN_ROIS_PER_IMAGE",
+        rois,
+        f"three times the median {typical:.0f} instances per "
+        f"training {'crop' if mode == 'crop' else 'image'} (a third are positives)",
+    )
 
 
 def _ceil64(value: float) -> int:

@@ -89,8 +89,10 @@ def otsu_not_applicable(class_names: Sequence[str]) -> str | None:
     """
     if len(class_names) == 1:
         return None
-    return (f"not applicable: the dataset has {len(class_names)} classes; Otsu's threshold "
-            "separates one bright class from a dark background")
+    return (
+        f"not applicable: the dataset has {len(class_names)} classes; Otsu's threshold "
+        "separates one bright class from a dark background"
+    )
 
 
 def otsu_watershed(image: np.ndarray, min_distance: int) -> np.ndarray:
@@ -112,8 +114,9 @@ def otsu_watershed(image: np.ndarray, min_distance: int) -> np.ndarray:
     foreground = ndimage.binary_fill_holes(values > threshold_otsu(values))
     components = label(foreground, connectivity=2)
     distance = ndimage.distance_transform_edt(foreground)
-    peaks = peak_local_max(distance, min_distance=min_distance, labels=components,
-                           exclude_border=False)
+    peaks = peak_local_max(
+        distance, min_distance=min_distance, labels=components, exclude_border=False
+    )
     markers = np.zeros(values.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = watershed(-distance, markers, mask=foreground, connectivity=2)

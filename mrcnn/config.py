@@ -27,7 +27,13 @@ OPTIMIZERS = ("sgd", "adamw")
 WEIGHT_INITS = ("keras", "torchvision")
 RESIZE_MODES = ("none", "square", "pad64", "crop")
 BUILTIN_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
-LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
+LOSS_NAMES = (
+    "rpn_class_loss",
+    "rpn_bbox_loss",
+    "mrcnn_class_loss",
+    "mrcnn_bbox_loss",
+    "mrcnn_mask_loss",
+)
 
 DEVICE_NAME = re.compile(r"(/job:\w+/replica:\d+/task:\d+)?/(device:)?(cpu|gpu|CPU|GPU):\d+")
 
@@ -54,9 +60,11 @@ class NamedBackbone:
     reference: str
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise InvalidSetting(f"BACKBONE {self.reference!r} is only a name read from an export's "
-                             "config; pass that callable to Config.from_dict(..., backbones=[...]) "
-                             "to build a graph with it")
+        raise InvalidSetting(
+            f"BACKBONE {self.reference!r} is only a name read from an export's "
+            "config; pass that callable to Config.from_dict(..., backbones=[...]) "
+            "to build a graph with it"
+        )
 
 
 class Config:
@@ -230,9 +238,13 @@ class Config:
         self.validate()
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
         if self.IMAGE_RESIZE_MODE == "crop":
-            self.IMAGE_SHAPE = np.array([self.IMAGE_MIN_DIM, self.IMAGE_MIN_DIM, self.IMAGE_CHANNEL_COUNT])
+            self.IMAGE_SHAPE = np.array(
+                [self.IMAGE_MIN_DIM, self.IMAGE_MIN_DIM, self.IMAGE_CHANNEL_COUNT]
+            )
         else:
-            self.IMAGE_SHAPE = np.array([self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM, self.IMAGE_CHANNEL_COUNT])
+            self.IMAGE_SHAPE = np.array(
+                [self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM, self.IMAGE_CHANNEL_COUNT]
+            )
         # image_id, original shape (3), molded shape (3), window (4), scale, active class ids
         self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
 
@@ -240,38 +252,72 @@ class Config:
     def validate(self) -> None:
         """Raise ValueError with a specific message for the first inconsistent setting."""
         if not isinstance(self.NAME, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", self.NAME):
-            raise InvalidSetting(f"NAME must be a non-empty name of letters, digits, '_' or '-', got {self.NAME!r}")
-        for key in ("GPU_COUNT", "IMAGES_PER_GPU", "STEPS_PER_EPOCH", "NUM_CLASSES", "TRAIN_ROIS_PER_IMAGE",
-                    "RPN_CONV_CHANNELS", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES", "POST_NMS_ROIS_TRAINING",
-                    "POST_NMS_ROIS_INFERENCE", "PRE_NMS_LIMIT", "RPN_TRAIN_ANCHORS_PER_IMAGE"):
+            raise InvalidSetting(
+                f"NAME must be a non-empty name of letters, digits, '_' or '-', got {self.NAME!r}"
+            )
+        for key in (
+            "GPU_COUNT",
+            "IMAGES_PER_GPU",
+            "STEPS_PER_EPOCH",
+            "NUM_CLASSES",
+            "TRAIN_ROIS_PER_IMAGE",
+            "RPN_CONV_CHANNELS",
+            "MAX_GT_INSTANCES",
+            "DETECTION_MAX_INSTANCES",
+            "POST_NMS_ROIS_TRAINING",
+            "POST_NMS_ROIS_INFERENCE",
+            "PRE_NMS_LIMIT",
+            "RPN_TRAIN_ANCHORS_PER_IMAGE",
+        ):
             _require_int(self, key, minimum=1)
         _require_int(self, "VALIDATION_STEPS", minimum=0)
         _require_int(self, "WARMUP_STEPS", minimum=0)
         if self.NUM_CLASSES < 2:
-            raise InvalidSetting(f"NUM_CLASSES must count the background plus at least one class (>= 2), got {self.NUM_CLASSES}")
+            raise InvalidSetting(
+                f"NUM_CLASSES must count the background plus at least one class (>= 2), got {self.NUM_CLASSES}"
+            )
         if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
-            raise InvalidSetting(f"IMAGE_RESIZE_MODE must be one of {RESIZE_MODES}, got {self.IMAGE_RESIZE_MODE!r}")
+            raise InvalidSetting(
+                f"IMAGE_RESIZE_MODE must be one of {RESIZE_MODES}, got {self.IMAGE_RESIZE_MODE!r}"
+            )
         if self.IMAGE_RESIZE_MODE in ("square", "crop"):
             dim = self.IMAGE_MAX_DIM if self.IMAGE_RESIZE_MODE == "square" else self.IMAGE_MIN_DIM
             if int(dim) % 64:
-                raise InvalidSetting(f"image dimensions must be divisible by 64 (6 downsamplings), got {dim}")
+                raise InvalidSetting(
+                    f"image dimensions must be divisible by 64 (6 downsamplings), got {dim}"
+                )
         if self.IMAGE_MIN_DIM and self.IMAGE_MAX_DIM and self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
-            raise InvalidSetting(f"IMAGE_MIN_DIM ({self.IMAGE_MIN_DIM}) must not exceed IMAGE_MAX_DIM ({self.IMAGE_MAX_DIM})")
-        if not (isinstance(self.BACKBONE, str) and self.BACKBONE in BUILTIN_BACKBONES or callable(self.BACKBONE)):
-            raise InvalidSetting(f"BACKBONE must be one of {BUILTIN_BACKBONES} or a callable, got {self.BACKBONE!r}")
+            raise InvalidSetting(
+                f"IMAGE_MIN_DIM ({self.IMAGE_MIN_DIM}) must not exceed IMAGE_MAX_DIM ({self.IMAGE_MAX_DIM})"
+            )
+        if not (
+            isinstance(self.BACKBONE, str)
+            and self.BACKBONE in BUILTIN_BACKBONES
+            or callable(self.BACKBONE)
+        ):
+            raise InvalidSetting(
+                f"BACKBONE must be one of {BUILTIN_BACKBONES} or a callable, got {self.BACKBONE!r}"
+            )
         if len(self.BACKBONE_STRIDES) != len(self.RPN_ANCHOR_SCALES):
             raise InvalidSetting("RPN_ANCHOR_SCALES needs one scale per entry of BACKBONE_STRIDES")
         if self.INFERENCE_PRECISION not in INFERENCE_PRECISIONS:
-            raise InvalidSetting(f"INFERENCE_PRECISION must be one of {INFERENCE_PRECISIONS}, "
-                                 f"got {self.INFERENCE_PRECISION!r}")
+            raise InvalidSetting(
+                f"INFERENCE_PRECISION must be one of {INFERENCE_PRECISIONS}, "
+                f"got {self.INFERENCE_PRECISION!r}"
+            )
         if self.TRAINING_PRECISION not in TRAINING_PRECISIONS:
-            raise InvalidSetting(f"TRAINING_PRECISION must be one of {TRAINING_PRECISIONS}, "
-                                 f"got {self.TRAINING_PRECISION!r}")
+            raise InvalidSetting(
+                f"TRAINING_PRECISION must be one of {TRAINING_PRECISIONS}, "
+                f"got {self.TRAINING_PRECISION!r}"
+            )
         if self.WEIGHT_INIT not in WEIGHT_INITS:
-            raise InvalidSetting(f"WEIGHT_INIT must be one of {WEIGHT_INITS}, "
-                                 f"got {self.WEIGHT_INIT!r}")
+            raise InvalidSetting(
+                f"WEIGHT_INIT must be one of {WEIGHT_INITS}, got {self.WEIGHT_INIT!r}"
+            )
         if not 0 <= float(self.BATCH_NORM_MOMENTUM) < 1:
-            raise InvalidSetting(f"BATCH_NORM_MOMENTUM must be in [0, 1), got {self.BATCH_NORM_MOMENTUM}")
+            raise InvalidSetting(
+                f"BATCH_NORM_MOMENTUM must be in [0, 1), got {self.BATCH_NORM_MOMENTUM}"
+            )
         if self.OPTIMIZER not in OPTIMIZERS:
             raise InvalidSetting(f"OPTIMIZER must be one of {OPTIMIZERS}, got {self.OPTIMIZER!r}")
         for key in ("LEARNING_RATE",):
@@ -281,21 +327,34 @@ class Config:
             if not 0 < float(getattr(self, key)) <= 1:
                 raise InvalidSetting(f"{key} must be in (0, 1], got {getattr(self, key)}")
         if not 0 <= float(self.DETECTION_MIN_CONFIDENCE) <= 1:
-            raise InvalidSetting(f"DETECTION_MIN_CONFIDENCE must be in [0, 1], got {self.DETECTION_MIN_CONFIDENCE}")
+            raise InvalidSetting(
+                f"DETECTION_MIN_CONFIDENCE must be in [0, 1], got {self.DETECTION_MIN_CONFIDENCE}"
+            )
         unknown_losses = sorted(set(self.LOSS_WEIGHTS) - set(LOSS_NAMES))
         if unknown_losses:
-            raise InvalidSetting(f"LOSS_WEIGHTS has unknown loss names {unknown_losses}; known: {list(LOSS_NAMES)}")
+            raise InvalidSetting(
+                f"LOSS_WEIGHTS has unknown loss names {unknown_losses}; known: {list(LOSS_NAMES)}"
+            )
         Normalization.from_config(self)  # its errors name the two settings
         if len(self.MEAN_PIXEL) != self.IMAGE_CHANNEL_COUNT:
-            raise InvalidSetting(f"MEAN_PIXEL needs {self.IMAGE_CHANNEL_COUNT} values, got {len(self.MEAN_PIXEL)}")
+            raise InvalidSetting(
+                f"MEAN_PIXEL needs {self.IMAGE_CHANNEL_COUNT} values, got {len(self.MEAN_PIXEL)}"
+            )
         if self.TRAINING_DEVICES is not None:
             devices = self.TRAINING_DEVICES
-            if (not isinstance(devices, (list, tuple)) or len(devices) != self.GPU_COUNT
-                    or not all(isinstance(d, str) and DEVICE_NAME.fullmatch(d) for d in devices)):
-                raise InvalidSetting(f"TRAINING_DEVICES must list GPU_COUNT ({self.GPU_COUNT}) device names such as "
-                                     f"'/gpu:0' or '/cpu:1', got {devices!r}")
+            if (
+                not isinstance(devices, (list, tuple))
+                or len(devices) != self.GPU_COUNT
+                or not all(isinstance(d, str) and DEVICE_NAME.fullmatch(d) for d in devices)
+            ):
+                raise InvalidSetting(
+                    f"TRAINING_DEVICES must list GPU_COUNT ({self.GPU_COUNT}) device names such as "
+                    f"'/gpu:0' or '/cpu:1', got {devices!r}"
+                )
         if not self.USE_RPN_ROIS:
-            raise InvalidSetting("USE_RPN_ROIS=False (training the heads on external ROIs) is not supported")
+            raise InvalidSetting(
+                "USE_RPN_ROIS=False (training the heads on external ROIs) is not supported"
+            )
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -311,8 +370,14 @@ class Config:
         return out
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], backbones: AllowedBackbones = (), *,
-                  source: str = "config", exported: bool = False) -> Config:
+    def from_dict(
+        cls,
+        values: Mapping[str, Any],
+        backbones: AllowedBackbones = (),
+        *,
+        source: str = "config",
+        exported: bool = False,
+    ) -> Config:
         """Rebuild a config from `to_dict()` output (derived keys are recomputed).
 
         This is how a config read from storage becomes a `Config`, and it runs no code: a
@@ -333,8 +398,9 @@ class Config:
                 allowed, or any other invalid or unknown setting.
         """
         if not isinstance(values, Mapping):
-            raise InvalidSetting(f"{source}: expected a mapping of Config settings, got "
-                                 f"{type(values).__name__}")
+            raise InvalidSetting(
+                f"{source}: expected a mapping of Config settings, got {type(values).__name__}"
+            )
         settings = {k: v for k, v in values.items() if k not in DERIVED}
         backbone = settings.get("BACKBONE")
         if isinstance(backbone, str) and backbone not in BUILTIN_BACKBONES:
@@ -345,10 +411,12 @@ class Config:
                 settings["BACKBONE"] = NamedBackbone(backbone)
             else:
                 allowing = f" ({', '.join(sorted(allowed))})" if allowed else ""
-                raise InvalidSetting(f"{source}: BACKBONE {backbone!r} is neither a built-in "
-                                     f"backbone ({', '.join(BUILTIN_BACKBONES)}) nor a callable "
-                                     f"the caller allowed{allowing}; a stored config does not "
-                                     "load code (docs/concepts/security.md)")
+                raise InvalidSetting(
+                    f"{source}: BACKBONE {backbone!r} is neither a built-in "
+                    f"backbone ({', '.join(BUILTIN_BACKBONES)}) nor a callable "
+                    f"the caller allowed{allowing}; a stored config does not "
+                    "load code (docs/concepts/security.md)"
+                )
         try:
             return cls(**settings)
         except ValueError as error:
@@ -377,8 +445,10 @@ def backbone_reference(backbone: Backbone) -> str:
     module = getattr(backbone, "__module__", None)
     qualname = getattr(backbone, "__qualname__", None)
     if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
-        raise InvalidSetting("a BACKBONE callable must be a module-level function to be saved with "
-                             f"the config, got {qualname or backbone!r}")
+        raise InvalidSetting(
+            "a BACKBONE callable must be a module-level function to be saved with "
+            f"the config, got {qualname or backbone!r}"
+        )
     return f"{module}:{qualname}"
 
 
@@ -386,8 +456,11 @@ def _allowed_backbones(backbones: AllowedBackbones) -> dict[str, Backbone]:
     """The allow-list as ``{reference: callable}``; anything but a callable is refused."""
     if isinstance(backbones, str):  # a reference to import is exactly what is not accepted
         raise TypeError(f"backbones must be callables or a mapping to callables, got {backbones!r}")
-    pairs = (list(backbones.items()) if isinstance(backbones, Mapping)
-             else [(None, backbone) for backbone in backbones])
+    pairs = (
+        list(backbones.items())
+        if isinstance(backbones, Mapping)
+        else [(None, backbone) for backbone in backbones]
+    )
     allowed = {}
     for reference, backbone in pairs:
         if not callable(backbone):

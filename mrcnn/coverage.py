@@ -36,8 +36,10 @@ class Bootstrap:
 
     def __post_init__(self) -> None:
         if self.resamples < 1 or not 0.0 < self.confidence < 1.0:
-            raise ValueError(f"a bootstrap needs resamples >= 1 and a confidence in (0, 1), got "
-                             f"{self.resamples} and {self.confidence}")
+            raise ValueError(
+                f"a bootstrap needs resamples >= 1 and a confidence in (0, 1), got "
+                f"{self.resamples} and {self.confidence}"
+            )
 
 
 @dataclass(frozen=True)
@@ -117,21 +119,24 @@ def resample_indices(images: int, bootstrap: Bootstrap = Bootstrap()) -> Iterato
 def mean_interval(values: np.ndarray, bootstrap: Bootstrap = Bootstrap()) -> Interval:
     """Percentile-bootstrap interval of the mean of per-image `values` `[N]`."""
     values = _per_image(values, "values")
-    means = np.concatenate([values[block].mean(axis=1)
-                            for block in resample_indices(len(values), bootstrap)])
+    means = np.concatenate(
+        [values[block].mean(axis=1) for block in resample_indices(len(values), bootstrap)]
+    )
     tail = 50.0 * (1.0 - bootstrap.confidence)
     low, high = np.percentile(means, [tail, 100.0 - tail])
     return Interval(float(low), float(high))
 
 
-def coverage_error(predicted: np.ndarray, truth: np.ndarray,
-                   bootstrap: Bootstrap = Bootstrap()) -> CoverageError:
+def coverage_error(
+    predicted: np.ndarray, truth: np.ndarray, bootstrap: Bootstrap = Bootstrap()
+) -> CoverageError:
     """MAE with its interval and the bias of predicted coverages `[N]` against true ones `[N]`."""
     predicted, truth = _paired(predicted, truth)
     errors = predicted - truth
     absolute = np.abs(errors)
-    return CoverageError(len(truth), float(absolute.mean()), mean_interval(absolute, bootstrap),
-                         float(errors.mean()))
+    return CoverageError(
+        len(truth), float(absolute.mean()), mean_interval(absolute, bootstrap), float(errors.mean())
+    )
 
 
 def count_error(predicted: np.ndarray, truth: np.ndarray) -> CountError:
@@ -141,12 +146,20 @@ def count_error(predicted: np.ndarray, truth: np.ndarray) -> CountError:
     present = truth > 0
     # An image without the class has no relative error (x / 0); its absolute error counts.
     relative = absolute[present] / truth[present]
-    return CountError(len(truth), float(absolute.mean()),
-                      float(np.median(relative)) if relative.size else None, int(present.sum()))
+    return CountError(
+        len(truth),
+        float(absolute.mean()),
+        float(np.median(relative)) if relative.size else None,
+        int(present.sum()),
+    )
 
 
-def compare(predicted: np.ndarray, baseline: np.ndarray, truth: np.ndarray,
-            bootstrap: Bootstrap = Bootstrap()) -> Comparison:
+def compare(
+    predicted: np.ndarray,
+    baseline: np.ndarray,
+    truth: np.ndarray,
+    bootstrap: Bootstrap = Bootstrap(),
+) -> Comparison:
     """Whether the model's coverages `[N]` are closer to the truth `[N]` than a baseline's."""
     predicted, truth = _paired(predicted, truth)
     baseline, _ = _paired(baseline, truth)
@@ -164,14 +177,17 @@ def compare(predicted: np.ndarray, baseline: np.ndarray, truth: np.ndarray,
 def _per_image(values: np.ndarray, name: str) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or not len(values):
-        raise ValueError(f"{name} must be one value per image, at least one; got shape "
-                         f"{values.shape}")
+        raise ValueError(
+            f"{name} must be one value per image, at least one; got shape {values.shape}"
+        )
     return values
 
 
 def _paired(predicted: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     predicted, truth = _per_image(predicted, "predicted"), _per_image(truth, "truth")
     if predicted.shape != truth.shape:
-        raise ValueError(f"predicted and true values must cover the same images: "
-                         f"{len(predicted)} vs {len(truth)}")
+        raise ValueError(
+            f"predicted and true values must cover the same images: "
+            f"{len(predicted)} vs {len(truth)}"
+        )
     return predicted, truth

@@ -44,11 +44,13 @@ def replica_devices(config: Config) -> list[str] | None:
         return None
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) < config.GPU_COUNT:
-        raise InvalidSetting(f"GPU_COUNT={config.GPU_COUNT} asks for {config.GPU_COUNT} GPUs, but "
-                             f"TensorFlow sees {len(gpus)}; set GPU_COUNT=1 (and raise "
-                             "IMAGES_PER_GPU for the same batch) or name the devices in "
-                             "TRAINING_DEVICES")
-    return [gpu.name for gpu in gpus[:config.GPU_COUNT]]
+        raise InvalidSetting(
+            f"GPU_COUNT={config.GPU_COUNT} asks for {config.GPU_COUNT} GPUs, but "
+            f"TensorFlow sees {len(gpus)}; set GPU_COUNT=1 (and raise "
+            "IMAGES_PER_GPU for the same batch) or name the devices in "
+            "TRAINING_DEVICES"
+        )
+    return [gpu.name for gpu in gpus[: config.GPU_COUNT]]
 
 
 def ensure_cpu_devices(count: int) -> None:
@@ -62,7 +64,8 @@ def ensure_cpu_devices(count: int) -> None:
         return
     try:
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+        )
     except RuntimeError:  # the runtime has started; fine if it already has enough
         present = len(tf.config.list_logical_devices("CPU"))
         if present < count:

@@ -33,8 +33,14 @@ from mrcnn.boxes import compute_overlaps, extract_bboxes
 from mrcnn.masks import compute_overlaps_masks
 
 # The AP summary: (name, IoU threshold or None for 0.5:0.95, area range), as COCO's stats[:6].
-_COCO_SUMMARY = (("AP", None, "all"), ("AP50", 0.5, "all"), ("AP75", 0.75, "all"),
-                 ("APs", None, "small"), ("APm", None, "medium"), ("APl", None, "large"))
+_COCO_SUMMARY = (
+    ("AP", None, "all"),
+    ("AP50", 0.5, "all"),
+    ("AP75", 0.75, "all"),
+    ("APs", None, "small"),
+    ("APm", None, "medium"),
+    ("APl", None, "large"),
+)
 COCO_DEFAULT_MAX_DETS = (1, 10, 100)
 _RESULT_KEYS = ("rois", "class_ids", "scores", "masks")
 
@@ -76,13 +82,15 @@ def compute_matches(
     _check_count("gt", len(gt_boxes), gt_class_ids, gt_masks)
     _check_count("pred", len(pred_boxes), pred_class_ids, pred_scores, pred_masks)
     order, overlaps = _ranked_overlaps(gt_masks, pred_scores, pred_masks, score_threshold)
-    gt_match, pred_match = _match(overlaps, np.asarray(pred_class_ids)[order],
-                                  np.asarray(gt_class_ids), iou_threshold)
+    gt_match, pred_match = _match(
+        overlaps, np.asarray(pred_class_ids)[order], np.asarray(gt_class_ids), iou_threshold
+    )
     return gt_match, pred_match, overlaps
 
 
-def _ranked_overlaps(gt_masks: np.ndarray, pred_scores: np.ndarray, pred_masks: np.ndarray,
-                     score_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _ranked_overlaps(
+    gt_masks: np.ndarray, pred_scores: np.ndarray, pred_masks: np.ndarray, score_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The kept predictions by descending score, and their mask IoU with the ground truth."""
     pred_scores = np.asarray(pred_scores)
     order = np.argsort(-pred_scores, kind="stable")
@@ -90,8 +98,9 @@ def _ranked_overlaps(gt_masks: np.ndarray, pred_scores: np.ndarray, pred_masks: 
     return order, compute_overlaps_masks(np.asarray(pred_masks)[..., order], gt_masks)
 
 
-def _match(overlaps: np.ndarray, pred_class_ids: np.ndarray, gt_class_ids: np.ndarray,
-           iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _match(
+    overlaps: np.ndarray, pred_class_ids: np.ndarray, gt_class_ids: np.ndarray, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy matching of ranked predictions (rows of `overlaps`) to ground truth."""
     gt_match = np.full(len(gt_class_ids), -1, dtype=np.int64)
     pred_match = np.full(len(pred_class_ids), -1, dtype=np.int64)
@@ -135,14 +144,21 @@ def compute_ap(
         overlaps: [P, G] mask IoU, predictions by descending score.
     """
     gt_match, pred_match, overlaps = compute_matches(
-        gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids, pred_scores, pred_masks,
+        gt_boxes,
+        gt_class_ids,
+        gt_masks,
+        pred_boxes,
+        pred_class_ids,
+        pred_scores,
+        pred_masks,
         iou_threshold,
     )
     return (*_interpolated_ap(gt_match, pred_match), overlaps)
 
 
-def _interpolated_ap(gt_match: np.ndarray, pred_match: np.ndarray
-                     ) -> tuple[float, np.ndarray, np.ndarray]:
+def _interpolated_ap(
+    gt_match: np.ndarray, pred_match: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
     """VOC all-points AP of one image's matches, with its precision and recall points."""
     hits = np.cumsum(pred_match > -1)
     precisions = hits / np.arange(1, len(pred_match) + 1)
@@ -412,7 +428,10 @@ def _load_results(coco_gt: COCO, detections: list[dict], iou_type: str) -> COCO:
 
 
 def _coco_metrics(
-    coco_gt: COCO, detections: list[dict], iou_type: str, class_names: list[str],
+    coco_gt: COCO,
+    detections: list[dict],
+    iou_type: str,
+    class_names: list[str],
     max_dets: Sequence[int] = COCO_DEFAULT_MAX_DETS,
 ) -> dict[str, Any]:
     """Runs COCOeval for "bbox" or "segm" with `max_dets`; returns overall and per-class AP."""
@@ -421,8 +440,9 @@ def _coco_metrics(
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval.evaluate()
         coco_eval.accumulate()
-    metrics: dict[str, Any] = {name: _summary_ap(coco_eval, iou, area)
-                               for name, iou, area in _COCO_SUMMARY}
+    metrics: dict[str, Any] = {
+        name: _summary_ap(coco_eval, iou, area) for name, iou, area in _COCO_SUMMARY
+    }
     metrics["per_class"] = _per_class_ap(coco_eval, class_names)
     return metrics
 

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 EXPORT_CONFIG = "mrcnn_config.json"
 
 
-def export_model(model: MaskRCNN, path: str | os.PathLike, format: str = "saved_model",
-                 **options: Any) -> None:
+def export_model(
+    model: MaskRCNN, path: str | os.PathLike, format: str = "saved_model", **options: Any
+) -> None:
     """Write `model`'s predict graph as `format` into the folder `path`, with its config.
 
     Args:
@@ -71,12 +72,16 @@ def exported_format(path: str | os.PathLike) -> str:
 def _export_format(path: str | os.PathLike) -> ExportFormat:
     folder = Path(path)
     if not (folder / EXPORT_CONFIG).is_file():
-        raise MissingInput(f"{folder / EXPORT_CONFIG} not found: is {str(path)!r} a folder "
-                           "written by MaskRCNN.export?")
+        raise MissingInput(
+            f"{folder / EXPORT_CONFIG} not found: is {str(path)!r} a folder "
+            "written by MaskRCNN.export?"
+        )
     fmt = format_of({name for name in GRAPH_FILES if (folder / name).is_file()})
     if fmt is None:
-        raise MissingInput(f"export folder {str(path)!r} has {EXPORT_CONFIG} but no graph "
-                           f"file ({', '.join(GRAPH_FILES)})")
+        raise MissingInput(
+            f"export folder {str(path)!r} has {EXPORT_CONFIG} but no graph "
+            f"file ({', '.join(GRAPH_FILES)})"
+        )
     return fmt
 
 
@@ -88,12 +93,14 @@ def exported_config(path: str | os.PathLike) -> Config:
     """
     exported_format(path)
     file = Path(path, EXPORT_CONFIG)
-    return Config.from_dict(json.loads(file.read_text()), source=f"export config {str(file)!r}",
-                            exported=True)
+    return Config.from_dict(
+        json.loads(file.read_text()), source=f"export config {str(file)!r}", exported=True
+    )
 
 
-def load_predict(path: str | os.PathLike, threads: int | None = None,
-                 precision: str | None = None) -> Predict:
+def load_predict(
+    path: str | os.PathLike, threads: int | None = None, precision: str | None = None
+) -> Predict:
     """The export's predict function, run by its format's runtime (`ExportFormat.load`).
 
     Args:
@@ -107,8 +114,9 @@ def load_predict(path: str | os.PathLike, threads: int | None = None,
     return fmt.load(Path(path), precision or exported_config(path).INFERENCE_PRECISION, threads)
 
 
-def load_exported(path: str | os.PathLike, precision: str | None = None
-                  ) -> Callable[[Sequence[np.ndarray]], list[dict[str, np.ndarray]]]:
+def load_exported(
+    path: str | os.PathLike, precision: str | None = None
+) -> Callable[[Sequence[np.ndarray]], list[dict[str, np.ndarray]]]:
     """Load a folder written by `MaskRCNN.export` as a `detect`-like callable.
 
     The callable takes a list of RGB `[H, W, 3]` images and returns one dict per image with

@@ -68,8 +68,9 @@ class ExportFormat:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             takes = ", ".join(self.options) or "none"
-            raise InvalidSetting(f"export format {self.name!r} takes no option {unknown[0]!r} "
-                                 f"(its options: {takes})")
+            raise InvalidSetting(
+                f"export format {self.name!r} takes no option {unknown[0]!r} (its options: {takes})"
+            )
 
 
 def optional_module(module: str, extra: str, purpose: str) -> Any:
@@ -81,5 +82,6 @@ def optional_module(module: str, extra: str, purpose: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"{purpose} needs {module}: pip install "
-                          f"'mrcnn-pipeline[{extra}]'") from None
+        raise ImportError(
+            f"{purpose} needs {module}: pip install 'mrcnn-pipeline[{extra}]'"
+        ) from None

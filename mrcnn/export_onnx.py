@@ -19,8 +19,12 @@ ONNX_OPSET = 17
 def write_onnx(predict: Any, folder: Path) -> None:
     """Convert the traced predict function to ``model.onnx``."""
     tf2onnx = optional_module("tf2onnx", "onnx", "ONNX export")
-    tf2onnx.convert.from_function(predict, input_signature=predict.input_signature,
-                                  opset=ONNX_OPSET, output_path=str(folder / ONNX_FILE))
+    tf2onnx.convert.from_function(
+        predict,
+        input_signature=predict.input_signature,
+        opset=ONNX_OPSET,
+        output_path=str(folder / ONNX_FILE),
+    )
 
 
 def load_onnx(folder: Path, precision: str, threads: int | None) -> Predict:
@@ -34,8 +38,9 @@ def load_onnx(folder: Path, precision: str, threads: int | None) -> Predict:
     options = onnxruntime.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), options,
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+    )
     names = [output.name for output in session.get_outputs()]
 
     def predict(images: Any, metas: Any) -> dict[str, np.ndarray]:
@@ -46,5 +51,12 @@ def load_onnx(folder: Path, precision: str, threads: int | None) -> Predict:
 
 
 FORMAT = ExportFormat(
-    name="onnx", title="ONNX", help="ONNX (model.onnx by tf2onnx, run by ONNX Runtime)",
-    graph_file=ONNX_FILE, runtime="onnxruntime", write=write_onnx, load=load_onnx, extra="onnx")
+    name="onnx",
+    title="ONNX",
+    help="ONNX (model.onnx by tf2onnx, run by ONNX Runtime)",
+    graph_file=ONNX_FILE,
+    runtime="onnxruntime",
+    write=write_onnx,
+    load=load_onnx,
+    extra="onnx",
+)

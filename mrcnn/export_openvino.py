@@ -63,8 +63,12 @@ def graph_nodes(model: Any) -> Iterator[Any]:
             yield from graph_nodes(node.get_function())
 
 
-def openvino_predict(path: str | os.PathLike, precision: str = "float32",
-                     threads: int | None = None, graph_file: str = OPENVINO_FILE) -> Predict:
+def openvino_predict(
+    path: str | os.PathLike,
+    precision: str = "float32",
+    threads: int | None = None,
+    graph_file: str = OPENVINO_FILE,
+) -> Predict:
     """The IR's predict function on the CPU plugin.
 
     Args:
@@ -86,16 +90,22 @@ def openvino_predict(path: str | os.PathLike, precision: str = "float32",
     def predict(images: Any, metas: Any) -> dict[str, np.ndarray]:
         # One request per call: shards of one process may call the model from several threads.
         request = compiled.create_infer_request()
-        result = request.infer({"images": np.asarray(images, np.float32),
-                                "metas": np.asarray(metas, np.float32)})
+        result = request.infer(
+            {"images": np.asarray(images, np.float32), "metas": np.asarray(metas, np.float32)}
+        )
         return {name: result[output] for name, output in zip(names, compiled.outputs)}
 
     return predict
 
 
 FORMAT = ExportFormat(
-    name="openvino", title="OpenVINO IR",
-    help="OpenVINO IR (model.xml + model.bin, run by OpenVINO's CPU plugin in float32 or "
-         "bfloat16)",
-    graph_file=OPENVINO_FILE, runtime="openvino", write=write_openvino, load=openvino_predict,
-    chooses_precision=True, extra="openvino")
+    name="openvino",
+    title="OpenVINO IR",
+    help="OpenVINO IR (model.xml + model.bin, run by OpenVINO's CPU plugin in float32 or bfloat16)",
+    graph_file=OPENVINO_FILE,
+    runtime="openvino",
+    write=write_openvino,
+    load=openvino_predict,
+    chooses_precision=True,
+    extra="openvino",
+)

@@ -34,7 +34,11 @@ def load_saved_model(folder: Path, precision: str, threads: int | None) -> Predi
 
 
 FORMAT = ExportFormat(
-    name="saved_model", title="SavedModel",
+    name="saved_model",
+    title="SavedModel",
     help="TensorFlow SavedModel (tf.saved_model.load, saved_model_cli, TF Serving)",
-    graph_file=SAVED_MODEL_FILE, runtime="tensorflow", write=write_saved_model,
-    load=load_saved_model)
+    graph_file=SAVED_MODEL_FILE,
+    runtime="tensorflow",
+    write=write_saved_model,
+    load=load_saved_model,
+)

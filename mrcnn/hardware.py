@@ -17,8 +17,17 @@ CPUINFO = Path("/proc/cpuinfo")
 # Flags of native bfloat16 arithmetic: AVX-512 BF16 dot products, or Intel's AMX tiles.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Flags `doctor` and benchmark records name, in this order.
-NOTABLE_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-                 "amx_tile", "amx_bf16", "amx_int8")
+NOTABLE_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,8 +47,14 @@ _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF8", *TIFF_SIGN
 
 # Pillow modes whose array is already an image of ours, and the conversion of the others.
 _ARRAY_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I;16N"})
-_CONVERSIONS = {"La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB",
-                "YCbCr": "RGB"}
+_CONVERSIONS = {
+    "La": "LA",
+    "PA": "RGBA",
+    "RGBa": "RGBA",
+    "RGBX": "RGB",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+}
 # 16-bit colour PNG: Pillow's raw mode for the high bytes -> the one that reads the low bytes.
 _LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
 _TIFF_COLOUR_PHOTOMETRICS = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB)
@@ -66,8 +72,11 @@ class UnreadableImage(InvalidInput):
         if reason not in REASONS:
             raise ValueError(f"unknown reason {reason!r}; expected one of {REASONS}")
         # A refused pixel type reads as a fact about the file; the others as a failure.
-        message = f"{name} {why}" if reason == "unsupported_mode" else \
-            f"{name} is not a readable image ({why})"
+        message = (
+            f"{name} {why}"
+            if reason == "unsupported_mode"
+            else f"{name} is not a readable image ({why})"
+        )
         super().__init__(message)
         self.reason = reason
         self.why = why
@@ -92,8 +101,9 @@ class StoredImage:
         return turn_upright(self.pixels, self.orientation)
 
 
-def read_image(source: bytes | str | os.PathLike, name: str | None = None,
-               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image(
+    source: bytes | str | os.PathLike, name: str | None = None, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """An image file's pixels ``[H, W, C]`` in its own type, turned upright.
 
     Args:
@@ -118,8 +128,7 @@ def read_image(source: bytes | str | os.PathLike, name: str | None = None,
     return decode_image(source, name or "image", max_pixels).upright
 
 
-def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS
-                 ) -> StoredImage:
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> StoredImage:
     """Decode an image file into its pixels as stored and its orientation tag.
 
     Raises:
@@ -127,22 +136,28 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS
     """
     pixels, orientation = _decode(data, name, max_pixels, colour=True)
     if pixels.dtype not in IMAGE_DTYPES:
-        raise UnreadableImage("unsupported_mode", name, f"has {pixels.dtype} pixels; images "
-                              "must be 8- or 16-bit unsigned integers")
+        raise UnreadableImage(
+            "unsupported_mode",
+            name,
+            f"has {pixels.dtype} pixels; images must be 8- or 16-bit unsigned integers",
+        )
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.ndim != 3 or not 1 <= pixels.shape[2] <= 4:
-        raise UnreadableImage("unsupported_mode", name, f"has pixels of shape "
-                              f"{list(pixels.shape)}; images have 1 to 4 channels (grey, grey "
-                              "and alpha, RGB, RGBA)")
+        raise UnreadableImage(
+            "unsupported_mode",
+            name,
+            f"has pixels of shape "
+            f"{list(pixels.shape)}; images have 1 to 4 channels (grey, grey "
+            "and alpha, RGB, RGBA)",
+        )
     # Native byte order (Pillow gives big-endian 16-bit grey as such) and a writable array
     # (Pillow's are read-only views of its buffer): copied only when needed.
     pixels = np.require(pixels, pixels.dtype.newbyteorder("="), requirements="W")
     return StoredImage(pixels, orientation)
 
 
-def decode_pixels(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS
-                  ) -> np.ndarray:
+def decode_pixels(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The samples a file stores, ``[H, W]`` or ``[H, W, C]`` of any type, as stored: palette
     indices are not expanded, no orientation is applied. Label images and masks are read so.
 
@@ -198,13 +213,16 @@ def _tiff(data: bytes, name: str, max_pixels: int, colour: bool) -> np.ndarray |
                 raise UnreadableImage("corrupt", name, "no image in the TIFF file")
             series = tiff.series[0]
             if series.axes not in ("YX", "YXS", "SYX"):
-                raise UnreadableImage("unsupported_mode", name, "is a stack of planes, axes "
-                                      f"{series.axes} shape {list(series.shape)}; one 2-D "
-                                      "image is read")
+                raise UnreadableImage(
+                    "unsupported_mode",
+                    name,
+                    "is a stack of planes, axes "
+                    f"{series.axes} shape {list(series.shape)}; one 2-D "
+                    "image is read",
+                )
             if colour and series.keyframe.photometric not in _TIFF_COLOUR_PHOTOMETRICS:
                 return None  # palette, white-is-zero, CMYK...: Pillow knows their colours
-            height, width = (size for size, axis in zip(series.shape, series.axes)
-                             if axis != "S")
+            height, width = (size for size, axis in zip(series.shape, series.axes) if axis != "S")
             _check_size(height, width, name, max_pixels)
             stored, axes = series.dtype, series.axes
             compression = series.keyframe.compression.name
@@ -216,23 +234,35 @@ def _tiff(data: bytes, name: str, max_pixels: int, colour: bool) -> np.ndarray |
                 pixels = None
     except UnreadableImage:
         raise
-    except (OSError, ValueError, IndexError, KeyError, EOFError, tifffile.TiffFileError,
-            np.exceptions.AxisError) as error:
+    except (
+        OSError,
+        ValueError,
+        IndexError,
+        KeyError,
+        EOFError,
+        tifffile.TiffFileError,
+        np.exceptions.AxisError,
+    ) as error:
         raise _failure(error, name) from None
     if pixels is None:
         return _tiff_through_pillow(data, name, max_pixels, colour, stored, compression)
     return np.moveaxis(pixels, 0, -1) if axes == "SYX" else pixels
 
 
-def _tiff_through_pillow(data: bytes, name: str, max_pixels: int, colour: bool,
-                         stored: np.dtype, compression: str) -> np.ndarray:
+def _tiff_through_pillow(
+    data: bytes, name: str, max_pixels: int, colour: bool, stored: np.dtype, compression: str
+) -> np.ndarray:
     """A TIFF whose compression tifffile cannot decode here, read by Pillow's libtiff."""
     pixels, _ = _pillow(data, name, max_pixels, colour)
     if pixels.dtype.itemsize < np.dtype(stored).itemsize:  # 16-bit RGB: Pillow keeps 8 bits
-        raise UnreadableImage("unsupported_mode", name, f"has {stored} colour pixels compressed "
-                              f"with {compression}, which tifffile decodes only with the "
-                              "imagecodecs package and Pillow only to 8 bits; save it "
-                              "uncompressed or with Deflate")
+        raise UnreadableImage(
+            "unsupported_mode",
+            name,
+            f"has {stored} colour pixels compressed "
+            f"with {compression}, which tifffile decodes only with the "
+            "imagecodecs package and Pillow only to 8 bits; save it "
+            "uncompressed or with Deflate",
+        )
     return pixels
 
 
@@ -246,10 +276,12 @@ def _pillow(data: bytes, name: str, max_pixels: int, colour: bool) -> tuple[np.n
             raise UnreadableImage("too_large", name, str(error)) from None
         except PIL.UnidentifiedImageError:
             if data.startswith(_SIGNATURES) or _is_webp(data):
-                raise UnreadableImage("corrupt", name, "the image header is damaged or cut "
-                                      f"short, {len(data)} bytes") from None
-            raise UnreadableImage("not_an_image", name, "not an image file Pillow or tifffile "
-                                  "knows") from None
+                raise UnreadableImage(
+                    "corrupt", name, f"the image header is damaged or cut short, {len(data)} bytes"
+                ) from None
+            raise UnreadableImage(
+                "not_an_image", name, "not an image file Pillow or tifffile knows"
+            ) from None
         except Exception as error:  # a malformed header can raise anything from the parser
             raise _failure(error, name) from None
         with image:
@@ -279,8 +311,12 @@ def _pillow_array(image: PIL.Image.Image, name: str) -> np.ndarray:
         pixels = np.asarray(image)
         if pixels.size and 0 <= pixels.min() and pixels.max() <= 65535:
             return pixels.astype(np.uint16)
-    raise UnreadableImage("unsupported_mode", name, f"has pixel mode {mode!r}, which has no "
-                          "8- or 16-bit rendering (float, signed, 32-bit, Lab or HSV pixels)")
+    raise UnreadableImage(
+        "unsupported_mode",
+        name,
+        f"has pixel mode {mode!r}, which has no "
+        "8- or 16-bit rendering (float, signed, 32-bit, Lab or HSV pixels)",
+    )
 
 
 def _sixteen_bit_colour_png(data: bytes, image: PIL.Image.Image) -> np.ndarray | None:
@@ -316,8 +352,11 @@ def _orientation(image: PIL.Image.Image) -> int:
 
 def _check_size(height: int, width: int, name: str, max_pixels: int) -> None:
     if height * width > max_pixels:
-        raise UnreadableImage("too_large", name, f"{width}x{height} = {height * width} pixels, "
-                              f"more than the limit of {max_pixels}")
+        raise UnreadableImage(
+            "too_large",
+            name,
+            f"{width}x{height} = {height * width} pixels, more than the limit of {max_pixels}",
+        )
 
 
 def _failure(error: BaseException, name: str) -> UnreadableImage:
@@ -325,7 +364,8 @@ def _failure(error: BaseException, name: str) -> UnreadableImage:
     memory address (reports stay the same bytes from run to run)."""
     text = " ".join(str(error).split()) or type(error).__name__
     cut = isinstance(error, EOFError) or any(
-        words in text.lower() for words in ("truncated", "failed to read", "end of file"))
+        words in text.lower() for words in ("truncated", "failed to read", "end of file")
+    )
     return UnreadableImage("truncated" if cut else "corrupt", name, text)
 
 

@@ -54,8 +54,10 @@ class Tolerances:
 
     def __post_init__(self) -> None:
         if self.area_difference_pp < 0 or self.ap50_drop < 0:
-            raise InvalidSetting(f"tolerances must be >= 0, got area difference "
-                                 f"{self.area_difference_pp} pp and AP50 drop {self.ap50_drop}")
+            raise InvalidSetting(
+                f"tolerances must be >= 0, got area difference "
+                f"{self.area_difference_pp} pp and AP50 drop {self.ap50_drop}"
+            )
         if not 0.0 <= self.matched_share <= 1.0:
             raise InvalidSetting(f"matched share must be in [0, 1], got {self.matched_share}")
 
@@ -140,18 +142,23 @@ class CheckReport:
         drop = "n/a" if self.ap50_drop is None else f"{self.ap50_drop:+.3f}"
         share = "n/a" if self.matched_share is None else f"{self.matched_share:.3f}"
         verdict = "passed" if self.passed else "failed: " + "; ".join(self.failures)
-        return (f"INT8 check on {self.images} images {verdict} (area-ratio difference, worst "
-                f"class mean {self.area_difference_pp:.3f} pp, limit "
-                f"{self.tolerances.area_difference_pp}; mask AP50 drop {drop} against "
-                f"{self.reference}, limit {self.tolerances.ap50_drop}; float32 instances "
-                f"matched {share}, limit {self.tolerances.matched_share})")
+        return (
+            f"INT8 check on {self.images} images {verdict} (area-ratio difference, worst "
+            f"class mean {self.area_difference_pp:.3f} pp, limit "
+            f"{self.tolerances.area_difference_pp}; mask AP50 drop {drop} against "
+            f"{self.reference}, limit {self.tolerances.ap50_drop}; float32 instances "
+            f"matched {share}, limit {self.tolerances.matched_share})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, with the derived numbers (``passed``, ``area_difference_pp`` ...)."""
-        return {**dataclasses.asdict(self), "passed": self.passed,
-                "area_difference_pp": self.area_difference_pp,
-                "mean_area_difference_pp": self.mean_area_difference_pp,
-                "ap50_drop": self.ap50_drop}
+        return {
+            **dataclasses.asdict(self),
+            "passed": self.passed,
+            "area_difference_pp": self.area_difference_pp,
+            "mean_area_difference_pp": self.mean_area_difference_pp,
+            "ap50_drop": self.ap50_drop,
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CheckReport:
@@ -175,9 +182,14 @@ def coverage_pp(masks: np.ndarray, class_ids: np.ndarray, num_classes: int) -> n
     return covered
 
 
-def check_int8(float32: Detect, int8: Detect, images: Iterable[CheckImage],
-               class_names: Sequence[str], tolerances: Tolerances = Tolerances(),
-               batch_size: int = 1) -> CheckReport:
+def check_int8(
+    float32: Detect,
+    int8: Detect,
+    images: Iterable[CheckImage],
+    class_names: Sequence[str],
+    tolerances: Tolerances = Tolerances(),
+    batch_size: int = 1,
+) -> CheckReport:
     """Detect the held-out ``images`` with both models and judge INT8 by ``tolerances``.
 
     Args:
@@ -204,23 +216,36 @@ def check_int8(float32: Detect, int8: Detect, images: Iterable[CheckImage],
             quantized = int8(arrays)
             seconds[1] += time.perf_counter() - started
             for sample, ref, out in zip(chunk, reference, quantized):
-                differences.append(coverage_pp(out["masks"], out["class_ids"], len(names))
-                                   - coverage_pp(ref["masks"], ref["class_ids"], len(names)))
+                differences.append(
+                    coverage_pp(out["masks"], out["class_ids"], len(names))
+                    - coverage_pp(ref["masks"], ref["class_ids"], len(names))
+                )
                 pairs.append((sample, _lean(ref), _lean(out)))
             chunk = []
     if not pairs:
         raise InvalidInput("the INT8 check needs at least one held-out image")
     absolute = np.abs(np.stack(differences))
-    classes = tuple(ClassDifference(name, float(absolute[:, i].mean()), float(absolute[:, i].max()))
-                    for i, name in enumerate(names))
+    classes = tuple(
+        ClassDifference(name, float(absolute[:, i].mean()), float(absolute[:, i].max()))
+        for i, name in enumerate(names)
+    )
     with_truth = all(sample.class_ids is not None for sample, _, _ in pairs)
     ap50_float, ap50_int8 = _ap50(pairs, names, with_truth)
     share, found, detected = _matched_share(pairs)
     report = CheckReport(
-        images=len(pairs), reference=GROUND_TRUTH if with_truth else FLOAT32_DETECTIONS,
-        classes=classes, ap50_float32=ap50_float, ap50_int8=ap50_int8, matched_share=share,
-        instances_float32=found, instances_int8=detected, seconds_float32=seconds[0],
-        seconds_int8=seconds[1], tolerances=tolerances, failures=())
+        images=len(pairs),
+        reference=GROUND_TRUTH if with_truth else FLOAT32_DETECTIONS,
+        classes=classes,
+        ap50_float32=ap50_float,
+        ap50_int8=ap50_int8,
+        matched_share=share,
+        instances_float32=found,
+        instances_int8=detected,
+        seconds_float32=seconds[0],
+        seconds_int8=seconds[1],
+        tolerances=tolerances,
+        failures=(),
+    )
     return dataclasses.replace(report, failures=_failures(report))
 
 
@@ -236,12 +261,14 @@ def _lean(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _visible(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The instances of a result whose mask covers at least one pixel."""
     keep = np.asarray(result["masks"], bool).any(axis=(0, 1))
-    return {key: (value[..., keep] if key == "masks" else value[keep])
-            for key, value in result.items()}
+    return {
+        key: (value[..., keep] if key == "masks" else value[keep]) for key, value in result.items()
+    }
 
 
-def _ap50(pairs: list[tuple[CheckImage, dict, dict]], names: list[str],
-          with_truth: bool) -> tuple[float | None, float | None]:
+def _ap50(
+    pairs: list[tuple[CheckImage, dict, dict]], names: list[str], with_truth: bool
+) -> tuple[float | None, float | None]:
     """Mask AP50 of float32 and INT8 against the ground truth, or INT8's against float32's."""
     scored = [DetectionEvaluator(["BG", *names]) for _ in range(2 if with_truth else 1)]
     for index, (sample, ref, out) in enumerate(pairs):
@@ -265,8 +292,15 @@ def _matched_share(pairs: list[tuple[CheckImage, dict, dict]]) -> tuple[float | 
         detected += len(out["class_ids"])
         if len(ref["class_ids"]):
             gt_match, _, _ = compute_matches(
-                extract_bboxes(ref["masks"]), ref["class_ids"], ref["masks"], out["rois"],
-                out["class_ids"], out["scores"], out["masks"], iou_threshold=0.5)
+                extract_bboxes(ref["masks"]),
+                ref["class_ids"],
+                ref["masks"],
+                out["rois"],
+                out["class_ids"],
+                out["scores"],
+                out["masks"],
+                iou_threshold=0.5,
+            )
             matched += int(np.sum(gt_match > -1))
     return (matched / found if found else None), found, detected
 
@@ -276,8 +310,10 @@ def _failures(report: CheckReport) -> tuple[str, ...]:
     failures = []
     worst = max(report.classes, key=lambda c: c.mean_pp, default=None)
     if worst is not None and worst.mean_pp > limits.area_difference_pp:
-        failures.append(f"class {worst.name!r} differs by {worst.mean_pp:.3f} pp on average "
-                        f"(limit {limits.area_difference_pp})")
+        failures.append(
+            f"class {worst.name!r} differs by {worst.mean_pp:.3f} pp on average "
+            f"(limit {limits.area_difference_pp})"
+        )
     if report.instances_float32 == 0:
         failures.append("float32 detected nothing on the held-out images: nothing to compare")
     drop = report.ap50_drop
@@ -287,6 +323,7 @@ def _failures(report: CheckReport) -> tuple[str, ...]:
         failures.append(f"mask AP50 drops by {drop:.3f} (limit {limits.ap50_drop})")
     share = report.matched_share
     if share is not None and share < limits.matched_share:
-        failures.append(f"INT8 finds {share:.3f} of float32's instances (limit "
-                        f"{limits.matched_share})")
+        failures.append(
+            f"INT8 finds {share:.3f} of float32's instances (limit {limits.matched_share})"
+        )
     return tuple(failures)

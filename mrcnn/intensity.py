@@ -54,8 +54,9 @@ class Normalization:
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or self.method not in NORMALIZATIONS:
-            raise InvalidSetting(f"INTENSITY_NORMALIZATION must be one of {NORMALIZATIONS}, got "
-                                 f"{self.method!r}")
+            raise InvalidSetting(
+                f"INTENSITY_NORMALIZATION must be one of {NORMALIZATIONS}, got {self.method!r}"
+            )
         object.__setattr__(self, "percentiles", _checked_percentiles(self.percentiles))
 
     @classmethod
@@ -73,8 +74,10 @@ class Normalization:
         levels = _LEVELS[colours.dtype]
         if self.method == "scale":
             return _scale_table(levels)
-        counts = np.bincount(colours.reshape(-1).view(np.uint8) if levels == 2
-                             else colours.reshape(-1), minlength=levels)
+        counts = np.bincount(
+            colours.reshape(-1).view(np.uint8) if levels == 2 else colours.reshape(-1),
+            minlength=levels,
+        )
         low, high = _percentiles(counts, self.percentiles)
         values = np.arange(levels, dtype=np.float64)
         if high > low:
@@ -99,11 +102,15 @@ def to_rgb_uint8(image: np.ndarray, normalization: Normalization | None = None) 
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or not 1 <= image.shape[2] <= 4 or image.size == 0:
-        raise ValueError(f"an image must be [H, W] or [H, W, C] with C of 1 to 4 (grey, grey and "
-                         f"alpha, RGB, RGBA), got shape {image.shape}")
+        raise ValueError(
+            f"an image must be [H, W] or [H, W, C] with C of 1 to 4 (grey, grey and "
+            f"alpha, RGB, RGBA), got shape {image.shape}"
+        )
     if image.dtype.newbyteorder("=") not in _LEVELS:
-        raise ValueError(f"intensities of {image.dtype} images have no normalisation; images "
-                         "must be bool, uint8 or uint16")
+        raise ValueError(
+            f"intensities of {image.dtype} images have no normalisation; images "
+            "must be bool, uint8 or uint16"
+        )
     image = image.astype(image.dtype.newbyteorder("="), copy=False)
     colours = image[..., :3] if image.shape[2] >= 3 else image[..., :1]
     table = (normalization or Normalization()).table(colours)
@@ -140,10 +147,19 @@ def _percentiles(counts: np.ndarray, percentiles: tuple[float, float]) -> tuple[
 def _checked_percentiles(value: Any) -> tuple[float, float]:
     """``(low, high)`` as floats, or ValueError naming NORMALIZATION_PERCENTILES."""
     pair = list(value) if isinstance(value, (list, tuple, np.ndarray)) else None
-    numbers = pair is not None and len(pair) == 2 and all(
-        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-        and math.isfinite(v) for v in pair)
+    numbers = (
+        pair is not None
+        and len(pair) == 2
+        and all(
+            isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            for v in pair
+        )
+    )
     if not numbers or not 0 <= pair[0] < pair[1] <= 100:
-        raise InvalidSetting("NORMALIZATION_PERCENTILES must be two numbers (low, high) with "
-                             f"0 <= low < high <= 100, got {value!r}")
+        raise InvalidSetting(
+            "NORMALIZATION_PERCENTILES must be two numbers (low, high) with "
+            f"0 <= low < high <= 100, got {value!r}"
+        )
     return float(pair[0]), float(pair[1])

@@ -40,20 +40,25 @@ def rpn_bbox_loss(target_bbox: tf.Tensor, rpn_match: tf.Tensor, rpn_bbox: tf.Ten
     # The k-th positive anchor of an image pairs with row k of that image's target_bbox.
     rank = tf.cumsum(tf.cast(positive, tf.int32), axis=1) - 1
     where = tf.where(positive)
-    targets = tf.gather_nd(target_bbox, tf.stack([where[:, 0], tf.cast(tf.gather_nd(rank, where), tf.int64)], axis=1))
+    targets = tf.gather_nd(
+        target_bbox, tf.stack([where[:, 0], tf.cast(tf.gather_nd(rank, where), tf.int64)], axis=1)
+    )
     predictions = tf.gather_nd(rpn_bbox, where)
     return _mean(smooth_l1(targets - predictions))
 
 
-def mrcnn_class_loss(target_class_ids: tf.Tensor, pred_class_logits: tf.Tensor,
-                     active_class_ids: tf.Tensor) -> tf.Tensor:
+def mrcnn_class_loss(
+    target_class_ids: tf.Tensor, pred_class_logits: tf.Tensor, active_class_ids: tf.Tensor
+) -> tf.Tensor:
     """Softmax cross-entropy over sampled ROIs (padding included, as background).
 
     Predictions of classes that are not in the image's source dataset (`active_class_ids
     [B, NC]` = 0) are not penalised, as matterport does for multi-source training.
     """
     target_class_ids = tf.cast(target_class_ids, tf.int32)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target_class_ids, logits=pred_class_logits)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=target_class_ids, logits=pred_class_logits
+    )
     predicted = tf.argmax(pred_class_logits, axis=-1, output_type=tf.int32)
     active = tf.gather(tf.cast(active_class_ids, tf.float32), predicted, batch_dims=1)
     return tf.math.divide_no_nan(tf.reduce_sum(losses * active), tf.reduce_sum(active))
@@ -66,14 +71,18 @@ def _positive_rois(target_class_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return where, tf.gather_nd(target_class_ids, where)
 
 
-def mrcnn_bbox_loss(target_bbox: tf.Tensor, target_class_ids: tf.Tensor, pred_bbox: tf.Tensor) -> tf.Tensor:
+def mrcnn_bbox_loss(
+    target_bbox: tf.Tensor, target_class_ids: tf.Tensor, pred_bbox: tf.Tensor
+) -> tf.Tensor:
     """Smooth-L1 of the true class's deltas on positive ROIs. `pred_bbox [B, T, NC, 4]`."""
     where, class_ids = _positive_rois(target_class_ids)
     predictions = tf.gather(tf.gather_nd(pred_bbox, where), class_ids, batch_dims=1)
     return _mean(smooth_l1(tf.gather_nd(target_bbox, where) - predictions))
 
 
-def mrcnn_mask_loss(target_masks: tf.Tensor, target_class_ids: tf.Tensor, pred_masks: tf.Tensor) -> tf.Tensor:
+def mrcnn_mask_loss(
+    target_masks: tf.Tensor, target_class_ids: tf.Tensor, pred_masks: tf.Tensor
+) -> tf.Tensor:
     """Binary cross-entropy of the true class's mask on positive ROIs. `pred_masks [B, T', mh, mw, NC]`.
 
     `pred_masks` may cover only the first T' ≤ T ROIs: positives come first, so the mask head

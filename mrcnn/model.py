@@ -11,8 +11,9 @@ import datetime
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -33,15 +34,25 @@ from mrcnn.masks import paste_masks
 from mrcnn.network import build_inference_graph, build_training_graph, dtype_policy
 from mrcnn.precision import PrecisionChoice, inference_precision, training_precision
 from mrcnn.progress import progress_settings
-from mrcnn.training import (Deadline, EpochCheckpoint, TrainingModel, WarmupSchedule, layers_regex,
-                            make_optimizer, save_model_weights, set_trainable)
+from mrcnn.training import (
+    Deadline,
+    EpochCheckpoint,
+    TrainingModel,
+    WarmupSchedule,
+    layers_regex,
+    make_optimizer,
+    save_model_weights,
+    set_trainable,
+)
 from mrcnn.transform import compose_image_meta, mold_image, resize_image  # mold_image: modellib API
 
 MODES = ("training", "inference")
 # `train(epochs=None, until=...)`: no epoch limit, the deadline ends training.
 OPEN_ENDED_EPOCHS = 1_000_000
 # <model_dir>/<name><YYYYMMDDTHHMM>/mask_rcnn_<name>_<epoch:04d>[.weights].h5
-CHECKPOINT_PATTERN = re.compile(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w-]+_(\d{4})(\.weights)?\.h5$")
+CHECKPOINT_PATTERN = re.compile(
+    r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w-]+_(\d{4})(\.weights)?\.h5$"
+)
 
 
 class MaskRCNN:
@@ -66,41 +77,63 @@ class MaskRCNN:
         self.config = config
         self.model_dir = str(model_dir)
         # First: splitting the CPU into replica devices must precede any TensorFlow op.
-        self.strategy = training_strategy(config) if mode == "training" else tf.distribute.get_strategy()
+        self.strategy = (
+            training_strategy(config) if mode == "training" else tf.distribute.get_strategy()
+        )
         if config.SEED is not None:
             keras.utils.set_random_seed(int(config.SEED))
         self.set_log_dir()
         self.precision: PrecisionChoice = (
-            inference_precision(config.INFERENCE_PRECISION) if mode == "inference"
-            else training_precision(config.TRAINING_PRECISION))
+            inference_precision(config.INFERENCE_PRECISION)
+            if mode == "inference"
+            else training_precision(config.TRAINING_PRECISION)
+        )
         with self.strategy.scope():  # variables are mirrored on every replica
             self.keras_model = self.build(mode, config)
         self._predict = None
-        self._compiled_for: tuple[str, ...] | None = None  # the trainable layers of the last compile
+        self._compiled_for: tuple[str, ...] | None = (
+            None  # the trainable layers of the last compile
+        )
         self._rate: WarmupSchedule | None = None
 
     # ------------------------------------------------------------------ graph
     def build(self, mode: str, config: Config) -> keras.Model:
         if mode == "inference":
             return build_inference_graph(config, self.precision.keras_policy)
-        decay = config.WEIGHT_DECAY if config.OPTIMIZER == "sgd" else 0.0  # AdamW decays in the optimizer
+        decay = (
+            config.WEIGHT_DECAY if config.OPTIMIZER == "sgd" else 0.0
+        )  # AdamW decays in the optimizer
         with dtype_policy(self.precision.keras_policy):
             inputs, outputs = build_training_graph(config)
             # The model's own policy decides whether compile() adds float16 loss scaling.
-            model = TrainingModel(inputs, outputs, loss_weights=config.LOSS_WEIGHTS,
-                                  l2_weight_decay=decay, name="mask_rcnn")
+            model = TrainingModel(
+                inputs,
+                outputs,
+                loss_weights=config.LOSS_WEIGHTS,
+                l2_weight_decay=decay,
+                name="mask_rcnn",
+            )
         prepare_for_training(model, config.WEIGHT_INIT, config.BATCH_NORM_MOMENTUM)
         return model
 
     def get_anchors(self, image_shape: Sequence[int]) -> np.ndarray:
         """Normalized anchors `[A, 4]` of a molded image shape (matterport API)."""
         c = self.config
-        return get_anchors(tuple(image_shape), c.RPN_ANCHOR_SCALES, c.RPN_ANCHOR_RATIOS, c.BACKBONE_STRIDES,
-                           c.RPN_ANCHOR_STRIDE)
+        return get_anchors(
+            tuple(image_shape),
+            c.RPN_ANCHOR_SCALES,
+            c.RPN_ANCHOR_RATIOS,
+            c.BACKBONE_STRIDES,
+            c.RPN_ANCHOR_STRIDE,
+        )
 
     # ------------------------------------------------------------------ weights and log dirs
-    def load_weights(self, filepath: str | os.PathLike, by_name: bool = False,
-                     exclude: Sequence[str] | None = None) -> list[str]:
+    def load_weights(
+        self,
+        filepath: str | os.PathLike,
+        by_name: bool = False,
+        exclude: Sequence[str] | None = None,
+    ) -> list[str]:
         """Load a Keras 3 `.weights.h5` or a matterport/Keras 2 `.h5` file; returns loaded layer names.
 
         Our own checkpoints are matched by layer name (the training and inference graphs
@@ -110,7 +143,9 @@ class MaskRCNN:
         filepath = str(filepath)
         if filepath.endswith(".weights.h5"):
             by_name = True
-        loaded = weight_files.load_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
+        loaded = weight_files.load_weights(
+            self.keras_model, filepath, by_name=by_name, exclude=exclude
+        )
         self.set_log_dir(filepath)
         return loaded
 
@@ -118,15 +153,20 @@ class MaskRCNN:
         """Write the weights in Keras 3 format (the name must end with `.weights.h5`)."""
         filepath = str(filepath)
         if not filepath.endswith(".weights.h5"):
-            raise InvalidSetting(f"Keras 3 weight files must end with '.weights.h5', "
-                                 f"got {filepath!r}")
+            raise InvalidSetting(
+                f"Keras 3 weight files must end with '.weights.h5', got {filepath!r}"
+            )
         Path(filepath).parent.mkdir(parents=True, exist_ok=True)
         save_model_weights(self.keras_model, filepath)
 
     def find_last(self) -> str:
         """Path of the last checkpoint of the newest run of this config's NAME under `model_dir`."""
         prefix = self.config.NAME.lower()
-        runs = sorted(p for p in Path(self.model_dir).glob(f"{prefix}*") if p.is_dir()) if os.path.isdir(self.model_dir) else []
+        runs = (
+            sorted(p for p in Path(self.model_dir).glob(f"{prefix}*") if p.is_dir())
+            if os.path.isdir(self.model_dir)
+            else []
+        )
         for run in reversed(runs):
             checkpoints = sorted(run.glob("mask_rcnn*.h5"))
             if checkpoints:
@@ -143,14 +183,24 @@ class MaskRCNN:
             self.epoch = int(match.group(6))
         name = self.config.NAME.lower()
         self.log_dir = os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")
-        self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.weights.h5")
+        self.checkpoint_path = os.path.join(
+            self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.weights.h5"
+        )
 
     # ------------------------------------------------------------------ training
-    def train(self, train_dataset, val_dataset, learning_rate: float, epochs: int | None,
-              layers: str, augmentation=None,
-              custom_callbacks: Sequence[keras.callbacks.Callback] | None = None,
-              no_augmentation_sources=None, verbose: int | str = "auto",
-              until: float | None = None) -> keras.callbacks.History:
+    def train(
+        self,
+        train_dataset,
+        val_dataset,
+        learning_rate: float,
+        epochs: int | None,
+        layers: str,
+        augmentation=None,
+        custom_callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        no_augmentation_sources=None,
+        verbose: int | str = "auto",
+        until: float | None = None,
+    ) -> keras.callbacks.History:
         """Train the layers matching `layers` until the cumulative epoch `epochs`.
 
         Args:
@@ -169,18 +219,31 @@ class MaskRCNN:
         if epochs is None and until is None:
             raise InvalidSetting("give the epoch to stop at, a deadline (until), or both")
         if no_augmentation_sources:
-            raise InvalidSetting("no_augmentation_sources is not supported; pass augmentation=None for those datasets")
+            raise InvalidSetting(
+                "no_augmentation_sources is not supported; pass augmentation=None for those datasets"
+            )
         pattern = layers_regex(layers)
         config = self.config
         for dataset in (train_dataset, val_dataset):
             if isinstance(dataset, Dataset):  # a subclass's own load_image may ignore it
                 dataset.normalization = Normalization.from_config(config)
-        train_data = DataGenerator(train_dataset, config, shuffle=True, augmentation=augmentation,
-                                   steps=config.STEPS_PER_EPOCH, seed=config.SEED)
+        train_data = DataGenerator(
+            train_dataset,
+            config,
+            shuffle=True,
+            augmentation=augmentation,
+            steps=config.STEPS_PER_EPOCH,
+            seed=config.SEED,
+        )
         val_data = None
         if val_dataset is not None and config.VALIDATION_STEPS:
-            val_data = DataGenerator(val_dataset, config, shuffle=True, steps=config.VALIDATION_STEPS,
-                                     seed=None if config.SEED is None else config.SEED + 1)
+            val_data = DataGenerator(
+                val_dataset,
+                config,
+                shuffle=True,
+                steps=config.VALIDATION_STEPS,
+                seed=None if config.SEED is None else config.SEED + 1,
+            )
         trainable = set_trainable(self.keras_model, pattern)
         if not trainable:
             raise InvalidSetting(f"layers={layers!r} matches no layer with weights")
@@ -201,21 +264,37 @@ class MaskRCNN:
         Path(self.log_dir, "config.json").write_text(config.to_json())
         Path(self.log_dir, "precision.json").write_text(json.dumps(self.precision.to_dict()))
         # Class names without the background, in class-id order (id = index + 1).
-        Path(self.log_dir, "classes.json").write_text(json.dumps(list(train_dataset.class_names[1:])))
-        fit_verbose, progress = progress_settings(verbose, until=until)  # plain lines outside a terminal
+        Path(self.log_dir, "classes.json").write_text(
+            json.dumps(list(train_dataset.class_names[1:]))
+        )
+        fit_verbose, progress = progress_settings(
+            verbose, until=until
+        )  # plain lines outside a terminal
         deadline = [Deadline(until)] if until is not None else []
-        callbacks = [*deadline, EpochCheckpoint(self.checkpoint_path),
-                     keras.callbacks.CSVLogger(os.path.join(self.log_dir, "losses.csv"), append=True),
-                     *progress, *(custom_callbacks or [])]
+        callbacks = [
+            *deadline,
+            EpochCheckpoint(self.checkpoint_path),
+            keras.callbacks.CSVLogger(os.path.join(self.log_dir, "losses.csv"), append=True),
+            *progress,
+            *(custom_callbacks or []),
+        ]
         last_epoch = epochs if epochs is not None else self.epoch + OPEN_ENDED_EPOCHS
-        history = self.keras_model.fit(train_data, initial_epoch=self.epoch, epochs=last_epoch,
-                                       validation_data=val_data, callbacks=callbacks, verbose=fit_verbose)
+        history = self.keras_model.fit(
+            train_data,
+            initial_epoch=self.epoch,
+            epochs=last_epoch,
+            validation_data=val_data,
+            callbacks=callbacks,
+            verbose=fit_verbose,
+        )
         if history.epoch:  # epochs run, fewer than asked when a callback stopped training
             self.epoch = history.epoch[-1] + 1
         return history
 
     # ------------------------------------------------------------------ inference
-    def mold_inputs(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def mold_inputs(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Resize, pad and normalize images: `(molded [N,H,W,3] float32, metas [N,M], windows [N,4])`."""
         return mold_inputs(self.config, images)
 
@@ -230,13 +309,20 @@ class MaskRCNN:
             meta_size = self.config.IMAGE_META_SIZE
             model = self.keras_model
 
-            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
-                                          tf.TensorSpec([None, meta_size], tf.float32, name="metas")],
-                         autograph=False)
+            @tf.function(
+                input_signature=[
+                    tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
+                    tf.TensorSpec([None, meta_size], tf.float32, name="metas"),
+                ],
+                autograph=False,
+            )
             def predict(images, metas):
                 detections, _, _, masks, *_ = model([images, metas], training=False)
                 class_ids = tf.cast(detections[..., 4], tf.int32)
-                return {"detections": detections, "masks": tf.gather(masks, class_ids, axis=4, batch_dims=2)}
+                return {
+                    "detections": detections,
+                    "masks": tf.gather(masks, class_ids, axis=4, batch_dims=2),
+                }
 
             self._predict = predict
         return self._predict
@@ -255,8 +341,14 @@ class MaskRCNN:
             raise RuntimeError("create the model with mode='inference' to detect")
         return detect_with(self._predict_fn(), self.config, images, verbose)
 
-    def unmold_detections(self, detections: np.ndarray, mrcnn_mask: np.ndarray, original_image_shape,
-                          image_shape, window) -> dict[str, np.ndarray]:
+    def unmold_detections(
+        self,
+        detections: np.ndarray,
+        mrcnn_mask: np.ndarray,
+        original_image_shape,
+        image_shape,
+        window,
+    ) -> dict[str, np.ndarray]:
         """Map one image's detections `[D, 6]` and class masks `[D, h, w]` back to the original image."""
         return unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape, window)
 
@@ -290,7 +382,9 @@ class MaskRCNN:
         export_model(self, path, format, **options)
 
 
-def mold_inputs(config: Config, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mold_inputs(
+    config: Config, images: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Resize, pad and normalize images: `(molded [N,H,W,3] float32, metas [N,M], windows [N,4])`.
 
     Images are resized by `inference_resize_mode` (a model trained on random crops sees whole
@@ -304,17 +398,30 @@ def mold_inputs(config: Config, images: Sequence[np.ndarray]) -> tuple[np.ndarra
     resized, metas, windows = [], [], []
     for image in images:
         image = _as_rgb(image, normalization)
-        picture, window, scale, _, _ = resize_image(image, min_dim=c.IMAGE_MIN_DIM, min_scale=c.IMAGE_MIN_SCALE,
-                                                    max_dim=c.IMAGE_MAX_DIM, mode=mode)
+        picture, window, scale, _, _ = resize_image(
+            image,
+            min_dim=c.IMAGE_MIN_DIM,
+            min_scale=c.IMAGE_MIN_SCALE,
+            max_dim=c.IMAGE_MAX_DIM,
+            mode=mode,
+        )
         resized.append(picture)
         metas.append((image.shape, window, scale))
         windows.append(window)
     height = max(picture.shape[0] for picture in resized)
     width = max(picture.shape[1] for picture in resized)
-    molded = np.stack([mold_image(_pad_bottom_right(picture, height, width).astype(np.float32), c.MEAN_PIXEL)
-                       for picture in resized])
-    metas = [compose_image_meta(0, shape, molded.shape[1:], window, scale, np.zeros(c.NUM_CLASSES, np.int32))
-             for shape, window, scale in metas]
+    molded = np.stack(
+        [
+            mold_image(_pad_bottom_right(picture, height, width).astype(np.float32), c.MEAN_PIXEL)
+            for picture in resized
+        ]
+    )
+    metas = [
+        compose_image_meta(
+            0, shape, molded.shape[1:], window, scale, np.zeros(c.NUM_CLASSES, np.int32)
+        )
+        for shape, window, scale in metas
+    ]
     return molded, np.stack(metas).astype(np.float32), np.asarray(windows)
 
 
@@ -328,14 +435,19 @@ def _pad_bottom_right(image: np.ndarray, height: int, width: int) -> np.ndarray:
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return image
-    return np.pad(image, [(0, height - h), (0, width - w), (0, 0)], mode="constant", constant_values=0)
+    return np.pad(
+        image, [(0, height - h), (0, width - w), (0, 0)], mode="constant", constant_values=0
+    )
 
 
-def detect_with(predict: Callable[..., dict], config: Config, images: Sequence[np.ndarray],
-                verbose: int = 0) -> list[dict[str, np.ndarray]]:
+def detect_with(
+    predict: Callable[..., dict], config: Config, images: Sequence[np.ndarray], verbose: int = 0
+) -> list[dict[str, np.ndarray]]:
     """`detect` on any predict function of `_predict_fn`'s contract (in-process or exported)."""
     if isinstance(images, np.ndarray) and images.ndim == 3:
-        raise ValueError(f"detect() takes a list of [H, W, 3] images, got one array of shape {images.shape}")
+        raise ValueError(
+            f"detect() takes a list of [H, W, 3] images, got one array of shape {images.shape}"
+        )
     if len(images) == 0:
         return []
     results: list[dict[str, np.ndarray] | None] = [None] * len(images)
@@ -343,21 +455,24 @@ def detect_with(predict: Callable[..., dict], config: Config, images: Sequence[n
     # Batches of like-sized images: each batch is padded to its largest image.
     order = sorted(range(len(images)), key=lambda i: np.shape(images[i])[:2])
     for start in range(0, len(order), step):
-        indices = order[start:start + step]
+        indices = order[start : start + step]
         batch = [images[i] for i in indices]
         molded, metas, windows = mold_inputs(config, batch)
         if verbose:
             print(f"Processing {len(batch)} images; molded shape {molded.shape[1:]}")
         outputs = predict(images=tf.constant(molded), metas=tf.constant(metas))
-        for index, window, dets, masks in zip(indices, windows, np.asarray(outputs["detections"]),
-                                              np.asarray(outputs["masks"])):
-            results[index] = unmold_detections(dets, masks, np.shape(images[index]), molded.shape[1:],
-                                               window)
+        for index, window, dets, masks in zip(
+            indices, windows, np.asarray(outputs["detections"]), np.asarray(outputs["masks"])
+        ):
+            results[index] = unmold_detections(
+                dets, masks, np.shape(images[index]), molded.shape[1:], window
+            )
     return results
 
 
-def unmold_detections(detections: np.ndarray, mrcnn_mask: np.ndarray, original_image_shape, image_shape,
-                      window) -> dict[str, np.ndarray]:
+def unmold_detections(
+    detections: np.ndarray, mrcnn_mask: np.ndarray, original_image_shape, image_shape, window
+) -> dict[str, np.ndarray]:
     """Map one image's detections `[D, 6]` and class masks `[D, h, w]` back to the original image."""
     keep = detections[:, 4] > 0
     boxes, class_ids = detections[keep, :4], detections[keep, 4].astype(np.int32)
@@ -366,9 +481,18 @@ def unmold_detections(detections: np.ndarray, mrcnn_mask: np.ndarray, original_i
     scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
     boxes = denorm_boxes((boxes - np.array([wy1, wx1, wy1, wx1])) / scale, original_image_shape[:2])
     visible = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    boxes, class_ids, scores, masks = boxes[visible], class_ids[visible], scores[visible], masks[visible]
-    return {"rois": boxes.astype(np.int32), "class_ids": class_ids, "scores": scores,
-            "masks": paste_masks(masks, boxes, original_image_shape[:2])}
+    boxes, class_ids, scores, masks = (
+        boxes[visible],
+        class_ids[visible],
+        scores[visible],
+        masks[visible],
+    )
+    return {
+        "rois": boxes.astype(np.int32),
+        "class_ids": class_ids,
+        "scores": scores,
+        "masks": paste_masks(masks, boxes, original_image_shape[:2]),
+    }
 
 
 def _as_rgb(image: Any, normalization: Normalization) -> np.ndarray:

@@ -7,7 +7,7 @@ saved from one load into the other by layer name.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import keras
 
@@ -22,8 +22,15 @@ from mrcnn.layers.heads import build_fpn_mask_graph, fpn_classifier_graph
 from mrcnn.layers.proposals import ProposalLayer
 from mrcnn.layers.rpn import apply_rpn, build_rpn_model
 
-TRAINING_INPUTS = ("input_image", "input_image_meta", "input_rpn_match", "input_rpn_bbox",
-                   "input_gt_class_ids", "input_gt_boxes", "input_gt_masks")
+TRAINING_INPUTS = (
+    "input_image",
+    "input_image_meta",
+    "input_rpn_match",
+    "input_rpn_bbox",
+    "input_gt_class_ids",
+    "input_gt_boxes",
+    "input_gt_masks",
+)
 
 
 def _image_inputs(config: Config) -> tuple:
@@ -36,17 +43,27 @@ def _features_and_rpn(config: Config, image, train_bn: bool) -> tuple:
     """Backbone → FPN → RPN on every level, plus the anchors of this image size."""
     c2, c3, c4, c5 = build_backbone(image, config.BACKBONE, train_bn)
     pyramid = build_fpn(c2, c3, c4, c5, config.TOP_DOWN_PYRAMID_SIZE)
-    rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS), config.TOP_DOWN_PYRAMID_SIZE,
-                          config.RPN_CONV_CHANNELS)
+    rpn = build_rpn_model(
+        config.RPN_ANCHOR_STRIDE,
+        len(config.RPN_ANCHOR_RATIOS),
+        config.TOP_DOWN_PYRAMID_SIZE,
+        config.RPN_CONV_CHANNELS,
+    )
     rpn_class_logits, rpn_class, rpn_bbox = apply_rpn(rpn, pyramid)
-    anchors = AnchorGenerator(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS, config.BACKBONE_STRIDES,
-                              config.RPN_ANCHOR_STRIDE, name="anchors")(image)
+    anchors = AnchorGenerator(
+        config.RPN_ANCHOR_SCALES,
+        config.RPN_ANCHOR_RATIOS,
+        config.BACKBONE_STRIDES,
+        config.RPN_ANCHOR_STRIDE,
+        name="anchors",
+    )(image)
     return pyramid[:4], (rpn_class_logits, rpn_class, rpn_bbox), anchors
 
 
 def _proposals(config: Config, rpn_class, rpn_bbox, anchors, count: int):
-    return ProposalLayer(count, config.RPN_NMS_THRESHOLD, config.PRE_NMS_LIMIT, config.RPN_BBOX_STD_DEV,
-                         name="ROI")([rpn_class, rpn_bbox, anchors])
+    return ProposalLayer(
+        count, config.RPN_NMS_THRESHOLD, config.PRE_NMS_LIMIT, config.RPN_BBOX_STD_DEV, name="ROI"
+    )([rpn_class, rpn_bbox, anchors])
 
 
 @contextlib.contextmanager
@@ -77,14 +94,27 @@ def _inference_graph(config: Config) -> keras.Model:
     features, (_, rpn_class, rpn_bbox), anchors = _features_and_rpn(config, image, train_bn=False)
     rpn_rois = _proposals(config, rpn_class, rpn_bbox, anchors, config.POST_NMS_ROIS_INFERENCE)
     _, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
-        rpn_rois, features, meta, config.POOL_SIZE, config.NUM_CLASSES, False, config.FPN_CLASSIF_FC_LAYERS_SIZE)
-    detections = DetectionLayer(config.DETECTION_MAX_INSTANCES, config.DETECTION_MIN_CONFIDENCE,
-                                config.DETECTION_NMS_THRESHOLD, config.BBOX_STD_DEV,
-                                name="mrcnn_detection")([rpn_rois, mrcnn_class, mrcnn_bbox, meta])
+        rpn_rois,
+        features,
+        meta,
+        config.POOL_SIZE,
+        config.NUM_CLASSES,
+        False,
+        config.FPN_CLASSIF_FC_LAYERS_SIZE,
+    )
+    detections = DetectionLayer(
+        config.DETECTION_MAX_INSTANCES,
+        config.DETECTION_MIN_CONFIDENCE,
+        config.DETECTION_NMS_THRESHOLD,
+        config.BBOX_STD_DEV,
+        name="mrcnn_detection",
+    )([rpn_rois, mrcnn_class, mrcnn_bbox, meta])
     # The mask head runs only on the slots that hold a detection (in every image of the
     # batch); padding slots get all-zero masks.
     mask_rois = LeadingDetectionBoxes(name="mask_rois")(detections)
-    mrcnn_mask = build_fpn_mask_graph(mask_rois, features, meta, config.MASK_POOL_SIZE, config.NUM_CLASSES, False)
+    mrcnn_mask = build_fpn_mask_graph(
+        mask_rois, features, meta, config.MASK_POOL_SIZE, config.NUM_CLASSES, False
+    )
     mrcnn_mask = PadToDetections(name="mrcnn_mask_padded")([mrcnn_mask, detections])
     outputs = [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class, rpn_bbox]
     return keras.Model([image, meta], outputs, name="mask_rcnn")
@@ -101,27 +131,50 @@ def build_training_graph(config: Config) -> tuple[dict, dict]:
         "input_rpn_bbox": keras.Input((None, 4), name="input_rpn_bbox"),
         "input_gt_class_ids": keras.Input((None,), name="input_gt_class_ids", dtype="int32"),
         "input_gt_boxes": keras.Input((None, 4), name="input_gt_boxes"),
-        "input_gt_masks": keras.Input((*_gt_mask_shape(config), None), name="input_gt_masks", dtype="uint8"),
+        "input_gt_masks": keras.Input(
+            (*_gt_mask_shape(config), None), name="input_gt_masks", dtype="uint8"
+        ),
     }
-    features, (rpn_class_logits, rpn_class, rpn_bbox), anchors = _features_and_rpn(config, image, config.TRAIN_BN)
+    features, (rpn_class_logits, rpn_class, rpn_bbox), anchors = _features_and_rpn(
+        config, image, config.TRAIN_BN
+    )
     rpn_rois = _proposals(config, rpn_class, rpn_bbox, anchors, config.POST_NMS_ROIS_TRAINING)
     gt_boxes = NormalizeBoxes(name="normalize_gt_boxes")([inputs["input_gt_boxes"], image])
-    targets = DetectionTargetLayer(config.TRAIN_ROIS_PER_IMAGE, config.ROI_POSITIVE_RATIO, config.BBOX_STD_DEV,
-                                   config.MASK_SHAPE, config.USE_MINI_MASK, config.ROI_INCLUDE_GT_BOXES,
-                                   name="proposal_targets")(
-        [rpn_rois, inputs["input_gt_class_ids"], gt_boxes, inputs["input_gt_masks"]])
+    targets = DetectionTargetLayer(
+        config.TRAIN_ROIS_PER_IMAGE,
+        config.ROI_POSITIVE_RATIO,
+        config.BBOX_STD_DEV,
+        config.MASK_SHAPE,
+        config.USE_MINI_MASK,
+        config.ROI_INCLUDE_GT_BOXES,
+        name="proposal_targets",
+    )([rpn_rois, inputs["input_gt_class_ids"], gt_boxes, inputs["input_gt_masks"]])
     rois, target_class_ids, target_bbox, target_mask = targets
     mrcnn_class_logits, _, mrcnn_bbox = fpn_classifier_graph(
-        rois, features, meta, config.POOL_SIZE, config.NUM_CLASSES, config.TRAIN_BN,
-        config.FPN_CLASSIF_FC_LAYERS_SIZE)
-    mask_rois = PositiveRois(int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO),
-                             name="positive_rois")([rois, target_class_ids])
-    mrcnn_mask = build_fpn_mask_graph(mask_rois, features, meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
-                                      config.TRAIN_BN)
+        rois,
+        features,
+        meta,
+        config.POOL_SIZE,
+        config.NUM_CLASSES,
+        config.TRAIN_BN,
+        config.FPN_CLASSIF_FC_LAYERS_SIZE,
+    )
+    mask_rois = PositiveRois(
+        int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO), name="positive_rois"
+    )([rois, target_class_ids])
+    mrcnn_mask = build_fpn_mask_graph(
+        mask_rois, features, meta, config.MASK_POOL_SIZE, config.NUM_CLASSES, config.TRAIN_BN
+    )
     outputs = {
-        "rpn_class_logits": rpn_class_logits, "rpn_bbox": rpn_bbox, "rois": rois,
-        "target_class_ids": target_class_ids, "target_bbox": target_bbox, "target_mask": target_mask,
-        "mrcnn_class_logits": mrcnn_class_logits, "mrcnn_bbox": mrcnn_bbox, "mrcnn_mask": mrcnn_mask,
+        "rpn_class_logits": rpn_class_logits,
+        "rpn_bbox": rpn_bbox,
+        "rois": rois,
+        "target_class_ids": target_class_ids,
+        "target_bbox": target_bbox,
+        "target_mask": target_mask,
+        "mrcnn_class_logits": mrcnn_class_logits,
+        "mrcnn_bbox": mrcnn_bbox,
+        "mrcnn_mask": mrcnn_mask,
     }
     return inputs, outputs
 

@@ -28,8 +28,12 @@ from mrcnn.hardware import Hardware, detect
 INFERENCE_PRECISIONS = ("float32", "bfloat16", "auto")
 TRAINING_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 # The Keras dtype policy a model's layers are built under, per resolved precision.
-KERAS_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16",
-                  "mixed_bfloat16": "mixed_bfloat16", "mixed_float16": "mixed_float16"}
+KERAS_POLICIES = {
+    "float32": "float32",
+    "bfloat16": "mixed_bfloat16",
+    "mixed_bfloat16": "mixed_bfloat16",
+    "mixed_float16": "mixed_float16",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +69,9 @@ def training_precision(requested: str, hardware: Hardware | None = None) -> Prec
     return _choose(requested, TRAINING_PRECISIONS, "mixed_bfloat16", hardware)
 
 
-def _choose(requested: str, accepted: tuple[str, ...], bf16: str,
-            hardware: Hardware | None) -> PrecisionChoice:
+def _choose(
+    requested: str, accepted: tuple[str, ...], bf16: str, hardware: Hardware | None
+) -> PrecisionChoice:
     if requested not in accepted:
         raise InvalidSetting(f"precision must be one of {accepted}, got {requested!r}")
     if requested == "float32":
@@ -75,17 +80,27 @@ def _choose(requested: str, accepted: tuple[str, ...], bf16: str,
     cpu = f"{machine.cpu_model} ({'native bfloat16' if machine.native_bf16 else 'no AVX512_BF16 or AMX'})"
     if machine.gpus:
         if requested == "auto":
-            return PrecisionChoice(requested, "float32", f"a GPU runs the model ({machine.gpus[0]}); "
-                                   "reduced precision is not measured on a GPU, ask for it explicitly")
+            return PrecisionChoice(
+                requested,
+                "float32",
+                f"a GPU runs the model ({machine.gpus[0]}); "
+                "reduced precision is not measured on a GPU, ask for it explicitly",
+            )
         return PrecisionChoice(requested, requested, f"{requested} was asked for, on a GPU")
     if requested == "mixed_float16":
-        return PrecisionChoice(requested, "float32", f"float16 is for GPUs and none is visible; "
-                               f"{cpu} runs float32")
+        return PrecisionChoice(
+            requested, "float32", f"float16 is for GPUs and none is visible; {cpu} runs float32"
+        )
     if machine.native_bf16:
         asked = "chosen by auto" if requested == "auto" else "asked for"
         return PrecisionChoice(requested, bf16, f"{bf16} {asked}: {cpu}")
     if requested == "auto":
-        return PrecisionChoice(requested, "float32", f"{cpu}: bfloat16 would be emulated, "
-                               "slower than float32")
-    return PrecisionChoice(requested, "float32", f"{requested} was asked for, but {cpu} would "
-                           "emulate it, slower than float32 and with other results: float32 runs")
+        return PrecisionChoice(
+            requested, "float32", f"{cpu}: bfloat16 would be emulated, slower than float32"
+        )
+    return PrecisionChoice(
+        requested,
+        "float32",
+        f"{requested} was asked for, but {cpu} would "
+        "emulate it, slower than float32 and with other results: float32 runs",
+    )

@@ -19,8 +19,9 @@ class ProgressLines(keras.callbacks.Callback):
     """Print ``epoch E/N step S/T  loss ...  X s/step`` lines to ``stream``; with a deadline
     (``until``, a ``time.monotonic()`` value) ``epoch E`` and the minutes left instead of N."""
 
-    def __init__(self, every: int = 50, stream: IO[str] | None = None,
-                 until: float | None = None) -> None:
+    def __init__(
+        self, every: int = 50, stream: IO[str] | None = None, until: float | None = None
+    ) -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
@@ -51,8 +52,9 @@ class ProgressLines(keras.callbacks.Callback):
 
     def _write(self, where: str, logs: dict[str, Any] | None, steps: int) -> None:
         per_step = (time.perf_counter() - self._started) / max(steps, 1)
-        losses = "  ".join(f"{name} {float(value):.4f}" for name, value in (logs or {}).items()
-                           if "loss" in name)
+        losses = "  ".join(
+            f"{name} {float(value):.4f}" for name, value in (logs or {}).items() if "loss" in name
+        )
         if self.until is None:
             epoch, left = f"{self._epoch + 1}/{self.params.get('epochs', '?')}", ""
         else:
@@ -63,9 +65,9 @@ class ProgressLines(keras.callbacks.Callback):
         print(line, file=stream, flush=True)
 
 
-def progress_settings(verbose: int | str, stream: IO[str] | None = None,
-                      until: float | None = None
-                      ) -> tuple[int | str, list[keras.callbacks.Callback]]:
+def progress_settings(
+    verbose: int | str, stream: IO[str] | None = None, until: float | None = None
+) -> tuple[int | str, list[keras.callbacks.Callback]]:
     """Keras's ``verbose`` and the extra callbacks for a ``fit`` call.
 
     ``"auto"`` keeps Keras's bar in a terminal and prints :class:`ProgressLines` elsewhere

@@ -43,8 +43,10 @@ from mrcnn.export_openvino import OPENVINO_FILE, graph_nodes, openvino_module
 EXPORT_CONFIG = "mrcnn_config.json"  # mrcnn.export.EXPORT_CONFIG (not imported: no cycle)
 PRESETS = ("performance", "mixed")  # NNCF: symmetric activations, or asymmetric ones
 # Layers whose output is a box or a box delta, by the Keras layer name in the IR's node names.
-_BOX_ARITHMETIC = re.compile(r".*/(ROI|mrcnn_detection|roi_align_classifier|roi_align_mask)"
-                             r"(_\d+)?/")
+_BOX_ARITHMETIC = re.compile(
+    r".*/(ROI|mrcnn_detection|roi_align_classifier|roi_align_mask)"
+    r"(_\d+)?/"
+)
 _BOX_DELTA_LAYERS = re.compile(r".*/(rpn_bbox_pred|mrcnn_bbox_fc)(_\d+)?/")
 _CLASSIFIER_LAYER = re.compile(r".*/mrcnn_class_logits(_\d+)?/")
 
@@ -62,16 +64,24 @@ class FloatPart:
     description: str
 
 
-FLOAT_PARTS = {part.name: part for part in (
-    FloatPart("box_arithmetic", "decoding deltas into boxes, clipping, NMS inputs and ROI "
-              "Align's pyramid level (proposal and detection layers)"),
-    FloatPart("box_deltas", "the layers that predict box deltas (RPN and box head)"),
-    FloatPart("classifier", "the box head's class logits layer (the scores compared with "
-              "DETECTION_MIN_CONFIDENCE)"),
-    FloatPart("softmax", "the RPN's and the classifier's softmax"),
-    FloatPart("mask_sigmoid", "the mask head's last convolution and its sigmoid"),
-    FloatPart("roi_align", "ROI Align's crops of the feature maps"),
-)}
+FLOAT_PARTS = {
+    part.name: part
+    for part in (
+        FloatPart(
+            "box_arithmetic",
+            "decoding deltas into boxes, clipping, NMS inputs and ROI "
+            "Align's pyramid level (proposal and detection layers)",
+        ),
+        FloatPart("box_deltas", "the layers that predict box deltas (RPN and box head)"),
+        FloatPart(
+            "classifier",
+            "the box head's class logits layer (the scores compared with DETECTION_MIN_CONFIDENCE)",
+        ),
+        FloatPart("softmax", "the RPN's and the classifier's softmax"),
+        FloatPart("mask_sigmoid", "the mask head's last convolution and its sigmoid"),
+        FloatPart("roi_align", "ROI Align's crops of the feature maps"),
+    )
+}
 DEFAULT_FLOAT_PARTS = ("box_arithmetic", "box_deltas")
 
 
@@ -98,8 +108,9 @@ class QuantizationSettings:
             raise InvalidSetting(f"calibration_images must be >= 1, got {self.calibration_images}")
         unknown = sorted(set(self.float_parts) - set(FLOAT_PARTS))
         if unknown:
-            raise InvalidSetting(f"unknown float part {unknown[0]!r} "
-                                 f"(one of {sorted(FLOAT_PARTS)})")
+            raise InvalidSetting(
+                f"unknown float part {unknown[0]!r} (one of {sorted(FLOAT_PARTS)})"
+            )
         if self.preset not in PRESETS:
             raise InvalidSetting(f"preset must be one of {PRESETS}, got {self.preset!r}")
 
@@ -130,8 +141,9 @@ def nncf_module() -> Any:
     try:
         import nncf
     except ImportError:
-        raise ImportError("INT8 quantization needs nncf: pip install "
-                          "'mrcnn-pipeline[openvino]'") from None
+        raise ImportError(
+            "INT8 quantization needs nncf: pip install 'mrcnn-pipeline[openvino]'"
+        ) from None
     return nncf
 
 
@@ -144,8 +156,12 @@ def calibration_inputs(config: Config, images: Sequence[np.ndarray]) -> Iterator
         yield {"images": molded, "metas": metas}
 
 
-def quantize_openvino(source: str | Path, target: str | Path, images: Sequence[np.ndarray],
-                      settings: QuantizationSettings = QuantizationSettings()) -> QuantizedModel:
+def quantize_openvino(
+    source: str | Path,
+    target: str | Path,
+    images: Sequence[np.ndarray],
+    settings: QuantizationSettings = QuantizationSettings(),
+) -> QuantizedModel:
     """Quantize the float32 OpenVINO export in ``source`` into the folder ``target``.
 
     Args:
@@ -169,10 +185,13 @@ def quantize_openvino(source: str | Path, target: str | Path, images: Sequence[n
     calibration = _Reiterable(config, images[:used] if used < len(images) else images)
     with _progress_to_terminal():
         quantized = nncf.quantize(
-            model, nncf.Dataset(calibration),
-            preset=nncf.QuantizationPreset(settings.preset), subset_size=used,
+            model,
+            nncf.Dataset(calibration),
+            preset=nncf.QuantizationPreset(settings.preset),
+            subset_size=used,
             fast_bias_correction=settings.fast_bias_correction,
-            ignored_scope=nncf.IgnoredScope(names=sorted(kept), validate=False))
+            ignored_scope=nncf.IgnoredScope(names=sorted(kept), validate=False),
+        )
     target.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(target / OPENVINO_FILE), compress_to_fp16=False)
     shutil.copyfile(source / EXPORT_CONFIG, target / EXPORT_CONFIG)
@@ -214,24 +233,40 @@ def float_node_names(model: Any, parts: Sequence[str]) -> set[str]:
     names: set[str] = set()
     for node in model.get_ordered_ops():
         kind, name = node.get_type_name(), node.get_friendly_name()
-        consumers = [target.get_node() for target in node.output(0).get_target_inputs()] \
-            if node.get_output_size() else []
+        consumers = (
+            [target.get_node() for target in node.output(0).get_target_inputs()]
+            if node.get_output_size()
+            else []
+        )
         if "box_arithmetic" in parts and _BOX_ARITHMETIC.match(name):
             names.add(name)
-        if "box_deltas" in parts and kind in ("Convolution", "MatMul") and (
+        if (
+            "box_deltas" in parts
+            and kind in ("Convolution", "MatMul")
+            and (
                 _BOX_DELTA_LAYERS.match(name)
-                or any(_BOX_DELTA_LAYERS.match(c.get_friendly_name()) for c in consumers)):
+                or any(_BOX_DELTA_LAYERS.match(c.get_friendly_name()) for c in consumers)
+            )
+        ):
             names.add(name)
         if "classifier" in parts and kind == "MatMul" and _CLASSIFIER_LAYER.match(name):
             names.add(name)
         if "softmax" in parts and kind == "Softmax":
             names.add(name)
-        if "mask_sigmoid" in parts and (kind == "Sigmoid" or kind == "Convolution" and any(
-                c.get_type_name() == "Sigmoid" for c in consumers)):
+        if "mask_sigmoid" in parts and (
+            kind == "Sigmoid"
+            or kind == "Convolution"
+            and any(c.get_type_name() == "Sigmoid" for c in consumers)
+        ):
             names.add(name)
-        if "roi_align" in parts and (kind == "ROIPooling" or kind == "Concat" and any(
+        if "roi_align" in parts and (
+            kind == "ROIPooling"
+            or kind == "Concat"
+            and any(
                 i.get_source_output().get_node().get_type_name() == "ROIPooling"
-                for i in node.inputs())):
+                for i in node.inputs()
+            )
+        ):
             names.add(name)
     return names
 

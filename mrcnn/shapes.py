@@ -63,8 +63,14 @@ class ShapesDataset(Dataset):
             rng = np.random.default_rng((seed, i))
             bg_color, shapes = random_image(rng, height, width, max_shapes, min_size, max_size)
             self.add_image(
-                SOURCE, image_id=i, path=None, height=height, width=width,
-                bg_color=bg_color, shapes=shapes, seed=seed,
+                SOURCE,
+                image_id=i,
+                path=None,
+                height=height,
+                width=width,
+                bg_color=bg_color,
+                shapes=shapes,
+                seed=seed,
             )
 
     def image_reference(self, image_id: int) -> str:

@@ -26,9 +26,7 @@ def _negatives_allowed(anchors: np.ndarray, crowd_boxes: np.ndarray) -> np.ndarr
     return compute_overlaps(anchors, crowd_boxes).max(axis=1) < CROWD_IOU
 
 
-def _subsample(
-    rpn_match: np.ndarray, label: int, keep: int, rng: np.random.Generator
-) -> None:
+def _subsample(rpn_match: np.ndarray, label: int, keep: int, rng: np.random.Generator) -> None:
     """Reset randomly chosen anchors with `label` to 0 until at most `keep` remain."""
     ids = np.flatnonzero(rpn_match == label)
     extra = ids.size - keep

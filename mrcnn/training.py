@@ -31,7 +31,9 @@ def layers_regex(layers: str) -> str:
     try:
         re.compile(pattern)
     except re.error as error:
-        raise InvalidSetting(f"layers must be one of {sorted(LAYER_PRESETS)} or a valid regex; {layers!r}: {error}") from None
+        raise InvalidSetting(
+            f"layers must be one of {sorted(LAYER_PRESETS)} or a valid regex; {layers!r}: {error}"
+        ) from None
     return pattern
 
 
@@ -79,7 +81,9 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"rate": float(self.rate.numpy()), "warmup_steps": self.warmup_steps}
 
 
-def make_optimizer(config: Config, learning_rate: float | WarmupSchedule) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    config: Config, learning_rate: float | WarmupSchedule
+) -> keras.optimizers.Optimizer:
     """matterport's SGD with momentum, or AdamW; a global-norm clip of GRADIENT_CLIP_NORM.
 
     Keras 2's `clipnorm` (which matterport used) scaled all gradients by their global norm;
@@ -105,7 +109,9 @@ def save_model_weights(model: keras.Model, filepath: str) -> None:
     from keras.src.saving import saving_lib  # save_weights_only is where objects_to_skip lives
 
     optimizer = getattr(model, "optimizer", None)
-    saving_lib.save_weights_only(model, filepath, objects_to_skip=[optimizer] if optimizer is not None else None)
+    saving_lib.save_weights_only(
+        model, filepath, objects_to_skip=[optimizer] if optimizer is not None else None
+    )
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -144,7 +150,14 @@ def _unpack(data):
 class TrainingModel(keras.Model):
     """The training graph plus loss computation. Built by `MaskRCNN(mode="training")`."""
 
-    def __init__(self, inputs, outputs, loss_weights: dict[str, float], l2_weight_decay: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        inputs,
+        outputs,
+        loss_weights: dict[str, float],
+        l2_weight_decay: float = 0.0,
+        **kwargs,
+    ):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.loss_weights = {name: float(loss_weights.get(name, 1.0)) for name in LOSS_NAMES}
         self.l2_weight_decay = float(l2_weight_decay)
@@ -159,16 +172,27 @@ class TrainingModel(keras.Model):
         active_class_ids = x["input_image_meta"][:, 12:]
         return {
             "rpn_class_loss": losses.rpn_class_loss(x["input_rpn_match"], y["rpn_class_logits"]),
-            "rpn_bbox_loss": losses.rpn_bbox_loss(x["input_rpn_bbox"], x["input_rpn_match"], y["rpn_bbox"]),
-            "mrcnn_class_loss": losses.mrcnn_class_loss(y["target_class_ids"], y["mrcnn_class_logits"], active_class_ids),
-            "mrcnn_bbox_loss": losses.mrcnn_bbox_loss(y["target_bbox"], y["target_class_ids"], y["mrcnn_bbox"]),
-            "mrcnn_mask_loss": losses.mrcnn_mask_loss(y["target_mask"], y["target_class_ids"], y["mrcnn_mask"]),
+            "rpn_bbox_loss": losses.rpn_bbox_loss(
+                x["input_rpn_bbox"], x["input_rpn_match"], y["rpn_bbox"]
+            ),
+            "mrcnn_class_loss": losses.mrcnn_class_loss(
+                y["target_class_ids"], y["mrcnn_class_logits"], active_class_ids
+            ),
+            "mrcnn_bbox_loss": losses.mrcnn_bbox_loss(
+                y["target_bbox"], y["target_class_ids"], y["mrcnn_bbox"]
+            ),
+            "mrcnn_mask_loss": losses.mrcnn_mask_loss(
+                y["target_mask"], y["target_class_ids"], y["mrcnn_mask"]
+            ),
         }
 
     def _l2_penalty(self) -> tf.Tensor:
         """matterport's L2: decay · Σ‖w‖² / size(w) over trainable weights, BN gamma/beta excluded."""
-        terms = [tf.reduce_sum(tf.square(w.value)) / tf.cast(tf.size(w.value), tf.float32)
-                 for w in self.trainable_weights if not w.path.endswith(("gamma", "beta"))]
+        terms = [
+            tf.reduce_sum(tf.square(w.value)) / tf.cast(tf.size(w.value), tf.float32)
+            for w in self.trainable_weights
+            if not w.path.endswith(("gamma", "beta"))
+        ]
         return self.l2_weight_decay * tf.add_n(terms) if terms else tf.constant(0.0)
 
     def _total(self, named: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -195,7 +219,9 @@ class TrainingModel(keras.Model):
             share = self.optimizer.scale_loss(share)
         variables = self.trainable_variables
         gradients = tape.gradient(share, variables)
-        self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        )
         return self._record(total, named)
 
     def test_step(self, data):

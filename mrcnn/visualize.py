@@ -223,7 +223,12 @@ def _legend(canvas: Image.Image, font: ImageFont.FreeTypeFont, lines: Sequence[s
     step = round(font.size * 1.25)
     measure = ImageDraw.Draw(canvas)
     text_w = max(measure.textbbox((0, 0), line, font=font)[2] for line in lines)
-    box = (0, 0, min(text_w + 2 * pad + 1, canvas.width), min(step * len(lines) + 2 * pad + 1, canvas.height))
+    box = (
+        0,
+        0,
+        min(text_w + 2 * pad + 1, canvas.width),
+        min(step * len(lines) + 2 * pad + 1, canvas.height),
+    )
     # Darken only the legend's corner (compositing the whole image costs more than the drawing).
     corner = canvas.crop(box).convert("RGBA")
     shade = Image.new("RGBA", corner.size, (0, 0, 0, _LEGEND_OPACITY))
@@ -298,8 +303,16 @@ def display_instances(
     """
     lines = ([title] if title else []) + list(kwargs.pop("text_lines", ()))
     drawn = draw_instances(
-        image, boxes, masks, class_ids, class_names, scores,
-        show_masks=show_mask, show_boxes=show_bbox, text_lines=lines, **kwargs,
+        image,
+        boxes,
+        masks,
+        class_ids,
+        class_names,
+        scores,
+        show_masks=show_mask,
+        show_boxes=show_bbox,
+        text_lines=lines,
+        **kwargs,
     )
     if path is not None:
         save_image(drawn, path)

@@ -269,9 +269,7 @@ def _plan_keras3(
     return plan
 
 
-def _bind_keras3(
-    name: str, layer: keras.layers.Layer, group: h5py.Group
-) -> list[_Assignment]:
+def _bind_keras3(name: str, layer: keras.layers.Layer, group: h5py.Group) -> list[_Assignment]:
     """Binds a saveable's `vars/<i>` to the layer's own variables, then recurses by name."""
     targets: dict = {}
     layer.save_own_variables(targets)  # the same slots, in the same order, as the file

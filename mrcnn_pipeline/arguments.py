@@ -38,39 +38,53 @@ def iso_date(text: str) -> datetime.date:
 
 def registry_argument(parser: argparse.ArgumentParser) -> None:
     """``--registry URI``, the same for every subcommand that reads the model registry."""
-    parser.add_argument("--registry", default=os.environ.get("MRCNN_REGISTRY", "registry"),
-                        metavar="URI", help="model registry folder or s3:// URI (default: "
-                        "$MRCNN_REGISTRY or ./registry)")
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("MRCNN_REGISTRY", "registry"),
+        metavar="URI",
+        help="model registry folder or s3:// URI (default: $MRCNN_REGISTRY or ./registry)",
+    )
 
 
 def runtime_argument(parser: argparse.ArgumentParser) -> None:
     """``--runtime``: which runtime runs the model (``tasks.models.runtime_registry``)."""
-    parser.add_argument("--runtime", choices=NAMES, default=DEFAULT_RUNTIME,
-                        help="; ".join(runtime.help for runtime in RUNTIMES)
-                        + f" (default: {DEFAULT_RUNTIME})")
+    parser.add_argument(
+        "--runtime",
+        choices=NAMES,
+        default=DEFAULT_RUNTIME,
+        help="; ".join(runtime.help for runtime in RUNTIMES) + f" (default: {DEFAULT_RUNTIME})",
+    )
 
 
 def backbone_argument(parser: argparse.ArgumentParser) -> None:
     """``--backbone-module MODULE:NAME``: a callable backbone the user allows for the model."""
-    parser.add_argument("--backbone-module", dest="backbones", action="append", default=[],
-                        type=imported_callable, metavar="MODULE:NAME",
-                        help="a callable backbone the model's config names (repeatable); "
-                        "imported because you name it here, never because a stored config "
-                        "does: a config naming any other code is refused")
+    parser.add_argument(
+        "--backbone-module",
+        dest="backbones",
+        action="append",
+        default=[],
+        type=imported_callable,
+        metavar="MODULE:NAME",
+        help="a callable backbone the model's config names (repeatable); "
+        "imported because you name it here, never because a stored config "
+        "does: a config naming any other code is refused",
+    )
 
 
 def imported_callable(text: str) -> Callable[..., Any]:
     """The callable ``MODULE:NAME`` names, imported because the user wrote it as an argument."""
     if not CALLABLE_REFERENCE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected MODULE:NAME (e.g. mypackage.backbones:"
-                                         f"efficientnet), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected MODULE:NAME (e.g. mypackage.backbones:efficientnet), got {text!r}"
+        )
     module_name, _, qualname = text.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and f"{module_name}.".startswith(f"{error.name}."):  # not a dependency
-            raise argparse.ArgumentTypeError(f"no module {module_name!r} to import "
-                                             f"{text!r} from") from None
+            raise argparse.ArgumentTypeError(
+                f"no module {module_name!r} to import {text!r} from"
+            ) from None
         raise
     for part in qualname.split("."):
         if not hasattr(target, part):

@@ -26,31 +26,45 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mrcnn_pipeline import (inference_commands, model_commands, report_commands,  # noqa: E402
-                            review_commands)
-from mrcnn_pipeline.arguments import (backbone_argument, fraction, registry_argument,  # noqa: E402
-                                      runtime_argument)
-from mrcnn_pipeline import doctor  # noqa: E402
+from mrcnn_pipeline import (  # noqa: E402
+    doctor,  # noqa: E402
+    inference_commands,
+    model_commands,
+    report_commands,
+    review_commands,
+)
+from mrcnn_pipeline.arguments import (  # noqa: E402
+    backbone_argument,
+    fraction,
+    registry_argument,
+    runtime_argument,
+)
 from mrcnn_pipeline.prefect_api import ensure_api  # noqa: E402
 from tasks.annotations.formats import ReaderOption  # noqa: E402
-from tasks.annotations.registry import (FORMATS, NAMES, all_options,  # noqa: E402
-                                        formats_taking, get_format)
+from tasks.annotations.registry import FORMATS, NAMES, all_options, formats_taking, get_format  # noqa: E402
 from tasks.failures import InvalidSetting, MissingInput, UserError  # noqa: E402
 
 if TYPE_CHECKING:  # the flows load inside the handlers, so that --help stays fast
     from flows.convert_masks import ConversionSummary
 
-BUG_REPORT = ("mrcnn-pipeline: this is a bug in mrcnn-pipeline, not a problem with your input; "
-              "please report it on the project's issue tracker with the command you ran and "
-              "the traceback above (docs/concepts/failures.md)")
+BUG_REPORT = (
+    "mrcnn-pipeline: this is a bug in mrcnn-pipeline, not a problem with your input; "
+    "please report it on the project's issue tracker with the command you ran and "
+    "the traceback above (docs/concepts/failures.md)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="mrcnn-pipeline", description=(
-        "Mask R-CNN pipelines: convert annotations, train, evaluate, register, infer."))
-    parser.add_argument("--traceback", action="store_true",
-                        help="show full tracebacks and Prefect's error logs")
+    parser = argparse.ArgumentParser(
+        prog="mrcnn-pipeline",
+        description=(
+            "Mask R-CNN pipelines: convert annotations, train, evaluate, register, infer."
+        ),
+    )
+    parser.add_argument(
+        "--traceback", action="store_true", help="show full tracebacks and Prefect's error logs"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
     _add_train(subparsers)
@@ -68,32 +82,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "convert", help=f"convert annotations ({', '.join(NAMES)}) to the canonical dataset",
+        "convert",
+        help=f"convert annotations ({', '.join(NAMES)}) to the canonical dataset",
         description="Run the convert-masks flow: annotations -> images/, annotations/"
-                    "{train,val}.json (COCO, RLE masks) and report.json at --output. Formats "
-                    "and their layouts: docs/reference/annotation-formats.md.")
-    parser.add_argument("--format", required=True, choices=NAMES, help="input format: " + "; ".join(
-        f"{fmt.name}: {fmt.help} [{fmt.looks_for}]" for fmt in FORMATS))
-    parser.add_argument("--input", required=True, metavar="URI",
-                        help="input folder or file: a local path or s3://bucket/prefix")
+        "{train,val}.json (COCO, RLE masks) and report.json at --output. Formats "
+        "and their layouts: docs/reference/annotation-formats.md.",
+    )
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=NAMES,
+        help="input format: "
+        + "; ".join(f"{fmt.name}: {fmt.help} [{fmt.looks_for}]" for fmt in FORMATS),
+    )
+    parser.add_argument(
+        "--input",
+        required=True,
+        metavar="URI",
+        help="input folder or file: a local path or s3://bucket/prefix",
+    )
     parser.add_argument("--output", required=True, metavar="URI", help="output folder")
-    parser.add_argument("--labels", metavar="FILE",
-                        help="labels file, one class per line (default: the labels found)")
-    parser.add_argument("--alias", action="append", default=[], type=_alias,
-                        metavar="LABEL=CLASS", help="map an annotated label to a class "
-                        "(repeatable), e.g. car1=car")
-    parser.add_argument("--alias-prefix", action="store_true",
-                        help="map labels by prefix: car12 -> car (the longest listed class "
-                        "it starts with, or without trailing digits)")
-    parser.add_argument("--val-fraction", type=fraction, default=0.2, metavar="F",
-                        help="share of images in val, chosen by a hash of the path (default 0.2)")
-    parser.add_argument("--strict", action="store_true",
-                        help="fail on the first skipped file or dropped/clipped shape")
+    parser.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="labels file, one class per line (default: the labels found)",
+    )
+    parser.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        type=_alias,
+        metavar="LABEL=CLASS",
+        help="map an annotated label to a class (repeatable), e.g. car1=car",
+    )
+    parser.add_argument(
+        "--alias-prefix",
+        action="store_true",
+        help="map labels by prefix: car12 -> car (the longest listed class "
+        "it starts with, or without trailing digits)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=0.2,
+        metavar="F",
+        help="share of images in val, chosen by a hash of the path (default 0.2)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on the first skipped file or dropped/clipped shape",
+    )
     for option in all_options():
         default = f"; default: {option.default}" if option.default is not None else ""
-        parser.add_argument(option.flag, dest=_option_dest(option), metavar=option.metavar,
-                            help=f"{option.help} (--format {', '.join(formats_taking(option))}"
-                                 f"{default})")
+        parser.add_argument(
+            option.flag,
+            dest=_option_dest(option),
+            metavar=option.metavar,
+            help=f"{option.help} (--format {', '.join(formats_taking(option))}{default})",
+        )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=run_convert)
 
@@ -115,8 +162,10 @@ def _format_options(args: argparse.Namespace) -> dict[str, str]:
         if value is None:
             continue
         if option not in taken:
-            raise InvalidSetting(f"{option.flag} does not apply to --format {args.format} (only to "
-                                 f"--format {', '.join(formats_taking(option))})")
+            raise InvalidSetting(
+                f"{option.flag} does not apply to --format {args.format} (only to "
+                f"--format {', '.join(formats_taking(option))})"
+            )
         given[option.name] = value
     return given
 
@@ -140,10 +189,17 @@ def run_convert(args: argparse.Namespace) -> int:
     from flows.convert_masks import convert_masks
 
     ensure_api()
-    summary = convert_masks(source=args.input, destination=args.output, format=args.format,
-                            labels=args.labels, aliases=dict(args.alias) or None,
-                            alias_prefix=args.alias_prefix, val_fraction=args.val_fraction,
-                            strict=args.strict, options=options)
+    summary = convert_masks(
+        source=args.input,
+        destination=args.output,
+        format=args.format,
+        labels=args.labels,
+        aliases=dict(args.alias) or None,
+        alias_prefix=args.alias_prefix,
+        val_fraction=args.val_fraction,
+        strict=args.strict,
+        options=options,
+    )
     _print_summary(summary, args.json)
     return 0
 
@@ -153,31 +209,51 @@ def _print_summary(summary: ConversionSummary, as_json: bool) -> None:
         print(json.dumps(summary.as_dict(), indent=2))
         return
     items, images = summary.items, summary.images
-    print(f"converted {items.converted} of {items.found} items "
-          f"({items.skipped} skipped, {summary.issues} issues in total)")
-    print(f"images: train {images.train}, val {images.val}; "
-          f"classes: {', '.join(summary.labels) or '-'}")
+    print(
+        f"converted {items.converted} of {items.found} items "
+        f"({items.skipped} skipped, {summary.issues} issues in total)"
+    )
+    print(
+        f"images: train {images.train}, val {images.val}; "
+        f"classes: {', '.join(summary.labels) or '-'}"
+    )
     print(f"report: {summary.report}")
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "train", help="train a model on a canonical dataset (flow train-model)",
+        "train",
+        help="train a model on a canonical dataset (flow train-model)",
         description="Run the train-model flow: the config's stages, a checkpoint per epoch in "
-                    "the run folder, metrics.json and loss_curve.png there.")
+        "the run folder, metrics.json and loss_curve.png there.",
+    )
     parser.add_argument("--dataset", required=True, metavar="URI", help="canonical dataset")
-    parser.add_argument("--config", required=True, metavar="FILE",
-                        help="training config (YAML/JSON file or URI) or preset:shapes (light, "
-                        "small objects), preset:seed-like (the legacy TF 1.15 repository's "
-                        "384² road setup)")
-    parser.add_argument("--run-dir", metavar="URI", help="run folder (default: "
-                        "<registry>/.runs/<name>-<time>; with --resume the newest of that name)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue after the run folder's newest checkpoint")
-    parser.add_argument("--timeout-minutes", type=float, metavar="M", help="stop training after M minutes")
-    parser.add_argument("--auto-config", action="store_true",
-                        help="choose image size, anchors, instance limits, ROIs and the mean pixel "
-                        "from the dataset (values the config sets win); prints them as a table")
+    parser.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="training config (YAML/JSON file or URI) or preset:shapes (light, "
+        "small objects), preset:seed-like (the legacy TF 1.15 repository's "
+        "384² road setup)",
+    )
+    parser.add_argument(
+        "--run-dir",
+        metavar="URI",
+        help="run folder (default: "
+        "<registry>/.runs/<name>-<time>; with --resume the newest of that name)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue after the run folder's newest checkpoint"
+    )
+    parser.add_argument(
+        "--timeout-minutes", type=float, metavar="M", help="stop training after M minutes"
+    )
+    parser.add_argument(
+        "--auto-config",
+        action="store_true",
+        help="choose image size, anchors, instance limits, ROIs and the mean pixel "
+        "from the dataset (values the config sets win); prints them as a table",
+    )
     registry_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=run_train)
@@ -195,26 +271,44 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = {**training.to_dict(), **({"auto_config": True} if args.auto_config else {})}
     ensure_api()
-    summary = train_model(dataset=args.dataset, config=config, run_dir=args.run_dir,
-                          resume=args.resume, registry=args.registry,
-                          timeout_minutes=args.timeout_minutes)
+    summary = train_model(
+        dataset=args.dataset,
+        config=config,
+        run_dir=args.run_dir,
+        resume=args.resume,
+        registry=args.registry,
+        timeout_minutes=args.timeout_minutes,
+    )
     if summary["auto_config"] and not args.json:
         from tasks.training.auto_config import choices_table
 
         print("config chosen from the data:\n" + choices_table(summary["auto_config"]))
-    _print_result(summary, args.json, [("run folder", "run_dir"), ("epochs", "epochs"),
-                                       ("checkpoint", "checkpoint"), ("metrics", "metrics")])
+    _print_result(
+        summary,
+        args.json,
+        [
+            ("run folder", "run_dir"),
+            ("epochs", "epochs"),
+            ("checkpoint", "checkpoint"),
+            ("metrics", "metrics"),
+        ],
+    )
     return 0
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "evaluate", help="COCO AP and area-ratio error on the val split (flow evaluate-model)",
+        "evaluate",
+        help="COCO AP and area-ratio error on the val split (flow evaluate-model)",
         description="Run the evaluate-model flow on a registry reference, a run folder, a "
-                    "checkpoint or an export folder.")
-    parser.add_argument("--model", required=True, metavar="REF",
-                        help="NAME@ALIAS, NAME@vN, a training run folder, a checkpoint or an "
-                        "export folder URI")
+        "checkpoint or an export folder.",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="REF",
+        help="NAME@ALIAS, NAME@vN, a training run folder, a checkpoint or an export folder URI",
+    )
     parser.add_argument("--dataset", required=True, metavar="URI", help="canonical dataset")
     parser.add_argument("--output", metavar="URI", help="folder for metrics.json")
     registry_argument(parser)
@@ -229,23 +323,34 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from flows.evaluate_model import evaluate_model
 
     ensure_api()
-    metrics = evaluate_model(model=args.model, dataset=args.dataset, registry=args.registry,
-                             output=args.output, runtime=args.runtime,
-                             backbones=args.backbones or None)
+    metrics = evaluate_model(
+        model=args.model,
+        dataset=args.dataset,
+        registry=args.registry,
+        output=args.output,
+        runtime=args.runtime,
+        backbones=args.backbones or None,
+    )
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
-    print(f"{'class':20} {'bbox AP':>8} {'segm AP':>8} {'area MAE (pp)':>14} {'95 % CI':>17} "
-          f"{'bias':>8} {'nothing':>8} {'Otsu':>8}")
+    print(
+        f"{'class':20} {'bbox AP':>8} {'segm AP':>8} {'area MAE (pp)':>14} {'95 % CI':>17} "
+        f"{'bias':>8} {'nothing':>8} {'Otsu':>8}"
+    )
     from tasks.evaluation import metrics_table
 
     for row in metrics_table(metrics):
         interval = f"[{_cell(row['area_mae_ci95_low'])}, {_cell(row['area_mae_ci95_high'])}]"
-        print(f"{row['class']:20} {_cell(row['bbox_AP']):>8} {_cell(row['segm_AP']):>8} "
-              f"{_cell(row['area_mae_pp']):>14} {interval:>17} {_cell(row['area_bias_pp']):>8} "
-              f"{_cell(row['nothing_mae_pp']):>8} {_cell(row['otsu_mae_pp']):>8}")
-    print(f"segm AP {_cell(metrics['segm']['AP'])}, AP50 {_cell(metrics['segm']['AP50'])}, "
-          f"AP75 {_cell(metrics['segm']['AP75'])}; bbox AP {_cell(metrics['bbox']['AP'])}")
+        print(
+            f"{row['class']:20} {_cell(row['bbox_AP']):>8} {_cell(row['segm_AP']):>8} "
+            f"{_cell(row['area_mae_pp']):>14} {interval:>17} {_cell(row['area_bias_pp']):>8} "
+            f"{_cell(row['nothing_mae_pp']):>8} {_cell(row['otsu_mae_pp']):>8}"
+        )
+    print(
+        f"segm AP {_cell(metrics['segm']['AP'])}, AP50 {_cell(metrics['segm']['AP50'])}, "
+        f"AP75 {_cell(metrics['segm']['AP75'])}; bbox AP {_cell(metrics['bbox']['AP'])}"
+    )
     print(f"metrics: {metrics['metrics_uri']}")
     return 0
 
@@ -256,22 +361,35 @@ def _cell(value: float | None) -> str:
 
 def _gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alias", default="production", help="alias to move (default: production)")
-    parser.add_argument("--metric", default="segm.AP",
-                        help="metrics.json entry the gate compares (default: segm.AP)")
-    parser.add_argument("--lower-is-better", action="store_true",
-                        help="for error metrics, e.g. area_ratio_error.mean_mae_pp")
-    parser.add_argument("--force", action="store_true", help="move the alias even if the gate fails")
+    parser.add_argument(
+        "--metric",
+        default="segm.AP",
+        help="metrics.json entry the gate compares (default: segm.AP)",
+    )
+    parser.add_argument(
+        "--lower-is-better",
+        action="store_true",
+        help="for error metrics, e.g. area_ratio_error.mean_mae_pp",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="move the alias even if the gate fails"
+    )
     parser.add_argument("--reason", help="why (required with --force)")
 
 
 def _add_register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "register", help="publish a finished run as a new model version (flow register-model)",
+        "register",
+        help="publish a finished run as a new model version (flow register-model)",
         description="Run the register-model flow: a new immutable version, then the promotion "
-                    "gate on --alias.")
+        "gate on --alias.",
+    )
     parser.add_argument("--run-dir", required=True, metavar="URI", help="training run folder")
-    parser.add_argument("--metrics", metavar="URI",
-                        help="evaluation metrics.json (default: <run-dir>/evaluation/metrics.json)")
+    parser.add_argument(
+        "--metrics",
+        metavar="URI",
+        help="evaluation metrics.json (default: <run-dir>/evaluation/metrics.json)",
+    )
     parser.add_argument("--name", help="model name (default: the run's)")
     parser.add_argument("--no-promote", action="store_true", help="register without the gate")
     _gate_arguments(parser)
@@ -285,10 +403,18 @@ def run_register(args: argparse.Namespace) -> int:
     from flows.register_model import register_model
 
     ensure_api()
-    result = register_model(run_dir=args.run_dir, registry=args.registry, metrics=args.metrics,
-                            name=args.name, alias=args.alias, promote=not args.no_promote,
-                            gate_metric=args.metric, higher_is_better=not args.lower_is_better,
-                            force=args.force, reason=args.reason)
+    result = register_model(
+        run_dir=args.run_dir,
+        registry=args.registry,
+        metrics=args.metrics,
+        name=args.name,
+        alias=args.alias,
+        promote=not args.no_promote,
+        gate_metric=args.metric,
+        higher_is_better=not args.lower_is_better,
+        force=args.force,
+        reason=args.reason,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -300,12 +426,17 @@ def run_register(args: argparse.Namespace) -> int:
 
 def _print_decision(decision: dict[str, Any]) -> None:
     verdict = "promoted to" if decision["promoted"] else "not promoted to"
-    print(f"v{decision['candidate']['version']} {verdict} {decision['alias']}: {decision['reason']}")
+    print(
+        f"v{decision['candidate']['version']} {verdict} {decision['alias']}: {decision['reason']}"
+    )
 
 
 def _add_models(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="list, show, promote and alias registry models",
-                                   description="Read and manage the model registry.")
+    parser = subparsers.add_parser(
+        "models",
+        help="list, show, promote and alias registry models",
+        description="Read and manage the model registry.",
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="models, or the versions and aliases of one")
     listing.add_argument("name", nargs="?", help="a model name")
@@ -332,16 +463,28 @@ def run_models(args: argparse.Namespace) -> int:
         result: Any = _model_listing(args.registry, args.name)
     elif args.action == "show":
         version = registry.resolve(args.reference, args.registry)
-        aliases = {alias: record
-                   for alias, record in registry.read_aliases(args.registry, version.name).items()
-                   if record["version"] == version.version}
-        result = {"reference": version.reference, "uri": version.uri, "aliases": aliases,
-                  "classes": version.read_json("classes.json"),
-                  "metrics": version.read_json("metrics.json"),
-                  "lineage": version.read_json("lineage.json")}
+        aliases = {
+            alias: record
+            for alias, record in registry.read_aliases(args.registry, version.name).items()
+            if record["version"] == version.version
+        }
+        result = {
+            "reference": version.reference,
+            "uri": version.uri,
+            "aliases": aliases,
+            "classes": version.read_json("classes.json"),
+            "metrics": version.read_json("metrics.json"),
+            "lineage": version.read_json("lineage.json"),
+        }
     elif args.action == "promote":
-        result = registry.promote(registry.resolve(args.reference, args.registry), args.alias,
-                                  args.metric, not args.lower_is_better, args.force, args.reason)
+        result = registry.promote(
+            registry.resolve(args.reference, args.registry),
+            args.alias,
+            args.metric,
+            not args.lower_is_better,
+            args.force,
+            args.reason,
+        )
     else:
         version = registry.resolve(args.reference, args.registry)
         result = {"alias": args.alias, **registry.set_alias(version, args.alias, args.reason)}
@@ -364,37 +507,61 @@ def _model_listing(registry_uri: str, name: str | None) -> Any:
     versions = registry.list_versions(registry_uri, name)
     if not versions:
         raise MissingInput(f"model {name!r} not found in registry {registry_uri!r}")
-    return {"name": name, "versions": versions,
-            "aliases": {alias: record["version"]
-                        for alias, record in registry.read_aliases(registry_uri, name).items()}}
+    return {
+        "name": name,
+        "versions": versions,
+        "aliases": {
+            alias: record["version"]
+            for alias, record in registry.read_aliases(registry_uri, name).items()
+        },
+    }
 
 
 def _versions_text(listing: dict[str, Any]) -> str:
     by_version: dict[int, list[str]] = {}
     for alias, version in listing["aliases"].items():
         by_version.setdefault(version, []).append(alias)
-    return "\n".join(f"{listing['name']}@v{v}" + (f"  ({', '.join(sorted(by_version[v]))})"
-                                                  if v in by_version else "")
-                     for v in listing["versions"])
+    return "\n".join(
+        f"{listing['name']}@v{v}"
+        + (f"  ({', '.join(sorted(by_version[v]))})" if v in by_version else "")
+        for v in listing["versions"]
+    )
 
 
 def _add_dataset(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("dataset", help="canonical datasets: merge reviewed additions",
-                                   description="Work on canonical datasets.")
+    parser = subparsers.add_parser(
+        "dataset",
+        help="canonical datasets: merge reviewed additions",
+        description="Work on canonical datasets.",
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     merge = actions.add_parser(
-        "merge", help="a new dataset from a base and reviewed additions (flow merge-datasets)",
+        "merge",
+        help="a new dataset from a base and reviewed additions (flow merge-datasets)",
         description="Run the merge-datasets flow: images of --add replace base's annotations "
-                    "of the same image bytes, base images keep their split, new images are "
-                    "split by a hash of their bytes; dataset.json records both parents.")
+        "of the same image bytes, base images keep their split, new images are "
+        "split by a hash of their bytes; dataset.json records both parents.",
+    )
     merge.add_argument("--base", required=True, metavar="URI", help="current canonical dataset")
-    merge.add_argument("--add", required=True, metavar="URI",
-                       help="canonical dataset of reviewed images (e.g. convert's output)")
-    merge.add_argument("--output", required=True, metavar="URI",
-                       help="folder of the new dataset (not inside --base or --add)")
-    merge.add_argument("--val-fraction", type=fraction, default=0.2, metavar="F",
-                       help="share of new images in val, chosen by a hash of their bytes "
-                       "(default 0.2)")
+    merge.add_argument(
+        "--add",
+        required=True,
+        metavar="URI",
+        help="canonical dataset of reviewed images (e.g. convert's output)",
+    )
+    merge.add_argument(
+        "--output",
+        required=True,
+        metavar="URI",
+        help="folder of the new dataset (not inside --base or --add)",
+    )
+    merge.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=0.2,
+        metavar="F",
+        help="share of new images in val, chosen by a hash of their bytes (default 0.2)",
+    )
     merge.add_argument("--json", action="store_true", help="print the summary as JSON")
     merge.set_defaults(handler=run_dataset_merge)
 
@@ -409,14 +576,17 @@ def run_dataset_merge(args: argparse.Namespace) -> int:
     from flows.merge_datasets import merge_datasets
 
     ensure_api()
-    summary = merge_datasets(base=args.base, add=args.add, output=args.output,
-                             val_fraction=args.val_fraction)
+    summary = merge_datasets(
+        base=args.base, add=args.add, output=args.output, val_fraction=args.val_fraction
+    )
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"merged into {summary['output']}: {summary['kept']} kept, {summary['replaced']} "
-          f"replaced, {summary['added']} added; images train {summary['images']['train']}, "
-          f"val {summary['images']['val']}; new classes: {', '.join(summary['new_labels']) or '-'}")
+    print(
+        f"merged into {summary['output']}: {summary['kept']} kept, {summary['replaced']} "
+        f"replaced, {summary['added']} added; images train {summary['images']['train']}, "
+        f"val {summary['images']['val']}; new classes: {', '.join(summary['new_labels']) or '-'}"
+    )
     return 0
 
 

@@ -79,10 +79,17 @@ RECIPES = {
     # The preset itself: ResNet-18 with light heads (tasks.training.config.PRESETS).
     "resnet18": Recipe({}),
     # matterport's ResNet-50 model and heads (256-channel FPN, 1024-wide box head, 28×28 masks).
-    "resnet50": Recipe({"BACKBONE": "resnet50", "TOP_DOWN_PYRAMID_SIZE": 256,
-                        "FPN_CLASSIF_FC_LAYERS_SIZE": 1024, "MASK_POOL_SIZE": 14,
-                        "MASK_SHAPE": [28, 28], "TRAIN_ROIS_PER_IMAGE": 32,
-                        "LEARNING_RATE": 3e-4}),
+    "resnet50": Recipe(
+        {
+            "BACKBONE": "resnet50",
+            "TOP_DOWN_PYRAMID_SIZE": 256,
+            "FPN_CLASSIF_FC_LAYERS_SIZE": 1024,
+            "MASK_POOL_SIZE": 14,
+            "MASK_SHAPE": [28, 28],
+            "TRAIN_ROIS_PER_IMAGE": 32,
+            "LEARNING_RATE": 3e-4,
+        }
+    ),
 }
 DEFAULT_MINUTES = {"resnet18": 7.0, "resnet50": 30.0}
 
@@ -118,8 +125,9 @@ def probe_seconds(repeats: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def choose_classes(minutes: float, requested: str = "auto",
-                   probe: float | None = None) -> ClassChoice:
+def choose_classes(
+    minutes: float, requested: str = "auto", probe: float | None = None
+) -> ClassChoice:
     """Three classes where this machine trains enough steps in `minutes` for mask AP50 ≥ 0.90,
     else one class ("shape"), which learns about three times faster per step.
 
@@ -136,17 +144,27 @@ def choose_classes(minutes: float, requested: str = "auto",
     per_step = STEP_OVER_PROBE * (probe_seconds() if probe is None else probe)
     steps = max(0.0, 60 * minutes - BUILD_SECONDS) / per_step
     if steps >= STEPS_FOR_THREE_CLASSES:
-        return ClassChoice(CLASSES, per_step, f"about {per_step:.2f} s per step here: "
-                           f"{steps:.0f} steps in {minutes:g} minutes, enough for three classes")
-    return ClassChoice(ONE_CLASS, per_step, (
-        f"about {per_step:.2f} s per step here: {steps:.0f} steps in {minutes:g} minutes, "
-        f"fewer than the {STEPS_FOR_THREE_CLASSES} three classes need for mask AP50 0.90, so "
-        "one class 'shape' (--classes 3 forces three; --minutes gives more time)"))
+        return ClassChoice(
+            CLASSES,
+            per_step,
+            f"about {per_step:.2f} s per step here: "
+            f"{steps:.0f} steps in {minutes:g} minutes, enough for three classes",
+        )
+    return ClassChoice(
+        ONE_CLASS,
+        per_step,
+        (
+            f"about {per_step:.2f} s per step here: {steps:.0f} steps in {minutes:g} minutes, "
+            f"fewer than the {STEPS_FOR_THREE_CLASSES} three classes need for mask AP50 0.90, so "
+            "one class 'shape' (--classes 3 forces three; --minutes gives more time)"
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------- synthetic data
-def write_labelme_folder(folder: Path, count: int, size: int = SIZE, seed: int = 1,
-                         classes: tuple[str, ...] = CLASSES) -> list[Path]:
+def write_labelme_folder(
+    folder: Path, count: int, size: int = SIZE, seed: int = 1, classes: tuple[str, ...] = CLASSES
+) -> list[Path]:
     """Write `count` annotated shapes images (`shapes_<n>.png` + `.json`) and `labels.txt`.
 
     Shapes overlap as they do in `incoming/` and in real photos; each is annotated by the
@@ -169,10 +187,13 @@ def write_labelme_folder(folder: Path, count: int, size: int = SIZE, seed: int =
     written: list[Path] = []
     for image_id in shapes.image_ids:
         masks, class_ids = shapes.load_mask(image_id)
-        drawn = [shape for number, class_id in enumerate(class_ids, start=1)
-                 for shape in instance_shapes(classes[(class_id - 1) % len(classes)],
-                                              masks[..., number - 1],
-                                              number)]
+        drawn = [
+            shape
+            for number, class_id in enumerate(class_ids, start=1)
+            for shape in instance_shapes(
+                classes[(class_id - 1) % len(classes)], masks[..., number - 1], number
+            )
+        ]
         name = f"shapes_{image_id:04d}.png"
         PIL.Image.fromarray(shapes.load_image(image_id)).save(folder / name)
         path = folder / name.replace(".png", ".json")
@@ -194,9 +215,12 @@ def write_incoming(folder: Path, count: int, size: int = SIZE, seed: int = 2) ->
 
 
 # ---------------------------------------------------------------------------- training config
-def training_config(minutes: float, overrides: dict[str, Any] | None = None,
-                    backbone: str = "resnet18",
-                    classes: tuple[str, ...] = CLASSES) -> dict[str, Any]:
+def training_config(
+    minutes: float,
+    overrides: dict[str, Any] | None = None,
+    backbone: str = "resnet18",
+    classes: tuple[str, ...] = CLASSES,
+) -> dict[str, Any]:
     """The `shapes` preset trained from scratch for `minutes` of wall-clock time.
 
     The preset's default stages (heads, then all layers at lr / 10) suit pretrained backbones;
@@ -220,18 +244,35 @@ def training_config(minutes: float, overrides: dict[str, Any] | None = None,
         raise InvalidSetting(f"backbone must be one of {sorted(RECIPES)}, got {backbone!r}")
     recipe = RECIPES[backbone]
     rate = {**PRESETS["shapes"]["config"], **recipe.overrides}["LEARNING_RATE"]
-    return {"preset": "shapes", "minutes": minutes, "classes": list(classes),
-            "config": {**recipe.overrides, "STEPS_PER_EPOCH": STEPS_PER_EPOCH,
-                       "TRAINING_PRECISION": "auto", "INFERENCE_PRECISION": "auto",
-                       **(overrides or {})},
-            "stages": [{"layers": "all", "until": LOW_RATE_FROM, "learning_rate": rate},
-                       {"layers": "all", "until": 1.0, "learning_rate": rate / 10}]}
+    return {
+        "preset": "shapes",
+        "minutes": minutes,
+        "classes": list(classes),
+        "config": {
+            **recipe.overrides,
+            "STEPS_PER_EPOCH": STEPS_PER_EPOCH,
+            "TRAINING_PRECISION": "auto",
+            "INFERENCE_PRECISION": "auto",
+            **(overrides or {}),
+        },
+        "stages": [
+            {"layers": "all", "until": LOW_RATE_FROM, "learning_rate": rate},
+            {"layers": "all", "until": 1.0, "learning_rate": rate / 10},
+        ],
+    }
 
 
 # ---------------------------------------------------------------------------- the job
-def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 30,
-        overrides: dict[str, Any] | None = None, backbone: str = "resnet18",
-        grid: Path | None = None, classes: str = "auto") -> dict[str, Any]:
+def run(
+    output: Path,
+    minutes: float = 7.0,
+    images: int = 300,
+    incoming: int = 30,
+    overrides: dict[str, Any] | None = None,
+    backbone: str = "resnet18",
+    grid: Path | None = None,
+    classes: str = "auto",
+) -> dict[str, Any]:
     """Generate the data, train to `shapes@production`, run batch inference.
 
     Args:
@@ -257,30 +298,48 @@ def run(output: Path, minutes: float = 7.0, images: int = 300, incoming: int = 3
     if incoming < 1:
         raise InvalidSetting(f"need at least 1 incoming image, got {incoming}")
     output = output.resolve()
-    paths = {name: output / name for name in ("labelme", "incoming", "dataset", "registry",
-                                               "results")}
-    choice = choose_classes(minutes, "3" if backbone != "resnet18" and classes == "auto"
-                            else classes)
+    paths = {
+        name: output / name for name in ("labelme", "incoming", "dataset", "registry", "results")
+    }
+    choice = choose_classes(
+        minutes, "3" if backbone != "resnet18" and classes == "auto" else classes
+    )
     print(f"classes: {', '.join(choice.classes)} ({choice.reason})", flush=True)
     write_labelme_folder(paths["labelme"], images, classes=choice.classes)
     write_incoming(paths["incoming"], incoming)
     pipeline = training_pipeline(
-        source=str(paths["labelme"]), dataset=str(paths["dataset"]),
+        source=str(paths["labelme"]),
+        dataset=str(paths["dataset"]),
         config=training_config(minutes, overrides, backbone, choice.classes),
-        registry=str(paths["registry"]), labels=str(paths["labelme"] / "labels.txt"))
-    inference = batch_inference(input_uri=str(paths["incoming"]), output_uri=str(paths["results"]),
-                                model="shapes@production", registry=str(paths["registry"]))
-    report = nightly_report(output=str(paths["results"]),
-                            date=datetime.date.fromisoformat(inference.run_date),
-                            registry=str(paths["registry"]))
+        registry=str(paths["registry"]),
+        labels=str(paths["labelme"] / "labels.txt"),
+    )
+    inference = batch_inference(
+        input_uri=str(paths["incoming"]),
+        output_uri=str(paths["results"]),
+        model="shapes@production",
+        registry=str(paths["registry"]),
+    )
+    report = nightly_report(
+        output=str(paths["results"]),
+        date=datetime.date.fromisoformat(inference.run_date),
+        registry=str(paths["registry"]),
+    )
     metrics = json.loads(Path(pipeline["metrics"]).read_text())
     history = json.loads((Path(pipeline["run_dir"]) / "history.json").read_text())
     overlays = paths["results"] / "overlays" / f"run_date={inference.run_date}"
     grid = overlay_grid(sorted(overlays.rglob("*.jpg")), grid or output / "overlay_grid.png")
-    return {"pipeline": pipeline, "inference": inference, "metrics": metrics, "history": history,
-            "classes": choice, "summary": summarize(str(paths["results"])), "paths": paths,
-            "grid": grid,
-            "report": report.report}
+    return {
+        "pipeline": pipeline,
+        "inference": inference,
+        "metrics": metrics,
+        "history": history,
+        "classes": choice,
+        "summary": summarize(str(paths["results"])),
+        "paths": paths,
+        "grid": grid,
+        "report": report.report,
+    }
 
 
 def nothing_baseline(area: dict[str, Any]) -> float:
@@ -296,13 +355,16 @@ def training_line(history: list[dict[str, Any]]) -> str:
     steps = sum(row["steps"] for row in history)
     seconds = sum(row["seconds"] for row in history)
     precision = "/".join(sorted({row["precision"] for row in history}))
-    return (f"training: {steps} steps in {history[-1]['elapsed'] / 60:.1f} minutes "
-            f"({seconds / max(steps, 1):.2f} s/step, {precision}) on "
-            f"{detect(include_gpus=False).describe()}")
+    return (
+        f"training: {steps} steps in {history[-1]['elapsed'] / 60:.1f} minutes "
+        f"({seconds / max(steps, 1):.2f} s/step, {precision}) on "
+        f"{detect(include_gpus=False).describe()}"
+    )
 
 
-def overlay_grid(pictures: list[Path], path: Path, columns: int = 4, count: int = 12,
-                 scale: int = 2) -> Path:
+def overlay_grid(
+    pictures: list[Path], path: Path, columns: int = 4, count: int = 12, scale: int = 2
+) -> Path:
     """The first `count` overlay pictures, `scale` times enlarged, `columns` a row, as a PNG."""
     chosen = [PIL.Image.open(picture).convert("RGB") for picture in pictures[:count]]
     if not chosen:
@@ -324,39 +386,44 @@ def report(outcome: dict[str, Any]) -> str:
 
     pipeline, inference, metrics = outcome["pipeline"], outcome["inference"], outcome["metrics"]
     paths, (columns, rows) = outcome["paths"], outcome["summary"]
-    decision = "promoted to production" if pipeline["promoted"] else \
-        "not promoted (production keeps a better version)"
+    decision = (
+        "promoted to production"
+        if pipeline["promoted"]
+        else "not promoted (production keeps a better version)"
+    )
     segm, area = metrics["segm"], metrics["area_ratio_error"]
     version_dir = paths["registry"] / "shapes" / "versions" / str(pipeline["version"])
     day = inference.run_date
-    return "\n".join([
-        "",
-        f"registered {pipeline['reference']}: {decision}",
-        f"classes: {', '.join(outcome['classes'].classes)} ({outcome['classes'].reason})",
-        training_line(outcome["history"]),
-        f"validation ({metrics['images']} images): mask AP50 {segm['AP50']:.3f}, mask AP "
-        f"{segm['AP']:.3f}, box AP {metrics['bbox']['AP']:.3f}",
-        f"area-ratio error per class and image: {area['mean_mae_pp']:.2f} percentage points "
-        f"(predicting nothing: {nothing_baseline(area):.2f})",
-        f"batch inference with {inference.model_name} {inference.model_version}: "
-        f"{inference.processed} images processed, {inference.skipped} skipped (already "
-        f"done), {inference.errors} errors",
-        "",
-        f"per-class summary (mrcnn-pipeline results --output {paths['results']}):",
-        render(columns, rows, "table"),
-        f"overlays:      {paths['results'] / 'overlays' / f'run_date={day}'} (masks, boxes, "
-        "scores and area % drawn on each image)",
-        f"overlay grid:  {outcome['grid']}",
-        f"report:        {outcome['report']} (the night's numbers, charts and pictures; "
-        "open it in a browser)",
-        f"Parquet:       {paths['results']}/{{area_ratios,instances,errors}}/run_date={day}/ "
-        "(per image and class area ratios; detections; unreadable images)",
-        f"model:         {version_dir} (MODEL_CARD.md, metrics.json, lineage.json)",
-        f"training run:  {pipeline['run_dir']} (loss_curve.png, history.json)",
-        f"metrics:       {pipeline['metrics']}",
-        f"dataset:       {pipeline['dataset']} (report.json)",
-        f"annotations:   {paths['labelme']}",
-    ])
+    return "\n".join(
+        [
+            "",
+            f"registered {pipeline['reference']}: {decision}",
+            f"classes: {', '.join(outcome['classes'].classes)} ({outcome['classes'].reason})",
+            training_line(outcome["history"]),
+            f"validation ({metrics['images']} images): mask AP50 {segm['AP50']:.3f}, mask AP "
+            f"{segm['AP']:.3f}, box AP {metrics['bbox']['AP']:.3f}",
+            f"area-ratio error per class and image: {area['mean_mae_pp']:.2f} percentage points "
+            f"(predicting nothing: {nothing_baseline(area):.2f})",
+            f"batch inference with {inference.model_name} {inference.model_version}: "
+            f"{inference.processed} images processed, {inference.skipped} skipped (already "
+            f"done), {inference.errors} errors",
+            "",
+            f"per-class summary (mrcnn-pipeline results --output {paths['results']}):",
+            render(columns, rows, "table"),
+            f"overlays:      {paths['results'] / 'overlays' / f'run_date={day}'} (masks, boxes, "
+            "scores and area % drawn on each image)",
+            f"overlay grid:  {outcome['grid']}",
+            f"report:        {outcome['report']} (the night's numbers, charts and pictures; "
+            "open it in a browser)",
+            f"Parquet:       {paths['results']}/{{area_ratios,instances,errors}}/run_date={day}/ "
+            "(per image and class area ratios; detections; unreadable images)",
+            f"model:         {version_dir} (MODEL_CARD.md, metrics.json, lineage.json)",
+            f"training run:  {pipeline['run_dir']} (loss_curve.png, history.json)",
+            f"metrics:       {pipeline['metrics']}",
+            f"dataset:       {pipeline['dataset']} (report.json)",
+            f"annotations:   {paths['labelme']}",
+        ]
+    )
 
 
 class _HideFinishedTasks(logging.Filter):
@@ -368,29 +435,56 @@ class _HideFinishedTasks(logging.Filter):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m mrcnn_pipeline.demo`."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
-    parser.add_argument("--backbone", choices=sorted(RECIPES), default="resnet18",
-                        help="resnet18: the light model (default); resnet50: matterport's "
-                        "ResNet-50 model and heads, for a longer run")
-    parser.add_argument("--minutes", type=float, help="training budget on a 2-core CPU "
-                        "(default 7 for resnet18, 30 for resnet50)")
-    parser.add_argument("--grid", type=Path, help="where to write the overlay grid PNG "
-                        "(default <output>/overlay_grid.png)")
+    parser.add_argument(
+        "--backbone",
+        choices=sorted(RECIPES),
+        default="resnet18",
+        help="resnet18: the light model (default); resnet50: matterport's "
+        "ResNet-50 model and heads, for a longer run",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        help="training budget on a 2-core CPU (default 7 for resnet18, 30 for resnet50)",
+    )
+    parser.add_argument(
+        "--grid",
+        type=Path,
+        help="where to write the overlay grid PNG (default <output>/overlay_grid.png)",
+    )
     parser.add_argument("--images", type=int, default=300, help="annotated images (default 300)")
-    parser.add_argument("--incoming", type=int, default=30,
-                        help="held-out images for batch inference (default 30)")
-    parser.add_argument("--classes", choices=("auto", "3", "1"), default="auto",
-                        help="3: square, circle, triangle; 1: every shape is a 'shape', which "
-                        "learns about three times faster per step; auto (default): 3 where "
-                        "this machine trains enough steps in --minutes for mask AP50 0.90")
+    parser.add_argument(
+        "--incoming", type=int, default=30, help="held-out images for batch inference (default 30)"
+    )
+    parser.add_argument(
+        "--classes",
+        choices=("auto", "3", "1"),
+        default="auto",
+        help="3: square, circle, triangle; 1: every shape is a 'shape', which "
+        "learns about three times faster per step; auto (default): 3 where "
+        "this machine trains enough steps in --minutes for mask AP50 0.90",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("prefect.task_runs").addFilter(_HideFinishedTasks())
     ensure_api_or_exit("python -m mrcnn_pipeline.demo")
     minutes = args.minutes or DEFAULT_MINUTES[args.backbone]
-    print(report(run(args.output, minutes, args.images, args.incoming, backbone=args.backbone,
-                     grid=args.grid, classes=args.classes)))
+    print(
+        report(
+            run(
+                args.output,
+                minutes,
+                args.images,
+                args.incoming,
+                backbone=args.backbone,
+                grid=args.grid,
+                classes=args.classes,
+            )
+        )
+    )
     return 0
 
 

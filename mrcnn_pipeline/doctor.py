@@ -27,8 +27,13 @@ from mrcnn_pipeline.prefect_api import PrefectApiUnavailable, ensure_api
 Status = Literal["ok", "note", "problem"]
 MIN_FREE_BYTES = 100 * 2**20  # below this a run's checkpoints, tables or exports fail to write
 # Distributions whose versions are shown; the first installed name of each counts.
-PACKAGES = {"TensorFlow": ("tensorflow", "tensorflow-cpu"), "Keras": ("keras",),
-            "Prefect": ("prefect",), "OpenVINO": ("openvino",), "ONNX Runtime": ("onnxruntime",)}
+PACKAGES = {
+    "TensorFlow": ("tensorflow", "tensorflow-cpu"),
+    "Keras": ("keras",),
+    "Prefect": ("prefect",),
+    "OpenVINO": ("openvino",),
+    "ONNX Runtime": ("onnxruntime",),
+}
 REQUIRED_PACKAGES = ("TensorFlow", "Keras", "Prefect")
 
 
@@ -54,12 +59,18 @@ class Finding:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``doctor``."""
     parser = subparsers.add_parser(
-        "doctor", help="what this machine offers a run and what would stop one, with fixes",
+        "doctor",
+        help="what this machine offers a run and what would stop one, with fixes",
         description="Check the CPU (flags, cores, TensorFlow threads, the precision 'auto' "
-                    "picks), library versions, GPUs, the Prefect API and, with --output, the "
-                    "store a run writes to. Exit code 1 when something a run needs is broken.")
-    parser.add_argument("--output", metavar="URI", help="also check this output: endpoint, "
-                        "credentials (present or not), a write probe, free disk")
+        "picks), library versions, GPUs, the Prefect API and, with --output, the "
+        "store a run writes to. Exit code 1 when something a run needs is broken.",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="URI",
+        help="also check this output: endpoint, "
+        "credentials (present or not), a write probe, free disk",
+    )
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     parser.set_defaults(handler=run_doctor)
 
@@ -69,9 +80,15 @@ def run_doctor(args: argparse.Namespace) -> int:
     findings = examine(args.output)
     problems = sum(finding.status == "problem" for finding in findings)
     if args.json:
-        print(json.dumps({"problems": problems,
-                          "findings": [dataclasses.asdict(finding) for finding in findings]},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "problems": problems,
+                    "findings": [dataclasses.asdict(finding) for finding in findings],
+                },
+                indent=2,
+            )
+        )
     else:
         print(render(findings))
     return 1 if problems else 0
@@ -80,9 +97,14 @@ def run_doctor(args: argparse.Namespace) -> int:
 def examine(output: str | None = None) -> list[Finding]:
     """All checks, in the order they are printed."""
     hardware, gpu_finding = _hardware()
-    findings = [cpu_finding(hardware), threads_finding(hardware),
-                precision_finding(hardware), versions_finding(), gpu_finding,
-                prefect_finding()]
+    findings = [
+        cpu_finding(hardware),
+        threads_finding(hardware),
+        precision_finding(hardware),
+        versions_finding(),
+        gpu_finding,
+        prefect_finding(),
+    ]
     if output:
         findings += output_findings(output)
     findings.append(disk_finding("temporary folder", tempfile.gettempdir()))
@@ -98,8 +120,11 @@ def render(findings: list[Finding]) -> str:
         if finding.fix:
             lines.append(f"{'':<8} {'':<{width}}  fix: {finding.fix}")
     problems = sum(finding.status == "problem" for finding in findings)
-    lines.append(f"{problems} problem{'s' if problems != 1 else ''}: a run would fail"
-                 if problems else "no problems found")
+    lines.append(
+        f"{problems} problem{'s' if problems != 1 else ''}: a run would fail"
+        if problems
+        else "no problems found"
+    )
     return "\n".join(lines)
 
 
@@ -110,8 +135,12 @@ def _hardware() -> tuple[Hardware, Finding]:
     try:
         gpus = visible_gpus()
     except ImportError as error:
-        return hardware, Finding("GPUs", "problem", f"TensorFlow does not load: {error}",
-                                 fix="install the project: pip install -c constraints.txt -e .")
+        return hardware, Finding(
+            "GPUs",
+            "problem",
+            f"TensorFlow does not load: {error}",
+            fix="install the project: pip install -c constraints.txt -e .",
+        )
     hardware = dataclasses.replace(hardware, gpus=gpus)
     summary = ", ".join(gpus) if gpus else "none visible; TensorFlow runs on the CPU"
     return hardware, Finding("GPUs", "ok", summary, details={"gpus": list(gpus)})
@@ -121,12 +150,20 @@ def cpu_finding(hardware: Hardware) -> Finding:
     """The CPU model and the flags that decide speed and precision."""
     flags = " ".join(hardware.notable_flags) or "none of AVX2, AVX-512, AMX"
     native = "native bfloat16" if hardware.native_bf16 else "no native bfloat16"
-    return Finding("CPU", "ok", f"{hardware.cpu_model}: {flags} ({native})",
-                   details={"model": hardware.cpu_model, "flags": list(hardware.notable_flags),
-                            "avx2": "avx2" in hardware.cpu_flags,
-                            "avx512": "avx512f" in hardware.cpu_flags,
-                            "avx512_bf16": "avx512_bf16" in hardware.cpu_flags,
-                            "amx": hardware.amx, "native_bf16": hardware.native_bf16})
+    return Finding(
+        "CPU",
+        "ok",
+        f"{hardware.cpu_model}: {flags} ({native})",
+        details={
+            "model": hardware.cpu_model,
+            "flags": list(hardware.notable_flags),
+            "avx2": "avx2" in hardware.cpu_flags,
+            "avx512": "avx512f" in hardware.cpu_flags,
+            "avx512_bf16": "avx512_bf16" in hardware.cpu_flags,
+            "amx": hardware.amx,
+            "native_bf16": hardware.native_bf16,
+        },
+    )
 
 
 def threads_finding(hardware: Hardware) -> Finding:
@@ -135,19 +172,29 @@ def threads_finding(hardware: Hardware) -> Finding:
 
     intra = tf.config.threading.get_intra_op_parallelism_threads()
     inter = tf.config.threading.get_inter_op_parallelism_threads()
-    variables = {name: os.environ[name] for name in
-                 ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
-                 if os.environ.get(name)}
+    variables = {
+        name: os.environ[name]
+        for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+        if os.environ.get(name)
+    }
     asked = [int(value) for value in variables.values() if value.isdigit()] + [intra]
     details = {"cores": hardware.cores, "intra_op": intra, "inter_op": inter, **variables}
     shown = "; ".join(f"{name}={value}" for name, value in variables.items())
-    summary = (f"{hardware.cores} usable; TensorFlow threads intra-op {intra or 'auto'}, "
-               f"inter-op {inter or 'auto'}" + (f"; {shown}" if shown else "")
-               + (" (auto: one per usable core)" if not intra else ""))
+    summary = (
+        f"{hardware.cores} usable; TensorFlow threads intra-op {intra or 'auto'}, "
+        f"inter-op {inter or 'auto'}"
+        + (f"; {shown}" if shown else "")
+        + (" (auto: one per usable core)" if not intra else "")
+    )
     if max(asked) > hardware.cores:
-        return Finding("cores", "note", summary, details=details,
-                       fix=f"more threads than the {hardware.cores} usable cores slow every "
-                       "step down; unset those variables or lower them")
+        return Finding(
+            "cores",
+            "note",
+            summary,
+            details=details,
+            fix=f"more threads than the {hardware.cores} usable cores slow every "
+            "step down; unset those variables or lower them",
+        )
     return Finding("cores", "ok", summary, details=details)
 
 
@@ -155,10 +202,13 @@ def precision_finding(hardware: Hardware) -> Finding:
     """What ``INFERENCE_PRECISION`` / ``TRAINING_PRECISION`` ``"auto"`` become here."""
     inference = inference_precision("auto", hardware)
     training = training_precision("auto", hardware)
-    return Finding("precision", "ok",
-                   f"auto: inference {inference.precision}, training {training.precision} "
-                   f"({inference.reason})",
-                   details={"inference": inference.to_dict(), "training": training.to_dict()})
+    return Finding(
+        "precision",
+        "ok",
+        f"auto: inference {inference.precision}, training {training.precision} "
+        f"({inference.reason})",
+        details={"inference": inference.to_dict(), "training": training.to_dict()},
+    )
 
 
 def versions_finding() -> Finding:
@@ -167,9 +217,13 @@ def versions_finding() -> Finding:
     summary = ", ".join(f"{label} {version}" for label, version in versions.items() if version)
     missing = [label for label in REQUIRED_PACKAGES if not versions[label]]
     if missing:
-        return Finding("versions", "problem", f"{', '.join(missing)} not installed; {summary}",
-                       fix="install the project: pip install -c constraints.txt -e .",
-                       details=versions)
+        return Finding(
+            "versions",
+            "problem",
+            f"{', '.join(missing)} not installed; {summary}",
+            fix="install the project: pip install -c constraints.txt -e .",
+            details=versions,
+        )
     return Finding("versions", "ok", summary, details=versions)
 
 
@@ -191,14 +245,25 @@ def prefect_finding(announce: Callable[[str], None] | None = None) -> Finding:
     except PrefectApiUnavailable as error:
         return Finding("Prefect API", "problem", error.cause, fix=error.fix)
     if not api.temporary:
-        return Finding("Prefect API", "ok", f"reachable at {api.url} (PREFECT_API_URL)",
-                       details={"url": api.url, "temporary": False})
+        return Finding(
+            "Prefect API",
+            "ok",
+            f"reachable at {api.url} (PREFECT_API_URL)",
+            details={"url": api.url, "temporary": False},
+        )
     database = str(api.database) if api.database else "not a file"
-    return Finding("Prefect API", "ok",
-                   f"temporary local server, started by each command; its database: "
-                   f"{database}" + (" (created now)" if api.first_run else ""),
-                   details={"url": api.url, "temporary": True, "database": database,
-                            "first_run": api.first_run})
+    return Finding(
+        "Prefect API",
+        "ok",
+        f"temporary local server, started by each command; its database: "
+        f"{database}" + (" (created now)" if api.first_run else ""),
+        details={
+            "url": api.url,
+            "temporary": True,
+            "database": database,
+            "first_run": api.first_run,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------- the output
@@ -212,14 +277,24 @@ def output_findings(uri: str) -> list[Finding]:
         endpoint = store.endpoint or "AWS's default endpoint"
         details = {"endpoint": store.endpoint, "credentials": store.credentials}
         if store.credentials is None:  # the probe would only repeat it, in botocore's words
-            return [Finding(
-                "output store", "problem", f"{endpoint}; no credentials found, so {uri} was "
-                "not probed", details=details,
-                fix="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and "
-                    "AWS_ENDPOINT_URL for a store other than AWS")]
-        findings.append(Finding("output store", "ok",
-                                f"{endpoint}; credentials from {store.credentials}",
-                                details=details))
+            return [
+                Finding(
+                    "output store",
+                    "problem",
+                    f"{endpoint}; no credentials found, so {uri} was not probed",
+                    details=details,
+                    fix="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and "
+                    "AWS_ENDPOINT_URL for a store other than AWS",
+                )
+            ]
+        findings.append(
+            Finding(
+                "output store",
+                "ok",
+                f"{endpoint}; credentials from {store.credentials}",
+                details=details,
+            )
+        )
     findings.append(_writable_finding(uri))
     if storage.is_local(uri):
         findings.append(disk_finding("output disk", uri))
@@ -232,11 +307,19 @@ def _writable_finding(uri: str) -> Finding:
     try:
         storage.probe_writable(uri, keep_folders=False)
     except OSError as error:
-        return Finding("output", "problem", str(error), details={"uri": uri, "writable": False},
-                       fix="choose a folder you may write to, or fix its permissions, space "
-                           "or credentials")
-    return Finding("output", "ok", f"{uri} takes files (probe written and removed)",
-                   details={"uri": uri, "writable": True})
+        return Finding(
+            "output",
+            "problem",
+            str(error),
+            details={"uri": uri, "writable": False},
+            fix="choose a folder you may write to, or fix its permissions, space or credentials",
+        )
+    return Finding(
+        "output",
+        "ok",
+        f"{uri} takes files (probe written and removed)",
+        details={"uri": uri, "writable": True},
+    )
 
 
 def disk_finding(check: str, path: str) -> Finding:
@@ -248,8 +331,13 @@ def disk_finding(check: str, path: str) -> Finding:
     details = {"path": str(existing), "free_bytes": free}
     summary = f"{_size(free)} free on the disk of {existing}"
     if free < MIN_FREE_BYTES:
-        return Finding(check, "problem", summary, details=details,
-                       fix=f"free at least {_size(MIN_FREE_BYTES)} there, or write elsewhere")
+        return Finding(
+            check,
+            "problem",
+            summary,
+            details=details,
+            fix=f"free at least {_size(MIN_FREE_BYTES)} there, or write elsewhere",
+        )
     return Finding(check, "ok", summary, details=details)
 
 

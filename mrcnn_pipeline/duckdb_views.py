@@ -63,8 +63,9 @@ class ViewsWritten:
         """Two lines for the command line: the views, and the tables skipped."""
         lines = [f"{self.database}: views {', '.join(self.views) or '-'} over {self.output}"]
         if self.skipped:
-            lines.append(f"skipped {', '.join(self.skipped)}: no Parquet files under "
-                         f"{self.output} yet")
+            lines.append(
+                f"skipped {', '.join(self.skipped)}: no Parquet files under {self.output} yet"
+            )
         return "\n".join(lines)
 
 
@@ -87,10 +88,15 @@ def write_views(output_uri: str, database: str) -> ViewsWritten:
     root = local_root(output_uri)
     present = tuple(table for table in TABLES if _has_files(root, table))
     views = [*present, *((SUMMARY_VIEW,) if "area_ratios" in present else ())]
-    statements = [_view_sql(table, root) if table in present else
-                  f"DROP VIEW IF EXISTS {table}" for table in TABLES]
-    statements.append(f"CREATE OR REPLACE VIEW {SUMMARY_VIEW} AS {SUMMARY_SQL}"
-                      if "area_ratios" in present else f"DROP VIEW IF EXISTS {SUMMARY_VIEW}")
+    statements = [
+        _view_sql(table, root) if table in present else f"DROP VIEW IF EXISTS {table}"
+        for table in TABLES
+    ]
+    statements.append(
+        f"CREATE OR REPLACE VIEW {SUMMARY_VIEW} AS {SUMMARY_SQL}"
+        if "area_ratios" in present
+        else f"DROP VIEW IF EXISTS {SUMMARY_VIEW}"
+    )
     con = _connect(database)
     try:
         # One transaction: a re-run that fails half-way leaves the previous views.
@@ -100,8 +106,9 @@ def write_views(output_uri: str, database: str) -> ViewsWritten:
         con.commit()
     finally:
         con.close()
-    return ViewsWritten(database, root, tuple(views),
-                        tuple(table for table in TABLES if table not in present))
+    return ViewsWritten(
+        database, root, tuple(views), tuple(table for table in TABLES if table not in present)
+    )
 
 
 def local_root(output_uri: str) -> str:
@@ -112,10 +119,12 @@ def local_root(output_uri: str) -> str:
         FileNotFoundError: no folder there.
     """
     if not storage.is_local(output_uri):
-        raise InvalidSetting(f"--duckdb needs a local output, not {output_uri!r}: a DuckDB file "
-                             "cannot carry the s3 filesystem; copy the output locally (e.g. aws s3 "
-                             "sync) or query it from Python (mrcnn_pipeline.results, "
-                             "tasks.tables.queries)")
+        raise InvalidSetting(
+            f"--duckdb needs a local output, not {output_uri!r}: a DuckDB file "
+            "cannot carry the s3 filesystem; copy the output locally (e.g. aws s3 "
+            "sync) or query it from Python (mrcnn_pipeline.results, "
+            "tasks.tables.queries)"
+        )
     path = os.path.abspath(storage.filesystem_for(output_uri)._strip_protocol(output_uri))
     if not os.path.isdir(path):
         raise MissingInput(f"output folder {output_uri!r} does not exist")
@@ -137,8 +146,10 @@ def _view_sql(table: str, root: str) -> str:
     # compacted file that repeats its rows (tasks.tables.compaction); no two rows of a
     # committed table are equal otherwise (each has its key), so the views stay exact.
     path = table_glob(root, table).replace("'", "''")
-    return (f"CREATE OR REPLACE VIEW {table} AS SELECT DISTINCT * FROM read_parquet('{path}', "
-            "hive_partitioning = true, union_by_name = true)")
+    return (
+        f"CREATE OR REPLACE VIEW {table} AS SELECT DISTINCT * FROM read_parquet('{path}', "
+        "hive_partitioning = true, union_by_name = true)"
+    )
 
 
 def _connect(database: str) -> duckdb.DuckDBPyConnection:

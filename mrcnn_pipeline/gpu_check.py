@@ -62,8 +62,12 @@ class ParityCheck:
 
     @property
     def passed(self) -> bool:
-        return (self.same_classes and self.max_box_px <= PARITY["box_px"]
-                and self.max_score <= PARITY["score"] and self.min_mask_iou >= PARITY["mask_iou"])
+        return (
+            self.same_classes
+            and self.max_box_px <= PARITY["box_px"]
+            and self.max_score <= PARITY["score"]
+            and self.min_mask_iou >= PARITY["mask_iou"]
+        )
 
 
 def shapes(count: int, seed: int) -> Any:
@@ -78,12 +82,14 @@ def shapes(count: int, seed: int) -> Any:
 def shapes_config(**overrides: Any) -> Any:
     from tasks.training.config import load_training_config
 
-    return load_training_config({"preset": "shapes", "epochs": 1,
-                                 "config": {"VALIDATION_STEPS": 0, **overrides}}).mrcnn_config()
+    return load_training_config(
+        {"preset": "shapes", "epochs": 1, "config": {"VALIDATION_STEPS": 0, **overrides}}
+    ).mrcnn_config()
 
 
-def check_training(device: str, steps: int, precision: str, folder: str,
-                   val_images: int = 30) -> tuple[TrainingCheck, str]:
+def check_training(
+    device: str, steps: int, precision: str, folder: str, val_images: int = 30
+) -> tuple[TrainingCheck, str]:
     """Train the shapes recipe on `device`; returns the check and the final weights' path."""
     import tensorflow as tf
 
@@ -96,8 +102,15 @@ def check_training(device: str, steps: int, precision: str, folder: str,
     with tf.device(device):
         model = MaskRCNN("training", config, folder)
         started = time.perf_counter()
-        history = model.train(shapes(240, 1), None, config.LEARNING_RATE, 4, "all",
-                              augmentation=Augmentation(hflip=0.5, vflip=0.5), verbose=0)
+        history = model.train(
+            shapes(240, 1),
+            None,
+            config.LEARNING_RATE,
+            4,
+            "all",
+            augmentation=Augmentation(hflip=0.5, vflip=0.5),
+            verbose=0,
+        )
         seconds = time.perf_counter() - started
     weights = model.find_last()
     val = shapes(val_images, 2)
@@ -107,9 +120,14 @@ def check_training(device: str, steps: int, precision: str, folder: str,
         masks, class_ids = val.load_mask(image_id)
         evaluator.process(int(image_id), class_ids, masks, result)
     losses = history.history["loss"]
-    check = TrainingCheck(4 * epoch_steps, seconds / (4 * epoch_steps), float(losses[0]),
-                          float(losses[-1]), float(evaluator.evaluate()["segm"]["AP50"]),
-                          model.precision.precision)
+    check = TrainingCheck(
+        4 * epoch_steps,
+        seconds / (4 * epoch_steps),
+        float(losses[0]),
+        float(losses[-1]),
+        float(evaluator.evaluate()["segm"]["AP50"]),
+        model.precision.precision,
+    )
     return check, weights
 
 
@@ -144,16 +162,19 @@ def compare(first: list[dict], second: list[dict]) -> ParityCheck:
     return ParityCheck(len(first), count, same, box, score, iou)
 
 
-def images_per_second(device: str, weights: str, size: int = 512, batch: int = 4,
-                      calls: int = 5) -> float:
+def images_per_second(
+    device: str, weights: str, size: int = 512, batch: int = 4, calls: int = 5
+) -> float:
     """Steady detect throughput at `size`², `batch` images per call (one warm-up call)."""
     import tensorflow as tf
 
     from mrcnn.model import MaskRCNN
 
     config = shapes_config(IMAGES_PER_GPU=batch, IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size)
-    images = [np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8)
-              for i in range(batch)]
+    images = [
+        np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        for i in range(batch)
+    ]
     with tf.device(device), tempfile.TemporaryDirectory() as logs:
         model = MaskRCNN("inference", config, logs)
         model.load_weights(weights, by_name=True)
@@ -175,28 +196,40 @@ def run(gpu: str, steps: int, precision: str, min_ap50: float) -> dict[str, Any]
         images = [val.load_image(i) for i in val.image_ids]
         parity = compare(detect_on(gpu, weights, images), detect_on("/CPU:0", weights, images))
         speed = {device: round(images_per_second(device, weights), 2) for device in (gpu, "/CPU:0")}
-    return {"device": gpu, "training": dataclasses.asdict(training),
-            "learns": training.learns(min_ap50), "parity": dataclasses.asdict(parity),
-            "parity_passed": parity.passed, "tolerances": PARITY,
-            "images_per_second_512_batch4": speed}
+    return {
+        "device": gpu,
+        "training": dataclasses.asdict(training),
+        "learns": training.learns(min_ap50),
+        "parity": dataclasses.asdict(parity),
+        "parity_passed": parity.passed,
+        "tolerances": PARITY,
+        "images_per_second_512_batch4": speed,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gpu_check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="gpu_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-    parser.add_argument("--precision", default="mixed_float16",
-                        choices=("float32", "mixed_float16", "mixed_bfloat16"))
-    parser.add_argument("--min-ap50", type=float, default=0.5,
-                        help="least mask AP50 after training (default 0.5)")
+    parser.add_argument(
+        "--precision",
+        default="mixed_float16",
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+    )
+    parser.add_argument(
+        "--min-ap50", type=float, default=0.5, help="least mask AP50 after training (default 0.5)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
-        print("gpu-check: TensorFlow sees no GPU here (install the gpu extra: pip install -c "
-              "constraints.txt -e '.[gpu]'); nothing to check")
+        print(
+            "gpu-check: TensorFlow sees no GPU here (install the gpu extra: pip install -c "
+            "constraints.txt -e '.[gpu]'); nothing to check"
+        )
         return 0
     outcome = run("/GPU:0", args.steps, args.precision, args.min_ap50)
     print(json.dumps(outcome, indent=2) if args.json else _text(outcome))
@@ -206,18 +239,20 @@ def main(argv: list[str] | None = None) -> int:
 def _text(outcome: dict[str, Any]) -> str:
     training, parity = outcome["training"], outcome["parity"]
     speed = outcome["images_per_second_512_batch4"]
-    return "\n".join([
-        f"training on {outcome['device']} ({training['precision']}): {training['steps']} steps at "
-        f"{training['seconds_per_step']:.3f} s, loss {training['first_loss']:.3f} -> "
-        f"{training['last_loss']:.3f}, mask AP50 {training['mask_ap50']:.3f}: "
-        + ("learns" if outcome["learns"] else "DOES NOT LEARN"),
-        f"parity with the CPU over {parity['images']} images ({parity['detections']} "
-        f"detections): boxes {parity['max_box_px']:.2f} px, scores {parity['max_score']:.1e}, "
-        f"mask IoU >= {parity['min_mask_iou']:.3f}: "
-        + ("same" if outcome["parity_passed"] else "DIFFERENT"),
-        "detect 512², batch 4: " + ", ".join(f"{device} {value} images/s"
-                                              for device, value in speed.items()),
-    ])
+    return "\n".join(
+        [
+            f"training on {outcome['device']} ({training['precision']}): {training['steps']} steps at "
+            f"{training['seconds_per_step']:.3f} s, loss {training['first_loss']:.3f} -> "
+            f"{training['last_loss']:.3f}, mask AP50 {training['mask_ap50']:.3f}: "
+            + ("learns" if outcome["learns"] else "DOES NOT LEARN"),
+            f"parity with the CPU over {parity['images']} images ({parity['detections']} "
+            f"detections): boxes {parity['max_box_px']:.2f} px, scores {parity['max_score']:.1e}, "
+            f"mask IoU >= {parity['min_mask_iou']:.3f}: "
+            + ("same" if outcome["parity_passed"] else "DIFFERENT"),
+            "detect 512², batch 4: "
+            + ", ".join(f"{device} {value} images/s" for device, value in speed.items()),
+        ]
+    )
 
 
 if __name__ == "__main__":

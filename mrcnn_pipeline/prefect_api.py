@@ -98,7 +98,8 @@ def ensure_api(announce: Callable[[str], None] | None = None) -> PrefectApi:
             "PREFECT_API_URL is not set and Prefect's temporary server is disabled "
             "(PREFECT_SERVER_EPHEMERAL_ENABLED)",
             "set PREFECT_API_URL to a running server (prefect server start), or enable the "
-            "temporary server")
+            "temporary server",
+        )
     home, database = Path(settings.home), sqlite_file(settings)
     check_writable(home)
     if database is not None and database.parent != home:
@@ -134,7 +135,8 @@ def check_reachable(url: str) -> None:
         raise PrefectApiUnavailable(
             f"the Prefect API at {url} (PREFECT_API_URL) did not answer: {failure}",
             "start that server (prefect server start), or unset PREFECT_API_URL to use a "
-            "temporary local server")
+            "temporary local server",
+        )
 
 
 def sqlite_file(settings: Any) -> Path | None:
@@ -160,7 +162,8 @@ def check_writable(folder: Path) -> None:
     except OSError as error:
         raise PrefectApiUnavailable(
             f"Prefect's folder {str(folder)!r} is not writable: {error.strerror or error}",
-            f"set PREFECT_HOME to a writable folder, {_OR_A_SERVER}") from None
+            f"set PREFECT_HOME to a writable folder, {_OR_A_SERVER}",
+        ) from None
 
 
 def create_database(database: Path, settings: Any) -> None:
@@ -174,19 +177,24 @@ def create_database(database: Path, settings: Any) -> None:
     """
     command = [sys.executable, "-m", "prefect", "server", "database", "upgrade", "--yes"]
     try:
-        done = subprocess.run(command, env=_child_environment(settings), capture_output=True,
-                              text=True, timeout=MIGRATION_SECONDS)
+        done = subprocess.run(
+            command,
+            env=_child_environment(settings),
+            capture_output=True,
+            text=True,
+            timeout=MIGRATION_SECONDS,
+        )
     except subprocess.TimeoutExpired:
         cause = f"it did not finish within {MIGRATION_SECONDS} s"
     else:
         if done.returncode == 0:
             return
-        lines = [line.strip() for line in (done.stderr + done.stdout).splitlines()
-                 if line.strip()]
+        lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         cause = lines[-1] if lines else f"exit code {done.returncode}"
     raise PrefectApiUnavailable(
         f"could not create the local Prefect database {str(database)!r}: {cause}",
-        f"check that its folder is writable and has free space, {_OR_A_SERVER}")
+        f"check that its folder is writable and has free space, {_OR_A_SERVER}",
+    )
 
 
 def startup_seconds(settings: Any) -> int:
@@ -219,7 +227,8 @@ def start_temporary_server(timeout: int, database: Path | None = None) -> str:
         raise PrefectApiUnavailable(
             f"Prefect's temporary server did not start within {timeout} s{where}",
             f"allow it longer with PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, "
-            f"{_OR_A_SERVER}") from None
+            f"{_OR_A_SERVER}",
+        ) from None
     finally:
         subprocess_server_logger.removeFilter(held)
     for record in held.records:  # "Starting temporary server on ...", as Prefect says it

@@ -12,9 +12,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass
 from typing import Any
 
-HEADER = ("class", "segm AP", "coverage MAE pp [95 % CI]", "bias pp",
-          "count error (median relative)", "nothing: MAE pp [95 % CI]",
-          "Otsu: MAE pp [95 % CI]", "model vs nothing / Otsu")
+HEADER = (
+    "class",
+    "segm AP",
+    "coverage MAE pp [95 % CI]",
+    "bias pp",
+    "count error (median relative)",
+    "nothing: MAE pp [95 % CI]",
+    "Otsu: MAE pp [95 % CI]",
+    "model vs nothing / Otsu",
+)
 
 
 @dataclass(frozen=True)
@@ -34,8 +41,9 @@ class AccuracyRow:
         return astuple(self)
 
 
-def accuracy_rows(metrics: Mapping[str, Any], classes: Sequence[str] | None = None
-                  ) -> list[AccuracyRow]:
+def accuracy_rows(
+    metrics: Mapping[str, Any], classes: Sequence[str] | None = None
+) -> list[AccuracyRow]:
     """One row per class (default: the classes of ``area_ratio_error``, else of segm AP)."""
     per_class_ap = _get(metrics, "segm", "per_class") or {}
     area = _get(metrics, "area_ratio_error", "per_class") or {}
@@ -44,23 +52,32 @@ def accuracy_rows(metrics: Mapping[str, Any], classes: Sequence[str] | None = No
         stats = area.get(name) or {}
         nothing = _get(stats, "baselines", "nothing") or {}
         otsu = _get(stats, "baselines", "otsu") or {}
-        rows.append(AccuracyRow(
-            name, _number(per_class_ap.get(name), 4), _mae(stats), _signed(stats.get("bias_pp")),
-            _number(_get(stats, "count_error", "median_relative"), 2), _mae(nothing),
-            _mae(otsu) if otsu.get("applicable", True) else "not applicable",
-            f"{_verdict(nothing)} / {_verdict(otsu)}"))
+        rows.append(
+            AccuracyRow(
+                name,
+                _number(per_class_ap.get(name), 4),
+                _mae(stats),
+                _signed(stats.get("bias_pp")),
+                _number(_get(stats, "count_error", "median_relative"), 2),
+                _mae(nothing),
+                _mae(otsu) if otsu.get("applicable", True) else "not applicable",
+                f"{_verdict(nothing)} / {_verdict(otsu)}",
+            )
+        )
     return rows
 
 
 def summary_line(metrics: Mapping[str, Any]) -> str:
     """AP figures, the image count and COCO's maxDets, e.g. for the top of a table."""
     max_dets = metrics.get("coco_max_dets")
-    return (f"segm AP {_number(_get(metrics, 'segm', 'AP'), 4)}, "
-            f"AP50 {_number(_get(metrics, 'segm', 'AP50'), 4)}; "
-            f"bbox AP {_number(_get(metrics, 'bbox', 'AP'), 4)}; "
-            f"matterport mAP50 {_number(metrics.get('mAP50'), 4)}; "
-            f"{metrics.get('images', 'n/a')} images"
-            + (f"; COCO maxDets {max_dets[-1]}" if max_dets else ""))
+    return (
+        f"segm AP {_number(_get(metrics, 'segm', 'AP'), 4)}, "
+        f"AP50 {_number(_get(metrics, 'segm', 'AP50'), 4)}; "
+        f"bbox AP {_number(_get(metrics, 'bbox', 'AP'), 4)}; "
+        f"matterport mAP50 {_number(metrics.get('mAP50'), 4)}; "
+        f"{metrics.get('images', 'n/a')} images"
+        + (f"; COCO maxDets {max_dets[-1]}" if max_dets else "")
+    )
 
 
 def limit_warning(metrics: Mapping[str, Any]) -> str | None:
@@ -68,9 +85,11 @@ def limit_warning(metrics: Mapping[str, Any]) -> str | None:
     limit = metrics.get("detection_limit") or {}
     if not limit.get("capped"):
         return None
-    return (f"DETECTION_MAX_INSTANCES {limit['detection_max_instances']} is below the "
-            f"{limit['largest_gt_instances']} instances of the fullest val image: recall and "
-            "AP there are capped by the setting")
+    return (
+        f"DETECTION_MAX_INSTANCES {limit['detection_max_instances']} is below the "
+        f"{limit['largest_gt_instances']} instances of the fullest val image: recall and "
+        "AP there are capped by the setting"
+    )
 
 
 def _get(mapping: Any, *keys: str) -> Any:
@@ -101,5 +120,8 @@ def _mae(stats: Mapping[str, Any]) -> str:
 def _verdict(baseline: Mapping[str, Any]) -> str:
     if baseline.get("applicable") is False:
         return "-"
-    return {"model better": "better", "baseline better": "worse",
-            "no clear difference": "no clear difference"}.get(baseline.get("verdict"), "n/a")
+    return {
+        "model better": "better",
+        "baseline better": "worse",
+        "no clear difference": "no clear difference",
+    }.get(baseline.get("verdict"), "n/a")

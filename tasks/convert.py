@@ -67,19 +67,29 @@ def _fetcher(root: str) -> Fetch:
             return storage.read_bytes(storage.join(root, relative))
         except (IsADirectoryError, NotADirectoryError):
             raise MissingInput(f"{relative} is not a file") from None
+
     return fetch
 
 
 def _lister(root: str) -> Callable[[str], list[str]]:
     def list_files(relative: str) -> list[str]:
-        return [storage.relative_path(uri, root)
-                for uri in storage.list_files(storage.join(root, relative))]
+        return [
+            storage.relative_path(uri, root)
+            for uri in storage.list_files(storage.join(root, relative))
+        ]
+
     return list_files
 
 
 @io_task(name="convert-source")
-def convert_source(root: str, relative: str, fmt: Format, labels: LabelMap, staging: str,
-                   options: Mapping[str, str] | None = None) -> dict[str, Any]:
+def convert_source(
+    root: str,
+    relative: str,
+    fmt: Format,
+    labels: LabelMap,
+    staging: str,
+    options: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Read one source (a file, or a folder for folder formats) and summarise it (labels
     resolved, masks as RLE).
 
@@ -107,7 +117,8 @@ def convert_source(root: str, relative: str, fmt: Format, labels: LabelMap, stag
             digest = hashlib.sha1(record.image_bytes).hexdigest()
             suffix = posixpath.splitext(record.file_name)[1]
             uris[record.file_name] = storage.write_bytes(
-                storage.join(staging, digest + suffix), record.image_bytes)
+                storage.join(staging, digest + suffix), record.image_bytes
+            )
     return canonical.summarize(relative, result, labels, uris)
 
 
@@ -130,9 +141,11 @@ def write_annotations(dataset: canonical.CanonicalDataset, destination: str) -> 
     for split, document in dataset.documents.items():
         written[split] = storage.write_bytes(
             storage.join(destination, canonical.ANNOTATIONS_FOLDER, f"{split}.json"),
-            canonical.dumps(document))
-    written["report"] = storage.write_bytes(storage.join(destination, canonical.REPORT_NAME),
-                                            canonical.dumps(dataset.report, indent=2))
+            canonical.dumps(document),
+        )
+    written["report"] = storage.write_bytes(
+        storage.join(destination, canonical.REPORT_NAME), canonical.dumps(dataset.report, indent=2)
+    )
     return written
 
 

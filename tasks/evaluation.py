@@ -115,9 +115,17 @@ class AreaRatioErrors:
         truth, predicted = np.stack(self.truth), np.stack(self.predicted)
         per_class = {name: self._class_block(i) for i, name in enumerate(self.class_names[1:])}
         errors = np.abs(predicted - truth).mean(axis=0)
-        return {"per_class": per_class, "mean_mae_pp": float(errors.mean()), "images": len(truth),
-                "bootstrap": {"resamples": BOOTSTRAP.resamples, "seed": BOOTSTRAP.seed,
-                              "confidence": BOOTSTRAP.confidence, "unit": "image"}}
+        return {
+            "per_class": per_class,
+            "mean_mae_pp": float(errors.mean()),
+            "images": len(truth),
+            "bootstrap": {
+                "resamples": BOOTSTRAP.resamples,
+                "seed": BOOTSTRAP.seed,
+                "confidence": BOOTSTRAP.confidence,
+                "unit": "image",
+            },
+        }
 
     def _class_block(self, index: int) -> dict[str, Any]:
         """The model's statistics on class ``index + 1``, its mean ratios, its baselines'."""
@@ -125,38 +133,58 @@ class AreaRatioErrors:
         true_counts = np.array([counts[index] for counts in self.true_counts])
         predicted = np.array([ratios[index] for ratios in self.predicted])
         predicted_counts = np.array([counts[index] for counts in self.predicted_counts])
-        baselines = {"nothing": _baseline(np.zeros_like(truth), np.zeros_like(true_counts),
-                                          predicted, truth, true_counts)}
+        baselines = {
+            "nothing": _baseline(
+                np.zeros_like(truth), np.zeros_like(true_counts), predicted, truth, true_counts
+            )
+        }
         if self.otsu_reason is None:
             otsu = np.array(self.otsu, dtype=np.float64)
             baselines["otsu"] = _baseline(otsu[:, 0], otsu[:, 1], predicted, truth, true_counts)
         else:
             baselines["otsu"] = {"applicable": False, "reason": self.otsu_reason}
-        return {**_statistics(predicted, predicted_counts, truth, true_counts),
-                "gt_mean_pct": float(truth.mean()), "pred_mean_pct": float(predicted.mean()),
-                "baselines": baselines}
+        return {
+            **_statistics(predicted, predicted_counts, truth, true_counts),
+            "gt_mean_pct": float(truth.mean()),
+            "pred_mean_pct": float(predicted.mean()),
+            "baselines": baselines,
+        }
 
 
-def _baseline(ratios: np.ndarray, counts: np.ndarray, model_ratios: np.ndarray,
-              truth: np.ndarray, true_counts: np.ndarray) -> dict[str, Any]:
+def _baseline(
+    ratios: np.ndarray,
+    counts: np.ndarray,
+    model_ratios: np.ndarray,
+    truth: np.ndarray,
+    true_counts: np.ndarray,
+) -> dict[str, Any]:
     """A baseline's statistics and how the model compares with it, image by image."""
     against = coverage.compare(model_ratios, ratios, truth, BOOTSTRAP)
-    return {"applicable": True, **_statistics(ratios, counts, truth, true_counts),
-            "model_minus_baseline_pp": against.difference_pp,
-            "model_minus_baseline_ci95_pp": against.interval_pp.as_list(),
-            "verdict": against.verdict}
+    return {
+        "applicable": True,
+        **_statistics(ratios, counts, truth, true_counts),
+        "model_minus_baseline_pp": against.difference_pp,
+        "model_minus_baseline_ci95_pp": against.interval_pp.as_list(),
+        "verdict": against.verdict,
+    }
 
 
-def _statistics(ratios: np.ndarray, counts: np.ndarray, truth: np.ndarray,
-                true_counts: np.ndarray) -> dict[str, Any]:
+def _statistics(
+    ratios: np.ndarray, counts: np.ndarray, truth: np.ndarray, true_counts: np.ndarray
+) -> dict[str, Any]:
     """MAE with its interval, bias and count error of one predictor on one class."""
     error = coverage.coverage_error(ratios, truth, BOOTSTRAP)
     counted = coverage.count_error(counts, true_counts)
-    return {"mae_pp": error.mae_pp, "mae_ci95_pp": error.mae_interval_pp.as_list(),
-            "bias_pp": error.bias_pp,
-            "count_error": {"mean_absolute": counted.mean_absolute,
-                            "median_relative": counted.median_relative,
-                            "images_with_instances": counted.images_with_instances}}
+    return {
+        "mae_pp": error.mae_pp,
+        "mae_ci95_pp": error.mae_interval_pp.as_list(),
+        "bias_pp": error.bias_pp,
+        "count_error": {
+            "mean_absolute": counted.mean_absolute,
+            "median_relative": counted.median_relative,
+            "images_with_instances": counted.images_with_instances,
+        },
+    }
 
 
 def evaluate_results(class_names: Sequence[str], samples: Iterable[Sample]) -> dict[str, Any]:
@@ -178,7 +206,7 @@ def detect_samples(model: Any, dataset: Any) -> Iterable[Sample]:
     ids = list(dataset.image_ids)
     step = model.config.BATCH_SIZE
     for start in range(0, len(ids), step):
-        batch = ids[start:start + step]
+        batch = ids[start : start + step]
         images = [dataset.load_image(i) for i in batch]
         results = model.detect(images)
         for image_id, image, result in zip(batch, images, results):
@@ -204,8 +232,11 @@ class DetectionLimit:
 
     def as_dict(self) -> dict[str, Any]:
         """``{detection_max_instances, largest_gt_instances, capped}``, as metrics.json has it."""
-        return {"detection_max_instances": self.detection_max_instances,
-                "largest_gt_instances": self.largest_gt_instances, "capped": self.capped}
+        return {
+            "detection_max_instances": self.detection_max_instances,
+            "largest_gt_instances": self.largest_gt_instances,
+            "capped": self.capped,
+        }
 
 
 def detection_limit(config: Mapping[str, Any], largest_gt_instances: int) -> DetectionLimit:
@@ -222,17 +253,24 @@ def metrics_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     for name, stats in area.items():
         baselines = stats.get("baselines", {})
         low, high = stats.get("mae_ci95_pp", (None, None))
-        rows.append({"class": name, "bbox_AP": _rounded(bbox.get(name)),
-                     "segm_AP": _rounded(segm.get(name)),
-                     "area_mae_pp": _rounded(stats["mae_pp"]),
-                     "area_mae_ci95_low": _rounded(low), "area_mae_ci95_high": _rounded(high),
-                     "area_bias_pp": _rounded(stats.get("bias_pp")),
-                     "count_median_relative": _rounded(
-                         stats.get("count_error", {}).get("median_relative")),
-                     "nothing_mae_pp": _rounded(baselines.get("nothing", {}).get("mae_pp")),
-                     "otsu_mae_pp": _rounded(baselines.get("otsu", {}).get("mae_pp")),
-                     "gt_area_pct": _rounded(stats["gt_mean_pct"]),
-                     "pred_area_pct": _rounded(stats["pred_mean_pct"])})
+        rows.append(
+            {
+                "class": name,
+                "bbox_AP": _rounded(bbox.get(name)),
+                "segm_AP": _rounded(segm.get(name)),
+                "area_mae_pp": _rounded(stats["mae_pp"]),
+                "area_mae_ci95_low": _rounded(low),
+                "area_mae_ci95_high": _rounded(high),
+                "area_bias_pp": _rounded(stats.get("bias_pp")),
+                "count_median_relative": _rounded(
+                    stats.get("count_error", {}).get("median_relative")
+                ),
+                "nothing_mae_pp": _rounded(baselines.get("nothing", {}).get("mae_pp")),
+                "otsu_mae_pp": _rounded(baselines.get("otsu", {}).get("mae_pp")),
+                "gt_area_pct": _rounded(stats["gt_mean_pct"]),
+                "pred_area_pct": _rounded(stats["pred_mean_pct"]),
+            }
+        )
     return rows
 
 
@@ -246,19 +284,24 @@ def default_output(artifact: ModelArtifact) -> str:
     ``<export>/evaluation`` (export folders)."""
     if artifact.reference:
         stamp = registry.now_iso().replace(":", "").replace("-", "")[:15]
-        return storage.join(artifact.registry_uri, ".evaluations",
-                            f"{artifact.name}-v{artifact.version}-{stamp}")
+        return storage.join(
+            artifact.registry_uri, ".evaluations", f"{artifact.name}-v{artifact.version}-{stamp}"
+        )
     if artifact.format == "keras":
         checkpoints = artifact.uri.rsplit("/", 2)
-        run_dir = checkpoints[0] if len(checkpoints) == 3 and checkpoints[1] == "checkpoints" \
+        run_dir = (
+            checkpoints[0]
+            if len(checkpoints) == 3 and checkpoints[1] == "checkpoints"
             else posixpath.dirname(artifact.uri)
+        )
         return storage.join(run_dir, "evaluation")
     return storage.join(artifact.uri, "evaluation")
 
 
 @task(name="evaluate-on-validation", cache_policy=NO_CACHE, persist_result=False)
-def evaluate_on_validation(model: ModelArtifact, dataset: str, output: str,
-                           runtime: str = "tensorflow") -> dict[str, Any]:
+def evaluate_on_validation(
+    model: ModelArtifact, dataset: str, output: str, runtime: str = "tensorflow"
+) -> dict[str, Any]:
     """Evaluate a pinned model on the dataset's val split; write `<output>/metrics.json`.
 
     A table artifact shows the per-class numbers.
@@ -290,15 +333,29 @@ def evaluate_on_validation(model: ModelArtifact, dataset: str, output: str,
         get_run_logger().warning(
             "model %s returns at most DETECTION_MAX_INSTANCES=%d instances per image, but a val "
             "image of %s holds %d: its recall and AP are capped by that setting",
-            model.identity, limit.detection_max_instances, dataset, limit.largest_gt_instances)
-    metrics.update(model=model.describe(), dataset={"uri": fetched.uri, "hash": fetched.content_hash},
-                   split="val", detection_limit=limit.as_dict(),
-                   seconds=round(time.monotonic() - started, 3))
-    uri = storage.write_bytes(storage.join(output, "metrics.json"),
-                              json.dumps(metrics, indent=2).encode())
+            model.identity,
+            limit.detection_max_instances,
+            dataset,
+            limit.largest_gt_instances,
+        )
+    metrics.update(
+        model=model.describe(),
+        dataset={"uri": fetched.uri, "hash": fetched.content_hash},
+        split="val",
+        detection_limit=limit.as_dict(),
+        seconds=round(time.monotonic() - started, 3),
+    )
+    uri = storage.write_bytes(
+        storage.join(output, "metrics.json"), json.dumps(metrics, indent=2).encode()
+    )
     segm, bbox, area = metrics["segm"], metrics["bbox"], metrics["area_ratio_error"]
-    create_table_artifact(metrics_table(metrics), key="evaluate-model-metrics", description=(
-        f"{model.identity} on {dataset} (val, {metrics['images']} images): segm AP {segm['AP']}, "
-        f"AP50 {segm['AP50']}, AP75 {segm['AP75']}; bbox AP {bbox['AP']}; mean area-ratio "
-        f"error {area['mean_mae_pp']:.3f} pp"))
+    create_table_artifact(
+        metrics_table(metrics),
+        key="evaluate-model-metrics",
+        description=(
+            f"{model.identity} on {dataset} (val, {metrics['images']} images): segm AP {segm['AP']}, "
+            f"AP50 {segm['AP50']}, AP75 {segm['AP75']}; bbox AP {bbox['AP']}; mean area-ratio "
+            f"error {area['mean_mae_pp']:.3f} pp"
+        ),
+    )
     return {**metrics, "metrics_uri": uri}

@@ -19,17 +19,49 @@ from typing import Any
 
 from mrcnn.errors import InvalidInput, InvalidSetting, MissingInput, UserError
 
-__all__ = ["AccessDenied", "AlreadyExists", "InvalidInput", "InvalidSetting", "MissingInput",
-           "OutputNotWritable", "RunIncomplete", "StorageRefused", "StorageUnavailable",
-           "UserError", "is_transient", "retry_delays", "retry_policy", "retry_transient"]
+__all__ = [
+    "AccessDenied",
+    "AlreadyExists",
+    "InvalidInput",
+    "InvalidSetting",
+    "MissingInput",
+    "OutputNotWritable",
+    "RunIncomplete",
+    "StorageRefused",
+    "StorageUnavailable",
+    "UserError",
+    "is_transient",
+    "retry_delays",
+    "retry_policy",
+    "retry_transient",
+]
 
 # OS errors a retry cannot fix.
-PERMANENT_ERRNOS = frozenset({
-    errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
-    errno.EDQUOT, errno.ENOENT, errno.EEXIST, errno.ENAMETOOLONG, errno.EFBIG,
-})
-_PERMANENT_TYPES = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                    FileExistsError, ValueError, TypeError, KeyError)
+PERMANENT_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOSPC,
+        errno.EROFS,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EDQUOT,
+        errno.ENOENT,
+        errno.EEXIST,
+        errno.ENAMETOOLONG,
+        errno.EFBIG,
+    }
+)
+_PERMANENT_TYPES = (
+    PermissionError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    FileExistsError,
+    ValueError,
+    TypeError,
+    KeyError,
+)
 DEFAULT_RETRY_DELAYS = (5.0, 30.0)
 
 
@@ -91,8 +123,9 @@ def retry_delays() -> list[float]:
     try:
         delays = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise InvalidSetting(f"MRCNN_RETRY_DELAYS must be comma-separated seconds, got {text!r}"
-                             ) from None
+        raise InvalidSetting(
+            f"MRCNN_RETRY_DELAYS must be comma-separated seconds, got {text!r}"
+        ) from None
     if any(delay < 0 for delay in delays):
         raise InvalidSetting(f"MRCNN_RETRY_DELAYS must not be negative, got {text!r}")
     return delays
@@ -105,5 +138,8 @@ def retry_policy() -> dict[str, Any]:
     Read when a task is declared, so ``MRCNN_RETRY_DELAYS`` applies per process.
     """
     delays = retry_delays()
-    return {"retries": len(delays), "retry_delay_seconds": delays or 0,
-            "retry_condition_fn": retry_transient}
+    return {
+        "retries": len(delays),
+        "retry_delay_seconds": delays or 0,
+        "retry_condition_fn": retry_transient,
+    }

@@ -57,8 +57,14 @@ class Column:
         return self.nullable or (self.added is not None and self.default is None)
 
 
-def column(type_: pa.DataType, meaning: str, *, nullable: bool = False,
-           added: int | None = None, default: Any = None) -> Any:
+def column(
+    type_: pa.DataType,
+    meaning: str,
+    *,
+    nullable: bool = False,
+    added: int | None = None,
+    default: Any = None,
+) -> Any:
     """A row field stored as a column of Arrow type ``type_``.
 
     Args:
@@ -89,9 +95,12 @@ class AreaRatioRow:
     pixel_count: int = column(pa.int64(), "pixels in the union of the class's instance masks")
     area_ratio: float = column(pa.float64(), "pixel_count / (image_width × image_height), 0..1")
     model_name: str = column(pa.string(), "the model's name")
-    model_version: str = column(pa.string(), "the registry version number (`3`), or "
-                                "`sha256-<16 hex>` of the weights of a model from outside the "
-                                "registry")
+    model_version: str = column(
+        pa.string(),
+        "the registry version number (`3`), or "
+        "`sha256-<16 hex>` of the weights of a model from outside the "
+        "registry",
+    )
     run_id: str = column(pa.string(), "the flow run that wrote the row")
     inferred_at: datetime.datetime = column(TIMESTAMP, "when the image was processed")
 
@@ -102,8 +111,7 @@ class InstanceRow:
 
     TABLE: ClassVar[str] = "instances"
     image_uri: str = column(pa.string(), "the image, as in `area_ratios`")
-    instance_index: int = column(pa.int32(), "the detection's place in the model's output, "
-                                 "0 first")
+    instance_index: int = column(pa.int32(), "the detection's place in the model's output, 0 first")
     class_id: int = column(pa.int32(), "the detected class's id")
     class_name: str = column(pa.string(), "the detected class's name")
     score: float = column(pa.float32(), "the detection's score, 0..1")
@@ -115,9 +123,12 @@ class InstanceRow:
     model_version: str = column(pa.string(), "as in `area_ratios`")
     run_id: str = column(pa.string(), "the flow run that wrote the row")
     mask_rle: str | None = column(
-        pa.string(), "the mask at the original image size as COCO compressed RLE JSON, "
+        pa.string(),
+        "the mask at the original image size as COCO compressed RLE JSON, "
         '`{"size": [H, W], "counts": "…"}`; since schema version 2, null in rows written '
-        "before it", added=2)
+        "before it",
+        added=2,
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -126,10 +137,13 @@ class ErrorRow:
 
     TABLE: ClassVar[str] = "errors"
     image_uri: str = column(pa.string(), "the image that failed")
-    error_type: str = column(pa.string(), "`empty_file`, `not_an_image`, `truncated`, "
-                             "`corrupt`, `too_large`, `unsupported_mode` (skipped until the "
-                             "file changes), `read_error`, `inference_error` (retried by the "
-                             "next run)")
+    error_type: str = column(
+        pa.string(),
+        "`empty_file`, `not_an_image`, `truncated`, "
+        "`corrupt`, `too_large`, `unsupported_mode` (skipped until the "
+        "file changes), `read_error`, `inference_error` (retried by the "
+        "next run)",
+    )
     message: str = column(pa.string(), "what went wrong, in one line")
     run_id: str = column(pa.string(), "the flow run that wrote the row")
     failed_at: datetime.datetime = column(TIMESTAMP, "when it failed")
@@ -145,18 +159,23 @@ class ImageRow:
     image_width: int = column(pa.int32(), "width in pixels, after EXIF orientation")
     image_height: int = column(pa.int32(), "height in pixels, after EXIF orientation")
     bytes: int = column(pa.int64(), "the file's size")
-    fingerprint: str = column(pa.string(), "what tells a changed file: ETag and size, or size "
-                              "and mtime")
+    fingerprint: str = column(
+        pa.string(), "what tells a changed file: ETag and size, or size and mtime"
+    )
     captured_at: datetime.datetime | None = column(
-        TIMESTAMP, "EXIF DateTimeOriginal at its offset; taken as UTC without one",
-        nullable=True)
+        TIMESTAMP, "EXIF DateTimeOriginal at its offset; taken as UTC without one", nullable=True
+    )
     gps_latitude: float | None = column(
-        pa.float64(), "EXIF GPS latitude in decimal degrees, south negative", nullable=True)
+        pa.float64(), "EXIF GPS latitude in decimal degrees, south negative", nullable=True
+    )
     gps_longitude: float | None = column(
-        pa.float64(), "EXIF GPS longitude in decimal degrees, west negative", nullable=True)
+        pa.float64(), "EXIF GPS longitude in decimal degrees, west negative", nullable=True
+    )
     path_fields: Mapping[str, str] = column(
-        pa.map_(pa.string(), pa.string()), "hive-style `key=value` folders of the path and the "
-        "named groups of `path_pattern`; DuckDB: `path_fields['site']`")
+        pa.map_(pa.string(), pa.string()),
+        "hive-style `key=value` folders of the path and the "
+        "named groups of `path_pattern`; DuckDB: `path_fields['site']`",
+    )
     model_version: str = column(pa.string(), "as in `area_ratios`")
     run_id: str = column(pa.string(), "the flow run that wrote the row")
 
@@ -171,8 +190,9 @@ class RunStamp:
 
 
 RowT = TypeVar("RowT", AreaRatioRow, InstanceRow, ErrorRow, ImageRow)
-ROW_TYPES: dict[str, type] = {row.TABLE: row for row in (AreaRatioRow, InstanceRow, ErrorRow,
-                                                          ImageRow)}
+ROW_TYPES: dict[str, type] = {
+    row.TABLE: row for row in (AreaRatioRow, InstanceRow, ErrorRow, ImageRow)
+}
 
 
 def columns(row_type: type) -> dict[str, Column]:
@@ -182,8 +202,12 @@ def columns(row_type: type) -> dict[str, Column]:
 
 def schema_of(row_type: type) -> pa.Schema:
     """The Arrow schema of a row type, without the version."""
-    return pa.schema([pa.field(name, spec.type, nullable=spec.stored_nullable)
-                      for name, spec in columns(row_type).items()])
+    return pa.schema(
+        [
+            pa.field(name, spec.type, nullable=spec.stored_nullable)
+            for name, spec in columns(row_type).items()
+        ]
+    )
 
 
 def _versioned(schema: pa.Schema) -> pa.Schema:
@@ -194,23 +218,28 @@ AREA_RATIOS = schema_of(AreaRatioRow)
 INSTANCES = schema_of(InstanceRow)
 ERRORS = schema_of(ErrorRow)
 IMAGES = schema_of(ImageRow)
-SCHEMAS: dict[str, pa.Schema] = {name: _versioned(schema_of(row))
-                                 for name, row in ROW_TYPES.items()}
+SCHEMAS: dict[str, pa.Schema] = {
+    name: _versioned(schema_of(row)) for name, row in ROW_TYPES.items()
+}
 
 # Written by the nightly report (one file per run_date, replaced whole), not by batch inference.
-DRIFT = pa.schema([
-    pa.field("class_name", pa.string(), nullable=False),
-    pa.field("statistic", pa.string(), nullable=False),  # "psi", "ks"
-    pa.field("value", pa.float64(), nullable=False),
-    pa.field("threshold", pa.float64(), nullable=False),
-    pa.field("drifting", pa.bool_(), nullable=False),
-    pa.field("window_days", pa.int32(), nullable=False),
-    pa.field("today_images", pa.int64(), nullable=False),
-    pa.field("window_images", pa.int64(), nullable=False),
-])
-_DRIFT_DESCRIPTION = ("Written by the nightly report, one file per run_date, replaced whole: "
-                      "the drift statistics of each class, the report day against the window "
-                      "before it.")
+DRIFT = pa.schema(
+    [
+        pa.field("class_name", pa.string(), nullable=False),
+        pa.field("statistic", pa.string(), nullable=False),  # "psi", "ks"
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("threshold", pa.float64(), nullable=False),
+        pa.field("drifting", pa.bool_(), nullable=False),
+        pa.field("window_days", pa.int32(), nullable=False),
+        pa.field("today_images", pa.int64(), nullable=False),
+        pa.field("window_images", pa.int64(), nullable=False),
+    ]
+)
+_DRIFT_DESCRIPTION = (
+    "Written by the nightly report, one file per run_date, replaced whole: "
+    "the drift statistics of each class, the report day against the window "
+    "before it."
+)
 _DRIFT_COLUMNS = {
     "class_name": "the class",
     "statistic": "`psi` (population stability index) or `ks` (Kolmogorov–Smirnov D)",
@@ -226,11 +255,15 @@ _DRIFT_COLUMNS = {
 # is generated from these (and a test requires a meaning for every column).
 TABLE_DESCRIPTIONS: dict[str, str] = {
     **{name: " ".join((row.__doc__ or "").split()) for name, row in ROW_TYPES.items()},
-    "drift": _DRIFT_DESCRIPTION}
+    "drift": _DRIFT_DESCRIPTION,
+}
 COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
-    **{name: {column_name: spec.meaning for column_name, spec in columns(row).items()}
-       for name, row in ROW_TYPES.items()},
-    "drift": _DRIFT_COLUMNS}
+    **{
+        name: {column_name: spec.meaning for column_name, spec in columns(row).items()}
+        for name, row in ROW_TYPES.items()
+    },
+    "drift": _DRIFT_COLUMNS,
+}
 
 
 def schema_version(schema: pa.Schema) -> int:
@@ -250,13 +283,17 @@ def rows_to_table(row_type: type[RowT], rows: Sequence[RowT]) -> pa.Table:
     if stray:
         raise TypeError(f"{row_type.__name__} rows expected, got {sorted(stray)}")
     specs = columns(row_type)
-    table = pa.Table.from_pydict({name: [getattr(row, name) for row in rows] for name in specs},
-                                 schema=SCHEMAS[row_type.TABLE])
-    empty = [name for name, spec in specs.items()
-             if not spec.nullable and spec.added is None and table.column(name).null_count]
+    table = pa.Table.from_pydict(
+        {name: [getattr(row, name) for row in rows] for name in specs},
+        schema=SCHEMAS[row_type.TABLE],
+    )
+    empty = [
+        name
+        for name, spec in specs.items()
+        if not spec.nullable and spec.added is None and table.column(name).null_count
+    ]
     if empty:
-        raise ValueError(f"{row_type.TABLE} rows have missing values in required columns "
-                         f"{empty}")
+        raise ValueError(f"{row_type.TABLE} rows have missing values in required columns {empty}")
     return table
 
 
@@ -272,18 +309,27 @@ def upcast(name: str, table: pa.Table) -> pa.Table:
     """
     version = schema_version(table.schema)
     if version > SCHEMA_VERSION:
-        raise ValueError(f"a {name} file of schema version {version} is newer than this "
-                         f"software's ({SCHEMA_VERSION})")
+        raise ValueError(
+            f"a {name} file of schema version {version} is newer than this "
+            f"software's ({SCHEMA_VERSION})"
+        )
     specs = columns(ROW_TYPES[name])
     unknown = sorted(set(table.column_names) - set(specs))
-    lacking = [column_name for column_name, spec in specs.items()
-               if column_name not in table.column_names
-               and (spec.added is None or spec.added <= version)]
+    lacking = [
+        column_name
+        for column_name, spec in specs.items()
+        if column_name not in table.column_names and (spec.added is None or spec.added <= version)
+    ]
     if unknown or lacking:
-        raise ValueError(f"a {name} file of schema version {version} has columns "
-                         f"{table.column_names}: unknown {unknown}, lacking {lacking}")
+        raise ValueError(
+            f"a {name} file of schema version {version} has columns "
+            f"{table.column_names}: unknown {unknown}, lacking {lacking}"
+        )
     schema = SCHEMAS[name]
-    arrays = [table[field.name].cast(field.type) if field.name in table.column_names
-              else pa.array([specs[field.name].default] * table.num_rows, field.type)
-              for field in schema]
+    arrays = [
+        table[field.name].cast(field.type)
+        if field.name in table.column_names
+        else pa.array([specs[field.name].default] * table.num_rows, field.type)
+        for field in schema
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)

@@ -24,8 +24,14 @@ import fsspec
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from tasks.failures import (AccessDenied, InvalidInput, MissingInput, OutputNotWritable,
-                            StorageRefused, StorageUnavailable)
+from tasks.failures import (
+    AccessDenied,
+    InvalidInput,
+    MissingInput,
+    OutputNotWritable,
+    StorageRefused,
+    StorageUnavailable,
+)
 from tasks.faults import crash_point
 
 StorageOptions = Mapping[str, Any] | None
@@ -97,8 +103,7 @@ def describe_store(uri: str, options: StorageOptions = None) -> StoreDescription
     if protocol not in _S3_PROTOCOLS:
         return StoreDescription(protocol)
     resolved = _s3_options(options)
-    endpoint = resolved.get("endpoint_url") or resolved.get("client_kwargs", {}).get(
-        "endpoint_url")
+    endpoint = resolved.get("endpoint_url") or resolved.get("client_kwargs", {}).get("endpoint_url")
     if "key" in dict(options or {}):
         source: str | None = "storage options"
     elif "key" in resolved:
@@ -146,25 +151,36 @@ def _described(uri: str, fs: AbstractFileSystem | None = None) -> Iterator[None]
     try:
         yield
     except PermissionError as error:
-        hint = ("check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the storage options"
-                if protocol_of(uri) in _S3_PROTOCOLS else "check the file permissions")
+        hint = (
+            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the storage options"
+            if protocol_of(uri) in _S3_PROTOCOLS
+            else "check the file permissions"
+        )
         raise AccessDenied(f"access denied to {uri!r} ({error}); {hint}") from error
     except Exception as error:  # noqa: BLE001 - only connection failures are translated
         if not _is_connection_failure(error):
             raise
         endpoint = getattr(fs, "endpoint_url", None) or "the object store"
-        raise StorageUnavailable(f"object store {endpoint} did not answer for {uri!r}: "
-                                 f"{error}") from error
+        raise StorageUnavailable(
+            f"object store {endpoint} did not answer for {uri!r}: {error}"
+        ) from error
 
 
-_CONNECTION_FAILURES = ("ConnectionError", "HTTPClientError", "ClientConnectionError",
-                        "ServerTimeoutError")
+_CONNECTION_FAILURES = (
+    "ConnectionError",
+    "HTTPClientError",
+    "ClientConnectionError",
+    "ServerTimeoutError",
+)
 
 
 def _is_connection_failure(error: BaseException) -> bool:
     """botocore's and aiohttp's "could not connect / connection lost / timed out" errors."""
-    return any(kind.__module__.split(".")[0] in ("botocore", "aiohttp")
-               and kind.__name__ in _CONNECTION_FAILURES for kind in type(error).__mro__)
+    return any(
+        kind.__module__.split(".")[0] in ("botocore", "aiohttp")
+        and kind.__name__ in _CONNECTION_FAILURES
+        for kind in type(error).__mro__
+    )
 
 
 def join(base: str, *parts: str) -> str:
@@ -187,7 +203,7 @@ def relative_path(uri: str, root: str, options: StorageOptions = None) -> str:
     root_path = fs._strip_protocol(str(root)).rstrip("/")
     if not path.startswith(root_path + "/"):
         raise ValueError(f"{uri!r} is not inside {root!r}")
-    return path[len(root_path) + 1:]
+    return path[len(root_path) + 1 :]
 
 
 def is_inside(uri: str, root: str, options: StorageOptions = None) -> bool:
@@ -358,8 +374,9 @@ def move(source: str, destination: str, options: StorageOptions = None) -> str:
                 os.replace(source_path, destination_path)
             except FileNotFoundError:
                 if not os.path.exists(destination_path):
-                    raise FileNotFoundError(f"cannot move {source!r}: it is gone and "
-                                            f"{destination!r} does not exist") from None
+                    raise FileNotFoundError(
+                        f"cannot move {source!r}: it is gone and {destination!r} does not exist"
+                    ) from None
             except OSError as error:
                 raise _local_write_error(destination, error) from None
             return destination
@@ -367,13 +384,13 @@ def move(source: str, destination: str, options: StorageOptions = None) -> str:
             fs.copy(source_path, destination_path)
             fs.rm_file(source_path)
         elif not fs.exists(destination_path):
-            raise FileNotFoundError(f"cannot move {source!r}: it is gone and {destination!r} "
-                                    "does not exist")
+            raise FileNotFoundError(
+                f"cannot move {source!r}: it is gone and {destination!r} does not exist"
+            )
     return destination
 
 
-def probe_writable(uri: str, options: StorageOptions = None, *, keep_folders: bool = True
-                   ) -> None:
+def probe_writable(uri: str, options: StorageOptions = None, *, keep_folders: bool = True) -> None:
     """Write and delete a small object below ``uri``, before any expensive work.
 
     A failed probe leaves nothing behind: the local folders it made (``uri`` itself when it
@@ -431,8 +448,12 @@ def _remove_empty(path: str, folders: list[str]) -> None:
             pass  # never made, not empty (another writer's), or not removable: leave it
 
 
-def copy_file(source: str, destination: str, source_options: StorageOptions = None,
-              destination_options: StorageOptions = None) -> str:
+def copy_file(
+    source: str,
+    destination: str,
+    source_options: StorageOptions = None,
+    destination_options: StorageOptions = None,
+) -> str:
     """Copy one file, also between filesystems (e.g. a local file to ``s3://``).
 
     Returns:
@@ -455,12 +476,14 @@ def list_files(uri: str, suffixes: Sequence[str] = (), options: StorageOptions =
     wanted = tuple(suffix.lower() for suffix in suffixes)
     with _described(uri, fs):
         found = _below(path, fs.find(path, withdirs=False))
-    return sorted(_as_uri(fs, name) for name in found
-                  if not wanted or name.lower().endswith(wanted))
+    return sorted(
+        _as_uri(fs, name) for name in found if not wanted or name.lower().endswith(wanted)
+    )
 
 
-def list_ages(uri: str, depth: int | None = None, options: StorageOptions = None
-              ) -> dict[str, float]:
+def list_ages(
+    uri: str, depth: int | None = None, options: StorageOptions = None
+) -> dict[str, float]:
     """Files below ``uri`` (``depth`` levels, default all) and their age in seconds since
     they were last modified; empty when the folder is missing."""
     fs, path = _resolve(uri, options)
@@ -470,8 +493,9 @@ def list_ages(uri: str, depth: int | None = None, options: StorageOptions = None
     return {_as_uri(fs, name): now - _modified(found[name], now) for name in _below(path, found)}
 
 
-def list_sizes(uri: str, suffixes: Sequence[str] = (), options: StorageOptions = None
-               ) -> dict[str, int]:
+def list_sizes(
+    uri: str, suffixes: Sequence[str] = (), options: StorageOptions = None
+) -> dict[str, int]:
     """Files below ``uri`` (recursively) and their sizes in bytes; empty when it is missing.
 
     Args:
@@ -482,8 +506,11 @@ def list_sizes(uri: str, suffixes: Sequence[str] = (), options: StorageOptions =
     wanted = tuple(suffix.lower() for suffix in suffixes)
     with _described(uri, fs):
         found = fs.find(path, withdirs=False, detail=True)
-    return {_as_uri(fs, name): int(found[name].get("size") or 0) for name in _below(path, found)
-            if not wanted or name.lower().endswith(wanted)}
+    return {
+        _as_uri(fs, name): int(found[name].get("size") or 0)
+        for name in _below(path, found)
+        if not wanted or name.lower().endswith(wanted)
+    }
 
 
 def _below(path: str, names: Iterable[str]) -> list[str]:

@@ -33,16 +33,20 @@ SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"
 
 def pytest_configure(config: pytest.Config) -> None:
     # pycocotools 2.0.11's mask.decode trips numpy 2's __array__(copy=...) deprecation.
-    config.addinivalue_line("filterwarnings", "ignore:__array__ implementation doesn't accept "
-                            "a copy keyword:DeprecationWarning")
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning",
+    )
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` beside the checkout; tests using it skip where it is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared reference data not found at {SHARED_DATA.resolve()} "
-                    "(only present beside the project's own checkout)")
+        pytest.skip(
+            f"shared reference data not found at {SHARED_DATA.resolve()} "
+            "(only present beside the project's own checkout)"
+        )
     return SHARED_DATA
 
 
@@ -69,8 +73,12 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]
 @pytest.fixture
 def s3_env(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> SeaweedServer:
     """The standard AWS environment variables pointing at the session's server."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "FSSPEC_S3_ENDPOINT_URL",
-                 "AWS_ENDPOINT_URL_S3"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "FSSPEC_S3_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in seaweed.environment.items():
         monkeypatch.setenv(name, value)

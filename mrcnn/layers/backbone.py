@@ -10,7 +10,7 @@ original.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import layers
@@ -22,20 +22,38 @@ BASIC_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 ARCHITECTURES = (*STAGE4_BLOCKS, *BASIC_BLOCKS)
 
 
-def _conv_bn(x, filters: int, kernel: int, name: str, bn_name: str, train_bn: bool, strides: int = 1,
-             padding: str = "same"):
+def _conv_bn(
+    x,
+    filters: int,
+    kernel: int,
+    name: str,
+    bn_name: str,
+    train_bn: bool,
+    strides: int = 1,
+    padding: str = "same",
+):
     """Convolution then batch norm, folded into one convolution where the batch norm is fixed.
 
     "same" padding on a 1×1 kernel is "valid" padding (none is needed); it lets TensorFlow's
     shape inference see that a block's output matches its shortcut, which oneDNN needs to
     fuse the residual sum and ReLU into the last convolution.
     """
-    return conv_batch_norm(x, FoldingConv2D(filters, kernel, strides=strides, padding=padding, name=name),
-                           BatchNorm(train_bn=train_bn, name=bn_name))
+    return conv_batch_norm(
+        x,
+        FoldingConv2D(filters, kernel, strides=strides, padding=padding, name=name),
+        BatchNorm(train_bn=train_bn, name=bn_name),
+    )
 
 
-def _bottleneck(x, filters: tuple[int, int, int], stage: int, block: str, train_bn: bool,
-                strides: int = 1, project: bool = False):
+def _bottleneck(
+    x,
+    filters: tuple[int, int, int],
+    stage: int,
+    block: str,
+    train_bn: bool,
+    strides: int = 1,
+    project: bool = False,
+):
     """One bottleneck block: 1×1 → 3×3 → 1×1, plus the identity or a projected shortcut."""
     f1, f2, f3 = filters
     conv = f"res{stage}{block}_branch"
@@ -48,12 +66,18 @@ def _bottleneck(x, filters: tuple[int, int, int], stage: int, block: str, train_
     return _merge(y, x, f3, stage, block, train_bn, strides, project)
 
 
-def _merge(y, x, filters: int, stage: int, block: str, train_bn: bool, strides: int,
-           project: bool):
+def _merge(y, x, filters: int, stage: int, block: str, train_bn: bool, strides: int, project: bool):
     """Residual sum: the block's output `y` plus `x`, projected by 1×1 where shapes change."""
     if project:
-        x = _conv_bn(x, filters, 1, f"res{stage}{block}_branch1", f"bn{stage}{block}_branch1", train_bn,
-                     strides=strides)
+        x = _conv_bn(
+            x,
+            filters,
+            1,
+            f"res{stage}{block}_branch1",
+            f"bn{stage}{block}_branch1",
+            train_bn,
+            strides=strides,
+        )
     y = layers.Add()([y, x])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
 
@@ -65,8 +89,9 @@ def _stage(x, filters: tuple[int, int, int], stage: int, blocks: int, train_bn: 
     return x
 
 
-def _basic(x, filters: int, stage: int, block: str, train_bn: bool, strides: int = 1,
-           project: bool = False):
+def _basic(
+    x, filters: int, stage: int, block: str, train_bn: bool, strides: int = 1, project: bool = False
+):
     """One basic block: 3×3 → 3×3, plus the identity or a projected (1×1) shortcut."""
     conv = f"res{stage}{block}_branch"
     bn = f"bn{stage}{block}_branch"
@@ -96,10 +121,14 @@ def _stem(input_image, train_bn: bool):
     return layers.MaxPooling2D(3, strides=2, padding="same")(x)
 
 
-def resnet_graph(input_image, architecture: str, stage5: bool = True, train_bn: bool = False) -> list:
+def resnet_graph(
+    input_image, architecture: str, stage5: bool = True, train_bn: bool = False
+) -> list:
     """Build ResNet on `input_image [B, H, W, 3]`; return feature maps [C1, C2, C3, C4, C5]."""
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown ResNet architecture {architecture!r}; use one of {sorted(ARCHITECTURES)}")
+        raise ValueError(
+            f"unknown ResNet architecture {architecture!r}; use one of {sorted(ARCHITECTURES)}"
+        )
     c1 = x = _stem(input_image, train_bn)
     if architecture in BASIC_BLOCKS:
         c2, c3, c4, c5 = _basic_stages(x, BASIC_BLOCKS[architecture], train_bn)
@@ -123,4 +152,8 @@ def build_backbone(input_image, backbone: str | Callable, train_bn: bool) -> lis
 def backbone_model(backbone: str | Callable, train_bn: bool = False) -> keras.Model:
     """The backbone alone as a Keras model (handy for loading ImageNet weights or inspection)."""
     image = keras.Input((None, None, 3), name="input_image")
-    return keras.Model(image, build_backbone(image, backbone, train_bn), name=f"{getattr(backbone, '__name__', backbone)}_backbone")
+    return keras.Model(
+        image,
+        build_backbone(image, backbone, train_bn),
+        name=f"{getattr(backbone, '__name__', backbone)}_backbone",
+    )

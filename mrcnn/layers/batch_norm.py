@@ -49,20 +49,31 @@ class BatchNorm(keras.layers.BatchNormalization):
         if use_batch_statistics:
             return self._normalize_by_batch(inputs)
         outputs, *_ = tf.compat.v1.nn.fused_batch_norm(
-            inputs, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
-            epsilon=self.epsilon, is_training=False)
+            inputs,
+            self.gamma,
+            self.beta,
+            mean=self.moving_mean,
+            variance=self.moving_variance,
+            epsilon=self.epsilon,
+            is_training=False,
+        )
         return outputs
 
     def _normalize_by_batch(self, inputs):
         outputs, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
-            inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
+            inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True
+        )
         # The fused op returns the unbiased variance; Keras's moving variance follows the
         # biased one it normalizes with.
         count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
         variance = variance * (count - 1.0) / tf.maximum(count, 2.0)
         momentum = self.momentum
-        self.moving_mean.assign(self.moving_mean * momentum + tf.stop_gradient(mean) * (1.0 - momentum))
-        self.moving_variance.assign(self.moving_variance * momentum + tf.stop_gradient(variance) * (1.0 - momentum))
+        self.moving_mean.assign(
+            self.moving_mean * momentum + tf.stop_gradient(mean) * (1.0 - momentum)
+        )
+        self.moving_variance.assign(
+            self.moving_variance * momentum + tf.stop_gradient(variance) * (1.0 - momentum)
+        )
         return outputs
 
     def get_config(self) -> dict:

@@ -26,8 +26,13 @@ def normalized_window(image_meta: tf.Tensor) -> tf.Tensor:
     return (image_meta[:, 7:11] - tf.constant([0.0, 0.0, 1.0, 1.0])) / scale
 
 
-def per_class_nms(boxes: tf.Tensor, scores: tf.Tensor, class_ids: tf.Tensor, max_instances: int,
-                  iou_threshold: float) -> tf.Tensor:
+def per_class_nms(
+    boxes: tf.Tensor,
+    scores: tf.Tensor,
+    class_ids: tf.Tensor,
+    max_instances: int,
+    iou_threshold: float,
+) -> tf.Tensor:
     """matterport's per-class NMS and top-k on one image's ROIs, as one NMS.
 
     Args:
@@ -42,8 +47,14 @@ def per_class_nms(boxes: tf.Tensor, scores: tf.Tensor, class_ids: tf.Tensor, max
     keep, valid = nms_padded(shifted, scores, max_instances, iou_threshold, score_threshold=0.0)
     kept_scores = tf.gather(scores, keep)
     valid = valid & (kept_scores > 0.0)  # whatever a runtime's threshold rule, no zero score
-    rows = tf.concat([tf.gather(boxes, keep), tf.cast(tf.gather(class_ids, keep), tf.float32)[:, None],
-                      kept_scores[:, None]], axis=1)
+    rows = tf.concat(
+        [
+            tf.gather(boxes, keep),
+            tf.cast(tf.gather(class_ids, keep), tf.float32)[:, None],
+            kept_scores[:, None],
+        ],
+        axis=1,
+    )
     return rows * tf.cast(valid, tf.float32)[:, None]
 
 
@@ -51,7 +62,14 @@ def per_class_nms(boxes: tf.Tensor, scores: tf.Tensor, class_ids: tf.Tensor, max
 class DetectionLayer(keras.layers.Layer):
     """Inputs: `[rois [B,R,4], mrcnn_class [B,R,NC], mrcnn_bbox [B,R,NC,4], image_meta [B,M]]`."""
 
-    def __init__(self, max_instances: int, min_confidence: float, nms_threshold: float, bbox_std_dev, **kwargs):
+    def __init__(
+        self,
+        max_instances: int,
+        min_confidence: float,
+        nms_threshold: float,
+        bbox_std_dev,
+        **kwargs,
+    ):
         kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy
         super().__init__(**kwargs)
         self.supports_jit = False  # XLA has no kernel for NonMaxSuppressionV3
@@ -64,16 +82,23 @@ class DetectionLayer(keras.layers.Layer):
         rois, probs, deltas, image_meta = inputs
         class_ids = tf.argmax(probs, axis=-1, output_type=tf.int32)
         scores = tf.reduce_max(probs, axis=-1)
-        class_deltas = tf.gather(deltas, class_ids, batch_dims=2) * tf.constant(self.bbox_std_dev, tf.float32)
-        boxes = clip_boxes(apply_box_deltas(rois, class_deltas), normalized_window(image_meta)[:, None, :])
+        class_deltas = tf.gather(deltas, class_ids, batch_dims=2) * tf.constant(
+            self.bbox_std_dev, tf.float32
+        )
+        boxes = clip_boxes(
+            apply_box_deltas(rois, class_deltas), normalized_window(image_meta)[:, None, :]
+        )
 
-        keep = (class_ids > 0) & (scores >= self.min_confidence) & tf.reduce_any(rois != 0.0, axis=-1)
+        keep = (
+            (class_ids > 0) & (scores >= self.min_confidence) & tf.reduce_any(rois != 0.0, axis=-1)
+        )
         scores = tf.where(keep, scores, 0.0)
 
         def select(args):
             image_boxes, image_scores, image_classes = args
-            return per_class_nms(image_boxes, image_scores, image_classes, self.max_instances,
-                                 self.nms_threshold)
+            return per_class_nms(
+                image_boxes, image_scores, image_classes, self.max_instances, self.nms_threshold
+            )
 
         spec = tf.TensorSpec([self.max_instances, 6], tf.float32)
         return tf.map_fn(select, (boxes, scores, class_ids), fn_output_signature=spec)
@@ -82,9 +107,13 @@ class DetectionLayer(keras.layers.Layer):
         return (input_shape[0][0], self.max_instances, 6)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "max_instances": self.max_instances,
-                "min_confidence": self.min_confidence, "nms_threshold": self.nms_threshold,
-                "bbox_std_dev": self.bbox_std_dev}
+        return {
+            **super().get_config(),
+            "max_instances": self.max_instances,
+            "min_confidence": self.min_confidence,
+            "nms_threshold": self.nms_threshold,
+            "bbox_std_dev": self.bbox_std_dev,
+        }
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
@@ -103,7 +132,7 @@ class LeadingDetectionBoxes(keras.layers.Layer):
 
     def call(self, detections):
         count = tf.reduce_max(tf.reduce_sum(tf.cast(detections[..., 4] > 0, tf.int32), axis=1))
-        return detections[:, :tf.maximum(count, 1), :4]
+        return detections[:, : tf.maximum(count, 1), :4]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], None, 4)

@@ -24,8 +24,16 @@ def _pad_rows(x: tf.Tensor, rows: int) -> tf.Tensor:
 class DetectionTargetLayer(keras.layers.Layer):
     """Inputs: `[proposals [B,P,4], gt_class_ids [B,G], gt_boxes [B,G,4] normalized, gt_masks [B,h,w,G]]`."""
 
-    def __init__(self, rois_per_image: int, positive_ratio: float, bbox_std_dev, mask_shape,
-                 use_mini_mask: bool, include_gt_boxes: bool = False, **kwargs):
+    def __init__(
+        self,
+        rois_per_image: int,
+        positive_ratio: float,
+        bbox_std_dev,
+        mask_shape,
+        use_mini_mask: bool,
+        include_gt_boxes: bool = False,
+        **kwargs,
+    ):
         kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy
         super().__init__(**kwargs)
         self.supports_jit = False  # XLA has no kernel for CropAndResize
@@ -44,11 +52,17 @@ class DetectionTargetLayer(keras.layers.Layer):
         proposals, gt_class_ids, gt_boxes, gt_masks = inputs
         gt_class_ids = tf.cast(gt_class_ids, tf.int32)
         gt_masks = tf.cast(gt_masks, tf.float32)
-        specs = (tf.TensorSpec([self.rois_per_image, 4], tf.float32),
-                 tf.TensorSpec([self.rois_per_image], tf.int32),
-                 tf.TensorSpec([self.rois_per_image, 4], tf.float32),
-                 tf.TensorSpec([self.rois_per_image, *self.mask_shape], tf.float32))
-        outputs = tf.map_fn(self._one_image, (proposals, gt_class_ids, gt_boxes, gt_masks), fn_output_signature=specs)
+        specs = (
+            tf.TensorSpec([self.rois_per_image, 4], tf.float32),
+            tf.TensorSpec([self.rois_per_image], tf.int32),
+            tf.TensorSpec([self.rois_per_image, 4], tf.float32),
+            tf.TensorSpec([self.rois_per_image, *self.mask_shape], tf.float32),
+        )
+        outputs = tf.map_fn(
+            self._one_image,
+            (proposals, gt_class_ids, gt_boxes, gt_masks),
+            fn_output_signature=specs,
+        )
         return [tf.stop_gradient(t) for t in outputs]
 
     def _one_image(self, args):
@@ -74,25 +88,41 @@ class DetectionTargetLayer(keras.layers.Layer):
         no_match = tf.zeros([tf.shape(proposals)[0], 1])
         overlaps = tf.concat([pairwise_iou(proposals, gt_boxes), no_match], axis=1)  # [P, G + 1]
         best_iou = tf.reduce_max(overlaps, axis=1)
-        crowd_iou = tf.reduce_max(tf.concat([pairwise_iou(proposals, crowd_boxes), no_match], axis=1), axis=1)
+        crowd_iou = tf.reduce_max(
+            tf.concat([pairwise_iou(proposals, crowd_boxes), no_match], axis=1), axis=1
+        )
         positive = tf.where(best_iou >= 0.5)[:, 0]
         negative = tf.where((best_iou < 0.5) & (crowd_iou < 0.001))[:, 0]
 
         positive = tf.random.shuffle(positive)[: self.max_positives]
         num_positive = tf.shape(positive)[0]
-        num_negative = tf.cast(tf.cast(num_positive, tf.float32) / self.positive_ratio, tf.int32) - num_positive
+        num_negative = (
+            tf.cast(tf.cast(num_positive, tf.float32) / self.positive_ratio, tf.int32)
+            - num_positive
+        )
         negative = tf.random.shuffle(negative)[:num_negative]
 
         positive_rois = tf.gather(proposals, positive)
-        assignment = tf.argmax(tf.gather(overlaps, positive), axis=1, output_type=tf.int32)  # never the pad column
+        assignment = tf.argmax(
+            tf.gather(overlaps, positive), axis=1, output_type=tf.int32
+        )  # never the pad column
         assigned_boxes = tf.gather(gt_boxes, assignment)
         class_ids = tf.gather(gt_class_ids, assignment)
-        deltas = box_deltas(positive_rois, assigned_boxes) / tf.constant(self.bbox_std_dev, tf.float32)
-        masks = self._mask_targets(positive_rois, assigned_boxes, tf.gather(tf.transpose(gt_masks, [2, 0, 1]), assignment))
+        deltas = box_deltas(positive_rois, assigned_boxes) / tf.constant(
+            self.bbox_std_dev, tf.float32
+        )
+        masks = self._mask_targets(
+            positive_rois, assigned_boxes, tf.gather(tf.transpose(gt_masks, [2, 0, 1]), assignment)
+        )
 
         rois = tf.concat([positive_rois, tf.gather(proposals, negative)], axis=0)
         t = self.rois_per_image
-        return _pad_rows(rois, t), _pad_rows(class_ids, t), _pad_rows(deltas, t), _pad_rows(masks, t)
+        return (
+            _pad_rows(rois, t),
+            _pad_rows(class_ids, t),
+            _pad_rows(deltas, t),
+            _pad_rows(masks, t),
+        )
 
     def _mask_targets(self, rois: tf.Tensor, gt_boxes: tf.Tensor, gt_masks: tf.Tensor) -> tf.Tensor:
         """Crop each ROI's region from its assigned mask `[n, h, w]` → `[n, mh, mw]` in {0, 1}."""
@@ -101,7 +131,9 @@ class DetectionTargetLayer(keras.layers.Layer):
             y1, x1, y2, x2 = tf.split(rois, 4, axis=1)
             gy1, gx1, gy2, gx2 = tf.split(gt_boxes, 4, axis=1)
             h, w = gy2 - gy1, gx2 - gx1
-            rois = tf.concat([(y1 - gy1) / h, (x1 - gx1) / w, (y2 - gy1) / h, (x2 - gx1) / w], axis=1)
+            rois = tf.concat(
+                [(y1 - gy1) / h, (x1 - gx1) / w, (y2 - gy1) / h, (x2 - gx1) / w], axis=1
+            )
         indices = tf.range(tf.shape(rois)[0])
         crops = tf.image.crop_and_resize(gt_masks[..., None], rois, indices, self.mask_shape)
         return tf.round(crops[..., 0])
@@ -112,10 +144,15 @@ class DetectionTargetLayer(keras.layers.Layer):
         return [(batch, t, 4), (batch, t), (batch, t, 4), (batch, t, *self.mask_shape)]
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "rois_per_image": self.rois_per_image,
-                "positive_ratio": self.positive_ratio, "bbox_std_dev": self.bbox_std_dev,
-                "mask_shape": list(self.mask_shape), "use_mini_mask": self.use_mini_mask,
-                "include_gt_boxes": self.include_gt_boxes}
+        return {
+            **super().get_config(),
+            "rois_per_image": self.rois_per_image,
+            "positive_ratio": self.positive_ratio,
+            "bbox_std_dev": self.bbox_std_dev,
+            "mask_shape": list(self.mask_shape),
+            "use_mini_mask": self.use_mini_mask,
+            "include_gt_boxes": self.include_gt_boxes,
+        }
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
@@ -136,7 +173,9 @@ class PositiveRois(keras.layers.Layer):
 
     def call(self, inputs):
         rois, target_class_ids = inputs
-        positives = tf.reduce_sum(tf.cast(target_class_ids[:, : self.max_positives] > 0, tf.int32), axis=1)
+        positives = tf.reduce_sum(
+            tf.cast(target_class_ids[:, : self.max_positives] > 0, tf.int32), axis=1
+        )
         slots = tf.maximum(tf.reduce_max(positives), 1)  # never empty: batch norm of nothing is NaN
         return rois[:, :slots]
 

@@ -8,15 +8,24 @@ from keras import layers
 def build_fpn(c2, c3, c4, c5, channels: int) -> list:
     """Return [P2, P3, P4, P5, P6]; P6 (RPN only) is P5 subsampled by 2."""
     p5 = layers.Conv2D(channels, 1, name="fpn_c5p5")(c5)
-    p4 = layers.Add(name="fpn_p4add")([
-        layers.UpSampling2D(2, name="fpn_p5upsampled")(p5),
-        layers.Conv2D(channels, 1, name="fpn_c4p4")(c4)])
-    p3 = layers.Add(name="fpn_p3add")([
-        layers.UpSampling2D(2, name="fpn_p4upsampled")(p4),
-        layers.Conv2D(channels, 1, name="fpn_c3p3")(c3)])
-    p2 = layers.Add(name="fpn_p2add")([
-        layers.UpSampling2D(2, name="fpn_p3upsampled")(p3),
-        layers.Conv2D(channels, 1, name="fpn_c2p2")(c2)])
+    p4 = layers.Add(name="fpn_p4add")(
+        [
+            layers.UpSampling2D(2, name="fpn_p5upsampled")(p5),
+            layers.Conv2D(channels, 1, name="fpn_c4p4")(c4),
+        ]
+    )
+    p3 = layers.Add(name="fpn_p3add")(
+        [
+            layers.UpSampling2D(2, name="fpn_p4upsampled")(p4),
+            layers.Conv2D(channels, 1, name="fpn_c3p3")(c3),
+        ]
+    )
+    p2 = layers.Add(name="fpn_p2add")(
+        [
+            layers.UpSampling2D(2, name="fpn_p3upsampled")(p3),
+            layers.Conv2D(channels, 1, name="fpn_c2p2")(c2),
+        ]
+    )
     p2 = layers.Conv2D(channels, 3, padding="same", name="fpn_p2")(p2)
     p3 = layers.Conv2D(channels, 3, padding="same", name="fpn_p3")(p3)
     p4 = layers.Conv2D(channels, 3, padding="same", name="fpn_p4")(p4)

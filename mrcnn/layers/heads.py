@@ -20,7 +20,9 @@ class FoldRois(keras.layers.Layer):
     """`[B, R, ...]` → `[B*R, ...]`, in the input's dtype."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("autocast", False)  # a reshape: casting under a mixed policy would only cost
+        kwargs.setdefault(
+            "autocast", False
+        )  # a reshape: casting under a mixed policy would only cost
         super().__init__(**kwargs)
 
     def call(self, x):
@@ -35,7 +37,9 @@ class UnfoldRois(keras.layers.Layer):
     """Inputs `[x [B*R, ...], rois [B, R, 4]]` → `[B, R, ...]` float32 (the heads' outputs)."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("dtype", "float32")  # losses and detection read float32 under a mixed policy
+        kwargs.setdefault(
+            "dtype", "float32"
+        )  # losses and detection read float32 under a mixed policy
         super().__init__(**kwargs)
 
     def call(self, inputs):
@@ -59,9 +63,11 @@ class WindowDense(layers.Conv2D):
     def build(self, input_shape):
         covers = tuple(input_shape[1:3]) == tuple(self.kernel_size) and self.padding == "valid"
         if not covers or tuple(self.dilation_rate) != (1, 1) or self.groups != 1:
-            raise ValueError(f"{self.name}: kernel {self.kernel_size} ({self.padding}, dilation "
-                             f"{self.dilation_rate}, groups {self.groups}) does not cover inputs "
-                             f"{tuple(input_shape[1:3])} as one window; use Conv2D")
+            raise ValueError(
+                f"{self.name}: kernel {self.kernel_size} ({self.padding}, dilation "
+                f"{self.dilation_rate}, groups {self.groups}) does not cover inputs "
+                f"{tuple(input_shape[1:3])} as one window; use Conv2D"
+            )
         super().build(input_shape)
 
     def call(self, inputs):
@@ -84,11 +90,17 @@ class BlockConv2DTranspose(layers.Conv2DTranspose):
     """
 
     def build(self, input_shape):
-        if (tuple(self.strides) != tuple(self.kernel_size) or self.padding != "valid"
-                or tuple(self.dilation_rate) != (1, 1) or self.kernel_size[0] != self.kernel_size[1]):
-            raise ValueError(f"{self.name}: kernel {self.kernel_size} with strides {self.strides} "
-                             f"({self.padding}, dilation {self.dilation_rate}) overlaps or is not "
-                             "square; use Conv2DTranspose")
+        if (
+            tuple(self.strides) != tuple(self.kernel_size)
+            or self.padding != "valid"
+            or tuple(self.dilation_rate) != (1, 1)
+            or self.kernel_size[0] != self.kernel_size[1]
+        ):
+            raise ValueError(
+                f"{self.name}: kernel {self.kernel_size} with strides {self.strides} "
+                f"({self.padding}, dilation {self.dilation_rate}) overlaps or is not "
+                "square; use Conv2DTranspose"
+            )
         super().build(input_shape)
 
     def call(self, inputs):
@@ -98,7 +110,9 @@ class BlockConv2DTranspose(layers.Conv2DTranspose):
         kernel = tf.reshape(kernel, [1, 1, -1, block * block * self.filters])
         outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
         if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, tf.tile(tf.cast(self.bias, inputs.dtype), [block * block]))
+            outputs = tf.nn.bias_add(
+                outputs, tf.tile(tf.cast(self.bias, inputs.dtype), [block * block])
+            )
         if self.activation is not None:
             outputs = self.activation(outputs)
         return tf.nn.depth_to_space(outputs, block)
@@ -109,10 +123,19 @@ def _bn_relu(x, bn_name: str, train_bn: bool):
     return layers.Activation("relu", name=bn_name + "_relu")(x)
 
 
-def fpn_classifier_graph(rois, feature_maps: list, image_meta, pool_size: int, num_classes: int,
-                         train_bn: bool, fc_layers_size: int = 1024) -> tuple:
+def fpn_classifier_graph(
+    rois,
+    feature_maps: list,
+    image_meta,
+    pool_size: int,
+    num_classes: int,
+    train_bn: bool,
+    fc_layers_size: int = 1024,
+) -> tuple:
     """Classifier and box regressor: `(mrcnn_class_logits [B,R,NC], mrcnn_class, mrcnn_bbox [B,R,NC,4])`."""
-    x = PyramidROIAlign((pool_size, pool_size), name="roi_align_classifier")([rois, image_meta, *feature_maps])
+    x = PyramidROIAlign((pool_size, pool_size), name="roi_align_classifier")(
+        [rois, image_meta, *feature_maps]
+    )
     x = FoldRois()(x)
     # matterport's two fully connected layers, stored as a pool_size×pool_size and a 1×1 conv.
     x = WindowDense(fc_layers_size, pool_size, name="mrcnn_class_conv1")(x)
@@ -121,22 +144,32 @@ def fpn_classifier_graph(rois, feature_maps: list, image_meta, pool_size: int, n
     x = _bn_relu(x, "mrcnn_class_bn2", train_bn)
     shared = layers.Reshape((fc_layers_size,), name="pool_squeeze")(x)
     logits = layers.Dense(num_classes, name="mrcnn_class_logits")(shared)
-    probs = layers.Activation("softmax", dtype="float32")(logits)  # scores are compared to thresholds
+    probs = layers.Activation("softmax", dtype="float32")(
+        logits
+    )  # scores are compared to thresholds
     deltas = layers.Dense(num_classes * 4, name="mrcnn_bbox_fc")(shared)
     deltas = layers.Reshape((num_classes, 4))(deltas)
-    return (UnfoldRois(name="mrcnn_class_logits_unfold")([logits, rois]),
-            UnfoldRois(name="mrcnn_class")([probs, rois]),
-            UnfoldRois(name="mrcnn_bbox")([deltas, rois]))
+    return (
+        UnfoldRois(name="mrcnn_class_logits_unfold")([logits, rois]),
+        UnfoldRois(name="mrcnn_class")([probs, rois]),
+        UnfoldRois(name="mrcnn_bbox")([deltas, rois]),
+    )
 
 
-def build_fpn_mask_graph(rois, feature_maps: list, image_meta, pool_size: int, num_classes: int,
-                         train_bn: bool):
+def build_fpn_mask_graph(
+    rois, feature_maps: list, image_meta, pool_size: int, num_classes: int, train_bn: bool
+):
     """Mask head: `[B, R, 2*pool_size, 2*pool_size, NC]` sigmoid masks (28×28 by default)."""
-    x = PyramidROIAlign((pool_size, pool_size), name="roi_align_mask")([rois, image_meta, *feature_maps])
+    x = PyramidROIAlign((pool_size, pool_size), name="roi_align_mask")(
+        [rois, image_meta, *feature_maps]
+    )
     x = FoldRois()(x)
     for i in range(1, 5):
-        x = conv_batch_norm(x, FoldingConv2D(256, 3, padding="same", name=f"mrcnn_mask_conv{i}"),
-                            BatchNorm(train_bn=train_bn, name=f"mrcnn_mask_bn{i}"))
+        x = conv_batch_norm(
+            x,
+            FoldingConv2D(256, 3, padding="same", name=f"mrcnn_mask_conv{i}"),
+            BatchNorm(train_bn=train_bn, name=f"mrcnn_mask_bn{i}"),
+        )
         x = layers.Activation("relu", name=f"mrcnn_mask_relu{i}")(x)
     x = BlockConv2DTranspose(256, 2, strides=2, activation="relu", name="mrcnn_mask_deconv")(x)
     x = layers.Conv2D(num_classes, 1, activation="sigmoid", name="mrcnn_mask")(x)

@@ -12,8 +12,13 @@ import tensorflow as tf
 from mrcnn.layers.box_ops import apply_box_deltas
 
 
-def nms_padded(boxes: tf.Tensor, scores: tf.Tensor, max_output: int, iou_threshold: float,
-               score_threshold: float = float("-inf")) -> tuple[tf.Tensor, tf.Tensor]:
+def nms_padded(
+    boxes: tf.Tensor,
+    scores: tf.Tensor,
+    max_output: int,
+    iou_threshold: float,
+    score_threshold: float = float("-inf"),
+) -> tuple[tf.Tensor, tf.Tensor]:
     """NMS on one image: `(indices [max_output], valid [max_output] bool)`, indices padded with 0."""
     keep = tf.image.non_max_suppression(boxes, scores, max_output, iou_threshold, score_threshold)
     count = tf.shape(keep)[0]
@@ -40,8 +45,14 @@ def top_k_indices(scores: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
 class ProposalLayer(keras.layers.Layer):
     """Decode anchors with RPN deltas, clip to the image, and keep the best after NMS."""
 
-    def __init__(self, proposal_count: int, nms_threshold: float, pre_nms_limit: int,
-                 rpn_bbox_std_dev, **kwargs):
+    def __init__(
+        self,
+        proposal_count: int,
+        nms_threshold: float,
+        pre_nms_limit: int,
+        rpn_bbox_std_dev,
+        **kwargs,
+    ):
         kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy
         super().__init__(**kwargs)
         self.supports_jit = False  # XLA has no kernel for NonMaxSuppressionV3
@@ -61,8 +72,9 @@ class ProposalLayer(keras.layers.Layer):
             order = top_k_indices(image_scores, k)
             boxes = apply_box_deltas(tf.gather(anchors, order), tf.gather(image_deltas, order))
             boxes = tf.clip_by_value(boxes, 0.0, 1.0)
-            keep, valid = nms_padded(boxes, tf.gather(image_scores, order), self.proposal_count,
-                                     self.nms_threshold)
+            keep, valid = nms_padded(
+                boxes, tf.gather(image_scores, order), self.proposal_count, self.nms_threshold
+            )
             return tf.gather(boxes, keep) * tf.cast(valid, tf.float32)[:, None]
 
         spec = tf.TensorSpec([self.proposal_count, 4], tf.float32)
@@ -73,6 +85,10 @@ class ProposalLayer(keras.layers.Layer):
         return (input_shape[0][0], self.proposal_count, 4)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "proposal_count": self.proposal_count,
-                "nms_threshold": self.nms_threshold, "pre_nms_limit": self.pre_nms_limit,
-                "rpn_bbox_std_dev": self.rpn_bbox_std_dev}
+        return {
+            **super().get_config(),
+            "proposal_count": self.proposal_count,
+            "nms_threshold": self.nms_threshold,
+            "pre_nms_limit": self.pre_nms_limit,
+            "rpn_bbox_std_dev": self.rpn_bbox_std_dev,
+        }

@@ -11,16 +11,23 @@ import keras
 from keras import layers
 
 
-def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int,
-                    channels: int = 512) -> keras.Model:
+def build_rpn_model(
+    anchor_stride: int, anchors_per_location: int, depth: int, channels: int = 512
+) -> keras.Model:
     """The RPN head as a Keras model named `rpn_model` (as in matterport's weight files).
 
     `channels` is the width of its shared 3×3 convolution: matterport's 512 (its weight
     files), or as wide as the pyramid (`depth`), as torchvision's head is.
     """
     feature_map = keras.Input((None, None, depth), name="input_rpn_feature_map")
-    shared = layers.Conv2D(channels, 3, padding="same", activation="relu", strides=anchor_stride,
-                           name="rpn_conv_shared")(feature_map)
+    shared = layers.Conv2D(
+        channels,
+        3,
+        padding="same",
+        activation="relu",
+        strides=anchor_stride,
+        name="rpn_conv_shared",
+    )(feature_map)
     logits = layers.Conv2D(2 * anchors_per_location, 1, name="rpn_class_raw")(shared)
     logits = layers.Reshape((-1, 2))(logits)
     # float32 scores: bfloat16's 3 digits would tie many anchors in the proposals' top-k.
@@ -35,6 +42,8 @@ def apply_rpn(rpn_model: keras.Model, feature_maps: list) -> tuple:
     per_level = [rpn_model(p) for p in feature_maps]
     logits, probs, deltas = zip(*per_level)
     # float32 outputs whatever the policy: losses and the proposal layer compute in float32.
-    return (layers.Concatenate(axis=1, name="rpn_class_logits", dtype="float32")(list(logits)),
-            layers.Concatenate(axis=1, name="rpn_class", dtype="float32")(list(probs)),
-            layers.Concatenate(axis=1, name="rpn_bbox", dtype="float32")(list(deltas)))
+    return (
+        layers.Concatenate(axis=1, name="rpn_class_logits", dtype="float32")(list(logits)),
+        layers.Concatenate(axis=1, name="rpn_class", dtype="float32")(list(probs)),
+        layers.Concatenate(axis=1, name="rpn_bbox", dtype="float32")(list(deltas)),
+    )

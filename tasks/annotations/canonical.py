@@ -25,11 +25,11 @@ from typing import Any
 
 import pycocotools.mask as mask_utils
 
-from .labels import LabelMap
-from .rle import encode_rle
-from .records import Issue, IssueKind, ReadResult
-
 from tasks.failures import InvalidSetting
+
+from .labels import LabelMap
+from .records import Issue, IssueKind, ReadResult
+from .rle import encode_rle
 
 SPLITS = ("train", "val")
 ANNOTATIONS_FOLDER = "annotations"
@@ -46,8 +46,9 @@ def split_of(file_name: str, val_fraction: float) -> str:
     return "val" if int.from_bytes(digest[:8], "big") / 2.0**64 < val_fraction else "train"
 
 
-def summarize(source: str, result: ReadResult, labels: LabelMap,
-              image_uris: Mapping[str, str]) -> dict[str, Any]:
+def summarize(
+    source: str, result: ReadResult, labels: LabelMap, image_uris: Mapping[str, str]
+) -> dict[str, Any]:
     """One source's result as a small JSON-able summary, labels resolved to classes.
 
     Args:
@@ -73,18 +74,36 @@ def summarize(source: str, result: ReadResult, labels: LabelMap,
                 continue
             rle = encode_rle(instance.full_mask(record.height, record.width))
             x, y, w, h = (int(v) for v in mask_utils.toBbox(rle))
-            instances.append({"label": label, "iscrowd": int(instance.crowd), "segmentation": rle,
-                              "area": int(mask_utils.area(rle)), "bbox": [x, y, w, h]})
-        images.append({"file_name": record.file_name, "source": record.source,
-                       "height": record.height, "width": record.width,
-                       "image_uri": image_uris[record.file_name], "instances": instances})
+            instances.append(
+                {
+                    "label": label,
+                    "iscrowd": int(instance.crowd),
+                    "segmentation": rle,
+                    "area": int(mask_utils.area(rle)),
+                    "bbox": [x, y, w, h],
+                }
+            )
+        images.append(
+            {
+                "file_name": record.file_name,
+                "source": record.source,
+                "height": record.height,
+                "width": record.width,
+                "image_uri": image_uris[record.file_name],
+                "instances": instances,
+            }
+        )
     classes = {key: _resolved_or_none(labels, name) for key, name in result.category_ids.items()}
     declared = [_resolved_or_none(labels, name) for name in result.labels]
-    return {"source": source, "items": result.items, "ignored": result.ignored,
-            "labels": [name for name in declared if name is not None],
-            "category_ids": {str(key): classes[key] for key in sorted(classes)},
-            "images": images,
-            "issues": [{"kind": issue.kind.value, **issue.to_json()} for issue in issues]}
+    return {
+        "source": source,
+        "items": result.items,
+        "ignored": result.ignored,
+        "labels": [name for name in declared if name is not None],
+        "category_ids": {str(key): classes[key] for key in sorted(classes)},
+        "images": images,
+        "issues": [{"kind": issue.kind.value, **issue.to_json()} for issue in issues],
+    }
 
 
 def _resolved_or_none(labels: LabelMap, name: str) -> str | None:
@@ -113,8 +132,13 @@ class CanonicalDataset:
     problems: list[str]
 
 
-def build_dataset(summaries: Sequence[Mapping[str, Any]], labels: LabelMap, val_fraction: float,
-                  fmt: str, source: str) -> CanonicalDataset:
+def build_dataset(
+    summaries: Sequence[Mapping[str, Any]],
+    labels: LabelMap,
+    val_fraction: float,
+    fmt: str,
+    source: str,
+) -> CanonicalDataset:
     """Merge per-source summaries (in source order) into the canonical dataset.
 
     Duplicate image names keep the first occurrence; later ones are skipped with a reason.
@@ -137,46 +161,82 @@ def build_dataset(summaries: Sequence[Mapping[str, Any]], labels: LabelMap, val_
             if first is None:
                 kept[image["file_name"]] = image
                 continue
-            issues.append({"kind": IssueKind.SKIPPED.value, "file": image["source"],
-                           "item": f"image {image['file_name']}",
-                           "reason": f"duplicate image name (already taken from "
-                                     f"{first['source']!r})"})
+            issues.append(
+                {
+                    "kind": IssueKind.SKIPPED.value,
+                    "file": image["source"],
+                    "item": f"image {image['file_name']}",
+                    "reason": f"duplicate image name (already taken from {first['source']!r})",
+                }
+            )
     found = {i["label"] for image in kept.values() for i in image["instances"]}
     classes = labels.categories(found, [n for s in summaries for n in s["labels"]])
     ids = {name: index + 1 for index, name in enumerate(classes)}
     images = [kept[name] for name in sorted(kept)]
     documents = _documents(images, ids, val_fraction, fmt)
     report = _report(summaries, issues, documents, classes, ids, val_fraction, fmt, source)
-    problems = [Issue(IssueKind(i["kind"]), i["file"], i["reason"], i.get("item")).message()
-                for i in issues]
-    return CanonicalDataset(documents, report, [(i["image_uri"], i["file_name"]) for i in images],
-                            problems)
+    problems = [
+        Issue(IssueKind(i["kind"]), i["file"], i["reason"], i.get("item")).message() for i in issues
+    ]
+    return CanonicalDataset(
+        documents, report, [(i["image_uri"], i["file_name"]) for i in images], problems
+    )
 
 
-def _documents(images: list[dict[str, Any]], ids: Mapping[str, int], val_fraction: float,
-               fmt: str) -> dict[str, dict[str, Any]]:
+def _documents(
+    images: list[dict[str, Any]], ids: Mapping[str, int], val_fraction: float, fmt: str
+) -> dict[str, dict[str, Any]]:
     categories = [{"id": index, "name": name} for name, index in ids.items()]
-    documents = {split: {"info": {"description": "canonical dataset written by convert-masks",
-                                  "format": fmt, "split": split},
-                         "images": [], "annotations": [], "categories": categories}
-                 for split in SPLITS}
+    documents = {
+        split: {
+            "info": {
+                "description": "canonical dataset written by convert-masks",
+                "format": fmt,
+                "split": split,
+            },
+            "images": [],
+            "annotations": [],
+            "categories": categories,
+        }
+        for split in SPLITS
+    }
     annotation_id = 0
     for image_id, image in enumerate(images, start=1):
         document = documents[split_of(image["file_name"], val_fraction)]
-        document["images"].append({"id": image_id, "file_name": image["file_name"],
-                                   "height": image["height"], "width": image["width"]})
+        document["images"].append(
+            {
+                "id": image_id,
+                "file_name": image["file_name"],
+                "height": image["height"],
+                "width": image["width"],
+            }
+        )
         for instance in image["instances"]:
             annotation_id += 1
-            document["annotations"].append({
-                "id": annotation_id, "image_id": image_id, "category_id": ids[instance["label"]],
-                "segmentation": instance["segmentation"], "area": instance["area"],
-                "bbox": instance["bbox"], "iscrowd": instance["iscrowd"]})
+            document["annotations"].append(
+                {
+                    "id": annotation_id,
+                    "image_id": image_id,
+                    "category_id": ids[instance["label"]],
+                    "segmentation": instance["segmentation"],
+                    "area": instance["area"],
+                    "bbox": instance["bbox"],
+                    "iscrowd": instance["iscrowd"],
+                }
+            )
     return documents
 
 
-def _report(summaries: Sequence[Mapping[str, Any]], issues: list[dict[str, Any]],
-            documents: Mapping[str, dict[str, Any]], classes: list[str], ids: Mapping[str, int],
-            val_fraction: float, fmt: str, source: str) -> dict[str, Any]:
+def _report(
+    summaries: Sequence[Mapping[str, Any]],
+    issues: list[dict[str, Any]],
+    documents: Mapping[str, dict[str, Any]],
+    classes: list[str],
+    ids: Mapping[str, int],
+    val_fraction: float,
+    fmt: str,
+    source: str,
+) -> dict[str, Any]:
     names = {index: name for name, index in ids.items()}
     instances = {split: dict.fromkeys(classes, 0) for split in SPLITS}
     crowd = dict.fromkeys(SPLITS, 0)
@@ -186,29 +246,43 @@ def _report(summaries: Sequence[Mapping[str, Any]], issues: list[dict[str, Any]]
                 crowd[split] += 1
             else:
                 instances[split][names[annotation["category_id"]]] += 1
-    by_kind = {kind.value: [{k: v for k, v in issue.items() if k != "kind"}
-                            for issue in issues if issue["kind"] == kind.value]
-               for kind in IssueKind}
+    by_kind = {
+        kind.value: [
+            {k: v for k, v in issue.items() if k != "kind"}
+            for issue in issues
+            if issue["kind"] == kind.value
+        ]
+        for kind in IssueKind
+    }
     return {
         "format": fmt,
         "source": source,
         "labels": classes,
         "val_fraction": val_fraction,
-        "items": {"found": sum(s["items"] for s in summaries),
-                  "converted": sum(len(d["images"]) for d in documents.values()),
-                  "skipped": len(by_kind["skipped"])},
+        "items": {
+            "found": sum(s["items"] for s in summaries),
+            "converted": sum(len(d["images"]) for d in documents.values()),
+            "skipped": len(by_kind["skipped"]),
+        },
         "images": {split: len(documents[split]["images"]) for split in SPLITS},
         "instances": instances,
         "crowd": crowd,
         "ignored_shapes": sum(s["ignored"] for s in summaries),
-        "category_ids": {s["source"]: {old: ids.get(name) for old, name in s["category_ids"].items()}
-                         for s in summaries if s["category_ids"]},
+        "category_ids": {
+            s["source"]: {old: ids.get(name) for old, name in s["category_ids"].items()}
+            for s in summaries
+            if s["category_ids"]
+        },
         **by_kind,
     }
 
 
 def dumps(document: Mapping[str, Any], indent: int | None = None) -> bytes:
     """Serialise with a fixed format so that equal documents give equal bytes."""
-    text = json.dumps(document, ensure_ascii=False, indent=indent,
-                      separators=(",", ": ") if indent else (",", ":"))
+    text = json.dumps(
+        document,
+        ensure_ascii=False,
+        indent=indent,
+        separators=(",", ": ") if indent else (",", ":"),
+    )
     return (text + "\n").encode("utf-8")

@@ -40,8 +40,11 @@ def read_coco(name: str, data: bytes, fetch: Fetch) -> ReadResult:
         result = ReadResult(items=1)
         result.skip(name, str(error))
         return result
-    result = ReadResult(items=len(document["images"]), category_ids=categories,
-                        labels=tuple(categories[key] for key in sorted(categories)))
+    result = ReadResult(
+        items=len(document["images"]),
+        category_ids=categories,
+        labels=tuple(categories[key] for key in sorted(categories)),
+    )
     annotations = _annotations_by_image(name, document["annotations"], result)
     seen_ids: set[Any] = set()
     for index, entry in enumerate(document["images"]):
@@ -61,23 +64,37 @@ def read_coco(name: str, data: bytes, fetch: Fetch) -> ReadResult:
                 result.issues.append(Issue(IssueKind.DROPPED, name, str(error), item))
                 continue
             if clipped:
-                result.issues.append(Issue(IssueKind.CLIPPED, name, f"polygon outside the "
-                                           f"{record.width}x{record.height} image; clipped", item))
+                result.issues.append(
+                    Issue(
+                        IssueKind.CLIPPED,
+                        name,
+                        f"polygon outside the {record.width}x{record.height} image; clipped",
+                        item,
+                    )
+                )
             instances.append(instance)
         result.images.append(dataclasses.replace(record, instances=tuple(instances)))
     for image_id, orphans in annotations.items():
         for annotation in orphans:
-            result.issues.append(Issue(IssueKind.DROPPED, name, f"unknown image_id {image_id!r}",
-                                       f"annotation {annotation.get('id')}"))
+            result.issues.append(
+                Issue(
+                    IssueKind.DROPPED,
+                    name,
+                    f"unknown image_id {image_id!r}",
+                    f"annotation {annotation.get('id')}",
+                )
+            )
     return result
 
 
 def _parse(data: bytes) -> dict[str, Any]:
     document = load_json(data)
     if not isinstance(document, dict) or not all(
-            isinstance(document.get(key), list) for key in ("images", "annotations", "categories")):
-        raise ValueError("not a COCO instances file (needs images, annotations and categories "
-                         "lists)")
+        isinstance(document.get(key), list) for key in ("images", "annotations", "categories")
+    ):
+        raise ValueError(
+            "not a COCO instances file (needs images, annotations and categories lists)"
+        )
     return document
 
 
@@ -85,8 +102,12 @@ def _categories(entries: list[Any]) -> dict[int, str]:
     """Category id -> name; ids and names must be unique."""
     categories: dict[int, str] = {}
     for entry in entries:
-        if not (isinstance(entry, dict) and _is_int(entry.get("id"))
-                and isinstance(entry.get("name"), str) and entry["name"]):
+        if not (
+            isinstance(entry, dict)
+            and _is_int(entry.get("id"))
+            and isinstance(entry.get("name"), str)
+            and entry["name"]
+        ):
             raise ValueError(f"category {entry!r} needs an integer id and a name")
         if entry["id"] in categories or entry["name"] in categories.values():
             raise ValueError(f"category id {entry['id']} / name {entry['name']!r} is repeated")
@@ -94,14 +115,17 @@ def _categories(entries: list[Any]) -> dict[int, str]:
     return categories
 
 
-def _annotations_by_image(name: str, entries: list[Any], result: ReadResult
-                          ) -> dict[Any, list[dict]]:
+def _annotations_by_image(
+    name: str, entries: list[Any], result: ReadResult
+) -> dict[Any, list[dict]]:
     grouped: dict[Any, list[dict]] = {}
     for index, annotation in enumerate(entries):
-        if not isinstance(annotation, dict) or isinstance(annotation.get("image_id"),
-                                                           (type(None), list, dict)):
-            result.issues.append(Issue(IssueKind.DROPPED, name, "annotation has no image_id",
-                                       f"annotation {index}"))
+        if not isinstance(annotation, dict) or isinstance(
+            annotation.get("image_id"), (type(None), list, dict)
+        ):
+            result.issues.append(
+                Issue(IssueKind.DROPPED, name, "annotation has no image_id", f"annotation {index}")
+            )
             continue
         grouped.setdefault(annotation["image_id"], []).append(annotation)
     return grouped
@@ -118,13 +142,16 @@ def _image(name: str, entry: Any, fetch: Fetch, seen_ids: set[Any]) -> ImageReco
     height, width = image_size(content, file_name)
     declared = entry.get("height"), entry.get("width")
     if declared != (height, width):
-        raise ValueError(f"image {file_name!r} is {width}x{height} pixels but the JSON says "
-                         f"width x height = {declared[1]}x{declared[0]}")
+        raise ValueError(
+            f"image {file_name!r} is {width}x{height} pixels but the JSON says "
+            f"width x height = {declared[1]}x{declared[0]}"
+        )
     return ImageRecord(file_name, name, height, width, image_path=image_path)
 
 
-def _instance(annotation: dict, categories: dict[int, str], height: int, width: int
-              ) -> tuple[Instance, bool]:
+def _instance(
+    annotation: dict, categories: dict[int, str], height: int, width: int
+) -> tuple[Instance, bool]:
     """Decode one annotation to an instance; also whether its polygon left the image."""
     label = categories.get(annotation.get("category_id"))
     if label is None:
@@ -144,8 +171,11 @@ def _instance(annotation: dict, categories: dict[int, str], height: int, width: 
         counts = segmentation.get("counts")
         if not isinstance(counts, (str, list)):
             raise ValueError("RLE counts must be a string or a list of integers")
-        rle = (mask_utils.frPyObjects(segmentation, height, width) if isinstance(counts, list)
-               else {"size": [height, width], "counts": counts})
+        rle = (
+            mask_utils.frPyObjects(segmentation, height, width)
+            if isinstance(counts, list)
+            else {"size": [height, width], "counts": counts}
+        )
     else:
         raise ValueError("segmentation must be a list of polygons or an RLE dict")
     try:
@@ -154,8 +184,12 @@ def _instance(annotation: dict, categories: dict[int, str], height: int, width: 
         raise ValueError(f"undecodable RLE ({error})") from None
     if mask.shape != (height, width) or not mask.any():
         raise ValueError("empty mask (no pixel inside the image)")
-    return Instance(label, mask, crowd=bool(annotation.get("iscrowd", 0)),
-                    origin=f"annotation {annotation.get('id')}"), clipped
+    return Instance(
+        label,
+        mask,
+        crowd=bool(annotation.get("iscrowd", 0)),
+        origin=f"annotation {annotation.get('id')}",
+    ), clipped
 
 
 def _polygons(segmentation: list[Any]) -> list[list[float]]:
@@ -163,7 +197,8 @@ def _polygons(segmentation: list[Any]) -> list[list[float]]:
         raise ValueError("segmentation has no polygon")
     for polygon in segmentation:
         if not isinstance(polygon, list) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon):
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon
+        ):
             raise ValueError("a polygon must be a flat list of numbers [x1, y1, x2, y2, ...]")
         if len(polygon) < 6 or len(polygon) % 2:
             raise ValueError(f"polygon with fewer than 3 points ({len(polygon)} coordinates)")
@@ -174,5 +209,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-FORMAT = AnnotationFormat("coco", "COCO instances JSON, polygons or RLE", "*.json",
-                          by_suffix(".json"), read_coco)
+FORMAT = AnnotationFormat(
+    "coco", "COCO instances JSON, polygons or RLE", "*.json", by_suffix(".json"), read_coco
+)

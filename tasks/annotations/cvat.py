@@ -86,8 +86,10 @@ def decode_mask_rle(text: object, height: int, width: int) -> np.ndarray:
     if not counts or min(counts) < 0:
         raise ValueError("mask rle must be comma-separated non-negative integers")
     if sum(counts) != height * width:
-        raise ValueError(f"mask rle covers {sum(counts)} pixels but its box is {width}x{height} "
-                         f"= {height * width}")
+        raise ValueError(
+            f"mask rle covers {sum(counts)} pixels but its box is {width}x{height} "
+            f"= {height * width}"
+        )
     values = np.arange(len(counts)) % 2 == 1  # runs alternate, background first
     return np.repeat(values, counts).reshape(height, width)
 
@@ -98,11 +100,13 @@ def _parse(data: bytes) -> ElementTree.Element:
     except ElementTree.ParseError as error:
         raise ValueError(f"malformed XML ({error})") from None
     if root.tag != "annotations":
-        raise ValueError(f"not a CVAT for images file (root element <{root.tag}>, expected "
-                         "<annotations>)")
+        raise ValueError(
+            f"not a CVAT for images file (root element <{root.tag}>, expected <annotations>)"
+        )
     if root.find("image") is None and root.find("track") is not None:
-        raise ValueError("a CVAT for video file (<track> elements); export as 'CVAT for images "
-                         "1.1'")
+        raise ValueError(
+            "a CVAT for video file (<track> elements); export as 'CVAT for images 1.1'"
+        )
     return root
 
 
@@ -131,28 +135,38 @@ def _image(name: str, element: ElementTree.Element, fetch: Fetch) -> ImageRecord
     if upright is not None:  # set last: preferred when both sizes fit (a 180 degree turn)
         sizes[image_size(upright, image_path)] = upright
     if declared not in sizes:
-        raise ValueError(f"image {image_path!r} is {width}x{height} pixels but the XML says "
-                         f"width x height = {declared[1]}x{declared[0]}")
+        raise ValueError(
+            f"image {image_path!r} is {width}x{height} pixels but the XML says "
+            f"width x height = {declared[1]}x{declared[0]}"
+        )
     return ImageRecord(image_path, name, declared[0], declared[1], image_bytes=sizes[declared])
 
 
-def _instances(name: str, element: ElementTree.Element, record: ImageRecord,
-               result: ReadResult) -> list[Instance]:
+def _instances(
+    name: str, element: ElementTree.Element, record: ImageRecord, result: ReadResult
+) -> list[Instance]:
     """Rasterize shapes and union them per ``(label, group_id)``, in first-seen order."""
     groups = ShapeGroups()
     shapes = [child for child in element if child.tag not in NOT_SHAPES]
     for index, shape in enumerate(shapes):
         label = shape.get("label") or ""
         item = f"image {record.file_name} shape {index} ({shape.tag}" + (
-            f", {label})" if label else ")")
+            f", {label})" if label else ")"
+        )
         try:
             mask, clipped = _shape_mask(shape, label, result.labels, record.height, record.width)
         except ValueError as error:
             result.issues.append(Issue(IssueKind.DROPPED, name, str(error), item))
             continue
         if clipped:
-            result.issues.append(Issue(IssueKind.CLIPPED, name, f"coordinates outside the "
-                                       f"{record.width}x{record.height} image; clipped", item))
+            result.issues.append(
+                Issue(
+                    IssueKind.CLIPPED,
+                    name,
+                    f"coordinates outside the {record.width}x{record.height} image; clipped",
+                    item,
+                )
+            )
         group = shape.get("group_id", "0").strip()
         groups.add(label, None if group in ("", "0") else group, index, mask)
     instances, empty = groups.instances(name, prefix=f"image {record.file_name} ")
@@ -160,12 +174,12 @@ def _instances(name: str, element: ElementTree.Element, record: ImageRecord,
     return instances
 
 
-def _shape_mask(shape: ElementTree.Element, label: str, declared: tuple[str, ...], height: int,
-                width: int) -> tuple[np.ndarray, bool]:
+def _shape_mask(
+    shape: ElementTree.Element, label: str, declared: tuple[str, ...], height: int, width: int
+) -> tuple[np.ndarray, bool]:
     """One shape's mask and whether it was clipped."""
     if shape.tag not in CONVERTED:
-        raise ValueError(f"<{shape.tag}> is not converted (only polygon, box and mask are "
-                         "regions)")
+        raise ValueError(f"<{shape.tag}> is not converted (only polygon, box and mask are regions)")
     if not label:
         raise ValueError(f"{shape.tag} has no label")
     if declared and label not in declared:
@@ -175,8 +189,9 @@ def _shape_mask(shape: ElementTree.Element, label: str, declared: tuple[str, ...
         if w <= 0 or h <= 0:
             raise ValueError(f"mask box is {w}x{h}; width and height must be positive")
         bitmap = decode_mask_rle(shape.get("rle"), h, w)
-        return rasterize.bitmap_to_mask([(left, top), (left + w - 1, top + h - 1)], bitmap,
-                                        height, width)
+        return rasterize.bitmap_to_mask(
+            [(left, top), (left + w - 1, top + h - 1)], bitmap, height, width
+        )
     shape_type, points = _polygon(shape) if shape.tag == "polygon" else _box(shape)
     xy = rasterize.checked_points(points, shape_type)
     mask = rasterize.shape_to_mask(shape_type, xy, height, width)
@@ -188,8 +203,9 @@ def _polygon(shape: ElementTree.Element) -> tuple[str, list[list[float]]]:
     try:
         points = [[float(v) for v in pair.split(",")] for pair in text.split(";") if pair.strip()]
     except ValueError:
-        raise ValueError(f"polygon points must be 'x1,y1;x2,y2;...' numbers, got "
-                         f"{text[:40]!r}") from None
+        raise ValueError(
+            f"polygon points must be 'x1,y1;x2,y2;...' numbers, got {text[:40]!r}"
+        ) from None
     if not all(len(point) == 2 for point in points):
         raise ValueError(f"polygon points must be 'x1,y1;x2,y2;...' pairs, got {text[:40]!r}")
     return "polygon", points
@@ -204,8 +220,10 @@ def _box(shape: ElementTree.Element) -> tuple[str, list[list[float]]]:
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     cos, sin = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
     corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
-    return "polygon", [[cx + (x - cx) * cos - (y - cy) * sin, cy + (x - cx) * sin + (y - cy) * cos]
-                       for x, y in corners]
+    return "polygon", [
+        [cx + (x - cx) * cos - (y - cy) * sin, cy + (x - cx) * sin + (y - cy) * cos]
+        for x, y in corners
+    ]
 
 
 def _float(shape: ElementTree.Element, key: str) -> float:
@@ -239,5 +257,4 @@ def _positive_int(element: ElementTree.Element, key: str) -> int:
     return number
 
 
-FORMAT = AnnotationFormat("cvat", "CVAT for images 1.1 XML", "*.xml", by_suffix(".xml"),
-                          read_cvat)
+FORMAT = AnnotationFormat("cvat", "CVAT for images 1.1 XML", "*.xml", by_suffix(".xml"), read_cvat)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from .records import Fetch, ReadResult
-
 from tasks.failures import InvalidSetting
+
+from .records import Fetch, ReadResult
 
 # read(name, data, fetch, **options) for file sources; read(folder, files, fetch, **options)
 # for folder sources, ``files`` being every file below the folder, relative to the input root.
@@ -87,12 +87,18 @@ class AnnotationFormat:
         unknown = sorted(set(given) - {option.name for option in self.options})
         if unknown:
             takes = ", ".join(option.name for option in self.options) or "none"
-            raise InvalidSetting(f"format {self.name!r} takes no option {unknown[0]!r} "
-                                 f"(its options: {takes})")
+            raise InvalidSetting(
+                f"format {self.name!r} takes no option {unknown[0]!r} (its options: {takes})"
+            )
         return {option.name: given.get(option.name, option.default) for option in self.options}
 
-    def read_source(self, source: str, fetch: Fetch, list_files: ListFiles,
-                    options: Mapping[str, str] | None = None) -> ReadResult:
+    def read_source(
+        self,
+        source: str,
+        fetch: Fetch,
+        list_files: ListFiles,
+        options: Mapping[str, str] | None = None,
+    ) -> ReadResult:
         """Convert one source.
 
         Args:
@@ -107,14 +113,19 @@ class AnnotationFormat:
         return self.read(source, list_files(source), fetch, **settings)
 
 
-
 # Shared by the formats whose files carry no class name (mask folders, label images).
-CLASS_OPTION = ReaderOption("class_name", "--class", "class of the instances that have none "
-                            "of their own", default=DEFAULT_CLASS)
+CLASS_OPTION = ReaderOption(
+    "class_name",
+    "--class",
+    "class of the instances that have none of their own",
+    default=DEFAULT_CLASS,
+)
 
 
 def by_suffix(suffix: str) -> Callable[[str], bool]:
     """A ``matches`` for formats whose sources are all files named ``*<suffix>`` (any case)."""
+
     def matches(relative: str) -> bool:
         return relative.lower().endswith(suffix)
+
     return matches

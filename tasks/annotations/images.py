@@ -87,8 +87,11 @@ def find_image_near(fetch: Fetch, folder: str, file_name: str) -> tuple[str, byt
         ValueError: naming every place looked at.
     """
     bases = dict.fromkeys([folder, parent_of(folder), ""])
-    candidates = list(dict.fromkeys(f"{base}/{sub}{file_name}".lstrip("/")
-                                    for base in bases for sub in ("", "images/")))
+    candidates = list(
+        dict.fromkeys(
+            f"{base}/{sub}{file_name}".lstrip("/") for base in bases for sub in ("", "images/")
+        )
+    )
     for candidate in candidates:
         try:
             return candidate, fetch(candidate)

@@ -49,8 +49,9 @@ STARDIST_FOLDERS = ("masks", "images", "classes")  # labels, images, class image
 SAMPLE_NAMES = ("labels", "image", "classes")  # the same, in a folder per sample
 
 
-def read_label_images(name: str, data: bytes, fetch: Fetch,
-                      class_name: str = DEFAULT_CLASS) -> ReadResult:
+def read_label_images(
+    name: str, data: bytes, fetch: Fetch, class_name: str = DEFAULT_CLASS
+) -> ReadResult:
     """Convert one instance label image and its image.
 
     Args:
@@ -69,8 +70,10 @@ def read_label_images(name: str, data: bytes, fetch: Fetch,
         image_path, content = _find(fetch, image_stem, name, IMAGE_SUFFIXES)
         height, width = image_size(content, image_path)
         if labels.shape != (height, width):
-            raise ValueError(f"label image is {labels.shape[1]}x{labels.shape[0]} but image "
-                             f"{image_path!r} is {width}x{height}")
+            raise ValueError(
+                f"label image is {labels.shape[1]}x{labels.shape[0]} but image "
+                f"{image_path!r} is {width}x{height}"
+            )
         classes = _class_image(fetch, class_stem, name, labels.shape)
         upright_height, upright_width, upright = upright_image(content, image_path)
     except ValueError as error:
@@ -84,15 +87,23 @@ def read_label_images(name: str, data: bytes, fetch: Fetch,
         item = f"value {value}"
         label = class_name
         if classes is not None:
-            label = _majority_class(classes[top:top + mask.shape[0], left:left + mask.shape[1]],
-                                    mask)
+            label = _majority_class(
+                classes[top : top + mask.shape[0], left : left + mask.shape[1]], mask
+            )
             if label is None:
-                result.issues.append(Issue(IssueKind.DROPPED, name, "no pixel of it has a "
-                                           "class in the class image", item))
+                result.issues.append(
+                    Issue(
+                        IssueKind.DROPPED,
+                        name,
+                        "no pixel of it has a class in the class image",
+                        item,
+                    )
+                )
                 continue
         instances.append(Instance(label, mask, origin=f"{item} ({label})", offset=(top, left)))
-    result.images.append(ImageRecord(image_path, name, upright_height, upright_width,
-                                     tuple(instances), upright))
+    result.images.append(
+        ImageRecord(image_path, name, upright_height, upright_width, tuple(instances), upright)
+    )
     return result
 
 
@@ -109,12 +120,13 @@ def partner_stems(name: str) -> tuple[str, str]:
         return tuple(_join(parent, f"{sub}/{stem}") for sub in STARDIST_FOLDERS[1:])
     for suffix in CELLPOSE_MASKS:
         if stem.endswith(suffix) and len(stem) > len(suffix):
-            base = stem[:-len(suffix)]
+            base = stem[: -len(suffix)]
             return _join(folder, base), _join(folder, base + CELLPOSE_CLASSES)
     if stem == SAMPLE_NAMES[0]:
         return tuple(_join(folder, sample_name) for sample_name in SAMPLE_NAMES[1:])
-    raise ValueError(f"{name!r} is not a label image of a known layout (masks/<x>, "
-                     "<x>_masks, <sample>/labels)")
+    raise ValueError(
+        f"{name!r} is not a label image of a known layout (masks/<x>, <x>_masks, <sample>/labels)"
+    )
 
 
 def is_label_image(relative: str) -> bool:
@@ -132,8 +144,7 @@ def _join(folder: str, relative: str) -> str:
     return f"{folder}/{relative}" if folder else relative
 
 
-def _find(fetch: Fetch, stem: str, label_name: str, suffixes: tuple[str, ...]
-          ) -> tuple[str, bytes]:
+def _find(fetch: Fetch, stem: str, label_name: str, suffixes: tuple[str, ...]) -> tuple[str, bytes]:
     """The file ``<stem>.*``: the label image's own suffix first, then ``suffixes`` in order,
     then in upper case.
 
@@ -150,8 +161,9 @@ def _find(fetch: Fetch, stem: str, label_name: str, suffixes: tuple[str, ...]
     raise ValueError(f"image {stem}.* not found (tried {' '.join(candidates)})")
 
 
-def _class_image(fetch: Fetch, stem: str, label_name: str, shape: tuple[int, ...]
-                 ) -> np.ndarray | None:
+def _class_image(
+    fetch: Fetch, stem: str, label_name: str, shape: tuple[int, ...]
+) -> np.ndarray | None:
     """The class image's values ``[H, W]``, or None when there is none."""
     try:
         path, data = _find(fetch, stem, label_name, LABEL_SUFFIXES)
@@ -159,8 +171,10 @@ def _class_image(fetch: Fetch, stem: str, label_name: str, shape: tuple[int, ...
         return None
     classes = label_pixels(data, path, what=f"class image {path!r}")
     if classes.shape != shape:
-        raise ValueError(f"class image {path!r} is {classes.shape[1]}x{classes.shape[0]} but "
-                         f"the label image is {shape[1]}x{shape[0]}")
+        raise ValueError(
+            f"class image {path!r} is {classes.shape[1]}x{classes.shape[0]} but "
+            f"the label image is {shape[1]}x{shape[0]}"
+        )
     return classes
 
 
@@ -174,6 +188,11 @@ def _majority_class(classes: np.ndarray, mask: np.ndarray) -> str | None:
 
 
 FORMAT = AnnotationFormat(
-    "label-images", "instance label images beside their images (Cellpose x_masks, StarDist "
-    "masks/, <sample>/labels + image)", "masks/<x>.png|tif, <x>_masks.png|tif, "
-    "<sample>/labels.png|tif", is_label_image, read_label_images, options=(CLASS_OPTION,))
+    "label-images",
+    "instance label images beside their images (Cellpose x_masks, StarDist "
+    "masks/, <sample>/labels + image)",
+    "masks/<x>.png|tif, <x>_masks.png|tif, <sample>/labels.png|tif",
+    is_label_image,
+    read_label_images,
+    options=(CLASS_OPTION,),
+)

@@ -113,14 +113,17 @@ def decode_brush(rle: object, expected: int) -> np.ndarray:
         ValueError: not a list of bytes, a count other than ``expected``, or truncated.
     """
     if not isinstance(rle, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in rle):
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in rle
+    ):
         raise ValueError("brush rle must be a list of byte values 0..255")
     bits = _BitReader(bytes(rle))
     count, word = bits.read(32), bits.read(5) + 1
     sizes = [bits.read(4) + 1 for _ in range(4)]
     if count != expected:
-        raise ValueError(f"brush rle holds {count} values; the image needs {expected} "
-                         "(original_height x original_width x 4)")
+        raise ValueError(
+            f"brush rle holds {count} values; the image needs {expected} "
+            "(original_height x original_width x 4)"
+        )
     values = np.zeros(count, dtype=bool)
     start = 0
     while start < count:
@@ -146,7 +149,7 @@ class _BitReader:
         if self.position + size > 8 * len(self.data):
             raise ValueError("brush rle is truncated")
         first = self.position // 8
-        chunk = self.data[first:first + 5]  # a 32-bit field at any bit offset spans <= 5 bytes
+        chunk = self.data[first : first + 5]  # a 32-bit field at any bit offset spans <= 5 bytes
         shift = 8 * len(chunk) - self.position % 8 - size
         self.position += size
         return (int.from_bytes(chunk, "big") >> shift) & ((1 << size) - 1)
@@ -155,8 +158,10 @@ class _BitReader:
 def _tasks(data: bytes) -> list[dict[str, Any]]:
     tasks = load_json(data)
     if not isinstance(tasks, list) or not all(isinstance(t, dict) and "data" in t for t in tasks):
-        raise ValueError("not a Label Studio JSON export (expected a list of tasks with 'data' "
-                         "and 'annotations')")
+        raise ValueError(
+            "not a Label Studio JSON export (expected a list of tasks with 'data' "
+            "and 'annotations')"
+        )
     return tasks
 
 
@@ -164,16 +169,23 @@ def _newest_annotation(task: dict[str, Any]) -> dict[str, Any]:
     annotations = task.get("annotations", task.get("completions")) or []  # older: completions
     if not isinstance(annotations, list):
         raise ValueError("annotations must be a list")
-    usable = [(position, a) for position, a in enumerate(annotations) if isinstance(a, dict)
-              and not a.get("was_cancelled") and isinstance(a.get("result"), list)]
+    usable = [
+        (position, a)
+        for position, a in enumerate(annotations)
+        if isinstance(a, dict) and not a.get("was_cancelled") and isinstance(a.get("result"), list)
+    ]
     if not usable:
         raise ValueError("no annotation that is not cancelled (unlabelled tasks are not converted)")
 
     def age(pair: tuple[int, dict[str, Any]]) -> tuple[str, int, int]:
         position, annotation = pair
         identifier = annotation.get("id")
-        return (str(annotation.get("updated_at") or annotation.get("created_at") or ""),
-                identifier if isinstance(identifier, int) else -1, position)
+        return (
+            str(annotation.get("updated_at") or annotation.get("created_at") or ""),
+            identifier if isinstance(identifier, int) else -1,
+            position,
+        )
+
     return max(usable, key=age)[1]
 
 
@@ -203,7 +215,7 @@ def image_candidates(reference: str) -> list[str]:
     if reference.startswith("/data/local-files/"):
         given = [unquote(p[2:]) for p in parts.query.split("&") if p.startswith("d=")]
     elif upload:
-        given = [unquote(parts.path)[len("/data/"):]]
+        given = [unquote(parts.path)[len("/data/") :]]
     elif not parts.scheme and not reference.startswith(("/", "\\")):
         given = [reference]
     base = posixpath.basename((given[0] if given else unquote(parts.path)).replace("\\", "/"))
@@ -227,12 +239,17 @@ def _image_reference(data: object) -> str:
 
 def _check_sizes(regions: list[Any], record: ImageRecord) -> None:
     for region in regions:
-        declared = ((region.get("original_height"), region.get("original_width"))
-                    if isinstance(region, dict) else (None, None))
+        declared = (
+            (region.get("original_height"), region.get("original_width"))
+            if isinstance(region, dict)
+            else (None, None)
+        )
         if None not in declared and declared != (record.height, record.width):
-            raise ValueError(f"image {record.file_name!r} is {record.width}x{record.height} "
-                             f"pixels but the annotation says original_width x original_height "
-                             f"= {declared[1]}x{declared[0]}")
+            raise ValueError(
+                f"image {record.file_name!r} is {record.width}x{record.height} "
+                f"pixels but the annotation says original_width x original_height "
+                f"= {declared[1]}x{declared[0]}"
+            )
 
 
 def _label(value: object, kind: object) -> str:
@@ -242,8 +259,9 @@ def _label(value: object, kind: object) -> str:
     return ""
 
 
-def _region_mask(region: object, kind: object, value: object, label: str, record: ImageRecord
-                 ) -> tuple[np.ndarray, bool]:
+def _region_mask(
+    region: object, kind: object, value: object, label: str, record: ImageRecord
+) -> tuple[np.ndarray, bool]:
     """One region's mask and whether it was clipped."""
     if not isinstance(region, dict):
         raise ValueError("result must be an object")
@@ -262,32 +280,47 @@ def _region_mask(region: object, kind: object, value: object, label: str, record
     if kind == "polygonlabels":
         shape_type = "polygon"
         points = rasterize.checked_points(value.get("points"), "polygon")  # percent, checked
-        xy = [(rasterize.scaled(x / 100, width), rasterize.scaled(y / 100, height))
-              for x, y in points]
+        xy = [
+            (rasterize.scaled(x / 100, width), rasterize.scaled(y / 100, height)) for x, y in points
+        ]
     else:
         shape_type, xy = _rectangle(value, height, width)
     mask = rasterize.shape_to_mask(shape_type, xy, height, width)
     return mask, rasterize.is_outside(rasterize.shape_extent(shape_type, xy), height, width)
 
 
-def _rectangle(value: dict[str, Any], height: int, width: int
-               ) -> tuple[str, list[tuple[float, float]]]:
-    numbers = [value.get(key, 0 if key == "rotation" else None)
-               for key in ("x", "y", "width", "height", "rotation")]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-               for v in numbers):
+def _rectangle(
+    value: dict[str, Any], height: int, width: int
+) -> tuple[str, list[tuple[float, float]]]:
+    numbers = [
+        value.get(key, 0 if key == "rotation" else None)
+        for key in ("x", "y", "width", "height", "rotation")
+    ]
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for v in numbers
+    ):
         raise ValueError("rectangle x, y, width, height (and rotation) must be finite numbers")
-    x, y, w, h = (rasterize.scaled(numbers[0] / 100, width),
-                  rasterize.scaled(numbers[1] / 100, height),
-                  rasterize.scaled(numbers[2] / 100, width),
-                  rasterize.scaled(numbers[3] / 100, height))
+    x, y, w, h = (
+        rasterize.scaled(numbers[0] / 100, width),
+        rasterize.scaled(numbers[1] / 100, height),
+        rasterize.scaled(numbers[2] / 100, width),
+        rasterize.scaled(numbers[3] / 100, height),
+    )
     if numbers[4] % 360 == 0:
         return "rectangle", [(x, y), (x + w, y + h)]
     # Turned about the top-left corner; y points down, so this turns clockwise on screen.
     cos, sin = math.cos(math.radians(numbers[4])), math.sin(math.radians(numbers[4]))
-    return "polygon", [(x + dx * cos - dy * sin, y + dx * sin + dy * cos)
-                       for dx, dy in ((0, 0), (w, 0), (w, h), (0, h))]
+    return "polygon", [
+        (x + dx * cos - dy * sin, y + dx * sin + dy * cos)
+        for dx, dy in ((0, 0), (w, 0), (w, h), (0, h))
+    ]
 
 
-FORMAT = AnnotationFormat("label-studio", "Label Studio JSON export: polygons, rectangles, brush",
-                          "*.json", by_suffix(".json"), read_label_studio)
+FORMAT = AnnotationFormat(
+    "label-studio",
+    "Label Studio JSON export: polygons, rectangles, brush",
+    "*.json",
+    by_suffix(".json"),
+    read_label_studio,
+)

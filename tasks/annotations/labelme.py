@@ -23,8 +23,16 @@ from . import rasterize
 from .formats import AnnotationFormat
 from .images import fetch_image, upright_image
 from .paths import parent_of, resolve_inside, stem_of
-from .records import (Fetch, ImageRecord, Instance, Issue, IssueKind, ReadResult, ShapeGroups,
-                      load_json)
+from .records import (
+    Fetch,
+    ImageRecord,
+    Instance,
+    Issue,
+    IssueKind,
+    ReadResult,
+    ShapeGroups,
+    load_json,
+)
 
 NOT_INSTANCES = ("__ignore__", "_background_")
 
@@ -48,10 +56,19 @@ def read_labelme(name: str, data: bytes, fetch: Fetch) -> ReadResult:
     except ValueError as error:
         result.skip(name, str(error))
         return result
-    instances, result.issues, result.ignored = _instances(name, document["shapes"],
-                                                         record.height, record.width)
-    result.images.append(ImageRecord(record.file_name, name, record.height, record.width,
-                                     tuple(instances), record.image_bytes))
+    instances, result.issues, result.ignored = _instances(
+        name, document["shapes"], record.height, record.width
+    )
+    result.images.append(
+        ImageRecord(
+            record.file_name,
+            name,
+            record.height,
+            record.width,
+            tuple(instances),
+            record.image_bytes,
+        )
+    )
     return result
 
 
@@ -77,13 +94,16 @@ def _image(name: str, document: dict[str, Any], fetch: Fetch) -> ImageRecord:
         file_name = _name_for_embedded(name, embedded)
     else:
         raise ValueError("no imagePath and no imageData")
-    content = embedded if embedded is not None else fetch_image(
-        fetch, file_name, f"imagePath of {name}")
+    content = (
+        embedded if embedded is not None else fetch_image(fetch, file_name, f"imagePath of {name}")
+    )
     height, width, upright = upright_image(content, file_name)
     declared = document.get("imageHeight"), document.get("imageWidth")
     if None not in declared and declared != (height, width):
-        raise ValueError(f"image {file_name!r} is {width}x{height} pixels but the JSON says "
-                         f"imageWidth x imageHeight = {declared[1]}x{declared[0]}")
+        raise ValueError(
+            f"image {file_name!r} is {width}x{height} pixels but the JSON says "
+            f"imageWidth x imageHeight = {declared[1]}x{declared[0]}"
+        )
     to_write = upright if upright is not None else embedded
     return ImageRecord(file_name, name, height, width, (), to_write)
 
@@ -99,8 +119,9 @@ def _name_for_embedded(name: str, content: bytes) -> str:
     return f"{folder}/{stem_of(name)}.{suffix}" if folder else f"{stem_of(name)}.{suffix}"
 
 
-def _instances(name: str, shapes: list[Any], height: int, width: int
-               ) -> tuple[list[Instance], list[Issue], int]:
+def _instances(
+    name: str, shapes: list[Any], height: int, width: int
+) -> tuple[list[Instance], list[Issue], int]:
     """Rasterize shapes and union them per ``(label, group_id)``, in first-seen order."""
     groups = ShapeGroups()
     issues: list[Issue] = []
@@ -117,20 +138,29 @@ def _instances(name: str, shapes: list[Any], height: int, width: int
             issues.append(Issue(IssueKind.DROPPED, name, str(error), item))
             continue
         if clipped:
-            issues.append(Issue(IssueKind.CLIPPED, name, f"coordinates outside the "
-                                f"{width}x{height} image; clipped", item))
+            issues.append(
+                Issue(
+                    IssueKind.CLIPPED,
+                    name,
+                    f"coordinates outside the {width}x{height} image; clipped",
+                    item,
+                )
+            )
         groups.add(label, group_id, index, mask)
     instances, empty = groups.instances(name)
     return instances, issues + empty, ignored
 
 
-def _shape_mask(shape: object, label: object, height: int, width: int
-                ) -> tuple[np.ndarray, bool, object]:
+def _shape_mask(
+    shape: object, label: object, height: int, width: int
+) -> tuple[np.ndarray, bool, object]:
     """One shape's mask, whether it was clipped, and its group id."""
     if not isinstance(label, str) or not label:
         raise ValueError("shape has no label")
     group_id = shape.get("group_id")
-    if group_id is not None and (isinstance(group_id, bool) or not isinstance(group_id, (int, str))):
+    if group_id is not None and (
+        isinstance(group_id, bool) or not isinstance(group_id, (int, str))
+    ):
         raise ValueError(f"group_id must be an integer or null, got {group_id!r}")
     shape_type = shape.get("shape_type") or "polygon"  # labelme 3.x files have no shape_type
     xy = rasterize.checked_points(shape.get("points"), shape_type)
@@ -162,4 +192,5 @@ def is_labelme_source(relative: str) -> bool:
 
 
 FORMAT = AnnotationFormat(
-    "labelme", "labelme JSON files, one image each", "*.json", is_labelme_source, read_labelme)
+    "labelme", "labelme JSON files, one image each", "*.json", is_labelme_source, read_labelme
+)

@@ -35,8 +35,9 @@ def parse_labels(text: str) -> list[str]:
             raise InvalidInput(f"labels file: {name!r} on line {number} is listed twice")
         names.append(name)
     if not names:
-        raise InvalidInput("labels file lists no class (only blank lines, __ignore__ or "
-                           "_background_)")
+        raise InvalidInput(
+            "labels file lists no class (only blank lines, __ignore__ or _background_)"
+        )
     return names
 
 
@@ -61,8 +62,9 @@ class LabelMap:
                 raise InvalidSetting(f"labels list repeats a name: {list(self.names)}")
             unknown = sorted(t for t in set(self.aliases.values()) if t not in self.names)
             if unknown:
-                raise InvalidSetting(f"aliases map to labels that are not in the labels list: "
-                                     f"{unknown}")
+                raise InvalidSetting(
+                    f"aliases map to labels that are not in the labels list: {unknown}"
+                )
 
     def resolve(self, label: str) -> str:
         """The class of an annotated label.

@@ -50,8 +50,10 @@ def read_legacy(name: str, data: bytes, fetch: Fetch) -> ReadResult:
         file_name, content = _find_image(fetch, dataset, stem)
         height, width = image_size(content, file_name)
         if labels.shape != (height, width):
-            raise ValueError(f"label image is {labels.shape[1]}x{labels.shape[0]} but image "
-                             f"{file_name!r} is {width}x{height}")
+            raise ValueError(
+                f"label image is {labels.shape[1]}x{labels.shape[0]} but image "
+                f"{file_name!r} is {width}x{height}"
+            )
     except ValueError as error:
         result.skip(name, str(error))
         return result
@@ -59,13 +61,25 @@ def read_legacy(name: str, data: bytes, fetch: Fetch) -> ReadResult:
     for value in np.unique(labels[labels > 0]).tolist():
         label = by_id.get(value) if by_id else (names[value] if value < len(names) else None)
         if not isinstance(label, str) or not label:
-            result.issues.append(Issue(IssueKind.DROPPED, name,
-                                       f"value {value} has no label in info.yaml", f"value {value}"))
+            result.issues.append(
+                Issue(
+                    IssueKind.DROPPED,
+                    name,
+                    f"value {value} has no label in info.yaml",
+                    f"value {value}",
+                )
+            )
             continue
         instances.append(Instance(label, labels == value, origin=f"value {value} ({label})"))
     for value in sorted(set(by_id) - set(np.unique(labels).tolist())):
-        result.issues.append(Issue(IssueKind.DROPPED, name, "empty mask (listed in info.yaml, "
-                                   "no pixel in the label image)", f"instance {value}"))
+        result.issues.append(
+            Issue(
+                IssueKind.DROPPED,
+                name,
+                "empty mask (listed in info.yaml, no pixel in the label image)",
+                f"instance {value}",
+            )
+        )
     result.images.append(ImageRecord(file_name, name, height, width, tuple(instances)))
     return result
 
@@ -87,7 +101,8 @@ def _info(fetch: Fetch, path: str) -> tuple[list[Any], dict[int, Any]]:
         raise ValueError(f"{path} has no label_names list")
     instances = info.get("instances") or []
     if not isinstance(instances, list) or not all(
-            isinstance(entry, dict) and isinstance(entry.get("id"), int) for entry in instances):
+        isinstance(entry, dict) and isinstance(entry.get("id"), int) for entry in instances
+    ):
         raise ValueError(f"{path}: instances must be a list of {{id, label, raw_label}}")
     return names, {entry["id"]: entry.get("label") for entry in instances}
 
@@ -105,10 +120,16 @@ def _find_image(fetch: Fetch, dataset: str, stem: str) -> tuple[str, bytes]:
 
 def is_legacy_source(relative: str) -> bool:
     """A ``*.png`` directly in a ``cv2_mask`` folder."""
-    return (relative.lower().endswith(".png")
-            and posixpath.basename(posixpath.dirname(relative)) == MASK_FOLDER)
+    return (
+        relative.lower().endswith(".png")
+        and posixpath.basename(posixpath.dirname(relative)) == MASK_FOLDER
+    )
 
 
 FORMAT = AnnotationFormat(
-    "legacy", "the folders of labelme_json_to_dataset: pic/, cv2_mask/, info.yaml",
-    f"{MASK_FOLDER}/*.png", is_legacy_source, read_legacy)
+    "legacy",
+    "the folders of labelme_json_to_dataset: pic/, cv2_mask/, info.yaml",
+    f"{MASK_FOLDER}/*.png",
+    is_legacy_source,
+    read_legacy,
+)

@@ -40,8 +40,9 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 
 
-def read_mask_folders(folder: str, files: Sequence[str], fetch: Fetch,
-                      class_name: str = DEFAULT_CLASS) -> ReadResult:
+def read_mask_folders(
+    folder: str, files: Sequence[str], fetch: Fetch, class_name: str = DEFAULT_CLASS
+) -> ReadResult:
     """Convert one sample folder.
 
     Args:
@@ -72,20 +73,21 @@ def read_mask_folders(folder: str, files: Sequence[str], fetch: Fetch,
         try:
             mask = mask_pixels(fetch(path), "mask")
             if mask.shape != stored:
-                raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                                 f"{stored[1]}x{stored[0]}")
+                raise ValueError(
+                    f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                    f"{stored[1]}x{stored[0]}"
+                )
         except (ValueError, FileNotFoundError) as error:
             result.issues.append(Issue(IssueKind.DROPPED, folder, str(error), item))
             continue
         cropped = crop(turn_upright(mask, orientation))
         if cropped is None:
-            result.issues.append(Issue(IssueKind.DROPPED, folder, "empty mask (no pixel set)",
-                                       item))
+            result.issues.append(
+                Issue(IssueKind.DROPPED, folder, "empty mask (no pixel set)", item)
+            )
             continue
-        instances.append(Instance(label or class_name, cropped[0], origin=item,
-                                  offset=cropped[1]))
-    result.images.append(ImageRecord(image_path, folder, height, width, tuple(instances),
-                                     upright))
+        instances.append(Instance(label or class_name, cropped[0], origin=item, offset=cropped[1]))
+    result.images.append(ImageRecord(image_path, folder, height, width, tuple(instances), upright))
     return result
 
 
@@ -102,8 +104,9 @@ def sample_of(relative: str) -> str | None:
     return None
 
 
-def _image_and_mask_files(folder: str, files: Sequence[str], result: ReadResult
-                          ) -> tuple[list[str], list[tuple[str, str | None]]]:
+def _image_and_mask_files(
+    folder: str, files: Sequence[str], result: ReadResult
+) -> tuple[list[str], list[tuple[str, str | None]]]:
     """The image candidates and ``(mask path, label)`` of a sample; other files in ``masks/``
     are DROPPED issues."""
     images, masks = [], []
@@ -117,11 +120,18 @@ def _image_and_mask_files(folder: str, files: Sequence[str], result: ReadResult
         elif parts[0] == MASKS_FOLDER and len(parts) > 1:
             item = f"mask {'/'.join(parts)}"
             if len(parts) > 3:
-                result.issues.append(Issue(IssueKind.DROPPED, folder, "nested below "
-                                           f"{MASKS_FOLDER}/<class>/; not read", item))
+                result.issues.append(
+                    Issue(
+                        IssueKind.DROPPED,
+                        folder,
+                        f"nested below {MASKS_FOLDER}/<class>/; not read",
+                        item,
+                    )
+                )
             elif not path.lower().endswith(MASK_SUFFIXES):
-                result.issues.append(Issue(IssueKind.DROPPED, folder, "not a PNG or TIFF mask",
-                                           item))
+                result.issues.append(
+                    Issue(IssueKind.DROPPED, folder, "not a PNG or TIFF mask", item)
+                )
             else:
                 masks.append((path, parts[1] if len(parts) == 3 else None))
     return images, masks
@@ -136,8 +146,10 @@ def _the_image(folder: str, images: list[str]) -> str:
         return named[0]
     if len(images) == 1:
         return images[0]
-    raise ValueError(f"{len(images)} images in {IMAGES_FOLDER}/ and none named after the "
-                     f"sample ({posixpath.basename(folder)}.*)")
+    raise ValueError(
+        f"{len(images)} images in {IMAGES_FOLDER}/ and none named after the "
+        f"sample ({posixpath.basename(folder)}.*)"
+    )
 
 
 def _in_a_sample(relative: str) -> bool:
@@ -145,7 +157,12 @@ def _in_a_sample(relative: str) -> bool:
 
 
 FORMAT = AnnotationFormat(
-    "mask-folders", "a folder per image: images/<id>.<ext> and masks/*.png, one binary mask "
+    "mask-folders",
+    "a folder per image: images/<id>.<ext> and masks/*.png, one binary mask "
     "per instance (Kaggle DSB 2018, matterport nucleus)",
-    f"<sample>/{IMAGES_FOLDER}/*, <sample>/{MASKS_FOLDER}/*.png", _in_a_sample,
-    read_mask_folders, options=(CLASS_OPTION,), folder_of=sample_of)
+    f"<sample>/{IMAGES_FOLDER}/*, <sample>/{MASKS_FOLDER}/*.png",
+    _in_a_sample,
+    read_mask_folders,
+    options=(CLASS_OPTION,),
+    folder_of=sample_of,
+)

@@ -29,8 +29,10 @@ def resolve_inside(folder: str, reference: str) -> str:
     if not text.strip():
         raise ValueError("empty image path")
     if text.startswith("/") or _DRIVE.match(text) or _SCHEME.match(text):
-        raise ValueError(f"image path {reference!r} is absolute; it must be relative to the "
-                         "annotation file and inside the input folder")
+        raise ValueError(
+            f"image path {reference!r} is absolute; it must be relative to the "
+            "annotation file and inside the input folder"
+        )
     resolved = posixpath.normpath(posixpath.join(folder, text))
     if resolved == ".." or resolved.startswith("../") or resolved == ".":
         raise ValueError(f"image path {reference!r} points outside the input folder")

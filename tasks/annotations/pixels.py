@@ -46,8 +46,9 @@ def label_pixels(data: bytes, name: str, what: str = "label image") -> np.ndarra
     """
     labels = decode_pixels(data, what)
     if labels.ndim != 2 or labels.dtype.kind not in "uib":
-        raise ValueError(f"{what} must be one channel of integers, got "
-                         f"{labels.dtype} {labels.shape} ({name})")
+        raise ValueError(
+            f"{what} must be one channel of integers, got {labels.dtype} {labels.shape} ({name})"
+        )
     labels = labels.astype(np.int64)
     if labels.size and labels.min() < 0:
         raise ValueError(f"{what} has negative values ({name})")
@@ -75,7 +76,7 @@ def crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]] | None:
         return None
     columns = np.flatnonzero(mask.any(axis=0))
     top, left = int(rows[0]), int(columns[0])
-    return mask[top:rows[-1] + 1, left:columns[-1] + 1].copy(), (top, left)
+    return mask[top : rows[-1] + 1, left : columns[-1] + 1].copy(), (top, left)
 
 
 def label_crops(labels: np.ndarray) -> list[tuple[int, np.ndarray, tuple[int, int]]]:

@@ -74,8 +74,9 @@ def _outline(component: np.ndarray, tolerance: float) -> Polygon:
     # Traced just inside the foreground and rounded, the outline runs through the centres of
     # the boundary pixels: Pillow (labelme) fills a polygon with its edges, so it draws exactly
     # those pixels back.
-    contours = measure.find_contours(np.pad(component, 1).astype(np.uint8), _LEVEL,
-                                     fully_connected="low")
+    contours = measure.find_contours(
+        np.pad(component, 1).astype(np.uint8), _LEVEL, fully_connected="low"
+    )
     traced = np.round(max(contours, key=len)) - 1.0  # undo the padding
     moved = np.r_[True, np.any(np.diff(traced, axis=0) != 0, axis=1)]
     traced = traced[moved]

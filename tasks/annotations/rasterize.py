@@ -58,12 +58,15 @@ def checked_points(points: object, shape_type: str) -> list[tuple[float, float]]
             (e.g. a polygon with fewer than 3 points).
     """
     if shape_type not in SHAPE_TYPES:
-        raise ValueError(f"unsupported shape_type {shape_type!r} (supported: "
-                         f"{', '.join(SHAPE_TYPES)})")
+        raise ValueError(
+            f"unsupported shape_type {shape_type!r} (supported: {', '.join(SHAPE_TYPES)})"
+        )
     if not isinstance(points, (list, tuple)) or not all(
-            isinstance(p, (list, tuple)) and len(p) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in p)
-            for p in points):
+        isinstance(p, (list, tuple))
+        and len(p) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p)
+        for p in points
+    ):
         raise ValueError(f"{shape_type} points must be a list of [x, y] number pairs")
     xy = [(float(x), float(y)) for x, y in points]
     if not all(math.isfinite(v) for point in xy for v in point):
@@ -76,8 +79,9 @@ def checked_points(points: object, shape_type: str) -> list[tuple[float, float]]
     return xy
 
 
-def shape_extent(shape_type: str, xy: Sequence[tuple[float, float]]
-                 ) -> tuple[float, float, float, float]:
+def shape_extent(
+    shape_type: str, xy: Sequence[tuple[float, float]]
+) -> tuple[float, float, float, float]:
     """The annotated extent ``(x1, y1, x2, y2)``; for a circle its centre +/- radius."""
     if shape_type == "circle":
         (cx, cy), (px, py) = xy
@@ -93,8 +97,9 @@ def is_outside(extent: tuple[float, float, float, float], height: int, width: in
     return x1 < 0 or y1 < 0 or x2 > width or y2 > height
 
 
-def shape_to_mask(shape_type: str, xy: Sequence[tuple[float, float]], height: int,
-                  width: int) -> np.ndarray:
+def shape_to_mask(
+    shape_type: str, xy: Sequence[tuple[float, float]], height: int, width: int
+) -> np.ndarray:
     """Rasterize one geometric shape as labelme does.
 
     Args:
@@ -117,16 +122,20 @@ def shape_to_mask(shape_type: str, xy: Sequence[tuple[float, float]], height: in
     elif shape_type in ("line", "linestrip"):
         draw.line(list(xy), fill=1, width=LINE_WIDTH)
     elif shape_type == "point":
-        (cx, cy), = xy
-        draw.ellipse((cx - POINT_RADIUS, cy - POINT_RADIUS, cx + POINT_RADIUS, cy + POINT_RADIUS),
-                     outline=1, fill=1)
+        ((cx, cy),) = xy
+        draw.ellipse(
+            (cx - POINT_RADIUS, cy - POINT_RADIUS, cx + POINT_RADIUS, cy + POINT_RADIUS),
+            outline=1,
+            fill=1,
+        )
     else:
         raise ValueError(f"shape_to_mask cannot draw shape_type {shape_type!r}")
     return np.asarray(canvas, dtype=bool)
 
 
-def bitmap_to_mask(xy: Sequence[tuple[float, float]], bitmap: np.ndarray, height: int,
-                   width: int) -> tuple[np.ndarray, bool]:
+def bitmap_to_mask(
+    xy: Sequence[tuple[float, float]], bitmap: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, bool]:
     """Place a labelme ``mask`` shape's bitmap on the image.
 
     The two points are the bitmap's top-left and bottom-right pixels, both inclusive,
@@ -147,12 +156,14 @@ def bitmap_to_mask(xy: Sequence[tuple[float, float]], bitmap: np.ndarray, height
     (x1, y1), (x2, y2) = [(int(x), int(y)) for x, y in xy]
     expected = (y2 - y1 + 1, x2 - x1 + 1)
     if bitmap.shape != expected:
-        raise ValueError(f"mask bitmap is {bitmap.shape[1]}x{bitmap.shape[0]} but its box "
-                         f"({x1}, {y1})-({x2}, {y2}) is {expected[1]}x{expected[0]}")
+        raise ValueError(
+            f"mask bitmap is {bitmap.shape[1]}x{bitmap.shape[0]} but its box "
+            f"({x1}, {y1})-({x2}, {y2}) is {expected[1]}x{expected[0]}"
+        )
     mask = np.zeros((height, width), dtype=bool)
     top, left = max(y1, 0), max(x1, 0)
     bottom, right = min(y2 + 1, height), min(x2 + 1, width)
     clipped = (top, left, bottom, right) != (y1, x1, y2 + 1, x2 + 1)
     if bottom > top and right > left:
-        mask[top:bottom, left:right] = bitmap[top - y1:bottom - y1, left - x1:right - x1]
+        mask[top:bottom, left:right] = bitmap[top - y1 : bottom - y1, left - x1 : right - x1]
     return mask, clipped

@@ -75,7 +75,7 @@ class Instance:
             return self.mask
         top, left = self.offset
         full = np.zeros((height, width), dtype=bool)
-        full[top:top + self.mask.shape[0], left:left + self.mask.shape[1]] = self.mask
+        full[top : top + self.mask.shape[0], left : left + self.mask.shape[1]] = self.mask
         return full
 
 
@@ -129,17 +129,31 @@ class ReadResult:
         """Record a whole item that did not convert."""
         self.issues.append(Issue(IssueKind.SKIPPED, file, reason, item))
 
-    def admit(self, instances: list[Instance], file: str, item: str, label: str,
-              mask: np.ndarray, clipped: bool) -> None:
+    def admit(
+        self,
+        instances: list[Instance],
+        file: str,
+        item: str,
+        label: str,
+        mask: np.ndarray,
+        clipped: bool,
+    ) -> None:
         """Append one drawn shape to ``instances``: reported when it left the image, dropped
         (and reported) when no pixel of it is inside."""
         if clipped:
             height, width = mask.shape
-            self.issues.append(Issue(IssueKind.CLIPPED, file, f"coordinates outside the "
-                                     f"{width}x{height} image; clipped", item))
+            self.issues.append(
+                Issue(
+                    IssueKind.CLIPPED,
+                    file,
+                    f"coordinates outside the {width}x{height} image; clipped",
+                    item,
+                )
+            )
         if not mask.any():
-            self.issues.append(Issue(IssueKind.DROPPED, file,
-                                     "empty mask (no pixel inside the image)", item))
+            self.issues.append(
+                Issue(IssueKind.DROPPED, file, "empty mask (no pixel inside the image)", item)
+            )
             return
         instances.append(Instance(label, mask, origin=item))
 
@@ -150,7 +164,8 @@ class ShapeGroups:
     them: a shape without a group is an instance of its own. Order is first-seen."""
 
     masks: dict[tuple[str, object], tuple[np.ndarray, list[int]]] = dataclasses.field(
-        default_factory=dict)
+        default_factory=dict
+    )
 
     def add(self, label: str, group: object | None, index: int, mask: np.ndarray) -> None:
         """Add shape ``index`` (its number in the file) to its instance."""
@@ -175,8 +190,9 @@ class ShapeGroups:
             if mask.any():
                 instances.append(Instance(label, mask, origin=origin))
             else:
-                issues.append(Issue(IssueKind.DROPPED, file,
-                                    "empty mask (no pixel inside the image)", origin))
+                issues.append(
+                    Issue(IssueKind.DROPPED, file, "empty mask (no pixel inside the image)", origin)
+                )
         return instances, issues
 
 

@@ -6,11 +6,10 @@ one line in ``FORMATS`` below; the CLI, the flow and the source search take it f
 
 from __future__ import annotations
 
-from . import (coco, cvat, label_images, label_studio, labelme, legacy, mask_folders, via,
-               yolo)
-from .formats import AnnotationFormat, ReaderOption
-
 from tasks.failures import InvalidSetting
+
+from . import coco, cvat, label_images, label_studio, labelme, legacy, mask_folders, via, yolo
+from .formats import AnnotationFormat, ReaderOption
 
 FORMATS: tuple[AnnotationFormat, ...] = (
     labelme.FORMAT,

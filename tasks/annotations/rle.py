@@ -23,8 +23,10 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     """COCO compressed RLE (``counts`` as str or bytes) -> bool ``[H, W]``."""
     counts = rle["counts"]
-    encoded = {"size": list(rle["size"]),
-               "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    encoded = {
+        "size": list(rle["size"]),
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
     return mask_utils.decode(encoded).astype(bool)
 
 

@@ -24,8 +24,9 @@ from .records import Fetch, ImageRecord, Issue, IssueKind, ReadResult, load_json
 _ELLIPSE_VERTICES = 64
 
 
-def read_via(name: str, data: bytes, fetch: Fetch, attribute: str = "label",
-             default_label: str | None = None) -> ReadResult:
+def read_via(
+    name: str, data: bytes, fetch: Fetch, attribute: str = "label", default_label: str | None = None
+) -> ReadResult:
     """Convert one VIA JSON file.
 
     Args:
@@ -64,8 +65,9 @@ def read_via(name: str, data: bytes, fetch: Fetch, attribute: str = "label",
                 result.issues.append(Issue(IssueKind.DROPPED, name, str(error), item))
                 continue
             result.admit(instances, name, item, label, mask, clipped)
-        result.images.append(ImageRecord(record.file_name, name, record.height, record.width,
-                                         tuple(instances)))
+        result.images.append(
+            ImageRecord(record.file_name, name, record.height, record.width, tuple(instances))
+        )
     return result
 
 
@@ -74,8 +76,9 @@ def _entries(data: bytes) -> list[tuple[str, dict[str, Any]]]:
     if isinstance(document, dict) and "_via_img_metadata" in document:
         document = document["_via_img_metadata"]
     if not isinstance(document, dict) or not all(
-            isinstance(entry, dict) and "filename" in entry and "regions" in entry
-            for entry in document.values()):
+        isinstance(entry, dict) and "filename" in entry and "regions" in entry
+        for entry in document.values()
+    ):
         raise ValueError("not a VIA file (expected a map of {filename, regions} entries)")
     return list(document.items())
 
@@ -104,15 +107,17 @@ def _label(region: dict[str, Any], attribute: str, default_label: str | None) ->
     if isinstance(value, dict):  # checkbox / multi-option attribute: {"car": true, ...}
         ticked = sorted(option for option, on in value.items() if on)
         if len(ticked) != 1:
-            raise ValueError(f"region attribute {attribute!r} must have exactly one option "
-                             f"ticked, got {ticked}")
+            raise ValueError(
+                f"region attribute {attribute!r} must have exactly one option ticked, got {ticked}"
+            )
         value = ticked[0]
     if isinstance(value, str) and value.strip():
         return value.strip()
     if default_label:
         return default_label
-    raise ValueError(f"region has no {attribute!r} attribute (set another attribute or a "
-                     "default label)")
+    raise ValueError(
+        f"region has no {attribute!r} attribute (set another attribute or a default label)"
+    )
 
 
 def _region_mask(region: dict[str, Any], height: int, width: int) -> tuple[np.ndarray, bool]:
@@ -131,8 +136,9 @@ def _as_labelme_shape(shape: Any) -> tuple[str, list[list[float]]]:
         if kind in ("polygon", "polyline"):
             xs, ys = shape["all_points_x"], shape["all_points_y"]
             if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
-                raise ValueError(f"{kind} all_points_x and all_points_y must be lists of equal "
-                                 "length")
+                raise ValueError(
+                    f"{kind} all_points_x and all_points_y must be lists of equal length"
+                )
             return ("polygon" if kind == "polygon" else "linestrip"), [list(p) for p in zip(xs, ys)]
         if kind == "rect":
             x, y, w, h = (shape[k] for k in ("x", "y", "width", "height"))
@@ -142,18 +148,19 @@ def _as_labelme_shape(shape: Any) -> tuple[str, list[list[float]]]:
         if kind == "point":
             return "point", [[shape["cx"], shape["cy"]]]
         if kind == "ellipse":
-            return "polygon", _ellipse_polygon(shape["cx"], shape["cy"], shape["rx"],
-                                               shape["ry"], shape.get("theta", 0))
+            return "polygon", _ellipse_polygon(
+                shape["cx"], shape["cy"], shape["rx"], shape["ry"], shape.get("theta", 0)
+            )
     except KeyError as error:
         raise ValueError(f"{kind} shape lacks {error.args[0]!r}") from None
     except TypeError:
         raise ValueError(f"{kind} shape attributes must be numbers") from None
-    raise ValueError(f"unsupported VIA shape {kind!r} (polygon, polyline, rect, circle, "
-                     "ellipse, point)")
+    raise ValueError(
+        f"unsupported VIA shape {kind!r} (polygon, polyline, rect, circle, ellipse, point)"
+    )
 
 
-def _ellipse_polygon(cx: float, cy: float, rx: float, ry: float, theta: float
-                     ) -> list[list[float]]:
+def _ellipse_polygon(cx: float, cy: float, rx: float, ry: float, theta: float) -> list[list[float]]:
     cos_t, sin_t = math.cos(theta), math.sin(theta)
     points = []
     for k in range(_ELLIPSE_VERTICES):
@@ -164,9 +171,23 @@ def _ellipse_polygon(cx: float, cy: float, rx: float, ry: float, theta: float
 
 
 FORMAT = AnnotationFormat(
-    "via", "VGG Image Annotator 2.x project or export JSON", "*.json", by_suffix(".json"),
-    read_via, options=(
-        ReaderOption("attribute", "--via-attribute", "VIA region attribute holding the class",
-                     default="label"),
-        ReaderOption("default_label", "--default-label",
-                     "class of regions without that attribute", metavar="CLASS")))
+    "via",
+    "VGG Image Annotator 2.x project or export JSON",
+    "*.json",
+    by_suffix(".json"),
+    read_via,
+    options=(
+        ReaderOption(
+            "attribute",
+            "--via-attribute",
+            "VIA region attribute holding the class",
+            default="label",
+        ),
+        ReaderOption(
+            "default_label",
+            "--default-label",
+            "class of regions without that attribute",
+            metavar="CLASS",
+        ),
+    ),
+)

@@ -70,16 +70,26 @@ def read_yolo(name: str, data: bytes, fetch: Fetch) -> ReadResult:
             continue
         item = f"line {number} ({label})"
         mask = rasterize.shape_to_mask(shape_type, xy, record.height, record.width)
-        clipped = rasterize.is_outside(rasterize.shape_extent(shape_type, xy), record.height,
-                                       record.width)
+        clipped = rasterize.is_outside(
+            rasterize.shape_extent(shape_type, xy), record.height, record.width
+        )
         result.admit(instances, name, item, label, mask, clipped)
-    result.images.append(ImageRecord(record.file_name, name, record.height, record.width,
-                                     tuple(instances), record.image_bytes))
+    result.images.append(
+        ImageRecord(
+            record.file_name,
+            name,
+            record.height,
+            record.width,
+            tuple(instances),
+            record.image_bytes,
+        )
+    )
     return result
 
 
-def yolo_line(class_index: int, polygon: Sequence[tuple[float, float]], height: int,
-              width: int) -> str:
+def yolo_line(
+    class_index: int, polygon: Sequence[tuple[float, float]], height: int, width: int
+) -> str:
     """One label line ``class x1 y1 x2 y2 ...`` for a polygon given in pixels.
 
     Coordinates are divided by the image size, clipped to ``[0, 1]`` (Ultralytics rejects
@@ -94,13 +104,15 @@ def yolo_line(class_index: int, polygon: Sequence[tuple[float, float]], height: 
         raise ValueError(f"a polygon needs at least 3 points, got {len(polygon)}")
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
-    values = [min(max(v / size, 0.0), 1.0) for x, y in polygon
-              for v, size in ((x, width), (y, height))]
+    values = [
+        min(max(v / size, 0.0), 1.0) for x, y in polygon for v, size in ((x, width), (y, height))
+    ]
     return " ".join([str(class_index)] + [f"{v:.6f}".rstrip("0").rstrip(".") for v in values])
 
 
-def data_yaml(names: Sequence[str], path: str = ".", train: str = "images/train",
-              val: str = "images/val") -> str:
+def data_yaml(
+    names: Sequence[str], path: str = ".", train: str = "images/train", val: str = "images/val"
+) -> str:
     """The text of a ``data.yaml`` naming the classes in index order.
 
     Args:
@@ -112,8 +124,12 @@ def data_yaml(names: Sequence[str], path: str = ".", train: str = "images/train"
     """
     if not names or len(set(names)) != len(names):
         raise ValueError(f"names must be non-empty and unique, got {list(names)}")
-    document = {"path": path, "train": train, "val": val,
-                "names": {index: str(name) for index, name in enumerate(names)}}
+    document = {
+        "path": path,
+        "train": train,
+        "val": val,
+        "names": {index: str(name) for index, name in enumerate(names)},
+    }
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
 
 
@@ -126,8 +142,10 @@ def _names(fetch: Fetch) -> dict[int, str]:
         except FileNotFoundError:
             continue
     else:
-        raise ValueError("no data.yaml (or dataset.yaml) at the input root: YOLO class names "
-                         "come from its 'names'")
+        raise ValueError(
+            "no data.yaml (or dataset.yaml) at the input root: YOLO class names "
+            "come from its 'names'"
+        )
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -135,12 +153,22 @@ def _names(fetch: Fetch) -> dict[int, str]:
     names = document.get("names") if isinstance(document, dict) else None
     if isinstance(names, list):
         names = dict(enumerate(names))
-    if not isinstance(names, dict) or not names or not all(
-            isinstance(k, int) and not isinstance(k, bool) and k >= 0
-            and isinstance(v, (str, int)) and not isinstance(v, bool) and str(v).strip()
-            for k, v in names.items()):
-        raise ValueError(f"{yaml_name} 'names' must be a non-empty list or {{index: name}} map "
-                         "of class names")
+    if (
+        not isinstance(names, dict)
+        or not names
+        or not all(
+            isinstance(k, int)
+            and not isinstance(k, bool)
+            and k >= 0
+            and isinstance(v, (str, int))
+            and not isinstance(v, bool)
+            and str(v).strip()
+            for k, v in names.items()
+        )
+    ):
+        raise ValueError(
+            f"{yaml_name} 'names' must be a non-empty list or {{index: name}} map of class names"
+        )
     return {index: str(value).strip() for index, value in names.items()}
 
 
@@ -149,8 +177,11 @@ def _lines(data: bytes) -> list[tuple[int, list[str]]]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("label file is not UTF-8 text") from None
-    return [(number, line.split()) for number, line in enumerate(text.splitlines(), start=1)
-            if line.strip()]
+    return [
+        (number, line.split())
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
 
 
 def _image(name: str, fetch: Fetch) -> ImageRecord:
@@ -168,12 +199,14 @@ def _image(name: str, fetch: Fetch) -> ImageRecord:
             continue
         height, width, upright = upright_image(content, stem + suffix)
         return ImageRecord(stem + suffix, name, height, width, image_bytes=upright)
-    raise ValueError(f"image {stem}.* not found (tried {' '.join(IMAGE_SUFFIXES)}, also in "
-                     "upper case)")
+    raise ValueError(
+        f"image {stem}.* not found (tried {' '.join(IMAGE_SUFFIXES)}, also in upper case)"
+    )
 
 
-def _shape(tokens: list[str], names: dict[int, str], height: int, width: int
-           ) -> tuple[str, str, list[tuple[float, float]]]:
+def _shape(
+    tokens: list[str], names: dict[int, str], height: int, width: int
+) -> tuple[str, str, list[tuple[float, float]]]:
     """A line's label, shape type and points in pixels."""
     try:
         values = [float(token) for token in tokens]
@@ -185,19 +218,32 @@ def _shape(tokens: list[str], names: dict[int, str], height: int, width: int
         raise ValueError(f"class {tokens[0]!r} is not an integer index")
     label = names.get(int(values[0]))
     if label is None:
-        raise ValueError(f"class {int(values[0])} is not among the dataset YAML's names "
-                         f"(indices {min(names)}..{max(names)})")
+        raise ValueError(
+            f"class {int(values[0])} is not among the dataset YAML's names "
+            f"(indices {min(names)}..{max(names)})"
+        )
     coordinates = values[1:]
     if len(coordinates) == 4:
         cx, cy, w, h = coordinates
         corners = [(cx - w / 2, cy - h / 2), (cx + w / 2, cy + h / 2)]
-        return label, "rectangle", [(rasterize.scaled(x, width), rasterize.scaled(y, height))
-                                    for x, y in corners]
+        return (
+            label,
+            "rectangle",
+            [(rasterize.scaled(x, width), rasterize.scaled(y, height)) for x, y in corners],
+        )
     if len(coordinates) < 6 or len(coordinates) % 2:
-        raise ValueError(f"expected 'class cx cy w h' (a box) or 'class x1 y1 x2 y2 x3 y3 ...' "
-                         f"(a polygon), got {len(coordinates)} coordinates")
-    return label, "polygon", [(rasterize.scaled(x, width), rasterize.scaled(y, height))
-                              for x, y in zip(coordinates[0::2], coordinates[1::2])]
+        raise ValueError(
+            f"expected 'class cx cy w h' (a box) or 'class x1 y1 x2 y2 x3 y3 ...' "
+            f"(a polygon), got {len(coordinates)} coordinates"
+        )
+    return (
+        label,
+        "polygon",
+        [
+            (rasterize.scaled(x, width), rasterize.scaled(y, height))
+            for x, y in zip(coordinates[0::2], coordinates[1::2])
+        ],
+    )
 
 
 def is_yolo_source(relative: str) -> bool:
@@ -206,5 +252,9 @@ def is_yolo_source(relative: str) -> bool:
 
 
 FORMAT = AnnotationFormat(
-    "yolo", "Ultralytics YOLO segmentation labels; --input is the folder of data.yaml",
-    "labels/**/*.txt", is_yolo_source, read_yolo)
+    "yolo",
+    "Ultralytics YOLO segmentation labels; --input is the folder of data.yaml",
+    "labels/**/*.txt",
+    is_yolo_source,
+    read_yolo,
+)

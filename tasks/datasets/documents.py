@@ -122,10 +122,12 @@ def _reason(error: Exception) -> str:
     return f"missing field {error}" if isinstance(error, KeyError) else str(error)
 
 
-def _parse_split(uri: str, split: str, document: Any
-                 ) -> tuple[tuple[tuple[int, str], ...], list[ImageEntry]]:
+def _parse_split(
+    uri: str, split: str, document: Any
+) -> tuple[tuple[tuple[int, str], ...], list[ImageEntry]]:
     if not isinstance(document, dict) or not all(
-            isinstance(document.get(key), list) for key in ("images", "annotations", "categories")):
+        isinstance(document.get(key), list) for key in ("images", "annotations", "categories")
+    ):
         raise ValueError("not a COCO instances document (lists images, annotations, categories)")
     categories = tuple(sorted((int(c["id"]), str(c["name"])) for c in document["categories"]))
     names = dict(categories)
@@ -139,8 +141,17 @@ def _parse_split(uri: str, split: str, document: Any
         file_name = _checked_name(entry["file_name"])
         listed = sorted(by_image.pop(entry["id"], []), key=lambda a: a["id"])
         annotations = tuple(_annotation(a, names) for a in listed)
-        images.append(ImageEntry(file_name, split, int(entry["height"]), int(entry["width"]),
-                                 annotations, uri, file_name))
+        images.append(
+            ImageEntry(
+                file_name,
+                split,
+                int(entry["height"]),
+                int(entry["width"]),
+                annotations,
+                uri,
+                file_name,
+            )
+        )
     if by_image:
         raise ValueError(f"annotations refer to image ids not in the file: {sorted(by_image)[:5]}")
     return categories, images
@@ -161,12 +172,20 @@ def _annotation(entry: Mapping[str, Any], names: Mapping[int, str]) -> Annotatio
     category = int(entry["category_id"])
     if category not in names:
         raise ValueError(f"annotation {entry['id']} has an unknown category_id {category}")
-    return Annotation(names[category], entry["segmentation"], entry["area"], entry["bbox"],
-                      int(entry.get("iscrowd", 0)))
+    return Annotation(
+        names[category],
+        entry["segmentation"],
+        entry["area"],
+        entry["bbox"],
+        int(entry.get("iscrowd", 0)),
+    )
 
 
-def build_documents(images: Sequence[ImageEntry], categories: Sequence[tuple[int, str]],
-                    description: str = MERGE_DESCRIPTION) -> dict[str, dict[str, Any]]:
+def build_documents(
+    images: Sequence[ImageEntry],
+    categories: Sequence[tuple[int, str]],
+    description: str = MERGE_DESCRIPTION,
+) -> dict[str, dict[str, Any]]:
     """``"train"``/``"val"`` -> COCO document, ids assigned in ``file_name`` order.
 
     Args:
@@ -176,18 +195,37 @@ def build_documents(images: Sequence[ImageEntry], categories: Sequence[tuple[int
     """
     ids = {name: index for index, name in categories}
     listed = [{"id": index, "name": name} for index, name in categories]
-    documents = {split: {"info": {"description": description, "split": split},
-                         "images": [], "annotations": [], "categories": listed}
-                 for split in SPLITS}
+    documents = {
+        split: {
+            "info": {"description": description, "split": split},
+            "images": [],
+            "annotations": [],
+            "categories": listed,
+        }
+        for split in SPLITS
+    }
     annotation_id = 0
     for image_id, image in enumerate(sorted(images, key=lambda i: i.file_name), start=1):
         document = documents[image.split]
-        document["images"].append({"id": image_id, "file_name": image.file_name,
-                                   "height": image.height, "width": image.width})
+        document["images"].append(
+            {
+                "id": image_id,
+                "file_name": image.file_name,
+                "height": image.height,
+                "width": image.width,
+            }
+        )
         for annotation in image.annotations:
             annotation_id += 1
-            document["annotations"].append({
-                "id": annotation_id, "image_id": image_id, "category_id": ids[annotation.label],
-                "segmentation": annotation.segmentation, "area": annotation.area,
-                "bbox": annotation.bbox, "iscrowd": annotation.iscrowd})
+            document["annotations"].append(
+                {
+                    "id": annotation_id,
+                    "image_id": image_id,
+                    "category_id": ids[annotation.label],
+                    "segmentation": annotation.segmentation,
+                    "area": annotation.area,
+                    "bbox": annotation.bbox,
+                    "iscrowd": annotation.iscrowd,
+                }
+            )
     return documents

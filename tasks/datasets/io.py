@@ -14,13 +14,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from tasks import storage
-from tasks.annotations.canonical import (ANNOTATIONS_FOLDER, IMAGES_FOLDER, REPORT_NAME, SPLITS,
-                                         dumps)
-from tasks.failures import InvalidSetting, MissingInput
-from tasks.io_task import io_task
+from tasks.annotations.canonical import (
+    ANNOTATIONS_FOLDER,
+    IMAGES_FOLDER,
+    REPORT_NAME,
+    SPLITS,
+    dumps,
+)
 from tasks.datasets import lineage
 from tasks.datasets.documents import DatasetContent, not_canonical, parse_documents
 from tasks.datasets.merge import MergedDataset
+from tasks.failures import InvalidSetting, MissingInput
+from tasks.io_task import io_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +51,10 @@ def check_locations(base: str, add: str, output: str) -> None:
     """
     for role, uri in (("base", base), ("add", add)):
         if storage.is_inside(output, uri):
-            raise InvalidSetting(f"output {output!r} must not be the {role} dataset {uri!r} or "
-                                 "inside it (the merge would overwrite what it reads)")
+            raise InvalidSetting(
+                f"output {output!r} must not be the {role} dataset {uri!r} or "
+                "inside it (the merge would overwrite what it reads)"
+            )
 
 
 def annotation_uri(uri: str, split: str) -> str:
@@ -83,8 +90,10 @@ def read_dataset(uri: str, role: str) -> StoredDataset:
     """
     locate_dataset(uri, role)
     raw = {split: storage.read_bytes(annotation_uri(uri, split)) for split in SPLITS}
-    documents = {split: _json(role, uri, f"{ANNOTATIONS_FOLDER}/{split}.json", data)
-                 for split, data in raw.items()}
+    documents = {
+        split: _json(role, uri, f"{ANNOTATIONS_FOLDER}/{split}.json", data)
+        for split, data in raw.items()
+    }
     content = parse_documents(uri, documents, role)
     recorded = None
     description_uri = storage.join(uri, lineage.DATASET_NAME)
@@ -123,8 +132,10 @@ def hash_images(uri: str, file_names: Sequence[str]) -> dict[str, str]:
 
 def copy_list(dataset: MergedDataset) -> list[tuple[str, str]]:
     """``(source image URI, output file_name)`` per image, for ``convert.copy_images``."""
-    return [(storage.join(origin, IMAGES_FOLDER, name), file_name)
-            for origin, name, file_name in dataset.copies]
+    return [
+        (storage.join(origin, IMAGES_FOLDER, name), file_name)
+        for origin, name, file_name in dataset.copies
+    ]
 
 
 def parent_of(stored: StoredDataset, hashes: dict[str, str]) -> tuple[lineage.Parent, str]:
@@ -134,9 +145,10 @@ def parent_of(stored: StoredDataset, hashes: dict[str, str]) -> tuple[lineage.Pa
     has none; the caller compares the two to warn about a dataset changed after writing.
     """
     content = stored.content
-    computed = lineage.content_hash(stored.annotation_bytes,
-                                    [(i.file_name, hashes[i.file_name], i.split)
-                                     for i in content.images])
+    computed = lineage.content_hash(
+        stored.annotation_bytes,
+        [(i.file_name, hashes[i.file_name], i.split) for i in content.images],
+    )
     return lineage.Parent(content.uri, stored.recorded_hash or computed), computed
 
 
@@ -150,11 +162,15 @@ def write_dataset(dataset: MergedDataset, destination: str) -> dict[str, str]:
     Returns:
         ``{"train": uri, "val": uri, "report": uri, "dataset": uri}``.
     """
-    written = {split: storage.write_bytes(annotation_uri(destination, split),
-                                          dumps(dataset.documents[split]))
-               for split in SPLITS}
-    written["report"] = storage.write_bytes(storage.join(destination, REPORT_NAME),
-                                            dumps(dataset.report, indent=2))
+    written = {
+        split: storage.write_bytes(
+            annotation_uri(destination, split), dumps(dataset.documents[split])
+        )
+        for split in SPLITS
+    }
+    written["report"] = storage.write_bytes(
+        storage.join(destination, REPORT_NAME), dumps(dataset.report, indent=2)
+    )
     written["dataset"] = write_description.fn(destination, dataset.description)
     return written
 
@@ -162,5 +178,6 @@ def write_dataset(dataset: MergedDataset, destination: str) -> dict[str, str]:
 @io_task(name="write-dataset-description")
 def write_description(destination: str, description: dict[str, Any]) -> str:
     """Write ``<destination>/dataset.json`` (after everything it describes); returns its URI."""
-    return storage.write_bytes(storage.join(destination, lineage.DATASET_NAME),
-                               dumps(description, indent=2))
+    return storage.write_bytes(
+        storage.join(destination, lineage.DATASET_NAME), dumps(description, indent=2)
+    )

@@ -56,8 +56,9 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def content_hash(annotation_bytes: Mapping[str, bytes],
-                 images: Iterable[tuple[str, str, str]]) -> str:
+def content_hash(
+    annotation_bytes: Mapping[str, bytes], images: Iterable[tuple[str, str, str]]
+) -> str:
     """A dataset's content hash (see the module docstring).
 
     Args:
@@ -68,20 +69,23 @@ def content_hash(annotation_bytes: Mapping[str, bytes],
     for entry in sorted(images):
         digest.update(json.dumps(list(entry), ensure_ascii=False).encode("utf-8") + b"\n")
     for split in SPLITS:
-        digest.update(f"annotations/{split}.json {sha256_hex(annotation_bytes[split])}\n"
-                      .encode("utf-8"))
+        digest.update(f"annotations/{split}.json {sha256_hex(annotation_bytes[split])}\n".encode())
     return digest.hexdigest()
 
 
-def image_splits(documents: Mapping[str, Mapping[str, Any]], image_hashes: Mapping[str, str]
-                 ) -> list[tuple[str, str, str]]:
+def image_splits(
+    documents: Mapping[str, Mapping[str, Any]], image_hashes: Mapping[str, str]
+) -> list[tuple[str, str, str]]:
     """``(file_name, image sha256, split)`` of every image listed in the documents.
 
     Raises:
         KeyError: an image has no hash in ``image_hashes``.
     """
-    return [(image["file_name"], image_hashes[image["file_name"]], split)
-            for split in SPLITS for image in documents[split]["images"]]
+    return [
+        (image["file_name"], image_hashes[image["file_name"]], split)
+        for split in SPLITS
+        for image in documents[split]["images"]
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,9 +113,13 @@ def count_instances(documents: Mapping[str, Mapping[str, Any]]) -> InstanceCount
     return InstanceCounts(classes, instances, crowd)
 
 
-def describe_dataset(documents: Mapping[str, Mapping[str, Any]],
-                     image_hashes: Mapping[str, str], parents: Sequence[Parent] = (),
-                     replaced: int = 0, added: int | None = None) -> dict[str, Any]:
+def describe_dataset(
+    documents: Mapping[str, Mapping[str, Any]],
+    image_hashes: Mapping[str, str],
+    parents: Sequence[Parent] = (),
+    replaced: int = 0,
+    added: int | None = None,
+) -> dict[str, Any]:
     """The ``dataset.json`` document of a canonical dataset.
 
     Args:
@@ -126,14 +134,16 @@ def describe_dataset(documents: Mapping[str, Mapping[str, Any]],
     annotation_bytes = {split: dumps(documents[split]) for split in SPLITS}
     counts = count_instances(documents)
     images = {split: len(documents[split]["images"]) for split in SPLITS}
-    return {"schema": SCHEMA,
-            "content_hash": content_hash(annotation_bytes, image_splits(documents, image_hashes)),
-            "parents": [parent.to_json() for parent in parents],
-            "classes": counts.classes,
-            "images": images,
-            "instances": counts.instances,
-            "replaced": replaced,
-            "added": sum(images.values()) if added is None else added}
+    return {
+        "schema": SCHEMA,
+        "content_hash": content_hash(annotation_bytes, image_splits(documents, image_hashes)),
+        "parents": [parent.to_json() for parent in parents],
+        "classes": counts.classes,
+        "images": images,
+        "instances": counts.instances,
+        "replaced": replaced,
+        "added": sum(images.values()) if added is None else added,
+    }
 
 
 def recorded_hash(document: Any) -> str:

@@ -84,8 +84,9 @@ class MergedDataset:
     copies: tuple[tuple[str, str, str], ...]
 
 
-def unique_by_content(content: DatasetContent, hashes: Mapping[str, str]
-                      ) -> tuple[dict[str, ImageEntry], list[Issue]]:
+def unique_by_content(
+    content: DatasetContent, hashes: Mapping[str, str]
+) -> tuple[dict[str, ImageEntry], list[Issue]]:
     """One image per content hash, the first by ``file_name``; the others as skipped issues.
 
     Returns:
@@ -97,13 +98,20 @@ def unique_by_content(content: DatasetContent, hashes: Mapping[str, str]
         digest = hashes[image.file_name]
         first = kept.setdefault(digest, image)
         if first is not image:
-            issues.append(Issue(IssueKind.SKIPPED, content.uri, f"same image bytes as "
-                                f"{first.file_name!r} (kept)", f"image {image.file_name}"))
+            issues.append(
+                Issue(
+                    IssueKind.SKIPPED,
+                    content.uri,
+                    f"same image bytes as {first.file_name!r} (kept)",
+                    f"image {image.file_name}",
+                )
+            )
     return kept, issues
 
 
-def merge_categories(base: Sequence[tuple[int, str]], add: Sequence[tuple[int, str]]
-                     ) -> tuple[tuple[tuple[int, str], ...], tuple[str, ...]]:
+def merge_categories(
+    base: Sequence[tuple[int, str]], add: Sequence[tuple[int, str]]
+) -> tuple[tuple[tuple[int, str], ...], tuple[str, ...]]:
     """Base's ``(id, name)`` as they are, then add's new names with the next ids.
 
     Returns:
@@ -120,8 +128,13 @@ def placed_name(file_name: str, digest: str, base_names: set[str]) -> str:
     return f"{digest[:HASH_PREFIX]}/{file_name}" if file_name in base_names else file_name
 
 
-def merge(base: DatasetContent, base_hashes: Mapping[str, str], add: DatasetContent,
-          add_hashes: Mapping[str, str], val_fraction: float) -> MergeResult:
+def merge(
+    base: DatasetContent,
+    base_hashes: Mapping[str, str],
+    add: DatasetContent,
+    add_hashes: Mapping[str, str],
+    val_fraction: float,
+) -> MergeResult:
     """Merge reviewed additions into a base dataset (rules in the module docstring).
 
     Args:
@@ -149,22 +162,34 @@ def merge(base: DatasetContent, base_hashes: Mapping[str, str], add: DatasetCont
             continue
         name = placed_name(image.file_name, digest, base_names)
         if name in names:  # only if add itself holds that hash-prefixed name
-            raise InvalidInput(f"image {image.file_name!r} of {add.uri!r} would be written as "
-                               f"{name!r}, which another image already takes")
+            raise InvalidInput(
+                f"image {image.file_name!r} of {add.uri!r} would be written as "
+                f"{name!r}, which another image already takes"
+            )
         if name != image.file_name:
             renamed.append((image.file_name, name))
         names[name] = digest
-        output[digest] = dataclasses.replace(image, file_name=name,
-                                             split=split_of(digest, val_fraction))
+        output[digest] = dataclasses.replace(
+            image, file_name=name, split=split_of(digest, val_fraction)
+        )
     images = tuple(sorted(output.values(), key=lambda i: i.file_name))
-    return MergeResult(images, {name: names[name] for name in sorted(names)}, categories,
-                       new_classes, len(base.images) + len(add.images),
-                       len(base_images) - replaced, replaced, len(add_images) - replaced,
-                       tuple(sorted(renamed)), tuple(skipped + add_skipped))
+    return MergeResult(
+        images,
+        {name: names[name] for name in sorted(names)},
+        categories,
+        new_classes,
+        len(base.images) + len(add.images),
+        len(base_images) - replaced,
+        replaced,
+        len(add_images) - replaced,
+        tuple(sorted(renamed)),
+        tuple(skipped + add_skipped),
+    )
 
 
-def assemble(result: MergeResult, parents: Sequence[lineage.Parent], val_fraction: float
-             ) -> MergedDataset:
+def assemble(
+    result: MergeResult, parents: Sequence[lineage.Parent], val_fraction: float
+) -> MergedDataset:
     """The documents, ``report.json`` and ``dataset.json`` of a merge.
 
     Args:
@@ -173,20 +198,27 @@ def assemble(result: MergeResult, parents: Sequence[lineage.Parent], val_fractio
         val_fraction: the merge's parameter, for the report.
     """
     documents = build_documents(result.images, result.categories)
-    description = lineage.describe_dataset(documents, result.hashes, parents,
-                                           result.replaced, result.added)
+    description = lineage.describe_dataset(
+        documents, result.hashes, parents, result.replaced, result.added
+    )
     report = _report(result, documents, parents, val_fraction)
     copies = tuple((image.origin, image.origin_name, image.file_name) for image in result.images)
     return MergedDataset(documents, report, description, copies)
 
 
-def _report(result: MergeResult, documents: Mapping[str, dict[str, Any]],
-            parents: Sequence[lineage.Parent], val_fraction: float) -> dict[str, Any]:
+def _report(
+    result: MergeResult,
+    documents: Mapping[str, dict[str, Any]],
+    parents: Sequence[lineage.Parent],
+    val_fraction: float,
+) -> dict[str, Any]:
     # convert-masks' report.json where a field applies; "items" adds "replaced" so that
     # found = converted + skipped + replaced (a replaced image is found twice, written once).
     counts = lineage.count_instances(documents)
-    by_kind = {kind.value: [issue.to_json() for issue in result.skipped if issue.kind is kind]
-               for kind in IssueKind}
+    by_kind = {
+        kind.value: [issue.to_json() for issue in result.skipped if issue.kind is kind]
+        for kind in IssueKind
+    }
     return {
         "format": "merge",
         "base": parents[0].uri,
@@ -194,8 +226,12 @@ def _report(result: MergeResult, documents: Mapping[str, dict[str, Any]],
         "labels": counts.classes,
         "new_labels": list(result.new_classes),
         "val_fraction": val_fraction,
-        "items": {"found": result.found, "converted": len(result.images),
-                  "skipped": len(result.skipped), "replaced": result.replaced},
+        "items": {
+            "found": result.found,
+            "converted": len(result.images),
+            "skipped": len(result.skipped),
+            "replaced": result.replaced,
+        },
         "images": {split: len(documents[split]["images"]) for split in SPLITS},
         "instances": counts.instances,
         "crowd": counts.crowd,

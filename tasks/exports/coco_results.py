@@ -27,8 +27,9 @@ def class_order(predictions: Sequence[ImagePrediction]) -> list[str]:
     return list(dict.fromkeys(name for p in predictions for name in p.class_names))
 
 
-def coco_documents(predictions: Sequence[ImagePrediction], file_names: Mapping[str, str]
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def coco_documents(
+    predictions: Sequence[ImagePrediction], file_names: Mapping[str, str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(images document, results list)`` for the predictions.
 
     Args:
@@ -39,18 +40,36 @@ def coco_documents(predictions: Sequence[ImagePrediction], file_names: Mapping[s
     ordered = sorted(predictions, key=lambda p: file_names[p.image_uri])
     images, results = [], []
     for image_id, prediction in enumerate(ordered, start=1):
-        images.append({"id": image_id, "file_name": file_names[prediction.image_uri],
-                       "height": prediction.height, "width": prediction.width})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": file_names[prediction.image_uri],
+                "height": prediction.height,
+                "width": prediction.width,
+            }
+        )
         for instance in prediction.instances:
             rle = json.loads(instance.mask_rle) if instance.mask_rle else None
             if rle is None:
-                raise InvalidInput(f"{prediction.image_uri}: an instance has no mask (written "
-                                   "before schema version 2); re-run batch inference on it")
+                raise InvalidInput(
+                    f"{prediction.image_uri}: an instance has no mask (written "
+                    "before schema version 2); re-run batch inference on it"
+                )
             bbox = [float(v) for v in mask_utils.toBbox(_bytes_counts(rle))]
-            results.append({"image_id": image_id, "category_id": categories[instance.class_name],
-                            "segmentation": rle, "bbox": bbox, "score": instance.score})
-    document = {"images": images, "annotations": [],
-                "categories": [{"id": index, "name": name} for name, index in categories.items()]}
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": categories[instance.class_name],
+                    "segmentation": rle,
+                    "bbox": bbox,
+                    "score": instance.score,
+                }
+            )
+    document = {
+        "images": images,
+        "annotations": [],
+        "categories": [{"id": index, "name": name} for name, index in categories.items()],
+    }
     return document, results
 
 

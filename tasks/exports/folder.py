@@ -14,8 +14,8 @@ import json
 import posixpath
 from collections.abc import Mapping, Sequence
 
-from tasks.annotations.yolo import data_yaml, yolo_line
 from tasks.annotations.polygons import mask_polygons
+from tasks.annotations.yolo import data_yaml, yolo_line
 from tasks.exports import FORMATS
 from tasks.exports.coco_results import IMAGES_NAME, RESULTS_NAME, class_order, coco_documents
 from tasks.exports.labelme import labelme_document
@@ -38,8 +38,9 @@ def image_place(fmt: str, relative: str) -> str:
     return relative if fmt == "labelme" else posixpath.join("images", relative)
 
 
-def export_documents(fmt: str, predictions: Sequence[ImagePrediction],
-                     names: Mapping[str, str]) -> dict[str, bytes]:
+def export_documents(
+    fmt: str, predictions: Sequence[ImagePrediction], names: Mapping[str, str]
+) -> dict[str, bytes]:
     """Every file of the export except the images: path in the folder -> bytes.
 
     Args:
@@ -49,20 +50,30 @@ def export_documents(fmt: str, predictions: Sequence[ImagePrediction],
     """
     check_format(fmt)
     if fmt == "labelme":
-        return {_with_suffix(names[p.image_uri], ".json"): json_bytes(labelme_document(
-                    p, posixpath.basename(names[p.image_uri]))) for p in predictions}
+        return {
+            _with_suffix(names[p.image_uri], ".json"): json_bytes(
+                labelme_document(p, posixpath.basename(names[p.image_uri]))
+            )
+            for p in predictions
+        }
     if fmt == "coco-results":
-        document, results = coco_documents(predictions, {uri: image_place(fmt, name)
-                                                         for uri, name in names.items()})
+        document, results = coco_documents(
+            predictions, {uri: image_place(fmt, name) for uri, name in names.items()}
+        )
         return {IMAGES_NAME: json_bytes(document), RESULTS_NAME: json_bytes(results)}
     classes = class_order(predictions)
     files = {"data.yaml": data_yaml(classes, train="images", val="images").encode("utf-8")}
     for prediction in predictions:
-        lines = [yolo_line(classes.index(instance.class_name), polygon, prediction.height,
-                           prediction.width)
-                 for instance in prediction.instances for polygon in mask_polygons(instance.mask())]
+        lines = [
+            yolo_line(
+                classes.index(instance.class_name), polygon, prediction.height, prediction.width
+            )
+            for instance in prediction.instances
+            for polygon in mask_polygons(instance.mask())
+        ]
         files[posixpath.join("labels", _with_suffix(names[prediction.image_uri], ".txt"))] = (
-            "".join(line + "\n" for line in lines).encode("utf-8"))
+            "".join(line + "\n" for line in lines).encode("utf-8")
+        )
     return files
 
 

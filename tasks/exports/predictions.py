@@ -91,9 +91,12 @@ class ImagePrediction:
     instances: tuple[PredictedInstance, ...] = ()
 
 
-def read_predictions(output_uri: str, since: datetime.date | None = None,
-                     until: datetime.date | None = None,
-                     images: Sequence[str] | None = None) -> list[ImagePrediction]:
+def read_predictions(
+    output_uri: str,
+    since: datetime.date | None = None,
+    until: datetime.date | None = None,
+    images: Sequence[str] | None = None,
+) -> list[ImagePrediction]:
     """The newest prediction of every image processed in ``[since, until]``, by image URI.
 
     Args:
@@ -107,22 +110,37 @@ def read_predictions(output_uri: str, since: datetime.date | None = None,
     bounds = {"since": _iso(since), "until": _iso(until)}
     wanted = set(images) if images is not None else None
     rows = query(output_uri, "area_ratios", _LATEST_SQL, bounds)[1]
-    found = {uri: _image(list(group)) for uri, group in itertools.groupby(rows, lambda r: r[0])
-             if wanted is None or uri in wanted}
+    found = {
+        uri: _image(list(group))
+        for uri, group in itertools.groupby(rows, lambda r: r[0])
+        if wanted is None or uri in wanted
+    }
     detections: dict[str, list[PredictedInstance]] = {}
     for uri, day, class_id, name, score, y1, x1, y2, x2, mask_rle in _instance_rows(
-            output_uri, bounds):
+        output_uri, bounds
+    ):
         if uri in found and found[uri].run_date == day:
             detections.setdefault(uri, []).append(
-                PredictedInstance(class_id, name, float(score), (y1, x1, y2, x2), mask_rle))
-    return [dataclasses.replace(found[uri], instances=tuple(detections.get(uri, ())))
-            for uri in sorted(found)]
+                PredictedInstance(class_id, name, float(score), (y1, x1, y2, x2), mask_rle)
+            )
+    return [
+        dataclasses.replace(found[uri], instances=tuple(detections.get(uri, ())))
+        for uri in sorted(found)
+    ]
 
 
 def _image(rows: list[tuple]) -> ImagePrediction:
     uri, day, width, height, model, version = rows[0][:6]
-    return ImagePrediction(uri, day, height, width, model, version,
-                           tuple(row[7] for row in rows), {row[7]: row[8] for row in rows})
+    return ImagePrediction(
+        uri,
+        day,
+        height,
+        width,
+        model,
+        version,
+        tuple(row[7] for row in rows),
+        {row[7]: row[8] for row in rows},
+    )
 
 
 def _instance_rows(output_uri: str, bounds: dict[str, str | None]) -> list[tuple]:

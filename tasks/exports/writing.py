@@ -15,9 +15,12 @@ from tasks.io_task import io_task
 
 
 @io_task(name="read-predictions")
-def load_predictions(output_uri: str, since: datetime.date | None = None,
-                     until: datetime.date | None = None,
-                     images: Sequence[str] | None = None) -> list[ImagePrediction]:
+def load_predictions(
+    output_uri: str,
+    since: datetime.date | None = None,
+    until: datetime.date | None = None,
+    images: Sequence[str] | None = None,
+) -> list[ImagePrediction]:
     """The newest prediction of each image in the date range (see ``read_predictions``)."""
     return read_predictions(output_uri, since, until, images)
 
@@ -31,11 +34,14 @@ def copy_images(fmt: str, names: Mapping[str, str], destination: str) -> int:
 
 
 @io_task(name="write-export-documents")
-def write_documents(fmt: str, predictions: Sequence[ImagePrediction], names: Mapping[str, str],
-                    destination: str) -> list[str]:
+def write_documents(
+    fmt: str, predictions: Sequence[ImagePrediction], names: Mapping[str, str], destination: str
+) -> list[str]:
     """Write the format's documents; returns their URIs."""
-    return [storage.write_bytes(storage.join(destination, path), data)
-            for path, data in sorted(export_documents(fmt, predictions, names).items())]
+    return [
+        storage.write_bytes(storage.join(destination, path), data)
+        for path, data in sorted(export_documents(fmt, predictions, names).items())
+    ]
 
 
 @io_task(name="write-json")

@@ -39,14 +39,17 @@ def select_detections(detection: Detection, min_confidence: float) -> dict[str, 
     keep = np.asarray(detection["scores"]) >= min_confidence
     if keep.all():  # the common case: no copy of the [H, W, N] masks
         return {key: np.asarray(detection[key]) for key in ("rois", "class_ids", "scores", "masks")}
-    return {"rois": np.asarray(detection["rois"])[keep],
-            "class_ids": np.asarray(detection["class_ids"])[keep],
-            "scores": np.asarray(detection["scores"])[keep],
-            "masks": np.asarray(detection["masks"])[..., keep]}
+    return {
+        "rois": np.asarray(detection["rois"])[keep],
+        "class_ids": np.asarray(detection["class_ids"])[keep],
+        "scores": np.asarray(detection["scores"])[keep],
+        "masks": np.asarray(detection["masks"])[..., keep],
+    }
 
 
-def class_areas(masks: np.ndarray, class_ids: np.ndarray, num_classes: int
-                ) -> tuple[np.ndarray, np.ndarray]:
+def class_areas(
+    masks: np.ndarray, class_ids: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Instances and union pixels per class.
 
     Args:
@@ -60,8 +63,9 @@ def class_areas(masks: np.ndarray, class_ids: np.ndarray, num_classes: int
     masks = np.asarray(masks, dtype=bool)
     class_ids = np.asarray(class_ids)
     if masks.ndim != 3 or masks.shape[2] != len(class_ids):
-        raise ValueError(f"masks must be [H, W, N] with N = {len(class_ids)} class ids, "
-                         f"got shape {masks.shape}")
+        raise ValueError(
+            f"masks must be [H, W, N] with N = {len(class_ids)} class ids, got shape {masks.shape}"
+        )
     outside = sorted({int(c) for c in class_ids if not 1 <= c <= num_classes})
     if outside:
         raise ValueError(f"class ids {outside} are outside 1..{num_classes}")
@@ -72,46 +76,78 @@ def class_areas(masks: np.ndarray, class_ids: np.ndarray, num_classes: int
     return counts.astype(np.int32), pixels
 
 
-def area_rows(image_uri: str, height: int, width: int, detection: Detection,
-              class_names: Sequence[str], stamp: RunStamp, inferred_at: datetime.datetime
-              ) -> list[AreaRatioRow]:
+def area_rows(
+    image_uri: str,
+    height: int,
+    width: int,
+    detection: Detection,
+    class_names: Sequence[str],
+    stamp: RunStamp,
+    inferred_at: datetime.datetime,
+) -> list[AreaRatioRow]:
     """One ``area_ratios`` row per class of the model, classes without instances included.
 
     The area ratio is the class's union pixels / (H * W), in [0, 1].
     """
     counts, pixels = class_areas(detection["masks"], detection["class_ids"], len(class_names))
     total = height * width
-    return [AreaRatioRow(image_uri=image_uri, image_width=width, image_height=height,
-                         class_id=index + 1, class_name=name,
-                         instance_count=int(counts[index]), pixel_count=int(pixels[index]),
-                         area_ratio=float(pixels[index]) / total, model_name=stamp.model_name,
-                         model_version=stamp.model_version, run_id=stamp.run_id,
-                         inferred_at=inferred_at)
-            for index, name in enumerate(class_names)]
+    return [
+        AreaRatioRow(
+            image_uri=image_uri,
+            image_width=width,
+            image_height=height,
+            class_id=index + 1,
+            class_name=name,
+            instance_count=int(counts[index]),
+            pixel_count=int(pixels[index]),
+            area_ratio=float(pixels[index]) / total,
+            model_name=stamp.model_name,
+            model_version=stamp.model_version,
+            run_id=stamp.run_id,
+            inferred_at=inferred_at,
+        )
+        for index, name in enumerate(class_names)
+    ]
 
 
-def instance_rows(image_uri: str, detection: Detection, class_names: Sequence[str],
-                  stamp: RunStamp) -> list[InstanceRow]:
+def instance_rows(
+    image_uri: str, detection: Detection, class_names: Sequence[str], stamp: RunStamp
+) -> list[InstanceRow]:
     """One ``instances`` row per detected instance, in detection order: its box, its own mask
     pixels and the mask as COCO RLE JSON text."""
     masks = np.asarray(detection["masks"], dtype=bool)
     pixels = masks.sum(axis=(0, 1))
     rows = []
-    for index, (box, class_id, score) in enumerate(zip(detection["rois"], detection["class_ids"],
-                                                       detection["scores"])):
+    for index, (box, class_id, score) in enumerate(
+        zip(detection["rois"], detection["class_ids"], detection["scores"])
+    ):
         y1, x1, y2, x2 = (int(v) for v in box)
-        rows.append(InstanceRow(image_uri=image_uri, instance_index=index,
-                                class_id=int(class_id),
-                                class_name=class_names[int(class_id) - 1], score=float(score),
-                                y1=y1, x1=x1, y2=y2, x2=x2, pixel_count=int(pixels[index]),
-                                model_version=stamp.model_version, run_id=stamp.run_id,
-                                mask_rle=rle_string(masks[..., index])))
+        rows.append(
+            InstanceRow(
+                image_uri=image_uri,
+                instance_index=index,
+                class_id=int(class_id),
+                class_name=class_names[int(class_id) - 1],
+                score=float(score),
+                y1=y1,
+                x1=x1,
+                y2=y2,
+                x2=x2,
+                pixel_count=int(pixels[index]),
+                model_version=stamp.model_version,
+                run_id=stamp.run_id,
+                mask_rle=rle_string(masks[..., index]),
+            )
+        )
     return rows
 
 
 def legend_lines(rows: Sequence[AreaRatioRow]) -> list[str]:
     """The overlay's text: ``"car: 12.34% (2)"`` per class with instances, as the legacy TF
     1.15 repository's inference script printed it."""
-    lines = [f"{row.class_name}: {100.0 * row.area_ratio:.2f}% ({row.instance_count})"
-             for row in rows if row.instance_count > 0]
+    lines = [
+        f"{row.class_name}: {100.0 * row.area_ratio:.2f}% ({row.instance_count})"
+        for row in rows
+        if row.instance_count > 0
+    ]
     return lines or ["no instances"]

@@ -42,8 +42,12 @@ class ImageDecodeError(ValueError):
         self.error_type = error_type
 
 
-def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
-                 normalization: Normalization | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes,
+    name: str = "image",
+    max_pixels: int = MAX_PIXELS,
+    normalization: Normalization | None = None,
+) -> np.ndarray:
     """Decode an image file's bytes into the upright RGB array the model expects.
 
     Args:

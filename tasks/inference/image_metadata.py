@@ -58,8 +58,16 @@ class ExifFacts:
     gps_longitude: float | None = None
 
 
-def image_row(uri: str, relative: str, fingerprint: str, data: bytes, width: int, height: int,
-              stamp: RunStamp, path_pattern: str | None = None) -> ImageRow:
+def image_row(
+    uri: str,
+    relative: str,
+    fingerprint: str,
+    data: bytes,
+    width: int,
+    height: int,
+    stamp: RunStamp,
+    path_pattern: str | None = None,
+) -> ImageRow:
     """One ``images`` row.
 
     Args:
@@ -72,11 +80,19 @@ def image_row(uri: str, relative: str, fingerprint: str, data: bytes, width: int
         path_pattern: optional regular expression with named groups (see :func:`path_fields`).
     """
     exif = read_exif(data)
-    return ImageRow(image_uri=uri, image_width=width, image_height=height, bytes=len(data),
-                    fingerprint=fingerprint, captured_at=exif.captured_at,
-                    gps_latitude=exif.gps_latitude, gps_longitude=exif.gps_longitude,
-                    path_fields=path_fields(relative, path_pattern),
-                    model_version=stamp.model_version, run_id=stamp.run_id)
+    return ImageRow(
+        image_uri=uri,
+        image_width=width,
+        image_height=height,
+        bytes=len(data),
+        fingerprint=fingerprint,
+        captured_at=exif.captured_at,
+        gps_latitude=exif.gps_latitude,
+        gps_longitude=exif.gps_longitude,
+        path_fields=path_fields(relative, path_pattern),
+        model_version=stamp.model_version,
+        run_id=stamp.run_id,
+    )
 
 
 def read_exif(data: bytes) -> ExifFacts:
@@ -108,11 +124,14 @@ def compile_path_pattern(pattern: str | None) -> re.Pattern[str] | None:
     try:
         compiled = re.compile(pattern)
     except re.error as error:
-        raise InvalidSetting(f"path_pattern {pattern!r} is not a valid regular expression: "
-                             f"{error}") from None
+        raise InvalidSetting(
+            f"path_pattern {pattern!r} is not a valid regular expression: {error}"
+        ) from None
     if not compiled.groupindex:
-        raise InvalidSetting(f"path_pattern {pattern!r} has no named group; name each field as "
-                             r"(?P<site>[^/]+)")
+        raise InvalidSetting(
+            f"path_pattern {pattern!r} has no named group; name each field as "
+            r"(?P<site>[^/]+)"
+        )
     return compiled
 
 
@@ -183,8 +202,7 @@ def _position(exif: PIL.Image.Exif) -> tuple[float, float] | None:
     return latitude, longitude
 
 
-def _signed(value: Any, reference: Any, positive: str, negative: str, limit: float
-            ) -> float | None:
+def _signed(value: Any, reference: Any, positive: str, negative: str, limit: float) -> float | None:
     """Degrees, minutes, seconds and a hemisphere letter as signed decimal degrees."""
     hemisphere = (_text(reference) or "").upper()
     if hemisphere not in (positive, negative) or value is None:
@@ -192,7 +210,7 @@ def _signed(value: Any, reference: Any, positive: str, negative: str, limit: flo
     parts = [float(part) for part in (value if isinstance(value, tuple | list) else (value,))]
     if not 1 <= len(parts) <= 3 or not all(math.isfinite(p) and p >= 0 for p in parts):
         return None  # e.g. a zero denominator reads as nan
-    degrees = sum(part / 60.0 ** power for power, part in enumerate(parts))
+    degrees = sum(part / 60.0**power for power, part in enumerate(parts))
     if degrees > limit:
         return None
     return -degrees if hemisphere == negative else degrees

@@ -54,9 +54,11 @@ def run_isolated(images: Sequence[Any], model: Any, context: Any) -> dict[str, A
             except BrokenProcessPool:
                 cause = _exit_cause(processes)
                 _discard(pool)
-    raise ShardCrashed(f"the process running a shard of {len(images)} images died {ATTEMPTS} "
-                       f"times ({cause}, model {model.identity}, runtime {context.runtime}); "
-                       "its images are retried by the next run")
+    raise ShardCrashed(
+        f"the process running a shard of {len(images)} images died {ATTEMPTS} "
+        f"times ({cause}, model {model.identity}, runtime {context.runtime}); "
+        "its images are retried by the next run"
+    )
 
 
 def _child() -> ProcessPoolExecutor:
@@ -64,8 +66,9 @@ def _child() -> ProcessPoolExecutor:
     with _lock:
         if _pool is None:
             # spawn: a fork of a process running TensorFlow's or OpenVINO's threads may hang.
-            _pool = ProcessPoolExecutor(max_workers=1,
-                                        mp_context=multiprocessing.get_context("spawn"))
+            _pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
         return _pool
 
 

@@ -32,14 +32,21 @@ import pyarrow as pa
 from mrcnn.intensity import Normalization
 from tasks import storage
 from tasks.failures import InvalidSetting, MissingInput
+from tasks.faults import crash_point
 from tasks.inference.area_ratios import area_rows, instance_rows, legend_lines, select_detections
 from tasks.inference.image_decoding import MAX_PIXELS, ImageDecodeError, decode_image
 from tasks.inference.image_metadata import image_row
-from tasks.faults import crash_point
 from tasks.io_task import io_task
 from tasks.models import LoadedModel, ModelArtifact, build
-from tasks.parquet_schemas import (PARTITION_KEY, AreaRatioRow, ErrorRow, ImageRow, InstanceRow,
-                                   RunStamp, rows_to_table)
+from tasks.parquet_schemas import (
+    PARTITION_KEY,
+    AreaRatioRow,
+    ErrorRow,
+    ImageRow,
+    InstanceRow,
+    RunStamp,
+    rows_to_table,
+)
 from tasks.tables import Entry, staging
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -92,10 +99,12 @@ class ShardRows:
 
     def tables(self) -> dict[str, pa.Table]:
         """Each table's rows as a pyarrow table of its schema."""
-        return {AreaRatioRow.TABLE: rows_to_table(AreaRatioRow, self.area_ratios),
-                InstanceRow.TABLE: rows_to_table(InstanceRow, self.instances),
-                ErrorRow.TABLE: rows_to_table(ErrorRow, self.errors),
-                ImageRow.TABLE: rows_to_table(ImageRow, self.images)}
+        return {
+            AreaRatioRow.TABLE: rows_to_table(AreaRatioRow, self.area_ratios),
+            InstanceRow.TABLE: rows_to_table(InstanceRow, self.instances),
+            ErrorRow.TABLE: rows_to_table(ErrorRow, self.errors),
+            ImageRow.TABLE: rows_to_table(ImageRow, self.images),
+        }
 
 
 @dataclasses.dataclass
@@ -167,7 +176,7 @@ def find_images(input_uri: str, patterns: Sequence[str] = ()) -> list[ImageRef]:
     local = storage.is_local(input_uri)
     found = []
     for path, info in fs.find(root, withdirs=False, detail=True).items():
-        relative = path[len(root) + 1:]
+        relative = path[len(root) + 1 :]
         if not path.lower().endswith(IMAGE_EXTENSIONS):
             continue
         if patterns and not any(fnmatch.fnmatchcase(relative, p) for p in patterns):
@@ -175,8 +184,10 @@ def find_images(input_uri: str, patterns: Sequence[str] = ()) -> list[ImageRef]:
         uri = path if local else fs.unstrip_protocol(path)
         found.append(ImageRef(uri, relative, fingerprint(info)))
     overlays = overlay_names([ref.relative for ref in found])
-    return sorted((dataclasses.replace(ref, overlay=overlays[ref.relative]) for ref in found),
-                  key=lambda ref: ref.uri)
+    return sorted(
+        (dataclasses.replace(ref, overlay=overlays[ref.relative]) for ref in found),
+        key=lambda ref: ref.uri,
+    )
 
 
 def overlay_names(relatives: Sequence[str]) -> dict[str, str]:
@@ -188,8 +199,10 @@ def overlay_names(relatives: Sequence[str]) -> dict[str, str]:
     """
     plain = {relative: posixpath.splitext(relative)[0] + ".jpg" for relative in relatives}
     taken = collections.Counter(plain.values())
-    return {relative: name if taken[name] == 1 or relative == name else relative + ".jpg"
-            for relative, name in plain.items()}
+    return {
+        relative: name if taken[name] == 1 or relative == name else relative + ".jpg"
+        for relative, name in plain.items()
+    }
 
 
 def fingerprint(info: dict[str, Any]) -> str:
@@ -200,8 +213,9 @@ def fingerprint(info: dict[str, Any]) -> str:
     return f"size={info.get('size')};mtime={info.get('mtime') or info.get('LastModified')}"
 
 
-def plan_shards(images: Sequence[ImageRef], done: set[tuple[str, str]], reprocess: bool,
-                shard_size: int) -> list[list[ImageRef]]:
+def plan_shards(
+    images: Sequence[ImageRef], done: set[tuple[str, str]], reprocess: bool, shard_size: int
+) -> list[list[ImageRef]]:
     """The images still to process, in shards of ``shard_size`` (in listing order).
 
     Args:
@@ -213,7 +227,7 @@ def plan_shards(images: Sequence[ImageRef], done: set[tuple[str, str]], reproces
     if shard_size < 1:
         raise InvalidSetting(f"shard_size must be >= 1, got {shard_size}")
     todo = [ref for ref in images if reprocess or (ref.uri, ref.fingerprint) not in done]
-    return [todo[start:start + shard_size] for start in range(0, len(todo), shard_size)]
+    return [todo[start : start + shard_size] for start in range(0, len(todo), shard_size)]
 
 
 def shard_key(images: Sequence[ImageRef]) -> str:
@@ -224,7 +238,7 @@ def shard_key(images: Sequence[ImageRef]) -> str:
     """
     digest = hashlib.sha256()
     for ref in images:
-        digest.update(f"{ref.uri}\t{ref.fingerprint}\n".encode("utf-8"))
+        digest.update(f"{ref.uri}\t{ref.fingerprint}\n".encode())
     return digest.hexdigest()[:20]
 
 
@@ -235,8 +249,9 @@ def list_images(input_uri: str, patterns: list[str] | None = None) -> list[Image
 
 
 @io_task(name="process-shard", task_run_name="process-shard-{context.run_date}")
-def process_shard(images: list[ImageRef], model: ModelArtifact, context: ShardContext
-                  ) -> ShardResult:
+def process_shard(
+    images: list[ImageRef], model: ModelArtifact, context: ShardContext
+) -> ShardResult:
     """Detect, measure and store one shard; see :func:`run_shard` (and `context.isolate`)."""
     if context.isolate:
         from tasks.inference.shard_process import run_isolated
@@ -245,11 +260,13 @@ def process_shard(images: list[ImageRef], model: ModelArtifact, context: ShardCo
     return run_shard(images, model, context)
 
 
-def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardContext
-              ) -> ShardResult:
+def run_shard(
+    images: Sequence[ImageRef], model: ModelArtifact, context: ShardContext
+) -> ShardResult:
     """Process a shard of images into a staged shard that the next commit takes."""
-    loaded = build(model, context.runtime, context.batch_size, context.min_confidence,
-                   context.precision)
+    loaded = build(
+        model, context.runtime, context.batch_size, context.min_confidence, context.precision
+    )
     key = shard_key(images)
     stamp = RunStamp(loaded.name, loaded.version, context.run_id)
     produced = ShardRows()
@@ -257,8 +274,9 @@ def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardCo
     # Intensities are mapped as the model was trained (its config's INTENSITY_NORMALIZATION).
     normalization = Normalization.from_config(loaded.config)
     with ThreadPoolExecutor(IO_THREADS, thread_name_prefix="shard-io") as pool:
-        for batch in _batches(_decoded(images, pool, context, normalization, stamp),
-                              context.batch_size):
+        for batch in _batches(
+            _decoded(images, pool, context, normalization, stamp), context.batch_size
+        ):
             decoded = [(ref, item) for ref, item in batch if isinstance(item, Decoded)]
             for ref, _ in decoded:
                 crash_point("detect", ref.uri)  # fault-injection tests: a runtime that crashes
@@ -271,41 +289,48 @@ def run_shard(images: Sequence[ImageRef], model: ModelArtifact, context: ShardCo
                     continue
                 detection, rows = _measure(ref, image, result, loaded, context, stamp, produced)
                 if context.overlays:
-                    overlay_writes.append(pool.submit(_write_overlay, ref, image, detection,
-                                                      rows, loaded, context))
+                    overlay_writes.append(
+                        pool.submit(_write_overlay, ref, image, detection, rows, loaded, context)
+                    )
                 entries.append(_entry(ref, loaded, context, key, "ok"))
             for ref, error in batch:
                 if isinstance(error, Exception):
                     produced.errors.append(_error_row(ref, error, stamp))
                     entries.append(_entry(ref, loaded, context, key, _error_outcome(error)))
         overlays = sum(1 for future in overlay_writes if future.result())
-    staged = staging.stage(context.output_uri, context.run_id, key, produced.tables(),
-                           entries).folder
+    staged = staging.stage(
+        context.output_uri, context.run_id, key, produced.tables(), entries
+    ).folder
     return _summary(key, images, produced, staged, overlays, loaded)
 
 
-def _decoded(images: Sequence[ImageRef], pool: ThreadPoolExecutor, context: ShardContext,
-             normalization: Normalization, stamp: RunStamp
-             ) -> Iterator[tuple[ImageRef, Decoded | Exception]]:
+def _decoded(
+    images: Sequence[ImageRef],
+    pool: ThreadPoolExecutor,
+    context: ShardContext,
+    normalization: Normalization,
+    stamp: RunStamp,
+) -> Iterator[tuple[ImageRef, Decoded | Exception]]:
     """Images in order, read and decoded ahead on ``pool`` (a bounded window of futures)."""
     window: deque[tuple[ImageRef, Future]] = deque()
     pending = iter(images)
     for ref in pending:
-        window.append((ref, pool.submit(_read_and_decode, ref, context, normalization,
-                                        stamp)))
+        window.append((ref, pool.submit(_read_and_decode, ref, context, normalization, stamp)))
         if len(window) >= 2 * IO_THREADS:
             break
     while window:
         ref, future = window.popleft()
         following = next(pending, None)
         if following is not None:
-            window.append((following, pool.submit(_read_and_decode, following, context,
-                                                  normalization, stamp)))
+            window.append(
+                (following, pool.submit(_read_and_decode, following, context, normalization, stamp))
+            )
         yield ref, future.result()
 
 
-def _read_and_decode(ref: ImageRef, context: ShardContext, normalization: Normalization,
-                     stamp: RunStamp) -> Decoded | Exception:
+def _read_and_decode(
+    ref: ImageRef, context: ShardContext, normalization: Normalization, stamp: RunStamp
+) -> Decoded | Exception:
     """The decoded image and its ``images`` row, or the exception that says why not (kept)."""
     try:
         data = storage.read_bytes(ref.uri)
@@ -317,8 +342,12 @@ def _read_and_decode(ref: ImageRef, context: ShardContext, normalization: Normal
         return error
     height, width = pixels.shape[:2]
     # The bytes are read once: the row's EXIF and size come from them here, not from storage.
-    return Decoded(pixels, image_row(ref.uri, ref.relative, ref.fingerprint, data, width, height,
-                                     stamp, context.path_pattern))
+    return Decoded(
+        pixels,
+        image_row(
+            ref.uri, ref.relative, ref.fingerprint, data, width, height, stamp, context.path_pattern
+        ),
+    )
 
 
 def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -350,9 +379,15 @@ def _detect(loaded: LoadedModel, images: list[np.ndarray]) -> list[dict[str, Any
     return results
 
 
-def _measure(ref: ImageRef, image: np.ndarray, result: dict[str, Any], loaded: LoadedModel,
-             context: ShardContext, stamp: RunStamp, produced: ShardRows
-             ) -> tuple[dict[str, np.ndarray], list[AreaRatioRow]]:
+def _measure(
+    ref: ImageRef,
+    image: np.ndarray,
+    result: dict[str, Any],
+    loaded: LoadedModel,
+    context: ShardContext,
+    stamp: RunStamp,
+    produced: ShardRows,
+) -> tuple[dict[str, np.ndarray], list[AreaRatioRow]]:
     """Append an image's area and instance rows; returns its kept detections and area rows."""
     detection = select_detections(result, context.min_confidence or 0.0)
     height, width = image.shape[:2]
@@ -373,13 +408,18 @@ def _error_outcome(error: Exception) -> str:
 
 
 def _error_row(ref: ImageRef, error: Exception, stamp: RunStamp) -> ErrorRow:
-    return ErrorRow(image_uri=ref.uri, error_type=_error_type(error),
-                    message=str(error) or type(error).__name__, run_id=stamp.run_id,
-                    failed_at=_now())
+    return ErrorRow(
+        image_uri=ref.uri,
+        error_type=_error_type(error),
+        message=str(error) or type(error).__name__,
+        run_id=stamp.run_id,
+        failed_at=_now(),
+    )
 
 
-def _entry(ref: ImageRef, loaded: LoadedModel, context: ShardContext, key: str,
-           outcome: str) -> Entry:
+def _entry(
+    ref: ImageRef, loaded: LoadedModel, context: ShardContext, key: str, outcome: str
+) -> Entry:
     return Entry(ref.uri, context.run_date, ref.fingerprint, loaded.key, key, outcome)
 
 
@@ -392,28 +432,54 @@ def overlay_uri(output_uri: str, run_date: str, overlay: str) -> str:
     return storage.join(output_uri, "overlays", f"{PARTITION_KEY}={run_date}", overlay)
 
 
-def _write_overlay(ref: ImageRef, image: np.ndarray, detection: dict[str, np.ndarray],
-                   rows: list[AreaRatioRow], loaded: LoadedModel, context: ShardContext
-                   ) -> bool:
+def _write_overlay(
+    ref: ImageRef,
+    image: np.ndarray,
+    detection: dict[str, np.ndarray],
+    rows: list[AreaRatioRow],
+    loaded: LoadedModel,
+    context: ShardContext,
+) -> bool:
     """The overlay picture of the legacy TF 1.15 repository's inference script: masks, boxes,
     "class score" captions and the per-class area %."""
     from mrcnn.visualize import draw_instances, encode_image
 
-    drawn = draw_instances(image, detection["rois"], detection["masks"], detection["class_ids"],
-                           ("BG", *loaded.class_names), detection["scores"],
-                           text_lines=legend_lines(rows))
+    drawn = draw_instances(
+        image,
+        detection["rois"],
+        detection["masks"],
+        detection["class_ids"],
+        ("BG", *loaded.class_names),
+        detection["scores"],
+        text_lines=legend_lines(rows),
+    )
     name = ref.overlay or overlay_names([ref.relative])[ref.relative]
-    storage.write_bytes(overlay_uri(context.output_uri, context.run_date, name),
-                        encode_image(drawn, "JPEG"))
+    storage.write_bytes(
+        overlay_uri(context.output_uri, context.run_date, name), encode_image(drawn, "JPEG")
+    )
     return True
 
 
-def _summary(key: str, images: Sequence[ImageRef], produced: ShardRows, staged: str,
-             overlays: int, loaded: LoadedModel) -> ShardResult:
+def _summary(
+    key: str,
+    images: Sequence[ImageRef],
+    produced: ShardRows,
+    staged: str,
+    overlays: int,
+    loaded: LoadedModel,
+) -> ShardResult:
     classes = {name: ClassTotals() for name in loaded.class_names}
     for row in produced.area_ratios:
         classes[row.class_name].add_row(row)
     error_types = dict(collections.Counter(row.error_type for row in produced.errors))
-    return ShardResult(key, len(images), len({row.image_uri for row in produced.area_ratios}),
-                       len(produced.errors), error_types, staged, overlays, classes,
-                       loaded.precision.precision)
+    return ShardResult(
+        key,
+        len(images),
+        len({row.image_uri for row in produced.area_ratios}),
+        len(produced.errors),
+        error_types,
+        staged,
+        overlays,
+        classes,
+        loaded.precision.precision,
+    )

@@ -45,12 +45,15 @@ def dask_task_runner(address: str) -> TaskRunner:
     from prefect_dask import DaskTaskRunner
 
     if not address or not address.strip():
-        raise InvalidSetting("dask_address must be a scheduler address such as "
-                             "'tcp://10.0.0.5:8786' or 'local:N', got an empty string")
+        raise InvalidSetting(
+            "dask_address must be a scheduler address such as "
+            "'tcp://10.0.0.5:8786' or 'local:N', got an empty string"
+        )
     if address == "local" or address.startswith(LOCAL_PREFIX):
         workers = _local_workers(address)
-        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                              cluster_kwargs=local_cluster_settings(workers))
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_settings(workers)
+        )
     return DaskTaskRunner(address=address)
 
 
@@ -62,9 +65,14 @@ def local_cluster_settings(workers: int) -> dict[str, Any]:
     each start one thread per core.
     """
     threads = str(max(1, _usable_cores() // workers))
-    return {"n_workers": workers, "processes": True, "threads_per_worker": 1,
-            "host": "127.0.0.1", "dashboard_address": None,
-            "env": {"TF_NUM_INTRAOP_THREADS": threads, "OMP_NUM_THREADS": threads}}
+    return {
+        "n_workers": workers,
+        "processes": True,
+        "threads_per_worker": 1,
+        "host": "127.0.0.1",
+        "dashboard_address": None,
+        "env": {"TF_NUM_INTRAOP_THREADS": threads, "OMP_NUM_THREADS": threads},
+    }
 
 
 @contextlib.contextmanager
@@ -88,10 +96,12 @@ def shard_task_runner(dask_address: str | None) -> Iterator[TaskRunner]:
 
 
 def _local_workers(address: str) -> int:
-    count = address[len(LOCAL_PREFIX):]
+    count = address[len(LOCAL_PREFIX) :]
     if not count.isdigit() or int(count) < 1:
-        raise InvalidSetting(f"dask_address {address!r}: a local cluster is 'local:N' with N >= 1 "
-                             "worker processes, e.g. 'local:2'")
+        raise InvalidSetting(
+            f"dask_address {address!r}: a local cluster is 'local:N' with N >= 1 "
+            "worker processes, e.g. 'local:2'"
+        )
     return int(count)
 
 

@@ -15,5 +15,15 @@ from tasks.models.runtime_registry import RUNTIMES, Runtime, get_runtime
 from tasks.models.runtimes import PRECISIONS, LoadedModel, build, check_runtime
 from tasks.models.sources import resolve
 
-__all__ = ["FORMATS", "PRECISIONS", "RUNTIMES", "LoadedModel", "ModelArtifact", "Runtime",
-           "build", "check_runtime", "get_runtime", "resolve"]
+__all__ = [
+    "FORMATS",
+    "PRECISIONS",
+    "RUNTIMES",
+    "LoadedModel",
+    "ModelArtifact",
+    "Runtime",
+    "build",
+    "check_runtime",
+    "get_runtime",
+    "resolve",
+]

@@ -69,9 +69,11 @@ class ModelArtifact:
         if self.format not in FORMATS:
             raise ValueError(f"model format must be one of {FORMATS}, got {self.format!r}")
         if self.config.get("NUM_CLASSES") != len(self.class_names) + 1:
-            raise InvalidInput(f"model {self.origin!r}: {len(self.class_names)} class names but "
-                               f"NUM_CLASSES={self.config.get('NUM_CLASSES')} (background + "
-                               f"{self.config.get('NUM_CLASSES', 1) - 1}) in its config")
+            raise InvalidInput(
+                f"model {self.origin!r}: {len(self.class_names)} class names but "
+                f"NUM_CLASSES={self.config.get('NUM_CLASSES')} (background + "
+                f"{self.config.get('NUM_CLASSES', 1) - 1}) in its config"
+            )
 
     @property
     def identity(self) -> str:
@@ -85,8 +87,12 @@ class ModelArtifact:
 
     def describe(self) -> dict[str, Any]:
         """What metrics and records say about the model (JSON-able)."""
-        described = {"identity": self.identity, "format": self.format, "uri": self.uri,
-                     "origin": self.origin}
+        described = {
+            "identity": self.identity,
+            "format": self.format,
+            "uri": self.uri,
+            "origin": self.origin,
+        }
         if self.reference:
             described.update(reference=self.reference, registry=self.registry_uri)
         if self.sha256:

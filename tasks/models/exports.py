@@ -16,8 +16,13 @@ from pathlib import Path
 from mrcnn.export_registry import get_format
 from tasks import storage
 from tasks.failures import InvalidSetting
-from tasks.models.artifact import (CLASSES_FILE, EXPORT_CONFIG_FILE, EXPORT_MODEL_FILE, KERAS,
-                                   ModelArtifact)
+from tasks.models.artifact import (
+    CLASSES_FILE,
+    EXPORT_CONFIG_FILE,
+    EXPORT_MODEL_FILE,
+    KERAS,
+    ModelArtifact,
+)
 from tasks.models.runtimes import keras_model, model_config
 
 EXPORTS_FOLDER = "exports"  # <registry>/<name>/versions/<N>/exports/<format>/
@@ -48,15 +53,21 @@ def export_artifact(artifact: ModelArtifact, format: str, output: str | None = N
     """
     get_format(format)
     if artifact.format != KERAS:
-        raise InvalidSetting(f"model {artifact.origin!r} is a {artifact.format} export already; "
-                             "export from its Keras weights")
+        raise InvalidSetting(
+            f"model {artifact.origin!r} is a {artifact.format} export already; "
+            "export from its Keras weights"
+        )
     target = output or default_export_uri(artifact, format)
     storage.probe_writable(target, keep_folders=False)  # before the model is built
     model = keras_model(artifact, model_config(artifact, IMAGES_PER_GPU=1, GPU_COUNT=1))
     with tempfile.TemporaryDirectory(prefix="mrcnn-export-") as folder:
         model.export(folder, format=format)
-        origin = {"name": artifact.name, "version": artifact.version, "format": format,
-                  "source": artifact.describe()}
+        origin = {
+            "name": artifact.name,
+            "version": artifact.version,
+            "format": format,
+            "source": artifact.describe(),
+        }
         _write(os.path.join(folder, EXPORT_MODEL_FILE), origin)
         _write(os.path.join(folder, CLASSES_FILE), list(artifact.class_names))
         upload_folder(Path(folder), target)
@@ -66,8 +77,11 @@ def export_artifact(artifact: ModelArtifact, format: str, output: str | None = N
 def upload_folder(folder: Path, target: str) -> None:
     """Copy a local export folder to ``target``, its config last: `resolve` takes a folder
     for an export once ``mrcnn_config.json`` is there."""
-    files = sorted(str(path.relative_to(folder)).replace(os.sep, "/")
-                   for path in folder.rglob("*") if path.is_file())
+    files = sorted(
+        str(path.relative_to(folder)).replace(os.sep, "/")
+        for path in folder.rglob("*")
+        if path.is_file()
+    )
     files.sort(key=lambda name: name == EXPORT_CONFIG_FILE)
     for relative in files:
         storage.write_bytes(storage.join(target, relative), (folder / relative).read_bytes())

@@ -86,8 +86,9 @@ class Int8Request:
     def __post_init__(self) -> None:
         for name in ("calibration_images", "check_images"):
             if getattr(self, name) < 1:
-                raise InvalidSetting(f"{name.replace('_', ' ')} must be >= 1, got "
-                                     f"{getattr(self, name)}")
+                raise InvalidSetting(
+                    f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}"
+                )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +137,9 @@ def int8_export_uri(artifact: ModelArtifact) -> str:
     return storage.join(artifact.uri.rsplit("/", 1)[0], EXPORTS_FOLDER, INT8_FOLDER)
 
 
-def export_int8(artifact: ModelArtifact, request: Int8Request, output: str | None = None
-                ) -> Int8Export:
+def export_int8(
+    artifact: ModelArtifact, request: Int8Request, output: str | None = None
+) -> Int8Export:
     """Quantize the artifact's model, check it, and write the INT8 export if it passed.
 
     Returns:
@@ -154,8 +156,10 @@ def export_int8(artifact: ModelArtifact, request: Int8Request, output: str | Non
     from mrcnn.quantize import QuantizationSettings, quantize_openvino
 
     if artifact.format != KERAS:
-        raise InvalidSetting(f"model {artifact.origin!r} is a {artifact.format} export already; "
-                             "quantize from its Keras weights")
+        raise InvalidSetting(
+            f"model {artifact.origin!r} is a {artifact.format} export already; "
+            "quantize from its Keras weights"
+        )
     target = output or int8_export_uri(artifact)
     settings = QuantizationSettings(request.calibration_images, request.float_parts)
     config = model_config(artifact, IMAGES_PER_GPU=1, GPU_COUNT=1)
@@ -164,26 +168,48 @@ def export_int8(artifact: ModelArtifact, request: Int8Request, output: str | Non
         float_folder, int8_folder = Path(work, "float32"), Path(work, "int8")
         keras_model(artifact, config).export(float_folder, format="openvino")
         quantized = quantize_openvino(
-            float_folder, int8_folder, calibration.images(request.calibration_images), settings)
-        check = check_int8(load_exported(float_folder, precision="float32"),
-                           load_exported(int8_folder, precision="float32"),
-                           check_images(held_out, request.check_images), artifact.class_names,
-                           request.tolerances)
-        report = {"passed": check.passed, "summary": check.summary(), "check": check.to_dict(),
-                  "quantization": {**settings.to_dict(), "quantizers": quantized.quantizers,
-                                   "float_nodes": quantized.float_nodes},
-                  "calibration": {"source": calibration.description,
-                                  "images": quantized.calibration_images},
-                  "held_out": {"source": held_out.description, "images": check.images},
-                  "model": artifact.describe(), "machine": _machine(),
-                  "created_at": datetime.datetime.now(datetime.timezone.utc)
-                  .isoformat(timespec="seconds")}
+            float_folder, int8_folder, calibration.images(request.calibration_images), settings
+        )
+        check = check_int8(
+            load_exported(float_folder, precision="float32"),
+            load_exported(int8_folder, precision="float32"),
+            check_images(held_out, request.check_images),
+            artifact.class_names,
+            request.tolerances,
+        )
+        report = {
+            "passed": check.passed,
+            "summary": check.summary(),
+            "check": check.to_dict(),
+            "quantization": {
+                **settings.to_dict(),
+                "quantizers": quantized.quantizers,
+                "float_nodes": quantized.float_nodes,
+            },
+            "calibration": {
+                "source": calibration.description,
+                "images": quantized.calibration_images,
+            },
+            "held_out": {"source": held_out.description, "images": check.images},
+            "model": artifact.describe(),
+            "machine": _machine(),
+            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            ),
+        }
         if not check.passed and not request.write_failed:
             raise Int8CheckFailed(f"{check.summary()}; nothing written to {target}")
         _write_json(int8_folder / CHECK_FILE, report)
-        _write_json(int8_folder / EXPORT_MODEL_FILE,
-                    {"name": artifact.name, "version": artifact.version + VERSION_SUFFIX,
-                     "format": "openvino", "precision": "int8", "source": artifact.describe()})
+        _write_json(
+            int8_folder / EXPORT_MODEL_FILE,
+            {
+                "name": artifact.name,
+                "version": artifact.version + VERSION_SUFFIX,
+                "format": "openvino",
+                "precision": "int8",
+                "source": artifact.describe(),
+            },
+        )
         _write_json(int8_folder / CLASSES_FILE, list(artifact.class_names))
         upload_folder(int8_folder, target)
     if artifact.reference and output is None:
@@ -192,8 +218,9 @@ def export_int8(artifact: ModelArtifact, request: Int8Request, output: str | Non
 
 
 # ---------------------------------------------------------------------------- images
-def image_sets(request: Int8Request, class_names: Sequence[str], config: Any, work: str
-               ) -> tuple[ImageSet, ImageSet]:
+def image_sets(
+    request: Int8Request, class_names: Sequence[str], config: Any, work: str
+) -> tuple[ImageSet, ImageSet]:
     """The calibration images and the held-out images of a request.
 
     Args:
@@ -207,36 +234,50 @@ def image_sets(request: Int8Request, class_names: Sequence[str], config: Any, wo
             folder too small to hold any image out.
     """
     if request.check:
-        calibration = _source(request.calibration, "train", class_names, config, work,
-                              "calibration")
+        calibration = _source(
+            request.calibration, "train", class_names, config, work, "calibration"
+        )
         return calibration, _source(request.check, "val", class_names, config, work, "held-out")
     if _is_dataset(request.calibration):
-        return (_source(request.calibration, "train", class_names, config, work, "calibration"),
-                _source(request.calibration, "val", class_names, config, work, "held-out"))
+        return (
+            _source(request.calibration, "train", class_names, config, work, "calibration"),
+            _source(request.calibration, "val", class_names, config, work, "held-out"),
+        )
     images = _folder_images(request.calibration, "calibration")
-    held = tuple(uri for uri in images
-                 if split_of(storage.relative_path(uri, request.calibration), HELD_OUT_SHARE)
-                 == "val")
+    held = tuple(
+        uri
+        for uri in images
+        if split_of(storage.relative_path(uri, request.calibration), HELD_OUT_SHARE) == "val"
+    )
     if not held or len(held) == len(images):  # too few images for the hash to split them
         if len(images) < 2:
-            raise InvalidInput(f"calibration folder {request.calibration!r} holds "
-                               f"{len(images)} image: give at least 2 (one is held out to check "
-                               "the INT8 model) or a held-out set with --check")
-        held = images[-max(1, round(len(images) * HELD_OUT_SHARE)):]
+            raise InvalidInput(
+                f"calibration folder {request.calibration!r} holds "
+                f"{len(images)} image: give at least 2 (one is held out to check "
+                "the INT8 model) or a held-out set with --check"
+            )
+        held = images[-max(1, round(len(images) * HELD_OUT_SHARE)) :]
     kept = tuple(uri for uri in images if uri not in set(held))
     normalization = Normalization.from_config(config)
-    return (ImageSet(f"image folder {request.calibration} (without its held-out fifth)", kept,
-                     normalization),
-            ImageSet(f"image folder {request.calibration} (a fifth held out by path hash)", held,
-                     normalization))
+    return (
+        ImageSet(
+            f"image folder {request.calibration} (without its held-out fifth)", kept, normalization
+        ),
+        ImageSet(
+            f"image folder {request.calibration} (a fifth held out by path hash)",
+            held,
+            normalization,
+        ),
+    )
 
 
 def _is_dataset(uri: str) -> bool:
     return storage.is_file(storage.join(uri, ANNOTATIONS_FOLDER, "train.json"))
 
 
-def _source(uri: str, split: str, class_names: Sequence[str], config: Any, work: str,
-            role: str) -> ImageSet:
+def _source(
+    uri: str, split: str, class_names: Sequence[str], config: Any, work: str, role: str
+) -> ImageSet:
     if not storage.exists(uri):
         raise MissingInput(f"{role} images {uri!r} not found")
     normalization = Normalization.from_config(config)
@@ -277,9 +318,8 @@ class LazyImages(Sequence[np.ndarray]):
     """Images read and decoded when indexed (NNCF reads the calibration set more than once,
     and a few hundred full-size photos would not fit in memory at once)."""
 
-    def __init__(self, uris: Sequence[str], normalization: Normalization = Normalization()
-                 ) -> None:
-        self.uris, self.normalization = tuple(uris), normalization
+    def __init__(self, uris: Sequence[str], normalization: Normalization | None = None) -> None:
+        self.uris, self.normalization = tuple(uris), normalization or Normalization()
 
     def __len__(self) -> int:
         return len(self.uris)
@@ -329,9 +369,14 @@ def refresh_model_card(artifact: ModelArtifact, report: dict[str, Any]) -> None:
     from tasks.registry.documents import model_card
 
     version = registry.resolve(str(artifact.reference), str(artifact.registry_uri))
-    card = model_card(version, version.read_json(CLASSES_FILE), version.read_json("config.json"),
-                      version.read_json("metrics.json"), version.read_json(registry.COMMIT_FILE),
-                      int8_check=report)
+    card = model_card(
+        version,
+        version.read_json(CLASSES_FILE),
+        version.read_json("config.json"),
+        version.read_json("metrics.json"),
+        version.read_json(registry.COMMIT_FILE),
+        int8_check=report,
+    )
     storage.write_bytes(version.file("MODEL_CARD.md"), card.encode())
 
 

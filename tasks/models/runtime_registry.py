@@ -44,8 +44,9 @@ class Runtime:
     def help(self) -> str:
         """``name (what it runs)`` for ``--help``, e.g. ``onnxruntime (ONNX exports)``."""
         runs = ["Keras weights"] if self.runs_keras else []
-        runs += [f"{fmt.title} exports" for fmt in export_registry.FORMATS
-                 if fmt.runtime == self.name]
+        runs += [
+            f"{fmt.title} exports" for fmt in export_registry.FORMATS if fmt.runtime == self.name
+        ]
         return f"{self.name} ({', '.join(runs)})"
 
 

@@ -81,8 +81,13 @@ _cache: dict[tuple[ModelArtifact, str, int, float | None, str | None], LoadedMod
 _lock = threading.Lock()
 
 
-def build(artifact: ModelArtifact, runtime: str = "tensorflow", batch_size: int = 1,
-          min_confidence: float | None = None, precision: str | None = None) -> LoadedModel:
+def build(
+    artifact: ModelArtifact,
+    runtime: str = "tensorflow",
+    batch_size: int = 1,
+    min_confidence: float | None = None,
+    precision: str | None = None,
+) -> LoadedModel:
     """The artifact ready to detect, built at most once per process.
 
     Args:
@@ -104,8 +109,13 @@ def build(artifact: ModelArtifact, runtime: str = "tensorflow", batch_size: int 
     check_runtime(artifact, runtime, precision)
     if batch_size < 1:
         raise InvalidSetting(f"batch_size must be >= 1, got {batch_size}")
-    key = (artifact, runtime, batch_size, min_confidence if artifact.format == KERAS else None,
-           precision)
+    key = (
+        artifact,
+        runtime,
+        batch_size,
+        min_confidence if artifact.format == KERAS else None,
+        precision,
+    )
     with _lock:  # threads of one worker wait for a single build
         if key not in _cache:
             _cache.clear()  # one model per process: moving to another frees the old one
@@ -117,9 +127,11 @@ def check_runtime(artifact: ModelArtifact, runtime: str, precision: str | None =
     """Raise ValueError unless ``runtime`` runs the artifact's format in ``precision``."""
     if artifact.format not in get_runtime(runtime).formats:
         runs = runtimes_running(artifact.format)
-        raise InvalidSetting(f"model {artifact.origin!r} is a {artifact.format} model, which "
-                             f"runtime {runtime!r} does not run (use {' or '.join(runs)}, or "
-                             "export it with mrcnn-pipeline export-model)")
+        raise InvalidSetting(
+            f"model {artifact.origin!r} is a {artifact.format} model, which "
+            f"runtime {runtime!r} does not run (use {' or '.join(runs)}, or "
+            "export it with mrcnn-pipeline export-model)"
+        )
     if artifact.int8_check or precision == INT8:
         _check_int8(artifact, precision)
         return
@@ -130,38 +142,55 @@ def check_runtime(artifact: ModelArtifact, runtime: str, precision: str | None =
     exported = artifact.config.get("INFERENCE_PRECISION", "float32")
     if not chooses_precision(artifact.format) and precision not in ("auto", exported):
         choosing = [fmt.title for fmt in export_registry.FORMATS if fmt.chooses_precision]
-        raise InvalidSetting(f"model {artifact.origin!r} is a {artifact.format} export in "
-                             f"{exported}; its precision cannot change to {precision} (run the "
-                             f"Keras weights or an {' or '.join(choosing)} export for that)")
+        raise InvalidSetting(
+            f"model {artifact.origin!r} is a {artifact.format} export in "
+            f"{exported}; its precision cannot change to {precision} (run the "
+            f"Keras weights or an {' or '.join(choosing)} export for that)"
+        )
 
 
 def _check_int8(artifact: ModelArtifact, precision: str | None) -> None:
     """INT8 runs only when asked for, and only an export whose check passed."""
-    how = ("export one with mrcnn-pipeline export-model --format openvino --precision int8 "
-           "--calibration URI")
+    how = (
+        "export one with mrcnn-pipeline export-model --format openvino --precision int8 "
+        "--calibration URI"
+    )
     if not artifact.int8_check:
         precision_of = artifact.config.get("INFERENCE_PRECISION", "float32")
-        raise InvalidSetting(f"model {artifact.origin!r} is not an INT8 export (format "
-                             f"{artifact.format}, {precision_of}): {how}")
+        raise InvalidSetting(
+            f"model {artifact.origin!r} is not an INT8 export (format "
+            f"{artifact.format}, {precision_of}): {how}"
+        )
     if artifact.int8_check != "passed":
-        why = ("failed its check (see its int8_check.json)" if artifact.int8_check == "failed"
-               else "has no check report (int8_check.json)")
+        why = (
+            "failed its check (see its int8_check.json)"
+            if artifact.int8_check == "failed"
+            else "has no check report (int8_check.json)"
+        )
         raise InvalidSetting(f"INT8 export {artifact.origin!r} {why}: it does not run; {how}")
     if precision != INT8:
-        raise InvalidSetting(f"model {artifact.origin!r} is an INT8 export: run it with "
-                             f"--precision int8 (no other precision, {precision or 'the default'} "
-                             "included, switches a model to INT8)")
+        raise InvalidSetting(
+            f"model {artifact.origin!r} is an INT8 export: run it with "
+            f"--precision int8 (no other precision, {precision or 'the default'} "
+            "included, switches a model to INT8)"
+        )
 
 
-def _build(artifact: ModelArtifact, runtime: str, batch_size: int,
-           min_confidence: float | None, precision: str | None) -> LoadedModel:
+def _build(
+    artifact: ModelArtifact,
+    runtime: str,
+    batch_size: int,
+    min_confidence: float | None,
+    precision: str | None,
+) -> LoadedModel:
     from mrcnn.precision import PrecisionChoice, inference_precision
 
     overrides: dict[str, Any] = {"IMAGES_PER_GPU": batch_size, "GPU_COUNT": 1}
     if precision == INT8:  # its float parts run in float32, as its check measured them
         config = model_config(artifact, **overrides)
-        chosen = PrecisionChoice(INT8, INT8, "INT8 export whose check passed; float parts in "
-                                 "float32")
+        chosen = PrecisionChoice(
+            INT8, INT8, "INT8 export whose check passed; float parts in float32"
+        )
         return LoadedModel(artifact, runtime, config, _exported_detect(artifact, config), chosen)
     if precision and chooses_precision(artifact.format):
         overrides["INFERENCE_PRECISION"] = precision
@@ -189,8 +218,12 @@ def model_config(artifact: ModelArtifact, **overrides: Any) -> Any:
 
     settings = {**artifact.config, **overrides}
     allowed = {str(settings.get("BACKBONE")): artifact.backbone} if artifact.backbone else {}
-    return Config.from_dict(settings, allowed, source=f"config of model {artifact.origin!r}",
-                            exported=artifact.format != KERAS)
+    return Config.from_dict(
+        settings,
+        allowed,
+        source=f"config of model {artifact.origin!r}",
+        exported=artifact.format != KERAS,
+    )
 
 
 def keras_model(artifact: ModelArtifact, config: Any) -> Any:
@@ -199,8 +232,10 @@ def keras_model(artifact: ModelArtifact, config: Any) -> Any:
 
     data = registry.read_weights(artifact.uri)  # names the user's file when it is no HDF5
     if artifact.sha256 and hashlib.sha256(data).hexdigest() != artifact.sha256:
-        raise InvalidInput(f"weights {artifact.uri!r} changed since the model was resolved "
-                           f"(expected sha256 {artifact.sha256[:12]})")
+        raise InvalidInput(
+            f"weights {artifact.uri!r} changed since the model was resolved "
+            f"(expected sha256 {artifact.sha256[:12]})"
+        )
     with tempfile.TemporaryDirectory(prefix="mrcnn-weights-") as folder:
         model = MaskRCNN("inference", config, folder)
         # Keras reads weights from a local path; remote files go through a temporary copy.
@@ -211,8 +246,10 @@ def keras_model(artifact: ModelArtifact, config: Any) -> Any:
         try:
             model.load_weights(local, by_name=True)
         except (ValueError, OSError) as error:  # name the user's file, not the copy
-            raise InvalidInput(f"weights {artifact.uri!r} do not fit the model of {artifact.origin!r}: "
-                               f"{str(error).replace(local, artifact.uri)}") from None
+            raise InvalidInput(
+                f"weights {artifact.uri!r} do not fit the model of {artifact.origin!r}: "
+                f"{str(error).replace(local, artifact.uri)}"
+            ) from None
     return model
 
 
@@ -226,7 +263,9 @@ def _exported_detect(artifact: ModelArtifact, config: Any) -> Detect:
     else:  # the loaders read local files; both hold the model in memory once loaded
         with tempfile.TemporaryDirectory(prefix="mrcnn-export-") as folder:
             for uri in storage.list_files(artifact.uri):
-                storage.copy_file(uri, os.path.join(folder, storage.relative_path(uri, artifact.uri)))
+                storage.copy_file(
+                    uri, os.path.join(folder, storage.relative_path(uri, artifact.uri))
+                )
             predict = load_predict(folder, precision=precision)
 
     def detect(images: Sequence[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:

@@ -30,17 +30,29 @@ from mrcnn import export_openvino, export_registry
 from mrcnn.config import AllowedBackbones, Backbone, Config, NamedBackbone
 from tasks import registry, storage
 from tasks.failures import InvalidInput, InvalidSetting, MissingInput
-from tasks.models.artifact import (CLASSES_FILE, CONFIG_FILE, EXPORT_CONFIG_FILE,
-                                   EXPORT_MODEL_FILE, KERAS, ModelArtifact)
+from tasks.models.artifact import (
+    CLASSES_FILE,
+    CONFIG_FILE,
+    EXPORT_CONFIG_FILE,
+    EXPORT_MODEL_FILE,
+    KERAS,
+    ModelArtifact,
+)
 from tasks.models.int8 import int8_verdict
 from tasks.training import runs as training_runs
 
 BACKGROUND_NAMES = ("BG", "_background_", "background")
 
 
-def resolve(source: str | None = None, registry_uri: str | None = None, *,
-            weights: str | None = None, config: str | None = None,
-            classes: str | None = None, backbones: AllowedBackbones = ()) -> ModelArtifact:
+def resolve(
+    source: str | None = None,
+    registry_uri: str | None = None,
+    *,
+    weights: str | None = None,
+    config: str | None = None,
+    classes: str | None = None,
+    backbones: AllowedBackbones = (),
+) -> ModelArtifact:
     """Pin a model source to one artifact (see the module docstring for the forms).
 
     Args:
@@ -54,48 +66,63 @@ def resolve(source: str | None = None, registry_uri: str | None = None, *,
     """
     if weights or config:
         if not (weights and config):
-            raise InvalidSetting("a weights file needs its config file (config.json) and vice "
-                                 f"versa; got weights={weights!r}, config={config!r}")
+            raise InvalidSetting(
+                "a weights file needs its config file (config.json) and vice "
+                f"versa; got weights={weights!r}, config={config!r}"
+            )
         if source:
             raise InvalidSetting(f"give either model={source!r} or weights + config, not both")
         return _from_weights(weights, config, classes, weights, backbones)
     if not source:
-        raise InvalidSetting("no model: give a registry reference (NAME@ALIAS), a run folder, a "
-                             "checkpoint, an export folder, or weights + config")
+        raise InvalidSetting(
+            "no model: give a registry reference (NAME@ALIAS), a run folder, a "
+            "checkpoint, an export folder, or weights + config"
+        )
     if classes:
-        raise InvalidSetting(f"classes={classes!r} goes with weights + config; model {source!r} "
-                             "names its own classes")
+        raise InvalidSetting(
+            f"classes={classes!r} goes with weights + config; model {source!r} "
+            "names its own classes"
+        )
     if storage.is_file(storage.join(source, EXPORT_CONFIG_FILE)):
         return _from_export(source, backbones)
     if source.endswith(".h5"):
         return _from_checkpoint(source, source, backbones)
-    checkpoints = training_runs.list_checkpoints(source) if "://" in source or _local_folder(source) else {}
+    checkpoints = (
+        training_runs.list_checkpoints(source) if "://" in source or _local_folder(source) else {}
+    )
     if checkpoints:
         return _from_checkpoint(checkpoints[max(checkpoints)], source, backbones)
     if "://" not in source and registry.REFERENCE.fullmatch(source):
         if not registry_uri:
             raise InvalidSetting(f"model {source!r} is a registry reference: give the registry")
         return _from_registry(source, registry_uri, backbones)
-    raise MissingInput(f"model {source!r} is neither a registry reference (NAME@ALIAS, "
-                       "NAME@vN, NAME), an export folder, a checkpoint nor a run folder "
-                       "with checkpoints")
+    raise MissingInput(
+        f"model {source!r} is neither a registry reference (NAME@ALIAS, "
+        "NAME@vN, NAME), an export folder, a checkpoint nor a run folder "
+        "with checkpoints"
+    )
 
 
 def _local_folder(path: str) -> bool:
     return storage.exists(path) and not storage.is_file(path)
 
 
-def _from_registry(reference: str, registry_uri: str, backbones: AllowedBackbones
-                   ) -> ModelArtifact:
+def _from_registry(reference: str, registry_uri: str, backbones: AllowedBackbones) -> ModelArtifact:
     version = registry.resolve(reference, registry_uri)
     config_uri = version.file(CONFIG_FILE)
     settings = storage.read_json(config_uri, "model config")
     return ModelArtifact(
-        name=version.name, version=str(version.version), format=KERAS,
-        uri=version.file(registry.WEIGHTS_FILE), config=settings,
+        name=version.name,
+        version=str(version.version),
+        format=KERAS,
+        uri=version.file(registry.WEIGHTS_FILE),
+        config=settings,
         class_names=tuple(storage.read_json(version.file(CLASSES_FILE), "class list")),
-        origin=reference, reference=version.reference, registry_uri=registry_uri,
-        backbone=_allowed_backbone(settings, f"model config {config_uri!r}", backbones))
+        origin=reference,
+        reference=version.reference,
+        registry_uri=registry_uri,
+        backbone=_allowed_backbone(settings, f"model config {config_uri!r}", backbones),
+    )
 
 
 def _from_checkpoint(uri: str, origin: str, backbones: AllowedBackbones) -> ModelArtifact:
@@ -103,23 +130,35 @@ def _from_checkpoint(uri: str, origin: str, backbones: AllowedBackbones) -> Mode
     folder = posixpath.dirname(beside) if storage.is_file(beside) else uri.rsplit("/", 2)[0]
     config = storage.join(folder, CONFIG_FILE)
     if not storage.is_file(config):
-        raise MissingInput(f"checkpoint {uri!r} has no {CONFIG_FILE} beside it nor in its "
-                           f"run folder {folder!r}; pass weights + config instead")
+        raise MissingInput(
+            f"checkpoint {uri!r} has no {CONFIG_FILE} beside it nor in its "
+            f"run folder {folder!r}; pass weights + config instead"
+        )
     return _from_weights(uri, config, None, origin, backbones)
 
 
-def _from_weights(weights: str, config_uri: str, classes: str | None, origin: str,
-                  backbones: AllowedBackbones) -> ModelArtifact:
+def _from_weights(
+    weights: str, config_uri: str, classes: str | None, origin: str, backbones: AllowedBackbones
+) -> ModelArtifact:
     settings = storage.read_json(config_uri, "model config")
     if not isinstance(settings, dict):
         raise InvalidInput(f"model config {config_uri!r} must be a JSON object of Config settings")
     backbone = _allowed_backbone(settings, f"model config {config_uri!r}", backbones)
     digest = hashlib.sha256(registry.read_weights(weights)).hexdigest()
-    names = _class_names(classes, posixpath.dirname(config_uri) or ".",
-                         int(settings.get("NUM_CLASSES", 1)) - 1)
-    return ModelArtifact(name=str(settings.get("NAME", "model")), version=f"sha256-{digest[:16]}",
-                         format=KERAS, uri=weights, config=settings, class_names=names,
-                         origin=origin, sha256=digest, backbone=backbone)
+    names = _class_names(
+        classes, posixpath.dirname(config_uri) or ".", int(settings.get("NUM_CLASSES", 1)) - 1
+    )
+    return ModelArtifact(
+        name=str(settings.get("NAME", "model")),
+        version=f"sha256-{digest[:16]}",
+        format=KERAS,
+        uri=weights,
+        config=settings,
+        class_names=names,
+        origin=origin,
+        sha256=digest,
+        backbone=backbone,
+    )
 
 
 def _from_export(folder: str, backbones: AllowedBackbones) -> ModelArtifact:
@@ -133,23 +172,32 @@ def _from_export(folder: str, backbones: AllowedBackbones) -> ModelArtifact:
     names = {storage.relative_path(uri, folder) for uri in files}
     fmt = export_registry.format_of(names)
     if fmt is None:
-        raise MissingInput(f"export folder {folder!r} has {EXPORT_CONFIG_FILE} but no "
-                           f"graph ({' or '.join(export_registry.GRAPH_FILES)})")
+        raise MissingInput(
+            f"export folder {folder!r} has {EXPORT_CONFIG_FILE} but no "
+            f"graph ({' or '.join(export_registry.GRAPH_FILES)})"
+        )
     digest = _folder_digest(folder, files)
     origin_file = storage.join(folder, EXPORT_MODEL_FILE)
-    described = (storage.read_json(origin_file, "export origin") if EXPORT_MODEL_FILE in names
-                 else {})
+    described = (
+        storage.read_json(origin_file, "export origin") if EXPORT_MODEL_FILE in names else {}
+    )
     names = _class_names(None, folder, int(settings.get("NUM_CLASSES", 1)) - 1)
-    return ModelArtifact(name=str(described.get("name", settings.get("NAME", "model"))),
-                         version=str(described.get("version", f"sha256-{digest[:16]}")),
-                         format=fmt.name, uri=folder, config=settings, class_names=names,
-                         origin=folder, sha256=digest,
-                         int8_check=int8_verdict(folder, files)
-                         if fmt is export_openvino.FORMAT else None)
+    return ModelArtifact(
+        name=str(described.get("name", settings.get("NAME", "model"))),
+        version=str(described.get("version", f"sha256-{digest[:16]}")),
+        format=fmt.name,
+        uri=folder,
+        config=settings,
+        class_names=names,
+        origin=folder,
+        sha256=digest,
+        int8_check=int8_verdict(folder, files) if fmt is export_openvino.FORMAT else None,
+    )
 
 
-def _allowed_backbone(settings: Any, source: str, backbones: AllowedBackbones,
-                      exported: bool = False) -> Backbone | None:
+def _allowed_backbone(
+    settings: Any, source: str, backbones: AllowedBackbones, exported: bool = False
+) -> Backbone | None:
     """Check stored settings as a `Config`; the callable BACKBONE it names, if allowed.
 
     Raises:
@@ -180,8 +228,10 @@ def _class_names(classes: str | None, folder: str, count: int) -> tuple[str, ...
     if names and names[0] in BACKGROUND_NAMES:
         names = names[1:]  # tolerate a list written with matterport's background entry
     if len(names) != count:
-        raise InvalidInput(f"classes file {source!r} names {len(names)} classes but the config "
-                           f"has NUM_CLASSES={count + 1} (background + {count})")
+        raise InvalidInput(
+            f"classes file {source!r} names {len(names)} classes but the config "
+            f"has NUM_CLASSES={count + 1} (background + {count})"
+        )
     return tuple(names)
 
 

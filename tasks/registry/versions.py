@@ -87,17 +87,25 @@ def _dumps(value: Any) -> bytes:
 def check_name(name: str) -> str:
     """Validate a model name (letters, digits, `_`, `-`); returns it."""
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
-        raise InvalidSetting(f"model name must be letters, digits, '_' or '-' (not starting with "
-                             f"'_' or '-'), got {name!r}")
+        raise InvalidSetting(
+            f"model name must be letters, digits, '_' or '-' (not starting with "
+            f"'_' or '-'), got {name!r}"
+        )
     return name
 
 
 def check_alias(alias: str) -> str:
     """Validate an alias name; `vN` and `latest` are reserved."""
-    if (not isinstance(alias, str) or not re.fullmatch(ALIAS_PATTERN, alias)
-            or VERSION_SELECTOR.fullmatch(alias) or alias in RESERVED_ALIASES):
-        raise InvalidSetting(f"alias must start with a letter, then letters, digits, '_' or '-', "
-                             f"and must not be 'vN' or {RESERVED_ALIASES}; got {alias!r}")
+    if (
+        not isinstance(alias, str)
+        or not re.fullmatch(ALIAS_PATTERN, alias)
+        or VERSION_SELECTOR.fullmatch(alias)
+        or alias in RESERVED_ALIASES
+    ):
+        raise InvalidSetting(
+            f"alias must start with a letter, then letters, digits, '_' or '-', "
+            f"and must not be 'vN' or {RESERVED_ALIASES}; got {alias!r}"
+        )
     return alias
 
 
@@ -111,8 +119,9 @@ def parse_reference(reference: str) -> tuple[str, str | None]:
     """`"road@production"` -> `("road", "production")`; `"road"` -> `("road", None)`."""
     match = REFERENCE.fullmatch(str(reference))
     if not match:
-        raise InvalidSetting(f"not a model reference: {reference!r}; expected NAME, NAME@vN or "
-                             "NAME@ALIAS")
+        raise InvalidSetting(
+            f"not a model reference: {reference!r}; expected NAME, NAME@vN or NAME@ALIAS"
+        )
     return match.group("name"), match.group("selector")
 
 
@@ -153,8 +162,12 @@ def read_alias(registry: str, name: str, alias: str) -> dict[str, Any] | None:
 def read_aliases(registry: str, name: str) -> dict[str, dict[str, Any]]:
     """Every alias of `name` with its record."""
     root = storage.join(registry, check_name(name), "aliases")
-    return {storage.relative_path(uri, root).removesuffix(".json"): storage.read_json(uri, "alias record")
-            for uri in storage.list_files(root, (".json",))}
+    return {
+        storage.relative_path(uri, root).removesuffix(".json"): storage.read_json(
+            uri, "alias record"
+        )
+        for uri in storage.list_files(root, (".json",))
+    }
 
 
 def resolve(reference: str, registry: str) -> ModelVersion:
@@ -166,27 +179,38 @@ def resolve(reference: str, registry: str) -> ModelVersion:
     name, selector = parse_reference(reference)
     versions = list_versions(registry, name)
     if not versions:
-        raise MissingInput(f"model {name!r} not found in registry {registry!r} "
-                           f"(models: {list_models(registry)})")
+        raise MissingInput(
+            f"model {name!r} not found in registry {registry!r} (models: {list_models(registry)})"
+        )
     if selector is None:
         return ModelVersion(registry, name, versions[-1])
     numbered = VERSION_SELECTOR.fullmatch(selector)
     if numbered:
         if int(numbered.group(1)) not in versions:
-            raise MissingInput(f"{reference!r}: model {name!r} has no version {selector} in "
-                               f"{registry!r} (versions: {versions})")
+            raise MissingInput(
+                f"{reference!r}: model {name!r} has no version {selector} in "
+                f"{registry!r} (versions: {versions})"
+            )
         return ModelVersion(registry, name, int(numbered.group(1)))
     record = read_alias(registry, name, selector)
     if record is None:
-        raise MissingInput(f"{reference!r}: model {name!r} has no alias {selector!r} in "
-                           f"{registry!r} (aliases: {sorted(read_aliases(registry, name))})")
+        raise MissingInput(
+            f"{reference!r}: model {name!r} has no alias {selector!r} in "
+            f"{registry!r} (aliases: {sorted(read_aliases(registry, name))})"
+        )
     return ModelVersion(registry, name, int(record["version"]))
 
 
 # ---------------------------------------------------------------------------- registering
-def register_version(registry: str, name: str, weights_uri: str, config: dict[str, Any],
-                     classes: list[str], metrics: dict[str, Any], lineage: dict[str, Any]
-                     ) -> ModelVersion:
+def register_version(
+    registry: str,
+    name: str,
+    weights_uri: str,
+    config: dict[str, Any],
+    classes: list[str],
+    metrics: dict[str, Any],
+    lineage: dict[str, Any],
+) -> ModelVersion:
     """Publish a new immutable version; its number is claimed without races.
 
     Args:
@@ -206,16 +230,22 @@ def register_version(registry: str, name: str, weights_uri: str, config: dict[st
     """
     check_name(name)
     if config.get("NUM_CLASSES") != len(classes) + 1:
-        raise InvalidInput(f"config NUM_CLASSES={config.get('NUM_CLASSES')} does not fit "
-                           f"{len(classes)} classes plus the background: {classes}")
+        raise InvalidInput(
+            f"config NUM_CLASSES={config.get('NUM_CLASSES')} does not fit "
+            f"{len(classes)} classes plus the background: {classes}"
+        )
     weights = read_weights(weights_uri)
     number, token = _claim_number(registry, name)
     version = ModelVersion(registry, name, number)
     lineage = {**lineage, "model": name, "version": number, "registered_at": now_iso()}
-    files = {WEIGHTS_FILE: weights, CONFIG_FILE: _dumps(config), CLASSES_FILE: _dumps(classes),
-             "metrics.json": _dumps(metrics),
-             "MODEL_CARD.md": model_card(version, classes, config, metrics, lineage).encode(),
-             COMMIT_FILE: _dumps(lineage)}
+    files = {
+        WEIGHTS_FILE: weights,
+        CONFIG_FILE: _dumps(config),
+        CLASSES_FILE: _dumps(classes),
+        "metrics.json": _dumps(metrics),
+        "MODEL_CARD.md": model_card(version, classes, config, metrics, lineage).encode(),
+        COMMIT_FILE: _dumps(lineage),
+    }
     _publish(version, files, token)
     return version
 
@@ -239,19 +269,24 @@ def read_weights(uri: str) -> bytes:
 def _claim_number(registry: str, name: str) -> tuple[int, str]:
     """Take the next free version number; returns `(number, token)`."""
     claims = storage.join(registry, name, "claims")
-    taken = [int(storage.relative_path(uri, claims).removesuffix(".json"))
-             for uri in storage.list_files(claims, (".json",))
-             if storage.relative_path(uri, claims).removesuffix(".json").isdigit()]
+    taken = [
+        int(storage.relative_path(uri, claims).removesuffix(".json"))
+        for uri in storage.list_files(claims, (".json",))
+        if storage.relative_path(uri, claims).removesuffix(".json").isdigit()
+    ]
     number = max(taken + list_versions(registry, name), default=0) + 1
     token = uuid.uuid4().hex
-    record = _dumps({"token": token, "claimed_at": now_iso(), "host": socket.gethostname(),
-                     "pid": os.getpid()})
+    record = _dumps(
+        {"token": token, "claimed_at": now_iso(), "host": socket.gethostname(), "pid": os.getpid()}
+    )
     for _ in range(MAX_CLAIM_ATTEMPTS):
         if storage.create_exclusive(storage.join(claims, f"{number}.json"), record):
             return number, token
         number += 1
-    raise RuntimeError(f"could not claim a version number of {name!r} in {registry!r} after "
-                       f"{MAX_CLAIM_ATTEMPTS} attempts")
+    raise RuntimeError(
+        f"could not claim a version number of {name!r} in {registry!r} after "
+        f"{MAX_CLAIM_ATTEMPTS} attempts"
+    )
 
 
 def _local_path(uri: str) -> str:
@@ -286,8 +321,12 @@ def set_alias(version: ModelVersion, alias: str, reason: str | None = None) -> d
     if version.version not in list_versions(version.registry, version.name):
         raise MissingInput(f"{version.reference} not found in registry {version.registry!r}")
     previous = read_alias(version.registry, version.name, alias)
-    record = {"version": version.version, "set_at": now_iso(), "reason": reason,
-              "previous": previous["version"] if previous else None}
+    record = {
+        "version": version.version,
+        "set_at": now_iso(),
+        "reason": reason,
+        "previous": previous["version"] if previous else None,
+    }
     storage.write_bytes(_alias_uri(version.registry, version.name, alias), _dumps(record))
     return record
 
@@ -301,17 +340,25 @@ def metric_value(metrics: dict[str, Any], metric: str, owner: str) -> float | No
     value: Any = metrics
     for part in metric.split("."):
         if not isinstance(value, dict) or part not in value:
-            raise InvalidSetting(f"metric {metric!r} not found in the metrics of {owner}; "
-                                 f"top-level keys: {sorted(metrics)}")
+            raise InvalidSetting(
+                f"metric {metric!r} not found in the metrics of {owner}; "
+                f"top-level keys: {sorted(metrics)}"
+            )
         value = value[part]
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise InvalidInput(f"metric {metric!r} of {owner} is not a number: {value!r}")
     return None if value is None else float(value)
 
 
-def promote(version: ModelVersion, alias: str = "production", metric: str = "segm.AP",
-            higher_is_better: bool = True, force: bool = False, reason: str | None = None,
-            baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+def promote(
+    version: ModelVersion,
+    alias: str = "production",
+    metric: str = "segm.AP",
+    higher_is_better: bool = True,
+    force: bool = False,
+    reason: str | None = None,
+    baseline: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The promotion gate: move `alias` to `version` if its metric is at least as good.
 
     Without a current holder of the alias the version is promoted. A version that fails the
@@ -352,14 +399,23 @@ def promote(version: ModelVersion, alias: str = "production", metric: str = "seg
     text = why if passed else (f"forced: {reason.strip()} (gate: {why})" if force else why)
     if promoted and (current is None or current["version"] != version.version):
         set_alias(version, alias, text)
-    return {"model": version.name, "alias": alias, "metric": metric,
-            "higher_is_better": higher_is_better,
-            "candidate": {"version": version.version, "value": value}, "current": current,
-            "compared_on": compared_on, "promoted": promoted, "forced": promoted and not passed, "reason": text}
+    return {
+        "model": version.name,
+        "alias": alias,
+        "metric": metric,
+        "higher_is_better": higher_is_better,
+        "candidate": {"version": version.version, "value": value},
+        "current": current,
+        "compared_on": compared_on,
+        "promoted": promoted,
+        "forced": promoted and not passed,
+        "reason": text,
+    }
 
 
-def _same_split(baseline: dict[str, Any] | None, holder: ModelVersion,
-                candidate: dict[str, Any]) -> bool:
+def _same_split(
+    baseline: dict[str, Any] | None, holder: ModelVersion, candidate: dict[str, Any]
+) -> bool:
     """Whether ``baseline`` evaluated ``holder`` on the data the candidate was evaluated on."""
     if not baseline:
         return False
@@ -368,8 +424,9 @@ def _same_split(baseline: dict[str, Any] | None, holder: ModelVersion,
     return same_model and bool(dataset.get("hash")) and dataset.get("hash") == theirs.get("hash")
 
 
-def _gate(value: float | None, current: dict[str, Any] | None, metric: str,
-          higher_is_better: bool) -> tuple[bool, str]:
+def _gate(
+    value: float | None, current: dict[str, Any] | None, metric: str, higher_is_better: bool
+) -> tuple[bool, str]:
     if current is None:
         return True, "no current version holds the alias"
     if value is None:

@@ -57,8 +57,9 @@ def registered_metrics_uri(registry: str, name: str, version: str) -> str | None
 
 def model_accuracy(identity: str, metrics: Mapping[str, Any]) -> ModelAccuracy:
     """The section's numbers of one version's ``metrics.json``."""
-    return ModelAccuracy(identity, summary_line(metrics), tuple(accuracy_rows(metrics)),
-                         limit_warning(metrics))
+    return ModelAccuracy(
+        identity, summary_line(metrics), tuple(accuracy_rows(metrics)), limit_warning(metrics)
+    )
 
 
 def unavailable(identity: str, reason: str) -> ModelAccuracy:

@@ -20,39 +20,73 @@ def key_numbers(overall: pd.DataFrame, day: str) -> dict[str, str]:
     if day not in overall.index:
         return {"images processed": "0 (no run on this day)"}
     row = overall.loc[day]
-    return {"images processed": f"{int(row['images'])}",
-            "images failed": f"{int(row['errors'])} ({100 * row['error_rate']:.1f} %)",
-            "images with no detection": f"{100 * row['no_detection_rate']:.1f} %",
-            "mean detection score": "-" if pd.isna(row["mean_score"]) else
-            f"{row['mean_score']:.3f}",
-            "model versions": str(row["models"])}
+    return {
+        "images processed": f"{int(row['images'])}",
+        "images failed": f"{int(row['errors'])} ({100 * row['error_rate']:.1f} %)",
+        "images with no detection": f"{100 * row['no_detection_rate']:.1f} %",
+        "mean detection score": "-" if pd.isna(row["mean_score"]) else f"{row['mean_score']:.3f}",
+        "model versions": str(row["models"]),
+    }
 
 
 def overall_charts(overall: pd.DataFrame, day: str, changes: Sequence[str]) -> tuple[str, ...]:
     """Images and failures per day; no-detection share and mean score per day."""
     days = list(overall.index)
-    return (charts.daily_lines(days, {"images": overall["images"].tolist(),
-                                      "failed": overall["errors"].tolist()},
-                               day, changes, "images per day"),
-            charts.daily_lines(days, {"no detection": overall["no_detection_rate"].tolist(),
-                                      "mean score": overall["mean_score"].fillna(0).tolist()},
-                               day, changes, "empty results and mean score", percent=True))
+    return (
+        charts.daily_lines(
+            days,
+            {"images": overall["images"].tolist(), "failed": overall["errors"].tolist()},
+            day,
+            changes,
+            "images per day",
+        ),
+        charts.daily_lines(
+            days,
+            {
+                "no detection": overall["no_detection_rate"].tolist(),
+                "mean score": overall["mean_score"].fillna(0).tolist(),
+            },
+            day,
+            changes,
+            "empty results and mean score",
+            percent=True,
+        ),
+    )
 
 
-def class_section(name: str, daily: pd.DataFrame, history: History, changes: Sequence[str],
-                  drift: Sequence[DriftRow]) -> ClassSection:
+def class_section(
+    name: str,
+    daily: pd.DataFrame,
+    history: History,
+    changes: Sequence[str],
+    drift: Sequence[DriftRow],
+) -> ClassSection:
     """Trend (mean, p50, p90 per day), today's distribution against the window's, counts."""
     rows = daily[daily["class_name"] == name].set_index("run_date").sort_index()
     days = list(rows.index)
-    trend = charts.daily_lines(days, {k: rows[k].tolist() for k in ("mean", "p50", "p90")},
-                               history.day, changes, f"{name}: share of the image", percent=True)
+    trend = charts.daily_lines(
+        days,
+        {k: rows[k].tolist() for k in ("mean", "p50", "p90")},
+        history.day,
+        changes,
+        f"{name}: share of the image",
+        percent=True,
+    )
     today = history.today.loc[history.today["class_name"] == name, "area_ratio"]
     window = history.window.loc[history.window["class_name"] == name, "area_ratio"]
-    distribution = charts.distributions(BIN_LABELS, area_bins(today.to_numpy()),
-                                        area_bins(window.to_numpy()),
-                                        f"{name}: images per area bin")
-    counts = charts.daily_lines(days, {"instances": rows["instances"].tolist()}, history.day,
-                                changes, f"{name}: instances per day")
+    distribution = charts.distributions(
+        BIN_LABELS,
+        area_bins(today.to_numpy()),
+        area_bins(window.to_numpy()),
+        f"{name}: images per area bin",
+    )
+    counts = charts.daily_lines(
+        days,
+        {"instances": rows["instances"].tolist()},
+        history.day,
+        changes,
+        f"{name}: instances per day",
+    )
     return ClassSection(name, trend, distribution, counts, tuple(drift))
 
 
@@ -62,6 +96,7 @@ def breakdown(history: History) -> pd.DataFrame | None:
         return None
     joined = history.areas.merge(history.fields, on=["run_date", "image_uri"])
     joined["when"] = np.where(joined["run_date"] == history.day, "report day", "window")
-    table = joined.pivot_table(index=["field", "class_name"], columns="when",
-                               values="area_ratio", aggfunc="mean")
+    table = joined.pivot_table(
+        index=["field", "class_name"], columns="when", values="area_ratio", aggfunc="mean"
+    )
     return table.reset_index().rename(columns={"field": "value", "class_name": "class"})

@@ -20,8 +20,14 @@ from matplotlib.ticker import PercentFormatter  # noqa: E402
 SIZE = (6.4, 2.6)  # inches; at 100 dpi a chart fits beside the numbers on a laptop screen
 
 
-def daily_lines(days: Sequence[str], series: Mapping[str, Sequence[float]], today: str,
-                changes: Sequence[str], title: str, percent: bool = False) -> str:
+def daily_lines(
+    days: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    today: str,
+    changes: Sequence[str],
+    title: str,
+    percent: bool = False,
+) -> str:
     """One line per series over the days; the report day and model changes marked."""
     figure, axes = plt.subplots(figsize=SIZE)
     try:
@@ -43,8 +49,9 @@ def daily_lines(days: Sequence[str], series: Mapping[str, Sequence[float]], toda
         plt.close(figure)
 
 
-def distributions(labels: Sequence[str], today: Sequence[float], window: Sequence[float],
-                  title: str) -> str:
+def distributions(
+    labels: Sequence[str], today: Sequence[float], window: Sequence[float], title: str
+) -> str:
     """Side-by-side bars: share of images per area bin, report day against the window."""
     figure, axes = plt.subplots(figsize=SIZE)
     try:
@@ -67,4 +74,4 @@ def _svg(figure: plt.Figure) -> str:
     figure.savefig(buffer, format="svg")
     text = buffer.getvalue()
     text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)  # no clock in the page
-    return text[text.index("<svg"):]  # inline: no XML prologue inside HTML
+    return text[text.index("<svg") :]  # inline: no XML prologue inside HTML

@@ -82,8 +82,9 @@ def ks_critical(n: int, m: int, alpha: float) -> float:
     return math.sqrt(-math.log(alpha / 2) / 2) * math.sqrt((n + m) / (n * m))
 
 
-def class_drift(class_name: str, today: Sequence[float], window: Sequence[float],
-                settings: DriftSettings) -> list[DriftRow]:
+def class_drift(
+    class_name: str, today: Sequence[float], window: Sequence[float], settings: DriftSettings
+) -> list[DriftRow]:
     """The ``psi`` and ``ks`` rows of one class (``drifting`` needs both and enough images)."""
     today, window = np.asarray(today, float), np.asarray(window, float)
     n, m = len(today), len(window)
@@ -96,12 +97,15 @@ def class_drift(class_name: str, today: Sequence[float], window: Sequence[float]
         critical = ks_critical(n, m, settings.ks_alpha)
     both = enough and value_psi >= settings.psi and value_ks > critical
     common = dict(window_days=settings.window_days, today_images=n, window_images=m)
-    return [DriftRow(class_name, "psi", value_psi, settings.psi, both, **common),
-            DriftRow(class_name, "ks", value_ks, critical, both, **common)]
+    return [
+        DriftRow(class_name, "psi", value_psi, settings.psi, both, **common),
+        DriftRow(class_name, "ks", value_ks, critical, both, **common),
+    ]
 
 
-def rate_jump(rate: str, today: float, window: Sequence[float],
-              settings: DriftSettings) -> RateJump | None:
+def rate_jump(
+    rate: str, today: float, window: Sequence[float], settings: DriftSettings
+) -> RateJump | None:
     """A ``RateJump`` when today's rate is well above the window's daily rates, else None."""
     if len(window) == 0:
         return None

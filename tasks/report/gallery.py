@@ -36,9 +36,10 @@ def choose(history: History, count: int, window_days: int) -> list[Pick]:
     """Up to ``count`` of the report day's images, outliers and low scores in turns."""
     scores = history.scores
     today_scores = scores[scores["run_date"] == history.day] if len(scores) else scores
-    picks = {"area-outlier": area_outliers(history.today, history.window, 0.0, window_days),
-             "low-confidence": low_confidence(today_scores, (0.0, 1.0)) if len(today_scores)
-             else []}
+    picks = {
+        "area-outlier": area_outliers(history.today, history.window, 0.0, window_days),
+        "low-confidence": low_confidence(today_scores, (0.0, 1.0)) if len(today_scores) else [],
+    }
     return [item.reasons[0] for item in allocate(picks, count)] if count else []
 
 
@@ -46,8 +47,7 @@ def overlay_name(image_uri: str, overlays: list[str]) -> str | None:
     """The overlay drawn for an image: the listed name whose path, without its extension,
     ends the image's URI without its extension (the longest such)."""
     stem = posixpath.splitext(image_uri)[0]
-    matches = [name for name in overlays
-               if stem.endswith("/" + posixpath.splitext(name)[0])]
+    matches = [name for name in overlays if stem.endswith("/" + posixpath.splitext(name)[0])]
     return max(matches, key=len) if matches else None
 
 

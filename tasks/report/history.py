@@ -51,8 +51,9 @@ class History:
         return self.areas[self.areas["run_date"] == self.day]
 
 
-def read_history(output_uri: str, day: datetime.date, window_days: int,
-                 path_field: str | None = None) -> History:
+def read_history(
+    output_uri: str, day: datetime.date, window_days: int, path_field: str | None = None
+) -> History:
     """Read the report day and the window before it.
 
     Raises:
@@ -63,13 +64,17 @@ def read_history(output_uri: str, day: datetime.date, window_days: int,
     areas = _frame(output_uri, "area_ratios", _AREAS, bounds, required=True)
     scores = _frame(output_uri, "instances", _SCORES, bounds)
     errors = _frame(output_uri, "errors", _ERRORS, bounds)
-    fields = (_frame(output_uri, "images", _FIELDS, {**bounds, "field": path_field})
-              if path_field else None)
+    fields = (
+        _frame(output_uri, "images", _FIELDS, {**bounds, "field": path_field})
+        if path_field
+        else None
+    )
     return History(day.isoformat(), start.isoformat(), areas, scores, errors, fields)
 
 
-def _frame(output_uri: str, table: str, sql: str, parameters: dict, required: bool = False
-           ) -> pd.DataFrame:
+def _frame(
+    output_uri: str, table: str, sql: str, parameters: dict, required: bool = False
+) -> pd.DataFrame:
     try:
         columns, rows = query(output_uri, table, sql, parameters)
     except FileNotFoundError:

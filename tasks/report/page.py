@@ -57,27 +57,45 @@ class ReportPage:
 def render(page: ReportPage) -> str:
     """The HTML text of the page."""
     drifting = sorted({row.class_name for c in page.classes for row in c.drift if row.drifting})
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-             f"<title>Nightly report {_e(page.day)}</title><style>{_STYLE}</style></head><body>",
-             f"<h1>Nightly report {_e(page.day)}</h1><p>results: <code>{_e(page.output)}</code></p>",
-             _alerts(drifting, page.jumps), _table(["", "value"], page.key_numbers.items()),
-             "<h2>The night</h2><div class='charts' id='overall'>", *page.overall_charts,
-             "</div>", _errors(page.errors_by_type), _accuracy(page.accuracy)]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>Nightly report {_e(page.day)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>Nightly report {_e(page.day)}</h1><p>results: <code>{_e(page.output)}</code></p>",
+        _alerts(drifting, page.jumps),
+        _table(["", "value"], page.key_numbers.items()),
+        "<h2>The night</h2><div class='charts' id='overall'>",
+        *page.overall_charts,
+        "</div>",
+        _errors(page.errors_by_type),
+        _accuracy(page.accuracy),
+    ]
     for section in page.classes:
-        parts += [f"<h2 id='class-{_e(section.name)}'>{_e(section.name)}</h2>",
-                  "<div class='charts'>", section.trend_chart, section.distribution_chart,
-                  section.counts_chart, "</div>", _drift_table(section.drift)]
+        parts += [
+            f"<h2 id='class-{_e(section.name)}'>{_e(section.name)}</h2>",
+            "<div class='charts'>",
+            section.trend_chart,
+            section.distribution_chart,
+            section.counts_chart,
+            "</div>",
+            _drift_table(section.drift),
+        ]
     if page.breakdown is not None and len(page.breakdown):
         parts += [f"<h2>By {_e(page.breakdown_field)}</h2>", _frame(page.breakdown)]
-    parts += ["<h2>Worth a look</h2><div class='gallery' id='gallery'>",
-              *[_figure(item) for item in page.gallery], "</div></body></html>"]
+    parts += [
+        "<h2>Worth a look</h2><div class='gallery' id='gallery'>",
+        *[_figure(item) for item in page.gallery],
+        "</div></body></html>",
+    ]
     return "\n".join(parts)
 
 
 def _alerts(drifting: Sequence[str], jumps: Sequence[RateJump]) -> str:
     lines = [f"class <b>{_e(name)}</b> drifts from the window" for name in drifting]
-    lines += [f"{_e(j.rate)} {100 * j.today:.1f} % against {100 * j.window_mean:.1f} % "
-              f"(± {100 * j.window_std:.1f}) in the window" for j in jumps]
+    lines += [
+        f"{_e(j.rate)} {100 * j.today:.1f} % against {100 * j.window_mean:.1f} % "
+        f"(± {100 * j.window_std:.1f}) in the window"
+        for j in jumps
+    ]
     if not lines:
         return "<p class='ok'>No drift and no jump in errors or empty results.</p>"
     return "<div class='alert' id='alerts'>" + "<br>".join(lines) + "</div>"
@@ -87,10 +105,12 @@ def _accuracy(models: Sequence[ModelAccuracy]) -> str:
     """Each model version's registered evaluation (see ``tasks.report.accuracy``)."""
     if not models:
         return ""
-    parts = ["<h2 id='accuracy'>Model accuracy on its val split</h2>",
-             "<p>Coverage error in percentage points per image, with a bootstrap 95 % interval; "
-             "the baselines are scored on the same images (Otsu: single-class models only). "
-             "These are the registered evaluation's numbers, not tonight's images.</p>"]
+    parts = [
+        "<h2 id='accuracy'>Model accuracy on its val split</h2>",
+        "<p>Coverage error in percentage points per image, with a bootstrap 95 % interval; "
+        "the baselines are scored on the same images (Otsu: single-class models only). "
+        "These are the registered evaluation's numbers, not tonight's images.</p>",
+    ]
     for model in models:
         parts.append(f"<h3>{_e(model.identity)}</h3>")
         if model.missing:
@@ -111,18 +131,29 @@ def _errors(errors: dict[str, int]) -> str:
 
 
 def _drift_table(rows: Sequence[DriftRow]) -> str:
-    return _table(["statistic", "value", "threshold", "drifting", "images (day / window)"],
-                  [(r.statistic, f"{r.value:.3f}", f"{r.threshold:.3f}",
-                    "yes" if r.drifting else "no", f"{r.today_images} / {r.window_images}")
-                   for r in rows])
+    return _table(
+        ["statistic", "value", "threshold", "drifting", "images (day / window)"],
+        [
+            (
+                r.statistic,
+                f"{r.value:.3f}",
+                f"{r.threshold:.3f}",
+                "yes" if r.drifting else "no",
+                f"{r.today_images} / {r.window_images}",
+            )
+            for r in rows
+        ],
+    )
 
 
 def _figure(item: GalleryItem) -> str:
     image = f"<img src='{item.thumbnail}' alt='{_e(item.image_uri)}' width='240'>"
     if item.link:
         image = f"<a href='{_e(item.link)}'>{image}</a>"
-    return (f"<figure>{image}<figcaption>{_e(item.image_uri)}<br>{_e(item.reason)}"
-            f"</figcaption></figure>")
+    return (
+        f"<figure>{image}<figcaption>{_e(item.image_uri)}<br>{_e(item.reason)}"
+        f"</figcaption></figure>"
+    )
 
 
 def _frame(frame: pd.DataFrame) -> str:

@@ -43,8 +43,9 @@ class ReviewInputs:
         return sorted(self.current["image_uri"].unique())
 
 
-def read_inputs(output_uri: str, since: datetime.date, until: datetime.date | None,
-                window_days: int) -> ReviewInputs:
+def read_inputs(
+    output_uri: str, since: datetime.date, until: datetime.date | None, window_days: int
+) -> ReviewInputs:
     """Read the frames for a selection over ``[since, until]``.
 
     Raises:
@@ -52,22 +53,29 @@ def read_inputs(output_uri: str, since: datetime.date, until: datetime.date | No
     """
     start = since - datetime.timedelta(days=window_days)
     bounds = {"until": until.isoformat() if until else None}
-    areas = _frame(*query(output_uri, "area_ratios", _AREAS_SQL,
-                          {**bounds, "start": start.isoformat()}))
+    areas = _frame(
+        *query(output_uri, "area_ratios", _AREAS_SQL, {**bounds, "start": start.isoformat()})
+    )
     history = areas[areas["run_date"] < since.isoformat()]
     results = areas[areas["run_date"] >= since.isoformat()]
     newest = results.groupby("image_uri")["run_date"].transform("max")
     current = results[results["run_date"] == newest]
     try:
-        instances = _frame(*query(output_uri, "instances", _INSTANCES_SQL,
-                                  {**bounds, "since": since.isoformat()}))
+        instances = _frame(
+            *query(output_uri, "instances", _INSTANCES_SQL, {**bounds, "since": since.isoformat()})
+        )
     except FileNotFoundError:
-        instances = pd.DataFrame(columns=["image_uri", "run_date", "class_name", "score",
-                                          "y1", "x1", "y2", "x2"])
+        instances = pd.DataFrame(
+            columns=["image_uri", "run_date", "class_name", "score", "y1", "x1", "y2", "x2"]
+        )
     latest = current[["image_uri", "run_date"]].drop_duplicates()
     instances = instances.merge(latest, on=["image_uri", "run_date"])
-    return ReviewInputs(current.reset_index(drop=True), history.reset_index(drop=True),
-                        results.reset_index(drop=True), instances)
+    return ReviewInputs(
+        current.reset_index(drop=True),
+        history.reset_index(drop=True),
+        results.reset_index(drop=True),
+        instances,
+    )
 
 
 def _frame(columns: list[str], rows: list[tuple]) -> pd.DataFrame:

@@ -13,12 +13,19 @@ from collections.abc import Mapping, Sequence
 
 from tasks.failures import InvalidSetting
 from tasks.review import STRATEGIES
+from tasks.review.inputs import ReviewInputs
+from tasks.review.strategies import (
+    Pick,
+    Thresholds,
+    area_outliers,
+    class_margin,
+    disagreement,
+    low_confidence,
+    random_sample,
+)
 
 # Strategies that rank every image: only the images they take are theirs, not every image.
 RANK_ALL = ("random",)
-from tasks.review.inputs import ReviewInputs
-from tasks.review.strategies import (Pick, Thresholds, area_outliers, class_margin,
-                                     disagreement, low_confidence, random_sample)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,24 +61,45 @@ def allocate(picks: Mapping[str, Sequence[Pick]], budget: int) -> list[Chosen]:
         for pick in ordered:
             if pick.image_uri in reasons:
                 reasons[pick.image_uri].append(pick)
-    return [Chosen(first.image_uri, (first, *[p for p in reasons[first.image_uri]
-                                              if p.strategy not in (first.strategy, *RANK_ALL)]))
-            for first in order]
+    return [
+        Chosen(
+            first.image_uri,
+            (
+                first,
+                *[
+                    p
+                    for p in reasons[first.image_uri]
+                    if p.strategy not in (first.strategy, *RANK_ALL)
+                ],
+            ),
+        )
+        for first in order
+    ]
 
 
-def run_strategies(inputs: ReviewInputs, strategies: Sequence[str], thresholds: Thresholds,
-                   window_days: int, seed: int) -> dict[str, list[Pick]]:
+def run_strategies(
+    inputs: ReviewInputs,
+    strategies: Sequence[str],
+    thresholds: Thresholds,
+    window_days: int,
+    seed: int,
+) -> dict[str, list[Pick]]:
     """Each asked-for strategy's picks, in the order asked."""
     unknown = [name for name in strategies if name not in STRATEGIES]
     if unknown or not strategies:
-        raise InvalidSetting(f"unknown strategy {unknown[0]!r}; expected some of "
-                             f"{', '.join(STRATEGIES)}" if unknown else "no strategy given")
+        raise InvalidSetting(
+            f"unknown strategy {unknown[0]!r}; expected some of {', '.join(STRATEGIES)}"
+            if unknown
+            else "no strategy given"
+        )
     run = {
         "low-confidence": lambda: low_confidence(inputs.instances, thresholds.score_band),
-        "class-margin": lambda: class_margin(inputs.instances, thresholds.class_margin,
-                                             thresholds.overlap_iou),
-        "area-outlier": lambda: area_outliers(inputs.current, inputs.history,
-                                              thresholds.outlier_z, window_days),
+        "class-margin": lambda: class_margin(
+            inputs.instances, thresholds.class_margin, thresholds.overlap_iou
+        ),
+        "area-outlier": lambda: area_outliers(
+            inputs.current, inputs.history, thresholds.outlier_z, window_days
+        ),
         "disagreement": lambda: disagreement(inputs.results, thresholds.disagreement),
         "random": lambda: random_sample(inputs.image_uris, seed),
     }

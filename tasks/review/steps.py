@@ -16,9 +16,15 @@ from tasks.review.strategies import Pick, Thresholds
 
 
 @io_task(name="find-review-candidates")
-def find_candidates(output: str, since: datetime.date, until: datetime.date | None,
-                    strategies: Sequence[str], thresholds: Thresholds, window_days: int,
-                    seed: int) -> dict[str, list[Pick]]:
+def find_candidates(
+    output: str,
+    since: datetime.date,
+    until: datetime.date | None,
+    strategies: Sequence[str],
+    thresholds: Thresholds,
+    window_days: int,
+    seed: int,
+) -> dict[str, list[Pick]]:
     """Every strategy's picks over the results of ``[since, until]``."""
     inputs = read_inputs(output, since, until, window_days)
     return run_strategies(inputs, strategies, thresholds, window_days, seed)

@@ -61,10 +61,16 @@ def low_confidence(instances: pd.DataFrame, band: tuple[float, float]) -> list[P
     """Images with detections scoring in ``[low, high)``, lowest score first."""
     low, high = band
     unsure = instances[(instances["score"] >= low) & (instances["score"] < high)]
-    picks = [Pick(uri, "low-confidence", float(group["score"].min()),
-                  f"{len(group)} detection(s) scoring in [{low:g}, {high:g}), lowest "
-                  f"{group['score'].min():.2f} ({group.loc[group['score'].idxmin(), 'class_name']})")
-             for uri, group in unsure.groupby("image_uri")]
+    picks = [
+        Pick(
+            uri,
+            "low-confidence",
+            float(group["score"].min()),
+            f"{len(group)} detection(s) scoring in [{low:g}, {high:g}), lowest "
+            f"{group['score'].min():.2f} ({group.loc[group['score'].idxmin(), 'class_name']})",
+        )
+        for uri, group in unsure.groupby("image_uri")
+    ]
     return _ordered(picks)
 
 
@@ -81,18 +87,26 @@ def class_margin(instances: pd.DataFrame, margin: float, overlap_iou: float) -> 
         close = (iou >= overlap_iou) & (classes[:, None] != classes[None, :]) & (gap <= margin)
         if close.any():
             i, j = np.unravel_index(np.argmin(np.where(close, gap, np.inf)), gap.shape)
-            picks.append(Pick(uri, "class-margin", float(gap[i, j]),
-                              f"{classes[i]} {scores[i]:.2f} vs {classes[j]} {scores[j]:.2f} on "
-                              f"one object (box IoU {iou[i, j]:.2f})"))
+            picks.append(
+                Pick(
+                    uri,
+                    "class-margin",
+                    float(gap[i, j]),
+                    f"{classes[i]} {scores[i]:.2f} vs {classes[j]} {scores[j]:.2f} on "
+                    f"one object (box IoU {iou[i, j]:.2f})",
+                )
+            )
     return _ordered(picks)
 
 
-def area_outliers(current: pd.DataFrame, history: pd.DataFrame, min_z: float,
-                  window_days: int) -> list[Pick]:
+def area_outliers(
+    current: pd.DataFrame, history: pd.DataFrame, min_z: float, window_days: int
+) -> list[Pick]:
     """Images whose class share lies far outside the class's trailing distribution."""
     reference = history if history["image_uri"].nunique() >= MIN_HISTORY else current
     stats = reference.groupby("class_name")["area_ratio"].agg(
-        median="median", mad=lambda x: float(np.median(np.abs(x - np.median(x)))))
+        median="median", mad=lambda x: float(np.median(np.abs(x - np.median(x))))
+    )
     rows = current.join(stats, on="class_name", how="inner")
     # A class that never varied (MAD 0) still flags a change of one percentage point.
     scale = np.maximum(rows["mad"].to_numpy(), 0.01 * 0.6745)
@@ -102,32 +116,49 @@ def area_outliers(current: pd.DataFrame, history: pd.DataFrame, min_z: float,
     picks = []
     for uri, group in flagged.groupby("image_uri"):
         top = group.loc[group["z"].idxmax()]
-        picks.append(Pick(uri, "area-outlier", -float(top["z"]),
-                          f"{top['class_name']} covers {100 * top['area_ratio']:.1f} % against a "
-                          f"median of {100 * top['median']:.1f} % over the {source} "
-                          f"(robust z {top['z']:.1f})"))
+        picks.append(
+            Pick(
+                uri,
+                "area-outlier",
+                -float(top["z"]),
+                f"{top['class_name']} covers {100 * top['area_ratio']:.1f} % against a "
+                f"median of {100 * top['median']:.1f} % over the {source} "
+                f"(robust z {top['z']:.1f})",
+            )
+        )
     return _ordered(picks)
 
 
 def disagreement(results: pd.DataFrame, min_difference: float) -> list[Pick]:
     """Images whose newest results of two model versions differ in area ratios."""
-    newest = (results.sort_values("run_date")
-              .groupby(["image_uri", "model_version", "class_name"], as_index=False).last())
+    newest = (
+        results.sort_values("run_date")
+        .groupby(["image_uri", "model_version", "class_name"], as_index=False)
+        .last()
+    )
     picks = []
     for uri, group in newest.groupby("image_uri"):
         versions = sorted(group["model_version"].unique(), key=_version_key)
         if len(versions) < 2:
             continue
-        old, new = (group[group["model_version"] == v].set_index("class_name")["area_ratio"]
-                    for v in versions[-2:])
+        old, new = (
+            group[group["model_version"] == v].set_index("class_name")["area_ratio"]
+            for v in versions[-2:]
+        )
         difference = (new - old.reindex(new.index, fill_value=0.0)).abs()
         total = float(difference.sum())
         if total >= min_difference:
             worst = difference.idxmax()
-            picks.append(Pick(uri, "disagreement", -total,
-                              f"versions {versions[-2]} and {versions[-1]} differ by "
-                              f"{100 * total:.1f} pp of area in total ({worst} "
-                              f"{100 * old.get(worst, 0.0):.1f} % vs {100 * new[worst]:.1f} %)"))
+            picks.append(
+                Pick(
+                    uri,
+                    "disagreement",
+                    -total,
+                    f"versions {versions[-2]} and {versions[-1]} differ by "
+                    f"{100 * total:.1f} pp of area in total ({worst} "
+                    f"{100 * old.get(worst, 0.0):.1f} % vs {100 * new[worst]:.1f} %)",
+                )
+            )
     return _ordered(picks)
 
 
@@ -135,8 +166,10 @@ def random_sample(image_uris: list[str], seed: int) -> list[Pick]:
     """Every image in a seeded random order."""
     order = np.random.default_rng(seed).permutation(len(image_uris))
     ordered = sorted(image_uris)
-    return [Pick(ordered[index], "random", float(position), "calibration sample")
-            for position, index in enumerate(order)]
+    return [
+        Pick(ordered[index], "random", float(position), "calibration sample")
+        for position, index in enumerate(order)
+    ]
 
 
 def _ordered(picks: list[Pick]) -> list[Pick]:

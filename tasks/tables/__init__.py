@@ -24,5 +24,12 @@ from tasks.tables.commit import CommitResult, commit
 from tasks.tables.index import Entry, done_images, read_current
 from tasks.tables.staging import pending_entries, stage
 
-__all__ = ["CommitResult", "Entry", "commit", "done_images", "pending_entries", "read_current",
-           "stage"]
+__all__ = [
+    "CommitResult",
+    "Entry",
+    "commit",
+    "done_images",
+    "pending_entries",
+    "read_current",
+    "stage",
+]

@@ -44,15 +44,19 @@ def drop_unclaimed_scratch(output_uri: str) -> int:
     files = storage.list_files(folder)
     intents = {generation_of(uri) for uri in files if uri.endswith(".json")}
     scratch = {posixpath.dirname(uri) for uri in files if not uri.endswith(".json")}
-    unclaimed = [path for path in scratch
-                 if generation_of(path) is not None and generation_of(path) not in intents]
+    unclaimed = [
+        path
+        for path in scratch
+        if generation_of(path) is not None and generation_of(path) not in intents
+    ]
     for path in unclaimed:
         storage.remove(path)
     return len(unclaimed)
 
 
-def collect(output_uri: str, run_dates: Iterable[RunDate],
-            stale_seconds: float | None = None) -> int:
+def collect(
+    output_uri: str, run_dates: Iterable[RunDate], stale_seconds: float | None = None
+) -> int:
     """Remove the garbage described above; returns the number of files and folders removed."""
     stale = stale_after(stale_seconds)
     dates = sorted(set(run_dates))
@@ -60,8 +64,7 @@ def collect(output_uri: str, run_dates: Iterable[RunDate],
     # Only where this commit wrote, so the cost follows the run, not the history.
     places = [manifest(output_uri, "commits"), manifest(output_uri, "leases")]
     places += [manifest(output_uri, "index", f"{PARTITION_KEY}={day}") for day in dates]
-    places += [partition(output_uri, table, day) for table in (*SCHEMAS, OVERLAYS)
-               for day in dates]
+    places += [partition(output_uri, table, day) for table in (*SCHEMAS, OVERLAYS) for day in dates]
     for place in places:
         removed += _temporaries(storage.list_ages(place), stale)
     for shallow in (output_uri, manifest(output_uri)):  # the CSV summary, probe objects
@@ -96,8 +99,9 @@ def _unreferenced(output_uri: str, dates: list[RunDate]) -> int:
     if not dates:
         return 0
     current = index.read_current(output_uri, dates)
-    referenced = {StemKey(*key) for key in zip(current["run_date"].to_pylist(),
-                                               current["file"].to_pylist())}
+    referenced = {
+        StemKey(*key) for key in zip(current["run_date"].to_pylist(), current["file"].to_pylist())
+    }
     removed = 0
     for table in SCHEMAS:
         for day in dates:

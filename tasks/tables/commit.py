@@ -57,5 +57,6 @@ def commit(output_uri: str, stale_seconds: float | None = None) -> CommitResult:
     plan = CommitPlan(output_uri)
     run = intents.run(output_uri, plan.prepare, stale_seconds)
     finished = run.finished + (migrated.finished if migrated is not None else 0)
-    return CommitResult(run.generation, finished, plan.shards, plan.entry_count,
-                        plan.rows_removed, run.garbage)
+    return CommitResult(
+        run.generation, finished, plan.shards, plan.entry_count, plan.rows_removed, run.garbage
+    )

@@ -127,8 +127,11 @@ class CompactionResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The fields and the file counts, as JSON-ready values."""
-        return {**dataclasses.asdict(self), "files_before": self.files_before,
-                "files_after": self.files_after}
+        return {
+            **dataclasses.asdict(self),
+            "files_before": self.files_before,
+            "files_after": self.files_after,
+        }
 
 
 def month_days(month: str) -> list[RunDate]:
@@ -141,8 +144,10 @@ def month_days(month: str) -> list[RunDate]:
     if not found or not 1 <= int(found[2]) <= 12:
         raise InvalidSetting(f"expected a month YYYY-MM, got {month!r}")
     year, number = int(found[1]), int(found[2])
-    return [RunDate(datetime.date(year, number, day).isoformat())
-            for day in range(1, calendar.monthrange(year, number)[1] + 1)]
+    return [
+        RunDate(datetime.date(year, number, day).isoformat())
+        for day in range(1, calendar.monthrange(year, number)[1] + 1)
+    ]
 
 
 def is_compacted(stem: Stem) -> bool:
@@ -150,9 +155,13 @@ def is_compacted(stem: Stem) -> bool:
     return bool(_COMPACTED.match(stem))
 
 
-def compact_month(output_uri: str, month: str, target_bytes: int = TARGET_BYTES,
-                  settle_seconds: float = SETTLE_SECONDS,
-                  stale_seconds: float | None = None) -> CompactionResult:
+def compact_month(
+    output_uri: str,
+    month: str,
+    target_bytes: int = TARGET_BYTES,
+    settle_seconds: float = SETTLE_SECONDS,
+    stale_seconds: float | None = None,
+) -> CompactionResult:
     """Compact every partition of ``month`` that has small files; see the module docstring.
 
     Args:
@@ -174,8 +183,7 @@ def compact_month(output_uri: str, month: str, target_bytes: int = TARGET_BYTES,
     for day in days:
         # A first plan without the lease: partitions with nothing to do cost no lease.
         if plan_partition(output_uri, day, target_bytes).groups:
-            result = compact_partition(output_uri, day, target_bytes, settle_seconds,
-                                       stale_seconds)
+            result = compact_partition(output_uri, day, target_bytes, settle_seconds, stale_seconds)
             if result is not None:
                 results.append(result)
     return CompactionResult(month, tuple(results), finished)
@@ -197,17 +205,22 @@ def finish_leftovers(output_uri: str) -> int:
         return finished + intents.recover(output_uri, held)
 
 
-def compact_partition(output_uri: str, run_date: RunDate, target_bytes: int = TARGET_BYTES,
-                      settle_seconds: float = SETTLE_SECONDS,
-                      stale_seconds: float | None = None) -> PartitionResult | None:
+def compact_partition(
+    output_uri: str,
+    run_date: RunDate,
+    target_bytes: int = TARGET_BYTES,
+    settle_seconds: float = SETTLE_SECONDS,
+    stale_seconds: float | None = None,
+) -> PartitionResult | None:
     """Compact one partition under the lease; None when it had nothing to compact."""
     compaction = _Compaction(output_uri, run_date, target_bytes, settle_seconds)
     run = intents.run(output_uri, compaction.prepare, stale_seconds)
     return compaction.result(run.generation) if run.applied else None
 
 
-def plan_partition(output_uri: str, run_date: RunDate, target_bytes: int = TARGET_BYTES
-                   ) -> PartitionPlan:
+def plan_partition(
+    output_uri: str, run_date: RunDate, target_bytes: int = TARGET_BYTES
+) -> PartitionPlan:
     """Which stems of a partition compaction would merge, and into how many groups."""
     current = index.read_current(output_uri, [run_date])
     referenced = set(current["file"].to_pylist())
@@ -250,8 +263,9 @@ def _pack(stems: Sequence[StemFiles], target_bytes: int) -> list[tuple[StemFiles
 class _Compaction:
     """The prepare step: plan the partition again under the lease, draft its compacted files."""
 
-    def __init__(self, output_uri: str, run_date: RunDate, target_bytes: int,
-                 settle_seconds: float) -> None:
+    def __init__(
+        self, output_uri: str, run_date: RunDate, target_bytes: int, settle_seconds: float
+    ) -> None:
         self.output_uri = output_uri
         self.run_date = run_date
         self.target_bytes = target_bytes
@@ -275,16 +289,28 @@ class _Compaction:
         if not self._repoint:
             return nothing
         entries = index.entries_of(index.read_current(self.output_uri, [self.run_date]))
-        draft.write_index(self.run_date, [
-            dataclasses.replace(entry, file=self._repoint.get(entry.file, entry.file))
-            for entry in entries.values()])
+        draft.write_index(
+            self.run_date,
+            [
+                dataclasses.replace(entry, file=self._repoint.get(entry.file, entry.file))
+                for entry in entries.values()
+            ],
+        )
         draft.remove(index.partition_files(self.output_uri, self.run_date))
         return Change(draft.intent(self.settle_seconds), nothing.run_dates)
 
     def result(self, generation: Generation) -> PartitionResult:
-        return PartitionResult(self.run_date, generation, len(self._repoint),
-                               len(set(self._repoint.values())), self._removed,
-                               self._written, self._rows, self._upcast, self._skipped)
+        return PartitionResult(
+            self.run_date,
+            generation,
+            len(self._repoint),
+            len(set(self._repoint.values())),
+            self._removed,
+            self._written,
+            self._rows,
+            self._upcast,
+            self._skipped,
+        )
 
     def _merge(self, draft: Draft, group: Sequence[StemFiles], stems: Iterator[Stem]) -> None:
         """One compacted stem, in the current schema version, from the group's stems."""

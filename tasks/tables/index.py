@@ -30,9 +30,16 @@ COMPACT_AFTER = 16
 RELIST_ATTEMPTS = 5
 KEY = ("image_uri", "run_date")
 
-INDEX_SCHEMA = pa.schema([("image_uri", pa.string()), ("run_date", pa.string()),
-                          ("fingerprint", pa.string()), ("model", pa.string()),
-                          ("file", pa.string()), ("outcome", pa.string())])
+INDEX_SCHEMA = pa.schema(
+    [
+        ("image_uri", pa.string()),
+        ("run_date", pa.string()),
+        ("fingerprint", pa.string()),
+        ("model", pa.string()),
+        ("file", pa.string()),
+        ("outcome", pa.string()),
+    ]
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +90,9 @@ def _read_listed(output_uri: str, days: list[RunDate] | None) -> pa.Table:
         files = _by_generation(storage.list_files(manifest(output_uri, "index"), (".parquet",)))
     else:
         files = [uri for day in days for uri in partition_files(output_uri, day)]
-    return current([_with_generation(read_file(uri), generation_of(uri) or Generation(0))
-                    for uri in files])
+    return current(
+        [_with_generation(read_file(uri), generation_of(uri) or Generation(0)) for uri in files]
+    )
 
 
 def current(tables: Sequence[pa.Table]) -> pa.Table:
@@ -93,7 +101,8 @@ def current(tables: Sequence[pa.Table]) -> pa.Table:
         return INDEX_SCHEMA.empty_table()
     merged = pa.concat_tables(tables).sort_by([("generation", "ascending")])
     latest = merged.group_by(list(KEY), use_threads=False).aggregate(
-        [(name, "last") for name in INDEX_SCHEMA.names if name not in KEY])
+        [(name, "last") for name in INDEX_SCHEMA.names if name not in KEY]
+    )
     latest = latest.rename_columns([name.removesuffix("_last") for name in latest.column_names])
     return latest.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
 
@@ -111,8 +120,9 @@ def to_table(entries: Iterable[Entry]) -> pa.Table:
 
 def done_images(table: pa.Table, model: str) -> set[tuple[str, str]]:
     """``(image_uri, fingerprint)`` pairs that ``model`` finished (any run_date)."""
-    finished = table.filter(pc.and_(pc.equal(table["model"], model),
-                                    pc.not_equal(table["outcome"], "retry")))
+    finished = table.filter(
+        pc.and_(pc.equal(table["model"], model), pc.not_equal(table["outcome"], "retry"))
+    )
     return set(zip(finished["image_uri"].to_pylist(), finished["fingerprint"].to_pylist()))
 
 
@@ -122,5 +132,7 @@ def _with_generation(table: pa.Table, generation: Generation) -> pa.Table:
 
 
 def _by_generation(uris: Iterable[str]) -> list[str]:
-    return sorted((uri for uri in uris if generation_of(uri) is not None),
-                  key=lambda uri: generation_of(uri) or 0)
+    return sorted(
+        (uri for uri in uris if generation_of(uri) is not None),
+        key=lambda uri: generation_of(uri) or 0,
+    )

@@ -37,8 +37,14 @@ from tasks.parquet_io import parquet_bytes
 from tasks.tables import cleanup, index, lease
 from tasks.tables.index import Entry
 from tasks.tables.keys import Generation, RunDate, Stem
-from tasks.tables.layout import (generation_of, index_file, intent_file, manifest,
-                                 scratch_folder, table_file)
+from tasks.tables.layout import (
+    generation_of,
+    index_file,
+    intent_file,
+    manifest,
+    scratch_folder,
+    table_file,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +65,13 @@ class Intent:
     @classmethod
     def from_json(cls, data: bytes) -> Intent:
         raw = json.loads(data)
-        return cls(Generation(raw["generation"]), tuple(tuple(move) for move in raw["moves"]),
-                   tuple(raw["removes"]), tuple(raw["cleanup"]),
-                   float(raw.get("settle_seconds", 0.0)))
+        return cls(
+            Generation(raw["generation"]),
+            tuple(tuple(move) for move in raw["moves"]),
+            tuple(raw["removes"]),
+            tuple(raw["cleanup"]),
+            float(raw.get("settle_seconds", 0.0)),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,10 +118,10 @@ class Draft:
 
     def write_index(self, run_date: RunDate, entries: Iterable[Entry]) -> None:
         """The partition's new index file, moved in after the table files it names."""
-        source = self._scratch_file(f"index-{run_date}.parquet",
-                                    parquet_bytes(index.to_table(entries)))
-        self._last_moves.append((source, index_file(self.output_uri, run_date,
-                                                    self.generation)))
+        source = self._scratch_file(
+            f"index-{run_date}.parquet", parquet_bytes(index.to_table(entries))
+        )
+        self._last_moves.append((source, index_file(self.output_uri, run_date, self.generation)))
 
     def write_record(self, destination: str, data: bytes) -> None:
         """A manifest file that appears with the change, after its table and index files."""
@@ -127,8 +137,13 @@ class Draft:
         self._consumed.extend(uris)
 
     def intent(self, settle_seconds: float = 0.0) -> Intent:
-        return Intent(self.generation, (*self._table_moves, *self._last_moves),
-                      tuple(self._removes), tuple(self._consumed), settle_seconds)
+        return Intent(
+            self.generation,
+            (*self._table_moves, *self._last_moves),
+            tuple(self._removes),
+            tuple(self._consumed),
+            settle_seconds,
+        )
 
     def _scratch_file(self, name: str, data: bytes) -> str:
         uri = storage.join(self._scratch, name)
@@ -155,8 +170,9 @@ def run(output_uri: str, prepare: Prepare, stale_seconds: float | None = None) -
             crash_point("prepared")
             held.tick()
             held.check()
-            storage.write_bytes(intent_file(output_uri, change.intent.generation),
-                                change.intent.to_json())
+            storage.write_bytes(
+                intent_file(output_uri, change.intent.generation), change.intent.to_json()
+            )
             crash_point("intent-written")
             apply(output_uri, change.intent, held.tick)
         garbage = cleanup.collect(output_uri, change.run_dates, stale_seconds)
@@ -178,8 +194,10 @@ def recover(output_uri: str, held: lease.Held) -> int:
 def finish_intents(output_uri: str, tick: Callable[[], None] = lambda: None) -> int:
     """Apply every intent left by a crashed holder, oldest first; returns how many."""
     folder = manifest(output_uri, "commits")
-    intents = sorted((uri for uri in storage.list_files(folder, (".json",))
-                      if generation_of(uri) is not None), key=generation_of)
+    intents = sorted(
+        (uri for uri in storage.list_files(folder, (".json",)) if generation_of(uri) is not None),
+        key=generation_of,
+    )
     for uri in intents:
         apply(output_uri, Intent.from_json(storage.read_bytes(uri)), tick)
     return len(intents)

@@ -64,8 +64,9 @@ def staging_folder(output_uri: str, run_id: RunId, shard: ShardName) -> str:
 
 
 def index_file(output_uri: str, run_date: RunDate, generation: Generation) -> str:
-    return manifest(output_uri, "index", f"{PARTITION_KEY}={run_date}",
-                    f"{generation_name(generation)}.parquet")
+    return manifest(
+        output_uri, "index", f"{PARTITION_KEY}={run_date}", f"{generation_name(generation)}.parquet"
+    )
 
 
 def lease_file(output_uri: str, generation: Generation) -> str:

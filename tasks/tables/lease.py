@@ -120,7 +120,8 @@ def acquire(output_uri: str, wait_seconds: float | None = None) -> Lease:
         if time.monotonic() > deadline:
             raise LeaseTimeout(
                 f"the results in {output_uri!r} are being committed by {record.get('host')} "
-                f"pid {record.get('pid')} (lease {newest}); try again later")
+                f"pid {record.get('pid')} (lease {newest}); try again later"
+            )
         time.sleep(POLL_SECONDS)
 
 
@@ -133,8 +134,9 @@ def keep_alive(lease: Lease) -> Lease:
     if time.monotonic() - lease.renewed_at < lease.seconds / 3:
         return lease
     check(lease)
-    storage.write_bytes(lease_file(lease.output_uri, lease.generation),
-                        _record(lease.token, lease.seconds))
+    storage.write_bytes(
+        lease_file(lease.output_uri, lease.generation), _record(lease.token, lease.seconds)
+    )
     return dataclasses.replace(lease, renewed_at=time.monotonic())
 
 
@@ -142,20 +144,25 @@ def check(lease: Lease) -> None:
     """Raise :class:`LeaseLost` unless ``lease`` is still the newest one."""
     newest, record = _newest(lease.output_uri)
     if newest != lease.generation or record is None or record.get("token") != lease.token:
-        raise LeaseLost(f"the commit lease of {lease.output_uri!r} passed to another run "
-                        f"(lease {newest}) while this commit was preparing; it will be redone")
+        raise LeaseLost(
+            f"the commit lease of {lease.output_uri!r} passed to another run "
+            f"(lease {newest}) while this commit was preparing; it will be redone"
+        )
 
 
 def release(lease: Lease) -> None:
     """Mark the lease released (the file stays: it carries the newest generation)."""
-    storage.write_bytes(lease_file(lease.output_uri, lease.generation),
-                        _record(lease.token, 0.0, released=True))
+    storage.write_bytes(
+        lease_file(lease.output_uri, lease.generation), _record(lease.token, 0.0, released=True)
+    )
 
 
 def _newest(output_uri: str) -> tuple[Generation, dict | None]:
     """The highest lease number and its record (None when absent)."""
-    ages = {generation_of(uri): age
-            for uri, age in storage.list_ages(manifest(output_uri, "leases")).items()}
+    ages = {
+        generation_of(uri): age
+        for uri, age in storage.list_ages(manifest(output_uri, "leases")).items()
+    }
     ages.pop(None, None)
     if not ages:
         return Generation(0), None
@@ -197,9 +204,16 @@ def _try_create(output_uri: str, generation: Generation, seconds: float) -> Leas
 
 def _record(token: str, seconds: float, released: bool = False) -> bytes:
     now = time.time()
-    return json.dumps({"token": token, "host": socket.gethostname(), "pid": os.getpid(),
-                       "acquired_at": now, "expires_at": now + seconds,
-                       "released": released}).encode("utf-8")
+    return json.dumps(
+        {
+            "token": token,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "acquired_at": now,
+            "expires_at": now + seconds,
+            "released": released,
+        }
+    ).encode("utf-8")
 
 
 def _remove_older(output_uri: str, generation: Generation) -> None:

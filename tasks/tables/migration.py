@@ -69,9 +69,15 @@ def migrate(output_uri: str, stale_seconds: float | None = None) -> MigrationRes
     """
     migration = _Migration(output_uri)
     run = intents.run(output_uri, migration.prepare, stale_seconds)
-    return MigrationResult(run.generation, run.finished, len(migration.entries),
-                           migration.plan.rows_removed, len(migration.orphans),
-                           len(migration.files), run.garbage)
+    return MigrationResult(
+        run.generation,
+        run.finished,
+        len(migration.entries),
+        migration.plan.rows_removed,
+        len(migration.orphans),
+        len(migration.files),
+        run.garbage,
+    )
 
 
 def first_layout_entries(output_uri: str) -> tuple[list[Entry], list[str]]:
@@ -112,13 +118,17 @@ class _Migration:
         draft = self.plan.build(generation, (), self.entries)
         draft.remove(self.orphans)
         draft.consume(self.files)
-        record = {"layout": LAYOUT, "generation": generation,
-                  "migrated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                  "entries": len(self.entries), "rows_removed": self.plan.rows_removed,
-                  "orphans": [storage.relative_path(uri, self.output_uri)
-                              for uri in self.orphans],
-                  "first_layout_files": [storage.relative_path(uri, self.output_uri)
-                                         for uri in self.files]}
+        record = {
+            "layout": LAYOUT,
+            "generation": generation,
+            "migrated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "entries": len(self.entries),
+            "rows_removed": self.plan.rows_removed,
+            "orphans": [storage.relative_path(uri, self.output_uri) for uri in self.orphans],
+            "first_layout_files": [
+                storage.relative_path(uri, self.output_uri) for uri in self.files
+            ],
+        }
         draft.write_record(layout_record(self.output_uri), json.dumps(record).encode("utf-8"))
         return Change(draft.intent(), frozenset(self.plan.run_dates))
 
@@ -129,11 +139,21 @@ def _unnamed_files(output_uri: str, entries: Sequence[Entry]) -> list[str]:
     current = index.read_current(output_uri, days)
     named = {StemKey(entry.run_date, entry.file) for entry in entries}
     named |= set(zip(current["run_date"].to_pylist(), current["file"].to_pylist()))
-    return [uri for table in SCHEMAS for day in sorted(days)
-            for uri in storage.list_files(partition(output_uri, table, day), (".parquet",))
-            if StemKey(day, stem_of(uri)) not in named]
+    return [
+        uri
+        for table in SCHEMAS
+        for day in sorted(days)
+        for uri in storage.list_files(partition(output_uri, table, day), (".parquet",))
+        if StemKey(day, stem_of(uri)) not in named
+    ]
 
 
 def _entry(row: dict) -> Entry:
-    return Entry(row["image_uri"], RunDate(row["run_date"]), row["fingerprint"], row["model"],
-                 Stem(row["shard"]), row["outcome"])
+    return Entry(
+        row["image_uri"],
+        RunDate(row["run_date"]),
+        row["fingerprint"],
+        row["model"],
+        Stem(row["shard"]),
+        row["outcome"],
+    )

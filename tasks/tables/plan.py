@@ -53,8 +53,12 @@ class CommitPlan:
             return Change(None, frozenset())
         return Change(self.build(generation, staged).intent(), frozenset(self.run_dates))
 
-    def build(self, generation: Generation, staged: Sequence[staging.StagedShard],
-              adopted: Sequence[Entry] = ()) -> Draft:
+    def build(
+        self,
+        generation: Generation,
+        staged: Sequence[staging.StagedShard],
+        adopted: Sequence[Entry] = (),
+    ) -> Draft:
         """The draft that commits ``staged`` (and ``adopted``); see the module docstring.
 
         A staged shard whose files are gone is consumed without its rows: its images will
@@ -74,7 +78,8 @@ class CommitPlan:
         for key in winners:
             if key in holders:
                 losers.setdefault(StemKey(key.run_date, holders[key].file), set()).add(
-                    key.image_uri)
+                    key.image_uri
+                )
         final = {key: entry for key, entry in in_place.items() if key not in winners}
         for position, shard in enumerate(staged):
             kept = {e.image_uri for e in shard.entries if winners[e.key] == position}
@@ -97,16 +102,19 @@ class CommitPlan:
             self._rewrite(sources, kept, shard.run_date, stem)
         return [dataclasses.replace(e, file=stem) for e in shard.entries if e.image_uri in kept]
 
-    def _drop_superseded(self, holders: dict[ImageKey, Entry], winners: dict[ImageKey, int],
-                         losers: Losers) -> list[Entry]:
+    def _drop_superseded(
+        self, holders: dict[ImageKey, Entry], winners: dict[ImageKey, int], losers: Losers
+    ) -> list[Entry]:
         """Committed files that lose images are removed, their other rows rewritten."""
         by_stem: dict[StemKey, list[Entry]] = {}
         for entry in holders.values():
             by_stem.setdefault(StemKey(entry.run_date, entry.file), []).append(entry)
         moved = []
         for loser in sorted(losers):
-            sources = {table: table_file(self.output_uri, table, loser.run_date, loser.stem)
-                       for table in SCHEMAS}
+            sources = {
+                table: table_file(self.output_uri, table, loser.run_date, loser.stem)
+                for table in SCHEMAS
+            }
             sources = {t: uri for t, uri in sources.items() if storage.exists(uri)}
             self._draft.remove(sources.values())
             remaining = [e for e in by_stem.get(loser, []) if e.key not in winners]
@@ -118,8 +126,9 @@ class CommitPlan:
             moved += [dataclasses.replace(e, file=new_stem) for e in remaining]
         return moved
 
-    def _rewrite(self, sources: dict[str, str], kept: set[str], run_date: RunDate,
-                 stem: Stem) -> None:
+    def _rewrite(
+        self, sources: dict[str, str], kept: set[str], run_date: RunDate, stem: Stem
+    ) -> None:
         """Write the rows of ``kept`` images into scratch files that will move into place."""
         keep = pa.array(sorted(kept), pa.string())
         for table, uri in sources.items():

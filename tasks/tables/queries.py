@@ -25,13 +25,17 @@ def connect(output_uri: str) -> duckdb.DuckDBPyConnection:
 
 def table_glob(output_uri: str, table: str) -> str:
     """The files of one table: ``<output_uri>/<table>/*/*.parquet``."""
-    root = output_uri if not storage.is_local(output_uri) else storage.filesystem_for(
-        output_uri)._strip_protocol(output_uri)
+    root = (
+        output_uri
+        if not storage.is_local(output_uri)
+        else storage.filesystem_for(output_uri)._strip_protocol(output_uri)
+    )
     return storage.join(root, table, "*", "*.parquet")
 
 
-def query(output_uri: str, table: str, sql: str, parameters: dict[str, Any] | None = None
-          ) -> tuple[list[str], list[tuple]]:
+def query(
+    output_uri: str, table: str, sql: str, parameters: dict[str, Any] | None = None
+) -> tuple[list[str], list[tuple]]:
     """Run ``sql`` (which reads ``$files``) over one table; returns ``(columns, rows)``.
 
     Raises:
@@ -43,8 +47,10 @@ def query(output_uri: str, table: str, sql: str, parameters: dict[str, Any] | No
         return [d[0] for d in cursor.description], cursor.fetchall()
     except duckdb.IOException as error:
         if "No files found" in str(error):
-            raise MissingInput(f"no {table} Parquet files under {output_uri!r} "
-                               "(has batch-inference written there yet?)") from None
+            raise MissingInput(
+                f"no {table} Parquet files under {output_uri!r} "
+                "(has batch-inference written there yet?)"
+            ) from None
         raise
     finally:
         con.close()

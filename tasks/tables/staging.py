@@ -45,8 +45,13 @@ class StagedShard:
         return storage.join(self.folder, f"{table}.parquet")
 
 
-def stage(output_uri: str, run_id: RunId, shard: ShardName, tables: Mapping[str, pa.Table],
-          entries: Sequence[Entry]) -> StagedShard:
+def stage(
+    output_uri: str,
+    run_id: RunId,
+    shard: ShardName,
+    tables: Mapping[str, pa.Table],
+    entries: Sequence[Entry],
+) -> StagedShard:
     """Write a shard's tables and then its record; returns what a commit will see.
 
     Raises:
@@ -66,8 +71,11 @@ def stage(output_uri: str, run_id: RunId, shard: ShardName, tables: Mapping[str,
         written.append(name)
     crash_point("shard-staged")
     staged = StagedShard(folder, time.time(), tuple(entries), tuple(written))
-    record = {"written_at": staged.written_at, "tables": written,
-              "entries": [dataclasses.asdict(entry) for entry in entries]}
+    record = {
+        "written_at": staged.written_at,
+        "tables": written,
+        "entries": [dataclasses.asdict(entry) for entry in entries],
+    }
     storage.write_bytes(storage.join(folder, RECORD), json.dumps(record).encode("utf-8"))
     crash_point("shard-recorded")
     return staged
@@ -91,8 +99,9 @@ def complete(output_uri: str) -> list[StagedShard]:
         record = storage.read_json(record_uri, "staged shard record")
         entries = tuple(Entry(**entry) for entry in record["entries"])
         if entries:
-            staged.append(StagedShard(folder, record["written_at"], entries,
-                                      tuple(record["tables"])))
+            staged.append(
+                StagedShard(folder, record["written_at"], entries, tuple(record["tables"]))
+            )
     return sorted(staged, key=lambda shard: (shard.written_at, shard.folder))
 
 

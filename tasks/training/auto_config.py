@@ -20,9 +20,13 @@ from tasks.training.config import TrainingConfig, parse_init
 MEAN_PIXEL_SAMPLE = 100  # images read for the mean colour (evenly spaced over the split)
 
 
-def dataset_stats(root: str, split: str = "train", sample: int = MEAN_PIXEL_SAMPLE,
-                  mean_pixel: bool = True, normalization: Normalization | None = None
-                  ) -> DatasetStats:
+def dataset_stats(
+    root: str,
+    split: str = "train",
+    sample: int = MEAN_PIXEL_SAMPLE,
+    mean_pixel: bool = True,
+    normalization: Normalization | None = None,
+) -> DatasetStats:
     """Image sizes, instance boxes and counts of one split of a local canonical dataset; the
     mean pixel of its images as ``normalization`` (the config's, default "scale") maps them."""
     from mrcnn.dataset import CocoDataset
@@ -45,21 +49,34 @@ def dataset_stats(root: str, split: str = "train", sample: int = MEAN_PIXEL_SAMP
         dataset.normalization = normalization or Normalization()
         dataset.load_coco(root, split)
         dataset.prepare()
-        chosen = np.unique(np.linspace(0, len(dataset.image_ids) - 1, min(sample, len(images))).astype(int))
-        means = [dataset.load_image(int(dataset.image_ids[i])).reshape(-1, 3).mean(axis=0) for i in chosen]
+        chosen = np.unique(
+            np.linspace(0, len(dataset.image_ids) - 1, min(sample, len(images))).astype(int)
+        )
+        means = [
+            dataset.load_image(int(dataset.image_ids[i])).reshape(-1, 3).mean(axis=0)
+            for i in chosen
+        ]
         mean = tuple(float(v) for v in np.mean(means, axis=0))
-    return DatasetStats(sizes.reshape(-1, 2), np.array(boxes, dtype=float).reshape(-1, 2),
-                        np.array([counts[image["id"]] for image in images]), mean)
+    return DatasetStats(
+        sizes.reshape(-1, 2),
+        np.array(boxes, dtype=float).reshape(-1, 2),
+        np.array([counts[image["id"]] for image in images]),
+        mean,
+    )
 
 
 def auto_choices(training: TrainingConfig, root: str) -> list[Choice]:
     """The values `mrcnn.auto_config.choose` takes for this training config and dataset."""
     kind, _ = parse_init(training.init_with)
     pretrained = kind in ("imagenet", "coco", "model")
-    stats = dataset_stats(root, mean_pixel=not pretrained and "MEAN_PIXEL" not in training.config,
-                          normalization=Normalization.from_config(training.mrcnn_config()))
-    return choose(stats, user_set=set(training.config), pretrained=pretrained,
-                  user_values=training.config)
+    stats = dataset_stats(
+        root,
+        mean_pixel=not pretrained and "MEAN_PIXEL" not in training.config,
+        normalization=Normalization.from_config(training.mrcnn_config()),
+    )
+    return choose(
+        stats, user_set=set(training.config), pretrained=pretrained, user_values=training.config
+    )
 
 
 def with_auto_config(training: TrainingConfig, choices: list[dict[str, Any]]) -> TrainingConfig:

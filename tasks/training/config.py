@@ -47,6 +47,7 @@ from mrcnn.config import Config
 from tasks import storage
 from tasks.failures import InvalidInput, InvalidSetting, MissingInput
 from tasks.registry.versions import NAME_PATTERN  # a trained model's name is its registry name
+
 INIT_KINDS = ("scratch", "imagenet", "coco", "last", "model")
 COCO_CLASS_COUNT = 81  # matterport's COCO weights: 80 classes + background
 # Layers whose shapes depend on the class count: left out when loading weights of other classes.
@@ -60,10 +61,12 @@ class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     layers: str = Field(description="heads, 3+, 4+, 5+, all, or a regex over layer names")
-    epochs: int | None = Field(default=None, gt=0,
-                               description="cumulative epoch at which the stage ends")
-    until: float | None = Field(default=None, gt=0, le=1,
-                                description="share of the `minutes` budget at which it ends")
+    epochs: int | None = Field(
+        default=None, gt=0, description="cumulative epoch at which the stage ends"
+    )
+    until: float | None = Field(
+        default=None, gt=0, le=1, description="share of the `minutes` budget at which it ends"
+    )
     learning_rate: float = Field(gt=0)
     augmentation: dict[str, Any] | None = None
 
@@ -141,19 +144,25 @@ class TrainingConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:
         if self.stages is not None and self.epochs is not None:
-            raise ValueError("give either `epochs` (the default stages heads -> N, all -> 2N) "
-                             "or a list of `stages`, not both")
+            raise ValueError(
+                "give either `epochs` (the default stages heads -> N, all -> 2N) "
+                "or a list of `stages`, not both"
+            )
         if self.minutes is None and self.stages is None and self.epochs is None:
-            raise ValueError("give `epochs` (the default stages heads -> N, all -> 2N), a list "
-                             "of `stages`, or a time budget in `minutes`")
+            raise ValueError(
+                "give `epochs` (the default stages heads -> N, all -> 2N), a list "
+                "of `stages`, or a time budget in `minutes`"
+            )
         if self.minutes is not None and self.epochs is not None:
             raise ValueError("give either `epochs` or a time budget in `minutes`, not both")
         if self.stages is not None:
             if not self.stages:
                 raise ValueError("`stages` must not be empty")
             if self.learning_rate is not None:
-                raise ValueError("`learning_rate` sets the default stages; with `stages` give "
-                                 "each stage its own learning_rate")
+                raise ValueError(
+                    "`learning_rate` sets the default stages; with `stages` give "
+                    "each stage its own learning_rate"
+                )
             self._check_stage_ends()
         for key in ("NAME", "NUM_CLASSES"):
             if key in self.config:
@@ -168,16 +177,24 @@ class TrainingConfig(BaseModel):
         """Epochs (no budget) or shares of the budget (`minutes`), increasing, one kind only."""
         key, other = ("until", "epochs") if self.minutes is not None else ("epochs", "until")
         if any(getattr(stage, other) is not None for stage in self.stages):
-            raise ValueError(f"stages end by `{key}` " + (
-                "under a time budget (`minutes`)" if key == "until" else
-                "without a time budget; `until` needs `minutes`") + f", not by `{other}`")
+            raise ValueError(
+                f"stages end by `{key}` "
+                + (
+                    "under a time budget (`minutes`)"
+                    if key == "until"
+                    else "without a time budget; `until` needs `minutes`"
+                )
+                + f", not by `{other}`"
+            )
         ends = [getattr(stage, key) for stage in self.stages]
         if any(end is None for end in ends):
             raise ValueError(f"every stage needs `{key}`")
         if any(later <= earlier for earlier, later in zip(ends, ends[1:])):
             raise ValueError(f"stage `{key}` values are cumulative and must increase, got {ends}")
         if key == "until" and ends[-1] != 1:
-            raise ValueError(f"the last stage must run `until: 1.0` (the whole budget), got {ends[-1]}")
+            raise ValueError(
+                f"the last stage must run `until: 1.0` (the whole budget), got {ends[-1]}"
+            )
 
     def mrcnn_config(self) -> Config:
         """The model configuration: the overrides plus NAME and NUM_CLASSES."""
@@ -189,14 +206,24 @@ class TrainingConfig(BaseModel):
         if self.stages is None:
             rate = self.learning_rate or float(self.mrcnn_config().LEARNING_RATE)
             if self.minutes is not None:
-                return [Stage("heads", None, rate, self.augmentation, until=0.5),
-                        Stage("all", None, rate / 10, self.augmentation, until=1.0)]
-            return [Stage("heads", self.epochs, rate, self.augmentation),
-                    Stage("all", 2 * self.epochs, rate / 10, self.augmentation)]
-        return [Stage(s.layers, s.epochs, s.learning_rate,
-                      s.augmentation if "augmentation" in s.model_fields_set else self.augmentation,
-                      until=s.until)
-                for s in self.stages]
+                return [
+                    Stage("heads", None, rate, self.augmentation, until=0.5),
+                    Stage("all", None, rate / 10, self.augmentation, until=1.0),
+                ]
+            return [
+                Stage("heads", self.epochs, rate, self.augmentation),
+                Stage("all", 2 * self.epochs, rate / 10, self.augmentation),
+            ]
+        return [
+            Stage(
+                s.layers,
+                s.epochs,
+                s.learning_rate,
+                s.augmentation if "augmentation" in s.model_fields_set else self.augmentation,
+                until=s.until,
+            )
+            for s in self.stages
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe content, as given (stages unresolved); `from_dict` reads it back."""
@@ -210,8 +237,9 @@ class TrainingConfig(BaseModel):
             ValueError: naming `source` and every invalid or unknown key.
         """
         if not isinstance(data, dict):
-            raise InvalidSetting(f"{source}: expected a mapping of settings, "
-                                 f"got {type(data).__name__}")
+            raise InvalidSetting(
+                f"{source}: expected a mapping of settings, got {type(data).__name__}"
+            )
         data = _apply_preset(data, source)
         try:
             return cls.model_validate(data)
@@ -230,8 +258,9 @@ def parse_init(init_with: str) -> tuple[str, str | None]:
         raise InvalidSetting(f"init_with must start with one of {INIT_KINDS}, got {init_with!r}")
     needs_target = kind in ("imagenet", "coco", "model")
     if needs_target and not target.strip():
-        raise InvalidSetting(f"init_with {kind!r} needs a target: "
-                             f"'{kind}:<path, URI or reference>'")
+        raise InvalidSetting(
+            f"init_with {kind!r} needs a target: '{kind}:<path, URI or reference>'"
+        )
     if not needs_target and sep:
         raise InvalidSetting(f"init_with {kind!r} takes no target, got {init_with!r}")
     return kind, target.strip() or None
@@ -303,14 +332,28 @@ PRESETS: dict[str, dict[str, Any]] = {
         "classes": ["square", "circle", "triangle"],
         "init_with": "scratch",
         "config": {
-            "BACKBONE": "resnet18", "IMAGES_PER_GPU": 8, "IMAGE_MIN_DIM": 128,
-            "IMAGE_MAX_DIM": 128, "RPN_ANCHOR_SCALES": [8, 16, 32, 64, 128],
-            "TOP_DOWN_PYRAMID_SIZE": 128, "FPN_CLASSIF_FC_LAYERS_SIZE": 256,
-            "MASK_POOL_SIZE": 7, "MASK_SHAPE": [14, 14], "TRAIN_ROIS_PER_IMAGE": 16,
-            "ROI_INCLUDE_GT_BOXES": True, "POST_NMS_ROIS_TRAINING": 256,
-            "POST_NMS_ROIS_INFERENCE": 128, "MAX_GT_INSTANCES": 8, "STEPS_PER_EPOCH": 100,
-            "VALIDATION_STEPS": 5, "OPTIMIZER": "adamw", "LEARNING_RATE": 1e-3,
-            "WARMUP_STEPS": 50, "TRAIN_BN": True, "DETECTION_MIN_CONFIDENCE": 0.7, "SEED": 0,
+            "BACKBONE": "resnet18",
+            "IMAGES_PER_GPU": 8,
+            "IMAGE_MIN_DIM": 128,
+            "IMAGE_MAX_DIM": 128,
+            "RPN_ANCHOR_SCALES": [8, 16, 32, 64, 128],
+            "TOP_DOWN_PYRAMID_SIZE": 128,
+            "FPN_CLASSIF_FC_LAYERS_SIZE": 256,
+            "MASK_POOL_SIZE": 7,
+            "MASK_SHAPE": [14, 14],
+            "TRAIN_ROIS_PER_IMAGE": 16,
+            "ROI_INCLUDE_GT_BOXES": True,
+            "POST_NMS_ROIS_TRAINING": 256,
+            "POST_NMS_ROIS_INFERENCE": 128,
+            "MAX_GT_INSTANCES": 8,
+            "STEPS_PER_EPOCH": 100,
+            "VALIDATION_STEPS": 5,
+            "OPTIMIZER": "adamw",
+            "LEARNING_RATE": 1e-3,
+            "WARMUP_STEPS": 50,
+            "TRAIN_BN": True,
+            "DETECTION_MIN_CONFIDENCE": 0.7,
+            "SEED": 0,
         },
         "epochs": 5,
         "augmentation": {"hflip": 0.5, "vflip": 0.5},
@@ -325,9 +368,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "classes": ["RoadLane", "ShoulderLine", "YellowLane", "car", "pothole"],
         "init_with": "scratch",
         "config": {
-            "IMAGES_PER_GPU": 4, "IMAGE_MIN_DIM": 320, "IMAGE_MAX_DIM": 384,
-            "RPN_ANCHOR_SCALES": [48, 96, 192, 384, 768], "TRAIN_ROIS_PER_IMAGE": 100,
-            "STEPS_PER_EPOCH": 64, "VALIDATION_STEPS": 10,
+            "IMAGES_PER_GPU": 4,
+            "IMAGE_MIN_DIM": 320,
+            "IMAGE_MAX_DIM": 384,
+            "RPN_ANCHOR_SCALES": [48, 96, 192, 384, 768],
+            "TRAIN_ROIS_PER_IMAGE": 100,
+            "STEPS_PER_EPOCH": 64,
+            "VALIDATION_STEPS": 10,
         },
         "augmentation": {"hflip": 0.5},
         "stages": [

@@ -46,23 +46,36 @@ def fetch_dataset(uri: str, cache_dir: str, splits: Sequence[str] = SPLITS) -> F
             raw = storage.read_bytes(ann_uri)
             documents[split] = json.loads(raw)
         except FileNotFoundError:
-            raise MissingInput(f"dataset {uri!r} has no {split!r} split: {ann_uri!r} "
-                               "not found") from None
+            raise MissingInput(
+                f"dataset {uri!r} has no {split!r} split: {ann_uri!r} not found"
+            ) from None
         except ValueError as error:
-            raise InvalidInput(f"{split} annotations {ann_uri!r} are not valid JSON: {error}") from None
-        names[split] = [c["name"] for c in sorted(documents[split].get("categories", []),
-                                                  key=lambda c: c["id"])]
+            raise InvalidInput(
+                f"{split} annotations {ann_uri!r} are not valid JSON: {error}"
+            ) from None
+        names[split] = [
+            c["name"] for c in sorted(documents[split].get("categories", []), key=lambda c: c["id"])
+        ]
         digest.update(f"annotations/{split}.json:{hashlib.sha256(raw).hexdigest()}\n".encode())
         if not local:
             storage.write_bytes(os.path.join(root, "annotations", f"{split}.json"), raw)
     if len({tuple(v) for v in names.values()}) > 1:
         raise InvalidInput(f"the splits of dataset {uri!r} have different categories: {names}")
-    files = sorted({image["file_name"] for doc in documents.values() for image in doc.get("images", [])})
+    files = sorted(
+        {image["file_name"] for doc in documents.values() for image in doc.get("images", [])}
+    )
     with ThreadPoolExecutor(8) as pool:
-        for file_name, image_hash in zip(files, pool.map(lambda f: _fetch_image(uri, root, f, local), files)):
+        for file_name, image_hash in zip(
+            files, pool.map(lambda f: _fetch_image(uri, root, f, local), files)
+        ):
             digest.update(f"images/{file_name}:{image_hash}\n".encode())
-    return FetchedDataset(uri, root, digest.hexdigest(), names[splits[0]],
-                          {split: len(doc.get("images", [])) for split, doc in documents.items()})
+    return FetchedDataset(
+        uri,
+        root,
+        digest.hexdigest(),
+        names[splits[0]],
+        {split: len(doc.get("images", [])) for split, doc in documents.items()},
+    )
 
 
 def _fetch_image(uri: str, root: str, file_name: str, local: bool) -> str:
@@ -79,8 +92,10 @@ def _fetch_image(uri: str, root: str, file_name: str, local: bool) -> str:
 def check_classes(expected: Sequence[str], fetched: FetchedDataset, owner: str) -> None:
     """Raise ValueError when `owner`'s classes differ from the dataset's categories."""
     if list(expected) != fetched.class_names:
-        raise InvalidInput(f"the classes of {owner} {list(expected)} differ from the categories of "
-                           f"dataset {fetched.uri!r} (in id order): {fetched.class_names}")
+        raise InvalidInput(
+            f"the classes of {owner} {list(expected)} differ from the categories of "
+            f"dataset {fetched.uri!r} (in id order): {fetched.class_names}"
+        )
 
 
 def load_split(root: str, subset: str, class_names: Sequence[str], config: Any) -> Any:

@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from tasks import storage
-from tasks.failures import (AccessDenied, AlreadyExists, InvalidInput, InvalidSetting, MissingInput,
-                            StorageRefused, StorageUnavailable, UserError)
+from tasks.failures import (
+    AccessDenied,
+    AlreadyExists,
+    InvalidInput,
+    InvalidSetting,
+    MissingInput,
+    StorageRefused,
+    StorageUnavailable,
+    UserError,
+)
 from tasks.training.data import load_split
 from tasks.training.request import TrainingRequest
 from tasks.training.runs import CHECKPOINT_FOLDER, HISTORY_FILE, dump_json
@@ -45,9 +53,22 @@ class RunClock:
 class EpochRecorder:
     """After every epoch: upload the checkpoint, then append and upload the history row."""
 
-    def __init__(self, model: Any, run_dir: str, stage_number: int, stage: dict[str, Any],
-                 history: list[dict[str, Any]], report: Report, clock: RunClock) -> None:
-        self.model, self.run_dir, self.stage_number, self.stage = model, run_dir, stage_number, stage
+    def __init__(
+        self,
+        model: Any,
+        run_dir: str,
+        stage_number: int,
+        stage: dict[str, Any],
+        history: list[dict[str, Any]],
+        report: Report,
+        clock: RunClock,
+    ) -> None:
+        self.model, self.run_dir, self.stage_number, self.stage = (
+            model,
+            run_dir,
+            stage_number,
+            stage,
+        )
         self.history, self.report, self.clock = history, report, clock
         self._started, self._steps = time.monotonic(), 0
 
@@ -62,15 +83,23 @@ class EpochRecorder:
 
         done = epoch + 1  # Keras counts from 0, checkpoint names from 1
         local = self.model.checkpoint_path.format(epoch=done)
-        storage.copy_file(local, storage.join(self.run_dir, CHECKPOINT_FOLDER, os.path.basename(local)))
+        storage.copy_file(
+            local, storage.join(self.run_dir, CHECKPOINT_FOLDER, os.path.basename(local))
+        )
         os.remove(local)  # the run folder holds it now
         rate = keras.ops.convert_to_numpy(self.model.keras_model.optimizer.learning_rate)
-        row = {**{key: float(value) for key, value in (logs or {}).items()},
-               "epoch": done, "stage": self.stage_number, "layers": self.stage["layers"],
-               "learning_rate": float(rate), "seconds": round(time.monotonic() - self._started, 3),
-               "steps": self._steps, "elapsed": round(self.clock.elapsed(), 3),
-               "replicas": int(self.model.strategy.num_replicas_in_sync),
-               "precision": self.model.precision.precision}
+        row = {
+            **{key: float(value) for key, value in (logs or {}).items()},
+            "epoch": done,
+            "stage": self.stage_number,
+            "layers": self.stage["layers"],
+            "learning_rate": float(rate),
+            "seconds": round(time.monotonic() - self._started, 3),
+            "steps": self._steps,
+            "elapsed": round(self.clock.elapsed(), 3),
+            "replicas": int(self.model.strategy.num_replicas_in_sync),
+            "precision": self.model.precision.precision,
+        }
         self.history.append(row)
         storage.write_bytes(storage.join(self.run_dir, HISTORY_FILE), dump_json(self.history))
         self.report({"type": "epoch", "row": row})
@@ -78,13 +107,19 @@ class EpochRecorder:
     def callback(self) -> Any:
         import keras
 
-        return keras.callbacks.LambdaCallback(on_epoch_begin=self.on_epoch_begin,
-                                              on_train_batch_end=self.on_train_batch_end,
-                                              on_epoch_end=self.on_epoch_end)
+        return keras.callbacks.LambdaCallback(
+            on_epoch_begin=self.on_epoch_begin,
+            on_train_batch_end=self.on_train_batch_end,
+            on_epoch_end=self.on_epoch_end,
+        )
 
 
-def run_training(request: TrainingRequest, report: Report, extra_callbacks: Sequence[Any] = (),
-                 verbose: int | str = "auto") -> dict[str, Any]:
+def run_training(
+    request: TrainingRequest,
+    report: Report,
+    extra_callbacks: Sequence[Any] = (),
+    verbose: int | str = "auto",
+) -> dict[str, Any]:
     """Build the model, load the initial weights and run the stages not yet done.
 
     Runs in the training process (or in-process in tests). Under a time budget the clock
@@ -104,10 +139,13 @@ def run_training(request: TrainingRequest, report: Report, extra_callbacks: Sequ
     init = request.init
     if init.path:
         try:
-            model.load_weights(init.path, by_name=True,
-                               exclude=list(init.exclude) if init.exclude else None)
+            model.load_weights(
+                init.path, by_name=True, exclude=list(init.exclude) if init.exclude else None
+            )
         except ValueError as error:
-            raise InvalidInput(f"initial weights {init.uri!r} do not fit the model: {error}") from None
+            raise InvalidInput(
+                f"initial weights {init.uri!r} do not fit the model: {error}"
+            ) from None
     model.epoch = init.epoch  # our checkpoint names do not carry matterport's run folder
     history = list(request.history)
     budget = request.budget_seconds
@@ -121,10 +159,20 @@ def run_training(request: TrainingRequest, report: Report, extra_callbacks: Sequ
         elif stage["epochs"] <= model.epoch:
             continue  # finished before a resume
         recorder = EpochRecorder(model, request.run_dir, number, stage, history, report, clock)
-        augmentation = Augmentation.from_dict(stage["augmentation"]) if stage["augmentation"] else None
-        model.train(train_set, val_set, stage["learning_rate"], stage["epochs"], stage["layers"],
-                    augmentation=augmentation, custom_callbacks=[recorder.callback(), *extra_callbacks],
-                    verbose=verbose, until=clock.at(ends_at) if budget else None)
+        augmentation = (
+            Augmentation.from_dict(stage["augmentation"]) if stage["augmentation"] else None
+        )
+        model.train(
+            train_set,
+            val_set,
+            stage["learning_rate"],
+            stage["epochs"],
+            stage["layers"],
+            augmentation=augmentation,
+            custom_callbacks=[recorder.callback(), *extra_callbacks],
+            verbose=verbose,
+            until=clock.at(ends_at) if budget else None,
+        )
     return {"epoch": model.epoch, "history": history}
 
 
@@ -132,6 +180,7 @@ def main(argv: Sequence[str]) -> int:
     """Entry of the training process: `REQUEST_JSON EVENTS_JSONL`; events go to the file."""
     request = TrainingRequest.from_json(Path(argv[0]).read_text())
     with open(argv[1], "a", encoding="utf-8") as events:
+
         def report(event: dict[str, Any]) -> None:
             events.write(json.dumps(event) + "\n")
             events.flush()
@@ -139,22 +188,46 @@ def main(argv: Sequence[str]) -> int:
         try:
             report({"type": "done", "result": run_training(request, report)})
         except Exception as error:  # the parent re-raises it
-            report({"type": "error", "error": type(error).__name__, "message": str(error),
-                    "traceback": traceback.format_exc()})
+            report(
+                {
+                    "type": "error",
+                    "error": type(error).__name__,
+                    "message": str(error),
+                    "traceback": traceback.format_exc(),
+                }
+            )
             return 1
     return 0
 
 
 # The child's error is raised again in the parent by name: a user error stays a user error
 # (one line in the CLI); a programming error stays the same built-in type.
-_REBUILT_ERRORS = {cls.__name__: cls for cls in (
-    InvalidInput, InvalidSetting, MissingInput, AlreadyExists, AccessDenied, StorageRefused,
-    StorageUnavailable, ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
-    PermissionError, TimeoutError, MemoryError, RuntimeError)}
+_REBUILT_ERRORS = {
+    cls.__name__: cls
+    for cls in (
+        InvalidInput,
+        InvalidSetting,
+        MissingInput,
+        AlreadyExists,
+        AccessDenied,
+        StorageRefused,
+        StorageUnavailable,
+        ValueError,
+        TypeError,
+        KeyError,
+        FileNotFoundError,
+        FileExistsError,
+        PermissionError,
+        TimeoutError,
+        MemoryError,
+        RuntimeError,
+    )
+}
 
 
-def run_training_process(request: TrainingRequest, on_event: Report,
-                         timeout_seconds: float | None = None) -> dict[str, Any]:
+def run_training_process(
+    request: TrainingRequest, on_event: Report, timeout_seconds: float | None = None
+) -> dict[str, Any]:
     """Run `run_training` in a child Python process and relay its epoch events.
 
     Returns:
@@ -170,8 +243,10 @@ def run_training_process(request: TrainingRequest, on_event: Report,
     request_path.write_text(request.to_json())
     events_path.write_text("")
     code = "import sys; from tasks.training.process import main; sys.exit(main(sys.argv[1:]))"
-    process = subprocess.Popen([sys.executable, "-c", code, str(request_path), str(events_path)],
-                               env=training_environment(os.environ))
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(request_path), str(events_path)],
+        env=training_environment(os.environ),
+    )
     deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
     outcome, offset = None, 0
     try:
@@ -191,8 +266,10 @@ def run_training_process(request: TrainingRequest, on_event: Report,
     finally:
         _stop(process)
     if outcome is None:
-        raise RuntimeError(f"the training process exited with code {process.returncode} without "
-                           "a result (killed, or out of memory?)")
+        raise RuntimeError(
+            f"the training process exited with code {process.returncode} without "
+            "a result (killed, or out of memory?)"
+        )
     if outcome["type"] == "error":
         raise rebuilt_error(outcome)
     return outcome["result"]
@@ -225,8 +302,10 @@ def _read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     with path.open("rb") as handle:
         handle.seek(offset)
         data = handle.read()
-    complete = data[:data.rfind(b"\n") + 1]
-    return [json.loads(line) for line in complete.splitlines() if line.strip()], offset + len(complete)
+    complete = data[: data.rfind(b"\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()], offset + len(
+        complete
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -19,8 +19,14 @@ from tasks import storage
 from tasks.io_task import io_task
 from tasks.training.runs import CURVE_FILE, METRICS_FILE, dump_json
 
-LOSS_KEYS = ("loss", "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
-             "mrcnn_mask_loss")
+LOSS_KEYS = (
+    "loss",
+    "rpn_class_loss",
+    "rpn_bbox_loss",
+    "mrcnn_class_loss",
+    "mrcnn_bbox_loss",
+    "mrcnn_mask_loss",
+)
 PLOTTED = LOSS_KEYS + ("val_loss",)
 COLORS = ("#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 SIZE, MARGINS = (800, 480), (60, 30, 190, 40)  # left, top, right, bottom
@@ -42,19 +48,28 @@ def training_metrics(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if rows:
             row = min(rows, key=lambda r: r[key])
             best[key] = {"value": row[key], "epoch": row["epoch"]}
-    return {"epochs": final.get("epoch", 0),
-            "final": {key: final[key] for key in loss_names(history) if key in final},
-            "best": best, "seconds": round(sum(row.get("seconds", 0.0) for row in history), 3),
-            "history": list(history)}
+    return {
+        "epochs": final.get("epoch", 0),
+        "final": {key: final[key] for key in loss_names(history) if key in final},
+        "best": best,
+        "seconds": round(sum(row.get("seconds", 0.0) for row in history), 3),
+        "history": list(history),
+    }
 
 
 def table_rows(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per epoch for a Prefect table artifact (losses rounded to 4 decimals)."""
     names = loss_names(history)
-    return [{"epoch": row["epoch"], "stage": row["stage"], "layers": row["layers"],
-             "learning_rate": row["learning_rate"],
-             **{name: round(row[name], 4) if _finite(row.get(name)) else None for name in names}}
-            for row in history]
+    return [
+        {
+            "epoch": row["epoch"],
+            "stage": row["stage"],
+            "layers": row["layers"],
+            "learning_rate": row["learning_rate"],
+            **{name: round(row[name], 4) if _finite(row.get(name)) else None for name in names},
+        }
+        for row in history
+    ]
 
 
 def _finite(value: Any) -> bool:
@@ -75,8 +90,10 @@ def loss_curve_png(history: Sequence[dict[str, Any]]) -> bytes:
     top_value = max(values, default=1.0) * 1.05 or 1.0
 
     def point(epoch: float, value: float) -> tuple[float, float]:
-        return (left + (epoch - first) / (last - first) * width,
-                top + height - min(value, top_value) / top_value * height)
+        return (
+            left + (epoch - first) / (last - first) * width,
+            top + height - min(value, top_value) / top_value * height,
+        )
 
     draw.rectangle([left, top, left + width, top + height], outline="#444444")
     for i in range(6):
@@ -101,7 +118,9 @@ def loss_curve_png(history: Sequence[dict[str, Any]]) -> bytes:
         for x, y in points:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
         legend_y = top + 16 * index
-        draw.rectangle([SIZE[0] - right + 12, legend_y, SIZE[0] - right + 24, legend_y + 10], fill=color)
+        draw.rectangle(
+            [SIZE[0] - right + 12, legend_y, SIZE[0] - right + 24, legend_y + 10], fill=color
+        )
         draw.text((SIZE[0] - right + 30, legend_y - 1), name, fill="black", font=font)
     draw.text((left, 8), "loss per epoch (dotted: a new stage begins)", fill="black", font=font)
     draw.text((left + width // 2 - 14, SIZE[1] - 16), "epoch", fill="black", font=font)
@@ -117,9 +136,11 @@ def write_training_report(run_dir: str, history: list[dict[str, Any]]) -> dict[s
     Returns:
         `{"metrics": uri, "loss_curve": uri}`.
     """
-    metrics = storage.write_bytes(storage.join(run_dir, METRICS_FILE),
-                                  dump_json(training_metrics(history)))
+    metrics = storage.write_bytes(
+        storage.join(run_dir, METRICS_FILE), dump_json(training_metrics(history))
+    )
     curve = storage.write_bytes(storage.join(run_dir, CURVE_FILE), loss_curve_png(history))
-    create_table_artifact(table_rows(history), key="train-model-losses",
-                          description=f"losses per epoch of {run_dir}")
+    create_table_artifact(
+        table_rows(history), key="train-model-losses", description=f"losses per epoch of {run_dir}"
+    )
     return {"metrics": metrics, "loss_curve": curve}

@@ -37,8 +37,9 @@ class InitialWeights:
 
     def __post_init__(self) -> None:
         if self.kind not in INIT_KINDS:
-            raise InvalidSetting(f"initial weights kind must be one of {INIT_KINDS}, "
-                                 f"got {self.kind!r}")
+            raise InvalidSetting(
+                f"initial weights kind must be one of {INIT_KINDS}, got {self.kind!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,8 +23,12 @@ from tasks import storage
 from tasks.failures import InvalidSetting, MissingInput
 from tasks.models.artifact import CLASSES_FILE, CONFIG_FILE
 
-RUN_FILE, HISTORY_FILE, METRICS_FILE, CURVE_FILE = ("run.json", "history.json", "metrics.json",
-                                                    "loss_curve.png")
+RUN_FILE, HISTORY_FILE, METRICS_FILE, CURVE_FILE = (
+    "run.json",
+    "history.json",
+    "metrics.json",
+    "loss_curve.png",
+)
 CHECKPOINT_FOLDER = "checkpoints"
 CHECKPOINT_NAME = re.compile(r"mask_rcnn_[\w-]+_(\d{4,})\.weights\.h5")
 RUNS_FOLDER = ".runs"  # default home of run folders, beside the registry's models
@@ -48,8 +52,10 @@ def default_run_dir(registry_uri: str, name: str) -> str:
 def newest_run(registry_uri: str, name: str) -> str | None:
     """The newest run folder of `name` under `<registry>/.runs` that holds a checkpoint."""
     base = storage.join(registry_uri, RUNS_FOLDER)
-    runs = {storage.relative_path(uri, base).split("/")[0]
-            for uri in storage.list_files(base, (".weights.h5",))}
+    runs = {
+        storage.relative_path(uri, base).split("/")[0]
+        for uri in storage.list_files(base, (".weights.h5",))
+    }
     ours = sorted(run for run in runs if re.fullmatch(rf"{re.escape(name)}-\d{{8}}T\d{{6}}", run))
     return storage.join(base, ours[-1]) if ours else None
 
@@ -72,20 +78,24 @@ def read_history(run_dir: str) -> list[dict[str, Any]]:
         return []
 
 
-def _check_finished(run: dict[str, Any], run_dir: str, epoch: int,
-                    history: list[dict[str, Any]]) -> None:
+def _check_finished(
+    run: dict[str, Any], run_dir: str, epoch: int, history: list[dict[str, Any]]
+) -> None:
     """Raise ValueError unless the last stage ended: at its epoch, or when the budget ran out."""
     minutes = (run.get("training_config") or {}).get("minutes")
     if minutes:
         spent = float(history[-1].get("elapsed", 0.0)) / 60 if history else 0.0
         if spent < minutes:
-            raise InvalidSetting(f"run {run_dir!r} stopped after {spent:.1f} of its {minutes:g} "
-                                 "minutes; resume it first")
+            raise InvalidSetting(
+                f"run {run_dir!r} stopped after {spent:.1f} of its {minutes:g} "
+                "minutes; resume it first"
+            )
         return
     planned = run["stages"][-1]["epochs"]
     if epoch < planned:
-        raise InvalidSetting(f"run {run_dir!r} stopped at epoch {epoch} of {planned}; "
-                             "resume it first")
+        raise InvalidSetting(
+            f"run {run_dir!r} stopped at epoch {epoch} of {planned}; resume it first"
+        )
 
 
 def collect_run(run_dir: str) -> dict[str, Any]:
@@ -104,13 +114,22 @@ def collect_run(run_dir: str) -> dict[str, Any]:
     seconds = sum(row.get("seconds", 0.0) for row in history)
     # A resumed run may have trained on other machines, in another precision.
     precisions = sorted({row.get("precision", "float32") for row in history})
-    return {"name": run["name"], "weights": checkpoints[epoch],
-            "config": storage.read_json(storage.join(run_dir, CONFIG_FILE), "model config"),
-            "classes": storage.read_json(storage.join(run_dir, CLASSES_FILE), "class list"),
-            "lineage": {"dataset": run["dataset"], "training_config": run["training_config"],
-                        "stages": run["stages"], "init_weights": run["init_with"],
-                        "init_model": run.get("init_model"),
-                        "run_dir": run_dir, "checkpoint": checkpoints[epoch], "epochs": epoch,
-                        "training_flow_run_id": run["flow_run_id"],
-                        "training_seconds": round(seconds, 3),
-                        "training_precision": precisions}}
+    return {
+        "name": run["name"],
+        "weights": checkpoints[epoch],
+        "config": storage.read_json(storage.join(run_dir, CONFIG_FILE), "model config"),
+        "classes": storage.read_json(storage.join(run_dir, CLASSES_FILE), "class list"),
+        "lineage": {
+            "dataset": run["dataset"],
+            "training_config": run["training_config"],
+            "stages": run["stages"],
+            "init_weights": run["init_with"],
+            "init_model": run.get("init_model"),
+            "run_dir": run_dir,
+            "checkpoint": checkpoints[epoch],
+            "epochs": epoch,
+            "training_flow_run_id": run["flow_run_id"],
+            "training_seconds": round(seconds, 3),
+            "training_precision": precisions,
+        },
+    }

@@ -32,14 +32,32 @@ ZONE = "Pacific/Kiritimati"  # UTC+14: its date differs from UTC's for most of t
 
 def test_settings_come_from_the_file_then_the_environment(tmp_path: Path):
     config = tmp_path / "serve.yaml"
-    config.write_text(yaml.safe_dump({"timezone": "Europe/Berlin", "nightly": {
-        "input_uri": "s3://b/in/", "output_uri": "s3://b/out/", "batch_size": 2}}))
-    settings = load_settings(str(config), {"MRCNN_TIMEZONE": "Asia/Tokyo",
-                                           "MRCNN_INPUT_URI": "s3://b/other/",
-                                           "MRCNN_REVIEW_URI": "s3://b/review/{date}/"})
-    assert settings == ServeSettings("Asia/Tokyo", "0 2 * * *", {
-        "input_uri": "s3://b/other/", "output_uri": "s3://b/out/", "batch_size": 2},
-        review={"output": "s3://b/out/", "to": "s3://b/review/{date}/"})
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "timezone": "Europe/Berlin",
+                "nightly": {
+                    "input_uri": "s3://b/in/",
+                    "output_uri": "s3://b/out/",
+                    "batch_size": 2,
+                },
+            }
+        )
+    )
+    settings = load_settings(
+        str(config),
+        {
+            "MRCNN_TIMEZONE": "Asia/Tokyo",
+            "MRCNN_INPUT_URI": "s3://b/other/",
+            "MRCNN_REVIEW_URI": "s3://b/review/{date}/",
+        },
+    )
+    assert settings == ServeSettings(
+        "Asia/Tokyo",
+        "0 2 * * *",
+        {"input_uri": "s3://b/other/", "output_uri": "s3://b/out/", "batch_size": 2},
+        review={"output": "s3://b/out/", "to": "s3://b/review/{date}/"},
+    )
     from_variable = load_settings(None, {"MRCNN_DEPLOYMENTS_CONFIG": str(config)})
     assert from_variable.timezone == "Europe/Berlin"
     assert load_settings(None, {}) == ServeSettings()
@@ -62,11 +80,16 @@ def test_bad_settings_are_named(tmp_path: Path):
 def test_served_deployments_and_prefect_yaml_define_the_same_jobs():
     settings = ServeSettings("Europe/Berlin", "0 2 * * *", {"input_uri": "s3://b/in/"})
     served = {f"{d.flow_name}/{d.name}": d for d in build_deployments(settings)}
-    assert {"batch-inference/nightly", "select-for-review/weekly",
-            "convert-masks/on-demand"} <= set(served)
+    assert {
+        "batch-inference/nightly",
+        "select-for-review/weekly",
+        "convert-masks/on-demand",
+    } <= set(served)
     weekly = served["select-for-review/weekly"]
     assert (weekly.schedules[0].schedule.cron, weekly.schedules[0].schedule.timezone) == (
-        "0 6 * * 1", "Europe/Berlin")
+        "0 6 * * 1",
+        "Europe/Berlin",
+    )
     nightly = served["batch-inference/nightly"]
     assert nightly.concurrency_limit == 1
     assert nightly.parameters == {"report": True, "input_uri": "s3://b/in/"}
@@ -74,10 +97,16 @@ def test_served_deployments_and_prefect_yaml_define_the_same_jobs():
     assert (schedule.cron, schedule.timezone) == ("0 2 * * *", "Europe/Berlin")
 
     project = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
-    entries = {(d["entrypoint"].split(":")[1].replace("_", "-"), d["name"]): d
-               for d in project["deployments"]}
-    assert set(entries) == {("batch-inference", "nightly"), ("training-pipeline", "on-demand"),
-                            ("convert-masks", "on-demand"), ("select-for-review", "weekly")}
+    entries = {
+        (d["entrypoint"].split(":")[1].replace("_", "-"), d["name"]): d
+        for d in project["deployments"]
+    }
+    assert set(entries) == {
+        ("batch-inference", "nightly"),
+        ("training-pipeline", "on-demand"),
+        ("convert-masks", "on-demand"),
+        ("select-for-review", "weekly"),
+    }
     yaml_nightly = entries[("batch-inference", "nightly")]
     assert yaml_nightly["schedules"][0]["cron"] == "0 2 * * *"
     assert yaml_nightly["concurrency_limit"] == 1
@@ -86,14 +115,17 @@ def test_served_deployments_and_prefect_yaml_define_the_same_jobs():
         path = REPO / entry["entrypoint"].split(":")[0]
         if f"{flow}/{name}" in served:
             assert path.is_file() and served[f"{flow}/{name}"].entrypoint.endswith(
-                entry["entrypoint"])
+                entry["entrypoint"]
+            )
 
 
 def api(port: int, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api{path}", method="POST" if body
-                                     is not None else "GET", data=json.dumps(body).encode()
-                                     if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api{path}",
+        method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read() or b"null")
 
@@ -102,8 +134,9 @@ def wait_for(check, what: str, timeout: float, process: subprocess.Popen, log: P
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{what}: process exited {process.returncode}:\n"
-                               f"{log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"{what}: process exited {process.returncode}:\n{log.read_text()[-3000:]}"
+            )
         try:
             if check():
                 return
@@ -131,14 +164,22 @@ def stop(process: subprocess.Popen) -> None:
 def prefect_server(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """A real ``prefect server start`` on a free loopback port, with its own PREFECT_HOME."""
     port = free_ports(1)[0]
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
     log = tmp_path / "server.log"
     with open(log, "wb") as output:
-        server = subprocess.Popen([str(PREFECT), "server", "start", "--host", "127.0.0.1",
-                                   "--port", str(port)], stdout=output, stderr=subprocess.STDOUT,
-                                  env=env, start_new_session=True)
+        server = subprocess.Popen(
+            [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     try:
         wait_for(lambda: api(port, "/health") is True, "prefect server", 90, server, log)
         yield port, env
@@ -146,27 +187,61 @@ def prefect_server(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
         stop(server)
 
 
-def test_nightly_deployment_run_writes_the_tables(prefect_server, s3_env, s3_prefix: str,
-                                                  tmp_path: Path):
+def test_nightly_deployment_run_writes_the_tables(
+    prefect_server, s3_env, s3_prefix: str, tmp_path: Path
+):
     port, env = prefect_server
     tiny = tiny_model_dir()
     for index in range(2):
         storage.write_bytes(f"{s3_prefix}/in/{index}.jpg", png_bytes(40, 56, seed=index))
-    env = {**env, **s3_env.environment, "MRCNN_TIMEZONE": ZONE,
-           "MRCNN_OUTPUT_URI": f"{s3_prefix}/out", "PYTHONPATH": str(REPO)}
+    env = {
+        **env,
+        **s3_env.environment,
+        "MRCNN_TIMEZONE": ZONE,
+        "MRCNN_OUTPUT_URI": f"{s3_prefix}/out",
+        "PYTHONPATH": str(REPO),
+    }
     log = tmp_path / "serve.log"
     with open(log, "wb") as output:
-        serve = subprocess.Popen([sys.executable, "-m", "deployments.serve"], cwd=REPO, env=env,
-                                 stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve"],
+            cwd=REPO,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_for(lambda: api(port, "/deployments/name/batch-inference/nightly"),
-                 "served deployments", 120, serve, log)
+        wait_for(
+            lambda: api(port, "/deployments/name/batch-inference/nightly"),
+            "served deployments",
+            120,
+            serve,
+            log,
+        )
         before = datetime.datetime.now(zoneinfo.ZoneInfo(ZONE)).date()
         run = subprocess.run(
-            [str(PREFECT), "deployment", "run", "batch-inference/nightly",
-             "--param", f"input_uri={s3_prefix}/in/", "--param", f"weights={tiny}/model.weights.h5",
-             "--param", f"config={tiny}/config.json", "--watch", "--watch-timeout", "300"],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=330)
+            [
+                str(PREFECT),
+                "deployment",
+                "run",
+                "batch-inference/nightly",
+                "--param",
+                f"input_uri={s3_prefix}/in/",
+                "--param",
+                f"weights={tiny}/model.weights.h5",
+                "--param",
+                f"config={tiny}/config.json",
+                "--watch",
+                "--watch-timeout",
+                "300",
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=330,
+        )
         after = datetime.datetime.now(zoneinfo.ZoneInfo(ZONE)).date()
         assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{log.read_text()[-3000:]}"
         deployment = api(port, "/deployments/name/batch-inference/nightly")
@@ -192,13 +267,38 @@ def test_nightly_deployment_run_writes_the_tables(prefect_server, s3_env, s3_pre
 
 def deploy_with_prefect_yaml(env: dict[str, str], s3_prefix: str, tmp_path: Path) -> None:
     """``prefect deploy`` of ``deployments/prefect.yaml`` into a process work pool."""
-    env = {**env, "MRCNN_INPUT_URI": f"{s3_prefix}/in/", "MRCNN_MODEL": "tiny@production",
-           "MRCNN_REGISTRY": str(tmp_path / "registry")}
-    subprocess.run([str(PREFECT), "work-pool", "create", "mrcnn-process", "--type", "process"],
-                   env=env, cwd=REPO, check=True, capture_output=True, timeout=60)
-    names = (["--all"] if (REPO / "flows" / "training_pipeline.py").exists() else
-             ["--name", "batch-inference/nightly", "--name", "convert-masks/on-demand"])
-    deploy = subprocess.run([str(PREFECT), "--no-prompt", "deploy", "--prefect-file",
-                             "deployments/prefect.yaml", *names], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    env = {
+        **env,
+        "MRCNN_INPUT_URI": f"{s3_prefix}/in/",
+        "MRCNN_MODEL": "tiny@production",
+        "MRCNN_REGISTRY": str(tmp_path / "registry"),
+    }
+    subprocess.run(
+        [str(PREFECT), "work-pool", "create", "mrcnn-process", "--type", "process"],
+        env=env,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    names = (
+        ["--all"]
+        if (REPO / "flows" / "training_pipeline.py").exists()
+        else ["--name", "batch-inference/nightly", "--name", "convert-masks/on-demand"]
+    )
+    deploy = subprocess.run(
+        [
+            str(PREFECT),
+            "--no-prompt",
+            "deploy",
+            "--prefect-file",
+            "deployments/prefect.yaml",
+            *names,
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr

@@ -62,8 +62,14 @@ def write_registry(folder: Path) -> None:
     for name, model in (("roads", tiny_model_dir()), ("shapes", shapes_model_dir())):
         config = {**json.loads((model / "config.json").read_text()), "NAME": name}
         version = versions.register_version(
-            str(folder / "registry"), name, str(model / "model.weights.h5"), config,
-            json.loads((model / "classes.json").read_text()), {}, {"source": "docs test"})
+            str(folder / "registry"),
+            name,
+            str(model / "model.weights.h5"),
+            config,
+            json.loads((model / "classes.json").read_text()),
+            {},
+            {"source": "docs test"},
+        )
         versions.set_alias(version, "production", reason="documentation test")
 
 
@@ -87,20 +93,49 @@ def write_results(folder: Path) -> None:
     """`results/`: one night of batch inference by `roads@production` over `images/`."""
     make("images", folder)
     make("registry", folder)
-    run_cli(["infer", "--model", "roads@production", "--registry", "registry", "--input",
-             "images", "--output", "results", "--run-date", RUN_DATE])
+    run_cli(
+        [
+            "infer",
+            "--model",
+            "roads@production",
+            "--registry",
+            "registry",
+            "--input",
+            "images",
+            "--output",
+            "results",
+            "--run-date",
+            RUN_DATE,
+        ]
+    )
 
 
 def write_dataset(folder: Path) -> None:
     """`dataset/`: the canonical dataset converted from `labelme/`."""
     make("labelme", folder)
-    run_cli(["convert", "--format", "labelme", "--input", "labelme", "--output", "dataset",
-             "--labels", "labelme/labels.txt"])
+    run_cli(
+        [
+            "convert",
+            "--format",
+            "labelme",
+            "--input",
+            "labelme",
+            "--output",
+            "dataset",
+            "--labels",
+            "labelme/labels.txt",
+        ]
+    )
 
 
 INPUTS: dict[str, Callable[[Path], None]] = {
-    "labelme": write_labelme, "images": write_images, "run": write_run,
-    "registry": write_registry, "results": write_results, "dataset": write_dataset}
+    "labelme": write_labelme,
+    "images": write_images,
+    "run": write_run,
+    "registry": write_registry,
+    "results": write_results,
+    "dataset": write_dataset,
+}
 
 
 def make(name: str, folder: Path) -> None:
@@ -150,8 +185,9 @@ def test_markers_name_known_inputs():
 
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize("page", sorted(EXAMPLES))
-def test_the_runnable_blocks_of_a_page_run(page: str, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch):
+def test_the_runnable_blocks_of_a_page_run(
+    page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.chdir(tmp_path)
     for example in EXAMPLES[page]:
         for need in example.needs:  # made when the first block naming it comes, if still absent

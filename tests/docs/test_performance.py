@@ -13,7 +13,7 @@ RESULTS = REPO / "benchmarks" / "results"
 
 def table_rows(lines: list[str], start: int) -> list[list[str]]:
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
@@ -55,11 +55,17 @@ def test_the_comparison_tables_hold_the_stored_medians_and_ratios():
             size, batch = map(int, re.findall(r"\d+", cells[0])[:2])
             task = "train" if cells[0].startswith("train") else "inference"
             for precision, columns in (("fp32", cells[1:4]), ("bf16", cells[4:7])):
-                (stored,) = [r for r in ratios if (r["task"], r["precision"], r["size"],
-                                                   r["batch"]) == (task, precision, size, batch)]
+                (stored,) = [
+                    r
+                    for r in ratios
+                    if (r["task"], r["precision"], r["size"], r["batch"])
+                    == (task, precision, size, batch)
+                ]
                 shown = [float(c.strip("*")) for c in columns]
-                assert shown == [round(stored["ours_median"], 2),
-                                 round(stored["torchvision_median"], 2),
-                                 round(stored["ratio_ours_over_torchvision"], 2)], cells[0]
+                assert shown == [
+                    round(stored["ours_median"], 2),
+                    round(stored["torchvision_median"], 2),
+                    round(stored["ratio_ours_over_torchvision"], 2),
+                ], cells[0]
                 checked += 1
     assert checked >= 10

@@ -17,8 +17,22 @@ def test_every_command_and_option_is_in_the_cli_reference():
     page = reference.cli_page()
     commands = reference.cli_commands()
     assert {" ".join(c.words) for c in commands} >= {
-        "convert", "train", "evaluate", "register", "models promote", "dataset merge", "infer",
-        "results", "compact", "serve", "review select", "export", "retrain", "report", "doctor"}
+        "convert",
+        "train",
+        "evaluate",
+        "register",
+        "models promote",
+        "dataset merge",
+        "infer",
+        "results",
+        "compact",
+        "serve",
+        "review select",
+        "export",
+        "retrain",
+        "report",
+        "doctor",
+    }
     for command in commands:
         assert f"\n## {command.name} {{#" in page, command.name
         section = page.split(f"\n## {command.name} {{#", 1)[1].split("\n## ", 1)[0]
@@ -33,10 +47,13 @@ def test_every_config_setting_has_a_default_and_a_meaning():
     names = [s.name for s in settings]
     instance = Config(NAME="docs", NUM_CLASSES=2)
     assert sorted(names) == sorted(instance.to_dict()), (
-        "the reference must list exactly Config's settings")
+        "the reference must list exactly Config's settings"
+    )
     undescribed = [s.name for s in settings if not s.description]
-    assert not undescribed, (f"Config settings without a description: {undescribed}; put a "
-                             "one-line string right below each in mrcnn/config.py")
+    assert not undescribed, (
+        f"Config settings without a description: {undescribed}; put a "
+        "one-line string right below each in mrcnn/config.py"
+    )
     assert {s.name for s in settings if s.derived} == set(DERIVED)
     page = reference.config_page()
     for setting in settings:
@@ -47,14 +64,16 @@ def test_every_config_setting_has_a_default_and_a_meaning():
 
 def test_a_setting_without_a_description_is_found(tmp_path: Path):
     source = tmp_path / "config.py"
-    source.write_text(textwrap.dedent('''
+    source.write_text(
+        textwrap.dedent('''
         class Config:
             NAME = None
             """Described."""
             GPU_COUNT = 1
             IMAGES_PER_GPU = 2
             """Described too."""
-    '''))
+    ''')
+    )
     tree = ast.parse(source.read_text())
     found = dict(reference._attribute_docstrings(tree.body[0]))
     assert found == {"NAME": "Described.", "GPU_COUNT": "", "IMAGES_PER_GPU": "Described too."}

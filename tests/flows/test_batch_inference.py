@@ -46,11 +46,20 @@ def encoded(image: Image.Image, fmt: str, **options) -> bytes:
 
 def bomb() -> bytes:
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (struct.pack(">I", len(payload)) + kind + payload
-                + struct.pack(">I", zlib.crc32(kind + payload)))
+        return (
+            struct.pack(">I", len(payload))
+            + kind
+            + payload
+            + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
 
 
 def image_folder(root: Path) -> dict[str, str]:
@@ -62,9 +71,10 @@ def image_folder(root: Path) -> dict[str, str]:
     half = png_bytes(40, 40, seed=3)
     corrupt = bytearray(png_bytes(40, 40, seed=4))
     start = corrupt.index(b"IDAT") + 20
-    corrupt[start:start + 40] = bytes(b ^ 0xFF for b in corrupt[start:start + 40])
+    corrupt[start : start + 40] = bytes(b ^ 0xFF for b in corrupt[start : start + 40])
     files = {
-        "a.png": good_png, "sub/b.JPG": encoded(Image.fromarray(rgb), "JPEG"),
+        "a.png": good_png,
+        "sub/b.JPG": encoded(Image.fromarray(rgb), "JPEG"),
         "sub/deeper/c_gray.png": png_bytes(32, 48, seed=5, mode="L"),
         "d_rgba.png": png_bytes(40, 32, seed=6, mode="RGBA"),
         "e16.png": encoded(Image.fromarray(np.full((32, 32), 40000, np.uint16)), "PNG"),
@@ -72,36 +82,55 @@ def image_folder(root: Path) -> dict[str, str]:
         "g_exif.jpg": encoded(Image.fromarray(rgb), "JPEG", exif=exif),
         "h.bmp": encoded(Image.fromarray(rgb), "BMP"),
         "i.webp": encoded(Image.fromarray(rgb), "WEBP"),
-        "bad/empty.png": b"", "bad/text.jpg": b"car,0.9\n",
-        "bad/truncated.png": half[:len(half) // 2],
-        "bad/corrupt.png": bytes(corrupt), "bad/bomb.png": bomb(),
+        "bad/empty.png": b"",
+        "bad/text.jpg": b"car,0.9\n",
+        "bad/truncated.png": half[: len(half) // 2],
+        "bad/corrupt.png": bytes(corrupt),
+        "bad/bomb.png": bomb(),
         "bad/float.tiff": encoded(Image.new("F", (8, 8)), "TIFF"),
-        "notes.txt": b"not listed", "sub/readme.md": b"not listed",
+        "notes.txt": b"not listed",
+        "sub/readme.md": b"not listed",
     }
     for name, data in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
-    return {"bad/empty.png": "empty_file", "bad/text.jpg": "not_an_image",
-            "bad/truncated.png": "truncated", "bad/corrupt.png": "corrupt",
-            "bad/bomb.png": "too_large", "bad/float.tiff": "unsupported_mode"}
+    return {
+        "bad/empty.png": "empty_file",
+        "bad/text.jpg": "not_an_image",
+        "bad/truncated.png": "truncated",
+        "bad/corrupt.png": "corrupt",
+        "bad/bomb.png": "too_large",
+        "bad/float.tiff": "unsupported_mode",
+    }
 
 
 def rows(out: str | Path, table: str, columns: str = "*") -> list[tuple]:
-    return duckdb.sql(f"SELECT {columns} FROM read_parquet('{out}/{table}/*/*.parquet', "
-                      "hive_partitioning=true) ORDER BY ALL").fetchall()
+    return duckdb.sql(
+        f"SELECT {columns} FROM read_parquet('{out}/{table}/*/*.parquet', "
+        "hive_partitioning=true) ORDER BY ALL"
+    ).fetchall()
 
 
 def table_files(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.parquet"))
-            if "_manifest" not in p.parts}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*.parquet"))
+        if "_manifest" not in p.parts
+    }
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path, tiny: Path):
     source, out = tmp_path / "in", tmp_path / "out"
     bad = image_folder(source)
-    run = dict(input_uri=str(source), output_uri=str(out), run_date=DAY, batch_size=2,
-               shard_size=4, **files_of(tiny))
+    run = dict(
+        input_uri=str(source),
+        output_uri=str(out),
+        run_date=DAY,
+        batch_size=2,
+        shard_size=4,
+        **files_of(tiny),
+    )
     summary = batch_inference(**run)
     assert (summary.listed, summary.processed, summary.errors) == (15, 9, 6)
     assert summary.error_types == {kind: 1 for kind in bad.values()}
@@ -109,16 +138,21 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
     as_json = json.loads(json.dumps(summary.as_dict()))  # what infer --json prints
     assert as_json["processed"] == 9 and set(as_json["classes"]) == {"car", "pothole"}
     assert sum(totals["images"] for totals in as_json["classes"].values()) == sum(
-        totals.images for totals in summary.classes.values())
+        totals.images for totals in summary.classes.values()
+    )
 
     errors = {uri: kind for uri, kind in rows(out, "errors", "image_uri, error_type")}
     assert errors == {str(source / name): kind for name, kind in bad.items()}
-    areas = rows(out, "area_ratios", "image_uri, class_id, class_name, instance_count, "
-                 "pixel_count, area_ratio, image_width, image_height, run_date")
+    areas = rows(
+        out,
+        "area_ratios",
+        "image_uri, class_id, class_name, instance_count, "
+        "pixel_count, area_ratio, image_width, image_height, run_date",
+    )
     good = {uri for uri, *_ in areas}
     assert len(areas) == 9 * 2 and len(good) == 9 and not good & set(errors)
     assert good | set(errors) == {ref.uri for ref in find_images(str(source))}  # nothing lost
-    for uri, class_id, name, count, pixels, ratio, width, height, day in areas:
+    for _uri, class_id, name, _count, pixels, ratio, width, height, day in areas:
         assert name == CLASS_NAMES[class_id - 1] and str(day) == DAY
         assert ratio == pytest.approx(pixels / (width * height)) and 0.0 <= ratio <= 1.0
     sizes = {Path(uri).name: (w, h) for uri, *_, w, h, _ in areas}
@@ -126,15 +160,18 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
     instances = rows(out, "instances", "image_uri, class_id, pixel_count")
     assert len(instances) == sum(r[3] for r in areas) > 0
     for pixels, mask_rle, width, height in duckdb.sql(
-            f"SELECT i.pixel_count, i.mask_rle, a.image_width, a.image_height FROM read_parquet("
-            f"'{out}/instances/*/*.parquet') i JOIN read_parquet('{out}/area_ratios/*/*.parquet')"
-            f" a USING (image_uri, class_id)").fetchall():  # masks at the original image size
+        f"SELECT i.pixel_count, i.mask_rle, a.image_width, a.image_height FROM read_parquet("
+        f"'{out}/instances/*/*.parquet') i JOIN read_parquet('{out}/area_ratios/*/*.parquet')"
+        f" a USING (image_uri, class_id)"
+    ).fetchall():  # masks at the original image size
         mask = mask_from_string(mask_rle)
         assert mask.shape == (height, width) and mask.sum() == pixels
-    for uri, class_id, _, count, union, *_ in areas:  # the union never exceeds the sum
+    for uri, class_id, _, _count, union, *_ in areas:  # the union never exceeds the sum
         assert union <= sum(p for u, c, p in instances if (u, c) == (uri, class_id))
-    overlays = sorted(p.relative_to(out / "overlays" / f"run_date={DAY}").as_posix()
-                      for p in (out / "overlays").rglob("*.jpg"))
+    overlays = sorted(
+        p.relative_to(out / "overlays" / f"run_date={DAY}").as_posix()
+        for p in (out / "overlays").rglob("*.jpg")
+    )
     assert overlays == sorted(str(Path(u).relative_to(source).with_suffix(".jpg")) for u in good)
     assert Image.open(out / "overlays" / f"run_date={DAY}" / "g_exif.jpg").size == (30, 60)
     assert len(set(rows(out, "area_ratios", "run_id"))) == 1
@@ -163,7 +200,8 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
 
     counts = {t: len(rows(out, t)) for t in ("area_ratios", "instances", "errors", "images")}
     assert counts["images"] == 11 and (str(source / "a.png"), 40, 64) in rows(
-        out, "images", "image_uri, image_width, image_height")  # the changed image's new row
+        out, "images", "image_uri, image_width, image_height"
+    )  # the changed image's new row
     fourth = batch_inference(**{**run, "reprocess": True, "shard_size": 3})
     assert (fourth.processed, fourth.errors, fourth.skipped) == (11, 5, 0)
     assert {t: len(rows(out, t)) for t in counts} == counts  # reprocessing replaces rows
@@ -173,21 +211,37 @@ def test_local_folder_every_image_accounted_for_then_incremental(tmp_path: Path,
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_cli_infer_writes_tables_and_csv_and_results_summarises(tmp_path: Path, tiny: Path,
-                                                                  capsys: pytest.CaptureFixture):
+def test_cli_infer_writes_tables_and_csv_and_results_summarises(
+    tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture
+):
     source, out = tmp_path / "in", tmp_path / "out"
     source.mkdir()
     (source / "x.png").write_bytes(png_bytes(40, 50, seed=1))
     (source / "y.jpg").write_bytes(b"")
-    argv = ["infer", "--weights", str(tiny / "model.weights.h5"), "--config",
-            str(tiny / "config.json"), "--input-folder", str(source), "--output-folder", str(out),
-            "--device", "cpu", "--run-date", DAY, "--no-overlays", "--json"]
+    argv = [
+        "infer",
+        "--weights",
+        str(tiny / "model.weights.h5"),
+        "--config",
+        str(tiny / "config.json"),
+        "--input-folder",
+        str(source),
+        "--output-folder",
+        str(out),
+        "--device",
+        "cpu",
+        "--run-date",
+        DAY,
+        "--no-overlays",
+        "--json",
+    ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["processed"], summary["errors"]) == (1, 1)
     lines = (out / f"results_{DAY}.csv").read_text().splitlines()
-    assert lines[0] == ("image_uri,image_width,image_height,instance_count,car_area_pct,"
-                        "pothole_area_pct,error")
+    assert lines[0] == (
+        "image_uri,image_width,image_height,instance_count,car_area_pct,pothole_area_pct,error"
+    )
     assert lines[1].startswith(f"{source / 'x.png'},50,40,") and lines[2].endswith(",empty_file")
     assert not (out / "overlays").exists()
     assert main(["results", "--output", str(out), "--format", "csv", "--class", "car"]) == 0
@@ -207,28 +261,48 @@ GROUP BY ALL ORDER BY ALL"""
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_images_table_has_exif_and_path_fields_and_joins_area_ratios(
-        tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture):
+    tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture
+):
     source, out = tmp_path / "in", tmp_path / "out"
     exif = Image.Exif()
     exif[0x8769] = {0x9003: "2024:05:01 10:20:30", 0x9011: "+02:00"}  # DateTimeOriginal, offset
     exif[0x8825] = {1: "S", 2: (33.0, 51.0, 54.0), 3: "W", 4: (151.0, 12.0, 36.0)}  # GPS
     rgb = np.random.default_rng(3).integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    files = {"site=a/cam01/p.jpg": encoded(Image.fromarray(rgb), "JPEG", exif=exif),
-             "site=a/cam02/q.png": png_bytes(40, 48, seed=4),
-             "site=b/cam01/r.png": png_bytes(36, 36, seed=5),
-             "loose/s.png": png_bytes(32, 32, seed=6), "site=b/cam01/empty.png": b""}
+    files = {
+        "site=a/cam01/p.jpg": encoded(Image.fromarray(rgb), "JPEG", exif=exif),
+        "site=a/cam02/q.png": png_bytes(40, 48, seed=4),
+        "site=b/cam01/r.png": png_bytes(36, 36, seed=5),
+        "loose/s.png": png_bytes(32, 32, seed=6),
+        "site=b/cam01/empty.png": b"",
+    }
     for name, data in files.items():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_bytes(data)
-    argv = ["infer", "--weights", str(tiny / "model.weights.h5"), "--config",
-            str(tiny / "config.json"), "--input", str(source), "--output", str(out),
-            "--device", "cpu", "--run-date", DAY, "--no-overlays", "--no-csv", "--json"]
+    argv = [
+        "infer",
+        "--weights",
+        str(tiny / "model.weights.h5"),
+        "--config",
+        str(tiny / "config.json"),
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--device",
+        "cpu",
+        "--run-date",
+        DAY,
+        "--no-overlays",
+        "--no-csv",
+        "--json",
+    ]
 
     assert main([*argv, "--path-pattern", "(?P<site>[^/]+"]) == 1  # checked before any work
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if line.startswith("mrcnn-pipeline")] == [
         "mrcnn-pipeline infer: error: path_pattern '(?P<site>[^/]+' is not a valid regular "
-        "expression: missing ), unterminated subpattern at position 0"], err
+        "expression: missing ), unterminated subpattern at position 0"
+    ], err
     assert not out.exists()
 
     assert main([*argv, "--path-pattern", r"(?P<camera>cam\d+)/"]) == 0
@@ -236,14 +310,16 @@ def test_images_table_has_exif_and_path_fields_and_joins_area_ratios(
     described = duckdb.sql(
         f"SELECT image_uri, image_width, image_height, captured_at, gps_latitude, gps_longitude,"
         f" path_fields, model_version, run_date FROM read_parquet("
-        f"'{out}/images/*/*.parquet', hive_partitioning = true) ORDER BY image_uri").fetchall()
+        f"'{out}/images/*/*.parquet', hive_partitioning = true) ORDER BY image_uri"
+    ).fetchall()
     by_name = {Path(uri).name: row for uri, *row in described}
     assert sorted(by_name) == ["p.jpg", "q.png", "r.png", "s.png"]  # the empty file: no row
     width, height, taken, latitude, longitude, fields, version, day = by_name["p.jpg"]
     versions = rows(out, "area_ratios", "DISTINCT model_version")
     assert (width, height, str(day), [(version,)]) == (40, 30, DAY, versions)
     assert taken.astimezone(datetime.timezone.utc) == datetime.datetime(
-        2024, 5, 1, 8, 20, 30, tzinfo=datetime.timezone.utc)
+        2024, 5, 1, 8, 20, 30, tzinfo=datetime.timezone.utc
+    )
     assert (latitude, longitude) == pytest.approx((-33.865, -151.21))
     assert fields == {"site": "a", "camera": "cam01"}
     assert by_name["s.png"][2:6] == [None, None, None, {}]  # no EXIF, no fields
@@ -251,11 +327,22 @@ def test_images_table_has_exif_and_path_fields_and_joins_area_ratios(
     # The documented query (docs/concepts/tables.md): area ratios by a path field, images joined to area_ratios.
     by_site = duckdb.sql(IMAGES_BY_SITE.format(out=out)).fetchall()
     assert [(site, name, count) for site, name, count, _ in by_site] == [
-        ("a", "car", 2), ("a", "pothole", 2), ("b", "car", 1), ("b", "pothole", 1),
-        (None, "car", 1), (None, "pothole", 1)]
+        ("a", "car", 2),
+        ("a", "pothole", 2),
+        ("b", "car", 1),
+        ("b", "pothole", 1),
+        (None, "car", 1),
+        (None, "pothole", 1),
+    ]
     # The nightly deployment's last step: the report, broken down by a path field.
-    again = batch_inference(input_uri=str(source), output_uri=str(out), run_date=DAY,
-                            report=True, report_path_field="site", **files_of(tiny))
+    again = batch_inference(
+        input_uri=str(source),
+        output_uri=str(out),
+        run_date=DAY,
+        report=True,
+        report_path_field="site",
+        **files_of(tiny),
+    )
     page = Path(again.report).read_text()
     assert again.processed == 0 and again.report.endswith(f"run_date={DAY}/index.html")
     assert "<h2>By site</h2>" in page and "<td>a</td>" in page and "<td>b</td>" in page
@@ -266,27 +353,38 @@ def test_s3_input_and_output_with_credentials(s3_env, s3_prefix: str, tiny: Path
     for index in range(3):
         storage.write_bytes(f"{s3_prefix}/in/day/{index}.png", png_bytes(40, 48, seed=index))
     storage.write_bytes(f"{s3_prefix}/in/day/broken.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 10)
-    run = dict(input_uri=f"{s3_prefix}/in/", output_uri=f"{s3_prefix}/out", run_date=DAY,
-               min_confidence=0.5, **files_of(tiny))
+    run = dict(
+        input_uri=f"{s3_prefix}/in/",
+        output_uri=f"{s3_prefix}/out",
+        run_date=DAY,
+        min_confidence=0.5,
+        **files_of(tiny),
+    )
     summary = batch_inference(**run)
     assert (summary.processed, summary.errors, summary.listed) == (3, 1, 4)
     columns, table = summarize(f"{s3_prefix}/out")  # DuckDB through the registered s3fs
     assert [dict(zip(columns, r))["images"] for r in table] == [3, 3]
     con = duckdb.connect()
     con.register_filesystem(storage.filesystem_for(s3_prefix))
-    assert all(s >= 0.5 for (s,) in con.sql(
-        f"SELECT score FROM read_parquet('{s3_prefix}/out/instances/*/*.parquet')").fetchall())
+    assert all(
+        s >= 0.5
+        for (s,) in con.sql(
+            f"SELECT score FROM read_parquet('{s3_prefix}/out/instances/*/*.parquet')"
+        ).fetchall()
+    )
     assert len(storage.list_files(f"{s3_prefix}/out/overlays", (".jpg",))) == 3
     assert batch_inference(**run).skipped == 4
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_wrong_s3_credentials_fail_fast_with_a_clear_error(s3_env, s3_prefix: str, tiny: Path,
-                                                            monkeypatch: pytest.MonkeyPatch):
+def test_wrong_s3_credentials_fail_fast_with_a_clear_error(
+    s3_env, s3_prefix: str, tiny: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(PermissionError, match="access denied.*AWS_ACCESS_KEY_ID"):
-        batch_inference(input_uri=f"{s3_prefix}/in", output_uri=f"{s3_prefix}/out",
-                        **files_of(tiny))
+        batch_inference(
+            input_uri=f"{s3_prefix}/in", output_uri=f"{s3_prefix}/out", **files_of(tiny)
+        )
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -294,18 +392,26 @@ def test_registry_reference_and_a_new_version_replace_rows(tmp_path: Path, tiny:
     from tasks import registry
 
     config = json.loads((tiny / "config.json").read_text())
-    first = registry.register_version(str(tmp_path / "reg"), "tiny", str(tiny / "model.weights.h5"),
-                                      config, CLASS_NAMES, {}, {})
+    first = registry.register_version(
+        str(tmp_path / "reg"), "tiny", str(tiny / "model.weights.h5"), config, CLASS_NAMES, {}, {}
+    )
     registry.set_alias(first, "production")
     source, out = tmp_path / "in", tmp_path / "out"
     source.mkdir()
     for index in range(2):
         (source / f"{index}.png").write_bytes(png_bytes(40, 40, seed=index))
-    run = dict(input_uri=str(source), output_uri=str(out), model="tiny@production",
-               registry=str(tmp_path / "reg"), run_date=DAY, overlays=False)
+    run = dict(
+        input_uri=str(source),
+        output_uri=str(out),
+        model="tiny@production",
+        registry=str(tmp_path / "reg"),
+        run_date=DAY,
+        overlays=False,
+    )
     assert batch_inference(**run).model_version == "1"
-    second = registry.register_version(str(tmp_path / "reg"), "tiny",
-                                       str(tiny / "model.weights.h5"), config, CLASS_NAMES, {}, {})
+    second = registry.register_version(
+        str(tmp_path / "reg"), "tiny", str(tiny / "model.weights.h5"), config, CLASS_NAMES, {}, {}
+    )
     registry.set_alias(second, "production")
     summary = batch_inference(**run)  # a new version processes everything again, same day
     assert (summary.model_version, summary.processed, summary.skipped) == ("2", 2, 0)
@@ -347,13 +453,17 @@ def test_class_names_from_a_file_beside_the_config_or_numbered(tmp_path: Path):
     alone = resolve(weights=weights, config=str(tmp_path / "config.json"))
     assert alone.class_names == ("class_1", "class_2")
     (tmp_path / "names.txt").write_text("BG\nroad\nlane\n")
-    named = resolve(weights=weights, config=str(tmp_path / "config.json"),
-                    classes=str(tmp_path / "names.txt"))
+    named = resolve(
+        weights=weights, config=str(tmp_path / "config.json"), classes=str(tmp_path / "names.txt")
+    )
     assert named.class_names == ("road", "lane")
     (tmp_path / "config.json").write_text(json.dumps({"NAME": "roads", "NUM_CLASSES": 4}))
     with pytest.raises(ValueError, match="names 2 classes but the config has NUM_CLASSES=4"):
-        resolve(weights=weights, config=str(tmp_path / "config.json"),
-                classes=str(tmp_path / "names.txt"))
+        resolve(
+            weights=weights,
+            config=str(tmp_path / "config.json"),
+            classes=str(tmp_path / "names.txt"),
+        )
 
 
 def test_listing_filters_extensions_case_insensitively_and_by_pattern(tmp_path: Path):
@@ -361,21 +471,36 @@ def test_listing_filters_extensions_case_insensitively_and_by_pattern(tmp_path: 
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x" * len(name))
     found = find_images(str(tmp_path))
-    assert [ref.relative for ref in found] == ["a.PNG", "b.jpeg", "c.Tif", "d.webp", "e.bmp",
-                                               "sub/f.jpg"]
+    assert [ref.relative for ref in found] == [
+        "a.PNG",
+        "b.jpeg",
+        "c.Tif",
+        "d.webp",
+        "e.bmp",
+        "sub/f.jpg",
+    ]
     assert found[0].uri == str(tmp_path / "a.PNG") and found[0].fingerprint.startswith("size=5;")
-    assert [r.relative for r in find_images(str(tmp_path), ["sub/*", "*.bmp"])] == ["e.bmp",
-                                                                                  "sub/f.jpg"]
+    assert [r.relative for r in find_images(str(tmp_path), ["sub/*", "*.bmp"])] == [
+        "e.bmp",
+        "sub/f.jpg",
+    ]
     with pytest.raises(FileNotFoundError, match="input folder"):
         find_images(str(tmp_path / "missing"))
 
 
 def test_overlays_keep_the_relative_path_with_a_jpg_extension_and_never_collide():
-    names = overlay_names(["incoming_0000.jpg", "a/b.png", "x.png", "x.jpg", "y.PNG", "y.tif",
-                           "z.JPG"])
-    assert names == {"incoming_0000.jpg": "incoming_0000.jpg", "a/b.png": "a/b.jpg",
-                     "x.png": "x.png.jpg", "x.jpg": "x.jpg", "y.PNG": "y.PNG.jpg",
-                     "y.tif": "y.tif.jpg", "z.JPG": "z.jpg"}
+    names = overlay_names(
+        ["incoming_0000.jpg", "a/b.png", "x.png", "x.jpg", "y.PNG", "y.tif", "z.JPG"]
+    )
+    assert names == {
+        "incoming_0000.jpg": "incoming_0000.jpg",
+        "a/b.png": "a/b.jpg",
+        "x.png": "x.png.jpg",
+        "x.jpg": "x.jpg",
+        "y.PNG": "y.PNG.jpg",
+        "y.tif": "y.tif.jpg",
+        "z.JPG": "z.jpg",
+    }
     assert len(set(names.values())) == len(names)
 
 

@@ -17,13 +17,23 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 def convert(tmp_path: Path, capsys: pytest.CaptureFixture) -> tuple[int, str]:
     write_labelme_folder(tmp_path / "in")
-    code = main(["convert", "--format", "labelme", "--input", str(tmp_path / "in"),
-                 "--output", str(tmp_path / "out")])
+    code = main(
+        [
+            "convert",
+            "--format",
+            "labelme",
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     return code, capsys.readouterr().err
 
 
 def test_a_bug_inside_a_task_shows_its_traceback_and_where_to_report_it(
-        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
     def summarize(*args: object, **kwargs: object) -> None:
         return {"kept": 1}["dropped"]  # a programming error: a key that is not there
 
@@ -37,7 +47,8 @@ def test_a_bug_inside_a_task_shows_its_traceback_and_where_to_report_it(
 
 
 def test_a_user_error_inside_a_task_is_one_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
     def summarize(relative: str, *args: object, **kwargs: object) -> None:
         raise InvalidInput(f"{relative}: not an annotation file")
 

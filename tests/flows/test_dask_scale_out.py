@@ -16,8 +16,16 @@ from tests.support.tiny_model import distinct_model_dir, png_bytes
 DAY = "2024-05-01"
 TABLES = ("area_ratios", "instances", "errors")
 PER_RUN = {"run_id", "inferred_at", "failed_at"}  # differ between any two runs
-COUNTS = ("listed", "skipped", "processed", "errors", "error_types", "shards", "overlays",
-          "model_version")  # the class sums depend on the order shards finish in
+COUNTS = (
+    "listed",
+    "skipped",
+    "processed",
+    "errors",
+    "error_types",
+    "shards",
+    "overlays",
+    "model_version",
+)  # the class sums depend on the order shards finish in
 
 
 def count_model_loads() -> None:
@@ -61,17 +69,29 @@ def test_two_dask_worker_processes_write_the_single_machine_tables(tmp_path: Pat
         (source / name).write_bytes(png_bytes(40 + 4 * index, 48, seed=index))
     (source / "empty.png").write_bytes(b"")
     tiny = distinct_model_dir()
-    run = dict(input_uri=str(source), run_date=DAY, batch_size=2, shard_size=3,
-               weights=str(tiny / "model.weights.h5"), config=str(tiny / "config.json"))
+    run = dict(
+        input_uri=str(source),
+        run_date=DAY,
+        batch_size=2,
+        shard_size=3,
+        weights=str(tiny / "model.weights.h5"),
+        config=str(tiny / "config.json"),
+    )
 
     alone = batch_inference(output_uri=str(tmp_path / "alone"), **run)
     settings = local_cluster_settings(2)
-    assert (settings["n_workers"], settings["threads_per_worker"], settings["processes"],
-            settings["host"], settings["dashboard_address"]) == (2, 1, True, "127.0.0.1", None)
+    assert (
+        settings["n_workers"],
+        settings["threads_per_worker"],
+        settings["processes"],
+        settings["host"],
+        settings["dashboard_address"],
+    ) == (2, 1, True, "127.0.0.1", None)
     with LocalCluster(**settings) as cluster, Client(cluster, set_as_default=False) as client:
         client.run(count_model_loads)
-        spread = batch_inference(output_uri=str(tmp_path / "dask"),
-                                 dask_address=cluster.scheduler_address, **run)
+        spread = batch_inference(
+            output_uri=str(tmp_path / "dask"), dask_address=cluster.scheduler_address, **run
+        )
         loads = client.run(model_loads)
 
     assert sorted(loads.values()) == [1, 1]  # 3 shards, 2 workers: one model per process
@@ -80,8 +100,9 @@ def test_two_dask_worker_processes_write_the_single_machine_tables(tmp_path: Pat
     sizes = {name: len(table(tmp_path / "alone", name)) for name in TABLES}
     assert sizes["area_ratios"] == 8 * 2 and sizes["errors"] == 1 and sizes["instances"] > 0
     for name in TABLES:
-        pd.testing.assert_frame_equal(table(tmp_path / "dask", name),
-                                      table(tmp_path / "alone", name))
+        pd.testing.assert_frame_equal(
+            table(tmp_path / "dask", name), table(tmp_path / "alone", name)
+        )
     assert overlays(tmp_path / "dask") == overlays(tmp_path / "alone") != []
 
 
@@ -98,5 +119,10 @@ def test_dask_address_forms_and_bad_addresses(tmp_path: Path):
     with pytest.raises(ValueError, match="empty string"):
         dask_task_runner(" ")
     with pytest.raises(ValueError, match="local:N"):  # checked before any work
-        batch_inference.fn(input_uri=str(tmp_path / "in"), output_uri=str(tmp_path / "out"),
-                           weights="w.weights.h5", config="config.json", dask_address="local:0")
+        batch_inference.fn(
+            input_uri=str(tmp_path / "in"),
+            output_uri=str(tmp_path / "out"),
+            weights="w.weights.h5",
+            config="config.json",
+            dask_address="local:0",
+        )

@@ -16,17 +16,35 @@ import pyarrow.parquet as pq
 import pytest
 
 from mrcnn.shapes import ShapesDataset, draw_masks
-from mrcnn_pipeline.demo import (CLASSES, ONE_CLASS, choose_classes, nothing_baseline,
-                                 probe_seconds, report, run, training_config, write_labelme_folder)
+from mrcnn_pipeline.demo import (
+    CLASSES,
+    ONE_CLASS,
+    choose_classes,
+    nothing_baseline,
+    probe_seconds,
+    report,
+    run,
+    training_config,
+    write_labelme_folder,
+)
 from tasks import registry
 from tasks.annotations.labelme import read_labelme
 from tasks.training.config import load_training_config
 
-TINY = {"IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 64, "IMAGES_PER_GPU": 2, "STEPS_PER_EPOCH": 1,
-        "VALIDATION_STEPS": 0, "TRAIN_ROIS_PER_IMAGE": 16, "POST_NMS_ROIS_TRAINING": 64,
-        "POST_NMS_ROIS_INFERENCE": 32, "DETECTION_MAX_INSTANCES": 5,
-        "DETECTION_MIN_CONFIDENCE": 0.0, "TOP_DOWN_PYRAMID_SIZE": 32,
-        "FPN_CLASSIF_FC_LAYERS_SIZE": 32}
+TINY = {
+    "IMAGE_MIN_DIM": 64,
+    "IMAGE_MAX_DIM": 64,
+    "IMAGES_PER_GPU": 2,
+    "STEPS_PER_EPOCH": 1,
+    "VALIDATION_STEPS": 0,
+    "TRAIN_ROIS_PER_IMAGE": 16,
+    "POST_NMS_ROIS_TRAINING": 64,
+    "POST_NMS_ROIS_INFERENCE": 32,
+    "DETECTION_MAX_INSTANCES": 5,
+    "DETECTION_MIN_CONFIDENCE": 0.0,
+    "TOP_DOWN_PYRAMID_SIZE": 32,
+    "FPN_CLASSIF_FC_LAYERS_SIZE": 32,
+}
 
 
 def test_labelme_folder_holds_overlapping_shapes_as_annotators_draw_them(tmp_path: Path):
@@ -34,14 +52,20 @@ def test_labelme_folder_holds_overlapping_shapes_as_annotators_draw_them(tmp_pat
     assert [f.name for f in files] == [f"shapes_{i:04d}.json" for i in range(40)]
     assert (tmp_path / "labels.txt").read_text().split() == ["square", "circle", "triangle"]
     documents = [json.loads(f.read_text()) for f in files]
-    assert (documents[0]["imagePath"], documents[0]["imageHeight"],
-            documents[0]["imageWidth"]) == ("shapes_0000.png", 128, 128)
+    assert (documents[0]["imagePath"], documents[0]["imageHeight"], documents[0]["imageWidth"]) == (
+        "shapes_0000.png",
+        128,
+        128,
+    )
     assert {s["shape_type"] for d in documents for s in d["shapes"]} == {"polygon"}
     reference = ShapesDataset()
     reference.load_shapes(40, 128, 128, seed=1)
     reference.prepare()
-    overlapping = [i for i in reference.image_ids[:40]
-                   if draw_masks(reference.image_info[i]["shapes"], 128, 128).sum(axis=2).max() > 1]
+    overlapping = [
+        i
+        for i in reference.image_ids[:40]
+        if draw_masks(reference.image_info[i]["shapes"], 128, 128).sum(axis=2).max() > 1
+    ]
     assert overlapping  # the training data overlaps, as incoming/ does
     image = np.asarray(PIL.Image.open(tmp_path / "shapes_0000.png"))
     np.testing.assert_array_equal(image, reference.load_image(0))
@@ -52,8 +76,10 @@ def test_labelme_folder_holds_overlapping_shapes_as_annotators_draw_them(tmp_pat
         assert not read.issues
         instances = read.images[0].instances
         assert [i.label for i in instances] == [CLASSES[c - 1] for c in class_ids]
-        ious += [(i.mask & masks[..., n]).sum() / (i.mask | masks[..., n]).sum()
-                 for n, i in enumerate(instances)]
+        ious += [
+            (i.mask & masks[..., n]).sum() / (i.mask | masks[..., n]).sum()
+            for n, i in enumerate(instances)
+        ]
     assert min(ious) >= 0.95 and np.mean(ious) >= 0.99  # small visible fragments lose a little
     with pytest.raises(ValueError, match="at least 1 annotated image"):
         write_labelme_folder(tmp_path, 0)
@@ -92,16 +118,28 @@ def test_training_config_is_the_light_recipe_on_the_clock():
     assert (first.layers, first.learning_rate, first.until) == ("all", config.LEARNING_RATE, 0.75)
     assert (last.layers, last.learning_rate, last.until) == ("all", config.LEARNING_RATE / 10, 1.0)
     assert (config.TRAINING_PRECISION, config.INFERENCE_PRECISION) == ("auto", "auto")
-    assert (config.BACKBONE, config.ROI_INCLUDE_GT_BOXES, config.TOP_DOWN_PYRAMID_SIZE,
-            config.MASK_POOL_SIZE, list(config.MASK_SHAPE)) == ("resnet18", True, 128, 7, [14, 14])
+    assert (
+        config.BACKBONE,
+        config.ROI_INCLUDE_GT_BOXES,
+        config.TOP_DOWN_PYRAMID_SIZE,
+        config.MASK_POOL_SIZE,
+        list(config.MASK_SHAPE),
+    ) == ("resnet18", True, 128, 7, [14, 14])
     assert (config.OPTIMIZER, config.WARMUP_STEPS, config.TRAIN_BN) == ("adamw", 50, True)
-    assert (config.IMAGES_PER_GPU, config.IMAGE_MAX_DIM, tuple(config.RPN_ANCHOR_SCALES)) == \
-        (8, 128, (8, 16, 32, 64, 128))
+    assert (config.IMAGES_PER_GPU, config.IMAGE_MAX_DIM, tuple(config.RPN_ANCHOR_SCALES)) == (
+        8,
+        128,
+        (8, 16, 32, 64, 128),
+    )
     assert training.name == "shapes" and training.classes == ["square", "circle", "triangle"]
     # The longer run: matterport's ResNet-50 model and heads.
     longer = load_training_config(training_config(30, backbone="resnet50")).mrcnn_config()
-    assert (longer.BACKBONE, longer.TOP_DOWN_PYRAMID_SIZE, longer.FPN_CLASSIF_FC_LAYERS_SIZE,
-            list(longer.MASK_SHAPE)) == ("resnet50", 256, 1024, [28, 28])
+    assert (
+        longer.BACKBONE,
+        longer.TOP_DOWN_PYRAMID_SIZE,
+        longer.FPN_CLASSIF_FC_LAYERS_SIZE,
+        list(longer.MASK_SHAPE),
+    ) == ("resnet50", 256, 1024, [28, 28])
     with pytest.raises(ValueError, match="minutes must be positive"):
         training_config(0)
     with pytest.raises(ValueError, match="backbone must be one of"):
@@ -110,8 +148,9 @@ def test_training_config_is_the_light_recipe_on_the_clock():
 
 @pytest.mark.slow
 def test_the_whole_demo_chain_with_a_tiny_model(prefect_harness, tmp_path: Path):
-    outcome = run(tmp_path / "demo", minutes=0.1, images=10, incoming=3, overrides=TINY,
-                  classes="3")
+    outcome = run(
+        tmp_path / "demo", minutes=0.1, images=10, incoming=3, overrides=TINY, classes="3"
+    )
     paths = outcome["paths"]
 
     pipeline = outcome["pipeline"]

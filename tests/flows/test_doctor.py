@@ -39,32 +39,47 @@ def doctor(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, dict]:
 def test_a_closed_port_as_the_prefect_api_is_a_problem_with_its_fix(tmp_path: Path):
     url = f"http://127.0.0.1:{free_ports(1)[0]}/api"
     environment = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "mrcnn_pipeline.cli", "doctor"], cwd=REPO,
-                          env=environment, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "mrcnn_pipeline.cli", "doctor"],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
     problem = next(index for index, line in enumerate(lines) if line.startswith("problem"))
     assert "Prefect API" in lines[problem] and f"the Prefect API at {url}" in lines[problem]
-    assert lines[problem + 1].split() == ["fix:", *("start that server (prefect server "
-                                                    "start), or unset PREFECT_API_URL to use a "
-                                                    "temporary local server").split()]
+    assert lines[problem + 1].split() == [
+        "fix:",
+        *(
+            "start that server (prefect server "
+            "start), or unset PREFECT_API_URL to use a "
+            "temporary local server"
+        ).split(),
+    ]
     assert lines[-1] == "1 problem: a run would fail"
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_this_machine_is_described_and_a_local_probe_leaves_nothing(
-        tmp_path: Path, capsys: pytest.CaptureFixture):
+    tmp_path: Path, capsys: pytest.CaptureFixture
+):
     code, findings = doctor(["--output", str(tmp_path / "new" / "out")], capsys)
     assert code == 0 and all(f["status"] != "problem" for f in findings.values()), findings
     hardware = detect(include_gpus=False)
     assert findings["CPU"]["details"]["model"] == hardware.cpu_model
     assert findings["CPU"]["details"]["native_bf16"] == hardware.native_bf16
     assert findings["cores"]["details"]["cores"] == hardware.cores
-    assert findings["precision"]["details"]["inference"]["precision"] == \
-        inference_precision("auto", hardware).precision
+    assert (
+        findings["precision"]["details"]["inference"]["precision"]
+        == inference_precision("auto", hardware).precision
+    )
     assert findings["Prefect API"]["details"]["temporary"] is False
-    assert {"TensorFlow", "Keras", "Prefect"} <= {k for k, v in
-                                                  findings["versions"]["details"].items() if v}
+    assert {"TensorFlow", "Keras", "Prefect"} <= {
+        k for k, v in findings["versions"]["details"].items() if v
+    }
     assert findings["output"]["details"]["writable"] is True
     assert findings["output disk"]["details"]["free_bytes"] > 0
     assert list(tmp_path.iterdir()) == []  # the probe removed the folders it made
@@ -75,8 +90,11 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
     """A read-only tmpfs (root ignores file modes; skipped where mounting is not allowed)."""
     mount = tmp_path / "read-only"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -91,14 +109,19 @@ def test_a_read_only_output_is_a_problem(read_only_folder: Path, capsys: pytest.
     assert code == 1
     output = findings["output"]
     assert output["status"] == "problem" and output["fix"]
-    assert output["summary"] == (f"output folder '{read_only_folder / 'out'}' is not writable: "
-                                 "Read-only file system")
+    assert output["summary"] == (
+        f"output folder '{read_only_folder / 'out'}' is not writable: Read-only file system"
+    )
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_an_object_store_without_credentials_is_a_problem(
-        s3_env: SeaweedServer, s3_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture):
+    s3_env: SeaweedServer,
+    s3_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)
     for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):  # nor any file of them
@@ -114,13 +137,15 @@ def test_an_object_store_without_credentials_is_a_problem(
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_real_object_store_is_reachable_and_writable_and_its_secret_never_shown(
-        s3_env: SeaweedServer, s3_prefix: str, capsys: pytest.CaptureFixture):
+    s3_env: SeaweedServer, s3_prefix: str, capsys: pytest.CaptureFixture
+):
     assert main(["doctor", "--output", s3_prefix]) == 0
     text = capsys.readouterr().out
     assert s3_env.secret not in text and s3_env.key not in text
     code, findings = doctor(["--output", s3_prefix], capsys)
     assert code == 0
-    assert findings["output store"]["summary"] == (f"{s3_env.endpoint}; credentials from "
-                                                   "environment")
+    assert findings["output store"]["summary"] == (
+        f"{s3_env.endpoint}; credentials from environment"
+    )
     assert findings["output"]["details"]["writable"] is True
     assert storage.list_files(s3_prefix) == []  # the probe object is gone

@@ -22,34 +22,56 @@ from tests.support.builders import image_bytes, labelme_json, shape, write
 from tests.support.seaweed import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
-_PREFECT_VARIABLES = ("PREFECT_API_URL", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
-                      "PREFECT_PROFILE")
+_PREFECT_VARIABLES = (
+    "PREFECT_API_URL",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+    "PREFECT_PROFILE",
+)
 
 
 def child_environment(home: Path, **settings: str) -> dict[str, str]:
     """This process's environment with Prefect's home at ``home`` and no API URL."""
-    environment = {name: value for name, value in os.environ.items()
-                   if name not in _PREFECT_VARIABLES}
+    environment = {
+        name: value for name, value in os.environ.items() if name not in _PREFECT_VARIABLES
+    }
     return {**environment, "PREFECT_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3", **settings}
 
 
 def run_module(arguments: list[str], environment: dict[str, str]) -> subprocess.CompletedProcess:
     """``python -m <arguments>`` from the checkout, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", *arguments], cwd=REPO, env=environment,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", *arguments],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
-def convert(source: Path, output: Path, environment: dict[str, str]
-            ) -> subprocess.CompletedProcess:
-    return run_module(["mrcnn_pipeline.cli", "convert", "--format", "labelme", "--input",
-                       str(source), "--output", str(output)], environment)
+def convert(source: Path, output: Path, environment: dict[str, str]) -> subprocess.CompletedProcess:
+    return run_module(
+        [
+            "mrcnn_pipeline.cli",
+            "convert",
+            "--format",
+            "labelme",
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+        ],
+        environment,
+    )
 
 
 @contextmanager
 def busy_cores() -> Iterator[None]:
     """Every core runs a busy loop, as when other jobs share the machine."""
-    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-             for _ in range(os.cpu_count() or 2)]
+    loops = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
     try:
         yield
     finally:
@@ -67,8 +89,9 @@ def labelme_folder(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory: pytest.TempPathFactory
-              ) -> tuple[Path, Path, subprocess.CompletedProcess]:
+def first_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """``convert`` from an empty Prefect home on busy cores: (home, source, the run).
 
     The slowest test of the file (40 s on an idle 2-core machine, minutes on a loaded one):
@@ -103,8 +126,9 @@ def test_a_server_slower_than_its_startup_wait_is_one_line(first_run, tmp_path: 
     environment = child_environment(home, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1")
     done = convert(source, tmp_path / "dataset", environment)
     assert done.returncode == 1
-    assert done.stderr.startswith("mrcnn-pipeline convert: error: Prefect's temporary server "
-                                  "did not start within 1 s")
+    assert done.stderr.startswith(
+        "mrcnn-pipeline convert: error: Prefect's temporary server did not start within 1 s"
+    )
     assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in done.stderr
     assert done.stderr.count("\n") == 1 and not (tmp_path / "dataset").exists()
 
@@ -119,9 +143,11 @@ def test_an_unusable_prefect_home_is_one_line(tmp_path: Path, program: str):
     else:
         done = convert(labelme_folder(tmp_path / "labelme"), output, environment)
     assert done.returncode == 1
-    assert done.stderr == (f"{program}: error: Prefect's folder '{home}' is not writable: Not a "
-                           "directory; set PREFECT_HOME to a writable folder, or start a server "
-                           "(prefect server start) and set PREFECT_API_URL to its /api\n")
+    assert done.stderr == (
+        f"{program}: error: Prefect's folder '{home}' is not writable: Not a "
+        "directory; set PREFECT_HOME to a writable folder, or start a server "
+        "(prefect server start) and set PREFECT_API_URL to its /api\n"
+    )
     assert not output.exists()
 
 
@@ -131,7 +157,8 @@ def test_an_api_url_nobody_answers_is_one_line(tmp_path: Path):
     environment = child_environment(tmp_path / "home", PREFECT_API_URL=url)
     done = convert(source, tmp_path / "out", environment)
     assert done.returncode == 1
-    assert done.stderr.startswith(f"mrcnn-pipeline convert: error: the Prefect API at {url} "
-                                  "(PREFECT_API_URL) did not answer:")
+    assert done.stderr.startswith(
+        f"mrcnn-pipeline convert: error: the Prefect API at {url} (PREFECT_API_URL) did not answer:"
+    )
     assert "unset PREFECT_API_URL" in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / "out").exists()

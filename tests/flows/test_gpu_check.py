@@ -23,13 +23,18 @@ def test_without_a_gpu_it_says_so_in_one_line(capsys):
 def test_parity_notices_a_moved_box_a_changed_class_and_a_lost_mask():
     masks = np.zeros((32, 32, 2), bool)
     masks[2:10, 2:10, 0] = masks[15:30, 15:30, 1] = True
-    result = {"rois": np.array([[2, 2, 10, 10], [15, 15, 30, 30]], np.int32),
-              "class_ids": np.array([1, 2], np.int32), "scores": np.array([0.9, 0.8], np.float32),
-              "masks": masks}
+    result = {
+        "rois": np.array([[2, 2, 10, 10], [15, 15, 30, 30]], np.int32),
+        "class_ids": np.array([1, 2], np.int32),
+        "scores": np.array([0.9, 0.8], np.float32),
+        "masks": masks,
+    }
     assert gpu_check.compare([result], [result]).passed
     moved = {**result, "rois": result["rois"] + np.array([[0, 0, 3, 0], [0, 0, 0, 0]])}
-    assert gpu_check.compare([result], [moved]).max_box_px == 3 and not gpu_check.compare(
-        [result], [moved]).passed
+    assert (
+        gpu_check.compare([result], [moved]).max_box_px == 3
+        and not gpu_check.compare([result], [moved]).passed
+    )
     other = {**result, "class_ids": np.array([1, 3], np.int32)}
     assert not gpu_check.compare([result], [other]).same_classes
     lost = {**result, "masks": np.concatenate([masks[..., :1], np.zeros((32, 32, 1), bool)], -1)}
@@ -38,8 +43,9 @@ def test_parity_notices_a_moved_box_a_changed_class_and_a_lost_mask():
 
 @pytest.mark.slow
 def test_the_checks_run_with_the_cpu_standing_in_for_the_gpu(tmp_path):
-    training, weights = gpu_check.check_training("/CPU:0", steps=4, precision="float32",
-                                                 folder=str(tmp_path), val_images=4)
+    training, weights = gpu_check.check_training(
+        "/CPU:0", steps=4, precision="float32", folder=str(tmp_path), val_images=4
+    )
     assert training.steps == 4 and np.isfinite([training.first_loss, training.last_loss]).all()
     assert 0.0 <= training.mask_ap50 <= 1.0 and training.precision == "float32"
     images = [gpu_check.shapes(4, 3).load_image(i) for i in range(4)]

@@ -20,8 +20,8 @@ from mrcnn.intensity import Normalization, to_rgb_uint8
 from tasks.annotations.images import image_size
 from tasks.annotations.pixels import decode_pixels
 from tasks.inference.image_decoding import decode_image
-from tests.mrcnn.test_intensity import twelve_bit_nuclei
 from tests.flows.test_batch_inference import rows
+from tests.mrcnn.test_intensity import twelve_bit_nuclei
 from tests.support.builders import image_file, png_of, tiff_of, write
 from tests.support.encoders import png_of_any
 from tests.support.tiny_model import tiny_model_dir
@@ -34,10 +34,13 @@ def twelve_bit_files() -> dict[str, bytes]:
     grey = twelve_bit_nuclei(seed=3, size=48)
     rgb = np.stack([twelve_bit_nuclei(seed=s, size=48) for s in (4, 5, 6)], axis=2)
     rgba = np.dstack([rgb, np.full((48, 48), 4095, np.uint16)])
-    return {"grey/images/grey.png": png_of(grey),
-            "planar/images/planar.tif": tiff_of(np.moveaxis(rgb, -1, 0), photometric="rgb",
-                                                planarconfig="separate"),
-            "rgba/images/rgba.png": png_of_any(rgba)}
+    return {
+        "grey/images/grey.png": png_of(grey),
+        "planar/images/planar.tif": tiff_of(
+            np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate"
+        ),
+        "rgba/images/rgba.png": png_of_any(rgba),
+    }
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -51,8 +54,12 @@ def test_converter_training_and_nightly_read_the_same_array(tmp_path: Path, norm
     for name, data in files.items():
         write(tmp_path / "in" / name, data)
         write(tmp_path / "in" / name.split("/")[0] / "masks/m.png", png_of(mask))
-    convert_masks(source=str(tmp_path / "in"), destination=str(tmp_path / "out"),
-                  format="mask-folders", val_fraction=0.0)
+    convert_masks(
+        source=str(tmp_path / "in"),
+        destination=str(tmp_path / "out"),
+        format="mask-folders",
+        val_fraction=0.0,
+    )
     dataset = CocoDataset()
     dataset.normalization = normalization
     dataset.load_coco(str(tmp_path / "out"), "train")
@@ -126,18 +133,29 @@ def test_batch_inference_reads_images_with_the_model_s_normalisation(tmp_path: P
     frame = twelve_bit_nuclei(seed=12, size=64)
     write(tmp_path / "camera/x.png", png_of(frame))
     write(tmp_path / "both/x.png", png_of(frame))
-    write(tmp_path / "both/stretched.png", image_file(to_rgb_uint8(frame, NORMALIZATIONS[1]),
-                                                      "PNG"))
+    write(
+        tmp_path / "both/stretched.png", image_file(to_rgb_uint8(frame, NORMALIZATIONS[1]), "PNG")
+    )
     for model, source in ((stretch_model, "camera"), (scale_model, "both")):
-        batch_inference(input_uri=str(tmp_path / source),
-                        output_uri=str(tmp_path / f"{source}-out"), run_date="2024-05-01",
-                        weights=str(model / "model.weights.h5"), config=str(model / "config.json"),
-                        overlays=False)
+        batch_inference(
+            input_uri=str(tmp_path / source),
+            output_uri=str(tmp_path / f"{source}-out"),
+            run_date="2024-05-01",
+            weights=str(model / "model.weights.h5"),
+            config=str(model / "config.json"),
+            overlays=False,
+        )
 
     def measured(source: str, name: str) -> list[tuple]:
-        return [row[1:] for row in rows(tmp_path / f"{source}-out", "area_ratios",
-                                        "image_uri, class_id, instance_count, pixel_count")
-                if row[0] == str(tmp_path / source / name)]
+        return [
+            row[1:]
+            for row in rows(
+                tmp_path / f"{source}-out",
+                "area_ratios",
+                "image_uri, class_id, instance_count, pixel_count",
+            )
+            if row[0] == str(tmp_path / source / name)
+        ]
 
     stretched = measured("camera", "x.png")
     assert stretched and stretched == measured("both", "stretched.png")

@@ -32,9 +32,15 @@ WIDE_OPEN = ["--max-area-difference", "100", "--max-ap50-drop", "1", "--min-matc
 def registered(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = distinct_model_dir()
     reg = str(tmp_path_factory.mktemp("registry"))
-    version = registry.register_version(reg, "tiny", str(folder / "model.weights.h5"),
-                                        json.loads((folder / "config.json").read_text()),
-                                        CLASS_NAMES, {}, {})
+    version = registry.register_version(
+        reg,
+        "tiny",
+        str(folder / "model.weights.h5"),
+        json.loads((folder / "config.json").read_text()),
+        CLASS_NAMES,
+        {},
+        {},
+    )
     registry.set_alias(version, "production")
     return reg
 
@@ -48,15 +54,49 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def export_int8(reg: str, images: Path, *options: str) -> int:
-    return main(["export-model", "--model", "tiny@production", "--registry", reg, "--format",
-                 "openvino", "--precision", "int8", "--calibration", str(images),
-                 "--calibration-images", "4", "--check-images", "3", "--json", *options])
+    return main(
+        [
+            "export-model",
+            "--model",
+            "tiny@production",
+            "--registry",
+            reg,
+            "--format",
+            "openvino",
+            "--precision",
+            "int8",
+            "--calibration",
+            str(images),
+            "--calibration-images",
+            "4",
+            "--check-images",
+            "3",
+            "--json",
+            *options,
+        ]
+    )
 
 
 def infer(images: Path, out: Path, model: str, reg: str, *options: str) -> int:
-    return main(["infer", "--model", model, "--registry", reg, "--input", str(images),
-                 "--output", str(out), "--run-date", DAY, "--no-overlays", "--no-csv", "--json",
-                 *options])
+    return main(
+        [
+            "infer",
+            "--model",
+            model,
+            "--registry",
+            reg,
+            "--input",
+            str(images),
+            "--output",
+            str(out),
+            "--run-date",
+            DAY,
+            "--no-overlays",
+            "--no-csv",
+            "--json",
+            *options,
+        ]
+    )
 
 
 def one_error_line(capsys: pytest.CaptureFixture) -> str:
@@ -73,7 +113,8 @@ def passed_export(registered: str, images: Path) -> str:
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_passed_export_sits_beside_its_version_and_runs_in_infer(
-        registered: str, images: Path, passed_export: str, tmp_path: Path, capsys):
+    registered: str, images: Path, passed_export: str, tmp_path: Path, capsys
+):
     report = json.loads(Path(passed_export, CHECK_FILE).read_text())
     assert report["passed"] and report["check"]["images"] == 2  # the hashed fifth of 10
     assert report["calibration"]["images"] == 4 and report["quantization"]["quantizers"] > 0
@@ -81,22 +122,41 @@ def test_a_passed_export_sits_beside_its_version_and_runs_in_infer(
     assert "## INT8 export (OpenVINO)" in card and "check **passed** on 2 held-out" in card
     artifact = resolve(passed_export)
     assert (artifact.identity, artifact.format, artifact.int8_check) == (
-        "tiny@1-int8", "openvino", "passed")
+        "tiny@1-int8",
+        "openvino",
+        "passed",
+    )
     capsys.readouterr()
-    assert infer(images, tmp_path / "out", passed_export, registered, "--runtime", "openvino",
-                 "--precision", "int8") == 0
+    assert (
+        infer(
+            images,
+            tmp_path / "out",
+            passed_export,
+            registered,
+            "--runtime",
+            "openvino",
+            "--precision",
+            "int8",
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert (summary["precision"], summary["model_version"], summary["processed"]) == (
-        ["int8"], "1-int8", 10)
+        ["int8"],
+        "1-int8",
+        10,
+    )
     areas = pd.read_parquet(tmp_path / "out" / "area_ratios")
     assert set(areas["model_version"]) == {"1-int8"} and len(areas) == 10 * len(CLASS_NAMES)
 
 
-def test_a_check_beyond_its_limits_writes_nothing(registered: str, images: Path, tmp_path: Path,
-                                                  capsys):
+def test_a_check_beyond_its_limits_writes_nothing(
+    registered: str, images: Path, tmp_path: Path, capsys
+):
     output = tmp_path / "refused"
-    assert export_int8(registered, images, "--max-area-difference", "0", "--output",
-                       str(output)) == 1
+    assert (
+        export_int8(registered, images, "--max-area-difference", "0", "--output", str(output)) == 1
+    )
     line = one_error_line(capsys)
     assert line.startswith("mrcnn-pipeline export-model: error: INT8 check on 2 images failed: ")
     assert "pp on average (limit 0.0)" in line and line.endswith(f"nothing written to {output}")
@@ -105,21 +165,59 @@ def test_a_check_beyond_its_limits_writes_nothing(registered: str, images: Path,
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_int8_runs_only_an_int8_export_that_passed_and_only_when_asked(
-        registered: str, images: Path, passed_export: str, tmp_path: Path, capsys):
-    assert main(["export-model", "--model", "tiny@production", "--registry", registered,
-                 "--format", "openvino", "--output", str(tmp_path / "float32")]) == 0
+    registered: str, images: Path, passed_export: str, tmp_path: Path, capsys
+):
+    assert (
+        main(
+            [
+                "export-model",
+                "--model",
+                "tiny@production",
+                "--registry",
+                registered,
+                "--format",
+                "openvino",
+                "--output",
+                str(tmp_path / "float32"),
+            ]
+        )
+        == 0
+    )
     failed = tmp_path / "failed"
-    assert export_int8(registered, images, "--max-area-difference", "0", "--write-failed",
-                       "--output", str(failed)) == 0
+    assert (
+        export_int8(
+            registered,
+            images,
+            "--max-area-difference",
+            "0",
+            "--write-failed",
+            "--output",
+            str(failed),
+        )
+        == 0
+    )
     assert json.loads((failed / CHECK_FILE).read_text())["passed"] is False
     capsys.readouterr()
-    cases = [(tmp_path / "float32", "int8", "is not an INT8 export (format openvino, float32)"),
-             (failed, "int8", f"INT8 export {str(failed)!r} failed its check"),
-             (passed_export, "auto", "is an INT8 export: run it with --precision int8"),
-             (passed_export, "float32", "is an INT8 export: run it with --precision int8")]
+    cases = [
+        (tmp_path / "float32", "int8", "is not an INT8 export (format openvino, float32)"),
+        (failed, "int8", f"INT8 export {str(failed)!r} failed its check"),
+        (passed_export, "auto", "is an INT8 export: run it with --precision int8"),
+        (passed_export, "float32", "is an INT8 export: run it with --precision int8"),
+    ]
     for model, precision, message in cases:
-        assert infer(images, tmp_path / "out", str(model), registered, "--runtime", "openvino",
-                     "--precision", precision) == 1
+        assert (
+            infer(
+                images,
+                tmp_path / "out",
+                str(model),
+                registered,
+                "--runtime",
+                "openvino",
+                "--precision",
+                precision,
+            )
+            == 1
+        )
         line = one_error_line(capsys)
         assert line.startswith("mrcnn-pipeline infer: error: ") and message in line, line
     assert not (tmp_path / "out" / "area_ratios").exists()
@@ -127,12 +225,14 @@ def test_int8_runs_only_an_int8_export_that_passed_and_only_when_asked(
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_auto_never_switches_a_registered_model_to_int8(
-        registered: str, images: Path, passed_export: str, tmp_path: Path, capsys):
+    registered: str, images: Path, passed_export: str, tmp_path: Path, capsys
+):
     """The tables of the registered model are the same with and without its INT8 export."""
     assert Path(passed_export, CHECK_FILE).is_file()
     before = tmp_path / "before"
-    assert infer(images, tmp_path / "auto", "tiny@production", registered,
-                 "--precision", "auto") == 0
+    assert (
+        infer(images, tmp_path / "auto", "tiny@production", registered, "--precision", "auto") == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["model_version"] == "1" and "int8" not in summary["precision"]
     moved = Path(passed_export).with_name("moved-away")
@@ -146,23 +246,25 @@ def test_auto_never_switches_a_registered_model_to_int8(
     without = pd.read_parquet(before / "area_ratios").sort_values(keys)
     pd.testing.assert_frame_equal(
         with_export[keys + ["model_version", "area_ratio"]].reset_index(drop=True),
-        without[keys + ["model_version", "area_ratio"]].reset_index(drop=True))
+        without[keys + ["model_version", "area_ratio"]].reset_index(drop=True),
+    )
 
 
 def test_images_come_from_a_dataset_split_or_a_folder_local_or_on_s3(
-        images: Path, tmp_path: Path, s3_env, s3_prefix: str):
+    images: Path, tmp_path: Path, s3_env, s3_prefix: str
+):
     dataset = write_canonical(tmp_path / "dataset", train=3, val=2)
     config = Config(NAME="shapes", NUM_CLASSES=1 + len(SHAPES))
-    calibration, held_out = image_sets(Int8Request(dataset), SHAPES, config,
-                                       str(tmp_path / "work"))
+    calibration, held_out = image_sets(Int8Request(dataset), SHAPES, config, str(tmp_path / "work"))
     assert (len(calibration.uris), len(held_out.uris)) == (3, 2)
     assert held_out.truth is not None and "val split" in held_out.description
     with pytest.raises(ValueError, match="differ from the categories of dataset"):
         image_sets(Int8Request(dataset), ["square", "circle"], config, str(tmp_path / "work"))
     for path in sorted(images.iterdir()):
         storage.write_bytes(f"{s3_prefix}/images/{path.name}", path.read_bytes())
-    calibration, held_out = image_sets(Int8Request(f"{s3_prefix}/images"), CLASS_NAMES, config,
-                                       "unused")
+    calibration, held_out = image_sets(
+        Int8Request(f"{s3_prefix}/images"), CLASS_NAMES, config, "unused"
+    )
     assert len(calibration.uris) == 8 and held_out.truth is None
     assert held_out.images(1)[0].shape[0] == 64 and len(calibration.images(3)) == 3
     with pytest.raises(FileNotFoundError, match=f"calibration images '{s3_prefix}/nothing'"):

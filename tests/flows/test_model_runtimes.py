@@ -31,9 +31,15 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A registry with ``tiny`` v1 (ResNet-18, tie-free scores) as ``production``."""
     folder = distinct_model_dir()
     reg = str(tmp_path_factory.mktemp("registry"))
-    version = registry.register_version(reg, "tiny", str(folder / "model.weights.h5"),
-                                        json.loads((folder / "config.json").read_text()),
-                                        CLASS_NAMES, {}, {})
+    version = registry.register_version(
+        reg,
+        "tiny",
+        str(folder / "model.weights.h5"),
+        json.loads((folder / "config.json").read_text()),
+        CLASS_NAMES,
+        {},
+        {},
+    )
     registry.set_alias(version, "production")
     return reg
 
@@ -51,29 +57,60 @@ def cli(argv: list[str]) -> subprocess.CompletedProcess:
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    return subprocess.run([sys.executable, "-m", "mrcnn_pipeline.cli", *argv], env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mrcnn_pipeline.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def export(reg: str, fmt: str) -> str:
-    done = cli(["export-model", "--model", "tiny@production", "--format", fmt, "--registry", reg,
-                "--json"])
+    done = cli(
+        ["export-model", "--model", "tiny@production", "--format", fmt, "--registry", reg, "--json"]
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["export"]
 
 
-def infer(images: Path, out: Path, model: str, reg: str, runtime: str = "tensorflow",
-          *options: str) -> None:
-    assert main(["infer", "--model", model, "--registry", reg, "--runtime", runtime,
-                 "--input", str(images), "--output", str(out), "--run-date", DAY,
-                 "--no-overlays", "--no-csv", "--json", *options]) == 0
+def infer(
+    images: Path, out: Path, model: str, reg: str, runtime: str = "tensorflow", *options: str
+) -> None:
+    assert (
+        main(
+            [
+                "infer",
+                "--model",
+                model,
+                "--registry",
+                reg,
+                "--runtime",
+                runtime,
+                "--input",
+                str(images),
+                "--output",
+                str(out),
+                "--run-date",
+                DAY,
+                "--no-overlays",
+                "--no-csv",
+                "--json",
+                *options,
+            ]
+        )
+        == 0
+    )
 
 
 def tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     keys = ["image_uri", "class_name"]
     areas = pd.read_parquet(out / "area_ratios").sort_values(keys).reset_index(drop=True)
-    instances = pd.read_parquet(out / "instances").sort_values(
-        ["image_uri", "score"], ascending=[True, False]).reset_index(drop=True)
+    instances = (
+        pd.read_parquet(out / "instances")
+        .sort_values(["image_uri", "score"], ascending=[True, False])
+        .reset_index(drop=True)
+    )
     return areas, instances
 
 
@@ -92,10 +129,16 @@ def assert_same_tables(got: Path, expected: Path) -> None:
 
 def test_resolve_pins_the_alias_once_and_names_every_file(registered: str, tmp_path: Path):
     artifact = resolve("tiny@production", registered)
-    assert (artifact.identity, artifact.reference, artifact.format) == ("tiny@1", "tiny@v1", "keras")
+    assert (artifact.identity, artifact.reference, artifact.format) == (
+        "tiny@1",
+        "tiny@v1",
+        "keras",
+    )
     assert artifact.class_names == tuple(CLASS_NAMES) and artifact.config["BACKBONE"] == "resnet18"
     weights = artifact.uri
-    later = registry.register_version(registered, "tiny", weights, artifact.config, CLASS_NAMES, {}, {})
+    later = registry.register_version(
+        registered, "tiny", weights, artifact.config, CLASS_NAMES, {}, {}
+    )
     registry.set_alias(later, "production")
     try:
         assert build(artifact).version == "1"  # pinned: the moved alias does not change it
@@ -112,19 +155,26 @@ def test_resolve_pins_the_alias_once_and_names_every_file(registered: str, tmp_p
     from_run = resolve(str(run))
     assert from_run.uri.endswith("mask_rcnn_tiny_0002.weights.h5") and from_run.origin == str(run)
     assert from_run.version.startswith("sha256-") and from_run.class_names == tuple(CLASS_NAMES)
-    assert resolve(str(run / "checkpoints" / "mask_rcnn_tiny_0001.weights.h5")).sha256 == from_run.sha256
+    assert (
+        resolve(str(run / "checkpoints" / "mask_rcnn_tiny_0001.weights.h5")).sha256
+        == from_run.sha256
+    )
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_exports_run_in_their_runtimes_with_the_tables_of_the_keras_weights(
-        registered: str, images: Path, tmp_path: Path):
+    registered: str, images: Path, tmp_path: Path
+):
     versions = registry.list_versions(registered, "tiny")
     onnx_folder = export(registered, "onnx")
     saved_folder = export(registered, "saved_model")
     openvino_folder = export(registered, "openvino")
     assert onnx_folder.endswith("tiny/versions/1/exports/onnx")
-    for folder, fmt in ((onnx_folder, "onnx"), (saved_folder, "saved_model"),
-                        (openvino_folder, "openvino")):
+    for folder, fmt in (
+        (onnx_folder, "onnx"),
+        (saved_folder, "saved_model"),
+        (openvino_folder, "openvino"),
+    ):
         artifact = resolve(folder)
         assert (artifact.identity, artifact.format) == ("tiny@1", fmt)
         assert artifact.class_names == tuple(CLASS_NAMES)
@@ -133,25 +183,61 @@ def test_exports_run_in_their_runtimes_with_the_tables_of_the_keras_weights(
     infer(images, tmp_path / "keras", "tiny@v1", registered)
     infer(images, tmp_path / "onnx", onnx_folder, registered, runtime="onnxruntime")
     infer(images, tmp_path / "saved", saved_folder, registered)
-    infer(images, tmp_path / "openvino", openvino_folder, registered, "openvino",
-          "--precision", "float32")
+    infer(
+        images,
+        tmp_path / "openvino",
+        openvino_folder,
+        registered,
+        "openvino",
+        "--precision",
+        "float32",
+    )
     assert_same_tables(tmp_path / "onnx", tmp_path / "keras")
     assert_same_tables(tmp_path / "saved", tmp_path / "keras")
     assert_same_tables(tmp_path / "openvino", tmp_path / "keras")
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_runtime_that_cannot_run_the_model_is_one_line(registered: str, images: Path,
-                                                         tmp_path: Path):
+def test_a_runtime_that_cannot_run_the_model_is_one_line(
+    registered: str, images: Path, tmp_path: Path
+):
     """The installed command, as a user runs it: one line on stderr, exit code 1."""
-    done = cli(["infer", "--model", "tiny@production", "--registry", registered, "--runtime",
-                "onnxruntime", "--input", str(images), "--output", str(tmp_path / "out")])
+    done = cli(
+        [
+            "infer",
+            "--model",
+            "tiny@production",
+            "--registry",
+            registered,
+            "--runtime",
+            "onnxruntime",
+            "--input",
+            str(images),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     assert done.returncode == 1
-    assert done.stderr == ("mrcnn-pipeline infer: error: model 'tiny@production' is a keras model, "
-                           "which runtime 'onnxruntime' does not run (use tensorflow, or export it "
-                           "with mrcnn-pipeline export-model)\n")
-    done = cli(["infer", "--model", "tiny@production", "--registry", registered, "--precision",
-                "float16", "--input", str(images), "--output", str(tmp_path / "out")])
+    assert done.stderr == (
+        "mrcnn-pipeline infer: error: model 'tiny@production' is a keras model, "
+        "which runtime 'onnxruntime' does not run (use tensorflow, or export it "
+        "with mrcnn-pipeline export-model)\n"
+    )
+    done = cli(
+        [
+            "infer",
+            "--model",
+            "tiny@production",
+            "--registry",
+            registered,
+            "--precision",
+            "float16",
+            "--input",
+            str(images),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     assert done.returncode == 2 and "invalid choice: 'float16'" in done.stderr
     done = cli(["export-model", "--model", str(images), "--format", "onnx"])
     assert done.returncode == 1 and "neither a registry reference" in done.stderr
@@ -166,23 +252,35 @@ def test_an_export_keeps_its_precision(registered: str, tmp_path: Path):
     check_runtime(keras_model, "tensorflow", "bfloat16")
     fixed = resolve(export(registered, "saved_model"))
     check_runtime(fixed, "tensorflow", "float32")
-    with pytest.raises(ValueError, match="saved_model export in float32; its precision cannot "
-                                         "change to bfloat16"):
+    with pytest.raises(
+        ValueError, match="saved_model export in float32; its precision cannot change to bfloat16"
+    ):
         check_runtime(fixed, "tensorflow", "bfloat16")
     with pytest.raises(ValueError, match="precision must be one of"):
         check_runtime(keras_model, "tensorflow", "float16")
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_run_records_the_precision_its_shards_computed_in(registered: str, images: Path,
-                                                           tmp_path: Path, capsys):
+def test_a_run_records_the_precision_its_shards_computed_in(
+    registered: str, images: Path, tmp_path: Path, capsys
+):
     """`--precision auto` resolves per machine (mrcnn.precision) and the summary says to what;
     an export written in float32 runs float32 whatever is asked."""
     from mrcnn.precision import inference_precision
 
     expected = inference_precision("auto").precision
-    infer(images, tmp_path / "auto", "tiny@production", registered, "tensorflow",
-          "--precision", "auto")
+    infer(
+        images,
+        tmp_path / "auto",
+        "tiny@production",
+        registered,
+        "tensorflow",
+        "--precision",
+        "auto",
+    )
     assert json.loads(capsys.readouterr().out)["precision"] == [expected]
     loaded = build(resolve(export(registered, "saved_model")), "tensorflow", precision="auto")
-    assert (loaded.precision.precision, loaded.precision.reason) == ("float32", "exported in float32")
+    assert (loaded.precision.precision, loaded.precision.reason) == (
+        "float32",
+        "exported in float32",
+    )

@@ -49,8 +49,25 @@ def samples(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 def test_microscope_folders_to_coverage_through_the_cli(samples, tmp_path: Path, capsys):
     folder, manifest = samples
     dataset, reg, results = tmp_path / "dataset", tmp_path / "registry", tmp_path / "results"
-    assert main(["convert", "--format", "mask-folders", "--input", str(folder), "--output",
-                 str(dataset), "--class", "nucleus", "--val-fraction", "0.3", "--json"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--format",
+                "mask-folders",
+                "--input",
+                str(folder),
+                "--output",
+                str(dataset),
+                "--class",
+                "nucleus",
+                "--val-fraction",
+                "0.3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     converted = json.loads(capsys.readouterr().out)
     assert converted["items"]["converted"] == 10
     val = json.loads((dataset / "annotations" / "val.json").read_text())
@@ -59,38 +76,87 @@ def test_microscope_folders_to_coverage_through_the_cli(samples, tmp_path: Path,
     config = yaml.safe_load(EXAMPLE.read_text())
     config["minutes"] = 0.5
     (tmp_path / "nuclei.yaml").write_text(yaml.safe_dump(config))
-    assert main(["train", "--dataset", str(dataset), "--config", str(tmp_path / "nuclei.yaml"),
-                 "--registry", str(reg), "--json"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(dataset),
+                "--config",
+                str(tmp_path / "nuclei.yaml"),
+                "--registry",
+                str(reg),
+                "--json",
+            ]
+        )
+        == 0
+    )
     trained = json.loads(capsys.readouterr().out)
     chosen = {row["key"]: row for row in trained["auto_config"]}
-    assert chosen["IMAGE_RESIZE_MODE"]["value"] == "crop" and chosen["IMAGE_MIN_DIM"]["value"] >= 128
+    assert (
+        chosen["IMAGE_RESIZE_MODE"]["value"] == "crop" and chosen["IMAGE_MIN_DIM"]["value"] >= 128
+    )
     assert chosen["MEAN_PIXEL"]["value"][0] < 60  # dark fluorescence images
     run = json.loads((Path(trained["run_dir"]) / "run.json").read_text())
     assert run["auto_config"] == trained["auto_config"]
 
-    assert main(["evaluate", "--model", trained["run_dir"], "--dataset", str(dataset),
-                 "--registry", str(reg), "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                trained["run_dir"],
+                "--dataset",
+                str(dataset),
+                "--registry",
+                str(reg),
+                "--json",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(capsys.readouterr().out)
     nucleus = metrics["area_ratio_error"]["per_class"]["nucleus"]
     assert nucleus["baselines"]["otsu"]["applicable"] is True
     assert len(nucleus["mae_ci95_pp"]) == 2 and "bias_pp" in nucleus
     assert metrics["largest_gt_instances"] >= 1
 
-    assert main(["register", "--run-dir", trained["run_dir"], "--registry", str(reg),
-                 "--json"]) == 0
+    assert (
+        main(["register", "--run-dir", trained["run_dir"], "--registry", str(reg), "--json"]) == 0
+    )
     capsys.readouterr()
     assert registry.resolve("nuclei@production", str(reg)).version == 1
 
-    assert main(["infer", "--model", "nuclei@production", "--registry", str(reg),
-                 "--input", str(folder), "--pattern", "*/images/*.png", "--output",
-                 str(results), "--run-date", DAY, "--json"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--model",
+                "nuclei@production",
+                "--registry",
+                str(reg),
+                "--input",
+                str(folder),
+                "--pattern",
+                "*/images/*.png",
+                "--output",
+                str(results),
+                "--run-date",
+                DAY,
+                "--json",
+            ]
+        )
+        == 0
+    )
     inferred = json.loads(capsys.readouterr().out)
     assert (inferred["processed"], inferred["errors"]) == (10, 0)
     areas = pq.read_table(results / "area_ratios").to_pandas()
     assert sorted(areas["class_name"].unique()) == ["nucleus"] and len(areas) == 10
     assert {Path(uri).stem for uri in areas["image_uri"]} == set(manifest)
 
-    assert main(["report", "--output", str(results), "--date", DAY, "--registry", str(reg),
-                 "--json"]) == 0
+    assert (
+        main(["report", "--output", str(results), "--date", DAY, "--registry", str(reg), "--json"])
+        == 0
+    )
     page = Path(json.loads(capsys.readouterr().out)["report"])
     assert page.is_file() and "nucleus" in page.read_text()

@@ -30,8 +30,12 @@ from tests.support.builders import shape, write
 
 DAY = datetime.date(2026, 6, 1)
 CLASSES = ["square", "triangle"]
-CONFIG = {"name": "tiny", "classes": CLASSES, "config": TINY,
-          "stages": [{"layers": "heads", "epochs": 1, "learning_rate": 0.01}]}
+CONFIG = {
+    "name": "tiny",
+    "classes": CLASSES,
+    "config": TINY,
+    "stages": [{"layers": "heads", "epochs": 1, "learning_rate": 0.01}],
+}
 
 
 def incoming(folder: Path, labelme: Path) -> dict[str, list[dict]]:
@@ -51,23 +55,50 @@ def incoming(folder: Path, labelme: Path) -> dict[str, list[dict]]:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
-def test_nightly_results_come_back_as_a_dataset_version_and_a_gated_model(tmp_path: Path,
-                                                                          capsys):
+def test_nightly_results_come_back_as_a_dataset_version_and_a_gated_model(tmp_path: Path, capsys):
     labelme, reg = tmp_path / "labelme", str(tmp_path / "registry")
     write_labelme_folder(labelme)
-    first = training_pipeline(source=str(labelme), dataset=str(tmp_path / "data-v1"),
-                              config=CONFIG, registry=reg, val_fraction=0.5)
+    first = training_pipeline(
+        source=str(labelme),
+        dataset=str(tmp_path / "data-v1"),
+        config=CONFIG,
+        registry=reg,
+        val_fraction=0.5,
+    )
     assert (first["reference"], first["promoted"]) == ("tiny@v1", True)
 
     truth = incoming(tmp_path / "incoming", labelme)
     out = tmp_path / "results"
-    batch_inference(input_uri=str(tmp_path / "incoming"), output_uri=str(out), model="tiny@production",
-                    registry=reg, run_date=DAY, overlays=False)
+    batch_inference(
+        input_uri=str(tmp_path / "incoming"),
+        output_uri=str(out),
+        model="tiny@production",
+        registry=reg,
+        run_date=DAY,
+        overlays=False,
+    )
 
     # 1. choose: every image, each for a documented reason
     review = tmp_path / "review"
-    assert main(["review", "select", "--output", str(out), "--to", str(review), "--since",
-                 DAY.isoformat(), "--budget", "4", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "review",
+                "select",
+                "--output",
+                str(out),
+                "--to",
+                str(review),
+                "--since",
+                DAY.isoformat(),
+                "--budget",
+                "4",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "chose 4 images for review" in capsys.readouterr().out
     manifest = json.loads((review / "review.json").read_text())
     assert sorted(image["image"] for image in manifest["images"]) == sorted(truth)
@@ -75,8 +106,9 @@ def test_nightly_results_come_back_as_a_dataset_version_and_a_gated_model(tmp_pa
     for image in manifest["images"]:
         document = json.loads((review / image["labelme"]).read_text())
         assert document["imagePath"] == Path(image["image"]).name
-        assert (review / image["image"]).read_bytes() == (tmp_path / "incoming" / image["image"]
-                                                          ).read_bytes()
+        assert (review / image["image"]).read_bytes() == (
+            tmp_path / "incoming" / image["image"]
+        ).read_bytes()
 
     # 2. the reviewer draws the truth over the model's shapes
     for name, shapes in truth.items():
@@ -85,27 +117,59 @@ def test_nightly_results_come_back_as_a_dataset_version_and_a_gated_model(tmp_pa
         path.write_text(json.dumps({**document, "shapes": shapes}))
 
     # 3. convert (review.json is not an annotation) and 4. merge
-    reviewed = convert_masks(source=str(review), destination=str(tmp_path / "reviewed"),
-                             labels=CLASSES, val_fraction=0.5)
+    reviewed = convert_masks(
+        source=str(review), destination=str(tmp_path / "reviewed"), labels=CLASSES, val_fraction=0.5
+    )
     assert reviewed.items.found == 4 and reviewed.issues == 0
-    merged = merge_datasets(base=str(tmp_path / "data-v1"), add=str(tmp_path / "reviewed"),
-                            output=str(tmp_path / "data-v2"))
+    merged = merge_datasets(
+        base=str(tmp_path / "data-v1"),
+        add=str(tmp_path / "reviewed"),
+        output=str(tmp_path / "data-v2"),
+    )
     assert (merged["replaced"], merged["added"]) == (1, 3)
     lineage = json.loads((tmp_path / "data-v2" / "dataset.json").read_text())
-    assert [parent["uri"] for parent in lineage["parents"]] == [str(tmp_path / "data-v1"),
-                                                                 str(tmp_path / "reviewed")]
-    before = {split: {i["file_name"] for i in json.loads(
-        (tmp_path / "data-v1" / "annotations" / f"{split}.json").read_text())["images"]}
-        for split in ("train", "val")}
-    after = {split: {i["file_name"] for i in json.loads(
-        (tmp_path / "data-v2" / "annotations" / f"{split}.json").read_text())["images"]}
-        for split in ("train", "val")}
+    assert [parent["uri"] for parent in lineage["parents"]] == [
+        str(tmp_path / "data-v1"),
+        str(tmp_path / "reviewed"),
+    ]
+    before = {
+        split: {
+            i["file_name"]
+            for i in json.loads(
+                (tmp_path / "data-v1" / "annotations" / f"{split}.json").read_text()
+            )["images"]
+        }
+        for split in ("train", "val")
+    }
+    after = {
+        split: {
+            i["file_name"]
+            for i in json.loads(
+                (tmp_path / "data-v2" / "annotations" / f"{split}.json").read_text()
+            )["images"]
+        }
+        for split in ("train", "val")
+    }
     assert before["train"] <= after["train"] and before["val"] <= after["val"]  # splits stay
 
     # 5. fine-tune production; the gate scores v1 and v2 on data-v2's val split
-    assert main(["retrain", "--dataset", str(tmp_path / "data-v2"), "--config",
-                 str(write(tmp_path / "tiny.json", json.dumps(CONFIG))), "--from",
-                 "tiny@production", "--registry", reg, "--json"]) == 0
+    assert (
+        main(
+            [
+                "retrain",
+                "--dataset",
+                str(tmp_path / "data-v2"),
+                "--config",
+                str(write(tmp_path / "tiny.json", json.dumps(CONFIG))),
+                "--from",
+                "tiny@production",
+                "--registry",
+                reg,
+                "--json",
+            ]
+        )
+        == 0
+    )
     second = json.loads(capsys.readouterr().out)
     decision = second["decision"]
     assert second["reference"] == "tiny@v2" and decision["current"]["version"] == 1
@@ -125,21 +189,53 @@ def test_cli_exports_load_in_their_tools(tmp_path: Path, capsys):
     ring = np.zeros((40, 50), bool)
     ring[5:35, 5:45] = True
     ring[15:25, 15:35] = False
-    images = [Result(str(tmp_path / "in" / f"{i}.png"), 40, 50, (Detected(1, 0.8, ring),))
-              for i in range(2)]
+    images = [
+        Result(str(tmp_path / "in" / f"{i}.png"), 40, 50, (Detected(1, 0.8, ring),))
+        for i in range(2)
+    ]
     write_images(images)
     write_day(tmp_path / "out", DAY.isoformat(), images, CLASSES)
     for fmt in ("coco-results", "yolo", "labelme"):
-        assert main(["export", "--output", str(tmp_path / "out"), "--to", str(tmp_path / fmt),
-                     "--format", fmt]) == 0
+        assert (
+            main(
+                [
+                    "export",
+                    "--output",
+                    str(tmp_path / "out"),
+                    "--to",
+                    str(tmp_path / fmt),
+                    "--format",
+                    fmt,
+                ]
+            )
+            == 0
+        )
         assert f"exported 2 images and 2 instances as {fmt}" in capsys.readouterr().out
     found = COCO(str(tmp_path / "coco-results" / "images.json")).loadRes(
-        str(tmp_path / "coco-results" / "results.json"))
-    assert [int(mask_utils.area(a["segmentation"])) for a in found.loadAnns(found.getAnnIds())
-            ] == [ring.sum()] * 2
+        str(tmp_path / "coco-results" / "results.json")
+    )
+    assert [int(mask_utils.area(a["segmentation"])) for a in found.loadAnns(found.getAnnIds())] == [
+        ring.sum()
+    ] * 2
     assert sorted(p.name for p in (tmp_path / "yolo" / "labels").iterdir()) == ["0.txt", "1.txt"]
     assert len((tmp_path / "yolo" / "labels" / "0.txt").read_text().splitlines()) == 2  # hole
-    assert (tmp_path / "labelme" / "0.json").is_file() and (tmp_path / "labelme" / "0.png").is_file()
-    assert main(["export", "--output", str(tmp_path / "out"), "--to", str(tmp_path / "x"),
-                 "--format", "coco-results", "--since", "2026-07-01"]) == 1
+    assert (tmp_path / "labelme" / "0.json").is_file() and (
+        tmp_path / "labelme" / "0.png"
+    ).is_file()
+    assert (
+        main(
+            [
+                "export",
+                "--output",
+                str(tmp_path / "out"),
+                "--to",
+                str(tmp_path / "x"),
+                "--format",
+                "coco-results",
+                "--since",
+                "2026-07-01",
+            ]
+        )
+        == 1
+    )
     assert "no predictions in" in capsys.readouterr().err

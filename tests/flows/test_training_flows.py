@@ -23,29 +23,45 @@ from pycocotools import mask as mask_utils
 from mrcnn.shapes import ShapesDataset
 from mrcnn_pipeline.cli import main
 from tasks import registry, storage
-from tasks.models import build, resolve
-from tasks.training.prepare import prepare_training
 from tasks.failures import InvalidInput, UserError
-from tasks.training.process import (rebuilt_error, run_training, run_training_process,
-                                   training_environment)
+from tasks.models import build, resolve
+from tasks.training.config import TrainingConfig
+from tasks.training.prepare import prepare_training
+from tasks.training.process import (
+    rebuilt_error,
+    run_training,
+    run_training_process,
+    training_environment,
+)
+from tasks.training.report import loss_curve_png, training_metrics
 from tasks.training.request import TrainingRequest
 from tasks.training.runs import collect_run, list_checkpoints, read_history
-from tasks.training.config import TrainingConfig
-from tasks.training.report import loss_curve_png, training_metrics
 from tests.support.builders import labelme_json, shape, write
 
 SHAPES = ["square", "circle", "triangle"]
-TINY = {"BACKBONE": "resnet50", "IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 64,
-        "RPN_ANCHOR_SCALES": [8, 16, 32, 64, 128], "TRAIN_ROIS_PER_IMAGE": 16,
-        "POST_NMS_ROIS_TRAINING": 64, "POST_NMS_ROIS_INFERENCE": 32, "MAX_GT_INSTANCES": 4,
-        "DETECTION_MAX_INSTANCES": 8, "DETECTION_MIN_CONFIDENCE": 0.0, "IMAGES_PER_GPU": 2,
-        "STEPS_PER_EPOCH": 1, "VALIDATION_STEPS": 0, "SEED": 0}
+TINY = {
+    "BACKBONE": "resnet50",
+    "IMAGE_MIN_DIM": 64,
+    "IMAGE_MAX_DIM": 64,
+    "RPN_ANCHOR_SCALES": [8, 16, 32, 64, 128],
+    "TRAIN_ROIS_PER_IMAGE": 16,
+    "POST_NMS_ROIS_TRAINING": 64,
+    "POST_NMS_ROIS_INFERENCE": 32,
+    "MAX_GT_INSTANCES": 4,
+    "DETECTION_MAX_INSTANCES": 8,
+    "DETECTION_MIN_CONFIDENCE": 0.0,
+    "IMAGES_PER_GPU": 2,
+    "STEPS_PER_EPOCH": 1,
+    "VALIDATION_STEPS": 0,
+    "SEED": 0,
+}
 BACKBONE = re.compile(r"conv1|bn_conv1|res\d.*|bn\d.*")
 
 
 def tiny(stages: list[dict], classes: list[str] = SHAPES, **extra) -> TrainingConfig:
-    return TrainingConfig.from_dict({"name": "tiny", "classes": classes, "config": TINY,
-                                     "stages": stages, **extra})
+    return TrainingConfig.from_dict(
+        {"name": "tiny", "classes": classes, "config": TINY, "stages": stages, **extra}
+    )
 
 
 def write_canonical(root: Path, train: int = 2, val: int = 1) -> str:
@@ -54,22 +70,32 @@ def write_canonical(root: Path, train: int = 2, val: int = 1) -> str:
     shapes.load_shapes(train + val, 64, 64, seed=5, max_shapes=2)
     shapes.prepare()
     categories = [{"id": i, "name": name} for i, name in enumerate(SHAPES, start=1)]
-    documents = {split: {"images": [], "annotations": [], "categories": categories}
-                 for split in ("train", "val")}
+    documents = {
+        split: {"images": [], "annotations": [], "categories": categories}
+        for split in ("train", "val")
+    }
     for image_id in shapes.image_ids:
         split = "train" if image_id < train else "val"
         name = f"shape{image_id}.png"
         PIL.Image.fromarray(shapes.load_image(image_id)).save(write(root / "images" / name, b""))
-        documents[split]["images"].append({"id": int(image_id), "file_name": name, "height": 64,
-                                           "width": 64})
+        documents[split]["images"].append(
+            {"id": int(image_id), "file_name": name, "height": 64, "width": 64}
+        )
         masks, class_ids = shapes.load_mask(image_id)
         for i, class_id in enumerate(class_ids):
             rle = mask_utils.encode(np.asfortranarray(masks[..., i], dtype=np.uint8))
             rle["counts"] = rle["counts"].decode("ascii")
-            documents[split]["annotations"].append({
-                "id": 100 * int(image_id) + i + 1, "image_id": int(image_id),
-                "category_id": int(class_id), "iscrowd": 0, "segmentation": rle,
-                "area": int(masks[..., i].sum()), "bbox": [0, 0, 1, 1]})
+            documents[split]["annotations"].append(
+                {
+                    "id": 100 * int(image_id) + i + 1,
+                    "image_id": int(image_id),
+                    "category_id": int(class_id),
+                    "iscrowd": 0,
+                    "segmentation": rle,
+                    "area": int(masks[..., i].sum()),
+                    "bbox": [0, 0, 1, 1],
+                }
+            )
     for split, document in documents.items():
         write(root / "annotations" / f"{split}.json", json.dumps(document))
     return str(root)
@@ -84,22 +110,40 @@ def test_bad_inputs_fail_before_any_model_is_built(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="dataset '.*nowhere' does not exist"):
         prepare_training(str(tmp_path / "nowhere"), tiny(heads), run_dir, False, reg, work)
     with pytest.raises(ValueError, match=r"classes of the training config \['square', 'disc'"):
-        prepare_training(dataset, tiny(heads, ["square", "disc", "triangle"]), run_dir, False, reg, work)
+        prepare_training(
+            dataset, tiny(heads, ["square", "disc", "triangle"]), run_dir, False, reg, work
+        )
     empty_val = write_canonical(tmp_path / "no-val", train=2, val=0)
-    with pytest.raises(ValueError, match="split 'val' .* has no images; set config VALIDATION_STEPS"):
-        prepare_training(empty_val, tiny(heads, config={**TINY, "VALIDATION_STEPS": 1}),
-                         run_dir, False, reg, work)
+    with pytest.raises(
+        ValueError, match="split 'val' .* has no images; set config VALIDATION_STEPS"
+    ):
+        prepare_training(
+            empty_val,
+            tiny(heads, config={**TINY, "VALIDATION_STEPS": 1}),
+            run_dir,
+            False,
+            reg,
+            work,
+        )
     with pytest.raises(FileNotFoundError, match="init_with 'last': no checkpoint"):
         prepare_training(dataset, tiny(heads, init_with="last"), run_dir, False, reg, work)
     with pytest.raises(FileNotFoundError, match="model 'ghost' not found in registry"):
-        prepare_training(dataset, tiny(heads, init_with="model:ghost@production"), run_dir, False,
-                         reg, work)
+        prepare_training(
+            dataset, tiny(heads, init_with="model:ghost@production"), run_dir, False, reg, work
+        )
     with pytest.raises(FileNotFoundError, match="weight file '.*coco.h5' not found"):
-        prepare_training(dataset, tiny(heads, init_with=f"coco:{tmp_path}/coco.h5"), run_dir,
-                         False, reg, work)
-    (tmp_path / "data/annotations/train.json").write_text(json.dumps(
-        {"images": [], "annotations": [], "categories": [{"id": i, "name": n}
-                                                          for i, n in enumerate(SHAPES, 1)]}))
+        prepare_training(
+            dataset, tiny(heads, init_with=f"coco:{tmp_path}/coco.h5"), run_dir, False, reg, work
+        )
+    (tmp_path / "data/annotations/train.json").write_text(
+        json.dumps(
+            {
+                "images": [],
+                "annotations": [],
+                "categories": [{"id": i, "name": n} for i, n in enumerate(SHAPES, 1)],
+            }
+        )
+    )
     with pytest.raises(ValueError, match="split 'train' of dataset .* has no images"):
         prepare_training(dataset, tiny(heads), run_dir, False, reg, work)
     (tmp_path / "data/annotations/val.json").unlink()
@@ -143,8 +187,10 @@ class FreezeProbe(keras.callbacks.Callback):
         self.after_first_epoch: dict[str, list[np.ndarray]] | None = None
 
     def _snapshot(self) -> dict[str, list[np.ndarray]]:
-        return {name: [w.numpy().copy() for w in layer.weights]
-                for name, layer in weighted_layers(self.model).items()}
+        return {
+            name: [w.numpy().copy() for w in layer.weights]
+            for name, layer in weighted_layers(self.model).items()
+        }
 
     def on_train_begin(self, logs=None):
         if self.before is None:
@@ -168,8 +214,12 @@ class CrashAfter(keras.callbacks.Callback):
 @pytest.mark.slow
 def test_staged_training_freezes_counts_epochs_and_resumes_after_a_crash(tmp_path: Path):
     dataset = write_canonical(tmp_path / "data")
-    training = tiny([{"layers": "heads", "epochs": 1, "learning_rate": 0.02},
-                     {"layers": "all", "epochs": 3, "learning_rate": 0.002}])
+    training = tiny(
+        [
+            {"layers": "heads", "epochs": 1, "learning_rate": 0.02},
+            {"layers": "all", "epochs": 3, "learning_rate": 0.002},
+        ]
+    )
     run_dir, reg = str(tmp_path / "run"), str(tmp_path / "reg")
     request = prepare_training(dataset, training, run_dir, False, reg, str(tmp_path / "w1"))
     probe, events = FreezeProbe(), []
@@ -177,8 +227,11 @@ def test_staged_training_freezes_counts_epochs_and_resumes_after_a_crash(tmp_pat
         run_training(request, events.append, [probe, CrashAfter(2)], verbose=0)
 
     # The heads stage left every backbone weight (BN statistics included) bit-identical.
-    changed = {name for name, values in probe.before.items()
-               if not all(np.array_equal(a, b) for a, b in zip(values, probe.after_first_epoch[name]))}
+    changed = {
+        name
+        for name, values in probe.before.items()
+        if not all(np.array_equal(a, b) for a, b in zip(values, probe.after_first_epoch[name]))
+    }
     backbone = {name for name in probe.before if BACKBONE.fullmatch(name)}
     assert len(backbone) > 50 and not changed & backbone
     assert {"rpn_class_raw", "mrcnn_class_logits"} <= changed
@@ -196,7 +249,9 @@ def test_staged_training_freezes_counts_epochs_and_resumes_after_a_crash(tmp_pat
     more = []
     result = run_training(resumed, more.append, verbose=0)
     assert result["epoch"] == 3
-    assert [(e["row"]["epoch"], e["row"]["layers"]) for e in more] == [(3, "all")]  # heads not repeated
+    assert [(e["row"]["epoch"], e["row"]["layers"]) for e in more] == [
+        (3, "all")
+    ]  # heads not repeated
     assert more[0]["row"]["learning_rate"] == pytest.approx(0.002)
     assert [r["epoch"] for r in read_history(run_dir)] == [1, 2, 3]
     assert sorted(list_checkpoints(run_dir)) == [1, 2, 3]
@@ -230,13 +285,22 @@ def test_a_time_budget_stops_each_stage_on_the_clock(tmp_path: Path):
     passes 30 s (model building included), whatever this machine's speed; stage 1 may be
     skipped where building alone takes longer than its 18 s, stage 2 always runs."""
     dataset = write_canonical(tmp_path / "data")
-    training = TrainingConfig.from_dict({
-        "name": "tiny", "classes": SHAPES, "config": {**TINY, "STEPS_PER_EPOCH": 3},
-        "minutes": 0.5, "stages": [{"layers": "all", "until": 0.6, "learning_rate": 0.01},
-                                   {"layers": "all", "until": 1.0, "learning_rate": 0.001}]})
+    training = TrainingConfig.from_dict(
+        {
+            "name": "tiny",
+            "classes": SHAPES,
+            "config": {**TINY, "STEPS_PER_EPOCH": 3},
+            "minutes": 0.5,
+            "stages": [
+                {"layers": "all", "until": 0.6, "learning_rate": 0.01},
+                {"layers": "all", "until": 1.0, "learning_rate": 0.001},
+            ],
+        }
+    )
     run_dir = str(tmp_path / "run")
-    request = prepare_training(dataset, training, run_dir, False, str(tmp_path / "reg"),
-                               str(tmp_path / "work"))
+    request = prepare_training(
+        dataset, training, run_dir, False, str(tmp_path / "reg"), str(tmp_path / "work")
+    )
     assert (request.budget_seconds, request.total_epochs) == (30.0, None)
     started = time.monotonic()
     run_training(request, lambda event: None, verbose=0)
@@ -265,13 +329,23 @@ def test_a_time_budget_stops_each_stage_on_the_clock(tmp_path: Path):
 def test_a_training_config_with_two_replicas_trains_mirrored(tmp_path: Path):
     """GPU_COUNT 2 in the training config: a MirroredStrategy over two devices (CPUs here)."""
     dataset = write_canonical(tmp_path / "data")
-    training = TrainingConfig.from_dict({
-        "name": "tiny", "classes": SHAPES,
-        "config": {**TINY, "IMAGES_PER_GPU": 1, "GPU_COUNT": 2, "TRAINING_DEVICES": ["/cpu:0", "/cpu:1"]},
-        "stages": [{"layers": "heads", "epochs": 1, "learning_rate": 0.01}]})
+    training = TrainingConfig.from_dict(
+        {
+            "name": "tiny",
+            "classes": SHAPES,
+            "config": {
+                **TINY,
+                "IMAGES_PER_GPU": 1,
+                "GPU_COUNT": 2,
+                "TRAINING_DEVICES": ["/cpu:0", "/cpu:1"],
+            },
+            "stages": [{"layers": "heads", "epochs": 1, "learning_rate": 0.01}],
+        }
+    )
     run_dir = str(tmp_path / "run")
-    request = prepare_training(dataset, training, run_dir, False, str(tmp_path / "reg"),
-                               str(tmp_path / "work"))
+    request = prepare_training(
+        dataset, training, run_dir, False, str(tmp_path / "reg"), str(tmp_path / "work")
+    )
     events: list[dict] = []
     result = run_training_process(request, events.append, timeout_seconds=600)
     assert result["epoch"] == 1 and [e["row"]["replicas"] for e in events] == [2]
@@ -288,15 +362,27 @@ def write_crowded_dataset(root: Path, instances: int) -> str:
     for k in range(instances):
         mask = np.zeros((64, 64), np.uint8)
         top, left = 8 * (k // 7) + 2, 8 * (k % 7) + 2
-        mask[top:top + 5, left:left + 5] = 1
+        mask[top : top + 5, left : left + 5] = 1
         image[mask.astype(bool)] = 220
         rle = mask_utils.encode(np.asfortranarray(mask))
         rle["counts"] = rle["counts"].decode("ascii")
-        annotations.append({"id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
-                            "segmentation": rle, "area": 25, "bbox": [left, top, 5, 5]})
+        annotations.append(
+            {
+                "id": k + 1,
+                "image_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentation": rle,
+                "area": 25,
+                "bbox": [left, top, 5, 5],
+            }
+        )
     PIL.Image.fromarray(image).save(write(root / "images" / "crowded.png", b""))
-    document = {"images": [{"id": 1, "file_name": "crowded.png", "height": 64, "width": 64}],
-                "annotations": annotations, "categories": categories}
+    document = {
+        "images": [{"id": 1, "file_name": "crowded.png", "height": 64, "width": 64}],
+        "annotations": annotations,
+        "categories": categories,
+    }
     for split in ("train", "val"):
         write(root / "annotations" / f"{split}.json", json.dumps(document))
     return str(root)
@@ -309,18 +395,26 @@ def newest_run_logs(flow_name: str, needle: str) -> list[str]:
     import time
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, LogFilter,
-                                                LogFilterFlowRunId)
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.client.schemas.sorting import FlowRunSort
 
     async def read() -> list[str]:
         async with get_client() as client:
             runs = await client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                sort=FlowRunSort.START_TIME_DESC, limit=1)
-            logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
-                any_=[runs[0].id])))
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=1,
+            )
+            logs = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id]))
+            )
             return [log.message for log in logs]
+
     deadline = time.monotonic() + 30
     while True:
         found = asyncio.run(read())
@@ -330,32 +424,53 @@ def newest_run_logs(flow_name: str, needle: str) -> list[str]:
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_evaluate_records_the_baselines_and_warns_of_a_detection_limit(
-        tmp_path: Path, capsys: pytest.CaptureFixture):
+    tmp_path: Path, capsys: pytest.CaptureFixture
+):
     from tests.support.tiny_model import tiny_model_dir
 
     dataset = write_crowded_dataset(tmp_path / "data", instances=12)
     weights = str(tiny_model_dir() / "model.weights.h5")  # DETECTION_MAX_INSTANCES 5
-    assert main(["evaluate", "--model", weights, "--dataset", dataset,
-                 "--output", str(tmp_path / "eval")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                weights,
+                "--dataset",
+                dataset,
+                "--output",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     header, car, pothole = capsys.readouterr().out.splitlines()[:3]
     assert header.split()[-7:] == ["(pp)", "95", "%", "CI", "bias", "nothing", "Otsu"]
     assert car.startswith("car") and car.split()[-1] == "-"  # two classes: no Otsu
 
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["detection_limit"] == {"detection_max_instances": 5,
-                                          "largest_gt_instances": 12, "capped": True}
+    assert metrics["detection_limit"] == {
+        "detection_max_instances": 5,
+        "largest_gt_instances": 12,
+        "capped": True,
+    }
     assert metrics["coco_max_dets"] == [1, 10, 100]
     car = metrics["area_ratio_error"]["per_class"]["car"]
     low, high = car["mae_ci95_pp"]
     assert low == pytest.approx(car["mae_pp"]) == pytest.approx(high)  # one image: a point
-    assert car["baselines"]["nothing"]["mae_pp"] == pytest.approx(100 * 12 * 25 / 64 ** 2)
+    assert car["baselines"]["nothing"]["mae_pp"] == pytest.approx(100 * 12 * 25 / 64**2)
     assert car["count_error"]["images_with_instances"] == 1
     assert car["baselines"]["otsu"] == {
-        "applicable": False, "reason": "not applicable: the dataset has 2 classes; Otsu's "
-        "threshold separates one bright class from a dark background"}
+        "applicable": False,
+        "reason": "not applicable: the dataset has 2 classes; Otsu's "
+        "threshold separates one bright class from a dark background",
+    }
     assert metrics["area_ratio_error"]["bootstrap"]["resamples"] == 2000
-    warnings = [m for m in newest_run_logs("evaluate-model", "DETECTION_MAX_INSTANCES=5")
-                if "DETECTION_MAX_INSTANCES=5" in m]
+    warnings = [
+        m
+        for m in newest_run_logs("evaluate-model", "DETECTION_MAX_INSTANCES=5")
+        if "DETECTION_MAX_INSTANCES=5" in m
+    ]
     assert len(warnings) == 1 and "holds 12" in warnings[0]
 
 
@@ -370,8 +485,15 @@ def write_labelme_folder(root: Path) -> None:
         draw.rectangle([*square[0], *square[1]], fill=(250, 240, 20))
         draw.polygon([tuple(p) for p in triangle], fill=(20, 250, 60))
         image.save(write(root / f"img{i}.png", b""))
-        write(root / f"img{i}.json", labelme_json(f"img{i}.png", 64, 64, [
-            shape("square", square, "rectangle"), shape("triangle", triangle)]))
+        write(
+            root / f"img{i}.json",
+            labelme_json(
+                f"img{i}.png",
+                64,
+                64,
+                [shape("square", square, "rectangle"), shape("triangle", triangle)],
+            ),
+        )
 
 
 @pytest.mark.slow
@@ -383,11 +505,21 @@ def test_training_pipeline_on_s3(prefect_harness, s3_env, s3_prefix: str, tmp_pa
     for path in sorted((tmp_path / "labelme").iterdir()):
         storage.copy_file(str(path), f"{source}/{path.name}")
     dataset, reg = f"{s3_prefix}/dataset", f"{s3_prefix}/registry"
-    config = {"name": "tiny", "classes": ["square", "triangle"], "config": TINY,
-              "stages": [{"layers": "heads", "epochs": 1, "learning_rate": 0.01}]}
+    config = {
+        "name": "tiny",
+        "classes": ["square", "triangle"],
+        "config": TINY,
+        "stages": [{"layers": "heads", "epochs": 1, "learning_rate": 0.01}],
+    }
 
-    state = training_pipeline(source=source, dataset=dataset, config=config, registry=reg,
-                              val_fraction=0.5, return_state=True)
+    state = training_pipeline(
+        source=source,
+        dataset=dataset,
+        config=config,
+        registry=reg,
+        val_fraction=0.5,
+        return_state=True,
+    )
     summary = state.result()
     assert (summary["reference"], summary["promoted"]) == ("tiny@v1", True)
     assert summary["decision"]["reason"] == "no current version holds the alias"
@@ -395,24 +527,40 @@ def test_training_pipeline_on_s3(prefect_harness, s3_env, s3_prefix: str, tmp_pa
     run_dir = summary["run_dir"]
     assert run_dir.startswith(f"{reg}/.runs/tiny-")
     assert sorted(list_checkpoints(run_dir)) == [1]
-    for name in ("run.json", "history.json", "metrics.json", "loss_curve.png",
-                 "evaluation/metrics.json"):
+    for name in (
+        "run.json",
+        "history.json",
+        "metrics.json",
+        "loss_curve.png",
+        "evaluation/metrics.json",
+    ):
         assert storage.is_file(storage.join(run_dir, name)), name
 
     version = registry.resolve("tiny@production", reg)
     assert version.version == 1
     files = sorted(uri.rsplit("/", 1)[-1] for uri in storage.list_files(version.uri))
-    assert files == ["MODEL_CARD.md", "classes.json", "config.json", "lineage.json",
-                     "metrics.json", "model.weights.h5"]
+    assert files == [
+        "MODEL_CARD.md",
+        "classes.json",
+        "config.json",
+        "lineage.json",
+        "metrics.json",
+        "model.weights.h5",
+    ]
     lineage = version.read_json("lineage.json")
-    assert lineage["dataset"]["uri"] == dataset and re.fullmatch(r"[0-9a-f]{64}", lineage["dataset"]["hash"])
+    assert lineage["dataset"]["uri"] == dataset and re.fullmatch(
+        r"[0-9a-f]{64}", lineage["dataset"]["hash"]
+    )
     assert lineage["flow_run_id"] == str(state.state_details.flow_run_id)
     assert lineage["flow_runs"]["training"] not in (None, lineage["flow_run_id"])
     assert [s["layers"] for s in lineage["stages"]] == ["heads"] and lineage["epochs"] == 1
     assert lineage["training_precision"] == ["float32"]  # TRAINING_PRECISION's default
     assert "- precision: float32" in storage.read_bytes(version.file("MODEL_CARD.md")).decode()
     metrics = version.read_json("metrics.json")
-    assert metrics["images"] == 2 and set(metrics["area_ratio_error"]["per_class"]) == {"square", "triangle"}
+    assert metrics["images"] == 2 and set(metrics["area_ratio_error"]["per_class"]) == {
+        "square",
+        "triangle",
+    }
     assert set(metrics["segm"]) >= {"AP", "AP50", "AP75", "per_class"}
 
     model = build(resolve("tiny@production", reg))
@@ -425,14 +573,29 @@ def test_training_pipeline_on_s3(prefect_harness, s3_env, s3_prefix: str, tmp_pa
 def test_the_training_process_error_keeps_its_kind_in_the_parent():
     """A user error of the child stays one (the CLI prints one line); a bug keeps the child's
     traceback."""
-    user = rebuilt_error({"error": "InvalidInput", "message": "initial weights 'w.h5' do not fit",
-                          "traceback": "Traceback ..."})
+    user = rebuilt_error(
+        {
+            "error": "InvalidInput",
+            "message": "initial weights 'w.h5' do not fit",
+            "traceback": "Traceback ...",
+        }
+    )
     assert isinstance(user, InvalidInput) and str(user) == "initial weights 'w.h5' do not fit"
     assert not getattr(user, "__notes__", None)
-    bug = rebuilt_error({"error": "KeyError", "message": "'rows'",
-                         "traceback": "Traceback ...\n  File \"process.py\", line 9\nKeyError: 'rows'"})
+    bug = rebuilt_error(
+        {
+            "error": "KeyError",
+            "message": "'rows'",
+            "traceback": "Traceback ...\n  File \"process.py\", line 9\nKeyError: 'rows'",
+        }
+    )
     assert isinstance(bug, KeyError) and not isinstance(bug, UserError)
     assert "process.py" in bug.__notes__[0]
-    unknown = rebuilt_error({"error": "ZeroDivisionError", "message": "division by zero",
-                             "traceback": "ZeroDivisionError: division by zero"})
+    unknown = rebuilt_error(
+        {
+            "error": "ZeroDivisionError",
+            "message": "division by zero",
+            "traceback": "ZeroDivisionError: division by zero",
+        }
+    )
     assert isinstance(unknown, RuntimeError) and "ZeroDivisionError" in str(unknown)

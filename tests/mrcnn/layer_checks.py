@@ -32,7 +32,9 @@ def _sample_axis(start: float, stop: float, size: int, length: int) -> np.ndarra
     return start * (size - 1) + np.arange(length) * (stop - start) * (size - 1) / (length - 1)
 
 
-def _interpolate_axis(values: np.ndarray, coords: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+def _interpolate_axis(
+    values: np.ndarray, coords: np.ndarray, axis: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Linear interpolation of `values` at `coords` along `axis`, and a mask of samples inside."""
     size = values.shape[axis]
     inside = (coords >= 0) & (coords <= size - 1)

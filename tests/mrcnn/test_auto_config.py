@@ -10,8 +10,9 @@ from mrcnn.config import Config
 
 
 def _stats(image_sizes, box_sizes, instances, mean=None) -> DatasetStats:
-    return DatasetStats(np.asarray(image_sizes, float), np.asarray(box_sizes, float),
-                        np.asarray(instances), mean)
+    return DatasetStats(
+        np.asarray(image_sizes, float), np.asarray(box_sizes, float), np.asarray(instances), mean
+    )
 
 
 def _values(choices) -> dict:
@@ -46,8 +47,11 @@ def test_large_objects_keep_whole_images_at_the_median_size():
     rng = np.random.default_rng(1)
     stats = _stats([(480, 640)] * 30, rng.uniform(100, 300, (60, 2)), [2] * 30)
     values = _values(choose(stats))
-    assert (values["IMAGE_RESIZE_MODE"], values["IMAGE_MAX_DIM"], values["IMAGE_MIN_DIM"]) == \
-        ("square", 640, 640)
+    assert (values["IMAGE_RESIZE_MODE"], values["IMAGE_MAX_DIM"], values["IMAGE_MIN_DIM"]) == (
+        "square",
+        640,
+        640,
+    )
     # Anchors: the 5th percentile of √(h·w) is over 128 px, but the largest anchor (16 × the
     # first) must fit in the 640 px image: the first is 32.
     assert values["RPN_ANCHOR_SCALES"] == [32, 64, 128, 256, 512]
@@ -57,8 +61,9 @@ def test_large_objects_keep_whole_images_at_the_median_size():
 
 
 def test_elongated_objects_get_wider_anchor_ratios_unless_the_weights_are_pretrained():
-    lanes = _stats([(384, 384)] * 20, [(20, 200), (200, 20), (30, 30)] * 10, [3] * 20,
-                   (90.0, 80.0, 70.0))
+    lanes = _stats(
+        [(384, 384)] * 20, [(20, 200), (200, 20), (30, 30)] * 10, [3] * 20, (90.0, 80.0, 70.0)
+    )
     assert _values(choose(lanes))["RPN_ANCHOR_RATIOS"] == [0.25, 0.5, 1, 2, 4]
     pretrained = choose(lanes, pretrained=True)
     values = _values(pretrained)
@@ -69,11 +74,20 @@ def test_elongated_objects_get_wider_anchor_ratios_unless_the_weights_are_pretra
 
 def test_the_users_values_win_and_later_choices_follow_them():
     stats = nuclei_like(np.random.default_rng(2))
-    choices = choose(stats, user_set={"IMAGE_RESIZE_MODE", "IMAGE_MAX_DIM", "TRAIN_ROIS_PER_IMAGE"},
-                     user_values={"IMAGE_RESIZE_MODE": "square", "IMAGE_MAX_DIM": 512,
-                                  "TRAIN_ROIS_PER_IMAGE": 200})
+    choices = choose(
+        stats,
+        user_set={"IMAGE_RESIZE_MODE", "IMAGE_MAX_DIM", "TRAIN_ROIS_PER_IMAGE"},
+        user_values={
+            "IMAGE_RESIZE_MODE": "square",
+            "IMAGE_MAX_DIM": 512,
+            "TRAIN_ROIS_PER_IMAGE": 200,
+        },
+    )
     by_key = {choice.key: choice for choice in choices}
-    assert (by_key["IMAGE_RESIZE_MODE"].value, by_key["IMAGE_RESIZE_MODE"].chosen) == ("square", False)
+    assert (by_key["IMAGE_RESIZE_MODE"].value, by_key["IMAGE_RESIZE_MODE"].chosen) == (
+        "square",
+        False,
+    )
     assert by_key["IMAGE_MAX_DIM"].why == "set in the training config"
     assert by_key["IMAGE_MIN_DIM"].value == 512  # follows the user's square side
     assert by_key["TRAIN_ROIS_PER_IMAGE"].value == 200

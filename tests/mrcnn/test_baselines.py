@@ -5,16 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrcnn.baselines import (grey, instance_masks, otsu_not_applicable, otsu_prediction,
-                             otsu_watershed)
+from mrcnn.baselines import (
+    grey,
+    instance_masks,
+    otsu_not_applicable,
+    otsu_prediction,
+    otsu_watershed,
+)
 
 SIZE = 96
-TWO_PIXELS = 100 * 2 / SIZE ** 2  # percent of the image
+TWO_PIXELS = 100 * 2 / SIZE**2  # percent of the image
 
 
 def disk(center: tuple[int, int], radius: int) -> np.ndarray:
     rows, cols = np.mgrid[:SIZE, :SIZE]
-    return (rows - center[0]) ** 2 + (cols - center[1]) ** 2 <= radius ** 2
+    return (rows - center[0]) ** 2 + (cols - center[1]) ** 2 <= radius**2
 
 
 def fluorescence(blobs: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -43,10 +43,26 @@ def test_matterport_defaults():
     assert config.DETECTION_MIN_CONFIDENCE == 0.7 and config.DETECTION_NMS_THRESHOLD == 0.3
     np.testing.assert_allclose(config.RPN_BBOX_STD_DEV, [0.1, 0.1, 0.2, 0.2])
     np.testing.assert_allclose(config.BBOX_STD_DEV, [0.1, 0.1, 0.2, 0.2])
-    assert (config.LEARNING_RATE, config.LEARNING_MOMENTUM, config.WEIGHT_DECAY) == (0.001, 0.9, 0.0001)
-    assert config.GRADIENT_CLIP_NORM == 5.0 and config.TRAIN_BN is False and config.USE_RPN_ROIS is True
-    assert config.LOSS_WEIGHTS == {name: 1.0 for name in (
-        "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")}
+    assert (config.LEARNING_RATE, config.LEARNING_MOMENTUM, config.WEIGHT_DECAY) == (
+        0.001,
+        0.9,
+        0.0001,
+    )
+    assert (
+        config.GRADIENT_CLIP_NORM == 5.0
+        and config.TRAIN_BN is False
+        and config.USE_RPN_ROIS is True
+    )
+    assert config.LOSS_WEIGHTS == {
+        name: 1.0
+        for name in (
+            "rpn_class_loss",
+            "rpn_bbox_loss",
+            "mrcnn_class_loss",
+            "mrcnn_bbox_loss",
+            "mrcnn_mask_loss",
+        )
+    }
     assert (config.TOP_DOWN_PYRAMID_SIZE, config.FPN_CLASSIF_FC_LAYERS_SIZE) == (256, 1024)
     # Additions: matterport's optimizer and no warmup unless asked.
     assert config.OPTIMIZER == "sgd" and config.WARMUP_STEPS == 0
@@ -61,7 +77,9 @@ def test_derived_values():
 
 
 def test_crop_mode_uses_min_dim_for_the_image_shape():
-    config = Config(NAME="crop", NUM_CLASSES=2, IMAGE_RESIZE_MODE="crop", IMAGE_MIN_DIM=256, IMAGE_MAX_DIM=512)
+    config = Config(
+        NAME="crop", NUM_CLASSES=2, IMAGE_RESIZE_MODE="crop", IMAGE_MIN_DIM=256, IMAGE_MAX_DIM=512
+    )
     assert config.IMAGE_SHAPE.tolist() == [256, 256, 3]
 
 
@@ -141,11 +159,15 @@ def test_to_dict_is_json_safe_and_round_trips():
     text = json.dumps(values)  # raises on numpy arrays or other non-JSON values
     assert values["MEAN_PIXEL"] == [123.7, 116.8, 103.9]
     assert values["BATCH_SIZE"] == 2 and values["IMAGE_SHAPE"] == [64, 64, 3]
-    assert values["NAME"] == "tiny" and values["OPTIMIZER"] == "adamw" and values["WARMUP_STEPS"] == 10
+    assert (
+        values["NAME"] == "tiny" and values["OPTIMIZER"] == "adamw" and values["WARMUP_STEPS"] == 10
+    )
     restored = Config.from_dict(json.loads(text))
     assert type(restored) is Config
     assert restored.to_dict() == values
-    assert isinstance(restored.MEAN_PIXEL, np.ndarray) and isinstance(restored.BBOX_STD_DEV, np.ndarray)
+    assert isinstance(restored.MEAN_PIXEL, np.ndarray) and isinstance(
+        restored.BBOX_STD_DEV, np.ndarray
+    )
     assert restored.IMAGE_META_SIZE == config.IMAGE_META_SIZE
 
 
@@ -163,8 +185,10 @@ def test_callable_backbone_round_trips_when_the_caller_allows_it():
     assert Config.from_dict(stored, [custom_backbone]).BACKBONE is custom_backbone
     # A callable that moved since the config was written: the stored name maps to it.
     moved = {**stored, "BACKBONE": "old.place:custom_backbone"}
-    assert Config.from_dict(moved, {"old.place:custom_backbone": custom_backbone}).BACKBONE \
+    assert (
+        Config.from_dict(moved, {"old.place:custom_backbone": custom_backbone}).BACKBONE
         is custom_backbone
+    )
     with pytest.raises(ValueError, match=f"BACKBONE '{__name__}:custom_backbone' is neither"):
         Config.from_dict(stored)
 
@@ -180,15 +204,18 @@ def side_effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Wr
 
 @pytest.mark.parametrize("reference", ["os:system", "subprocess:getoutput", "side effects"])
 def test_a_stored_reference_to_code_is_refused_in_one_line_and_nothing_is_imported(
-        reference: str, side_effects: WrittenModule):
+    reference: str, side_effects: WrittenModule
+):
     reference = side_effects.reference() if reference == "side effects" else reference
     stored = {**TinyConfig().to_dict(), "BACKBONE": reference}
     with pytest.raises(ValueError) as refused:
         Config.from_dict(stored, source="model config '/models/road/config.json'")
     message = str(refused.value)
     assert "\n" not in message
-    assert message.startswith("model config '/models/road/config.json': BACKBONE "
-                              f"{reference!r} is neither a built-in backbone")
+    assert message.startswith(
+        "model config '/models/road/config.json': BACKBONE "
+        f"{reference!r} is neither a built-in backbone"
+    )
     assert not side_effects.imported()
     # Allowing another callable changes nothing; the refusal names what is allowed.
     with pytest.raises(ValueError, match=f"allowed \\({__name__}:custom_backbone\\)"):
@@ -200,8 +227,11 @@ def test_a_stored_reference_to_code_is_refused_in_one_line_and_nothing_is_import
 
 def test_the_allow_list_holds_callables_not_names_to_import(side_effects: WrittenModule):
     stored = {**TinyConfig().to_dict(), "BACKBONE": side_effects.reference()}
-    for names in (side_effects.reference(), [side_effects.reference()],
-                  {side_effects.reference(): side_effects.reference()}):
+    for names in (
+        side_effects.reference(),
+        [side_effects.reference()],
+        {side_effects.reference(): side_effects.reference()},
+    ):
         with pytest.raises(TypeError, match="backbones must be callables"):
             Config.from_dict(stored, names)
     assert not side_effects.imported()
@@ -212,8 +242,7 @@ def test_a_built_in_backbone_loads_from_a_stored_config():
     assert Config.from_dict(stored).BACKBONE == "resnet18"
 
 
-def test_an_exported_graphs_config_keeps_a_callable_backbone_as_a_name(
-        side_effects: WrittenModule):
+def test_an_exported_graphs_config_keeps_a_callable_backbone_as_a_name(side_effects: WrittenModule):
     stored = {**TinyConfig().to_dict(), "BACKBONE": side_effects.reference()}
     config = Config.from_dict(stored, exported=True)
     assert config.BACKBONE == NamedBackbone(side_effects.reference())
@@ -233,7 +262,9 @@ def test_other_bad_stored_settings_name_their_source():
 def test_display_prints_every_setting(capsys):
     TinyConfig().display()
     out = capsys.readouterr().out
-    lines = {line.split()[0]: line for line in out.splitlines() if line.strip() and " " in line.strip()}
+    lines = {
+        line.split()[0]: line for line in out.splitlines() if line.strip() and " " in line.strip()
+    }
     assert "Configurations:" in out
     assert lines["NAME"].split()[1] == "tiny"
     assert lines["BATCH_SIZE"].split()[1] == "2"

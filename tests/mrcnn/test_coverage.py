@@ -7,8 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mrcnn.coverage import (Bootstrap, compare, count_error, coverage_error, mean_interval,
-                            resample_indices)
+from mrcnn.coverage import (
+    Bootstrap,
+    compare,
+    count_error,
+    coverage_error,
+    mean_interval,
+    resample_indices,
+)
 
 TRUTH = np.array([10.0, 20.0, 0.0, 35.0, 5.0])
 
@@ -82,8 +88,9 @@ def test_compare_says_who_is_closer_image_by_image():
     close, far = truth + rng.normal(0, 0.5, 50), truth + rng.normal(0, 5.0, 50)
     better = compare(close, far, truth)
     assert better.verdict == "model better" and better.interval_pp.high < 0
-    assert better.difference_pp == pytest.approx(np.abs(close - truth).mean()
-                                                 - np.abs(far - truth).mean())
+    assert better.difference_pp == pytest.approx(
+        np.abs(close - truth).mean() - np.abs(far - truth).mean()
+    )
     assert compare(far, close, truth).verdict == "baseline better"
     same = compare(close, close.copy(), truth)
     assert same.verdict == "no clear difference" and same.difference_pp == 0.0

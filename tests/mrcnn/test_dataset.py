@@ -145,13 +145,28 @@ def _coco_json() -> dict:
     dog_rle = mask_utils.encode(np.asfortranarray(_dog_mask()))
     dog_rle["counts"] = dog_rle["counts"].decode("ascii")  # as stored in a JSON file
     annotations = [
-        {"id": 1, "image_id": 10, "category_id": 1, "iscrowd": 0,
-         "segmentation": [[2, 1, 6, 1, 6, 4, 2, 4]]},
+        {
+            "id": 1,
+            "image_id": 10,
+            "category_id": 1,
+            "iscrowd": 0,
+            "segmentation": [[2, 1, 6, 1, 6, 4, 2, 4]],
+        },
         {"id": 2, "image_id": 10, "category_id": 2, "iscrowd": 0, "segmentation": dog_rle},
-        {"id": 3, "image_id": 10, "category_id": 1, "iscrowd": 1,
-         "segmentation": {"size": [H, W], "counts": [7 * H, H]}},
-        {"id": 4, "image_id": 10, "category_id": 2, "iscrowd": 0,
-         "segmentation": [[20, 20, 22, 20, 22, 22]]},
+        {
+            "id": 3,
+            "image_id": 10,
+            "category_id": 1,
+            "iscrowd": 1,
+            "segmentation": {"size": [H, W], "counts": [7 * H, H]},
+        },
+        {
+            "id": 4,
+            "image_id": 10,
+            "category_id": 2,
+            "iscrowd": 0,
+            "segmentation": [[20, 20, 22, 20, 22, 22]],
+        },
     ]
     return {
         # Categories out of id order: classes must follow the ids.
@@ -229,13 +244,17 @@ def test_coco_masks_of_a_dense_image_are_the_annotated_ones(tmp_path: Path) -> N
         truth[y : y + rng.integers(1, 12), x : x + rng.integers(1, 12), i] = rng.random() < 0.97
         rle = mask_utils.encode(np.asfortranarray(truth[:, :, i].astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("ascii")
-        annotations.append({"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
-                            "segmentation": rle})
+        annotations.append(
+            {"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": rle}
+        )
     truth[:, :, 0] = False
     truth[2:5, 3:9, 0] = True
     annotations[0]["segmentation"] = [[3, 2, 9, 2, 9, 5, 3, 5]]  # the same rectangle as a polygon
-    coco = {"categories": [{"id": 1, "name": "nucleus"}], "annotations": annotations,
-            "images": [{"id": 1, "file_name": "a.png", "height": height, "width": width}]}
+    coco = {
+        "categories": [{"id": 1, "name": "nucleus"}],
+        "annotations": annotations,
+        "images": [{"id": 1, "file_name": "a.png", "height": height, "width": width}],
+    }
     dataset = CocoDataset.from_coco_dict(coco, tmp_path)
 
     masks, class_ids = dataset.load_mask(0)

@@ -18,8 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_two_mirrored_replicas_take_the_same_step_as_one_device():
-    done = subprocess.run([sys.executable, "-m", "tests.support.mirrored_step"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.support.mirrored_step"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert (result["replicas"], result["single_replicas"]) == (2, 1)
@@ -41,7 +46,9 @@ def test_one_gpu_needs_no_strategy():
 
 def test_more_gpus_than_visible_is_a_clear_error():
     count = len(tf.config.list_logical_devices("GPU")) + 2  # >= 2: one GPU needs no strategy
-    with pytest.raises(ValueError, match=f"GPU_COUNT={count} asks for {count} GPUs, but TensorFlow sees"):
+    with pytest.raises(
+        ValueError, match=f"GPU_COUNT={count} asks for {count} GPUs, but TensorFlow sees"
+    ):
         replica_devices(Config(NAME="many", NUM_CLASSES=2, GPU_COUNT=count))
 
 
@@ -53,12 +60,17 @@ def test_training_devices_are_validated(devices):
 
 def test_device_names_in_every_spelling_are_accepted():
     names = ["/gpu:0", "/device:GPU:1", "/job:localhost/replica:0/task:0/device:CPU:0"]
-    assert Config(NAME="ok", NUM_CLASSES=2, GPU_COUNT=3, TRAINING_DEVICES=names).TRAINING_DEVICES == names
+    assert (
+        Config(NAME="ok", NUM_CLASSES=2, GPU_COUNT=3, TRAINING_DEVICES=names).TRAINING_DEVICES
+        == names
+    )
 
 
 def test_splitting_the_cpu_after_tensorflow_started_is_a_clear_error():
     tf.constant(1.0) + 1.0  # the runtime has started (whatever ran before in this process)
     present = len(tf.config.list_logical_devices("CPU"))
     ensure_cpu_devices(present)  # enough already: nothing to do
-    with pytest.raises(RuntimeError, match=f"needs {present + 1} CPU devices but TensorFlow already started"):
+    with pytest.raises(
+        RuntimeError, match=f"needs {present + 1} CPU devices but TensorFlow already started"
+    ):
         ensure_cpu_devices(present + 1)

@@ -142,8 +142,12 @@ def test_evaluator_perfect_and_wrong_class() -> None:
 def test_crowd_regions_are_ignored_by_coco_but_not_by_matterport() -> None:
     crowd = _mask(5, 0, 10, 5)
     evaluator = DetectionEvaluator(NAMES)
-    evaluator.process(7, np.array([1, -2]), np.stack([CAT, crowd], axis=2),
-                      _result([crowd, CAT], [2, 1], [0.95, 0.9]))
+    evaluator.process(
+        7,
+        np.array([1, -2]),
+        np.stack([CAT, crowd], axis=2),
+        _result([crowd, CAT], [2, 1], [0.95, 0.9]),
+    )
     metrics = evaluator.evaluate()
     assert metrics["mAP50"] == pytest.approx(0.5)  # the crowd hit ranks first as a false positive
     assert metrics["segm"]["AP"] == pytest.approx(1.0)
@@ -158,10 +162,18 @@ def _scenario() -> list[tuple[int, np.ndarray, np.ndarray, dict]]:
     big = np.zeros((H, W), dtype=bool)
     big[1:9, 1:9] = True
     return [
-        (1, np.array([1, 2]), np.stack([CAT, DOG], 2),
-         _result([shifted, DOG, DOG], [1, 2, 2], [0.6, 0.9, 0.7])),
-        (2, np.array([2, -1, 1]), np.stack([DOG, crowd, CAT], 2),
-         _result([CAT, crowd, DOG], [2, 1, 2], [0.8, 0.5, 0.4])),
+        (
+            1,
+            np.array([1, 2]),
+            np.stack([CAT, DOG], 2),
+            _result([shifted, DOG, DOG], [1, 2, 2], [0.6, 0.9, 0.7]),
+        ),
+        (
+            2,
+            np.array([2, -1, 1]),
+            np.stack([DOG, crowd, CAT], 2),
+            _result([CAT, crowd, DOG], [2, 1, 2], [0.8, 0.5, 0.4]),
+        ),
         (3, np.array([1]), big[..., None], _result([], [], [])),
     ]
 
@@ -173,18 +185,25 @@ def _direct_coco(tmp_path: Path, iou_type: str, cat_ids: list[int] | None = None
         images.append({"id": image_id, "height": H, "width": W})
         for i, class_id in enumerate(class_ids):
             rle = mask_utils.encode(np.asfortranarray(masks[..., i].astype(np.uint8)))
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id,
-                "category_id": int(abs(class_id)), "iscrowd": int(class_id < 0),
-                "area": int(masks[..., i].sum()),
-                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(abs(class_id)),
+                    "iscrowd": int(class_id < 0),
+                    "area": int(masks[..., i].sum()),
+                    "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                }
+            )
         for i, class_id in enumerate(result["class_ids"]):
             y1, x1, y2, x2 = (float(v) for v in result["rois"][i])
             rle = mask_utils.encode(np.asfortranarray(result["masks"][..., i].astype(np.uint8)))
-            entry = {"image_id": image_id, "category_id": int(class_id),
-                     "score": float(result["scores"][i])}
+            entry = {
+                "image_id": image_id,
+                "category_id": int(class_id),
+                "score": float(result["scores"][i]),
+            }
             if iou_type == "bbox":
                 entry["bbox"] = [x1, y1, x2 - x1, y2 - y1]
             else:
@@ -263,23 +282,39 @@ def _crowded(instances: int) -> tuple[np.ndarray, np.ndarray]:
     masks = np.zeros((size, size, instances), dtype=bool)
     for k in range(instances):
         top, left = 4 * (k // per_row), 4 * (k % per_row)
-        masks[top:top + 3, left:left + 3, k] = True
+        masks[top : top + 3, left : left + 3, k] = True
     return np.ones(instances, dtype=np.int32), masks
 
 
 def _coco_default_segm_ap(class_ids: np.ndarray, masks: np.ndarray, scores: np.ndarray) -> float:
     """pycocotools with its default maxDets [1, 10, 100], straight from the masks."""
-    encoded = [mask_utils.encode(np.asfortranarray(masks[..., i].astype(np.uint8)))
-               for i in range(masks.shape[-1])]
-    annotations = [{"id": i + 1, "image_id": 0, "category_id": 1, "iscrowd": 0,
-                    "area": float(mask_utils.area(rle)), "bbox": list(mask_utils.toBbox(rle)),
-                    "segmentation": rle} for i, rle in enumerate(encoded)]
-    results = [{"image_id": 0, "category_id": 1, "score": float(scores[i]), "segmentation": rle}
-               for i, rle in enumerate(encoded)]
+    encoded = [
+        mask_utils.encode(np.asfortranarray(masks[..., i].astype(np.uint8)))
+        for i in range(masks.shape[-1])
+    ]
+    annotations = [
+        {
+            "id": i + 1,
+            "image_id": 0,
+            "category_id": 1,
+            "iscrowd": 0,
+            "area": float(mask_utils.area(rle)),
+            "bbox": list(mask_utils.toBbox(rle)),
+            "segmentation": rle,
+        }
+        for i, rle in enumerate(encoded)
+    ]
+    results = [
+        {"image_id": 0, "category_id": 1, "score": float(scores[i]), "segmentation": rle}
+        for i, rle in enumerate(encoded)
+    ]
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
-        coco_gt.dataset = {"images": [{"id": 0, "height": masks.shape[0], "width": masks.shape[1]}],
-                           "annotations": annotations, "categories": [{"id": 1, "name": "cell"}]}
+        coco_gt.dataset = {
+            "images": [{"id": 0, "height": masks.shape[0], "width": masks.shape[1]}],
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "cell"}],
+        }
         coco_gt.createIndex()
         coco_eval = COCOeval(coco_gt, coco_gt.loadRes(results), "segm")
         coco_eval.evaluate()
@@ -294,9 +329,12 @@ def test_ap_is_not_capped_below_the_instances_of_a_crowded_image() -> None:
     # COCO's default keeps 100 detections: recall stops at 100 / 150.
     assert _coco_default_segm_ap(class_ids, masks, scores) < 0.7
     evaluator = DetectionEvaluator(["BG", "cell"])
-    evaluator.process(0, class_ids, masks,
-                      {"rois": extract_bboxes(masks), "class_ids": class_ids, "scores": scores,
-                       "masks": masks})
+    evaluator.process(
+        0,
+        class_ids,
+        masks,
+        {"rois": extract_bboxes(masks), "class_ids": class_ids, "scores": scores, "masks": masks},
+    )
     metrics = evaluator.evaluate()
     assert metrics["largest_gt_instances"] == 150 and metrics["coco_max_dets"] == [1, 10, 150]
     for kind in ("bbox", "segm"):

@@ -31,7 +31,10 @@ class ExportConfig(TinyConfig):
 
 def _images() -> list[np.ndarray]:
     rng = np.random.default_rng(7)
-    return [rng.integers(0, 256, (64, 48, 3), dtype=np.uint8), rng.integers(0, 256, (40, 64, 3), dtype=np.uint8)]
+    return [
+        rng.integers(0, 256, (64, 48, 3), dtype=np.uint8),
+        rng.integers(0, 256, (40, 64, 3), dtype=np.uint8),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +85,31 @@ def test_saved_model_cli_runs_the_export(model, saved_model, tmp_path):
     np.save(tmp_path / "images.npy", molded)
     np.save(tmp_path / "metas.npy", metas)
     cli = Path(sys.executable).with_name("saved_model_cli")
-    subprocess.run([str(cli), "run", "--dir", saved_model, "--tag_set", "serve", "--signature_def",
-                    "serving_default", "--inputs", f"images={tmp_path}/images.npy;metas={tmp_path}/metas.npy",
-                    "--outdir", str(tmp_path / "out")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(cli),
+            "run",
+            "--dir",
+            saved_model,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"images={tmp_path}/images.npy;metas={tmp_path}/metas.npy",
+            "--outdir",
+            str(tmp_path / "out"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     expected = model._predict_fn()(molded, metas)
-    np.testing.assert_array_equal(np.load(tmp_path / "out" / "detections.npy"), expected["detections"].numpy())
-    np.testing.assert_array_equal(np.load(tmp_path / "out" / "masks.npy"), expected["masks"].numpy())
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "out" / "detections.npy"), expected["detections"].numpy()
+    )
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "out" / "masks.npy"), expected["masks"].numpy()
+    )
 
 
 def test_saved_model_stores_the_weights_once(model, saved_model):
@@ -98,7 +120,9 @@ def test_saved_model_stores_the_weights_once(model, saved_model):
 
 def test_load_exported_detects_like_the_model(model, saved_model):
     images = _images()
-    for image, got, expected in zip(images, load_exported(saved_model)(images), model.detect(images)):
+    for image, got, expected in zip(
+        images, load_exported(saved_model)(images), model.detect(images)
+    ):
         assert len(expected["class_ids"]) > 0
         assert got["masks"].shape == (*image.shape[:2], len(expected["class_ids"]))
         np.testing.assert_array_equal(got["rois"], expected["rois"])
@@ -117,8 +141,9 @@ def test_openvino_export_matches_the_model_in_openvino(model, openvino_model):
     assert exported_format(openvino_model) == "openvino"
     assert Path(openvino_model, OPENVINO_FILE).is_file()
     images = _images()  # padded: the anchors over the padding tie, and keep TF's order
-    assert_same_detections(load_exported(openvino_model, precision="float32")(images),
-                           model.detect(images))
+    assert_same_detections(
+        load_exported(openvino_model, precision="float32")(images), model.detect(images)
+    )
 
 
 def test_openvino_export_keeps_no_stable_sort_over_all_anchors(openvino_model):
@@ -147,8 +172,11 @@ def test_export_rejects_an_unknown_format(model, tmp_path):
 
 
 def test_export_rejects_an_option_its_format_does_not_take_before_writing(model, tmp_path):
-    with pytest.raises(ValueError, match=r"export format 'onnx' takes no option 'calibration' "
-                                         r"\(its options: none\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"export format 'onnx' takes no option 'calibration' "
+        r"\(its options: none\)",
+    ):
         model.export(tmp_path / "x", format="onnx", calibration=_images())
     assert not (tmp_path / "x").exists()
 
@@ -160,12 +188,15 @@ def test_load_exported_rejects_a_folder_without_config(tmp_path):
 
 def test_load_exported_rejects_a_config_without_graph(tmp_path):
     (tmp_path / EXPORT_CONFIG).write_text("{}")
-    with pytest.raises(FileNotFoundError, match="no graph file .saved_model.pb, model.onnx, model.xml"):
+    with pytest.raises(
+        FileNotFoundError, match="no graph file .saved_model.pb, model.onnx, model.xml"
+    ):
         load_exported(tmp_path)
 
 
 def test_an_export_whose_config_names_code_runs_without_importing_it(
-        model, saved_model, tmp_path, monkeypatch):
+    model, saved_model, tmp_path, monkeypatch
+):
     """A callable backbone is inside the exported graph: its name in the config stays a name."""
     monkeypatch.syspath_prepend(str(tmp_path))
     module = side_effect_module(tmp_path)

@@ -44,7 +44,9 @@ def test_apply_box_deltas_hand_worked():
     # Centre (2, 3), size 4×2; shift by (0.5·4, -1·2), scale height ×e^0 and width ×e^{log 3}.
     boxes = tf.constant([[0.0, 2.0, 4.0, 4.0]])
     deltas = tf.constant([[0.5, -1.0, 0.0, np.log(3.0)]])
-    np.testing.assert_allclose(box_ops.apply_box_deltas(boxes, deltas).numpy(), [[2, -2, 6, 4]], atol=1e-5)
+    np.testing.assert_allclose(
+        box_ops.apply_box_deltas(boxes, deltas).numpy(), [[2, -2, 6, 4]], atol=1e-5
+    )
 
 
 def test_apply_box_deltas_keeps_leading_batch_dims():
@@ -99,11 +101,17 @@ def test_pairwise_iou_random_matches_numpy_and_handles_empty_and_degenerate():
 
 
 def test_clip_boxes_hand_worked_with_per_image_window():
-    boxes = tf.constant([[[-0.5, 0.2, 0.5, 1.5], [0.3, 0.3, 0.4, 0.4]],
-                         [[-0.5, 0.2, 0.5, 1.5], [0.0, 0.0, 1.0, 1.0]]])
+    boxes = tf.constant(
+        [
+            [[-0.5, 0.2, 0.5, 1.5], [0.3, 0.3, 0.4, 0.4]],
+            [[-0.5, 0.2, 0.5, 1.5], [0.0, 0.0, 1.0, 1.0]],
+        ]
+    )
     windows = tf.constant([[[0.0, 0.0, 1.0, 1.0]], [[0.1, 0.25, 0.6, 0.75]]])
-    expected = [[[0.0, 0.2, 0.5, 1.0], [0.3, 0.3, 0.4, 0.4]],
-                [[0.1, 0.25, 0.5, 0.75], [0.1, 0.25, 0.6, 0.75]]]
+    expected = [
+        [[0.0, 0.2, 0.5, 1.0], [0.3, 0.3, 0.4, 0.4]],
+        [[0.1, 0.25, 0.5, 0.75], [0.1, 0.25, 0.6, 0.75]],
+    ]
     np.testing.assert_allclose(box_ops.clip_boxes(boxes, windows).numpy(), expected)
 
 
@@ -140,20 +148,27 @@ def test_anchor_generator_equals_numpy_anchors(shape):
 def test_anchor_generator_with_anchor_stride_2():
     layer = AnchorGenerator(SCALES, RATIOS, STRIDES, anchor_stride=2)
     got = layer(tf.zeros((2, 128, 192, 1))).numpy()
-    np.testing.assert_allclose(got, np_anchors.get_anchors((128, 192), SCALES, RATIOS, STRIDES, 2), atol=1e-6)
+    np.testing.assert_allclose(
+        got, np_anchors.get_anchors((128, 192), SCALES, RATIOS, STRIDES, 2), atol=1e-6
+    )
 
 
 def test_anchor_generator_counts_matterport_anchors_at_1024():
     got = AnchorGenerator(SCALES, RATIOS, STRIDES)(tf.zeros((1, 1024, 1024, 1)))
     assert got.shape == (261_888, 4)
-    np.testing.assert_allclose(got.numpy(), np_anchors.get_anchors((1024, 1024), SCALES, RATIOS, STRIDES),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        got.numpy(), np_anchors.get_anchors((1024, 1024), SCALES, RATIOS, STRIDES), atol=1e-6
+    )
 
 
 def test_anchor_generator_config_round_trip():
     layer = AnchorGenerator(SCALES, RATIOS, STRIDES, anchor_stride=2, name="anchors")
     restored = check_layer_config_round_trip(layer)
     assert (restored.scales, restored.ratios, restored.strides, restored.anchor_stride) == (
-        [32.0, 64.0, 128.0, 256.0, 512.0], [0.5, 1.0, 2.0], [4, 8, 16, 32, 64], 2)
+        [32.0, 64.0, 128.0, 256.0, 512.0],
+        [0.5, 1.0, 2.0],
+        [4, 8, 16, 32, 64],
+        2,
+    )
     images = tf.zeros((1, 64, 64, 1))
     np.testing.assert_array_equal(restored(images).numpy(), layer(images).numpy())

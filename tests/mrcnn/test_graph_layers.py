@@ -22,7 +22,9 @@ STD = np.array([0.1, 0.1, 0.2, 0.2], np.float32)
 
 
 def image_meta(height: int, width: int, window: tuple, num_classes: int = 3) -> np.ndarray:
-    return compose_image_meta(0, (height, width, 3), (height, width, 3), window, 1.0, [1] * num_classes)
+    return compose_image_meta(
+        0, (height, width, 3), (height, width, 3), window, 1.0, [1] * num_classes
+    )
 
 
 def square(center_y: float, center_x: float, side_pixels: float, image_side: int = 1024) -> list:
@@ -33,22 +35,45 @@ def square(center_y: float, center_x: float, side_pixels: float, image_side: int
 
 # ---------------------------------------------------------------- PyramidROIAlign
 
+
 def test_roi_levels_follow_the_fpn_rule_on_1024():
     # 224 px → P4, 112 → P3, 56 → P2, tiny → P2 (clamped), huge → P5 (clamped), 448×112 → P4.
-    rois = tf.constant([square(0.5, 0.5, 224), square(0.5, 0.5, 112), square(0.5, 0.5, 56),
-                        square(0.5, 0.5, 2), square(0.5, 0.5, 1000),
-                        [0.1, 0.4, 0.1 + 448 / 1024, 0.4 + 112 / 1024]])
-    np.testing.assert_array_equal(roi_levels(rois, tf.constant([1024, 1024])).numpy(), [4, 3, 2, 2, 5, 4])
+    rois = tf.constant(
+        [
+            square(0.5, 0.5, 224),
+            square(0.5, 0.5, 112),
+            square(0.5, 0.5, 56),
+            square(0.5, 0.5, 2),
+            square(0.5, 0.5, 1000),
+            [0.1, 0.4, 0.1 + 448 / 1024, 0.4 + 112 / 1024],
+        ]
+    )
+    np.testing.assert_array_equal(
+        roi_levels(rois, tf.constant([1024, 1024])).numpy(), [4, 3, 2, 2, 5, 4]
+    )
 
 
 def test_pyramid_roi_align_matches_crop_and_resize_per_level_in_roi_order():
     rng = np.random.default_rng(0)
     # Different sizes per level, so a crop from the wrong level cannot match.
     maps = [rng.normal(size=(2, s, s, 3)).astype(np.float32) for s in (12, 10, 8, 6)]
-    rois = np.array([
-        [square(0.3, 0.3, 224), square(0.6, 0.4, 56), square(0.5, 0.5, 1000), square(0.2, 0.7, 112)],
-        [square(0.4, 0.6, 112), square(0.5, 0.5, 4), square(0.7, 0.3, 224), square(0.45, 0.55, 600)],
-    ], np.float32)
+    rois = np.array(
+        [
+            [
+                square(0.3, 0.3, 224),
+                square(0.6, 0.4, 56),
+                square(0.5, 0.5, 1000),
+                square(0.2, 0.7, 112),
+            ],
+            [
+                square(0.4, 0.6, 112),
+                square(0.5, 0.5, 4),
+                square(0.7, 0.3, 224),
+                square(0.45, 0.55, 600),
+            ],
+        ],
+        np.float32,
+    )
     levels = [[4, 2, 5, 3], [3, 2, 4, 5]]
     meta = np.stack([image_meta(1024, 1024, (0, 0, 1024, 1024))] * 2)
     layer = PyramidROIAlign((3, 4))
@@ -56,7 +81,9 @@ def test_pyramid_roi_align_matches_crop_and_resize_per_level_in_roi_order():
     assert got.shape == (2, 4, 3, 4, 3)
     for b in range(2):
         for r in range(4):
-            expected = crop_and_resize_reference(maps[levels[b][r] - 2], rois[b, r:r + 1], [b], (3, 4))[0]
+            expected = crop_and_resize_reference(
+                maps[levels[b][r] - 2], rois[b, r : r + 1], [b], (3, 4)
+            )[0]
             np.testing.assert_allclose(got[b, r], expected, atol=1e-5, err_msg=f"image {b} roi {r}")
 
 
@@ -67,15 +94,23 @@ def test_pyramid_roi_align_config_round_trip():
 
 # ---------------------------------------------------------------- ProposalLayer
 
-ANCHORS = np.array([
-    [0.1, 0.1, 0.3, 0.3],
-    [0.11, 0.1, 0.31, 0.3],  # IoU ≈ 0.9 with anchor 0
-    [0.5, 0.5, 0.7, 0.7],
-    [0.8, 0.8, 1.1, 1.1],  # sticks out of the image: clipped
-    [0.0, 0.6, 0.2, 0.8],
-], np.float32)
-RPN_DELTAS = np.array([[[0, 0, 0, 0], [0.5, 0, 0, 0], [1, -1, 0.5, 0], [0, 0, 0, 0], [0, 0, -0.5, 1]],
-                       [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [-1, 0, 0, 0]]], np.float32)
+ANCHORS = np.array(
+    [
+        [0.1, 0.1, 0.3, 0.3],
+        [0.11, 0.1, 0.31, 0.3],  # IoU ≈ 0.9 with anchor 0
+        [0.5, 0.5, 0.7, 0.7],
+        [0.8, 0.8, 1.1, 1.1],  # sticks out of the image: clipped
+        [0.0, 0.6, 0.2, 0.8],
+    ],
+    np.float32,
+)
+RPN_DELTAS = np.array(
+    [
+        [[0, 0, 0, 0], [0.5, 0, 0, 0], [1, -1, 0.5, 0], [0, 0, 0, 0], [0, 0, -0.5, 1]],
+        [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [-1, 0, 0, 0]],
+    ],
+    np.float32,
+)
 RPN_SCORES = np.array([[0.9, 0.95, 0.3, 0.6, 0.1], [0.2, 0.1, 0.8, 0.7, 0.9]], np.float32)
 
 
@@ -101,7 +136,9 @@ def test_proposal_layer_matches_numpy_nms(count, pre_nms_limit):
     got = run_proposals(count, pre_nms_limit)
     assert got.shape == (2, count, 4)
     for image in range(2):
-        np.testing.assert_allclose(got[image], expected_proposals(image, count, pre_nms_limit, 0.7), atol=1e-6)
+        np.testing.assert_allclose(
+            got[image], expected_proposals(image, count, pre_nms_limit, 0.7), atol=1e-6
+        )
 
 
 def test_proposal_layer_hand_worked_suppression_padding_and_pre_nms_limit():
@@ -136,17 +173,30 @@ def test_top_k_indices_are_tf_top_k_ties_included(k):
 
 # ---------------------------------------------------------------- DetectionLayer
 
-DET_ROIS = np.array([
-    [0.1, 0.1, 0.4, 0.4],  # class 1, 0.9
-    [0.12, 0.12, 0.42, 0.42],  # class 1, 0.8: suppressed by the first
-    [0.11, 0.11, 0.41, 0.41],  # class 2, 0.85: same place, other class, kept
-    [0.6, 0.6, 0.9, 0.9],  # background
-    [0.5, 0.1, 0.7, 0.3],  # class 2 below min confidence
-    [0.7, 0.5, 0.95, 0.99],  # class 1, 0.95: clipped to the window
-    [0.0, 0.0, 0.0, 0.0],  # padding, although its probabilities look confident
-], np.float32)
-DET_PROBS = np.array([[0.05, 0.9, 0.05], [0.1, 0.8, 0.1], [0.05, 0.1, 0.85], [0.8, 0.1, 0.1],
-                      [0.3, 0.1, 0.6], [0.0, 0.95, 0.05], [0.0, 0.99, 0.01]], np.float32)
+DET_ROIS = np.array(
+    [
+        [0.1, 0.1, 0.4, 0.4],  # class 1, 0.9
+        [0.12, 0.12, 0.42, 0.42],  # class 1, 0.8: suppressed by the first
+        [0.11, 0.11, 0.41, 0.41],  # class 2, 0.85: same place, other class, kept
+        [0.6, 0.6, 0.9, 0.9],  # background
+        [0.5, 0.1, 0.7, 0.3],  # class 2 below min confidence
+        [0.7, 0.5, 0.95, 0.99],  # class 1, 0.95: clipped to the window
+        [0.0, 0.0, 0.0, 0.0],  # padding, although its probabilities look confident
+    ],
+    np.float32,
+)
+DET_PROBS = np.array(
+    [
+        [0.05, 0.9, 0.05],
+        [0.1, 0.8, 0.1],
+        [0.05, 0.1, 0.85],
+        [0.8, 0.1, 0.1],
+        [0.3, 0.1, 0.6],
+        [0.0, 0.95, 0.05],
+        [0.0, 0.99, 0.01],
+    ],
+    np.float32,
+)
 DET_WINDOW = (0, 0, 90, 80)  # pixels of a 100×100 molded image
 
 
@@ -155,7 +205,9 @@ def detection_inputs() -> tuple:
     deltas[0, 0, 1] = [1.0, -1.0, 0.5, 0.0]  # the ROI's own class: applied × std
     deltas[0, 0, 2] = [5.0, 5.0, 5.0, 5.0]  # another class: ignored
     deltas[0, 2, 2] = [0.0, 0.0, -0.5, 0.5]
-    probs = np.stack([DET_PROBS, np.tile([[1.0, 0.0, 0.0]], (7, 1))]).astype(np.float32)  # image 1: background
+    probs = np.stack([DET_PROBS, np.tile([[1.0, 0.0, 0.0]], (7, 1))]).astype(
+        np.float32
+    )  # image 1: background
     meta = np.stack([image_meta(100, 100, DET_WINDOW), image_meta(100, 100, (0, 0, 100, 100))])
     return np.stack([DET_ROIS, DET_ROIS]), probs, deltas, meta
 
@@ -179,7 +231,9 @@ def test_detection_layer_hand_made_rois():
 
 def test_detection_layer_same_class_overlap_suppressed_only_above_threshold():
     rois, probs, deltas, meta = detection_inputs()
-    keep_all = DetectionLayer(max_instances=5, min_confidence=0.7, nms_threshold=0.95, bbox_std_dev=STD)
+    keep_all = DetectionLayer(
+        max_instances=5, min_confidence=0.7, nms_threshold=0.95, bbox_std_dev=STD
+    )
     got = keep_all([tf.constant(t) for t in (rois, probs, deltas * 0, meta)]).numpy()
     # With a loose threshold ROI 1 survives: 4 detections, still in score order.
     np.testing.assert_allclose(got[0, :4, 5], [0.95, 0.9, 0.85, 0.8], atol=1e-6)
@@ -195,8 +249,14 @@ def test_detection_layer_is_per_class_nms_then_top_k():
     probs = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
     meta = image_meta(100, 100, (0, 0, 100, 100))[None]
     layer = DetectionLayer(max_instances=8, min_confidence=0.3, nms_threshold=0.4, bbox_std_dev=STD)
-    got = layer([tf.constant(rois[None]), tf.constant(probs[None]),
-                 tf.constant(np.zeros((1, 60, 4, 4), np.float32)), tf.constant(meta)]).numpy()[0]
+    got = layer(
+        [
+            tf.constant(rois[None]),
+            tf.constant(probs[None]),
+            tf.constant(np.zeros((1, 60, 4, 4), np.float32)),
+            tf.constant(meta),
+        ]
+    ).numpy()[0]
     class_ids, scores = probs.argmax(axis=1), probs.max(axis=1)
     kept = []
     for class_id in (1, 2, 3):
@@ -220,14 +280,17 @@ def test_detection_layer_config_round_trip():
 # ---------------------------------------------------------------- DetectionTargetLayer
 
 GT_BOXES = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0, 0, 0, 0]], np.float32)
-PROPOSALS = np.array([
-    [0.0, 0.0, 0.5, 0.5],  # IoU 1 with gt 0: positive, class 1
-    [0.5, 0.5, 1.0, 0.75],  # IoU exactly 0.5 with gt 1: positive, class 2
-    [0.0, 0.0, 0.5, 0.2421875],  # IoU 0.484 with gt 0: negative
-    [0.05, 0.05, 0.55, 0.55],  # IoU 0.68 with gt 0: positive, deltas (-0.1, -0.1, 0, 0) / std
-    [0.0, 0.6, 0.3, 0.9],  # no overlap: negative
-    [0.0, 0.0, 0.0, 0.0],  # padding
-], np.float32)
+PROPOSALS = np.array(
+    [
+        [0.0, 0.0, 0.5, 0.5],  # IoU 1 with gt 0: positive, class 1
+        [0.5, 0.5, 1.0, 0.75],  # IoU exactly 0.5 with gt 1: positive, class 2
+        [0.0, 0.0, 0.5, 0.2421875],  # IoU 0.484 with gt 0: negative
+        [0.05, 0.05, 0.55, 0.55],  # IoU 0.68 with gt 0: positive, deltas (-0.1, -0.1, 0, 0) / std
+        [0.0, 0.6, 0.3, 0.9],  # no overlap: negative
+        [0.0, 0.0, 0.0, 0.0],  # padding
+    ],
+    np.float32,
+)
 POSITIVES = {0: (1, 0), 1: (2, 1), 3: (1, 0)}  # proposal → (class id, gt index)
 NEGATIVES = {2, 4}
 
@@ -239,8 +302,14 @@ def find_rows(rois: np.ndarray, candidates: np.ndarray) -> list:
 
 
 def run_targets(layer: DetectionTargetLayer, proposals, class_ids, gt_boxes, masks) -> list:
-    outputs = layer([tf.constant(proposals), tf.constant(class_ids, tf.int32), tf.constant(gt_boxes),
-                     tf.constant(masks)])
+    outputs = layer(
+        [
+            tf.constant(proposals),
+            tf.constant(class_ids, tf.int32),
+            tf.constant(gt_boxes),
+            tf.constant(masks),
+        ]
+    )
     return [t.numpy() for t in outputs]
 
 
@@ -254,9 +323,14 @@ def test_detection_targets_positives_negatives_deltas_and_padding():
     gt_boxes = np.stack([GT_BOXES, GT_BOXES[[0, 2, 2]]])
     layer = DetectionTargetLayer(8, 0.5, STD, (4, 4), use_mini_mask=True)
     rois, target_ids, target_bbox, target_mask = run_targets(
-        layer, np.stack([PROPOSALS, PROPOSALS]), [[1, 2, 0], [3, 0, 0]], gt_boxes, masks)
+        layer, np.stack([PROPOSALS, PROPOSALS]), [[1, 2, 0], [3, 0, 0]], gt_boxes, masks
+    )
     assert (rois.shape, target_ids.shape, target_bbox.shape, target_mask.shape) == (
-        (2, 8, 4), (2, 8), (2, 8, 4), (2, 8, 4, 4))
+        (2, 8, 4),
+        (2, 8),
+        (2, 8, 4),
+        (2, 8, 4, 4),
+    )
     found = find_rows(rois[0], PROPOSALS)
     # 3 positives first, then int(3 / 0.5) - 3 = 3 negatives wanted but only 2 exist, then padding.
     assert set(found[:3]) == set(POSITIVES) and set(found[3:5]) == NEGATIVES
@@ -288,7 +362,8 @@ def test_detection_targets_image_without_ground_truth(crowd):
     gt_boxes[0, 0] = GT_BOXES[0] if crowd else 0.0
     layer = DetectionTargetLayer(8, 0.5, STD, (4, 4), use_mini_mask=True)
     rois, target_ids, target_bbox, target_mask = run_targets(
-        layer, PROPOSALS[None], [class_ids], gt_boxes, np.ones((1, 4, 4, 3), bool))
+        layer, PROPOSALS[None], [class_ids], gt_boxes, np.ones((1, 4, 4, 3), bool)
+    )
     assert np.isfinite(rois).all() and np.isfinite(target_bbox).all()
     np.testing.assert_array_equal(target_ids, 0)
     np.testing.assert_array_equal(target_bbox, 0.0)
@@ -305,7 +380,9 @@ def test_detection_targets_positive_share_is_capped():
     negatives = np.array([[0.6, 0.0, 0.7 + 0.02 * i, 0.2] for i in range(10)], np.float32)
     proposals = np.concatenate([positives, negatives])[None]
     layer = DetectionTargetLayer(6, 0.5, STD, (4, 4), use_mini_mask=True)
-    rois, target_ids, _, _ = run_targets(layer, proposals, [[1, 0, 0]], GT_BOXES[None], np.ones((1, 4, 4, 3), bool))
+    rois, target_ids, _, _ = run_targets(
+        layer, proposals, [[1, 0, 0]], GT_BOXES[None], np.ones((1, 4, 4, 3), bool)
+    )
     np.testing.assert_array_equal(target_ids[0], [1, 1, 1, 0, 0, 0])  # int(6 · 0.5) positives
     found = find_rows(rois[0], proposals[0])
     assert all(0 <= i < 10 for i in found[:3]) and all(i >= 10 for i in found[3:])
@@ -313,12 +390,21 @@ def test_detection_targets_positive_share_is_capped():
 
 def test_detection_targets_crowds_are_neither_targets_nor_negatives():
     gt_boxes = np.array([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]], np.float32)
-    proposals = np.array([[[0.0, 0.0, 0.5, 0.5],  # positive
-                           [0.5, 0.5, 1.0, 1.0],  # the crowd box itself
-                           [0.6, 0.6, 0.9, 0.9],  # inside the crowd
-                           [0.0, 0.6, 0.3, 0.9]]], np.float32)  # negative
+    proposals = np.array(
+        [
+            [
+                [0.0, 0.0, 0.5, 0.5],  # positive
+                [0.5, 0.5, 1.0, 1.0],  # the crowd box itself
+                [0.6, 0.6, 0.9, 0.9],  # inside the crowd
+                [0.0, 0.6, 0.3, 0.9],
+            ]
+        ],
+        np.float32,
+    )  # negative
     layer = DetectionTargetLayer(8, 0.25, STD, (4, 4), use_mini_mask=True)
-    rois, target_ids, _, _ = run_targets(layer, proposals, [[1, -1]], gt_boxes, np.ones((1, 4, 4, 2), bool))
+    rois, target_ids, _, _ = run_targets(
+        layer, proposals, [[1, -1]], gt_boxes, np.ones((1, 4, 4, 2), bool)
+    )
     assert find_rows(rois[0], proposals[0])[:2] == [0, 3]
     np.testing.assert_array_equal(rois[0, 2:], 0.0)
     np.testing.assert_array_equal(target_ids[0], [1, 0, 0, 0, 0, 0, 0, 0])
@@ -330,12 +416,16 @@ def test_detection_targets_mini_mask_crop_matches_numpy():
     layer = DetectionTargetLayer(4, 1.0, STD, (5, 5), use_mini_mask=True)
     # Two positives, of gt 0 and gt 1; both stick out of their gt box on some side.
     proposals = np.array([[[0.03, 0.07, 0.53, 0.57], [0.5, 0.5, 0.97, 0.78]]], np.float32)
-    rois, target_ids, _, target_mask = run_targets(layer, proposals, [[1, 2, 0]], GT_BOXES[None], masks)
+    rois, target_ids, _, target_mask = run_targets(
+        layer, proposals, [[1, 2, 0]], GT_BOXES[None], masks
+    )
     for row, gt in enumerate(find_rows(rois[0, :2], proposals[0])):
         (gy1, gx1, gy2, gx2), (y1, x1, y2, x2) = GT_BOXES[gt], proposals[0, gt]
         h, w = gy2 - gy1, gx2 - gx1
         in_gt = [[(y1 - gy1) / h, (x1 - gx1) / w, (y2 - gy1) / h, (x2 - gx1) / w]]
-        crop = crop_and_resize_reference(masks[..., gt, None].astype(np.float32), in_gt, [0], (5, 5))[0, ..., 0]
+        crop = crop_and_resize_reference(
+            masks[..., gt, None].astype(np.float32), in_gt, [0], (5, 5)
+        )[0, ..., 0]
         assert np.all(np.abs(crop - 0.5) > 1e-3)  # no rounding ties: the comparison is exact
         assert target_ids[0, row] == gt + 1
         np.testing.assert_array_equal(target_mask[0, row], np.round(crop))
@@ -350,7 +440,9 @@ def test_detection_targets_full_mask_crop_matches_numpy():
     layer = DetectionTargetLayer(2, 0.5, STD, (4, 3), use_mini_mask=False)
     _, target_ids, _, target_mask = run_targets(layer, proposals, [[3]], gt_boxes, full)
     assert target_ids[0, 0] == 3
-    expected = np.round(crop_and_resize_reference(full.astype(np.float32), proposals[0], [0], (4, 3))[0, ..., 0])
+    expected = np.round(
+        crop_and_resize_reference(full.astype(np.float32), proposals[0], [0], (4, 3))[0, ..., 0]
+    )
     np.testing.assert_array_equal(target_mask[0, 0], expected)
     assert set(np.unique(target_mask)) <= {0.0, 1.0}
 
@@ -360,7 +452,9 @@ def test_detection_targets_can_draw_from_the_gt_boxes():
     masks = np.ones((1, 4, 4, 3), bool)
     args = (proposals, [[1, 2, 0]], GT_BOXES[None], masks)
     _, without, _, _ = run_targets(DetectionTargetLayer(6, 0.5, STD, (4, 4), True), *args)
-    rois, with_gt, deltas, _ = run_targets(DetectionTargetLayer(6, 0.5, STD, (4, 4), True, include_gt_boxes=True), *args)
+    rois, with_gt, deltas, _ = run_targets(
+        DetectionTargetLayer(6, 0.5, STD, (4, 4), True, include_gt_boxes=True), *args
+    )
     np.testing.assert_array_equal(without[0], 0)  # no positive, so no ROI at all
     assert sorted(with_gt[0][:2]) == [1, 2] and (with_gt[0][2:4] == 0).all()
     assert sorted(find_rows(rois[0], np.concatenate([proposals[0], GT_BOXES[:2]]))[:2]) == [2, 3]
@@ -369,17 +463,29 @@ def test_detection_targets_can_draw_from_the_gt_boxes():
 
 
 def test_detection_target_layer_config_round_trip():
-    layer = DetectionTargetLayer(200, 0.33, STD, (28, 28), True, include_gt_boxes=True, name="proposal_targets")
+    layer = DetectionTargetLayer(
+        200, 0.33, STD, (28, 28), True, include_gt_boxes=True, name="proposal_targets"
+    )
     restored = check_layer_config_round_trip(layer)
-    assert (restored.max_positives, restored.mask_shape, restored.use_mini_mask) == (66, (28, 28), True)
+    assert (restored.max_positives, restored.mask_shape, restored.use_mini_mask) == (
+        66,
+        (28, 28),
+        True,
+    )
     assert restored.include_gt_boxes
 
 
-@pytest.mark.parametrize("class_ids, slots", [
-    ([[3, 1, 0, 0, 0, 0], [2, 0, 0, 0, 0, 0]], 2),  # the image with most positives sets the slots
-    ([[1, 1, 1, 1, 2, 0], [1, 0, 0, 0, 0, 0]], 3),  # never past max_positives (3 of 6 here)
-    ([[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], 1),  # no positive at all: one slot, never empty
-])
+@pytest.mark.parametrize(
+    "class_ids, slots",
+    [
+        (
+            [[3, 1, 0, 0, 0, 0], [2, 0, 0, 0, 0, 0]],
+            2,
+        ),  # the image with most positives sets the slots
+        ([[1, 1, 1, 1, 2, 0], [1, 0, 0, 0, 0, 0]], 3),  # never past max_positives (3 of 6 here)
+        ([[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], 1),  # no positive at all: one slot, never empty
+    ],
+)
 def test_positive_rois_are_the_leading_slots_that_hold_the_batchs_positives(class_ids, slots):
     rois = np.random.default_rng(0).uniform(size=(2, 6, 4)).astype("float32")
     out = PositiveRois(3)([tf.constant(rois), tf.constant(class_ids, tf.int32)]).numpy()
@@ -400,8 +506,10 @@ def test_window_dense_computes_the_valid_convolution_and_its_gradients():
         ours, reference = dense(x), conv(x)
     assert ours.shape == reference.shape == (5, 1, 1, 6)
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
-    for a, b in zip(tape.gradient(ours, [x, *dense.trainable_weights]),
-                    tape.gradient(reference, [x, *conv.trainable_weights])):
+    for a, b in zip(
+        tape.gradient(ours, [x, *dense.trainable_weights]),
+        tape.gradient(reference, [x, *conv.trainable_weights]),
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="does not cover inputs"):
         WindowDense(6, 3, name="fc").build((None, 7, 7, 8))
@@ -410,7 +518,9 @@ def test_window_dense_computes_the_valid_convolution_and_its_gradients():
 
 @pytest.mark.parametrize("kernel", [2, 3])
 @pytest.mark.parametrize("activation", [None, "relu"])
-def test_block_conv_transpose_computes_the_transposed_convolution_and_its_gradients(kernel, activation):
+def test_block_conv_transpose_computes_the_transposed_convolution_and_its_gradients(
+    kernel, activation
+):
     rng = np.random.default_rng(kernel)
     x = tf.constant(rng.normal(size=(3, 5, 4, 6)), tf.float32)
     ours = BlockConv2DTranspose(7, kernel, strides=kernel, activation=activation, name="deconv")
@@ -422,18 +532,25 @@ def test_block_conv_transpose_computes_the_transposed_convolution_and_its_gradie
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         got, expected = ours(x), reference(x)
-        loss_got, loss_expected = tf.reduce_sum(got * tf.cos(got)), tf.reduce_sum(expected * tf.cos(expected))
+        loss_got, loss_expected = (
+            tf.reduce_sum(got * tf.cos(got)),
+            tf.reduce_sum(expected * tf.cos(expected)),
+        )
     assert got.shape == expected.shape == (3, 5 * kernel, 4 * kernel, 7)
     assert float(tf.reduce_max(tf.abs(expected))) > 1.0
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    for a, b in zip(tape.gradient(loss_got, [x, *ours.trainable_weights]),
-                    tape.gradient(loss_expected, [x, *reference.trainable_weights])):
+    for a, b in zip(
+        tape.gradient(loss_got, [x, *ours.trainable_weights]),
+        tape.gradient(loss_expected, [x, *reference.trainable_weights]),
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     assert check_layer_config_round_trip(ours).strides == (kernel, kernel)
 
 
-@pytest.mark.parametrize("settings", [{"kernel_size": 3, "strides": 2},
-                                      {"kernel_size": 2, "strides": 2, "padding": "same"}])
+@pytest.mark.parametrize(
+    "settings",
+    [{"kernel_size": 3, "strides": 2}, {"kernel_size": 2, "strides": 2, "padding": "same"}],
+)
 def test_block_conv_transpose_refuses_overlapping_blocks(settings):
     with pytest.raises(ValueError, match="overlaps or is not square"):
         BlockConv2DTranspose(4, name="deconv", **settings).build((None, 5, 5, 3))
@@ -443,20 +560,33 @@ def _conv_then_batch_norm(train_bn: bool, folded: bool, seed: int = 0, use_bias:
     """A 3×3 conv and a batch norm with random weights and moving statistics, one input."""
     rng = np.random.default_rng(seed)
     inputs = keras.Input((6, 5, 4))
-    conv = (FoldingConv2D if folded else keras.layers.Conv2D)(8, 3, strides=2, padding="same",
-                                                              use_bias=use_bias, name="conv")
+    conv = (FoldingConv2D if folded else keras.layers.Conv2D)(
+        8, 3, strides=2, padding="same", use_bias=use_bias, name="conv"
+    )
     batch_norm = BatchNorm(train_bn=train_bn, momentum=0.9, name="bn")
     outputs = conv_batch_norm(inputs, conv, batch_norm) if folded else batch_norm(conv(inputs))
     model = keras.Model(inputs, outputs)
-    model.set_weights([rng.normal(0.0, 0.3, size=w.shape).astype("float32") if w is not batch_norm.moving_variance
-                       else rng.uniform(0.5, 2.0, size=w.shape).astype("float32")
-                       for w in model.weights])
+    model.set_weights(
+        [
+            rng.normal(0.0, 0.3, size=w.shape).astype("float32")
+            if w is not batch_norm.moving_variance
+            else rng.uniform(0.5, 2.0, size=w.shape).astype("float32")
+            for w in model.weights
+        ]
+    )
     return model
 
 
-@pytest.mark.parametrize("train_bn, training, use_bias", [(False, False, True), (False, True, True),
-                                                          (True, False, True), (True, True, True),
-                                                          (False, False, False)])
+@pytest.mark.parametrize(
+    "train_bn, training, use_bias",
+    [
+        (False, False, True),
+        (False, True, True),
+        (True, False, True),
+        (True, True, True),
+        (False, False, False),
+    ],
+)
 def test_folding_conv_equals_conv_then_batch_norm(train_bn, training, use_bias):
     """Outputs, gradients and moving statistics as unfolded, in inference and in training."""
     x = tf.constant(np.random.default_rng(9).normal(size=(2, 6, 5, 4)), tf.float32)
@@ -467,7 +597,9 @@ def test_folding_conv_equals_conv_then_batch_norm(train_bn, training, use_bias):
             tape.watch(x)
             y = model(x, training=training)
             loss = tf.reduce_sum(y * tf.cos(y))
-        results.append([y, *tape.gradient(loss, [x, *model.trainable_weights]), *model.non_trainable_weights])
+        results.append(
+            [y, *tape.gradient(loss, [x, *model.trainable_weights]), *model.non_trainable_weights]
+        )
     for got, expected in zip(*results):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-4)
     initial = _conv_then_batch_norm(train_bn, True, use_bias=use_bias).non_trainable_weights[0]
@@ -480,14 +612,19 @@ def test_folding_conv_keeps_its_own_weights_and_config():
     conv = model.get_layer("conv")
     before = [w.copy() for w in model.get_weights()]
     model(tf.ones((1, 6, 5, 4)), training=False)
-    assert [w.path for w in conv.weights] == ["conv/kernel", "conv/bias"]  # the batch norm is not a sublayer
+    assert [w.path for w in conv.weights] == [
+        "conv/kernel",
+        "conv/bias",
+    ]  # the batch norm is not a sublayer
     for got, expected in zip(model.get_weights(), before):  # the fold is computed, never stored
         np.testing.assert_array_equal(got, expected)
     assert check_layer_config_round_trip(conv).kernel_size == (3, 3)
     # The convolution applies the batch norm; the batch norm passes its inputs through.
     x = tf.constant(np.random.default_rng(2).normal(size=(1, 6, 5, 4)), tf.float32)
     unfolded = _conv_then_batch_norm(train_bn=False, folded=False)
-    np.testing.assert_allclose(conv(x, training=False), unfolded(x, training=False), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        conv(x, training=False), unfolded(x, training=False), rtol=1e-5, atol=1e-5
+    )
     features = conv(x, training=False)
     np.testing.assert_array_equal(model.get_layer("bn")(features, training=False), features)
 
@@ -499,17 +636,21 @@ def test_folding_conv_under_a_bfloat16_policy_keeps_the_tolerance():
         model = _conv_then_batch_norm(False, folded=True)
     got = model(x, training=False)
     assert got.dtype == tf.bfloat16
-    np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), expected, rtol=0.02,
-                               atol=0.05 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        tf.cast(got, tf.float32).numpy(), expected, rtol=0.02, atol=0.05 * np.abs(expected).max()
+    )
 
 
 # ---------------------------------------------------------------- small layers
+
 
 def test_normalize_boxes_keeps_padding_rows_zero():
     boxes = np.array([[[0, 0, 100, 200], [0, 0, 0, 0], [10, 20, 30, 40]]], np.float32)
     layer = NormalizeBoxes()
     got = layer([tf.constant(boxes), tf.zeros((1, 100, 200, 3))]).numpy()
-    np.testing.assert_allclose(got[0, [0, 2]], np_boxes.norm_boxes(boxes[0, [0, 2]], (100, 200)), atol=1e-7)
+    np.testing.assert_allclose(
+        got[0, [0, 2]], np_boxes.norm_boxes(boxes[0, [0, 2]], (100, 200)), atol=1e-7
+    )
     np.testing.assert_array_equal(got[0, 1], 0.0)
     check_layer_config_round_trip(layer)
 
@@ -551,7 +692,9 @@ def test_frozen_batch_norm_reads_its_moving_statistics_in_training():
     x = tf.constant(np.random.default_rng(1).normal(5.0, 1.0, size=(2, 4, 4, 3)).astype("float32"))
     layer.build(x.shape)
     layer.trainable = False
-    np.testing.assert_allclose(layer(x, training=True).numpy(), layer(x, training=False).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        layer(x, training=True).numpy(), layer(x, training=False).numpy(), rtol=1e-6
+    )
     np.testing.assert_array_equal(layer.moving_mean.numpy(), 0.0)
 
 
@@ -573,11 +716,27 @@ def test_batch_norm_uses_batch_statistics_only_when_train_bn(train_bn):
 def test_layers_give_static_output_shapes_on_symbolic_inputs():
     image, meta = keras.Input((None, None, 3)), keras.Input((15,))
     anchors = AnchorGenerator((32, 64, 128, 256, 512), (0.5, 1, 2), (4, 8, 16, 32, 64))(image)
-    rois = ProposalLayer(10, 0.7, 100, STD)([keras.Input((None, 2)), keras.Input((None, 4)), anchors])
-    pooled = PyramidROIAlign((7, 5))([rois, meta, *[keras.Input((None, None, 8)) for _ in range(4)]])
-    detections = DetectionLayer(5, 0.7, 0.3, STD)([rois, keras.Input((10, 3)), keras.Input((10, 3, 4)), meta])
+    rois = ProposalLayer(10, 0.7, 100, STD)(
+        [keras.Input((None, 2)), keras.Input((None, 4)), anchors]
+    )
+    pooled = PyramidROIAlign((7, 5))(
+        [rois, meta, *[keras.Input((None, None, 8)) for _ in range(4)]]
+    )
+    detections = DetectionLayer(5, 0.7, 0.3, STD)(
+        [rois, keras.Input((10, 3)), keras.Input((10, 3, 4)), meta]
+    )
     targets = DetectionTargetLayer(6, 0.33, STD, (28, 28), True)(
-        [rois, keras.Input((None,), dtype="int32"), keras.Input((None, 4)), keras.Input((56, 56, None), dtype="bool")])
+        [
+            rois,
+            keras.Input((None,), dtype="int32"),
+            keras.Input((None, 4)),
+            keras.Input((56, 56, None), dtype="bool"),
+        ]
+    )
     assert (anchors.shape, rois.shape, pooled.shape, detections.shape) == (
-        (None, 4), (None, 10, 4), (None, 10, 7, 5, 8), (None, 5, 6))
+        (None, 4),
+        (None, 10, 4),
+        (None, 10, 7, 5, 8),
+        (None, 5, 6),
+    )
     assert [t.shape for t in targets] == [(None, 6, 4), (None, 6), (None, 6, 4), (None, 6, 28, 28)]

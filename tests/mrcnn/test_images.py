@@ -11,8 +11,14 @@ import PIL.Image
 import PIL.ImageOps
 import pytest
 
-from mrcnn.images import (REASONS, UnreadableImage, decode_image, decode_pixels, exif_orientation,
-                          read_image)
+from mrcnn.images import (
+    REASONS,
+    UnreadableImage,
+    decode_image,
+    decode_pixels,
+    exif_orientation,
+    read_image,
+)
 from tests.support.builders import image_file, png_of, tiff_of
 from tests.support.encoders import lzw_tiff_of, png_of_any
 
@@ -27,29 +33,38 @@ def channels_last(*planes: np.ndarray) -> np.ndarray:
     return np.stack(planes, axis=2)
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    (png_of(GREY8), GREY8[..., None]),
-    (png_of(GREY16), GREY16[..., None]),
-    (image_file(channels_last(GREY8, GREY8[::-1]), "PNG"), channels_last(GREY8, GREY8[::-1])),
-    (image_file(RGB8, "PNG"), RGB8),
-    (image_file(channels_last(*RGB8.transpose(2, 0, 1), GREY8), "PNG"),
-     channels_last(*RGB8.transpose(2, 0, 1), GREY8)),
-    # 16-bit colour PNG: Pillow alone keeps only the high bytes of these
-    (png_of_any(RGB16), RGB16),
-    (png_of_any(channels_last(*RGB16.transpose(2, 0, 1), GREY16)),
-     channels_last(*RGB16.transpose(2, 0, 1), GREY16)),
-    (png_of_any(channels_last(GREY16, GREY16[::-1])), channels_last(GREY16, GREY16[::-1])),
-    (tiff_of(GREY8), GREY8[..., None]),
-    (tiff_of(GREY16), GREY16[..., None]),
-    (tiff_of(RGB16, photometric="rgb"), RGB16),
-    (tiff_of(np.moveaxis(RGB16, -1, 0), photometric="rgb", planarconfig="separate"), RGB16),
-    (tiff_of(channels_last(GREY16, GREY16), photometric="minisblack", extrasamples=[2]),
-     channels_last(GREY16, GREY16)),
-    (tiff_of(RGB16, photometric="rgb", compression="zlib"), RGB16),
-    (lzw_tiff_of(GREY16), GREY16[..., None]),  # tifffile needs imagecodecs: Pillow reads it
-    (lzw_tiff_of(RGB8, photometric="rgb"), RGB8),
-    (image_file(GREY16, "TIFF", compression="packbits"), GREY16[..., None]),
-])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (png_of(GREY8), GREY8[..., None]),
+        (png_of(GREY16), GREY16[..., None]),
+        (image_file(channels_last(GREY8, GREY8[::-1]), "PNG"), channels_last(GREY8, GREY8[::-1])),
+        (image_file(RGB8, "PNG"), RGB8),
+        (
+            image_file(channels_last(*RGB8.transpose(2, 0, 1), GREY8), "PNG"),
+            channels_last(*RGB8.transpose(2, 0, 1), GREY8),
+        ),
+        # 16-bit colour PNG: Pillow alone keeps only the high bytes of these
+        (png_of_any(RGB16), RGB16),
+        (
+            png_of_any(channels_last(*RGB16.transpose(2, 0, 1), GREY16)),
+            channels_last(*RGB16.transpose(2, 0, 1), GREY16),
+        ),
+        (png_of_any(channels_last(GREY16, GREY16[::-1])), channels_last(GREY16, GREY16[::-1])),
+        (tiff_of(GREY8), GREY8[..., None]),
+        (tiff_of(GREY16), GREY16[..., None]),
+        (tiff_of(RGB16, photometric="rgb"), RGB16),
+        (tiff_of(np.moveaxis(RGB16, -1, 0), photometric="rgb", planarconfig="separate"), RGB16),
+        (
+            tiff_of(channels_last(GREY16, GREY16), photometric="minisblack", extrasamples=[2]),
+            channels_last(GREY16, GREY16),
+        ),
+        (tiff_of(RGB16, photometric="rgb", compression="zlib"), RGB16),
+        (lzw_tiff_of(GREY16), GREY16[..., None]),  # tifffile needs imagecodecs: Pillow reads it
+        (lzw_tiff_of(RGB8, photometric="rgb"), RGB8),
+        (image_file(GREY16, "TIFF", compression="packbits"), GREY16[..., None]),
+    ],
+)
 def test_images_decode_to_their_own_pixels_channels_last(data, expected):
     pixels = read_image(data)
     assert pixels.dtype == expected.dtype and pixels.dtype.isnative and pixels.flags.writeable
@@ -99,22 +114,38 @@ def test_tiff_orientation_tags_are_not_applied():
     assert exif_orientation(data) == 1
 
 
-@pytest.mark.parametrize(("data", "reason", "message"), [
-    (b"", "empty_file", r"'x' is not a readable image \(the file is empty, 0 bytes\)"),
-    (b"name,score\n", "not_an_image", r"'x' is not a readable image \(not an image file Pillow "
-                                      r"or tifffile knows\)"),
-    (png_of(GREY8)[:60], "truncated", "'x' is not a readable image"),
-    (tiff_of(GREY16)[:200], "truncated", "'x' is not a readable image"),
-    (b"II*\x00" + b"\xff" * 40, "corrupt", "'x' is not a readable image"),
-    (tiff_of(np.zeros((5, 8, 8), np.uint8)), "unsupported_mode",
-     r"'x' is a stack of planes, axes \w+ shape \[5, 8, 8\]; one 2-D image is read"),
-    (tiff_of(np.ones((4, 4), np.float32)), "unsupported_mode",
-     "'x' has float32 pixels; images must be 8- or 16-bit unsigned integers"),
-    (tiff_of(np.ones((4, 4), np.int16)), "unsupported_mode", "'x' has int16 pixels"),
-    (tiff_of(np.ones((4, 4), np.uint32)), "unsupported_mode", "'x' has uint32 pixels"),
-    (tiff_of(np.ones((4, 4, 5), np.uint8), photometric="minisblack", planarconfig="contig"),
-     "unsupported_mode", r"'x' has pixels of shape \[4, 4, 5\]; images have 1 to 4 channels"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason", "message"),
+    [
+        (b"", "empty_file", r"'x' is not a readable image \(the file is empty, 0 bytes\)"),
+        (
+            b"name,score\n",
+            "not_an_image",
+            r"'x' is not a readable image \(not an image file Pillow "
+            r"or tifffile knows\)",
+        ),
+        (png_of(GREY8)[:60], "truncated", "'x' is not a readable image"),
+        (tiff_of(GREY16)[:200], "truncated", "'x' is not a readable image"),
+        (b"II*\x00" + b"\xff" * 40, "corrupt", "'x' is not a readable image"),
+        (
+            tiff_of(np.zeros((5, 8, 8), np.uint8)),
+            "unsupported_mode",
+            r"'x' is a stack of planes, axes \w+ shape \[5, 8, 8\]; one 2-D image is read",
+        ),
+        (
+            tiff_of(np.ones((4, 4), np.float32)),
+            "unsupported_mode",
+            "'x' has float32 pixels; images must be 8- or 16-bit unsigned integers",
+        ),
+        (tiff_of(np.ones((4, 4), np.int16)), "unsupported_mode", "'x' has int16 pixels"),
+        (tiff_of(np.ones((4, 4), np.uint32)), "unsupported_mode", "'x' has uint32 pixels"),
+        (
+            tiff_of(np.ones((4, 4, 5), np.uint8), photometric="minisblack", planarconfig="contig"),
+            "unsupported_mode",
+            r"'x' has pixels of shape \[4, 4, 5\]; images have 1 to 4 channels",
+        ),
+    ],
+)
 def test_refusals_say_what_and_why(data, reason, message):
     with pytest.raises(UnreadableImage, match=message) as caught:
         read_image(data, "'x'")
@@ -135,8 +166,11 @@ def test_sixteen_bit_colour_compressed_beyond_tifffile_is_refused_not_cut_to_8_b
 def test_the_pixel_limit_is_checked_from_the_header():
     assert read_image(png_of(GREY8), max_pixels=117).shape == (9, 13, 1)
     for data in (png_of(GREY8), tiff_of(GREY8)):
-        with pytest.raises(UnreadableImage, match=r"13x9 = 117 pixels, more than the limit "
-                                                  "of 116") as caught:
+        with pytest.raises(
+            UnreadableImage,
+            match=r"13x9 = 117 pixels, more than the limit "
+            "of 116",
+        ) as caught:
             read_image(data, "'x'", max_pixels=116)
         assert caught.value.reason == "too_large"
 

@@ -25,7 +25,7 @@ def twelve_bit_nuclei(seed: int = 0, size: int = 96) -> np.ndarray:
     for _ in range(12):
         y, x = rng.uniform(0, size, 2)
         radius, peak = rng.uniform(4, 9), rng.uniform(1500, 4000)
-        frame += peak * np.exp(-((rows - y) ** 2 + (columns - x) ** 2) / (2 * radius ** 2))
+        frame += peak * np.exp(-((rows - y) ** 2 + (columns - x) ** 2) / (2 * radius**2))
     return np.clip(np.rint(frame), 0, 4095).astype(np.uint16)
 
 
@@ -75,8 +75,9 @@ def test_percentiles_are_numpy_s_inverted_cdf(size):
     values = np.random.default_rng(size).integers(0, 4096, size).astype(np.uint16)
     counts = np.bincount(values, minlength=65536)
     for pair in [(0.0, 100.0), (1.0, 99.8), (0.5, 99.5), (33.3, 50.0), (0.01, 99.99)]:
-        assert _percentiles(counts, pair) == tuple(np.percentile(values, pair,
-                                                                 method="inverted_cdf"))
+        assert _percentiles(counts, pair) == tuple(
+            np.percentile(values, pair, method="inverted_cdf")
+        )
 
 
 def test_alpha_is_dropped_before_anything_is_measured():
@@ -102,8 +103,10 @@ def test_scale_is_today_s_map():
 
 def test_percentile_of_8_bit_images_and_min_max():
     values = np.random.default_rng(4).integers(60, 181, (40, 50), dtype=np.uint8)
-    np.testing.assert_array_equal(to_rgb_uint8(values, Normalization("percentile", (2, 98)))[
-        ..., 0], reference_stretch(values, 2, 98))
+    np.testing.assert_array_equal(
+        to_rgb_uint8(values, Normalization("percentile", (2, 98)))[..., 0],
+        reference_stretch(values, 2, 98),
+    )
     minmax = to_rgb_uint8(values, Normalization("percentile", (0, 100)))[..., 0]
     assert minmax.min() == 0 and minmax.max() == 255
     assert minmax[values == values.max()].min() == 255
@@ -123,8 +126,15 @@ def test_no_spread_between_the_percentiles_thresholds_there():
     assert stretched[0, 0, 0] == 255 and stretched[1:, 1:].max() == 0
 
 
-@pytest.mark.parametrize("image", [np.ones((4, 4), np.float32), np.ones((4, 4), np.int32),
-                                   np.ones((4, 4, 5), np.uint8), np.ones((0, 4), np.uint8)])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.ones((4, 4), np.float32),
+        np.ones((4, 4), np.int32),
+        np.ones((4, 4, 5), np.uint8),
+        np.ones((0, 4), np.uint8),
+    ],
+)
 def test_other_arrays_are_refused(image):
     with pytest.raises(ValueError, match="image"):
         to_rgb_uint8(image)
@@ -138,8 +148,12 @@ def test_the_default_keeps_today_s_scale():
 
 
 def test_a_percentile_config_round_trips_through_its_dict_and_json():
-    config = Config(NAME="x", NUM_CLASSES=2, INTENSITY_NORMALIZATION="percentile",
-                    NORMALIZATION_PERCENTILES=(0.5, 99.5))
+    config = Config(
+        NAME="x",
+        NUM_CLASSES=2,
+        INTENSITY_NORMALIZATION="percentile",
+        NORMALIZATION_PERCENTILES=(0.5, 99.5),
+    )
     stored = json.loads(config.to_json())
     assert stored["INTENSITY_NORMALIZATION"] == "percentile"
     assert stored["NORMALIZATION_PERCENTILES"] == [0.5, 99.5]
@@ -154,22 +168,29 @@ def test_a_config_stored_before_these_settings_reads_as_scale():
     assert Normalization.from_config(Config.from_dict(stored)) == Normalization()
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"INTENSITY_NORMALIZATION": "minmax"},
-     r"INTENSITY_NORMALIZATION must be one of \('scale', 'percentile'\), got 'minmax'"),
-    ({"INTENSITY_NORMALIZATION": None}, "INTENSITY_NORMALIZATION must be one of"),
-    ({"NORMALIZATION_PERCENTILES": (99.8, 1.0)},
-     r"NORMALIZATION_PERCENTILES must be two numbers \(low, high\) with 0 <= low < high <= 100,"
-     r" got \(99.8, 1.0\)"),
-    ({"NORMALIZATION_PERCENTILES": (5, 5)}, "NORMALIZATION_PERCENTILES must be two numbers"),
-    ({"NORMALIZATION_PERCENTILES": (-1, 99)}, "NORMALIZATION_PERCENTILES must be two numbers"),
-    ({"NORMALIZATION_PERCENTILES": (1, 101)}, "NORMALIZATION_PERCENTILES must be two numbers"),
-    ({"NORMALIZATION_PERCENTILES": (1, 50, 99)}, "NORMALIZATION_PERCENTILES must be two"),
-    ({"NORMALIZATION_PERCENTILES": 99.8}, "NORMALIZATION_PERCENTILES must be two numbers"),
-    ({"NORMALIZATION_PERCENTILES": "1,99"}, "NORMALIZATION_PERCENTILES must be two numbers"),
-    ({"NORMALIZATION_PERCENTILES": (True, 99)}, "NORMALIZATION_PERCENTILES must be two"),
-    ({"NORMALIZATION_PERCENTILES": (1, float("nan"))}, "NORMALIZATION_PERCENTILES must be"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"INTENSITY_NORMALIZATION": "minmax"},
+            r"INTENSITY_NORMALIZATION must be one of \('scale', 'percentile'\), got 'minmax'",
+        ),
+        ({"INTENSITY_NORMALIZATION": None}, "INTENSITY_NORMALIZATION must be one of"),
+        (
+            {"NORMALIZATION_PERCENTILES": (99.8, 1.0)},
+            r"NORMALIZATION_PERCENTILES must be two numbers \(low, high\) with 0 <= low < high <= 100,"
+            r" got \(99.8, 1.0\)",
+        ),
+        ({"NORMALIZATION_PERCENTILES": (5, 5)}, "NORMALIZATION_PERCENTILES must be two numbers"),
+        ({"NORMALIZATION_PERCENTILES": (-1, 99)}, "NORMALIZATION_PERCENTILES must be two numbers"),
+        ({"NORMALIZATION_PERCENTILES": (1, 101)}, "NORMALIZATION_PERCENTILES must be two numbers"),
+        ({"NORMALIZATION_PERCENTILES": (1, 50, 99)}, "NORMALIZATION_PERCENTILES must be two"),
+        ({"NORMALIZATION_PERCENTILES": 99.8}, "NORMALIZATION_PERCENTILES must be two numbers"),
+        ({"NORMALIZATION_PERCENTILES": "1,99"}, "NORMALIZATION_PERCENTILES must be two numbers"),
+        ({"NORMALIZATION_PERCENTILES": (True, 99)}, "NORMALIZATION_PERCENTILES must be two"),
+        ({"NORMALIZATION_PERCENTILES": (1, float("nan"))}, "NORMALIZATION_PERCENTILES must be"),
+    ],
+)
 def test_bad_settings_are_refused_naming_them(settings, message):
     with pytest.raises(ValueError, match=message):
         Config(NAME="x", NUM_CLASSES=2, **settings)

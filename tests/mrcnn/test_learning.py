@@ -44,12 +44,27 @@ from mrcnn.shapes import ShapesDataset
 NUCLEI_RECIPE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "nuclei.yaml"
 
 SETTINGS = dict(
-    NAME="learning", NUM_CLASSES=4, BACKBONE="resnet50", IMAGES_PER_GPU=4,
-    IMAGE_MIN_DIM=64, IMAGE_MAX_DIM=64, RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128),
-    RPN_TRAIN_ANCHORS_PER_IMAGE=64, TRAIN_ROIS_PER_IMAGE=32, POST_NMS_ROIS_TRAINING=256,
-    POST_NMS_ROIS_INFERENCE=128, MAX_GT_INSTANCES=8, STEPS_PER_EPOCH=240, VALIDATION_STEPS=0,
-    OPTIMIZER="adamw", LEARNING_RATE=1e-3, WARMUP_STEPS=10, TRAIN_BN=True, SEED=0,
-    DETECTION_MIN_CONFIDENCE=0.5, WEIGHT_INIT="torchvision",
+    NAME="learning",
+    NUM_CLASSES=4,
+    BACKBONE="resnet50",
+    IMAGES_PER_GPU=4,
+    IMAGE_MIN_DIM=64,
+    IMAGE_MAX_DIM=64,
+    RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128),
+    RPN_TRAIN_ANCHORS_PER_IMAGE=64,
+    TRAIN_ROIS_PER_IMAGE=32,
+    POST_NMS_ROIS_TRAINING=256,
+    POST_NMS_ROIS_INFERENCE=128,
+    MAX_GT_INSTANCES=8,
+    STEPS_PER_EPOCH=240,
+    VALIDATION_STEPS=0,
+    OPTIMIZER="adamw",
+    LEARNING_RATE=1e-3,
+    WARMUP_STEPS=10,
+    TRAIN_BN=True,
+    SEED=0,
+    DETECTION_MIN_CONFIDENCE=0.5,
+    WEIGHT_INIT="torchvision",
 )
 
 
@@ -65,9 +80,16 @@ def best_ious(dataset: ShapesDataset, results: list[dict]) -> list[float]:
     return ious
 
 
-LIGHT = dict(SETTINGS, BACKBONE="resnet18", IMAGES_PER_GPU=2, STEPS_PER_EPOCH=10,
-             ROI_INCLUDE_GT_BOXES=True)
-LOSSES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
+LIGHT = dict(
+    SETTINGS, BACKBONE="resnet18", IMAGES_PER_GPU=2, STEPS_PER_EPOCH=10, ROI_INCLUDE_GT_BOXES=True
+)
+LOSSES = (
+    "rpn_class_loss",
+    "rpn_bbox_loss",
+    "mrcnn_class_loss",
+    "mrcnn_bbox_loss",
+    "mrcnn_mask_loss",
+)
 
 
 def shapes(count: int) -> ShapesDataset:
@@ -80,7 +102,9 @@ def shapes(count: int) -> ShapesDataset:
 def test_every_head_learns(tmp_path):
     dataset, config = shapes(2), Config(**LIGHT)
     trainer = MaskRCNN("training", config, tmp_path)
-    history = trainer.train(dataset, None, config.LEARNING_RATE, epochs=6, layers="all", verbose=0).history
+    history = trainer.train(
+        dataset, None, config.LEARNING_RATE, epochs=6, layers="all", verbose=0
+    ).history
     for name in LOSSES:
         first, last = history[name][0], np.mean(history[name][-2:])
         assert np.isfinite(history[name]).all(), (name, history[name])
@@ -94,8 +118,12 @@ class NucleusFolders(Dataset):
     def load_folders(self, root: Path, image_ids: list[str]) -> None:
         self.add_class("nuclei", 1, "nucleus")
         for image_id in image_ids:
-            self.add_image("nuclei", image_id, root / image_id / "images" / f"{image_id}.png",
-                           masks=root / image_id / "masks")
+            self.add_image(
+                "nuclei",
+                image_id,
+                root / image_id / "images" / f"{image_id}.png",
+                masks=root / image_id / "masks",
+            )
 
     def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         files = sorted(self.image_info[image_id]["masks"].glob("*.png"))
@@ -114,33 +142,46 @@ def measure(dataset: Dataset) -> DatasetStats:
         boxes.append(np.stack([found[:, 2] - found[:, 0], found[:, 3] - found[:, 1]], axis=1))
         counts.append(masks.shape[-1])
         means.append(image.reshape(-1, 3).mean(axis=0))
-    return DatasetStats(np.array(sizes, float), np.concatenate(boxes).astype(float),
-                        np.array(counts), tuple(float(v) for v in np.mean(means, axis=0)))
+    return DatasetStats(
+        np.array(sizes, float),
+        np.concatenate(boxes).astype(float),
+        np.array(counts),
+        tuple(float(v) for v in np.mean(means, axis=0)),
+    )
 
 
 def test_every_head_learns_real_nuclei(shared_data, tmp_path):
     root = shared_data / "nuclei_dsb2018"
     rows = csv.DictReader((root / "manifest.csv").open(encoding="utf-8"))
     # Two 256² images with 15-40 nuclei each: a typical field, some nuclei in every crop.
-    chosen = [row["image_id"] for row in rows if (row["height"], row["width"]) == ("256", "256")
-              and 15 <= int(row["n_instances"]) <= 40][:2]
+    chosen = [
+        row["image_id"]
+        for row in rows
+        if (row["height"], row["width"]) == ("256", "256") and 15 <= int(row["n_instances"]) <= 40
+    ][:2]
     dataset = NucleusFolders()
     dataset.load_folders(root / "stage1_train", chosen)
     dataset.prepare()
     recipe = yaml.safe_load(NUCLEI_RECIPE.read_text(encoding="utf-8"))["config"]
     # The recipe's light model and optimizer; short epochs, a short warmup, float32 and a seed,
     # so that the test is about learning, the same on every CPU.
-    recipe.update(IMAGES_PER_GPU=2, STEPS_PER_EPOCH=8, WARMUP_STEPS=10,
-                  TRAINING_PRECISION="float32", SEED=0)
-    chosen_values = as_overrides(choose(measure(dataset), user_set=set(recipe),
-                                        user_values=recipe))
+    recipe.update(
+        IMAGES_PER_GPU=2, STEPS_PER_EPOCH=8, WARMUP_STEPS=10, TRAINING_PRECISION="float32", SEED=0
+    )
+    chosen_values = as_overrides(choose(measure(dataset), user_set=set(recipe), user_values=recipe))
     assert chosen_values["IMAGE_RESIZE_MODE"] == "crop" and chosen_values["MEAN_PIXEL"][0] < 60
     config = Config(NAME="nuclei", NUM_CLASSES=2, **recipe, **chosen_values)
     trainer = MaskRCNN("training", config, tmp_path)
-    history = trainer.train(dataset, None, config.LEARNING_RATE, epochs=5, layers="all",
-                            verbose=0).history
-    limits = {"rpn_class_loss": 0.4, "rpn_bbox_loss": 0.95, "mrcnn_class_loss": 0.7,
-              "mrcnn_bbox_loss": 0.95, "mrcnn_mask_loss": 0.6}
+    history = trainer.train(
+        dataset, None, config.LEARNING_RATE, epochs=5, layers="all", verbose=0
+    ).history
+    limits = {
+        "rpn_class_loss": 0.4,
+        "rpn_bbox_loss": 0.95,
+        "mrcnn_class_loss": 0.7,
+        "mrcnn_bbox_loss": 0.95,
+        "mrcnn_mask_loss": 0.6,
+    }
     for name, limit in limits.items():
         first, last = history[name][0], np.mean(history[name][-2:])
         assert np.isfinite(history[name]).all(), (name, history[name])
@@ -152,7 +193,9 @@ def test_training_from_scratch_detects_and_segments(tmp_path):
     dataset, config = shapes(4), Config(**SETTINGS)
 
     untrained = MaskRCNN("inference", config, tmp_path)
-    before = best_ious(dataset, untrained.detect([dataset.load_image(i) for i in dataset.image_ids]))
+    before = best_ious(
+        dataset, untrained.detect([dataset.load_image(i) for i in dataset.image_ids])
+    )
 
     trainer = MaskRCNN("training", config, tmp_path)
     history = trainer.train(dataset, None, config.LEARNING_RATE, epochs=1, layers="all", verbose=0)

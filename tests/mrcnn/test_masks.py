@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 
@@ -53,11 +52,13 @@ def test_compute_overlaps_masks_equals_the_dense_product_on_crowded_masks():
     yy, xx = np.mgrid[:120, :160]
     centres = rng.integers(0, [120, 160], (150, 2))
     radii = rng.integers(2, 14, 150)
-    discs = np.stack([(yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-                      for (cy, cx), r in zip(centres, radii)], axis=-1)
+    discs = np.stack(
+        [(yy - cy) ** 2 + (xx - cx) ** 2 < r * r for (cy, cx), r in zip(centres, radii)], axis=-1
+    )
     first = discs[..., :100].astype(np.float32) * rng.uniform(0.3, 1.0, 100)
-    second = np.concatenate([np.roll(discs[..., 50:], 3, axis=1), np.zeros((120, 160, 2), bool)],
-                            axis=-1)
+    second = np.concatenate(
+        [np.roll(discs[..., 50:], 3, axis=1), np.zeros((120, 160, 2), bool)], axis=-1
+    )
     flat1 = (first.reshape(-1, 100) > 0.5).astype(np.float64)
     flat2 = second.reshape(-1, second.shape[-1]).astype(np.float64)
     inter = flat1.T @ flat2

@@ -27,7 +27,9 @@ class BalloonLikeDataset(utils.Dataset):
     def load_balloons(self, count):
         self.add_class("balloon", 1, "balloon")
         for i in range(count):
-            self.add_image("balloon", image_id=i, path=None, width=80, height=60, center=(20 + 10 * i, 30))
+            self.add_image(
+                "balloon", image_id=i, path=None, width=80, height=60, center=(20 + 10 * i, 30)
+            )
 
     def load_image(self, image_id):
         info = self.image_info[image_id]
@@ -51,17 +53,26 @@ def test_matterport_style_inference_script(tmp_path):
     model = modellib.MaskRCNN(mode="inference", config=config, model_dir=str(tmp_path))
     image_id = dataset.image_ids[1]
     image, image_meta, gt_class_id, gt_bbox, gt_mask = modellib.load_image_gt(
-        dataset, config, image_id, use_mini_mask=False)
+        dataset, config, image_id, use_mini_mask=False
+    )
     assert gt_mask.shape == (64, 64, 1) and gt_bbox.shape == (1, 4)
     assert list(gt_class_id) == [1]
 
     r = model.detect([image], verbose=0)[0]
     assert set(r) == {"rois", "class_ids", "scores", "masks"}
     ap, precisions, recalls, overlaps = utils.compute_ap(
-        gt_bbox, gt_class_id, gt_mask, r["rois"], r["class_ids"], r["scores"], r["masks"])
+        gt_bbox, gt_class_id, gt_mask, r["rois"], r["class_ids"], r["scores"], r["masks"]
+    )
     assert 0.0 <= ap <= 1.0
-    picture = visualize.display_instances(image, r["rois"], r["masks"], r["class_ids"], dataset.class_names,
-                                          r["scores"], path=tmp_path / "out.png")
+    picture = visualize.display_instances(
+        image,
+        r["rois"],
+        r["masks"],
+        r["class_ids"],
+        dataset.class_names,
+        r["scores"],
+        path=tmp_path / "out.png",
+    )
     assert picture.shape == image.shape and (tmp_path / "out.png").is_file()
     molded = modellib.mold_image(image.astype(np.float32), config)
     np.testing.assert_allclose(molded[0, 0], image[0, 0] - config.MEAN_PIXEL)

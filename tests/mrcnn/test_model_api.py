@@ -73,7 +73,10 @@ def shapes_of(layer: keras.layers.Layer) -> list[tuple]:
 def sample_images(seed: int = 0) -> list[np.ndarray]:
     """Two non-square RGB images: one wide, one tall."""
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (50, 90, 3), dtype=np.uint8), rng.integers(0, 256, (70, 40, 3), dtype=np.uint8)]
+    return [
+        rng.integers(0, 256, (50, 90, 3), dtype=np.uint8),
+        rng.integers(0, 256, (70, 40, 3), dtype=np.uint8),
+    ]
 
 
 def assert_same_detections(got: dict, expected: dict) -> None:
@@ -94,15 +97,41 @@ def test_layer_names_follow_matterport(inference_model):
     names = {layer.name for layer in model.layers}
     assert backbone_names("resnet50") <= names
     assert "res4f_branch2c" in names and "res4g_branch2a" not in names
-    expected = {"fpn_c5p5", "fpn_c4p4", "fpn_c3p3", "fpn_c2p2", "fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6",
-                "rpn_model", "mrcnn_class_conv1", "mrcnn_class_bn1", "mrcnn_class_conv2", "mrcnn_class_bn2",
-                "mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask_deconv", "mrcnn_mask", "mrcnn_detection",
-                *(f"mrcnn_mask_conv{i}" for i in range(1, 5)), *(f"mrcnn_mask_bn{i}" for i in range(1, 5))}
+    expected = {
+        "fpn_c5p5",
+        "fpn_c4p4",
+        "fpn_c3p3",
+        "fpn_c2p2",
+        "fpn_p2",
+        "fpn_p3",
+        "fpn_p4",
+        "fpn_p5",
+        "fpn_p6",
+        "rpn_model",
+        "mrcnn_class_conv1",
+        "mrcnn_class_bn1",
+        "mrcnn_class_conv2",
+        "mrcnn_class_bn2",
+        "mrcnn_class_logits",
+        "mrcnn_bbox_fc",
+        "mrcnn_mask_deconv",
+        "mrcnn_mask",
+        "mrcnn_detection",
+        *(f"mrcnn_mask_conv{i}" for i in range(1, 5)),
+        *(f"mrcnn_mask_bn{i}" for i in range(1, 5)),
+    }
     assert expected <= names, sorted(expected - names)
     rpn = model.get_layer("rpn_model")
     assert isinstance(rpn, keras.Model)
-    assert {"rpn_conv_shared", "rpn_class_raw", "rpn_bbox_pred"} <= {layer.name for layer in rpn.layers}
-    assert [v.name for v in model.get_layer("bn_conv1").weights] == ["gamma", "beta", "moving_mean", "moving_variance"]
+    assert {"rpn_conv_shared", "rpn_class_raw", "rpn_bbox_pred"} <= {
+        layer.name for layer in rpn.layers
+    }
+    assert [v.name for v in model.get_layer("bn_conv1").weights] == [
+        "gamma",
+        "beta",
+        "moving_mean",
+        "moving_variance",
+    ]
 
 
 def test_weight_shapes_follow_matterport(inference_model):
@@ -114,17 +143,26 @@ def test_weight_shapes_follow_matterport(inference_model):
         assert shapes_of(rpn.get_layer(name)) == shapes, name
 
 
-@pytest.mark.parametrize("backbone, expected", [("resnet50", 45_088_120), ("resnet101", 64_158_584)])
+@pytest.mark.parametrize(
+    "backbone, expected", [("resnet50", 45_088_120), ("resnet101", 64_158_584)]
+)
 def test_parameter_count_matches_matterport_coco(backbone, expected, tmp_path):
-    model = MaskRCNN("inference", Config(NAME="coco", NUM_CLASSES=81, BACKBONE=backbone), tmp_path).keras_model
+    model = MaskRCNN(
+        "inference", Config(NAME="coco", NUM_CLASSES=81, BACKBONE=backbone), tmp_path
+    ).keras_model
     names = {layer.name for layer in model.layers}
     assert backbone_names(backbone) <= names
     if backbone == "resnet101":
         assert "res4w_branch2c" in names and "res4x_branch2a" not in names
-    wrong = {name: (shapes_of(model.get_layer(name)), shapes)
-             for name, shapes in matterport_shapes(81).items() if shapes_of(model.get_layer(name)) != shapes}
+    wrong = {
+        name: (shapes_of(model.get_layer(name)), shapes)
+        for name, shapes in matterport_shapes(81).items()
+        if shapes_of(model.get_layer(name)) != shapes
+    }
     per_layer = {layer.name: layer.count_params() for layer in model.layers if layer.weights}
-    assert model.count_params() == expected, f"differs by {model.count_params() - expected}; {wrong}; {per_layer}"
+    assert model.count_params() == expected, (
+        f"differs by {model.count_params() - expected}; {wrong}; {per_layer}"
+    )
 
 
 # ---------------------------------------------------------------------------------- detect()
@@ -134,7 +172,12 @@ def test_detect_contract_on_non_square_images(inference_model):
     assert len(results) == 2
     for image, result in zip(images, results):
         assert set(result) == {"rois", "class_ids", "scores", "masks"}
-        rois, class_ids, scores, masks = result["rois"], result["class_ids"], result["scores"], result["masks"]
+        rois, class_ids, scores, masks = (
+            result["rois"],
+            result["class_ids"],
+            result["scores"],
+            result["masks"],
+        )
         n = len(class_ids)
         assert n >= 1
         assert rois.dtype == np.int32 and class_ids.dtype == np.int32
@@ -173,7 +216,9 @@ def test_a_model_trained_on_crops_detects_whole_images_of_any_size_in_one_batch(
 
     config = TinyConfig(IMAGE_RESIZE_MODE="crop", IMAGE_MIN_DIM=64)
     rng = np.random.default_rng(7)
-    wide, tall = (rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((64, 150, 3), (130, 70, 3)))
+    wide, tall = (
+        rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((64, 150, 3), (130, 70, 3))
+    )
     molded, metas, windows = mold_inputs(config, [wide, tall])
     assert molded.shape == (2, 192, 192, 3)  # 64×192 and 192×128, padded to one size
     np.testing.assert_array_equal(windows, [[0, 21, 64, 171], [31, 29, 161, 99]])
@@ -259,7 +304,9 @@ def test_load_weights_missing_file(inference_model, tmp_path):
         inference_model.load_weights(tmp_path / "missing.h5", by_name=True)
 
 
-def write_matterport_h5(path, model: keras.Model, num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
+def write_matterport_h5(
+    path, model: keras.Model, num_classes: int, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Write `model`'s layers in matterport's Keras 2 layout, with heads for `num_classes`.
 
     Layout as `ModelCheckpoint(save_weights_only=True)` wrote it: root attribute `layer_names`
@@ -267,7 +314,11 @@ def write_matterport_h5(path, model: keras.Model, num_classes: int, seed: int = 
     and the nested RPN as `/rpn_model/rpn_conv_shared/kernel:0`. Returns dataset path → array.
     """
     rng = np.random.default_rng(seed)
-    head_shapes = {name: shapes for name, shapes in matterport_shapes(num_classes).items() if name in HEAD_LAYERS}
+    head_shapes = {
+        name: shapes
+        for name, shapes in matterport_shapes(num_classes).items()
+        if name in HEAD_LAYERS
+    }
     arrays: dict[str, np.ndarray] = {}
     with h5py.File(path, "w") as f:
         f.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
@@ -276,12 +327,20 @@ def write_matterport_h5(path, model: keras.Model, num_classes: int, seed: int = 
         for layer in model.layers:
             group = f.create_group(layer.name)
             if isinstance(layer, keras.Model):
-                weights = [(f"{sub.name}/{v.name}:0", tuple(v.shape)) for sub in layer.layers for v in sub.weights]
+                weights = [
+                    (f"{sub.name}/{v.name}:0", tuple(v.shape))
+                    for sub in layer.layers
+                    for v in sub.weights
+                ]
             else:
                 shapes = head_shapes.get(layer.name, shapes_of(layer))
-                weights = [(f"{layer.name}/{v.name}:0", shape) for v, shape in zip(layer.weights, shapes)]
+                weights = [
+                    (f"{layer.name}/{v.name}:0", shape) for v, shape in zip(layer.weights, shapes)
+                ]
             # Keras 2 stored an empty float array for layers without weights.
-            group.attrs["weight_names"] = [n.encode() for n, _ in weights] if weights else np.zeros(0)
+            group.attrs["weight_names"] = (
+                [n.encode() for n, _ in weights] if weights else np.zeros(0)
+            )
             for name, shape in weights:
                 arrays[f"{layer.name}/{name}"] = rng.standard_normal(shape, dtype=np.float32)
                 group.create_dataset(name, data=arrays[f"{layer.name}/{name}"])
@@ -303,19 +362,37 @@ def test_matterport_h5_loads_by_name_with_exclude(tmp_path):
 
     loaded = model.load_weights(path, by_name=True, exclude=HEAD_LAYERS)
     assert not set(loaded) & set(HEAD_LAYERS)
-    assert {"conv1", "bn_conv1", "res4f_branch2c", "fpn_c5p5", "rpn_model", "mrcnn_class_conv1",
-            "mrcnn_mask_deconv"} <= set(loaded)
+    assert {
+        "conv1",
+        "bn_conv1",
+        "res4f_branch2c",
+        "fpn_c5p5",
+        "rpn_model",
+        "mrcnn_class_conv1",
+        "mrcnn_mask_deconv",
+    } <= set(loaded)
     get = keras_model.get_layer
     np.testing.assert_array_equal(get("conv1").weights[0].numpy(), arrays["conv1/conv1/kernel:0"])
-    np.testing.assert_array_equal(get("res4f_branch2c").weights[0].numpy(), arrays["res4f_branch2c/res4f_branch2c/kernel:0"])
-    np.testing.assert_array_equal(get("bn_conv1").weights[3].numpy(), arrays["bn_conv1/bn_conv1/moving_variance:0"])
-    np.testing.assert_array_equal(get("mrcnn_class_conv1").weights[0].numpy(),
-                                  arrays["mrcnn_class_conv1/mrcnn_class_conv1/kernel:0"])
+    np.testing.assert_array_equal(
+        get("res4f_branch2c").weights[0].numpy(), arrays["res4f_branch2c/res4f_branch2c/kernel:0"]
+    )
+    np.testing.assert_array_equal(
+        get("bn_conv1").weights[3].numpy(), arrays["bn_conv1/bn_conv1/moving_variance:0"]
+    )
+    np.testing.assert_array_equal(
+        get("mrcnn_class_conv1").weights[0].numpy(),
+        arrays["mrcnn_class_conv1/mrcnn_class_conv1/kernel:0"],
+    )
     rpn = get("rpn_model")
-    np.testing.assert_array_equal(rpn.get_layer("rpn_conv_shared").weights[0].numpy(),
-                                  arrays["rpn_model/rpn_conv_shared/kernel:0"])
-    np.testing.assert_array_equal(rpn.get_layer("rpn_bbox_pred").weights[1].numpy(),
-                                  arrays["rpn_model/rpn_bbox_pred/bias:0"])
+    np.testing.assert_array_equal(
+        rpn.get_layer("rpn_conv_shared").weights[0].numpy(),
+        arrays["rpn_model/rpn_conv_shared/kernel:0"],
+    )
+    np.testing.assert_array_equal(
+        rpn.get_layer("rpn_bbox_pred").weights[1].numpy(), arrays["rpn_model/rpn_bbox_pred/bias:0"]
+    )
     for name in ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask"):
         for v in get(name).weights:
-            np.testing.assert_array_equal(v.numpy(), before[v.path], err_msg=f"{name} must be left untouched")
+            np.testing.assert_array_equal(
+                v.numpy(), before[v.path], err_msg=f"{name} must be left untouched"
+            )

@@ -57,8 +57,11 @@ def _pin_box_path(model: MaskRCNN) -> None:
     """RPN and box head predict zero deltas, all anchors score alike, every ROI is class 1."""
     fix_class_head(model)
     rpn = model.keras_model.get_layer("rpn_model")
-    for layer in (rpn.get_layer("rpn_class_raw"), rpn.get_layer("rpn_bbox_pred"),
-                  model.keras_model.get_layer("mrcnn_bbox_fc")):
+    for layer in (
+        rpn.get_layer("rpn_class_raw"),
+        rpn.get_layer("rpn_bbox_pred"),
+        model.keras_model.get_layer("mrcnn_bbox_fc"),
+    ):
         layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
 
 
@@ -72,7 +75,9 @@ def pinned(tmp_path_factory) -> tuple[MaskRCNN, str, np.ndarray, np.ndarray]:
     weights = str(logs / "pinned.weights.h5")
     fp32.save_weights(weights)
     rng = np.random.default_rng(0)
-    molded, metas, _ = fp32.mold_inputs([rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)])
+    molded, metas, _ = fp32.mold_inputs(
+        [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    )
     return fp32, weights, molded, metas
 
 
@@ -80,7 +85,9 @@ def pinned(tmp_path_factory) -> tuple[MaskRCNN, str, np.ndarray, np.ndarray]:
 def outputs(pinned, tmp_path_factory) -> tuple[dict, dict, MaskRCNN]:
     """`_predict_fn` outputs of float32 and bfloat16 models sharing one weight file."""
     fp32, weights, molded, metas = pinned
-    bf16 = MaskRCNN("inference", TinyConfig(INFERENCE_PRECISION="bfloat16"), tmp_path_factory.mktemp("logs"))
+    bf16 = MaskRCNN(
+        "inference", TinyConfig(INFERENCE_PRECISION="bfloat16"), tmp_path_factory.mktemp("logs")
+    )
     bf16.load_weights(weights)
     return fp32._predict_fn()(molded, metas), bf16._predict_fn()(molded, metas), bf16
 
@@ -93,7 +100,9 @@ def openvino_outputs(pinned, tmp_path_factory) -> tuple[dict, dict]:
     fp32, _, molded, metas = pinned
     folder = tmp_path_factory.mktemp("export") / "openvino"
     fp32.export(folder, format="openvino")
-    return fp32._predict_fn()(molded, metas), load_predict(folder, precision="bfloat16")(molded, metas)
+    return fp32._predict_fn()(molded, metas), load_predict(folder, precision="bfloat16")(
+        molded, metas
+    )
 
 
 def test_bf16_computes_convolutions_in_bfloat16_with_float32_weights(outputs):
@@ -123,7 +132,9 @@ def test_bf16_outputs_are_float32_and_detections_equal(outputs):
 def test_bf16_masks_of_the_same_boxes_match_fp32(runtime, request):
     """The same tolerance for our TensorFlow bf16 path and OpenVINO's bf16 (AVX-512 BF16 / AMX);
     on other CPUs both run float32, which must hold it too."""
-    fp32, bf16, *_ = request.getfixturevalue("outputs" if runtime == "tensorflow" else "openvino_outputs")
+    fp32, bf16, *_ = request.getfixturevalue(
+        "outputs" if runtime == "tensorflow" else "openvino_outputs"
+    )
     detections = np.asarray(fp32["detections"])
     np.testing.assert_array_equal(np.asarray(bf16["detections"]), detections)
     masks32, masks16 = np.asarray(fp32["masks"]), np.asarray(bf16["masks"])
@@ -153,7 +164,9 @@ model name\t: AMD EPYC 7B13
 flags\t\t: fpu vme sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi1 bmi2 sha_ni vaes
 """
 GENOA_FLAGS = "avx avx2 fma avx512f avx512bw avx512_vnni avx512_bf16"
-SAPPHIRE_RAPIDS_FLAGS = "avx avx2 fma avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_bf16 amx_int8"
+SAPPHIRE_RAPIDS_FLAGS = (
+    "avx avx2 fma avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_bf16 amx_int8"
+)
 
 
 def _cpu(flags: str, gpus: tuple[str, ...] = ()) -> hardware.Hardware:
@@ -169,17 +182,23 @@ def test_cpuinfo_gives_the_first_processors_model_and_flags():
     assert machine.describe() == "AMD EPYC 7B13 (2 cores; avx2 fma)"
 
 
-@pytest.mark.parametrize("flags, native", [
-    (ZEN3_CPUINFO.split("flags\t\t: ")[1].splitlines()[0], False),
-    ("avx avx2 fma avx512f avx512bw avx512_vnni", False),  # AVX-512 without BF16 (Skylake)
-    (GENOA_FLAGS, True),
-    (SAPPHIRE_RAPIDS_FLAGS, True),
-])
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        (ZEN3_CPUINFO.split("flags\t\t: ")[1].splitlines()[0], False),
+        ("avx avx2 fma avx512f avx512bw avx512_vnni", False),  # AVX-512 without BF16 (Skylake)
+        (GENOA_FLAGS, True),
+        (SAPPHIRE_RAPIDS_FLAGS, True),
+    ],
+)
 def test_auto_picks_bfloat16_only_where_the_cpu_computes_it(flags, native):
     machine = _cpu(flags)
-    assert precision.inference_precision("auto", machine).precision == ("bfloat16" if native else "float32")
+    assert precision.inference_precision("auto", machine).precision == (
+        "bfloat16" if native else "float32"
+    )
     assert precision.training_precision("auto", machine).precision == (
-        "mixed_bfloat16" if native else "float32")
+        "mixed_bfloat16" if native else "float32"
+    )
     asked = precision.inference_precision("bfloat16", machine)
     assert asked.precision == ("bfloat16" if native else "float32")
     assert asked.downgraded is (not native)
@@ -205,8 +224,11 @@ def test_unknown_precisions_are_refused_with_the_accepted_values():
 
 
 # ---------------------------------------------------------------- training in reduced precision
-@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bfloat16: training runs "
-                    "float32 (test_auto_picks_bfloat16_only_where_the_cpu_computes_it)")
+@pytest.mark.skipif(
+    not NATIVE_BF16,
+    reason="this CPU has no native bfloat16: training runs "
+    "float32 (test_auto_picks_bfloat16_only_where_the_cpu_computes_it)",
+)
 def test_mixed_bfloat16_training_learns_and_saves_float32_weights(tmp_path, shapes_dataset):
     model = MaskRCNN("training", TinyConfig(TRAINING_PRECISION="auto", OPTIMIZER="adamw"), tmp_path)
     assert model.precision.precision == "mixed_bfloat16"
@@ -220,7 +242,9 @@ def test_mixed_bfloat16_training_learns_and_saves_float32_weights(tmp_path, shap
     checkpoint = model.find_last()
     with h5py.File(checkpoint) as weights:
         dtypes = set()
-        weights.visititems(lambda _, item: dtypes.add(item.dtype) if isinstance(item, h5py.Dataset) else None)
+        weights.visititems(
+            lambda _, item: dtypes.add(item.dtype) if isinstance(item, h5py.Dataset) else None
+        )
     assert dtypes == {np.dtype("float32")}
 
 
@@ -240,8 +264,9 @@ def test_float16_training_scales_its_loss(tmp_path, shapes_dataset):
     assert type(model.optimizer).__name__ == "LossScaleOptimizer"
     initial_scale = float(model.optimizer.initial_scale)
     before = [w.numpy().copy() for w in model.trainable_weights]
-    history = model.fit(DataGenerator(shapes_dataset, config, shuffle=False, steps=12), epochs=1,
-                        verbose=0)
+    history = model.fit(
+        DataGenerator(shapes_dataset, config, shuffle=False, steps=12), epochs=1, verbose=0
+    )
     assert np.isfinite(history.history["loss"][-1])
     assert float(model.optimizer.dynamic_scale.numpy()) < initial_scale
     changes = [np.abs(w.numpy() - b).max() for w, b in zip(model.trainable_weights, before)]

@@ -18,8 +18,13 @@ from mrcnn.export import load_exported
 from mrcnn.export_openvino import OPENVINO_FILE, graph_nodes
 from mrcnn.int8_check import CheckImage, Tolerances, check_int8, coverage_pp
 from mrcnn.model import MaskRCNN
-from mrcnn.quantize import (FLOAT_PARTS, QuantizationSettings, float_node_names,
-                            quantize_openvino, runtime_precisions)
+from mrcnn.quantize import (
+    FLOAT_PARTS,
+    QuantizationSettings,
+    float_node_names,
+    quantize_openvino,
+    runtime_precisions,
+)
 from mrcnn.shapes import ShapesDataset
 from tests.mrcnn.test_export import ExportConfig
 from tests.support.tiny_model import distinct_class_head
@@ -82,9 +87,12 @@ def test_quantized_convolutions_run_on_integers(int8_export, float_export):
 def test_box_arithmetic_stays_in_float(int8_export):
     """No quantizer feeds the proposal or detection layers' box decoding (default float part)."""
     model = openvino.Core().read_model(str(int8_export / OPENVINO_FILE))
-    fed = [target.get_node().get_friendly_name()
-           for node in graph_nodes(model) if node.get_type_name() == "FakeQuantize"
-           for target in node.output(0).get_target_inputs()]
+    fed = [
+        target.get_node().get_friendly_name()
+        for node in graph_nodes(model)
+        if node.get_type_name() == "FakeQuantize"
+        for target in node.output(0).get_target_inputs()
+    ]
     assert fed and not [name for name in fed if "/mrcnn_detection" in name or "/ROI" in name]
 
 
@@ -92,9 +100,14 @@ def test_each_float_part_names_nodes_of_the_graph(float_export):
     model = openvino.Core().read_model(str(float_export / OPENVINO_FILE))
     found = {part: float_node_names(model, [part]) for part in FLOAT_PARTS}
     assert all(found.values()), [part for part, names in found.items() if not names]
-    kinds = {part: collections.Counter(node.get_type_name() for node in model.get_ordered_ops()
-                                       if node.get_friendly_name() in names)
-             for part, names in found.items()}
+    kinds = {
+        part: collections.Counter(
+            node.get_type_name()
+            for node in model.get_ordered_ops()
+            if node.get_friendly_name() in names
+        )
+        for part, names in found.items()
+    }
     assert set(kinds["softmax"]) == {"Softmax"}
     assert kinds["roi_align"]["ROIPooling"] == 8  # 4 levels, classifier and mask pyramids
     assert kinds["box_deltas"]["Convolution"] == 5 and kinds["box_deltas"]["MatMul"] == 1
@@ -122,18 +135,26 @@ def test_the_check_of_a_model_against_itself_finds_no_difference(float_export, s
 
 
 def test_the_check_measures_int8_and_refuses_it_beyond_the_tolerances(
-        float_export, int8_export, shapes):
+    float_export, int8_export, shapes
+):
     held_out = [with_truth(shapes, i) for i in shapes.image_ids[4:]]
     float32 = load_exported(float_export, precision="float32")
     int8 = load_exported(int8_export, precision="float32")
-    lenient = check_int8(float32, int8, held_out, CLASSES,
-                         Tolerances(area_difference_pp=100, ap50_drop=1, matched_share=0))
+    lenient = check_int8(
+        float32,
+        int8,
+        held_out,
+        CLASSES,
+        Tolerances(area_difference_pp=100, ap50_drop=1, matched_share=0),
+    )
     assert lenient.passed and lenient.reference == "ground truth" and lenient.images == 4
     assert lenient.area_difference_pp > 0, "random weights: quantization moves some mask"
     strict = check_int8(float32, int8, held_out, CLASSES, Tolerances(area_difference_pp=0))
     assert not strict.passed
-    assert any(failure.startswith("class ") and "pp on average (limit 0" in failure
-               for failure in strict.failures)
+    assert any(
+        failure.startswith("class ") and "pp on average (limit 0" in failure
+        for failure in strict.failures
+    )
     assert "failed: class" in strict.summary()
     again = type(strict).from_dict(json.loads(json.dumps(strict.to_dict())))
     assert again == strict

@@ -19,8 +19,9 @@ def _shapes(count: int, size: int = 64, seed: int = 0, **kwargs: int) -> ShapesD
 def _manual(shapes: list) -> ShapesDataset:
     dataset = ShapesDataset()
     dataset.load_shapes(0, 32, 32)
-    dataset.add_image("shapes", 0, None, height=32, width=32, bg_color=(0, 0, 0),
-                      shapes=shapes, seed=0)
+    dataset.add_image(
+        "shapes", 0, None, height=32, width=32, bg_color=(0, 0, 0), shapes=shapes, seed=0
+    )
     dataset.prepare()
     return dataset
 
@@ -72,8 +73,15 @@ def test_default_sizes_scale_and_overlaps_stay_small() -> None:
         for info in dataset.image_info:
             dims = np.array([d for _, _, d in info["shapes"]])
             assert np.all((dims[:, 2] >= low) & (dims[:, 2] <= high))
-            boxes = np.stack([dims[:, 1] - dims[:, 2], dims[:, 0] - dims[:, 2],
-                              dims[:, 1] + dims[:, 2], dims[:, 0] + dims[:, 2]], axis=1)
+            boxes = np.stack(
+                [
+                    dims[:, 1] - dims[:, 2],
+                    dims[:, 0] - dims[:, 2],
+                    dims[:, 1] + dims[:, 2],
+                    dims[:, 0] + dims[:, 2],
+                ],
+                axis=1,
+            )
             iou = compute_overlaps(boxes, boxes)
             assert np.all(iou[~np.eye(len(boxes), dtype=bool)] <= 0.3)
             # Every shape lies wholly inside the image.
@@ -90,8 +98,13 @@ def test_drawn_square_covers_its_inclusive_extent() -> None:
 
 
 def test_later_shapes_occlude_and_hidden_ones_are_dropped() -> None:
-    hidden = _manual([("square", (255, 0, 0), (10, 10, 3)), ("circle", (0, 255, 0), (10, 10, 6)),
-                      ("triangle", (0, 0, 255), (24, 20, 4))])
+    hidden = _manual(
+        [
+            ("square", (255, 0, 0), (10, 10, 3)),
+            ("circle", (0, 255, 0), (10, 10, 6)),
+            ("triangle", (0, 0, 255), (24, 20, 4)),
+        ]
+    )
     masks, class_ids = hidden.load_mask(0)
     np.testing.assert_array_equal(class_ids, [2, 3])  # the square lies under the circle
     full = draw_masks(hidden.image_info[0]["shapes"], 32, 32)

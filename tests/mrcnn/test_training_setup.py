@@ -44,7 +44,10 @@ def kernel(model: MaskRCNN, name: str) -> np.ndarray:
 
 
 def snapshot(model: MaskRCNN) -> dict[str, list[np.ndarray]]:
-    return {name: [v.numpy() for v in layer.weights] for name, layer in weighted_layers(model.keras_model).items()}
+    return {
+        name: [v.numpy() for v in layer.weights]
+        for name, layer in weighted_layers(model.keras_model).items()
+    }
 
 
 def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
@@ -63,20 +66,38 @@ def test_heads_freezes_the_backbone(training_model):
     layers = weighted_layers(keras_model)
     for name, layer in layers.items():
         assert layer.trainable == bool(HEADS.fullmatch(name)), name
-    assert {"rpn_conv_shared", "rpn_class_raw", "rpn_bbox_pred", "fpn_p5",
-            "mrcnn_mask", "mrcnn_class_logits"} <= set(names)
+    assert {
+        "rpn_conv_shared",
+        "rpn_class_raw",
+        "rpn_bbox_pred",
+        "fpn_p5",
+        "mrcnn_mask",
+        "mrcnn_class_logits",
+    } <= set(names)
     assert not any(BACKBONE.fullmatch(n) for n in names)
     trainable_ids = {id(v) for v in keras_model.trainable_weights}
-    assert not any(id(v) in trainable_ids for name, layer in layers.items() if BACKBONE.fullmatch(name)
-                   for v in layer.weights)
+    assert not any(
+        id(v) in trainable_ids
+        for name, layer in layers.items()
+        if BACKBONE.fullmatch(name)
+        for v in layer.weights
+    )
     assert all(id(v) in trainable_ids for v in layers["rpn_conv_shared"].weights)
 
 
 def test_stage_4_plus(training_model):
     set_trainable(training_model.keras_model, layers_regex("4+"))
     layers = weighted_layers(training_model.keras_model)
-    for name in ("res4a_branch2a", "bn4a_branch1", "res4f_branch2c", "res5c_branch2c", "bn5c_branch2c",
-                 "fpn_c2p2", "rpn_class_raw", "mrcnn_mask_deconv"):
+    for name in (
+        "res4a_branch2a",
+        "bn4a_branch1",
+        "res4f_branch2c",
+        "res5c_branch2c",
+        "bn5c_branch2c",
+        "fpn_c2p2",
+        "rpn_class_raw",
+        "mrcnn_mask_deconv",
+    ):
         assert layers[name].trainable, name
     for name in ("conv1", "bn_conv1", "res2a_branch2a", "res3d_branch2c", "bn3a_branch1"):
         assert not layers[name].trainable, name
@@ -87,8 +108,12 @@ def test_all_and_custom_regex(training_model):
     set_trainable(keras_model, layers_regex("all"))
     assert all(layer.trainable for layer in weighted_layers(keras_model).values())
     names = set_trainable(keras_model, layers_regex(r"mrcnn_mask.*"))
-    expected = {"mrcnn_mask", "mrcnn_mask_deconv", *(f"mrcnn_mask_conv{i}" for i in range(1, 5)),
-                *(f"mrcnn_mask_bn{i}" for i in range(1, 5))}
+    expected = {
+        "mrcnn_mask",
+        "mrcnn_mask_deconv",
+        *(f"mrcnn_mask_conv{i}" for i in range(1, 5)),
+        *(f"mrcnn_mask_bn{i}" for i in range(1, 5)),
+    }
     assert set(names) == expected
     assert not weighted_layers(keras_model)["rpn_conv_shared"].trainable
 
@@ -119,20 +144,34 @@ def training_run(training_model, shapes_dataset) -> SimpleNamespace:
     run.after_heads, run.epoch_heads = snapshot(model), model.epoch
     run.files_heads = sorted(os.listdir(model.log_dir))
     run.lr_heads = float(model.keras_model.optimizer.learning_rate)
-    run.history_all = model.train(shapes_dataset, None, learning_rate=0.001, epochs=2, layers="all", verbose=0)
+    run.history_all = model.train(
+        shapes_dataset, None, learning_rate=0.001, epochs=2, layers="all", verbose=0
+    )
     run.final, run.lr_all = snapshot(model), float(model.keras_model.optimizer.learning_rate)
     return run
 
 
 def test_heads_stage_changes_only_heads(training_run):
-    changed = {name for name, values in training_run.after_heads.items()
-               if not same(values, training_run.initial[name])}
-    assert not {name for name in changed if BACKBONE.fullmatch(name)}, "backbone weights must stay bit-identical"
+    changed = {
+        name
+        for name, values in training_run.after_heads.items()
+        if not same(values, training_run.initial[name])
+    }
+    assert not {name for name in changed if BACKBONE.fullmatch(name)}, (
+        "backbone weights must stay bit-identical"
+    )
     # Layers with a gradient in the first step. The box and mask heads get none yet: no random
     # proposal reaches IoU 0.5 with a ground-truth box, and (as in matterport) no positive
     # ROI means no sampled ROI at all.
-    for name in ("rpn_conv_shared", "rpn_class_raw", "rpn_bbox_pred", "fpn_c5p5", "fpn_p2", "mrcnn_class_conv1",
-                 "mrcnn_class_logits"):
+    for name in (
+        "rpn_conv_shared",
+        "rpn_class_raw",
+        "rpn_bbox_pred",
+        "fpn_c5p5",
+        "fpn_p2",
+        "mrcnn_class_conv1",
+        "mrcnn_class_logits",
+    ):
         assert name in changed, name
     # TRAIN_BN=False: the heads' batch norms keep their moving statistics.
     bn = training_run.initial["mrcnn_mask_bn1"], training_run.after_heads["mrcnn_mask_bn1"]
@@ -150,10 +189,14 @@ def test_all_stage_runs_one_more_epoch(training_model, training_run):
     assert training_run.history_all.epoch == [1]
     assert training_model.epoch == 2
     np.testing.assert_allclose(training_run.lr_all, 0.001, rtol=1e-6)
-    assert not same(training_run.final["conv1"], training_run.after_heads["conv1"]), "'all' must train the backbone"
+    assert not same(training_run.final["conv1"], training_run.after_heads["conv1"]), (
+        "'all' must train the backbone"
+    )
     log_dir = Path(training_model.log_dir)
     assert re.fullmatch(r"tiny\d{8}T\d{4}", log_dir.name)
-    assert {"mask_rcnn_tiny_0001.weights.h5", "mask_rcnn_tiny_0002.weights.h5"} <= set(os.listdir(log_dir))
+    assert {"mask_rcnn_tiny_0001.weights.h5", "mask_rcnn_tiny_0002.weights.h5"} <= set(
+        os.listdir(log_dir)
+    )
     with open(log_dir / "losses.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
@@ -187,10 +230,19 @@ def test_the_optimizer_is_built_before_the_first_step_is_traced(shapes_dataset, 
 
     model = MaskRCNN("training", TinyConfig(OPTIMIZER="adamw"), tmp_path)
     state = OptimizerState()
-    model.train(shapes_dataset, None, learning_rate=0.002, epochs=1, layers="heads", custom_callbacks=[state],
-                verbose=0)
+    model.train(
+        shapes_dataset,
+        None,
+        learning_rate=0.002,
+        epochs=1,
+        layers="heads",
+        custom_callbacks=[state],
+        verbose=0,
+    )
     trainable = len(model.keras_model.trainable_variables)
-    assert state.slots >= 2 * trainable  # AdamW's two moments per trainable variable, before the step
+    assert (
+        state.slots >= 2 * trainable
+    )  # AdamW's two moments per trainable variable, before the step
     assert len(model.keras_model.optimizer.variables) == state.slots  # and none created by it
 
 
@@ -198,13 +250,17 @@ def test_find_last_and_resume(training_model, training_run):
     last = training_model.find_last()
     assert last == os.path.join(training_model.log_dir, "mask_rcnn_tiny_0002.weights.h5")
     resumed = MaskRCNN("training", TinyConfig(SEED=1), training_model.model_dir)
-    assert resumed.epoch == 0 and not np.array_equal(kernel(resumed, "conv1"), training_run.final["conv1"][0])
+    assert resumed.epoch == 0 and not np.array_equal(
+        kernel(resumed, "conv1"), training_run.final["conv1"][0]
+    )
     resumed.load_weights(last)
     assert resumed.epoch == 2
     assert resumed.log_dir == training_model.log_dir
     assert resumed.checkpoint_path.startswith(training_model.log_dir)
     for name in ("conv1", "rpn_conv_shared", "mrcnn_mask"):
-        np.testing.assert_array_equal(kernel(resumed, name), training_run.final[name][0], err_msg=name)
+        np.testing.assert_array_equal(
+            kernel(resumed, name), training_run.final[name][0], err_msg=name
+        )
 
 
 def test_training_checkpoint_loads_into_inference_model(training_model, training_run, tmp_path):
@@ -212,7 +268,9 @@ def test_training_checkpoint_loads_into_inference_model(training_model, training
     loaded = model.load_weights(training_model.find_last(), by_name=True)
     assert {"conv1", "rpn_model", "mrcnn_class_logits", "mrcnn_mask"} <= set(loaded)
     for name in ("conv1", "res5c_branch2c", "rpn_conv_shared", "mrcnn_class_logits", "mrcnn_mask"):
-        np.testing.assert_array_equal(kernel(model, name), training_run.final[name][0], err_msg=name)
+        np.testing.assert_array_equal(
+            kernel(model, name), training_run.final[name][0], err_msg=name
+        )
     moving_variance = weighted_layers(model.keras_model)["mrcnn_class_bn1"].weights[3].numpy()
     np.testing.assert_array_equal(moving_variance, training_run.final["mrcnn_class_bn1"][3])
 
@@ -286,9 +344,13 @@ def test_ground_truth_is_zero_padded(shapes_dataset):
         image_id = int(batch["input_image_meta"][i, 0])
         _, class_ids = shapes_dataset.load_mask(image_id)
         n = len(class_ids)
-        np.testing.assert_array_equal(np.sort(batch["input_gt_class_ids"][i, :n]), np.sort(class_ids))
+        np.testing.assert_array_equal(
+            np.sort(batch["input_gt_class_ids"][i, :n]), np.sort(class_ids)
+        )
         assert (batch["input_gt_class_ids"][i, n:] == 0).all()
-        assert (batch["input_gt_boxes"][i, n:] == 0).all() and not batch["input_gt_masks"][i, :, :, n:].any()
+        assert (batch["input_gt_boxes"][i, n:] == 0).all() and not batch["input_gt_masks"][
+            i, :, :, n:
+        ].any()
         boxes = batch["input_gt_boxes"][i, :n]
         assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
         assert batch["input_gt_masks"][i, :, :, :n].any(axis=(0, 1)).all()

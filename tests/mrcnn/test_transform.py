@@ -88,8 +88,9 @@ def test_resize_mask_at_scale_one_is_the_nearest_neighbour_zoom_it_skips():
     padding = [(3, 4), (0, 11), (0, 0)]
     zoomed = scipy.ndimage.zoom(mask, zoom=[1, 1, 1], order=0)
     np.testing.assert_array_equal(transform.resize_mask(mask, 1, padding), np.pad(zoomed, padding))
-    np.testing.assert_array_equal(transform.resize_mask(mask, 1.0, padding, crop=(2, 5, 30, 40)),
-                                  zoomed[2:32, 5:45])
+    np.testing.assert_array_equal(
+        transform.resize_mask(mask, 1.0, padding, crop=(2, 5, 30, 40)), zoomed[2:32, 5:45]
+    )
 
 
 def test_mold_unmold_round_trip_accepts_config_object():

@@ -32,8 +32,15 @@ def test_colors_are_deterministic_bright_and_distinct():
 def test_mask_pixels_blend_and_outside_is_untouched():
     image, boxes, masks, ids = _scene()
     out = viz.draw_instances(
-        image, boxes, masks, ids, NAMES, show_boxes=False, show_captions=False,
-        show_outlines=False, alpha=0.5,
+        image,
+        boxes,
+        masks,
+        ids,
+        NAMES,
+        show_boxes=False,
+        show_captions=False,
+        show_outlines=False,
+        alpha=0.5,
     )
     r, g, b = viz.class_color(1)
     np.testing.assert_array_equal(out[28, 15], np.round([50 + r / 2, 50 + g / 2, 50 + b / 2]))
@@ -61,8 +68,16 @@ def test_outlines_match_a_morphological_reference_at_edges_holes_and_empty_masks
     masks[0:50, 0:70, 0] = True  # touches the top and left image edges
     masks[15:30, 20:40, 0] = False  # with a hole
     masks[60:120, 100:160, 2] = True  # touches the bottom and right edges; mask 1 stays empty
-    out = viz.draw_instances(image, np.zeros((3, 4), np.int32), masks, np.array([1, 2, 1]), NAMES,
-                             show_masks=False, show_boxes=False, show_captions=False)
+    out = viz.draw_instances(
+        image,
+        np.zeros((3, 4), np.int32),
+        masks,
+        np.array([1, 2, 1]),
+        NAMES,
+        show_masks=False,
+        show_boxes=False,
+        show_captions=False,
+    )
     width = viz._line_width(image.shape)
     expected = np.zeros((120, 160), bool)
     for i in (0, 2):
@@ -89,8 +104,15 @@ def test_box_drawn_on_its_border_with_exclusive_corner():
 def test_caption_tag_sits_above_the_box():
     image, boxes, masks, ids = _scene()
     out = viz.draw_instances(
-        image, boxes, masks, ids, NAMES, np.array([0.93]), show_masks=False,
-        show_outlines=False, show_boxes=False,
+        image,
+        boxes,
+        masks,
+        ids,
+        NAMES,
+        np.array([0.93]),
+        show_masks=False,
+        show_outlines=False,
+        show_boxes=False,
     )
     assert tuple(out[23, 10]) == viz.class_color(1)  # tag background just above (y1, x1)
     np.testing.assert_array_equal(out[32:], image[32:])

@@ -34,16 +34,24 @@ class WrittenModule:
 
 def side_effect_module(folder: Path) -> WrittenModule:
     """A module in ``folder`` whose import writes a marker file; it defines ``backbone``."""
-    return _write(folder, "side_effect", "def backbone(input_image, stage5=True, train_bn=False):\n"
-                                         "    raise AssertionError('never called')\n")
+    return _write(
+        folder,
+        "side_effect",
+        "def backbone(input_image, stage5=True, train_bn=False):\n"
+        "    raise AssertionError('never called')\n",
+    )
 
 
 def backbone_module(folder: Path) -> WrittenModule:
     """A module in ``folder`` defining ``backbone``: ResNet-18 under another name."""
-    return _write(folder, "backbone", "from mrcnn.layers.backbone import resnet_graph\n\n\n"
-                                      "def backbone(input_image, stage5=True, train_bn=False):\n"
-                                      "    return resnet_graph(input_image, 'resnet18', stage5, "
-                                      "train_bn)\n")
+    return _write(
+        folder,
+        "backbone",
+        "from mrcnn.layers.backbone import resnet_graph\n\n\n"
+        "def backbone(input_image, stage5=True, train_bn=False):\n"
+        "    return resnet_graph(input_image, 'resnet18', stage5, "
+        "train_bn)\n",
+    )
 
 
 def imported_module(module: WrittenModule) -> ModuleType:
@@ -56,5 +64,6 @@ def _write(folder: Path, kind: str, body: str) -> WrittenModule:
     marker = folder / f"{name}.imported"
     (folder / f"{name}.py").write_text(
         "from pathlib import Path\n\n"
-        f"Path({str(marker)!r}).write_text('imported')  # the import side effect\n\n\n" + body)
+        f"Path({str(marker)!r}).write_text('imported')  # the import side effect\n\n\n" + body
+    )
     return WrittenModule(name, marker)

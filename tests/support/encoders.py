@@ -30,13 +30,20 @@ def png_of_any(array: np.ndarray) -> bytes:
         kind = index % 5
         left = np.concatenate([np.zeros(step, np.int16), row[:-step]])
         up_left = np.concatenate([np.zeros(step, np.int16), previous[:-step]])
-        body += bytes([kind]) + (_filtered(kind, row, left, previous, up_left) % 256).astype(
-            np.uint8).tobytes()
+        body += (
+            bytes([kind])
+            + (_filtered(kind, row, left, previous, up_left) % 256).astype(np.uint8).tobytes()
+        )
         previous = row
-    header = struct.pack(">IIBBBBB", array.shape[1], array.shape[0], depth,
-                         _PNG_COLOUR_TYPES[channels], 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(body))
-            + _chunk(b"IEND", b""))
+    header = struct.pack(
+        ">IIBBBBB", array.shape[1], array.shape[0], depth, _PNG_COLOUR_TYPES[channels], 0, 0, 0
+    )
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(body))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def lzw_tiff_of(array: np.ndarray, **options) -> bytes:
@@ -55,8 +62,9 @@ def lzw_tiff_of(array: np.ndarray, **options) -> bytes:
     return buffer.getvalue()
 
 
-def _filtered(kind: int, row: np.ndarray, left: np.ndarray, up: np.ndarray,
-              up_left: np.ndarray) -> np.ndarray:
+def _filtered(
+    kind: int, row: np.ndarray, left: np.ndarray, up: np.ndarray, up_left: np.ndarray
+) -> np.ndarray:
     if kind == 0:
         return row
     if kind == 1:
@@ -67,14 +75,21 @@ def _filtered(kind: int, row: np.ndarray, left: np.ndarray, up: np.ndarray,
         return row - (left + up) // 2
     estimate = left + up - up_left
     to_left, to_up, to_up_left = (np.abs(estimate - v) for v in (left, up, up_left))
-    paeth = np.where((to_left <= to_up) & (to_left <= to_up_left), left,
-                     np.where(to_up <= to_up_left, up, up_left))
+    paeth = np.where(
+        (to_left <= to_up) & (to_left <= to_up_left),
+        left,
+        np.where(to_up <= to_up_left, up, up_left),
+    )
     return row - paeth
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
-    return (struct.pack(">I", len(payload)) + kind + payload
-            + struct.pack(">I", zlib.crc32(kind + payload)))
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )
 
 
 def _lzw_literals(data: bytes) -> bytes:
@@ -83,7 +98,7 @@ def _lzw_literals(data: bytes) -> bytes:
     codes = []
     for start in range(0, len(data), 250):
         codes.append(256)  # Clear
-        codes.extend(data[start:start + 250])
+        codes.extend(data[start : start + 250])
     codes.append(257)  # End of information
     bits = "".join(format(code, "09b") for code in codes)
     bits += "0" * (-len(bits) % 8)

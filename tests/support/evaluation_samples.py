@@ -11,7 +11,7 @@ import numpy as np
 from tasks.evaluation import Sample
 
 SIZE, CELL = 48, 6  # image side; cell side: one cell is 36 px, 1.5625 % of the image
-CELL_PCT = 100 * CELL * CELL / SIZE ** 2
+CELL_PCT = 100 * CELL * CELL / SIZE**2
 
 
 def bright_cells(seed: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
@@ -21,7 +21,7 @@ def bright_cells(seed: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
     masks = np.zeros((SIZE, SIZE, cells), bool)
     for k in range(cells):
         top, left = 8 * (k // 5) + 1, 9 * (k % 5) + 1
-        masks[top:top + CELL, left:left + CELL, k] = True
+        masks[top : top + CELL, left : left + CELL, k] = True
     foreground = masks.any(axis=-1)
     image[foreground] = rng.integers(180, 230, (int(foreground.sum()), 3))
     return image, masks
@@ -33,8 +33,12 @@ def missed_one_samples(images: int) -> list[Sample]:
     for seed in range(images):
         image, masks = bright_cells(seed, cells=seed + 2)
         found = masks[..., :-1]
-        result = {"rois": _boxes(found), "class_ids": np.ones(found.shape[-1], np.int32),
-                  "scores": np.ones(found.shape[-1], np.float32), "masks": found}
+        result = {
+            "rois": _boxes(found),
+            "class_ids": np.ones(found.shape[-1], np.int32),
+            "scores": np.ones(found.shape[-1], np.float32),
+            "masks": found,
+        }
         samples.append(Sample(image, np.ones(masks.shape[-1], np.int32), masks, result))
     return samples
 

@@ -23,8 +23,10 @@ def label_studio_brush() -> types.ModuleType:
     """The ``brush`` module; skips the test when label-studio-converter is not installed."""
     spec = importlib.util.find_spec("label_studio_converter")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"label-studio-converter is not installed ({INSTALL}): its brush codec is "
-                    "the reference for the brush RLE tests")
+        pytest.skip(
+            f"label-studio-converter is not installed ({INSTALL}): its brush codec is "
+            "the reference for the brush RLE tests"
+        )
     source = Path(spec.submodule_search_locations[0]) / "brush.py"
     module_spec = importlib.util.spec_from_file_location("_label_studio_brush_reference", source)
     module = importlib.util.module_from_spec(module_spec)

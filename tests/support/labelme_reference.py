@@ -22,8 +22,10 @@ def labelme_shape_to_mask() -> Callable:
     """labelme's ``shape_to_mask``; skips the test when labelme is not installed."""
     spec = importlib.util.find_spec("labelme")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("labelme is not installed (pip install labelme==6.3.1 --no-deps): "
-                    "it is the reference for the pixel-identity tests")
+        pytest.skip(
+            "labelme is not installed (pip install labelme==6.3.1 --no-deps): "
+            "it is the reference for the pixel-identity tests"
+        )
     try:
         from labelme.utils.shape import shape_to_mask
 

@@ -26,17 +26,31 @@ from mrcnn.config import Config  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
 from mrcnn.shapes import ShapesDataset  # noqa: E402
 
-SETTINGS = dict(NAME="mirror", BACKBONE="resnet50", NUM_CLASSES=4, IMAGE_MIN_DIM=64, IMAGE_MAX_DIM=64,
-                RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128), TRAIN_ROIS_PER_IMAGE=16, POST_NMS_ROIS_TRAINING=64,
-                MAX_GT_INSTANCES=4, STEPS_PER_EPOCH=1, VALIDATION_STEPS=0, SEED=0, LEARNING_MOMENTUM=0.0,
-                GRADIENT_CLIP_NORM=0.0,
-                LOSS_WEIGHTS={"mrcnn_class_loss": 0.0, "mrcnn_bbox_loss": 0.0, "mrcnn_mask_loss": 0.0})
+SETTINGS = dict(
+    NAME="mirror",
+    BACKBONE="resnet50",
+    NUM_CLASSES=4,
+    IMAGE_MIN_DIM=64,
+    IMAGE_MAX_DIM=64,
+    RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128),
+    TRAIN_ROIS_PER_IMAGE=16,
+    POST_NMS_ROIS_TRAINING=64,
+    MAX_GT_INSTANCES=4,
+    STEPS_PER_EPOCH=1,
+    VALIDATION_STEPS=0,
+    SEED=0,
+    LEARNING_MOMENTUM=0.0,
+    GRADIENT_CLIP_NORM=0.0,
+    LOSS_WEIGHTS={"mrcnn_class_loss": 0.0, "mrcnn_bbox_loss": 0.0, "mrcnn_mask_loss": 0.0},
+)
 
 
 def one_step(model: MaskRCNN, dataset: ShapesDataset) -> tuple[dict[str, float], list[np.ndarray]]:
     history = model.train(dataset, None, learning_rate=0.01, epochs=1, layers="rpn_.*", verbose=0)
-    return ({name: float(values[-1]) for name, values in history.history.items()},
-            model.keras_model.get_layer("rpn_model").get_weights())
+    return (
+        {name: float(values[-1]) for name, values in history.history.items()},
+        model.keras_model.get_layer("rpn_model").get_weights(),
+    )
 
 
 def main() -> dict:
@@ -49,17 +63,23 @@ def main() -> dict:
         start = os.path.join(work, "start.weights.h5")
         single.save_weights(start)
         before = single.keras_model.get_layer("rpn_model").get_weights()
-        mirrored = MaskRCNN("training", Config(IMAGES_PER_GPU=1, GPU_COUNT=2,
-                                               TRAINING_DEVICES=["/cpu:0", "/cpu:1"], **SETTINGS),
-                            os.path.join(work, "b"))
+        mirrored = MaskRCNN(
+            "training",
+            Config(
+                IMAGES_PER_GPU=1, GPU_COUNT=2, TRAINING_DEVICES=["/cpu:0", "/cpu:1"], **SETTINGS
+            ),
+            os.path.join(work, "b"),
+        )
         mirrored.load_weights(start)
         single_losses, single_after = one_step(single, dataset)
         mirrored_losses, mirrored_after = one_step(mirrored, dataset)
-    return {"replicas": mirrored.strategy.num_replicas_in_sync,
-            "single_replicas": single.strategy.num_replicas_in_sync,
-            "losses": {"single": single_losses, "mirrored": mirrored_losses},
-            "step_size": max(float(np.abs(a - b).max()) for a, b in zip(single_after, before)),
-            "difference": max(float(np.abs(a - b).max()) for a, b in zip(single_after, mirrored_after))}
+    return {
+        "replicas": mirrored.strategy.num_replicas_in_sync,
+        "single_replicas": single.strategy.num_replicas_in_sync,
+        "losses": {"single": single_losses, "mirrored": mirrored_losses},
+        "step_size": max(float(np.abs(a - b).max()) for a, b in zip(single_after, before)),
+        "difference": max(float(np.abs(a - b).max()) for a, b in zip(single_after, mirrored_after)),
+    }
 
 
 if __name__ == "__main__":

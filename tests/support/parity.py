@@ -16,14 +16,24 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def assert_same_detections(got: Sequence[dict], expected: Sequence[dict], score_tolerance: float = 1e-4,
-                           min_mask_iou: float = 0.99) -> None:
+def assert_same_detections(
+    got: Sequence[dict],
+    expected: Sequence[dict],
+    score_tolerance: float = 1e-4,
+    min_mask_iou: float = 0.99,
+) -> None:
     assert len(got) == len(expected)
     for image, (ours, theirs) in enumerate(zip(got, expected)):
-        assert len(theirs["class_ids"]) > 0, f"image {image}: the reference found nothing to compare"
-        np.testing.assert_array_equal(ours["class_ids"], theirs["class_ids"], err_msg=f"image {image}")
+        assert len(theirs["class_ids"]) > 0, (
+            f"image {image}: the reference found nothing to compare"
+        )
+        np.testing.assert_array_equal(
+            ours["class_ids"], theirs["class_ids"], err_msg=f"image {image}"
+        )
         np.testing.assert_allclose(ours["rois"], theirs["rois"], atol=1, err_msg=f"image {image}")
-        np.testing.assert_allclose(ours["scores"], theirs["scores"], atol=score_tolerance, err_msg=f"image {image}")
+        np.testing.assert_allclose(
+            ours["scores"], theirs["scores"], atol=score_tolerance, err_msg=f"image {image}"
+        )
         for k in range(len(theirs["class_ids"])):
             iou = mask_iou(ours["masks"][..., k], theirs["masks"][..., k])
             assert iou >= min_mask_iou, f"image {image}, detection {k}: mask IoU {iou:.4f}"

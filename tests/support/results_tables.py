@@ -40,19 +40,25 @@ class Result:
     detections: tuple[Detected, ...] = ()
 
 
-def write_day(out: Path, day: str, results: Sequence[Result], class_names: Sequence[str],
-              model: tuple[str, str] = ("shapes", "1")) -> None:
+def write_day(
+    out: Path,
+    day: str,
+    results: Sequence[Result],
+    class_names: Sequence[str],
+    model: tuple[str, str] = ("shapes", "1"),
+) -> None:
     """Write ``area_ratios`` and ``instances`` of one run_date under ``out``."""
     name, version = model
     stamp = RunStamp(name, version, f"run-{day}")
     areas, instances = [], []
     for result in results:
         found = _detection(result)
-        areas += area_rows(result.uri, result.height, result.width, found, class_names, stamp,
-                           NOW)
+        areas += area_rows(result.uri, result.height, result.width, found, class_names, stamp, NOW)
         instances += instance_rows(result.uri, found, class_names, stamp)
-    tables = {"area_ratios": rows_to_table(AreaRatioRow, areas),
-              "instances": rows_to_table(InstanceRow, instances)}
+    tables = {
+        "area_ratios": rows_to_table(AreaRatioRow, areas),
+        "instances": rows_to_table(InstanceRow, instances),
+    }
     for table, data in tables.items():
         folder = out / table / f"run_date={day}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -67,11 +73,12 @@ def write_images(results: Sequence[Result]) -> None:
 
 def _detection(result: Result) -> dict[str, np.ndarray]:
     masks = [item.mask for item in result.detections]
-    return {"masks": np.stack(masks, -1) if masks else np.zeros((result.height, result.width, 0),
-                                                                 bool),
-            "class_ids": np.array([item.class_id for item in result.detections], np.int32),
-            "scores": np.array([item.score for item in result.detections], np.float32),
-            "rois": np.array([_box(mask) for mask in masks], np.int32).reshape(-1, 4)}
+    return {
+        "masks": np.stack(masks, -1) if masks else np.zeros((result.height, result.width, 0), bool),
+        "class_ids": np.array([item.class_id for item in result.detections], np.int32),
+        "scores": np.array([item.score for item in result.detections], np.float32),
+        "rois": np.array([_box(mask) for mask in masks], np.int32).reshape(-1, 4),
+    }
 
 
 def _box(mask: np.ndarray) -> tuple[int, int, int, int]:

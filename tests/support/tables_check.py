@@ -22,13 +22,15 @@ def read_table(out: str, table: str) -> list[dict]:
     if not storage.exists(root):
         return []
     fs = storage.filesystem_for(out)
-    dataset = ds.dataset(fs._strip_protocol(root), filesystem=fs, format="parquet",
-                         partitioning="hive")
+    dataset = ds.dataset(
+        fs._strip_protocol(root), filesystem=fs, format="parquet", partitioning="hive"
+    )
     return [{**row, "run_date": str(row["run_date"])} for row in dataset.to_table().to_pylist()]
 
 
-def check_invariants(out: str, classes: int, expected: dict[str, set[str]] | None = None
-                     ) -> dict[str, int]:
+def check_invariants(
+    out: str, classes: int, expected: dict[str, set[str]] | None = None
+) -> dict[str, int]:
     """Assert I1 and I4 at rest (``images`` included); returns row counts per table.
 
     Args:
@@ -51,12 +53,17 @@ def check_invariants(out: str, classes: int, expected: dict[str, set[str]] | Non
     if expected is not None:
         for run_date, uris in expected.items():
             seen = {u for u, d in (*per_image, *failed) if d == run_date}
-            assert seen == set(uris), \
+            assert seen == set(uris), (
                 f"{run_date}: missing {set(uris) - seen}, extra {seen - set(uris)}"
+            )
     described = _check_images(out, areas, errors)
     _check_files(out)
-    return {"area_ratios": len(areas), "instances": len(instances), "errors": len(errors),
-            "images": described}
+    return {
+        "area_ratios": len(areas),
+        "instances": len(instances),
+        "errors": len(errors),
+        "images": described,
+    }
 
 
 def _check_images(out: str, areas: list[dict], errors: list[dict]) -> int:
@@ -66,18 +73,26 @@ def _check_images(out: str, areas: list[dict], errors: list[dict]) -> int:
     described = collections.Counter((r["image_uri"], r["run_date"]) for r in images)
     assert set(described.values()) <= {1}, f"images rows doubled: {described}"
     decoded = {(r["image_uri"], r["run_date"]) for r in areas}
-    decoded |= {(r["image_uri"], r["run_date"]) for r in errors
-                if r["error_type"] == "inference_error"}
-    assert set(described) == decoded, (f"images rows missing for {decoded - set(described)}, "
-                                       f"extra for {set(described) - decoded}")
+    decoded |= {
+        (r["image_uri"], r["run_date"]) for r in errors if r["error_type"] == "inference_error"
+    }
+    assert set(described) == decoded, (
+        f"images rows missing for {decoded - set(described)}, extra for {set(described) - decoded}"
+    )
     sizes = {(r["image_uri"], r["run_date"]): (r["image_width"], r["image_height"]) for r in areas}
     index = read_current(out)
-    fingerprints = dict(zip(zip(index["image_uri"].to_pylist(), index["run_date"].to_pylist()),
-                            index["fingerprint"].to_pylist()))
+    fingerprints = dict(
+        zip(
+            zip(index["image_uri"].to_pylist(), index["run_date"].to_pylist()),
+            index["fingerprint"].to_pylist(),
+        )
+    )
     for row in images:
         key = (row["image_uri"], row["run_date"])
-        assert sizes.get(key, (row["image_width"], row["image_height"])) == \
-            (row["image_width"], row["image_height"]), f"images disagrees with area_ratios: {key}"
+        assert sizes.get(key, (row["image_width"], row["image_height"])) == (
+            row["image_width"],
+            row["image_height"],
+        ), f"images disagrees with area_ratios: {key}"
         assert fingerprints.get(key) == row["fingerprint"], f"images disagrees with index: {key}"
     return len(images)
 
@@ -90,8 +105,9 @@ def _check_files(out: str) -> None:
     for uri in files:
         relative = storage.relative_path(uri, out)
         assert not cleanup.is_temporary(uri), f"temporary file left: {relative}"
-        assert not relative.startswith(("_manifest/staging/", "_manifest/commits/")), \
+        assert not relative.startswith(("_manifest/staging/", "_manifest/commits/")), (
             f"staged or prepared file left: {relative}"
+        )
         parts = relative.split("/")
         if parts[0] in SCHEMAS:
             day = parts[1].removeprefix("run_date=")

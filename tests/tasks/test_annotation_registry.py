@@ -54,8 +54,11 @@ def test_option_defaults_are_the_readers_own(fmt):
 @pytest.mark.parametrize("fmt", FORMATS, ids=NAMES)
 def test_empty_input_names_what_was_looked_for(tmp_path: Path, fmt):
     write(tmp_path / "notes.md", "nothing to convert")
-    with pytest.raises(ValueError, match=f"no {fmt.name} source files "
-                                         rf"\({re.escape(fmt.looks_for)}\)"):
+    with pytest.raises(
+        ValueError,
+        match=f"no {fmt.name} source files "
+        rf"\({re.escape(fmt.looks_for)}\)",
+    ):
         convert.list_sources.fn(str(tmp_path), fmt.name)
 
 
@@ -68,41 +71,72 @@ def test_unknown_format_names_the_registered_ones():
 
 def test_an_option_another_format_takes_is_refused():
     via = get_format("via")
-    assert via.resolve_options({"attribute": "kind"}) == {"attribute": "kind",
-                                                          "default_label": None}
-    with pytest.raises(ValueError, match=r"format 'labelme' takes no option 'attribute' "
-                                         r"\(its options: none\)"):
+    assert via.resolve_options({"attribute": "kind"}) == {
+        "attribute": "kind",
+        "default_label": None,
+    }
+    with pytest.raises(
+        ValueError,
+        match=r"format 'labelme' takes no option 'attribute' "
+        r"\(its options: none\)",
+    ):
         get_format("labelme").resolve_options({"attribute": "kind"})
 
 
-def test_cli_refuses_an_option_of_another_format_in_one_line(tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture):
+def test_cli_refuses_an_option_of_another_format_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+):
     write(tmp_path / "in/a.json", "{}")
-    code = main(["convert", "--format", "labelme", "--input", str(tmp_path / "in"),
-                 "--output", str(tmp_path / "out"), "--via-attribute", "kind"])
+    code = main(
+        [
+            "convert",
+            "--format",
+            "labelme",
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "out"),
+            "--via-attribute",
+            "kind",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and not (tmp_path / "out").exists()
-    assert err.strip() == ("mrcnn-pipeline convert: error: --via-attribute does not apply to "
-                           "--format labelme (only to --format via)")
+    assert err.strip() == (
+        "mrcnn-pipeline convert: error: --via-attribute does not apply to "
+        "--format labelme (only to --format via)"
+    )
 
 
 def test_a_format_option_reaches_its_reader(tmp_path: Path):
-    regions = [{"shape_attributes": {"name": "rect", "x": 1, "y": 1, "width": 3, "height": 2},
-                "region_attributes": {"kind": "car"}}]
+    regions = [
+        {
+            "shape_attributes": {"name": "rect", "x": 1, "y": 1, "width": 3, "height": 2},
+            "region_attributes": {"kind": "car"},
+        }
+    ]
     write(tmp_path / "a.jpg", image_bytes(8, 8, fmt="JPEG"))
     write(tmp_path / "via.json", json.dumps({"a.jpg": {"filename": "a.jpg", "regions": regions}}))
-    with_option = convert.convert_source.fn(str(tmp_path), "via.json", "via", LabelMap(),
-                                            str(tmp_path / "staging"), {"attribute": "kind"})
+    with_option = convert.convert_source.fn(
+        str(tmp_path),
+        "via.json",
+        "via",
+        LabelMap(),
+        str(tmp_path / "staging"),
+        {"attribute": "kind"},
+    )
     assert [i["label"] for i in with_option["images"][0]["instances"]] == ["car"]
-    default = convert.convert_source.fn(str(tmp_path), "via.json", "via", LabelMap(),
-                                        str(tmp_path / "staging"))
+    default = convert.convert_source.fn(
+        str(tmp_path), "via.json", "via", LabelMap(), str(tmp_path / "staging")
+    )
     assert default["images"][0]["instances"] == []
     assert "region has no 'label' attribute" in default["issues"][0]["reason"]
 
 
 def test_the_reference_page_describes_every_format_and_option():
-    page = (Path(__file__).resolve().parents[2] / "docs/reference/annotation-formats.md"
-            ).read_text(encoding="utf-8")
+    page = (Path(__file__).resolve().parents[2] / "docs/reference/annotation-formats.md").read_text(
+        encoding="utf-8"
+    )
     rows = [line for line in page.splitlines() if line.startswith("| `")]
     for fmt in FORMATS:
         (row,) = [line for line in rows if line.startswith(f"| `{fmt.name}` |")]

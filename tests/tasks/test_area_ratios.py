@@ -18,8 +18,9 @@ STAMP = RunStamp("roads", "3", "run-1")
 NOW = datetime.datetime(2024, 5, 1, 2, 0, tzinfo=datetime.timezone.utc)
 
 
-def area_rows(uri: str, height: int, width: int, found: dict[str, np.ndarray]
-              ) -> list[AreaRatioRow]:
+def area_rows(
+    uri: str, height: int, width: int, found: dict[str, np.ndarray]
+) -> list[AreaRatioRow]:
     return area_ratios.area_rows(uri, height, width, found, NAMES, STAMP, NOW)
 
 
@@ -29,20 +30,26 @@ def instance_rows(uri: str, found: dict[str, np.ndarray]) -> list[InstanceRow]:
 
 def square(height: int, width: int, y: int, x: int, size: int) -> np.ndarray:
     mask = np.zeros((height, width), bool)
-    mask[y:y + size, x:x + size] = True
+    mask[y : y + size, x : x + size] = True
     return mask
 
 
-def detection(masks: list[np.ndarray], class_ids: list[int], scores: list[float] | None = None,
-              ) -> dict[str, np.ndarray]:
+def detection(
+    masks: list[np.ndarray],
+    class_ids: list[int],
+    scores: list[float] | None = None,
+) -> dict[str, np.ndarray]:
     stacked = np.stack(masks, axis=-1) if masks else np.zeros((10, 10, 0), bool)
     boxes = []
     for mask in masks:
         ys, xs = np.nonzero(mask)
         boxes.append([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1])
-    return {"rois": np.asarray(boxes, np.int32).reshape(-1, 4),
-            "class_ids": np.asarray(class_ids, np.int32),
-            "scores": np.asarray(scores or [0.9] * len(masks), np.float32), "masks": stacked}
+    return {
+        "rois": np.asarray(boxes, np.int32).reshape(-1, 4),
+        "class_ids": np.asarray(class_ids, np.int32),
+        "scores": np.asarray(scores or [0.9] * len(masks), np.float32),
+        "masks": stacked,
+    }
 
 
 def test_overlapping_instances_of_one_class_count_their_union_once():
@@ -55,7 +62,8 @@ def test_overlapping_instances_of_one_class_count_their_union_once():
     assert rows[0].area_ratio == pytest.approx(0.28)  # a sum of instance areas: 0.32
     # The run's stamp and the time are in every row.
     assert {(r.model_name, r.model_version, r.run_id, r.inferred_at) for r in rows} == {
-        ("roads", "3", "run-1", NOW)}
+        ("roads", "3", "run-1", NOW)
+    }
 
 
 def test_overlap_between_classes_is_counted_in_each_class():
@@ -65,7 +73,10 @@ def test_overlap_between_classes_is_counted_in_each_class():
     found = detection([lane, square(10, 20, 2, 3, 5), square(10, 20, 8, 15, 2)], [3, 2, 2])
     rows = area_rows("a.png", 10, 20, found)
     assert [(r.class_name, r.instance_count, r.pixel_count) for r in rows] == [
-        ("car", 0, 0), ("pothole", 2, 29), ("lane", 1, 48)]
+        ("car", 0, 0),
+        ("pothole", 2, 29),
+        ("lane", 1, 48),
+    ]
     assert [r.area_ratio for r in rows] == [0.0, 29 / 200, 48 / 200]
     assert rows[1].image_width == 20 and rows[1].image_height == 10
     assert [r.class_id for r in rows] == [1, 2, 3]
@@ -74,7 +85,10 @@ def test_overlap_between_classes_is_counted_in_each_class():
 def test_image_without_instances_gives_a_zero_row_per_class():
     rows = area_rows("a.png", 10, 10, detection([], []))
     assert [(r.class_id, r.instance_count, r.pixel_count, r.area_ratio) for r in rows] == [
-        (1, 0, 0, 0.0), (2, 0, 0, 0.0), (3, 0, 0, 0.0)]
+        (1, 0, 0, 0.0),
+        (2, 0, 0, 0.0),
+        (3, 0, 0, 0.0),
+    ]
     assert instance_rows("a.png", detection([], [])) == []
     assert legend_lines(rows) == ["no instances"]
 
@@ -91,19 +105,46 @@ def test_instance_rows_keep_each_instance_s_own_pixels_box_and_mask():
     found = detection(masks, [1, 2], [0.9, 0.6])
     rows = instance_rows("a.png", found)
     assert [mask_from_string(row.mask_rle).tolist() for row in rows] == [
-        mask.tolist() for mask in masks]
+        mask.tolist() for mask in masks
+    ]
     assert [dataclasses.replace(row, mask_rle=None) for row in rows] == [
-        InstanceRow(image_uri="a.png", instance_index=0, class_id=1, class_name="car",
-                    score=pytest.approx(0.9), y1=0, x1=0, y2=4, x2=4, pixel_count=16,
-                    model_version="3", run_id="run-1"),
-        InstanceRow(image_uri="a.png", instance_index=1, class_id=2, class_name="pothole",
-                    score=pytest.approx(0.6), y1=2, x1=2, y2=6, x2=6, pixel_count=12,
-                    model_version="3", run_id="run-1")]
+        InstanceRow(
+            image_uri="a.png",
+            instance_index=0,
+            class_id=1,
+            class_name="car",
+            score=pytest.approx(0.9),
+            y1=0,
+            x1=0,
+            y2=4,
+            x2=4,
+            pixel_count=16,
+            model_version="3",
+            run_id="run-1",
+        ),
+        InstanceRow(
+            image_uri="a.png",
+            instance_index=1,
+            class_id=2,
+            class_name="pothole",
+            score=pytest.approx(0.6),
+            y1=2,
+            x1=2,
+            y2=6,
+            x2=6,
+            pixel_count=12,
+            model_version="3",
+            run_id="run-1",
+        ),
+    ]
 
 
 def test_select_detections_keeps_arrays_in_step():
-    found = detection([square(10, 10, 0, 0, 2), square(10, 10, 5, 5, 3), square(10, 10, 1, 6, 1)],
-                      [1, 2, 3], [0.5, 0.95, 0.7])
+    found = detection(
+        [square(10, 10, 0, 0, 2), square(10, 10, 5, 5, 3), square(10, 10, 1, 6, 1)],
+        [1, 2, 3],
+        [0.5, 0.95, 0.7],
+    )
     kept = select_detections(found, 0.7)
     assert kept["class_ids"].tolist() == [2, 3]
     assert kept["scores"].tolist() == pytest.approx([0.95, 0.7])

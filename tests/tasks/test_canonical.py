@@ -13,16 +13,22 @@ from tasks.annotations.records import ImageRecord, Instance, Issue, IssueKind, R
 
 def square(top: int, left: int, size: int, shape=(10, 10)) -> np.ndarray:
     mask = np.zeros(shape, bool)
-    mask[top:top + size, left:left + size] = True
+    mask[top : top + size, left : left + size] = True
     return mask
 
 
-def summary(source: str, *records: ImageRecord, label_map=LabelMap(), issues=(), items=None,
-            **extra) -> dict:
-    result = ReadResult(items=items if items is not None else len(records), images=list(records),
-                        issues=list(issues), **extra)
-    return canonical.summarize(source, result, label_map, {r.file_name: f"in/{r.file_name}"
-                                                        for r in records})
+def summary(
+    source: str, *records: ImageRecord, label_map=None, issues=(), items=None, **extra
+) -> dict:
+    result = ReadResult(
+        items=items if items is not None else len(records),
+        images=list(records),
+        issues=list(issues),
+        **extra,
+    )
+    return canonical.summarize(
+        source, result, label_map or LabelMap(), {r.file_name: f"in/{r.file_name}" for r in records}
+    )
 
 
 def test_labels_file_like_labelmes():
@@ -36,7 +42,12 @@ def test_labels_file_like_labelmes():
 def test_aliases_explicit_and_by_prefix():
     listed = LabelMap(("car", "carpet", "pothole"), {"auto": "car"}, prefix=True)
     assert [listed.resolve(x) for x in ("auto", "car", "car12", "carpet3", "pothole1")] == [
-        "car", "car", "car", "carpet", "pothole"]
+        "car",
+        "car",
+        "car",
+        "carpet",
+        "pothole",
+    ]
     with pytest.raises(ValueError, match="unknown label 'bus'"):
         listed.resolve("bus")
     assert LabelMap(prefix=True).resolve("RoadLane_2") == "RoadLane"
@@ -48,7 +59,12 @@ def test_aliases_explicit_and_by_prefix():
 
 def test_categories_keep_the_list_or_declared_then_sorted():
     assert LabelMap(("b", "__ignore__", "a")).categories({"a"}) == ["b", "a"]
-    assert LabelMap().categories({"dog", "ant", "cat"}, ["cat", "bee"]) == ["cat", "bee", "ant", "dog"]
+    assert LabelMap().categories({"dog", "ant", "cat"}, ["cat", "bee"]) == [
+        "cat",
+        "bee",
+        "ant",
+        "dog",
+    ]
 
 
 def test_split_is_a_stable_hash_of_the_name():
@@ -68,29 +84,59 @@ def test_rle_round_trip():
 
 
 def test_summary_resolves_labels_and_drops_unknown():
-    record = ImageRecord("a.png", "a.json", 10, 10, (
-        Instance("car1", square(0, 0, 2), origin="shape 0"),
-        Instance("tree", square(5, 5, 3), origin="shape 1")))
+    record = ImageRecord(
+        "a.png",
+        "a.json",
+        10,
+        10,
+        (
+            Instance("car1", square(0, 0, 2), origin="shape 0"),
+            Instance("tree", square(5, 5, 3), origin="shape 1"),
+        ),
+    )
     result = summary("a.json", record, label_map=LabelMap(("car",), prefix=True))
     (image,) = result["images"]
-    assert [(i["label"], i["area"], i["bbox"]) for i in image["instances"]] == [("car", 4, [0, 0, 2, 2])]
-    assert result["issues"] == [{"kind": "dropped", "file": "a.json", "item": "shape 1",
-                                 "reason": "unknown label 'tree' (not in the labels list)"}]
+    assert [(i["label"], i["area"], i["bbox"]) for i in image["instances"]] == [
+        ("car", 4, [0, 0, 2, 2])
+    ]
+    assert result["issues"] == [
+        {
+            "kind": "dropped",
+            "file": "a.json",
+            "item": "shape 1",
+            "reason": "unknown label 'tree' (not in the labels list)",
+        }
+    ]
 
 
 def test_build_merges_sorts_dedupes_and_counts():
-    first = summary("a.json", ImageRecord("z.png", "a.json", 10, 10, (Instance("dog", square(1, 1, 3)),)),
-                    items=2, issues=[Issue(IssueKind.SKIPPED, "a.json", "broken", "image 1"),
-                                     Issue(IssueKind.CLIPPED, "a.json", "outside", "image 0 region 0")])
-    second = summary("b.json", ImageRecord("m.png", "b.json", 10, 10, (
-        Instance("cat", square(0, 0, 2)), Instance("dog", square(4, 4, 2), crowd=True))),
-        ImageRecord("z.png", "b.json", 10, 10, (Instance("cat", square(0, 0, 5)),)))
+    first = summary(
+        "a.json",
+        ImageRecord("z.png", "a.json", 10, 10, (Instance("dog", square(1, 1, 3)),)),
+        items=2,
+        issues=[
+            Issue(IssueKind.SKIPPED, "a.json", "broken", "image 1"),
+            Issue(IssueKind.CLIPPED, "a.json", "outside", "image 0 region 0"),
+        ],
+    )
+    second = summary(
+        "b.json",
+        ImageRecord(
+            "m.png",
+            "b.json",
+            10,
+            10,
+            (Instance("cat", square(0, 0, 2)), Instance("dog", square(4, 4, 2), crowd=True)),
+        ),
+        ImageRecord("z.png", "b.json", 10, 10, (Instance("cat", square(0, 0, 5)),)),
+    )
     dataset = canonical.build_dataset([first, second], LabelMap(), 0.0, "via", "in")
     train, val = dataset.documents["train"], dataset.documents["val"]
     assert val["images"] == [] and [c["name"] for c in train["categories"]] == ["cat", "dog"]
     assert [(i["id"], i["file_name"]) for i in train["images"]] == [(1, "m.png"), (2, "z.png")]
-    assert [(a["id"], a["image_id"], a["category_id"], a["iscrowd"]) for a in train["annotations"]] == [
-        (1, 1, 1, 0), (2, 1, 2, 1), (3, 2, 2, 0)]  # z.png keeps a.json's dog, not b.json's cat
+    assert [
+        (a["id"], a["image_id"], a["category_id"], a["iscrowd"]) for a in train["annotations"]
+    ] == [(1, 1, 1, 0), (2, 1, 2, 1), (3, 2, 2, 0)]  # z.png keeps a.json's dog, not b.json's cat
     assert dataset.copies == [("in/m.png", "m.png"), ("in/z.png", "z.png")]
     report = dataset.report
     assert report["items"] == {"found": 4, "converted": 2, "skipped": 2}
@@ -98,11 +144,20 @@ def test_build_merges_sorts_dedupes_and_counts():
     assert report["crowd"] == {"train": 1, "val": 0}
     assert report["skipped"] == [
         {"file": "a.json", "item": "image 1", "reason": "broken"},
-        {"file": "b.json", "item": "image z.png", "reason": "duplicate image name (already taken "
-                                                            "from 'a.json')"}]
-    assert report["clipped"] == [{"file": "a.json", "item": "image 0 region 0", "reason": "outside"}]
-    assert dataset.problems == ["a.json: image 1: broken", "a.json: image 0 region 0: outside",
-                                "b.json: image z.png: duplicate image name (already taken from 'a.json')"]
+        {
+            "file": "b.json",
+            "item": "image z.png",
+            "reason": "duplicate image name (already taken from 'a.json')",
+        },
+    ]
+    assert report["clipped"] == [
+        {"file": "a.json", "item": "image 0 region 0", "reason": "outside"}
+    ]
+    assert dataset.problems == [
+        "a.json: image 1: broken",
+        "a.json: image 0 region 0: outside",
+        "b.json: image z.png: duplicate image name (already taken from 'a.json')",
+    ]
 
 
 def test_coco_category_ids_are_remapped_and_recorded():

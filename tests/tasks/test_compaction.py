@@ -20,8 +20,14 @@ import pytest
 
 from mrcnn_pipeline.duckdb_views import write_views
 from tasks import storage
-from tasks.parquet_schemas import (ROW_TYPES, SCHEMA_VERSION, SCHEMAS, VERSION_KEY, columns,
-                                   schema_version)
+from tasks.parquet_schemas import (
+    ROW_TYPES,
+    SCHEMA_VERSION,
+    SCHEMAS,
+    VERSION_KEY,
+    columns,
+    schema_version,
+)
 from tasks.tables import commit, done_images, index, pending_entries, read_current
 from tasks.tables.compaction import compact_month, is_compacted, month_days, plan_partition
 from tests.support.tables_check import check_invariants, read_table
@@ -58,8 +64,10 @@ def build_month(out: str, days: tuple[str, ...] = DAYS, shards: int = 6) -> dict
 
 def contents(out: str) -> dict[str, list[tuple]]:
     """Every table's rows, sorted: equal before and after means the same rows, no more."""
-    return {table: sorted(tuple(sorted(row.items())) for row in read_table(out, table))
-            for table in TABLES}
+    return {
+        table: sorted(tuple(sorted(row.items())) for row in read_table(out, table))
+        for table in TABLES
+    }
 
 
 def part_files(out: str, table: str, day: str) -> list[str]:
@@ -70,8 +78,7 @@ def everything(out: str) -> list[str]:
     return storage.list_files(out)
 
 
-def test_a_month_of_small_files_becomes_one_file_per_partition_with_the_same_rows(
-        tmp_path: Path):
+def test_a_month_of_small_files_becomes_one_file_per_partition_with_the_same_rows(tmp_path: Path):
     out = str(tmp_path / "out")
     expected = build_month(out)
     before = contents(out)
@@ -93,8 +100,9 @@ def test_a_month_of_small_files_becomes_one_file_per_partition_with_the_same_row
         if entry.run_date in DAYS:
             assert is_compacted(entry.file)
             table = "errors" if entry.outcome == "error" else "area_ratios"
-            assert Path(out, table, f"run_date={entry.run_date}",
-                        f"part-{entry.file}.parquet").is_file()
+            assert Path(
+                out, table, f"run_date={entry.run_date}", f"part-{entry.file}.parquet"
+            ).is_file()
     assert done_images(read_current(out), "roads@3") == done and pending_entries(out) == []
     assert len(index.partition_files(out, DAYS[0])) == 1
     # Idempotent: a second run takes no lease and changes nothing.
@@ -105,7 +113,8 @@ def test_a_month_of_small_files_becomes_one_file_per_partition_with_the_same_row
 
 
 def test_a_large_partition_gets_files_of_about_the_target_and_new_small_files_merge_later(
-        tmp_path: Path):
+    tmp_path: Path,
+):
     out = str(tmp_path / "out")
     expected = build_month(out, days=DAYS[:1], shards=8)
     before = contents(out)
@@ -129,16 +138,26 @@ def test_a_large_partition_gets_files_of_about_the_target_and_new_small_files_me
 
 def written_in(version: int, table: str, rows: pa.Table) -> pa.Table:
     """``rows`` as the software of schema ``version`` wrote them: the later columns absent."""
-    later = [name for name, spec in columns(ROW_TYPES[table]).items()
-             if spec.added is not None and spec.added > version]
+    later = [
+        name
+        for name, spec in columns(ROW_TYPES[table]).items()
+        if spec.added is not None and spec.added > version
+    ]
     return rows.drop_columns(later).replace_schema_metadata(
-        None if version == 1 else {VERSION_KEY: str(version)})  # 1: no version recorded
+        None if version == 1 else {VERSION_KEY: str(version)}
+    )  # 1: no version recorded
 
 
 def with_defaults(table: str, row: dict, version: int) -> dict:
     """A row of a file of ``version`` as read in the current one: later columns defaulted."""
-    return {**row, **{name: spec.default for name, spec in columns(ROW_TYPES[table]).items()
-                      if spec.added is not None and spec.added > version}}
+    return {
+        **row,
+        **{
+            name: spec.default
+            for name, spec in columns(ROW_TYPES[table]).items()
+            if spec.added is not None and spec.added > version
+        },
+    }
 
 
 def test_stems_of_older_schema_versions_are_upcast_and_compacted_with_the_rest(tmp_path: Path):
@@ -162,10 +181,18 @@ def test_stems_of_older_schema_versions_are_upcast_and_compacted_with_the_rest(t
         assert schema.equals(SCHEMAS[table]) and schema_version(schema) == SCHEMA_VERSION
     # Every row kept; what the older files lacked holds the column's declared default.
     assert contents(out) == {
-        table: sorted(tuple(sorted(with_defaults(
-            table, row, written.get((table, row["image_uri"]), SCHEMA_VERSION)).items()))
-            for row in rows)
-        for table, rows in rows_before.items()}
+        table: sorted(
+            tuple(
+                sorted(
+                    with_defaults(
+                        table, row, written.get((table, row["image_uri"]), SCHEMA_VERSION)
+                    ).items()
+                )
+            )
+            for row in rows
+        )
+        for table, rows in rows_before.items()
+    }
     assert any(row["mask_rle"] is None for row in read_table(out, "instances"))
     check_invariants(out, 2, expected)
     assert compact_month(out, MONTH, settle_seconds=0).partitions == ()
@@ -195,18 +222,26 @@ def test_bad_months_are_refused():
 
 def compaction_killed_at(out: str, step: str) -> None:
     """Run a compaction in a child process that SIGKILLs itself at ``step``."""
-    code = ("import sys; from tasks.tables.compaction import compact_month; "
-            "compact_month(sys.argv[1], sys.argv[2], settle_seconds=0)")
-    child = subprocess.run([sys.executable, "-c", code, out, MONTH], cwd=REPO,
-                           capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "MRCNN_CRASH_AT": step})
+    code = (
+        "import sys; from tasks.tables.compaction import compact_month; "
+        "compact_month(sys.argv[1], sys.argv[2], settle_seconds=0)"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code, out, MONTH],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MRCNN_CRASH_AT": step},
+    )
     assert child.returncode == -9, child.stderr[-2000:]
 
 
 @pytest.mark.parametrize("repaired_by", ["commit", "compaction"])
 @pytest.mark.parametrize("step", STEPS)
-def test_a_compaction_killed_at_any_step_is_repaired_by_the_next_run(tmp_path: Path, step: str,
-                                                                      repaired_by: str):
+def test_a_compaction_killed_at_any_step_is_repaired_by_the_next_run(
+    tmp_path: Path, step: str, repaired_by: str
+):
     out = str(tmp_path / "out")
     expected = build_month(out, days=DAYS[:2], shards=3)
     before = contents(out)
@@ -226,8 +261,9 @@ def test_a_compaction_killed_at_any_step_is_repaired_by_the_next_run(tmp_path: P
     assert contents(out) == before
 
 
-def check_the_documented_view(seen: collections.Counter[Key], keys: set[Key],
-                              stems: dict[tuple[str, str], str]) -> None:
+def check_the_documented_view(
+    seen: collections.Counter[Key], keys: set[Key], stems: dict[tuple[str, str], str]
+) -> None:
     """The documented claim (docs/concepts/tables.md) for one read of ``area_ratios`` during compaction: every row once or
     twice, twice only as whole small files (its small file and the compacted one listed)."""
     assert set(seen) == keys, f"missing {keys - set(seen)}, unknown {set(seen) - keys}"
@@ -245,8 +281,10 @@ def check_the_documented_view(seen: collections.Counter[Key], keys: set[Key],
 def test_a_reader_during_compaction_sees_every_row_once_or_twice_and_the_views_once(tmp_path: Path):
     out = str(tmp_path / "out")
     build_month(out)
-    keys = {(row["image_uri"], row["run_date"], row["class_id"])
-            for row in read_table(out, "area_ratios")}
+    keys = {
+        (row["image_uri"], row["run_date"], row["class_id"])
+        for row in read_table(out, "area_ratios")
+    }
     stems = {key: entry.file for key, entry in index.entries_of(read_current(out)).items()}
     done = done_images(read_current(out), "roads@3")
     observations: list[collections.Counter[Key]] = []
@@ -261,17 +299,23 @@ def test_a_reader_during_compaction_sees_every_row_once_or_twice_and_the_views_o
     def read_once(turn: int) -> collections.Counter[Key]:
         if turn % 3 == 2:
             with duckdb.connect(views, read_only=True) as con:
-                rows = con.execute("SELECT image_uri, CAST(run_date AS VARCHAR), class_id FROM area_ratios").fetchall()
-            exact.append(collections.Counter((uri, day, int(class_id)) for uri, day, class_id in rows))
+                rows = con.execute(
+                    "SELECT image_uri, CAST(run_date AS VARCHAR), class_id FROM area_ratios"
+                ).fetchall()
+            exact.append(
+                collections.Counter((uri, day, int(class_id)) for uri, day, class_id in rows)
+            )
             return exact[-1]
         if turn % 3:
             with duckdb.connect() as con:
                 rows = con.execute(
                     f"SELECT image_uri, CAST(run_date AS VARCHAR), class_id FROM read_parquet("
-                    f"'{out}/area_ratios/*/*.parquet', hive_partitioning = true)").fetchall()
+                    f"'{out}/area_ratios/*/*.parquet', hive_partitioning = true)"
+                ).fetchall()
         else:
-            frame = pd.read_parquet(f"{out}/area_ratios", columns=["image_uri", "run_date",
-                                                                         "class_id"])
+            frame = pd.read_parquet(
+                f"{out}/area_ratios", columns=["image_uri", "run_date", "class_id"]
+            )
             rows = zip(frame["image_uri"], frame["run_date"].astype(str), frame["class_id"])
         return collections.Counter((uri, str(day), int(class_id)) for uri, day, class_id in rows)
 
@@ -317,11 +361,18 @@ def test_on_s3_a_compaction_killed_mid_way_is_finished_by_the_next(s3_env, s3_pr
     out = f"{s3_prefix}/out"
     expected = build_month(out, days=DAYS[:1], shards=3)
     before = contents(out)
-    code = ("import sys; from tasks.tables.compaction import compact_month; "
-            "compact_month(sys.argv[1], sys.argv[2], settle_seconds=0)")
-    child = subprocess.run([sys.executable, "-c", code, out, MONTH], cwd=REPO,
-                           capture_output=True, text=True, timeout=120,
-                           env={**os.environ, **s3_env.environment, "MRCNN_CRASH_AT": "moved"})
+    code = (
+        "import sys; from tasks.tables.compaction import compact_month; "
+        "compact_month(sys.argv[1], sys.argv[2], settle_seconds=0)"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code, out, MONTH],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **s3_env.environment, "MRCNN_CRASH_AT": "moved"},
+    )
     assert child.returncode == -9, child.stderr[-2000:]
     assert len(part_files(out, "area_ratios", DAYS[0])) > 3  # compacted beside the small ones
     again = compact_month(out, MONTH, settle_seconds=0)
@@ -332,8 +383,9 @@ def test_on_s3_a_compaction_killed_mid_way_is_finished_by_the_next(s3_env, s3_pr
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_the_command_runs_the_flow_and_refuses_a_bad_month(tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]):
+def test_the_command_runs_the_flow_and_refuses_a_bad_month(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     from mrcnn_pipeline.cli import main
 
     out = str(tmp_path / "out")

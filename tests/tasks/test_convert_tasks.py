@@ -34,10 +34,13 @@ def test_list_sources_refuses_missing_or_empty_input(tmp_path: Path):
 
 def test_embedded_images_are_staged_by_content(tmp_path: Path):
     data = image_bytes(8, 8)
-    write(tmp_path / "in/a.json", labelme_json("a.png", 8, 8, [shape("cat", [[1, 1], [5, 1], [5, 5]])],
-                                               image_data=data))
-    summary = convert.convert_source.fn(str(tmp_path / "in"), "a.json", "labelme", LabelMap(),
-                                        str(tmp_path / "staging"))
+    write(
+        tmp_path / "in/a.json",
+        labelme_json("a.png", 8, 8, [shape("cat", [[1, 1], [5, 1], [5, 5]])], image_data=data),
+    )
+    summary = convert.convert_source.fn(
+        str(tmp_path / "in"), "a.json", "labelme", LabelMap(), str(tmp_path / "staging")
+    )
     (image,) = summary["images"]
     staged = Path(image["image_uri"])
     assert staged.parent == tmp_path / "staging" and staged.suffix == ".png"
@@ -45,13 +48,16 @@ def test_embedded_images_are_staged_by_content(tmp_path: Path):
     assert image["instances"][0]["label"] == "cat" and image["instances"][0]["area"] == 15
 
 
-@pytest.mark.parametrize(("state", "retry"), [
-    (Failed(data=ConnectionResetError("connection reset")), True),
-    (Failed(data=TimeoutError("read timed out")), True),
-    (Failed(data=FileNotFoundError("gone")), False),
-    (Failed(data=PermissionError("denied")), False),
-    (Failed(data=ValueError("bad annotation")), False),
-    (Completed(), False),
-])
+@pytest.mark.parametrize(
+    ("state", "retry"),
+    [
+        (Failed(data=ConnectionResetError("connection reset")), True),
+        (Failed(data=TimeoutError("read timed out")), True),
+        (Failed(data=FileNotFoundError("gone")), False),
+        (Failed(data=PermissionError("denied")), False),
+        (Failed(data=ValueError("bad annotation")), False),
+        (Completed(), False),
+    ],
+)
 def test_only_transient_storage_errors_are_retried(state, retry):
     assert convert.convert_source.retry_condition_fn(None, None, state) is retry

@@ -58,18 +58,38 @@ def write_partition(out: Path, table: str, day: str, data: pa.Table) -> None:
 
 
 def write_images_table(out: Path, day: str, results: list[Result]) -> None:
-    rows = [ImageRow(image_uri=r.uri, image_width=r.width, image_height=r.height, bytes=100,
-                     fingerprint="size=100", captured_at=NOW,
-                     path_fields={"site": r.uri.split("site=")[1].split("/")[0]},
-                     model_version="1", run_id=f"run-{day}") for r in results]
+    rows = [
+        ImageRow(
+            image_uri=r.uri,
+            image_width=r.width,
+            image_height=r.height,
+            bytes=100,
+            fingerprint="size=100",
+            captured_at=NOW,
+            path_fields={"site": r.uri.split("site=")[1].split("/")[0]},
+            model_version="1",
+            run_id=f"run-{day}",
+        )
+        for r in results
+    ]
     write_partition(out, "images", day, rows_to_table(ImageRow, rows))
 
 
 def write_drift(out: Path, day: str, drifting: dict[str, float]) -> None:
-    rows = [{"class_name": name, "statistic": statistic, "value": psi if statistic == "psi"
-             else 0.4, "threshold": 0.2, "drifting": psi >= 0.2, "window_days": 28,
-             "today_images": 25, "window_images": 700}
-            for name, psi in drifting.items() for statistic in ("psi", "ks")]
+    rows = [
+        {
+            "class_name": name,
+            "statistic": statistic,
+            "value": psi if statistic == "psi" else 0.4,
+            "threshold": 0.2,
+            "drifting": psi >= 0.2,
+            "window_days": 28,
+            "today_images": 25,
+            "window_images": 700,
+        }
+        for name, psi in drifting.items()
+        for statistic in ("psi", "ks")
+    ]
     write_partition(out, "drift", day, pa.Table.from_pylist(rows, schema=DRIFT))
 
 
@@ -77,15 +97,34 @@ def write_drift(out: Path, day: str, drifting: dict[str, float]) -> None:
 def output(tmp_path: Path) -> Path:
     """Two days at two sites, one failed image, the images table and a week of drift."""
     out = tmp_path / "out"
-    days = {DAYS[0]: [result("north", "a", 2), result("south", "b", 6, pothole_rows=1)],
-            DAYS[1]: [result("north", "a", 4), result("south", "b", 8, pothole_rows=5),
-                      result("south", "c", 0)]}
+    days = {
+        DAYS[0]: [result("north", "a", 2), result("south", "b", 6, pothole_rows=1)],
+        DAYS[1]: [
+            result("north", "a", 4),
+            result("south", "b", 8, pothole_rows=5),
+            result("south", "c", 0),
+        ],
+    }
     for day, results in days.items():
         write_day(out, day, results, CLASSES)
         write_images_table(out, day, results)
-    write_partition(out, "errors", DAYS[1], rows_to_table(ErrorRow, [
-        ErrorRow(image_uri="s3://b/in/site=north/bad.jpg", error_type="truncated",
-                 message="cut", run_id="r", failed_at=NOW)]))
+    write_partition(
+        out,
+        "errors",
+        DAYS[1],
+        rows_to_table(
+            ErrorRow,
+            [
+                ErrorRow(
+                    image_uri="s3://b/in/site=north/bad.jpg",
+                    error_type="truncated",
+                    message="cut",
+                    run_id="r",
+                    failed_at=NOW,
+                )
+            ],
+        ),
+    )
     write_drift(out, DAYS[0], {"crack": 0.1, "pothole": 0.3})
     write_drift(out, DAYS[1], {"crack": 0.25, "pothole": 0.5})
     write_drift(out, OLD_DAY, {"crack": 0.9, "pothole": 0.0})  # drifting, but weeks ago
@@ -94,34 +133,52 @@ def output(tmp_path: Path) -> Path:
 
 def views_of(database: Path) -> set[str]:
     with duckdb.connect(str(database), read_only=True) as con:
-        return {name for (name,) in con.sql(
-            "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        return {
+            name
+            for (name,) in con.sql(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            ).fetchall()
+        }
 
 
-def test_every_view_reads_the_parquet_and_answers_the_readme_questions(output: Path,
-                                                                       tmp_path: Path):
+def test_every_view_reads_the_parquet_and_answers_the_readme_questions(
+    output: Path, tmp_path: Path
+):
     database = tmp_path / "results.duckdb"
     written = write_views(str(output), str(database))
     assert set(written.views) == {*TABLES, SUMMARY_VIEW} and written.skipped == ()
     with duckdb.connect(str(database), read_only=True) as con:  # a fresh process would see this
-        counts = {view: con.execute(f"SELECT count(*) FROM {view}").fetchall()[0][0]
-                  for view in (*TABLES, SUMMARY_VIEW)}
-        assert counts == {"area_ratios": 10, "instances": 6, "errors": 1, "images": 5,
-                          "drift": 12, SUMMARY_VIEW: 4}
+        counts = {
+            view: con.execute(f"SELECT count(*) FROM {view}").fetchall()[0][0]
+            for view in (*TABLES, SUMMARY_VIEW)
+        }
+        assert counts == {
+            "area_ratios": 10,
+            "instances": 6,
+            "errors": 1,
+            "images": 5,
+            "drift": 12,
+            SUMMARY_VIEW: 4,
+        }
         assert con.sql("SELECT DISTINCT typeof(run_date) FROM area_ratios").fetchall() == [
-            ("DATE",)]
-        summary = con.sql(f"SELECT * FROM {SUMMARY_VIEW} WHERE class_name = 'crack' "
-                          "ORDER BY run_date").fetchall()
+            ("DATE",)
+        ]
+        summary = con.sql(
+            f"SELECT * FROM {SUMMARY_VIEW} WHERE class_name = 'crack' ORDER BY run_date"
+        ).fetchall()
         assert [row[2:5] for row in summary] == [(2, 2, 2), (3, 2, 2)]
         assert summary[1][5:] == pytest.approx((0.4, 0.4, 0.72))  # mean, p50, p90 of .4 .8 0
         assert con.sql(TREND_PER_SITE).fetchall() == [
             ("north", datetime.date.fromisoformat(DAYS[0]), 1, pytest.approx(0.2)),
             ("north", datetime.date.fromisoformat(DAYS[1]), 1, pytest.approx(0.4)),
             ("south", datetime.date.fromisoformat(DAYS[0]), 1, pytest.approx(0.6)),
-            ("south", datetime.date.fromisoformat(DAYS[1]), 2, pytest.approx(0.4))]
+            ("south", datetime.date.fromisoformat(DAYS[1]), 2, pytest.approx(0.4)),
+        ]
         assert con.sql(DRIFTING_THIS_WEEK).fetchall() == [("pothole", 2, 0.5), ("crack", 1, 0.25)]
         assert [row[1:3] for row in con.sql(LARGEST_SHARE).fetchall()[:2]] == [
-            ("s3://b/in/site=south/b.jpg", 50.0), ("s3://b/in/site=south/b.jpg", 10.0)]
+            ("s3://b/in/site=south/b.jpg", 50.0),
+            ("s3://b/in/site=south/b.jpg", 10.0),
+        ]
     page = (REPO / "docs" / "concepts" / "tables.md").read_text()
     for query in (TREND_PER_SITE, DRIFTING_THIS_WEEK, LARGEST_SHARE):
         assert query in page
@@ -154,19 +211,25 @@ def test_views_follow_new_files_skip_missing_tables_and_a_rerun_replaces_them(tm
         assert con.sql("SELECT x FROM notes").fetchall() == [(1,)]
 
 
-def test_the_command_writes_the_file_and_refuses_s3(output: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]):
+def test_the_command_writes_the_file_and_refuses_s3(
+    output: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     database = tmp_path / "results.duckdb"
     assert main(["results", "--output", str(output), "--duckdb", str(database)]) == 0
     assert capsys.readouterr().out.startswith(f"{database}: views area_ratios, instances")
     assert views_of(database) == {*TABLES, SUMMARY_VIEW}
-    assert main(["results", "--output", "s3://bucket/results", "--duckdb",
-                 str(tmp_path / "s3.duckdb")]) == 1
+    assert (
+        main(
+            ["results", "--output", "s3://bucket/results", "--duckdb", str(tmp_path / "s3.duckdb")]
+        )
+        == 1
+    )
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--duckdb needs a local output" in error
     assert "copy the output locally" in error and not (tmp_path / "s3.duckdb").exists()
-    assert main(["results", "--output", str(output), "--duckdb", str(database),
-                 "--since", DAYS[0]]) == 1
-    assert main(["results", "--output", str(tmp_path / "missing"), "--duckdb",
-                 str(database)]) == 1
+    assert (
+        main(["results", "--output", str(output), "--duckdb", str(database), "--since", DAYS[0]])
+        == 1
+    )
+    assert main(["results", "--output", str(tmp_path / "missing"), "--duckdb", str(database)]) == 1
     assert "does not exist" in capsys.readouterr().err

@@ -12,8 +12,15 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from tasks.evaluation import (AreaRatioErrors, Sample, area_percentages, detection_limit,
-                             evaluate_results, instance_counts, metrics_table)
+from tasks.evaluation import (
+    AreaRatioErrors,
+    Sample,
+    area_percentages,
+    detection_limit,
+    evaluate_results,
+    instance_counts,
+    metrics_table,
+)
 from tests.support.evaluation_samples import CELL_PCT, missed_one_samples
 
 CLASSES = ["BG", "a", "b"]
@@ -28,10 +35,12 @@ def box_mask(y1: int, x1: int, y2: int, x2: int) -> np.ndarray:
 
 def result(items: list[tuple[int, float, tuple[int, int, int, int]]]) -> dict[str, np.ndarray]:
     """A detect() result from (class id, score, box) items; each mask fills its box."""
-    return {"rois": np.array([box for _, _, box in items], dtype=np.int32).reshape(-1, 4),
-            "class_ids": np.array([c for c, _, _ in items], dtype=np.int32),
-            "scores": np.array([s for _, s, _ in items], dtype=np.float32),
-            "masks": np.stack([box_mask(*box) for _, _, box in items], axis=-1)}
+    return {
+        "rois": np.array([box for _, _, box in items], dtype=np.int32).reshape(-1, 4),
+        "class_ids": np.array([c for c, _, _ in items], dtype=np.int32),
+        "scores": np.array([s for _, s, _ in items], dtype=np.float32),
+        "masks": np.stack([box_mask(*box) for _, _, box in items], axis=-1),
+    }
 
 
 # Image 0: a 16 px + a 25 px, b 8 px; predictions: a exact, a IoU 0.8, an a false positive
@@ -48,9 +57,15 @@ PREDICTIONS = [
 
 def samples() -> list[Sample]:
     image = np.zeros((10, 10, 3), np.uint8)  # two classes: no Otsu, so the image is not read
-    return [Sample(image, np.array(ids, dtype=np.int32),
-                   np.stack([box_mask(*b) for b in boxes], axis=-1), pred)
-            for (ids, boxes), pred in zip(GT, PREDICTIONS)]
+    return [
+        Sample(
+            image,
+            np.array(ids, dtype=np.int32),
+            np.stack([box_mask(*b) for b in boxes], axis=-1),
+            pred,
+        )
+        for (ids, boxes), pred in zip(GT, PREDICTIONS)
+    ]
 
 
 def test_area_ratio_errors_by_hand():
@@ -66,12 +81,13 @@ def test_area_ratio_errors_by_hand():
     # Two images: every resample's MAE is one of 1, 5 or 9 (a), so the interval spans them.
     assert a["mae_ci95_pp"] == pytest.approx([1.0, 9.0])
     # Counts: a 2 true, 3 predicted in image 0, 0 and 1 in image 1; b 1/0 and 1/1.
-    assert a["count_error"] == pytest.approx({"mean_absolute": 1.0, "median_relative": 0.5,
-                                              "images_with_instances": 1})
-    assert b["count_error"] == pytest.approx({"mean_absolute": 0.5, "median_relative": 0.5,
-                                              "images_with_instances": 2})
-    assert areas["bootstrap"] == {"resamples": 2000, "seed": 0, "confidence": 0.95,
-                                  "unit": "image"}
+    assert a["count_error"] == pytest.approx(
+        {"mean_absolute": 1.0, "median_relative": 0.5, "images_with_instances": 1}
+    )
+    assert b["count_error"] == pytest.approx(
+        {"mean_absolute": 0.5, "median_relative": 0.5, "images_with_instances": 2}
+    )
+    assert areas["bootstrap"] == {"resamples": 2000, "seed": 0, "confidence": 0.95, "unit": "image"}
 
 
 def test_nothing_is_a_baseline_and_otsu_is_not_applicable_with_two_classes():
@@ -86,8 +102,9 @@ def test_nothing_is_a_baseline_and_otsu_is_not_applicable_with_two_classes():
     assert nothing["model_minus_baseline_ci95_pp"] == pytest.approx([-30.0, 0.0])
     assert nothing["verdict"] == "no clear difference"
     otsu = b["baselines"]["otsu"]
-    assert otsu["applicable"] is False and otsu["reason"].startswith("not applicable: the "
-                                                                     "dataset has 2 classes")
+    assert otsu["applicable"] is False and otsu["reason"].startswith(
+        "not applicable: the dataset has 2 classes"
+    )
 
 
 def test_otsu_is_scored_on_a_single_class_dataset():
@@ -122,21 +139,37 @@ def coco_stats(iou_type: str, category: int | None = None) -> np.ndarray:
         images.append({"id": image_id, "height": 10, "width": 10})
         for class_id, box in zip(ids, boxes):
             rle = mask_utils.encode(np.asfortranarray(box_mask(*box), dtype=np.uint8))
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": class_id, "iscrowd": 0, "segmentation": rle,
-                                "area": float(mask_utils.area(rle)),
-                                "bbox": list(mask_utils.toBbox(rle))})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": class_id,
+                    "iscrowd": 0,
+                    "segmentation": rle,
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": list(mask_utils.toBbox(rle)),
+                }
+            )
         for i in range(len(pred["class_ids"])):
             rle = mask_utils.encode(np.asfortranarray(pred["masks"][..., i], dtype=np.uint8))
-            entry = {"image_id": image_id, "category_id": int(pred["class_ids"][i]),
-                     "score": float(pred["scores"][i])}
-            entry.update({"segmentation": rle} if iou_type == "segm" else
-                         {"bbox": list(mask_utils.toBbox(rle))})
+            entry = {
+                "image_id": image_id,
+                "category_id": int(pred["class_ids"][i]),
+                "score": float(pred["scores"][i]),
+            }
+            entry.update(
+                {"segmentation": rle}
+                if iou_type == "segm"
+                else {"bbox": list(mask_utils.toBbox(rle))}
+            )
             detections.append(entry)
     with contextlib.redirect_stdout(io.StringIO()):
         ground_truth = COCO()
-        ground_truth.dataset = {"images": images, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+        ground_truth.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        }
         ground_truth.createIndex()
         evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), iou_type)
         if category is not None:
@@ -178,7 +211,10 @@ def test_instance_counts_leave_out_crowd_regions():
 
 def test_detection_limit_is_capped_below_the_fullest_image():
     assert detection_limit({"DETECTION_MAX_INSTANCES": 100}, 150).as_dict() == {
-        "detection_max_instances": 100, "largest_gt_instances": 150, "capped": True}
+        "detection_max_instances": 100,
+        "largest_gt_instances": 150,
+        "capped": True,
+    }
     assert not detection_limit({"DETECTION_MAX_INSTANCES": 256}, 150).capped
     assert detection_limit({}, 40).detection_max_instances == 100  # Config's default
 

@@ -100,13 +100,13 @@ def test_text_with_an_image_extension_is_not_an_image():
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "TIFF"])
 def test_a_file_cut_in_half_is_truncated(fmt: str):
     data = encoded(Image.fromarray(PIXELS), fmt)
-    assert error_of(data[:len(data) // 2]).error_type == "truncated"
+    assert error_of(data[: len(data) // 2]).error_type == "truncated"
 
 
 def test_damaged_pixel_data_is_corrupt():
     data = bytearray(encoded(Image.fromarray(PIXELS), "PNG"))
     start = data.index(b"IDAT") + 20
-    data[start:start + 40] = bytes(b ^ 0xFF for b in data[start:start + 40])
+    data[start : start + 40] = bytes(b ^ 0xFF for b in data[start : start + 40])
     assert error_of(bytes(data)).error_type == "corrupt"
 
 
@@ -126,8 +126,12 @@ def test_more_pixels_than_the_limit_is_too_large():
 def test_a_decompression_bomb_is_refused_from_its_header():
     # 100,000 x 100,000 gray pixels declared in 60 bytes: never decoded.
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
-    bomb = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
-            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + png_chunk(b"IEND", b""))
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
     assert error_of(bomb).error_type == "too_large"
 
 
@@ -138,7 +142,13 @@ def test_modes_without_a_faithful_rgb_rendering_are_unsupported(mode: str, named
 
 
 def test_error_types_are_the_documented_set():
-    assert ERROR_TYPES == ("empty_file", "not_an_image", "truncated", "corrupt", "too_large",
-                           "unsupported_mode")
+    assert ERROR_TYPES == (
+        "empty_file",
+        "not_an_image",
+        "truncated",
+        "corrupt",
+        "too_large",
+        "unsupported_mode",
+    )
     with pytest.raises(ValueError, match="unknown error_type"):
         ImageDecodeError("broken", "x")

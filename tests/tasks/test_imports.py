@@ -37,7 +37,12 @@ def modules() -> list[str]:
 def test_each_module_imports_first_without_a_cycle():
     names = modules()
     assert "tasks.models.sources" in names and "tasks.tables.commit" in names
-    done = subprocess.run([sys.executable, "-c", CHECK.format(packages=set(PACKAGES)), *names],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK.format(packages=set(PACKAGES)), *names],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""

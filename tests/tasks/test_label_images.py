@@ -34,6 +34,7 @@ def read(files: dict[str, bytes], name: str, **options):
         if relative not in files:
             raise FileNotFoundError(relative)
         return files[relative]
+
     return read_label_images(name, files[name], fetch, **options)
 
 
@@ -42,35 +43,59 @@ def masks_of(result) -> list[np.ndarray]:
     return [i.full_mask(record.height, record.width) for i in record.instances]
 
 
-@pytest.mark.parametrize(("files", "name", "image"), [
-    ({"x.tif": tiff_of(GREY16), "x_masks.png": png_of(labels_of())}, "x_masks.png", "x.tif"),
-    ({"d/x.png": png_of(GREY16), "d/x_cp_masks.tif": tiff_of(labels_of(np.uint32))},
-     "d/x_cp_masks.tif", "d/x.png"),
-    ({"train/images/x.tif": tiff_of(GREY16), "train/masks/x.tif": tiff_of(labels_of())},
-     "train/masks/x.tif", "train/images/x.tif"),
-    ({"images/x.png": png_of(GREY16), "masks/x.tif": tiff_of(labels_of(np.int32))},
-     "masks/x.tif", "images/x.png"),
-    ({"s1/image.tiff": tiff_of(GREY16), "s1/labels.png": png_of(labels_of(np.uint8))},
-     "s1/labels.png", "s1/image.tiff"),
-])
+@pytest.mark.parametrize(
+    ("files", "name", "image"),
+    [
+        ({"x.tif": tiff_of(GREY16), "x_masks.png": png_of(labels_of())}, "x_masks.png", "x.tif"),
+        (
+            {"d/x.png": png_of(GREY16), "d/x_cp_masks.tif": tiff_of(labels_of(np.uint32))},
+            "d/x_cp_masks.tif",
+            "d/x.png",
+        ),
+        (
+            {"train/images/x.tif": tiff_of(GREY16), "train/masks/x.tif": tiff_of(labels_of())},
+            "train/masks/x.tif",
+            "train/images/x.tif",
+        ),
+        (
+            {"images/x.png": png_of(GREY16), "masks/x.tif": tiff_of(labels_of(np.int32))},
+            "masks/x.tif",
+            "images/x.png",
+        ),
+        (
+            {"s1/image.tiff": tiff_of(GREY16), "s1/labels.png": png_of(labels_of(np.uint8))},
+            "s1/labels.png",
+            "s1/image.tiff",
+        ),
+    ],
+)
 def test_each_layout_pairs_its_image_and_each_value_is_one_instance(files, name, image):
     result = read(files, name)
     assert result.issues == [] and result.items == 1
     (record,) = result.images
     assert (record.file_name, record.source, record.height, record.width) == (
-        image, name, HEIGHT, WIDTH)
+        image,
+        name,
+        HEIGHT,
+        WIDTH,
+    )
     assert record.image_bytes is None  # the image is copied as it is
     assert [i.label for i in record.instances] == ["object"] * 3
-    assert [i.origin for i in record.instances] == ["value 1 (object)", "value 3 (object)",
-                                                   "value 7 (object)"]
+    assert [i.origin for i in record.instances] == [
+        "value 1 (object)",
+        "value 3 (object)",
+        "value 7 (object)",
+    ]
     for mask, value in zip(masks_of(result), (1, 3, 7)):
         np.testing.assert_array_equal(mask, labels_of() == value)
 
 
 def test_more_than_65535_instances_in_a_32_bit_label_image():
     labels = np.arange(1, 300 * 300 + 1, dtype=np.uint32).reshape(300, 300)
-    files = {"x.png": image_file(np.zeros((300, 300), np.uint8), "PNG"),
-             "x_masks.tif": tiff_of(labels)}
+    files = {
+        "x.png": image_file(np.zeros((300, 300), np.uint8), "PNG"),
+        "x_masks.tif": tiff_of(labels),
+    }
     instances = read(files, "x_masks.tif").images[0].instances
     assert len(instances) == 90_000 and instances[-1].origin == "value 90000 (object)"
     assert all(i.mask.shape == (1, 1) for i in instances[:5])
@@ -78,17 +103,28 @@ def test_more_than_65535_instances_in_a_32_bit_label_image():
 
 def test_class_option_names_every_instance():
     files = {"x.tif": tiff_of(GREY16), "x_masks.png": png_of(labels_of())}
-    assert {i.label for i in read(files, "x_masks.png", class_name="cell").images[0].instances} \
-        == {"cell"}
+    assert {i.label for i in read(files, "x_masks.png", class_name="cell").images[0].instances} == {
+        "cell"
+    }
 
 
-@pytest.mark.parametrize(("files", "name"), [
-    ({"x.tif": tiff_of(GREY16), "x_masks.png": None, "x_classes.png": "classes"}, "x_masks.png"),
-    ({"images/x.tif": tiff_of(GREY16), "masks/x.tif": None, "classes/x.tif": "classes"},
-     "masks/x.tif"),
-    ({"s/image.png": png_of(GREY16), "s/labels.png": None, "s/classes.tif": "classes"},
-     "s/labels.png"),
-])
+@pytest.mark.parametrize(
+    ("files", "name"),
+    [
+        (
+            {"x.tif": tiff_of(GREY16), "x_masks.png": None, "x_classes.png": "classes"},
+            "x_masks.png",
+        ),
+        (
+            {"images/x.tif": tiff_of(GREY16), "masks/x.tif": None, "classes/x.tif": "classes"},
+            "masks/x.tif",
+        ),
+        (
+            {"s/image.png": png_of(GREY16), "s/labels.png": None, "s/classes.tif": "classes"},
+            "s/labels.png",
+        ),
+    ],
+)
 def test_classes_are_the_majority_of_each_instances_pixels(files, name):
     classes = np.zeros((HEIGHT, WIDTH), np.uint8)
     classes[1:4, 1:5] = 2
@@ -103,32 +139,49 @@ def test_classes_are_the_majority_of_each_instances_pixels(files, name):
             files[path] = png_of(classes) if path.endswith(".png") else tiff_of(classes)
     result = read(files, name)
     assert [(i.label, i.origin) for i in result.images[0].instances] == [
-        ("2", "value 1 (2)"), ("4", "value 7 (4)")]
+        ("2", "value 1 (2)"),
+        ("4", "value 7 (4)"),
+    ]
     assert [(i.kind, i.item, i.reason) for i in result.issues] == [
-        (IssueKind.DROPPED, "value 3", "no pixel of it has a class in the class image")]
+        (IssueKind.DROPPED, "value 3", "no pixel of it has a class in the class image")
+    ]
 
 
 def good_files() -> dict[str, bytes]:
     return {"x.tif": tiff_of(GREY16), "x_masks.png": png_of(labels_of())}
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    (lambda f: f.update({"x_masks.png": b"junk"}), "label image is not a readable image"),
-    (lambda f: f.update({"x_masks.png": image_file(np.zeros((HEIGHT, WIDTH, 3), np.uint8),
-                                                   "PNG")}),
-     "label image must be one channel of integers"),
-    (lambda f: f.update({"x_masks.png": tiff_of(np.ones((HEIGHT, WIDTH), np.float32))}),
-     "label image must be one channel of integers, got float32"),
-    (lambda f: f.pop("x.tif"), "image x.* not found (tried .png .tif .tiff"),
-    (lambda f: f.update({"x.tif": b"II*\x00broken"}), "'x.tif' is not a readable image"),
-    (lambda f: f.update({"x.tif": tiff_of(GREY16[:, :-1])}),
-     f"label image is {WIDTH}x{HEIGHT} but image 'x.tif' is {WIDTH - 1}x{HEIGHT}"),
-    (lambda f: f.update({"x_classes.png": b"junk"}),
-     "class image 'x_classes.png' is not a readable image"),
-    (lambda f: f.update({"x_classes.png": png_of(np.ones((HEIGHT + 1, WIDTH), np.uint8))}),
-     f"class image 'x_classes.png' is {WIDTH}x{HEIGHT + 1} but the label image is "
-     f"{WIDTH}x{HEIGHT}"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda f: f.update({"x_masks.png": b"junk"}), "label image is not a readable image"),
+        (
+            lambda f: f.update(
+                {"x_masks.png": image_file(np.zeros((HEIGHT, WIDTH, 3), np.uint8), "PNG")}
+            ),
+            "label image must be one channel of integers",
+        ),
+        (
+            lambda f: f.update({"x_masks.png": tiff_of(np.ones((HEIGHT, WIDTH), np.float32))}),
+            "label image must be one channel of integers, got float32",
+        ),
+        (lambda f: f.pop("x.tif"), "image x.* not found (tried .png .tif .tiff"),
+        (lambda f: f.update({"x.tif": b"II*\x00broken"}), "'x.tif' is not a readable image"),
+        (
+            lambda f: f.update({"x.tif": tiff_of(GREY16[:, :-1])}),
+            f"label image is {WIDTH}x{HEIGHT} but image 'x.tif' is {WIDTH - 1}x{HEIGHT}",
+        ),
+        (
+            lambda f: f.update({"x_classes.png": b"junk"}),
+            "class image 'x_classes.png' is not a readable image",
+        ),
+        (
+            lambda f: f.update({"x_classes.png": png_of(np.ones((HEIGHT + 1, WIDTH), np.uint8))}),
+            f"class image 'x_classes.png' is {WIDTH}x{HEIGHT + 1} but the label image is "
+            f"{WIDTH}x{HEIGHT}",
+        ),
+    ],
+)
 def test_bad_item_is_skipped_with_its_reason(change, reason):
     files = good_files()
     change(files)
@@ -144,8 +197,10 @@ def test_a_label_image_without_objects_is_an_image_without_instances():
 
 
 def test_an_exif_turned_image_is_written_upright_with_its_labels_turned():
-    files = {"x.jpg": image_bytes(HEIGHT, WIDTH, fmt="JPEG", exif_orientation=8),
-             "x_masks.png": png_of(labels_of(np.uint8))}
+    files = {
+        "x.jpg": image_bytes(HEIGHT, WIDTH, fmt="JPEG", exif_orientation=8),
+        "x_masks.png": png_of(labels_of(np.uint8)),
+    }
     record = read(files, "x_masks.png").images[0]
     assert (record.height, record.width) == (WIDTH, HEIGHT) and record.image_bytes is not None
     exif = PIL.Image.Exif()
@@ -157,20 +212,23 @@ def test_an_exif_turned_image_is_written_upright_with_its_labels_turned():
     np.testing.assert_array_equal(first.full_mask(record.height, record.width), turned == 1)
 
 
-@pytest.mark.parametrize(("path", "is_source", "image_stem"), [
-    ("x_masks.png", True, "x"),
-    ("a/x_masks.TIF", True, "a/x"),
-    ("a/x_cp_masks.png", True, "a/x"),
-    ("a/masks/x.tiff", True, "a/images/x"),
-    ("masks/x_masks.png", True, "images/x_masks"),  # the folder rule comes first
-    ("s/labels.png", True, "s/image"),
-    ("_masks.png", False, None),
-    ("x_masks.jpg", False, None),  # lossy: never a label image
-    ("x_classes.png", False, None),
-    ("x_flows.tif", False, None),
-    ("s/image.png", False, None),
-    ("classes/x.png", False, None),
-])
+@pytest.mark.parametrize(
+    ("path", "is_source", "image_stem"),
+    [
+        ("x_masks.png", True, "x"),
+        ("a/x_masks.TIF", True, "a/x"),
+        ("a/x_cp_masks.png", True, "a/x"),
+        ("a/masks/x.tiff", True, "a/images/x"),
+        ("masks/x_masks.png", True, "images/x_masks"),  # the folder rule comes first
+        ("s/labels.png", True, "s/image"),
+        ("_masks.png", False, None),
+        ("x_masks.jpg", False, None),  # lossy: never a label image
+        ("x_classes.png", False, None),
+        ("x_flows.tif", False, None),
+        ("s/image.png", False, None),
+        ("classes/x.png", False, None),
+    ],
+)
 def test_which_files_are_label_images(path, is_source, image_stem):
     assert is_label_image(path) is is_source
     if image_stem is not None:
@@ -188,19 +246,27 @@ def test_flow_converts_label_images_with_classes_named_by_aliases(tmp_path: Path
     write(root / "a_classes.png", png_of(classes))
     write(root / "a_cp_masks.png", png_of(labels_of()))  # a second label image of a.tif
     write(root / "b_masks.png", png_of(labels_of()))  # its image is missing
-    summary = convert_masks(source=str(root), destination=str(tmp_path / "out"),
-                            format="label-images", val_fraction=0.0,
-                            aliases={"1": "nucleus", "2": "cell"})
+    summary = convert_masks(
+        source=str(root),
+        destination=str(tmp_path / "out"),
+        format="label-images",
+        val_fraction=0.0,
+        aliases={"1": "nucleus", "2": "cell"},
+    )
     assert summary.items == ItemCounts(found=3, converted=1, skipped=2)
     assert summary.labels == ("cell", "nucleus")
     report = json.loads((tmp_path / "out/report.json").read_bytes())
     assert [(e["file"], e["reason"].split(" (")[0]) for e in report["skipped"]] == [
-        ("a_masks.tif", "duplicate image name"), ("b_masks.png", "image b.* not found")]
+        ("a_masks.tif", "duplicate image name"),
+        ("b_masks.png", "image b.* not found"),
+    ]
     assert (tmp_path / "out/images/a.tif").read_bytes() == (root / "a.tif").read_bytes()
     document = json.loads((tmp_path / "out/annotations/train.json").read_bytes())
     names = {c["id"]: c["name"] for c in document["categories"]}
     assert [names[a["category_id"]] for a in document["annotations"]] == [
-        "nucleus", "nucleus", "cell"]
+        "nucleus",
+        "nucleus",
+        "cell",
+    ]
     for annotation, value in zip(document["annotations"], (1, 3, 7)):
-        np.testing.assert_array_equal(decode_rle(annotation["segmentation"]),
-                                      labels_of() == value)
+        np.testing.assert_array_equal(decode_rle(annotation["segmentation"]), labels_of() == value)

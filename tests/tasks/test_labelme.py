@@ -23,6 +23,7 @@ def read(files: dict[str, bytes], name: str = "a.json"):
         if relative not in files:
             raise FileNotFoundError(relative)
         return files[relative]
+
     return read_labelme(name, files[name], fetch)
 
 
@@ -46,18 +47,30 @@ def test_every_shape_type_and_groups_union():
         shape("__ignore__", [[0, 0], [5, 0], [5, 5]]),
         shape("cat", [[25, 2], [29, 2], [29, 6]]),  # no group_id: an instance of its own
     ]
-    result = read({"a.json": labelme_json("a.png", 30, 40, shapes),
-                   "a.png": image_bytes(30, 40)})
+    result = read({"a.json": labelme_json("a.png", 30, 40, shapes), "a.png": image_bytes(30, 40)})
     assert result.items == 1 and result.issues == [] and result.ignored == 1
     (record,) = result.images
     assert (record.file_name, record.height, record.width) == ("a.png", 30, 40)
     assert record.image_bytes is None  # the image file is copied as it is
-    assert [i.label for i in record.instances] == ["cat", "dog", "bird", "wire", "wire", "dot",
-                                                   "blob", "cat"]
+    assert [i.label for i in record.instances] == [
+        "cat",
+        "dog",
+        "bird",
+        "wire",
+        "wire",
+        "dot",
+        "blob",
+        "cat",
+    ]
     # Each shape alone, drawn by the rasterizer (test_rasterize checks it against labelme's).
-    masks = [None if s["shape_type"] == "mask" else rasterize.shape_to_mask(
-        s["shape_type"], rasterize.checked_points(s["points"], s["shape_type"]), 30, 40)
-        for s in shapes]
+    masks = [
+        None
+        if s["shape_type"] == "mask"
+        else rasterize.shape_to_mask(
+            s["shape_type"], rasterize.checked_points(s["points"], s["shape_type"]), 30, 40
+        )
+        for s in shapes
+    ]
     expected = [masks[0] | masks[2], masks[1], masks[3], masks[4], masks[5], masks[6]]
     for instance, mask in zip(record.instances, expected):
         np.testing.assert_array_equal(instance.mask, mask)
@@ -68,8 +81,12 @@ def test_every_shape_type_and_groups_union():
 
 
 def test_labelme3_file_without_shape_type_or_size():
-    document = {"shapes": [{"label": "cat", "points": [[1, 1], [8, 1], [8, 8]]}],
-                "imagePath": "a.png", "imageData": None, "version": "3.16.7"}
+    document = {
+        "shapes": [{"label": "cat", "points": [[1, 1], [8, 1], [8, 8]]}],
+        "imagePath": "a.png",
+        "imageData": None,
+        "version": "3.16.7",
+    }
     result = read({"a.json": json.dumps(document).encode(), "a.png": image_bytes(10, 10)})
     assert result.issues == [] and result.images[0].instances[0].mask.sum() == 36
 
@@ -82,78 +99,115 @@ def test_embedded_image_data_is_used():
 
 
 def test_embedded_image_without_path_is_named_after_the_json():
-    result = read({"sub/c.json": labelme_json(None, 12, 14, [], image_data=image_bytes(12, 14))},
-                  "sub/c.json")
+    result = read(
+        {"sub/c.json": labelme_json(None, 12, 14, [], image_data=image_bytes(12, 14))}, "sub/c.json"
+    )
     assert result.images[0].file_name == "sub/c.png"
 
 
 def test_windows_image_path_is_resolved():
-    result = read({"sub/a.json": labelme_json("..\\imgs\\a.png", 8, 8, []),
-                   "imgs/a.png": image_bytes(8, 8)}, "sub/a.json")
+    result = read(
+        {"sub/a.json": labelme_json("..\\imgs\\a.png", 8, 8, []), "imgs/a.png": image_bytes(8, 8)},
+        "sub/a.json",
+    )
     assert result.images[0].file_name == "imgs/a.png"
 
 
 def test_exif_rotated_image_is_written_upright():
     # Orientation 6: stored 20 high x 30 wide, shown (and annotated) 30 high x 20 wide.
     stored = image_bytes(20, 30, fmt="JPEG", exif_orientation=6)
-    result = read({"a.json": labelme_json("a.jpg", 30, 20, [shape("cat", [[1, 1], [5, 1], [5, 25]])]),
-                   "a.jpg": stored})
+    result = read(
+        {
+            "a.json": labelme_json("a.jpg", 30, 20, [shape("cat", [[1, 1], [5, 1], [5, 25]])]),
+            "a.jpg": stored,
+        }
+    )
     (record,) = result.images
     assert (record.height, record.width) == (30, 20) and record.image_bytes is not None
     with PIL.Image.open(io.BytesIO(record.image_bytes)) as upright:
         assert upright.size == (20, 30) and upright.getexif().get(0x0112, 1) == 1
 
 
-@pytest.mark.parametrize(("files", "reason"), [
-    ({"a.json": b'{"shapes": [ {"label": '}, "malformed JSON"),
-    ({"a.json": b'{"version": "5.0.1"}'}, "not a labelme file"),
-    ({"a.json": labelme_json("a.png", 10, 10, [])}, "image 'a.png' not found"),
-    ({"a.json": labelme_json("a.png", 10, 10, []), "a.png": b"plain text, not pixels"},
-     "'a.png' is not a readable image"),
-    ({"a.json": labelme_json("a.png", 10, 10, []), "a.png": image_bytes(10, 12)},
-     "image 'a.png' is 12x10 pixels but the JSON says imageWidth x imageHeight = 10x10"),
-    ({"a.json": labelme_json("../../etc/passwd", 10, 10, [])}, "points outside the input folder"),
-    ({"a.json": labelme_json("/etc/passwd", 10, 10, [])}, "is absolute"),
-    ({"a.json": labelme_json("C:\\data\\a.png", 10, 10, [])}, "is absolute"),
-    ({"a.json": labelme_json(None, 10, 10, [])}, "no imagePath and no imageData"),
-    ({"a.json": json.dumps({"shapes": [], "imagePath": "a.png", "imageData": "@@@"}).encode()},
-     "imageData is not valid base64"),
-])
+@pytest.mark.parametrize(
+    ("files", "reason"),
+    [
+        ({"a.json": b'{"shapes": [ {"label": '}, "malformed JSON"),
+        ({"a.json": b'{"version": "5.0.1"}'}, "not a labelme file"),
+        ({"a.json": labelme_json("a.png", 10, 10, [])}, "image 'a.png' not found"),
+        (
+            {"a.json": labelme_json("a.png", 10, 10, []), "a.png": b"plain text, not pixels"},
+            "'a.png' is not a readable image",
+        ),
+        (
+            {"a.json": labelme_json("a.png", 10, 10, []), "a.png": image_bytes(10, 12)},
+            "image 'a.png' is 12x10 pixels but the JSON says imageWidth x imageHeight = 10x10",
+        ),
+        (
+            {"a.json": labelme_json("../../etc/passwd", 10, 10, [])},
+            "points outside the input folder",
+        ),
+        ({"a.json": labelme_json("/etc/passwd", 10, 10, [])}, "is absolute"),
+        ({"a.json": labelme_json("C:\\data\\a.png", 10, 10, [])}, "is absolute"),
+        ({"a.json": labelme_json(None, 10, 10, [])}, "no imagePath and no imageData"),
+        (
+            {
+                "a.json": json.dumps(
+                    {"shapes": [], "imagePath": "a.png", "imageData": "@@@"}
+                ).encode()
+            },
+            "imageData is not valid base64",
+        ),
+    ],
+)
 def test_bad_file_is_skipped_with_its_reason(files, reason):
     result = read(files)
     assert result.items == 1 and result.images == []
     assert reason in only_issue(result, IssueKind.SKIPPED)
 
 
-@pytest.mark.parametrize(("bad_shape", "reason"), [
-    (shape("cat", [[1, 1], [5, 5]]), "polygon needs at least 3 points, got 2"),
-    (shape("cat", [[1, 1], [5, 5]], "ellipse"), "unsupported shape_type 'ellipse'"),
-    (shape("", [[1, 1], [5, 1], [5, 5]]), "shape has no label"),
-    (shape("cat", [[1, 1], [5, 1], [5, 5]], group_id=[1]), "group_id must be an integer"),
-    (mask_shape("cat", 1, 1, np.ones((3, 3), bool)) | {"points": [[1, 1], [5, 5]]},
-     "mask bitmap is 3x3 but its box"),
-    (shape("cat", [[1, 1], [3, 3]], "mask", mask="not base64!"), "not a base64-encoded image"),
-])
+@pytest.mark.parametrize(
+    ("bad_shape", "reason"),
+    [
+        (shape("cat", [[1, 1], [5, 5]]), "polygon needs at least 3 points, got 2"),
+        (shape("cat", [[1, 1], [5, 5]], "ellipse"), "unsupported shape_type 'ellipse'"),
+        (shape("", [[1, 1], [5, 1], [5, 5]]), "shape has no label"),
+        (shape("cat", [[1, 1], [5, 1], [5, 5]], group_id=[1]), "group_id must be an integer"),
+        (
+            mask_shape("cat", 1, 1, np.ones((3, 3), bool)) | {"points": [[1, 1], [5, 5]]},
+            "mask bitmap is 3x3 but its box",
+        ),
+        (shape("cat", [[1, 1], [3, 3]], "mask", mask="not base64!"), "not a base64-encoded image"),
+    ],
+)
 def test_bad_shape_is_dropped_and_the_rest_converts(bad_shape, reason):
     good = shape("dog", [[2, 2], [8, 2], [8, 8]])
-    result = read({"a.json": labelme_json("a.png", 10, 10, [bad_shape, good]),
-                   "a.png": image_bytes(10, 10)})
+    result = read(
+        {"a.json": labelme_json("a.png", 10, 10, [bad_shape, good]), "a.png": image_bytes(10, 10)}
+    )
     message = only_issue(result, IssueKind.DROPPED)
     assert message.startswith("a.json: shape 0") and reason in message
     assert [i.label for i in result.images[0].instances] == ["dog"]
 
 
 def test_coordinates_outside_are_clipped_and_counted():
-    result = read({"a.json": labelme_json("a.png", 10, 10, [shape("cat", [[5, 5], [15, 5], [15, 15]])]),
-                   "a.png": image_bytes(10, 10)})
+    result = read(
+        {
+            "a.json": labelme_json("a.png", 10, 10, [shape("cat", [[5, 5], [15, 5], [15, 15]])]),
+            "a.png": image_bytes(10, 10),
+        }
+    )
     message = only_issue(result, IssueKind.CLIPPED)
     assert message == "a.json: shape 0 (cat): coordinates outside the 10x10 image; clipped"
     assert result.images[0].instances[0].mask[5:, 5:].sum() == 15  # the triangle's inside half
 
 
 def test_shape_wholly_outside_is_clipped_then_dropped_as_empty():
-    result = read({"a.json": labelme_json("a.png", 10, 10, [shape("cat", [[20, 20], [30, 20], [30, 30]])]),
-                   "a.png": image_bytes(10, 10)})
+    result = read(
+        {
+            "a.json": labelme_json("a.png", 10, 10, [shape("cat", [[20, 20], [30, 20], [30, 30]])]),
+            "a.png": image_bytes(10, 10),
+        }
+    )
     assert [i.kind for i in result.issues] == [IssueKind.CLIPPED, IssueKind.DROPPED]
     assert "empty mask" in result.issues[1].reason
     assert result.images[0].instances == ()
@@ -174,9 +228,16 @@ def test_labelme_examples_are_pixel_identical(shared_data: Path):
         for entry in json.loads(path.read_bytes())["shapes"]:
             if entry["label"] == "__ignore__":
                 continue
-            key = (entry["label"], uuid.uuid4() if entry.get("group_id") is None else entry["group_id"])
-            mask = reference((record.height, record.width), entry["points"], entry.get("shape_type"))
+            key = (
+                entry["label"],
+                uuid.uuid4() if entry.get("group_id") is None else entry["group_id"],
+            )
+            mask = reference(
+                (record.height, record.width), entry["points"], entry.get("shape_type")
+            )
             expected[key] = expected[key] | mask if key in expected else mask
         assert [i.label for i in record.instances] == [label for label, _ in expected]
         for instance, mask in zip(record.instances, expected.values()):
-            np.testing.assert_array_equal(instance.mask, mask, err_msg=f"{path.name} {instance.origin}")
+            np.testing.assert_array_equal(
+                instance.mask, mask, err_msg=f"{path.name} {instance.origin}"
+            )

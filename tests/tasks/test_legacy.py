@@ -18,6 +18,7 @@ def read(files: dict[str, bytes], name: str = "cv2_mask/x.png"):
         if relative not in files:
             raise FileNotFoundError(relative)
         return files[relative]
+
     return read_legacy(name, files[name], fetch)
 
 
@@ -29,12 +30,15 @@ def label_image(height: int = 6, width: int = 8, dtype=np.uint8) -> np.ndarray:
     return labels
 
 
-def legacy_files(labels: np.ndarray, info: bytes = INFO, image: bytes | None = None,
-                 folder: str = "") -> dict[str, bytes]:
+def legacy_files(
+    labels: np.ndarray, info: bytes = INFO, image: bytes | None = None, folder: str = ""
+) -> dict[str, bytes]:
     h, w = labels.shape
-    return {f"{folder}cv2_mask/x.png": png_of(labels),
-            f"{folder}labelme_json/x_json/info.yaml": info,
-            f"{folder}pic/x.jpg": image if image is not None else image_bytes(h, w, fmt="JPEG")}
+    return {
+        f"{folder}cv2_mask/x.png": png_of(labels),
+        f"{folder}labelme_json/x_json/info.yaml": info,
+        f"{folder}pic/x.jpg": image if image is not None else image_bytes(h, w, fmt="JPEG"),
+    }
 
 
 def test_each_value_is_one_instance_named_by_label_names():
@@ -56,8 +60,10 @@ def test_dataset_folder_may_sit_below_the_root():
 def test_16_bit_label_image_with_instances_list():
     labels = np.zeros((20, 20), np.uint16)
     labels.flat[:300] = np.arange(1, 301)  # more than 255 objects
-    info = ("label_names: [_background_, car]\ninstances:\n" + "".join(
-        f"- {{id: {k}, label: car, raw_label: car{k}}}\n" for k in range(1, 301))).encode()
+    info = (
+        "label_names: [_background_, car]\ninstances:\n"
+        + "".join(f"- {{id: {k}, label: car, raw_label: car{k}}}\n" for k in range(1, 301))
+    ).encode()
     result = read(legacy_files(labels, info, image_bytes(20, 20, fmt="PNG")))
     assert result.issues == []
     instances = result.images[0].instances
@@ -72,16 +78,31 @@ def test_png_image_is_found_when_there_is_no_jpg():
     assert read(files).images[0].file_name == "pic/x.png"
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    (lambda f: f.pop("labelme_json/x_json/info.yaml"), "missing labelme_json/x_json/info.yaml"),
-    (lambda f: f.update({"labelme_json/x_json/info.yaml": b"label_names: [a\n"}), "malformed YAML"),
-    (lambda f: f.update({"labelme_json/x_json/info.yaml": b"names: []\n"}), "has no label_names list"),
-    (lambda f: f.pop("pic/x.jpg"), "image pic/x.jpg (or .png, .bmp) not found"),
-    (lambda f: f.update({"pic/x.jpg": b"not an image"}), "'pic/x.jpg' is not a readable image"),
-    (lambda f: f.update({"pic/x.jpg": image_bytes(7, 8)}), "label image is 8x6 but image 'pic/x.jpg' is 8x7"),
-    (lambda f: f.update({"cv2_mask/x.png": b"junk"}), "label image is not a readable image"),
-    (lambda f: f.update({"cv2_mask/x.png": image_bytes(6, 8)}), "label image must be one channel"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda f: f.pop("labelme_json/x_json/info.yaml"), "missing labelme_json/x_json/info.yaml"),
+        (
+            lambda f: f.update({"labelme_json/x_json/info.yaml": b"label_names: [a\n"}),
+            "malformed YAML",
+        ),
+        (
+            lambda f: f.update({"labelme_json/x_json/info.yaml": b"names: []\n"}),
+            "has no label_names list",
+        ),
+        (lambda f: f.pop("pic/x.jpg"), "image pic/x.jpg (or .png, .bmp) not found"),
+        (lambda f: f.update({"pic/x.jpg": b"not an image"}), "'pic/x.jpg' is not a readable image"),
+        (
+            lambda f: f.update({"pic/x.jpg": image_bytes(7, 8)}),
+            "label image is 8x6 but image 'pic/x.jpg' is 8x7",
+        ),
+        (lambda f: f.update({"cv2_mask/x.png": b"junk"}), "label image is not a readable image"),
+        (
+            lambda f: f.update({"cv2_mask/x.png": image_bytes(6, 8)}),
+            "label image must be one channel",
+        ),
+    ],
+)
 def test_bad_item_is_skipped_with_its_reason(change, reason):
     files = legacy_files(label_image())
     change(files)
@@ -97,7 +118,9 @@ def test_value_without_label_name_is_dropped():
 
 
 def test_listed_instance_without_pixels_is_reported():
-    info = b"label_names: [_background_, car]\ninstances: [{id: 1, label: car}, {id: 9, label: car}]\n"
+    info = (
+        b"label_names: [_background_, car]\ninstances: [{id: 1, label: car}, {id: 9, label: car}]\n"
+    )
     labels = np.zeros((6, 8), np.uint8)
     labels[1, 1] = 1
     result = read(legacy_files(labels, info))

@@ -30,8 +30,12 @@ from tasks import registry
 from tasks.models import build, resolve
 from tasks.models.runtimes import model_config
 from tests.flows.test_training_flows import SHAPES, write_canonical
-from tests.support.code_modules import (WrittenModule, backbone_module, imported_module,
-                                        side_effect_module)
+from tests.support.code_modules import (
+    WrittenModule,
+    backbone_module,
+    imported_module,
+    side_effect_module,
+)
 from tests.support.tiny_model import TINY_SETTINGS, png_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,8 +65,7 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
         patch.syspath_prepend(str(folder))
         module = backbone_module(folder)
         backbone = imported_module(module).backbone
-        config = Config(**{**TINY_SETTINGS, "NUM_CLASSES": len(SHAPES) + 1,
-                           "BACKBONE": backbone})
+        config = Config(**{**TINY_SETTINGS, "NUM_CLASSES": len(SHAPES) + 1, "BACKBONE": backbone})
         weights = folder / "model.weights.h5"
         MaskRCNN("inference", config, folder / "logs").save_weights(weights)
         stored = json.loads(config.to_json())
@@ -87,35 +90,40 @@ def store(kind: str, root: Path, settings: dict[str, Any]) -> tuple[dict[str, An
         reg = str(root / "registry")
         weights = write_weights(root / "model.weights.h5")
         registry.register_version(reg, "stored", str(weights), settings, classes, {}, {})
-        return ({"source": "stored@v1", "registry_uri": reg},
-                str(root / "registry" / "stored" / "versions" / "1" / "config.json"))
+        return (
+            {"source": "stored@v1", "registry_uri": reg},
+            str(root / "registry" / "stored" / "versions" / "1" / "config.json"),
+        )
     run = root / "run"
     checkpoint = write_weights(run / "checkpoints" / "mask_rcnn_stored_0001.weights.h5")
     (run / "config.json").write_text(json.dumps(settings))
     (run / "classes.json").write_text(json.dumps(classes))
-    arguments = {"run folder": {"source": str(run)}, "checkpoint": {"source": str(checkpoint)},
-                 "weights + config": {"weights": str(checkpoint),
-                                      "config": str(run / "config.json")}}[kind]
+    arguments = {
+        "run folder": {"source": str(run)},
+        "checkpoint": {"source": str(checkpoint)},
+        "weights + config": {"weights": str(checkpoint), "config": str(run / "config.json")},
+    }[kind]
     return arguments, str(run / "config.json")
 
 
 @pytest.mark.parametrize("kind", ["registry", "run folder", "checkpoint", "weights + config"])
-def test_every_stored_source_refuses_a_config_naming_code(kind: str, tmp_path: Path,
-                                                          side_effects: WrittenModule):
+def test_every_stored_source_refuses_a_config_naming_code(
+    kind: str, tmp_path: Path, side_effects: WrittenModule
+):
     settings = {**TINY_SETTINGS, "BACKBONE": side_effects.reference()}
     arguments, config_file = store(kind, tmp_path, settings)
     with pytest.raises(ValueError) as refused:
         resolve(**arguments)
     assert str(refused.value).startswith(
         f"model config {config_file!r}: BACKBONE {side_effects.reference()!r} is neither a "
-        "built-in backbone")
+        "built-in backbone"
+    )
     assert "\n" not in str(refused.value)
     assert not side_effects.imported()
 
 
 @pytest.mark.parametrize("reference", ["os:system", "subprocess:getoutput"])
-def test_a_registered_config_naming_a_standard_function_is_refused(reference: str,
-                                                                   tmp_path: Path):
+def test_a_registered_config_naming_a_standard_function_is_refused(reference: str, tmp_path: Path):
     arguments, config_file = store("registry", tmp_path, {**TINY_SETTINGS, "BACKBONE": reference})
     with pytest.raises(ValueError, match=f"^model config '{config_file}': BACKBONE '{reference}'"):
         resolve(**arguments)
@@ -127,12 +135,14 @@ def test_a_built_in_backbone_still_loads_from_storage(tmp_path: Path):
     assert artifact.backbone is None and model_config(artifact).BACKBONE == "resnet18"
 
 
-def test_an_export_folder_keeps_a_callable_backbone_as_a_name(tmp_path: Path,
-                                                              side_effects: WrittenModule):
+def test_an_export_folder_keeps_a_callable_backbone_as_a_name(
+    tmp_path: Path, side_effects: WrittenModule
+):
     folder = tmp_path / "export"
     folder.mkdir()
-    (folder / "mrcnn_config.json").write_text(json.dumps(
-        {**TINY_SETTINGS, "BACKBONE": side_effects.reference()}))
+    (folder / "mrcnn_config.json").write_text(
+        json.dumps({**TINY_SETTINGS, "BACKBONE": side_effects.reference()})
+    )
     (folder / "classes.json").write_text(json.dumps(["car", "pothole"]))
     (folder / "saved_model.pb").write_bytes(b"")  # resolve reads metadata only
     artifact = resolve(str(folder))
@@ -164,8 +174,10 @@ def test_flow_parameters_take_functions_never_names_to_import(side_effects: Writ
     from flows.batch_inference import batch_inference
     from flows.evaluate_model import evaluate_model
 
-    for flow, required in ((batch_inference, {"input_uri": "in", "output_uri": "out"}),
-                           (evaluate_model, {"model": "roads@v1", "dataset": "data"})):
+    for flow, required in (
+        (batch_inference, {"input_uri": "in", "output_uri": "out"}),
+        (evaluate_model, {"model": "roads@v1", "dataset": "data"}),
+    ):
         with pytest.raises(ParameterTypeError, match="backbones.0: Input should be callable"):
             flow.validate_parameters({**required, "backbones": [side_effects.reference()]})
         allowed = flow.validate_parameters({**required, "backbones": [rgb]})
@@ -176,32 +188,61 @@ def test_flow_parameters_take_functions_never_names_to_import(side_effects: Writ
 # ---------------------------------------------------------------------------- command line
 @pytest.mark.usefixtures("prefect_harness")
 def test_cli_infer_and_evaluate_load_the_model_with_the_named_callable(
-        custom: tuple[str, str, Callable], tmp_path: Path, capsys: pytest.CaptureFixture):
+    custom: tuple[str, str, Callable], tmp_path: Path, capsys: pytest.CaptureFixture
+):
     reg, reference, _ = custom
     images = tmp_path / "images"
     images.mkdir()
     (images / "a.png").write_bytes(png_bytes(40, 60))
     common = ["--model", "custom@v1", "--registry", reg, "--json"]
-    infer = ["infer", *common, "--input", str(images), "--output", str(tmp_path / "out"),
-             "--run-date", DAY, "--no-overlays", "--no-csv"]
+    infer = [
+        "infer",
+        *common,
+        "--input",
+        str(images),
+        "--output",
+        str(tmp_path / "out"),
+        "--run-date",
+        DAY,
+        "--no-overlays",
+        "--no-csv",
+    ]
     assert main(infer) == 1  # without the callable: refused, nothing written
     assert f"BACKBONE '{reference}' is neither" in capsys.readouterr().err
     assert main([*infer, "--backbone-module", reference]) == 0
     assert json.loads(capsys.readouterr().out)["processed"] == 1
     dataset = write_canonical(tmp_path / "dataset")
-    evaluate = ["evaluate", *common, "--dataset", dataset, "--output", str(tmp_path / "metrics"),
-                "--backbone-module", reference]
+    evaluate = [
+        "evaluate",
+        *common,
+        "--dataset",
+        dataset,
+        "--output",
+        str(tmp_path / "metrics"),
+        "--backbone-module",
+        reference,
+    ]
     assert main(evaluate) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["model"]["identity"] == "custom@1" and metrics["images"] == 1
 
 
-def test_cli_export_model_takes_the_named_callable(custom: tuple[str, str, Callable],
-                                                   tmp_path: Path, capsys: pytest.CaptureFixture):
+def test_cli_export_model_takes_the_named_callable(
+    custom: tuple[str, str, Callable], tmp_path: Path, capsys: pytest.CaptureFixture
+):
     reg, reference, _ = custom
     output = tmp_path / "export"
-    argv = ["export-model", "--model", "custom@v1", "--registry", reg, "--format",
-            "saved_model", "--output", str(output)]
+    argv = [
+        "export-model",
+        "--model",
+        "custom@v1",
+        "--registry",
+        reg,
+        "--format",
+        "saved_model",
+        "--output",
+        str(output),
+    ]
     assert main(argv) == 1
     assert f"BACKBONE '{reference}'" in capsys.readouterr().err and not output.exists()
     assert main([*argv, "--backbone-module", reference]) == 0
@@ -212,37 +253,71 @@ def test_cli_export_model_takes_the_named_callable(custom: tuple[str, str, Calla
 
 
 def test_cli_names_a_backbone_module_that_does_not_exist(capsys: pytest.CaptureFixture):
-    assert main(["export-model", "--model", "x@v1", "--format", "onnx", "--backbone-module",
-                 "no_such_module_here:backbone"]) == 2
-    assert ("argument --backbone-module: no module 'no_such_module_here' to import "
-            "'no_such_module_here:backbone' from") in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "export-model",
+                "--model",
+                "x@v1",
+                "--format",
+                "onnx",
+                "--backbone-module",
+                "no_such_module_here:backbone",
+            ]
+        )
+        == 2
+    )
+    assert (
+        "argument --backbone-module: no module 'no_such_module_here' to import "
+        "'no_such_module_here:backbone' from"
+    ) in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_cli_refuses_a_registered_config_naming_code_in_one_line(tmp_path: Path,
-                                                                 side_effects: WrittenModule):
+def test_cli_refuses_a_registered_config_naming_code_in_one_line(
+    tmp_path: Path, side_effects: WrittenModule
+):
     """The real command in its own process, where the module named is importable too."""
     from prefect.settings import PREFECT_API_URL
 
-    arguments, config_file = store("registry", tmp_path, {
-        **TINY_SETTINGS, "BACKBONE": side_effects.reference()})
+    arguments, config_file = store(
+        "registry", tmp_path, {**TINY_SETTINGS, "BACKBONE": side_effects.reference()}
+    )
     images = tmp_path / "images"
     images.mkdir()
     (images / "a.png").write_bytes(png_bytes(32, 32))
     path = os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path, "PREFECT_API_URL": PREFECT_API_URL.value()}
     done = subprocess.run(
-        [sys.executable, "-m", "mrcnn_pipeline.cli", "infer", "--model", "stored@v1",
-         "--registry", arguments["registry_uri"], "--input", str(images), "--output",
-         str(tmp_path / "out"), "--run-date", DAY],
-        env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "mrcnn_pipeline.cli",
+            "infer",
+            "--model",
+            "stored@v1",
+            "--registry",
+            arguments["registry_uri"],
+            "--input",
+            str(images),
+            "--output",
+            str(tmp_path / "out"),
+            "--run-date",
+            DAY,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stderr
     # Prefect's progress lines aside, the command's own output is one line.
     assert [line for line in done.stderr.splitlines() if line.startswith("mrcnn-pipeline")] == [
         f"mrcnn-pipeline infer: error: model config {config_file!r}: BACKBONE "
         f"{side_effects.reference()!r} is neither a built-in backbone (resnet18, resnet34, "
         "resnet50, resnet101) nor a callable the caller allowed; a stored config does not load "
-        "code (docs/concepts/security.md)"], done.stderr
+        "code (docs/concepts/security.md)"
+    ], done.stderr
     assert "Traceback" not in done.stderr
     assert not side_effects.marker.exists()  # not imported in the command's process either
     assert not (tmp_path / "out" / "area_ratios").exists()

@@ -56,11 +56,20 @@ def write_val_split(root: Path) -> dict[str, np.ndarray]:
     write(root / "images/b.tif", tiff_of(frames["b.tif"]))
     images, annotations = [], []
     for image_id, (name, frame) in enumerate(frames.items(), start=1):
-        images.append({"id": image_id, "file_name": name, "height": frame.shape[0],
-                       "width": frame.shape[1]})
-        annotations.append({"id": image_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                            "segmentation": [[4, 4, 20, 4, 20, 20, 4, 20]], "area": 256,
-                            "bbox": [4, 4, 16, 16]})
+        images.append(
+            {"id": image_id, "file_name": name, "height": frame.shape[0], "width": frame.shape[1]}
+        )
+        annotations.append(
+            {
+                "id": image_id,
+                "image_id": image_id,
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentation": [[4, 4, 20, 4, 20, 20, 4, 20]],
+                "area": 256,
+                "bbox": [4, 4, 16, 16],
+            }
+        )
     categories = [{"id": i, "name": name} for i, name in enumerate(CLASSES, start=1)]
     document = {"images": images, "annotations": annotations, "categories": categories}
     write(root / "annotations/val.json", json.dumps(document))
@@ -109,18 +118,26 @@ def test_train_reads_images_with_the_config_s_normalisation(tmp_path: Path):
     assert dataset.load_image(0).max() == 255
 
 
-def test_auto_config_measures_the_mean_pixel_of_the_images_as_training_reads_them(
-        tmp_path: Path):
+def test_auto_config_measures_the_mean_pixel_of_the_images_as_training_reads_them(tmp_path: Path):
     frames = write_val_split(tmp_path)
     default = Normalization("percentile")  # the config sets no NORMALIZATION_PERCENTILES
-    expected = np.mean([to_rgb_uint8(frame, default).reshape(-1, 3).mean(axis=0)
-                        for frame in frames.values()], axis=0)
+    expected = np.mean(
+        [to_rgb_uint8(frame, default).reshape(-1, 3).mean(axis=0) for frame in frames.values()],
+        axis=0,
+    )
     chosen = {}
     for setting in ("percentile", "scale"):
-        training = load_training_config({
-            "name": "n", "classes": CLASSES, "epochs": 1, "auto_config": True,
-            "config": {"INTENSITY_NORMALIZATION": setting}})
-        chosen[setting] = next(c.value for c in auto_choices(training, str(tmp_path))
-                               if c.key == "MEAN_PIXEL")
+        training = load_training_config(
+            {
+                "name": "n",
+                "classes": CLASSES,
+                "epochs": 1,
+                "auto_config": True,
+                "config": {"INTENSITY_NORMALIZATION": setting},
+            }
+        )
+        chosen[setting] = next(
+            c.value for c in auto_choices(training, str(tmp_path)) if c.key == "MEAN_PIXEL"
+        )
     np.testing.assert_allclose(chosen["percentile"], expected, atol=0.05)
     assert max(chosen["scale"]) < 16  # the 12-bit frames scaled by 1/257

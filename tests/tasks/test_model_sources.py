@@ -12,7 +12,8 @@ from tasks.models import resolve
 
 
 def test_an_export_folder_relative_to_the_working_directory_resolves(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     export = tmp_path / "registry" / "roads" / "versions" / "1" / "exports" / "saved_model"
     export.mkdir(parents=True)
     config = Config(NAME="roads", NUM_CLASSES=3, BACKBONE="resnet18")

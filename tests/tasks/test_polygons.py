@@ -85,7 +85,9 @@ def test_real_labelme_masks_survive_the_round_trip():
     folder = EXAMPLES / "data_annotated"
     checked = 0
     for path in sorted(folder.glob("*.json")):
-        result = read_labelme(path.name, path.read_bytes(), lambda name: (folder / name).read_bytes())
+        result = read_labelme(
+            path.name, path.read_bytes(), lambda name: (folder / name).read_bytes()
+        )
         for instance in result.images[0].instances:
             assert iou(redrawn(instance.mask), instance.mask) >= 0.97, (path.name, instance.label)
             checked += 1

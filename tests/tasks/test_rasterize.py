@@ -10,8 +10,9 @@ from tests.support.labelme_reference import labelme_shape_to_mask
 
 
 def draw(shape_type: str, points: list, height: int = 40, width: int = 40) -> np.ndarray:
-    return rasterize.shape_to_mask(shape_type, rasterize.checked_points(points, shape_type),
-                                   height, width)
+    return rasterize.shape_to_mask(
+        shape_type, rasterize.checked_points(points, shape_type), height, width
+    )
 
 
 def test_polygon_includes_its_outline():
@@ -67,14 +68,17 @@ def test_extent_on_the_border_is_inside():
     assert rasterize.is_outside(rasterize.shape_extent("circle", [(2, 5), (5, 5)]), 10, 10) is True
 
 
-@pytest.mark.parametrize(("shape_type", "points", "message"), [
-    ("polygon", [[1, 1], [2, 2]], "polygon needs at least 3 points, got 2"),
-    ("line", [[1, 1], [2, 2], [3, 3]], "line needs 2 points, got 3"),
-    ("point", [], "point needs 1 point, got 0"),
-    ("polygon", [[1, 1], [2, "x"], [3, 3]], "list of [x, y] number pairs"),
-    ("polygon", [[1, 1], [2, float("nan")], [3, 3]], "finite"),
-    ("hexagon", [[1, 1]], "unsupported shape_type 'hexagon'"),
-])
+@pytest.mark.parametrize(
+    ("shape_type", "points", "message"),
+    [
+        ("polygon", [[1, 1], [2, 2]], "polygon needs at least 3 points, got 2"),
+        ("line", [[1, 1], [2, 2], [3, 3]], "line needs 2 points, got 3"),
+        ("point", [], "point needs 1 point, got 0"),
+        ("polygon", [[1, 1], [2, "x"], [3, 3]], "list of [x, y] number pairs"),
+        ("polygon", [[1, 1], [2, float("nan")], [3, 3]], "finite"),
+        ("hexagon", [[1, 1]], "unsupported shape_type 'hexagon'"),
+    ],
+)
 def test_bad_points_are_rejected(shape_type, points, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         rasterize.checked_points(points, shape_type)
@@ -99,16 +103,19 @@ def test_bitmap_must_fit_its_box():
         rasterize.bitmap_to_mask([(0, 0), (1, 1)], np.ones((2, 3), bool), 5, 5)
 
 
-@pytest.mark.parametrize(("shape_type", "points"), [
-    ("polygon", [[3.3, 4.8], [30.1, 2.2], [36.9, 33.7], [12.5, 25.4], [2.0, 38.9]]),
-    ("polygon", [[-5, -5], [20, -8], [45, 20], [20, 45]]),
-    ("rectangle", [[31.6, 28.2], [7.4, 3.9]]),
-    ("circle", [[18.2, 21.7], [26.9, 14.3]]),
-    ("line", [[2.5, 37.5], [35.2, 4.1]]),
-    ("linestrip", [[3, 3], [20.5, 30.2], [37, 8.8], [12, 14]]),
-    ("point", [[19.6, 0.4]]),
-    ("polygon", [[10, 10], [10, 10], [10, 10]]),
-])
+@pytest.mark.parametrize(
+    ("shape_type", "points"),
+    [
+        ("polygon", [[3.3, 4.8], [30.1, 2.2], [36.9, 33.7], [12.5, 25.4], [2.0, 38.9]]),
+        ("polygon", [[-5, -5], [20, -8], [45, 20], [20, 45]]),
+        ("rectangle", [[31.6, 28.2], [7.4, 3.9]]),
+        ("circle", [[18.2, 21.7], [26.9, 14.3]]),
+        ("line", [[2.5, 37.5], [35.2, 4.1]]),
+        ("linestrip", [[3, 3], [20.5, 30.2], [37, 8.8], [12, 14]]),
+        ("point", [[19.6, 0.4]]),
+        ("polygon", [[10, 10], [10, 10], [10, 10]]),
+    ],
+)
 def test_identical_to_labelme(shape_type, points):
     reference = labelme_shape_to_mask()((40, 40), points, shape_type)
     np.testing.assert_array_equal(draw(shape_type, points), reference)

@@ -14,12 +14,18 @@ from mrcnn.coverage import mean_interval
 from mrcnn_pipeline.cli import main
 from tasks import registry, storage
 from tasks.evaluation import BOOTSTRAP, detection_limit, evaluate_results
-from tasks.registry import documents as registry_documents
 from tasks.registry import ModelVersion, promote, register_version, resolve, set_alias
+from tasks.registry import documents as registry_documents
 from tests.support.evaluation_samples import CELL_PCT, missed_one_samples
 
-FILES = ["MODEL_CARD.md", "classes.json", "config.json", "lineage.json", "metrics.json",
-         "model.weights.h5"]
+FILES = [
+    "MODEL_CARD.md",
+    "classes.json",
+    "config.json",
+    "lineage.json",
+    "metrics.json",
+    "model.weights.h5",
+]
 CONFIG = {"NAME": "road", "NUM_CLASSES": 3, "BACKBONE": "resnet50", "IMAGE_MAX_DIM": 64}
 
 
@@ -30,14 +36,28 @@ def weights_file(folder: Path, token: str) -> str:
     return str(path)
 
 
-def register(root: str, folder: Path, token: str, segm_ap: float | None = 0.5,
-             name: str = "road") -> ModelVersion:
-    metrics = {"segm": {"AP": segm_ap, "per_class": {"a": segm_ap, "b": None}}, "bbox": {"AP": 0.1},
-               "area_ratio_error": {"mean_mae_pp": 1.5, "per_class": {"a": {"mae_pp": 2.0}}},
-               "dataset": {"uri": "s3://b/data-v2", "hash": "abc"}}
-    return register_version(root, name, weights_file(folder, token), CONFIG, ["a", "b"], metrics,
-                            {"token": token, "dataset": {"uri": "s3://b/data", "hash": "abc"},
-                             "stages": [{"layers": "heads", "epochs": 2, "learning_rate": 0.001}]})
+def register(
+    root: str, folder: Path, token: str, segm_ap: float | None = 0.5, name: str = "road"
+) -> ModelVersion:
+    metrics = {
+        "segm": {"AP": segm_ap, "per_class": {"a": segm_ap, "b": None}},
+        "bbox": {"AP": 0.1},
+        "area_ratio_error": {"mean_mae_pp": 1.5, "per_class": {"a": {"mae_pp": 2.0}}},
+        "dataset": {"uri": "s3://b/data-v2", "hash": "abc"},
+    }
+    return register_version(
+        root,
+        name,
+        weights_file(folder, token),
+        CONFIG,
+        ["a", "b"],
+        metrics,
+        {
+            "token": token,
+            "dataset": {"uri": "s3://b/data", "hash": "abc"},
+            "stages": [{"layers": "heads", "epochs": 2, "learning_rate": 0.001}],
+        },
+    )
 
 
 def version_files(version: ModelVersion) -> list[str]:
@@ -65,8 +85,15 @@ def test_the_model_card_shows_coverage_accuracy_beside_the_baselines(tmp_path: P
     metrics = evaluate_results(["BG", "nucleus"], missed_one_samples(6))
     metrics["detection_limit"] = detection_limit({"DETECTION_MAX_INSTANCES": 5}, 7).as_dict()
     config = {**CONFIG, "NUM_CLASSES": 2}
-    version = register_version(str(tmp_path / "registry"), "nuclei", weights_file(tmp_path, "n"),
-                               config, ["nucleus"], metrics, {"stages": []})
+    version = register_version(
+        str(tmp_path / "registry"),
+        "nuclei",
+        weights_file(tmp_path, "n"),
+        config,
+        ["nucleus"],
+        metrics,
+        {"stages": []},
+    )
     card = storage.read_bytes(version.file("MODEL_CARD.md")).decode()
     assert "| class | segm AP | coverage MAE pp [95 % CI] | bias pp |" in card
     # Image k holds k + 2 cells (1.5625 % each) and the model misses one: MAE 1.56 pp in every
@@ -75,19 +102,24 @@ def test_the_model_card_shows_coverage_accuracy_beside_the_baselines(tmp_path: P
     # precision 1 up to recall 21/27, so 78 of the 101 recall points.
     truth = CELL_PCT * np.arange(2, 8)
     nothing = mean_interval(truth, BOOTSTRAP)
-    assert (f"| nucleus | {78 / 101:.4f} | 1.56 [1.56, 1.56] | -1.56 | 0.23 | "
-            f"7.03 [{nothing.low:.2f}, {nothing.high:.2f}] | 0.00 [0.00, 0.00] | "
-            "better / worse |") in card
+    assert (
+        f"| nucleus | {78 / 101:.4f} | 1.56 [1.56, 1.56] | -1.56 | 0.23 | "
+        f"7.03 [{nothing.low:.2f}, {nothing.high:.2f}] | 0.00 [0.00, 0.00] | "
+        "better / worse |"
+    ) in card
     map50 = 1 - np.mean(1 / np.arange(2, 8))  # each image: k - 1 of k found, in score order
     assert f"matterport mAP50 {map50:.4f}; 6 images; COCO maxDets 100" in card
     assert "**warning**: DETECTION_MAX_INSTANCES 5 is below the 7 instances" in card
 
 
-@pytest.mark.parametrize("reference, message", [
-    ("ghost@v1", "model 'ghost' not found in registry"),
-    ("road@v7", "has no version v7"),
-    ("road@staging", "has no alias 'staging'"),
-])
+@pytest.mark.parametrize(
+    "reference, message",
+    [
+        ("ghost@v1", "model 'ghost' not found in registry"),
+        ("road@v7", "has no version v7"),
+        ("road@staging", "has no alias 'staging'"),
+    ],
+)
 def test_unknown_references_are_named(tmp_path: Path, reference: str, message: str):
     root = str(tmp_path / "registry")
     register(root, tmp_path, "one")
@@ -134,7 +166,9 @@ def check_concurrent(root: str, versions: list[ModelVersion]) -> None:
     assert sorted(v.version for v in versions) == list(range(1, len(versions) + 1))
     for index, version in enumerate(versions):  # each version holds its own registration's files
         assert version.read_json("lineage.json")["token"] == f"token{index}"
-        assert storage.read_bytes(version.file("model.weights.h5")).endswith(f"token{index}".encode())
+        assert storage.read_bytes(version.file("model.weights.h5")).endswith(
+            f"token{index}".encode()
+        )
         assert version_files(version) == FILES
     assert registry.list_versions(root, "road") == list(range(1, len(versions) + 1))
 
@@ -157,8 +191,9 @@ def test_exclusive_create_on_s3_refuses_the_second_writer(s3_env, s3_prefix: str
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
-def test_a_failed_publish_leaves_no_version(where: str, request, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch):
+def test_a_failed_publish_leaves_no_version(
+    where: str, request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     if where == "s3":
         request.getfixturevalue("s3_env")
         root = f"{request.getfixturevalue('s3_prefix')}/registry"
@@ -177,7 +212,9 @@ def test_a_failed_publish_leaves_no_version(where: str, request, tmp_path: Path,
     monkeypatch.setattr(storage, "write_bytes", real_write)  # undo() would drop s3_env too
     assert registry.list_versions(root, "road") == []
     # (SeaweedFS lists an emptied prefix as an entry of its own; no file may remain inside it.)
-    assert not [uri for uri in storage.list_files(storage.join(root, "road")) if "/versions/1/" in uri]
+    assert not [
+        uri for uri in storage.list_files(storage.join(root, "road")) if "/versions/1/" in uri
+    ]
     with pytest.raises(FileNotFoundError, match="model 'road' not found"):
         resolve("road", root)
     assert register(root, tmp_path, "next").version == 2  # number 1 stays claimed (a gap)
@@ -224,15 +261,20 @@ def test_promotion_gate_both_ways(tmp_path: Path):
     assert promote(v3)["promoted"] and resolve("road@production", root) == v3
     lower = promote(v1, metric="area_ratio_error.mean_mae_pp", higher_is_better=False)
     assert lower["promoted"] and lower["reason"] == (
-        "area_ratio_error.mean_mae_pp 1.5000 <= 1.5000 of v3 (each on its own val split)")
+        "area_ratio_error.mean_mae_pp 1.5000 <= 1.5000 of v3 (each on its own val split)"
+    )
     with pytest.raises(ValueError, match="metric 'segm.AP75' not found in the metrics of road@v1"):
         promote(v1, metric="segm.AP75")
     markdown = registry_documents.decision_markdown(worse)
-    assert "not promoted to `production`" in markdown and "| current `production` | v1 | 0.4000 |" in markdown
+    assert (
+        "not promoted to `production`" in markdown
+        and "| current `production` | v1 | 0.4000 |" in markdown
+    )
 
 
 def test_the_gate_compares_on_the_candidate_s_val_split_when_given_the_holder_s_score(
-        tmp_path: Path):
+    tmp_path: Path,
+):
     root = str(tmp_path / "registry")
     promote(register(root, tmp_path, "one", segm_ap=0.60))  # scored on an older, easier split
     v2 = register(root, tmp_path, "two", segm_ap=0.50)
@@ -243,9 +285,14 @@ def test_the_gate_compares_on_the_candidate_s_val_split_when_given_the_holder_s_
     assert decision["reason"] == "segm.AP 0.5000 >= 0.4500 of v1 on the same val split"
     assert decision["compared_on"]["hash"] == "abc"
     v3 = register(root, tmp_path, "three", segm_ap=0.40)
-    for stale in ({**on_split, "model": {"reference": "road@v1"}},  # v2 holds the alias now
-                  {**on_split, "model": {"reference": "road@v2"},
-                   "dataset": {"uri": "s3://b/other", "hash": "def"}}):
+    for stale in (
+        {**on_split, "model": {"reference": "road@v1"}},  # v2 holds the alias now
+        {
+            **on_split,
+            "model": {"reference": "road@v2"},
+            "dataset": {"uri": "s3://b/other", "hash": "def"},
+        },
+    ):
         refused = promote(v3, baseline=stale)
         assert refused["compared_on"] is None and refused["current"]["value"] == 0.50
         assert refused["reason"].endswith("(each on its own val split)")
@@ -266,7 +313,10 @@ def test_models_cli(tmp_path: Path, capsys: pytest.CaptureFixture):
     assert "v1 promoted to production" in capsys.readouterr().out
     assert main(["models", "promote", "road@v2", "--registry", root]) == 0
     assert "v2 not promoted to production: segm.AP 0.4000 < 0.5000 of v1" in capsys.readouterr().out
-    assert main(["models", "alias", "road@v2", "staging", "--reason", "try it", "--registry", root]) == 0
+    assert (
+        main(["models", "alias", "road@v2", "staging", "--reason", "try it", "--registry", root])
+        == 0
+    )
     assert capsys.readouterr().out.strip() == "staging -> v2 (was -)"
     assert main(["models", "list", "--registry", root]) == 0
     assert capsys.readouterr().out.strip() == "road"

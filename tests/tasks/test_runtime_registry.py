@@ -57,8 +57,11 @@ def test_every_model_format_has_exactly_one_runtime():
 
 def test_each_runtime_runs_the_formats_whose_loader_runs_in_it():
     runs = {runtime.name: runtime.formats for runtime in RUNTIMES}
-    assert runs == {"tensorflow": ("keras", "saved_model"), "onnxruntime": ("onnx",),
-                    "openvino": ("openvino",)}
+    assert runs == {
+        "tensorflow": ("keras", "saved_model"),
+        "onnxruntime": ("onnx",),
+        "openvino": ("openvino",),
+    }
     assert [r.name for r in RUNTIMES if r.isolate_shards] == ["openvino"]
     assert get_runtime("onnxruntime").help == "onnxruntime (ONNX exports)"
     assert get_runtime("tensorflow").help == "tensorflow (Keras weights, SavedModel exports)"
@@ -72,11 +75,17 @@ def test_precision_is_chosen_for_keras_weights_and_the_formats_that_choose_it():
 
 
 def test_unknown_names_name_the_registered_ones():
-    with pytest.raises(ValueError, match=r"unknown export format 'tflite' \(one of saved_model, "
-                                         r"onnx, openvino\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown export format 'tflite' \(one of saved_model, "
+        r"onnx, openvino\)",
+    ):
         get_format("tflite")
-    with pytest.raises(ValueError, match=r"runtime must be one of tensorflow, onnxruntime, "
-                                         r"openvino, got 'tflite'"):
+    with pytest.raises(
+        ValueError,
+        match=r"runtime must be one of tensorflow, onnxruntime, "
+        r"openvino, got 'tflite'",
+    ):
         get_runtime("tflite")
 
 
@@ -101,16 +110,20 @@ def test_an_export_folder_resolves_to_the_format_of_its_graph_file(tmp_path: Pat
     assert artifact.format == fmt.name
     check_runtime(artifact, fmt.runtime)
     other = next(name for name in RUNTIME_NAMES if name != fmt.runtime)
-    with pytest.raises(ValueError, match=f"which runtime '{other}' does not run "
-                                         f"\\(use {fmt.runtime}, or export it"):
+    with pytest.raises(
+        ValueError, match=f"which runtime '{other}' does not run \\(use {fmt.runtime}, or export it"
+    ):
         check_runtime(artifact, other)
 
 
 def test_a_folder_without_a_graph_names_every_graph_file(tmp_path: Path):
     folder = export_folder(tmp_path / "export", "notes.txt")
     assert format_of({EXPORT_CONFIG, "notes.txt"}) is None
-    with pytest.raises(FileNotFoundError, match=f"has {EXPORT_CONFIG} but no graph "
-                                                rf"\({' or '.join(GRAPH_FILES)}\)"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=f"has {EXPORT_CONFIG} but no graph "
+        rf"\({' or '.join(GRAPH_FILES)}\)",
+    ):
         resolve(folder)
 
 
@@ -121,8 +134,9 @@ def test_a_fixed_precision_export_names_the_formats_that_choose(tmp_path: Path):
 
 
 def test_the_reference_page_describes_every_format_and_runtime():
-    page = (Path(__file__).resolve().parents[2] / "docs/reference/export-formats.md"
-            ).read_text(encoding="utf-8")
+    page = (Path(__file__).resolve().parents[2] / "docs/reference/export-formats.md").read_text(
+        encoding="utf-8"
+    )
     formats_part, runtimes_part = page.split("\n## Runtimes\n")
     rows = [line for line in formats_part.splitlines() if line.startswith("| `")]
     for fmt in FORMATS:
@@ -137,6 +151,7 @@ def test_the_reference_page_describes_every_format_and_runtime():
         (row,) = [line for line in rows if line.startswith(f"| `{runtime.name}`")]
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         runs = ["Keras weights"] if runtime.runs_keras else []
-        assert cells[1:] == [", ".join(runs + [f"`{name}`" for name in runtime.formats
-                                               if name != "keras"]),
-                             "yes" if runtime.isolate_shards else "no"]
+        assert cells[1:] == [
+            ", ".join(runs + [f"`{name}`" for name in runtime.formats if name != "keras"]),
+            "yes" if runtime.isolate_shards else "no",
+        ]

@@ -24,7 +24,11 @@ def round_trip(root: str, options=None) -> None:
     assert storage.exists(storage.join(root, "x"), options)
     assert not storage.is_file(storage.join(root, "x"), options)
     listed = storage.list_files(root, options=options)
-    assert [storage.relative_path(u, root, options) for u in listed] == ["c.txt", "x/a.json", "x/sub/b.PNG"]
+    assert [storage.relative_path(u, root, options) for u in listed] == [
+        "c.txt",
+        "x/a.json",
+        "x/sub/b.PNG",
+    ]
     assert storage.list_files(root, (".png", ".json"), options) == listed[1:]
     with storage.open_file(storage.join(root, "y/stream.bin"), "wb", options) as handle:
         handle.write(b"streamed")
@@ -77,11 +81,16 @@ except OSError as error:
 
 def test_a_failed_probe_removes_the_folders_it_made(tmp_path: Path):
     out = tmp_path / "new" / "out"
-    done = subprocess.run([sys.executable, "-c", _PROBE_WITHOUT_FILE_SPACE, str(out)],
-                          cwd=Path(__file__).resolve().parents[2], capture_output=True,
-                          text=True, timeout=120)
-    assert done.stdout == f"OutputNotWritable output folder '{out}' is not writable: File too " \
-                          "large\n", done.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE_WITHOUT_FILE_SPACE, str(out)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        done.stdout == f"OutputNotWritable output folder '{out}' is not writable: File too large\n"
+    ), done.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -101,8 +110,12 @@ def test_s3_with_credentials_from_the_environment(s3_env, s3_prefix: str):
 
 
 def test_s3_with_explicit_options(seaweed, s3_prefix: str, monkeypatch: pytest.MonkeyPatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
-                 "FSSPEC_S3_ENDPOINT_URL"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL",
+        "FSSPEC_S3_ENDPOINT_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     round_trip(s3_prefix, seaweed.storage_options)
 
@@ -115,14 +128,18 @@ def test_s3_endpoint_from_fsspec_variable(s3_env, s3_prefix: str, monkeypatch: p
     assert storage.read_bytes(uri) == b"via fsspec variable"
 
 
-def test_s3_wrong_credentials_are_refused_clearly(s3_env, s3_prefix: str,
-                                                  monkeypatch: pytest.MonkeyPatch):
+def test_s3_wrong_credentials_are_refused_clearly(
+    s3_env, s3_prefix: str, monkeypatch: pytest.MonkeyPatch
+):
     uri = storage.join(s3_prefix, "secret.txt")
     storage.write_bytes(uri, b"data")
     wrong_secret = "wrong-secret-do-not-print"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong_secret)
-    for action in (lambda: storage.read_bytes(uri), lambda: storage.write_bytes(uri, b"x"),
-                   lambda: storage.list_files(s3_prefix)):
+    for action in (
+        lambda: storage.read_bytes(uri),
+        lambda: storage.write_bytes(uri, b"x"),
+        lambda: storage.list_files(s3_prefix),
+    ):
         with pytest.raises(PermissionError) as caught:
             action()
         message = str(caught.value)

@@ -20,9 +20,17 @@ def region(shape: dict, **attributes) -> dict:
 
 
 def via_file(entries: dict) -> bytes:
-    return json.dumps({f"{name}{123}": {"filename": name, "size": 123, "regions": regions,
-                                        "file_attributes": {}}
-                       for name, regions in entries.items()}).encode()
+    return json.dumps(
+        {
+            f"{name}{123}": {
+                "filename": name,
+                "size": 123,
+                "regions": regions,
+                "file_attributes": {},
+            }
+            for name, regions in entries.items()
+        }
+    ).encode()
 
 
 def read(document: bytes, images: dict[str, bytes] | None = None, **options):
@@ -32,6 +40,7 @@ def read(document: bytes, images: dict[str, bytes] | None = None, **options):
         if relative not in files:
             raise FileNotFoundError(relative)
         return files[relative]
+
     return read_via("train/via.json", document, fetch, **options)
 
 
@@ -48,8 +57,12 @@ def test_dict_and_list_regions_read_the_same():
 
 
 def test_via2_project_file_and_checkbox_attribute():
-    project = {"_via_settings": {}, "_via_img_metadata": json.loads(via_file(
-        {"a.jpg": [region(TRIANGLE, kind={"car": True, "bus": False})]}))}
+    project = {
+        "_via_settings": {},
+        "_via_img_metadata": json.loads(
+            via_file({"a.jpg": [region(TRIANGLE, kind={"car": True, "bus": False})]})
+        ),
+    }
     result = read(json.dumps(project).encode(), attribute="kind")
     assert result.images[0].instances[0].label == "car"
 
@@ -59,13 +72,16 @@ def test_balloon_style_file_without_attributes_uses_default_label():
     assert result.images[0].instances[0].label == "balloon"
 
 
-@pytest.mark.parametrize(("shape", "pixels"), [
-    ({"name": "rect", "x": 2, "y": 3, "width": 4, "height": 2}, 5 * 3),
-    ({"name": "circle", "cx": 10, "cy": 10, "r": 3}, 37),
-    ({"name": "point", "cx": 10, "cy": 10}, 97),
-    ({"name": "ellipse", "cx": 15, "cy": 10, "rx": 6, "ry": 3, "theta": 0}, None),
-    ({"name": "polyline", "all_points_x": [0, 29], "all_points_y": [10, 10]}, 300),
-])
+@pytest.mark.parametrize(
+    ("shape", "pixels"),
+    [
+        ({"name": "rect", "x": 2, "y": 3, "width": 4, "height": 2}, 5 * 3),
+        ({"name": "circle", "cx": 10, "cy": 10, "r": 3}, 37),
+        ({"name": "point", "cx": 10, "cy": 10}, 97),
+        ({"name": "ellipse", "cx": 15, "cy": 10, "rx": 6, "ry": 3, "theta": 0}, None),
+        ({"name": "polyline", "all_points_x": [0, 29], "all_points_y": [10, 10]}, 300),
+    ],
+)
 def test_other_shapes(shape, pixels):
     (instance,) = read(via_file({"a.jpg": [region(shape, label="x")]})).images[0].instances
     if pixels is None:  # the ellipse: a 64-gon spanning cx +/- rx, cy +/- ry
@@ -82,43 +98,67 @@ def test_rotated_ellipse_turns():
     assert rows.max() - rows.min() > cols.max() - cols.min()  # now tall, not wide
 
 
-@pytest.mark.parametrize(("document", "reason"), [
-    (b"{not json", "malformed JSON"),
-    (b'{"a": {"filename": "a.jpg"}}', "not a VIA file"),
-])
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        (b"{not json", "malformed JSON"),
+        (b'{"a": {"filename": "a.jpg"}}', "not a VIA file"),
+    ],
+)
 def test_unusable_file_is_one_skipped_item(document, reason):
     result = read(document)
     assert result.items == 1 and result.images == []
-    assert [i.kind for i in result.issues] == [IssueKind.SKIPPED] and reason in result.issues[0].reason
+    assert [i.kind for i in result.issues] == [IssueKind.SKIPPED] and reason in result.issues[
+        0
+    ].reason
 
 
-@pytest.mark.parametrize(("filename", "images", "reason"), [
-    ("b.jpg", None, "image 'train/b.jpg' not found"),
-    ("../../etc/passwd", None, "points outside the input folder"),
-    ("http://example.com/a.jpg", None, "is absolute"),
-    ("a.jpg", {"train/a.jpg": b"text"}, "is not a readable image"),
-])
+@pytest.mark.parametrize(
+    ("filename", "images", "reason"),
+    [
+        ("b.jpg", None, "image 'train/b.jpg' not found"),
+        ("../../etc/passwd", None, "points outside the input folder"),
+        ("http://example.com/a.jpg", None, "is absolute"),
+        ("a.jpg", {"train/a.jpg": b"text"}, "is not a readable image"),
+    ],
+)
 def test_bad_image_entry_is_skipped_and_the_rest_converts(filename, images, reason):
     images = images or {"train/a.jpg": image_bytes(20, 30, "JPEG")}
     images["train/ok.jpg"] = image_bytes(10, 10, "JPEG")
     result = read(via_file({filename: [], "ok.jpg": []}), images)
     assert result.items == 2 and [r.file_name for r in result.images] == ["train/ok.jpg"]
-    assert [i.kind for i in result.issues] == [IssueKind.SKIPPED] and reason in result.issues[0].reason
+    assert [i.kind for i in result.issues] == [IssueKind.SKIPPED] and reason in result.issues[
+        0
+    ].reason
 
 
-@pytest.mark.parametrize(("bad", "reason"), [
-    (region(TRIANGLE), "region has no 'label' attribute"),
-    (region(TRIANGLE, label={"a": True, "b": True}), "exactly one option ticked"),
-    (region({"name": "polygon", "all_points_x": [1, 5], "all_points_y": [1, 5]}, label="x"),
-     "polygon needs at least 3 points, got 2"),
-    (region({"name": "polygon", "all_points_x": [1, 5, 6], "all_points_y": [1, 5]}, label="x"),
-     "lists of equal length"),
-    (region({"name": "rect", "x": 1, "y": 1}, label="x"), "rect shape lacks 'width'"),
-    (region({"name": "star"}, label="x"), "unsupported VIA shape 'star'"),
-    (region({"name": "polygon", "all_points_x": [40, 50, 50], "all_points_y": [30, 30, 40]},
-            label="x"), "empty mask"),
-    ("not a region", "region must be an object"),
-])
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (region(TRIANGLE), "region has no 'label' attribute"),
+        (region(TRIANGLE, label={"a": True, "b": True}), "exactly one option ticked"),
+        (
+            region({"name": "polygon", "all_points_x": [1, 5], "all_points_y": [1, 5]}, label="x"),
+            "polygon needs at least 3 points, got 2",
+        ),
+        (
+            region(
+                {"name": "polygon", "all_points_x": [1, 5, 6], "all_points_y": [1, 5]}, label="x"
+            ),
+            "lists of equal length",
+        ),
+        (region({"name": "rect", "x": 1, "y": 1}, label="x"), "rect shape lacks 'width'"),
+        (region({"name": "star"}, label="x"), "unsupported VIA shape 'star'"),
+        (
+            region(
+                {"name": "polygon", "all_points_x": [40, 50, 50], "all_points_y": [30, 30, 40]},
+                label="x",
+            ),
+            "empty mask",
+        ),
+        ("not a region", "region must be an object"),
+    ],
+)
 def test_bad_region_is_dropped_and_the_rest_converts(bad, reason):
     result = read(via_file({"a.jpg": [bad, region(TRIANGLE, label="ok")]}))
     assert [i.label for i in result.images[0].instances] == ["ok"]
