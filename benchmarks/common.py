@@ -59,7 +59,7 @@ THREAD_VARIABLES = (
 
 # ---------------------------------------------------------------------- timing and memory
 def summarize(seconds: list[float], scale: float = 1.0, with_runs: bool = True) -> dict[str, Any]:
-    """Median, min and max of `seconds` (each divided by `scale`), plus the raw values if `with_runs`."""
+    """Median, min and max of `seconds` (each divided by `scale`); the raw values if `with_runs`."""
     if not seconds:
         raise ValueError("summarize needs at least one timing")
     values = [s / scale for s in seconds]
@@ -119,7 +119,7 @@ def cpu_model() -> str:
 def cpu_flags(
     wanted: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"),
 ) -> list[str]:
-    """Which of the `wanted` instruction-set flags /proc/cpuinfo lists (bf16 speed depends on them)."""
+    """Which of the `wanted` instruction-set flags /proc/cpuinfo lists (bf16 speed needs them)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -214,7 +214,7 @@ def run_child(
 
 
 def plain(text: str, limit: int = 2000) -> str:
-    """`text` without terminal colour codes (Keras colours its errors), cut to `limit` characters."""
+    """`text` without terminal colour codes (Keras colours its errors), cut to `limit` chars."""
     return ANSI_CODES.sub("", text)[:limit]
 
 
@@ -249,7 +249,7 @@ def header(name: str, argv: list[str]) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------- data for the torchvision peer
+# ------------------------------------------------------------ data for the torchvision peer
 def random_images(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
     """`count` random RGB uint8 images `[size, size, 3]`, the same for every engine."""
     rng = np.random.default_rng(seed)
@@ -281,7 +281,10 @@ def to_torch_target(masks: np.ndarray, class_ids: np.ndarray) -> dict:
 
 
 def from_torch_output(output: dict, mask_threshold: float = 0.5) -> dict[str, np.ndarray]:
-    """One torchvision prediction → our `detect()` dict (rois `[N, (y1, x1, y2, x2)]`, masks `[H, W, N]`)."""
+    """One torchvision prediction → our `detect()` dict.
+
+    rois `[N, (y1, x1, y2, x2)]`, masks `[H, W, N]`.
+    """
     boxes = output["boxes"].float().numpy()
     masks = (output["masks"][:, 0] > mask_threshold).numpy().transpose(1, 2, 0)
     return {

@@ -55,13 +55,16 @@ NUM_CLASSES = 81
 TRAIN_LEARNING_RATE = 1e-3  # matterport's SGD recipe, used for both engines
 NOTES = [
     "random weights: timings only, detections are meaningless",
-    "seconds_per_image: median/min/max over timed runs after warm-up; each run is one call on a batch of random "
-    "uint8 images, divided by the batch size; pre-processing and pasting full-size bool masks are included",
-    "train step: one fixed batch of ShapesDataset images, all layers trainable, batch norm trainable in both "
-    "engines, SGD lr 1e-3 momentum 0.9 weight decay 1e-4, gradient clip 5; data loading not timed",
-    "bf16 (--bf16): ours via Config.INFERENCE_PRECISION='bfloat16' for inference (mixed_bfloat16 layers, float32 "
-    "boxes/NMS/ROI Align) and the global Keras 'mixed_bfloat16' policy for the training step (NHWC is TensorFlow's "
-    "layout already); torchvision via torch.autocast('cpu', bfloat16) and channels-last",
+    "seconds_per_image: median/min/max over timed runs after warm-up; each run is one call on a "
+    "batch of random uint8 images, divided by the batch size; pre-processing and pasting "
+    "full-size bool masks are included",
+    "train step: one fixed batch of ShapesDataset images, all layers trainable, batch norm "
+    "trainable in both engines, SGD lr 1e-3 momentum 0.9 weight decay 1e-4, gradient clip 5; "
+    "data loading not timed",
+    "bf16 (--bf16): ours via Config.INFERENCE_PRECISION='bfloat16' for inference "
+    "(mixed_bfloat16 layers, float32 boxes/NMS/ROI Align) and the global Keras "
+    "'mixed_bfloat16' policy for the training step (NHWC is TensorFlow's layout already); "
+    "torchvision via torch.autocast('cpu', bfloat16) and channels-last",
     "each engine runs in its own child process; peak_rss_mib is that process's peak",
 ]
 
@@ -137,7 +140,7 @@ _exports: dict[
 def ours_export_inference(
     format: str, size: int, batch: int, runs: int, warmup: int, precision: str
 ) -> dict[str, Any]:
-    """Time our model exported as `format`, run by that format's runtime, on the `detect` contract."""
+    """Time our model exported as `format`, run by that format's runtime, on the `detect` API."""
     import time
 
     from mrcnn.export import load_predict
@@ -192,7 +195,10 @@ def ours_train_step(
 
 
 def ours_train_call(size: int, batch: int, precision: str, **overrides: Any):
-    """One `train_on_batch` (all layers) on a fixed shapes batch, as a call without arguments, and its model."""
+    """One `train_on_batch` (all layers) on a fixed shapes batch, as a call without arguments.
+
+    Returns the call and its model.
+    """
     from mrcnn.data import DataGenerator
     from mrcnn.model import MaskRCNN
     from mrcnn.shapes import ShapesDataset
@@ -305,7 +311,7 @@ def torch_train_step(
     return {"seconds_per_step": common.summarize(seconds), "last_loss": round(loss, 4)}
 
 
-# ---------------------------------------------------------------------- one child = one engine, task, precision
+# ------------------------------------------------------ one child = one engine, task, precision
 def run_job(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every setting of one (engine, task, precision) and report it with peak RSS."""
     global _backbone
@@ -360,7 +366,7 @@ def _release(engine: str) -> None:
 
 # ---------------------------------------------------------------------- parent: all jobs, merged
 def jobs(args: argparse.Namespace, peer: bool) -> list[tuple[str, str, str, str]]:
-    """(engine, backbone, task, precision) in run order; engines alternate so drift hits all alike."""
+    """(engine, backbone, task, precision) in run order; engines alternate, so drift hits all."""
     engines = [
         (RUNTIME_ENGINES[runtime], backbone)
         for backbone in args.backbones
@@ -514,7 +520,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: size 256 (train step too), batches 1 2, 2 runs, 1 warm-up; overrides those",
+        help=(
+            "smoke run: size 256 (train step too), batches 1 2, 2 runs, 1 warm-up; overrides those"
+        ),
     )
     parser.add_argument(
         "--backbones",

@@ -1,8 +1,8 @@
 """Learning from scratch in a time budget: our Mask R-CNN against torchvision's, in one run.
 
     python -m benchmarks.learning [--minutes 15] [--peer auto|none] [--min-score 0.05]
-                                  [--backbones resnet18 resnet50] [--override '{"ROI_INCLUDE_GT_BOXES": true}']
-                                  [--epochs-per-call 2] [--curve] [--bf16]
+        [--backbones resnet18 resnet50] [--override '{"ROI_INCLUDE_GT_BOXES": true}']
+        [--epochs-per-call 2] [--curve] [--bf16]
 
 Synthetic shapes at 128×128 (3 classes; 500 training images, seed 1; 50 held-out images,
 seed 2), ResNet50-FPN from random weights, batch 8, AdamW lr 3e-4 with a 50-step linear
@@ -47,12 +47,15 @@ ROIS_PER_IMAGE = 32
 STEPS_PER_EPOCH = 100
 TRAIN_SEED, VAL_SEED = 1, 2
 NOTES = [
-    "minutes is the wall-clock training budget per engine, counted from the first step (tracing included); "
-    "the step that crosses it is finished",
-    "seconds_per_step: time between consecutive step ends (data loading included), first two steps left out",
-    "both engines: AdamW (weight decay 1e-4, none on biases and norm parameters), global gradient-norm clip 5, "
-    "trainable batch norm; torchvision also gets our anchors and 32 sampled ROIs per image",
-    "evaluation keeps detections scoring at least min_score (DETECTION_MIN_CONFIDENCE / box_score_thresh)",
+    "minutes is the wall-clock training budget per engine, counted from the first step "
+    "(tracing included); the step that crosses it is finished",
+    "seconds_per_step: time between consecutive step ends (data loading included), "
+    "first two steps left out",
+    "both engines: AdamW (weight decay 1e-4, none on biases and norm parameters), global "
+    "gradient-norm clip 5, trainable batch norm; torchvision also gets our anchors and 32 "
+    "sampled ROIs per image",
+    "evaluation keeps detections scoring at least min_score "
+    "(DETECTION_MIN_CONFIDENCE / box_score_thresh)",
 ]
 
 
@@ -230,7 +233,7 @@ def torch_model(min_score: float):
 
 
 def torch_optimizer(model):
-    """AdamW with our recipe: no decay on biases and norm parameters (1-d tensors), warmup schedule."""
+    """AdamW with our recipe: no decay on biases and norm parameters (1-d tensors), warmup."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -265,7 +268,7 @@ def run_torchvision(
     curve_every: int = 0,
     bf16: bool = False,
 ) -> dict[str, Any]:
-    """`curve_every` > 0: also score the weights every that many steps (snapshots kept in memory)."""
+    """`curve_every` > 0: also score the weights every that many steps (snapshots in memory)."""
     import contextlib
     import os
 

@@ -45,7 +45,7 @@ def part_of(layer_name: str) -> str:
 
 
 def stride_of(layer_name: str) -> int:
-    """Output stride of a backbone or FPN layer, from matterport's names (res3… → 8, fpn_p4 → 16)."""
+    """Output stride of a backbone or FPN layer by matterport's names (res3… → 8, fpn_p4 → 16)."""
     if layer_name == "conv1" or layer_name == "bn_conv1":
         return 2
     digits = re.search(r"(\d)", layer_name)
