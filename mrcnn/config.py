@@ -274,7 +274,8 @@ class Config:
         _require_int(self, "WARMUP_STEPS", minimum=0)
         if self.NUM_CLASSES < 2:
             raise InvalidSetting(
-                f"NUM_CLASSES must count the background plus at least one class (>= 2), got {self.NUM_CLASSES}"
+                "NUM_CLASSES must count the background plus at least one class (>= 2), "
+                f"got {self.NUM_CLASSES}"
             )
         if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
             raise InvalidSetting(
@@ -288,7 +289,8 @@ class Config:
                 )
         if self.IMAGE_MIN_DIM and self.IMAGE_MAX_DIM and self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
             raise InvalidSetting(
-                f"IMAGE_MIN_DIM ({self.IMAGE_MIN_DIM}) must not exceed IMAGE_MAX_DIM ({self.IMAGE_MAX_DIM})"
+                f"IMAGE_MIN_DIM ({self.IMAGE_MIN_DIM}) must not exceed "
+                f"IMAGE_MAX_DIM ({self.IMAGE_MAX_DIM})"
             )
         if not (
             isinstance(self.BACKBONE, str)

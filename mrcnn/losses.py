@@ -21,7 +21,10 @@ def _mean(values: tf.Tensor) -> tf.Tensor:
 
 
 def rpn_class_loss(rpn_match: tf.Tensor, rpn_class_logits: tf.Tensor) -> tf.Tensor:
-    """Object/background cross-entropy on non-neutral anchors. `rpn_match [B, A]`, logits `[B, A, 2]`."""
+    """Object/background cross-entropy on non-neutral anchors.
+
+    `rpn_match [B, A]`, `rpn_class_logits [B, A, 2]`.
+    """
     rpn_match = tf.reshape(rpn_match, tf.shape(rpn_class_logits)[:2])
     used = tf.not_equal(rpn_match, 0)
     labels = tf.cast(tf.equal(tf.boolean_mask(rpn_match, used), 1), tf.int32)
@@ -83,10 +86,10 @@ def mrcnn_bbox_loss(
 def mrcnn_mask_loss(
     target_masks: tf.Tensor, target_class_ids: tf.Tensor, pred_masks: tf.Tensor
 ) -> tf.Tensor:
-    """Binary cross-entropy of the true class's mask on positive ROIs. `pred_masks [B, T', mh, mw, NC]`.
+    """Binary cross-entropy of the true class's mask on positive ROIs.
 
-    `pred_masks` may cover only the first T' ≤ T ROIs: positives come first, so the mask head
-    only needs to run on the slots that can hold them.
+    `pred_masks [B, T', mh, mw, NC]` may cover only the first T' ≤ T ROIs: positives come
+    first, so the mask head only needs to run on the slots that can hold them.
     """
     rois = tf.shape(pred_masks)[1]
     target_class_ids = target_class_ids[:, :rois]

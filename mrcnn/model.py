@@ -134,7 +134,7 @@ class MaskRCNN:
         by_name: bool = False,
         exclude: Sequence[str] | None = None,
     ) -> list[str]:
-        """Load a Keras 3 `.weights.h5` or a matterport/Keras 2 `.h5` file; returns loaded layer names.
+        """Load a Keras 3 `.weights.h5` or a matterport/Keras 2 `.h5` file; returns layers loaded.
 
         Our own checkpoints are matched by layer name (the training and inference graphs
         differ in structure but share layer names). Loading a checkpoint of this project's
@@ -220,7 +220,8 @@ class MaskRCNN:
             raise InvalidSetting("give the epoch to stop at, a deadline (until), or both")
         if no_augmentation_sources:
             raise InvalidSetting(
-                "no_augmentation_sources is not supported; pass augmentation=None for those datasets"
+                "no_augmentation_sources is not supported; "
+                "pass augmentation=None for those datasets"
             )
         pattern = layers_regex(layers)
         config = self.config
@@ -295,7 +296,11 @@ class MaskRCNN:
     def mold_inputs(
         self, images: Sequence[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Resize, pad and normalize images: `(molded [N,H,W,3] float32, metas [N,M], windows [N,4])`."""
+        """Resize, pad and normalize images.
+
+        Returns:
+            `(molded [N,H,W,3] float32, metas [N,M], windows [N,4])`.
+        """
         return mold_inputs(self.config, images)
 
     def _predict_fn(self) -> tf.types.experimental.PolymorphicFunction:
@@ -349,7 +354,7 @@ class MaskRCNN:
         image_shape,
         window,
     ) -> dict[str, np.ndarray]:
-        """Map one image's detections `[D, 6]` and class masks `[D, h, w]` back to the original image."""
+        """Map one image's detections `[D, 6]` and class masks `[D, h, w]` to the original image."""
         return unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape, window)
 
     def export(self, path: str | os.PathLike, format: str = "saved_model", **options: Any) -> None:
@@ -473,7 +478,7 @@ def detect_with(
 def unmold_detections(
     detections: np.ndarray, mrcnn_mask: np.ndarray, original_image_shape, image_shape, window
 ) -> dict[str, np.ndarray]:
-    """Map one image's detections `[D, 6]` and class masks `[D, h, w]` back to the original image."""
+    """Map one image's detections `[D, 6]` and class masks `[D, h, w]` to the original image."""
     keep = detections[:, 4] > 0
     boxes, class_ids = detections[keep, :4], detections[keep, 4].astype(np.int32)
     scores, masks = detections[keep, 5].astype(np.float32), mrcnn_mask[keep]

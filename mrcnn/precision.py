@@ -77,7 +77,8 @@ def _choose(
     if requested == "float32":
         return PrecisionChoice(requested, "float32", "float32 was asked for")
     machine = hardware or detect()
-    cpu = f"{machine.cpu_model} ({'native bfloat16' if machine.native_bf16 else 'no AVX512_BF16 or AMX'})"
+    bf16_support = "native bfloat16" if machine.native_bf16 else "no AVX512_BF16 or AMX"
+    cpu = f"{machine.cpu_model} ({bf16_support})"
     if machine.gpus:
         if requested == "auto":
             return PrecisionChoice(

@@ -187,7 +187,7 @@ class TrainingModel(keras.Model):
         }
 
     def _l2_penalty(self) -> tf.Tensor:
-        """matterport's L2: decay · Σ‖w‖² / size(w) over trainable weights, BN gamma/beta excluded."""
+        """matterport's L2: decay · Σ‖w‖² / size(w) over trainable weights except BN gamma/beta."""
         terms = [
             tf.reduce_sum(tf.square(w.value)) / tf.cast(tf.size(w.value), tf.float32)
             for w in self.trainable_weights

@@ -31,7 +31,7 @@ class BatchNorm(keras.layers.BatchNormalization):
         return bool(training) and self.train_bn and self.trainable
 
     def moving_affine(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """float32 `(scale, shift)` with `outputs = inputs * scale + shift` by the moving statistics."""
+        """float32 `(scale, shift)`: `outputs = inputs * scale + shift` by the moving statistics."""
         scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
         return scale, self.beta - self.moving_mean * scale
 

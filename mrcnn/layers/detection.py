@@ -118,7 +118,7 @@ class DetectionLayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mrcnn")
 class LeadingDetectionBoxes(keras.layers.Layer):
-    """Detections `[B, D, 6]` → boxes `[B, n, 4]` of the first n slots, n = most detections in an image.
+    """Detections `[B, D, 6]` → boxes `[B, n, 4]` of the first n slots (n: most in one image).
 
     Detections come first and padding last, so the mask head run on these boxes skips the
     padding slots: with a real confidence threshold most of the D slots are padding. n is at

@@ -22,7 +22,11 @@ def _pad_rows(x: tf.Tensor, rows: int) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="mrcnn")
 class DetectionTargetLayer(keras.layers.Layer):
-    """Inputs: `[proposals [B,P,4], gt_class_ids [B,G], gt_boxes [B,G,4] normalized, gt_masks [B,h,w,G]]`."""
+    """Sampled ROIs and their class, box and mask targets.
+
+    Inputs: `[proposals [B,P,4], gt_class_ids [B,G], gt_boxes [B,G,4] normalized,
+    gt_masks [B,h,w,G]]`.
+    """
 
     def __init__(
         self,
@@ -157,7 +161,7 @@ class DetectionTargetLayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mrcnn")
 class PositiveRois(keras.layers.Layer):
-    """Inputs `[rois [B,T,4], target_class_ids [B,T]]` → `rois [B,T',4]`: the slots of the batch's positives.
+    """`[rois [B,T,4], target_class_ids [B,T]]` → `rois [B,T',4]`: the slots of the positives.
 
     Positives come first in every image's ROIs, so the first T' = the largest count of positives
     in one image (at least 1, at most `max_positives`) hold them all. The mask head runs on

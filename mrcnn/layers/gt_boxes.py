@@ -10,7 +10,7 @@ from mrcnn.layers.box_ops import norm_boxes
 
 @keras.saving.register_keras_serializable(package="mrcnn")
 class NormalizeBoxes(keras.layers.Layer):
-    """Inputs `[boxes [B, N, 4] pixels, images [B, H, W, C]]` → normalized `[B, N, 4]`; zero rows stay zero."""
+    """`[boxes [B,N,4] pixels, images [B,H,W,C]]` → normalized `[B,N,4]`; zero rows stay zero."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("dtype", "float32")  # box arithmetic stays float32 under a mixed policy

@@ -132,7 +132,11 @@ def fpn_classifier_graph(
     train_bn: bool,
     fc_layers_size: int = 1024,
 ) -> tuple:
-    """Classifier and box regressor: `(mrcnn_class_logits [B,R,NC], mrcnn_class, mrcnn_bbox [B,R,NC,4])`."""
+    """Classifier and box regressor.
+
+    Returns:
+        `(mrcnn_class_logits [B,R,NC], mrcnn_class, mrcnn_bbox [B,R,NC,4])`.
+    """
     x = PyramidROIAlign((pool_size, pool_size), name="roi_align_classifier")(
         [rois, image_meta, *feature_maps]
     )

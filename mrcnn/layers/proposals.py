@@ -19,7 +19,7 @@ def nms_padded(
     iou_threshold: float,
     score_threshold: float = float("-inf"),
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """NMS on one image: `(indices [max_output], valid [max_output] bool)`, indices padded with 0."""
+    """NMS on one image: `(indices [max_output], valid [max_output] bool)`, padded with 0."""
     keep = tf.image.non_max_suppression(boxes, scores, max_output, iou_threshold, score_threshold)
     count = tf.shape(keep)[0]
     keep = tf.pad(keep, [[0, max_output - count]])
