@@ -230,7 +230,8 @@ def _summary_artifact(report: dict[str, Any]) -> None:
         rows,
         key="convert-masks-summary",
         description=(
-            f"{items['converted']} of {items['found']} items converted, {items['skipped']} skipped; "
+            f"{items['converted']} of {items['found']} items converted, "
+            f"{items['skipped']} skipped; "
             f"images train {report['images']['train']}, val {report['images']['val']}; "
             f"{len(report['dropped'])} shapes dropped, {len(report['clipped'])} clipped"
         ),

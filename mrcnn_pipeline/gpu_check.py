@@ -241,9 +241,10 @@ def _text(outcome: dict[str, Any]) -> str:
     speed = outcome["images_per_second_512_batch4"]
     return "\n".join(
         [
-            f"training on {outcome['device']} ({training['precision']}): {training['steps']} steps at "
-            f"{training['seconds_per_step']:.3f} s, loss {training['first_loss']:.3f} -> "
-            f"{training['last_loss']:.3f}, mask AP50 {training['mask_ap50']:.3f}: "
+            f"training on {outcome['device']} ({training['precision']}): "
+            f"{training['steps']} steps at {training['seconds_per_step']:.3f} s, "
+            f"loss {training['first_loss']:.3f} -> {training['last_loss']:.3f}, "
+            f"mask AP50 {training['mask_ap50']:.3f}: "
             + ("learns" if outcome["learns"] else "DOES NOT LEARN"),
             f"parity with the CPU over {parity['images']} images ({parity['detections']} "
             f"detections): boxes {parity['max_box_px']:.2f} px, scores {parity['max_score']:.1e}, "

@@ -353,9 +353,9 @@ def evaluate_on_validation(
         metrics_table(metrics),
         key="evaluate-model-metrics",
         description=(
-            f"{model.identity} on {dataset} (val, {metrics['images']} images): segm AP {segm['AP']}, "
-            f"AP50 {segm['AP50']}, AP75 {segm['AP75']}; bbox AP {bbox['AP']}; mean area-ratio "
-            f"error {area['mean_mae_pp']:.3f} pp"
+            f"{model.identity} on {dataset} (val, {metrics['images']} images): "
+            f"segm AP {segm['AP']}, AP50 {segm['AP50']}, AP75 {segm['AP75']}; "
+            f"bbox AP {bbox['AP']}; mean area-ratio error {area['mean_mae_pp']:.3f} pp"
         ),
     )
     return {**metrics, "metrics_uri": uri}

@@ -3,8 +3,8 @@
 ``crash_point("intent-written")`` does nothing unless the environment variable
 ``MRCNN_CRASH_AT`` names that point; then the process kills itself with SIGKILL there, as a
 power cut or the OOM killer would. ``MRCNN_CRASH_AT=temporary-written:/overlays/`` stops only
-where the point's detail (here the file being written) contains ``/overlays/``. The tests use it to stop a run between any two steps and
-check that the next run repairs what was left.
+where the point's detail (here the file being written) contains ``/overlays/``. The tests use
+it to stop a run between any two steps and check that the next run repairs what was left.
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ def model_card(
             f"- stage {i}: `{s['layers']}` to epoch {s['epochs']} at lr {s['learning_rate']:g}"
             for i, s in enumerate(stages, start=1)
         ],
-        f"- flow run: `{lineage.get('flow_run_id')}`; code: {_code_text(lineage.get('code_version'))}",
+        f"- flow run: `{lineage.get('flow_run_id')}`; "
+        f"code: {_code_text(lineage.get('code_version'))}",
         "",
         *(_int8_section(int8_check) if int8_check else []),
         "## Use",
