@@ -324,7 +324,8 @@ def test_images_table_has_exif_and_path_fields_and_joins_area_ratios(
     assert fields == {"site": "a", "camera": "cam01"}
     assert by_name["s.png"][2:6] == [None, None, None, {}]  # no EXIF, no fields
     assert by_name["r.png"][5] == {"site": "b", "camera": "cam01"}
-    # The documented query (docs/concepts/tables.md): area ratios by a path field, images joined to area_ratios.
+    # The documented query (docs/concepts/tables.md): area ratios by a path field, images
+    # joined to area_ratios.
     by_site = duckdb.sql(IMAGES_BY_SITE.format(out=out)).fetchall()
     assert [(site, name, count) for site, name, count, _ in by_site] == [
         ("a", "car", 2),

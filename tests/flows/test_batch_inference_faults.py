@@ -188,7 +188,10 @@ def test_concurrent_runs_on_one_output_with_readers_watching(
 
 
 def watch_readers(out: str, watching: threading.Event, seen: set[str], failures: list) -> None:
-    """The three documented readers (docs/concepts/tables.md), in a loop: each read must succeed on whole files."""
+    """The three documented readers (docs/concepts/tables.md), in a loop.
+
+    Each read must succeed on whole files.
+    """
     while watching.is_set():
         if not Path(out, "area_ratios").exists():
             time.sleep(0.05)

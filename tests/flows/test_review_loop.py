@@ -1,6 +1,8 @@
-"""The improvement loop end to end, as docs/tutorials/review-and-retrain.md gives it: nightly results -> a review folder
--> corrected in labelme -> convert -> merge into the next dataset version -> fine-tune the
-production model -> the gate compares new and current on one val split; and the exports.
+"""The improvement loop end to end, as docs/tutorials/review-and-retrain.md gives it.
+
+Nightly results -> a review folder -> corrected in labelme -> convert -> merge into the next
+dataset version -> fine-tune the production model -> the gate compares new and current on one
+val split; and the exports.
 
 Tiny models (64x64 images, one training step) keep it affordable: what is checked is the
 plumbing and its records, not what the model learns.

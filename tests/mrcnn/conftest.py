@@ -72,7 +72,7 @@ def shapes_dataset() -> ShapesDataset:
 
 @pytest.fixture(scope="session")
 def inference_model(tmp_path_factory: pytest.TempPathFactory) -> MaskRCNN:
-    """The shared tiny inference model, with the fixed classifier head. Do not change its weights."""
+    """The shared tiny inference model, with the fixed classifier head (do not change weights)."""
     model = MaskRCNN("inference", TinyConfig(), tmp_path_factory.mktemp("inference_logs"))
     fix_class_head(model)
     return model

@@ -67,7 +67,7 @@ def test_batch_norm_momentum_reaches_every_batch_norm(torchvision_init, keras_in
 
 
 def test_moving_statistics_follow_the_momentum(torchvision_init):
-    """One training-mode call moves the moving mean by (1 - momentum) of the way to the batch mean."""
+    """A training-mode call moves the moving mean (1 - momentum) of the way to the batch mean."""
     layer = weighted_layers(torchvision_init.keras_model)["bn_conv1"]
     x = (
         np.random.default_rng(0)

@@ -178,8 +178,8 @@ def test_a_config_stored_before_these_settings_reads_as_scale():
         ({"INTENSITY_NORMALIZATION": None}, "INTENSITY_NORMALIZATION must be one of"),
         (
             {"NORMALIZATION_PERCENTILES": (99.8, 1.0)},
-            r"NORMALIZATION_PERCENTILES must be two numbers \(low, high\) with 0 <= low < high <= 100,"
-            r" got \(99.8, 1.0\)",
+            r"NORMALIZATION_PERCENTILES must be two numbers \(low, high\) "
+            r"with 0 <= low < high <= 100, got \(99.8, 1.0\)",
         ),
         ({"NORMALIZATION_PERCENTILES": (5, 5)}, "NORMALIZATION_PERCENTILES must be two numbers"),
         ({"NORMALIZATION_PERCENTILES": (-1, 99)}, "NORMALIZATION_PERCENTILES must be two numbers"),

@@ -20,9 +20,10 @@ run (`pytest -m long`; 240 steps of ≈ 4.6 s on a 2-core AVX2 CPU). Four 64×64
 0; after 240 steps runs of this recipe reached mean best IoUs of 0.85–0.94 with every
 instance found (the weakest instance 0.46–0.87), but one CI run in about ten missed one
 instance entirely (its others 0.90–0.96): TensorFlow's multi-threaded CPU reductions are not
-bit-reproducible, and that noise grows over 240 steps. The thresholds below (at most one instance missed, the others found with their class at IoU ≥ 0.3, mean ≥ 0.7) leave
-room for that noise yet fail if any head (RPN, classifier, box regressor or mask) does not learn:
-a wrong class, a misplaced box or a blank mask drop the IoU of every instance to ~0.
+bit-reproducible, and that noise grows over 240 steps. The thresholds below (at most one
+instance missed, the others found with their class at IoU ≥ 0.3, mean ≥ 0.7) leave room for
+that noise yet fail if any head (RPN, classifier, box regressor or mask) does not learn: a wrong
+class, a misplaced box or a blank mask drop the IoU of every instance to ~0.
 """
 
 import csv

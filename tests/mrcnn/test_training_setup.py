@@ -1,4 +1,4 @@
-"""Training setup: layer freezing, staged train() calls, checkpoints and resume, optimizers, inputs."""
+"""Training setup: layer freezing, staged train() calls, checkpoints, resume, optimizers, inputs."""
 
 from __future__ import annotations
 

@@ -264,8 +264,9 @@ def test_a_compaction_killed_at_any_step_is_repaired_by_the_next_run(
 def check_the_documented_view(
     seen: collections.Counter[Key], keys: set[Key], stems: dict[tuple[str, str], str]
 ) -> None:
-    """The documented claim (docs/concepts/tables.md) for one read of ``area_ratios`` during compaction: every row once or
-    twice, twice only as whole small files (its small file and the compacted one listed)."""
+    """The documented claim (docs/concepts/tables.md) for one read of ``area_ratios`` during
+    compaction: every row once or twice, twice only as whole small files (its small file and the
+    compacted one listed)."""
     assert set(seen) == keys, f"missing {keys - set(seen)}, unknown {set(seen) - keys}"
     assert set(seen.values()) <= {1, 2}, collections.Counter(seen.values())
     doubled = {(uri, day) for (uri, day, _), count in seen.items() if count == 2}

@@ -55,7 +55,8 @@ def mask(label: str, left: int, top: int, bitmap: np.ndarray, **extra: object) -
 
 
 def image(name: str, *shapes: str, width: int = 30, height: int = 20, id: int = 0) -> str:
-    return f'<image id="{id}" name="{name}" width="{width}" height="{height}">{"".join(shapes)}</image>'
+    attributes = f'id="{id}" name="{name}" width="{width}" height="{height}"'
+    return f"<image {attributes}>{''.join(shapes)}</image>"
 
 
 def cvat_xml(*images: str, labels=("car", "bus", "tree")) -> bytes:

@@ -127,7 +127,7 @@ def test_otsu_is_scored_on_a_single_class_dataset():
 
 def test_area_of_overlapping_instances_is_their_union():
     masks = np.stack([box_mask(0, 0, 5, 5), box_mask(0, 0, 5, 10), box_mask(9, 9, 10, 10)], axis=-1)
-    # class 1: union of 25 px and 50 px overlapping = 50 px; the crowd region (-2) counts for class 2.
+    # class 1: 25 px and 50 px overlapping, union 50 px; the crowd region (-2) counts for class 2.
     assert area_percentages(masks, np.array([1, 1, -2]), 3) == pytest.approx([50.0, 1.0])
     assert area_percentages(np.zeros((4, 5, 0), bool), np.zeros(0, int), 3) == pytest.approx([0, 0])
 

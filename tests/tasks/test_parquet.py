@@ -166,7 +166,8 @@ def test_images_path_fields_read_as_a_map_in_duckdb_and_pandas(tmp_path):
     table = rows_to_table(ImageRow, rows)
     (tmp_path / "images" / "run_date=2026-01-03").mkdir(parents=True)
     pq.write_table(table, tmp_path / "images" / "run_date=2026-01-03" / "part-0.parquet")
-    # The documented form (docs/concepts/tables.md): MAP(VARCHAR, VARCHAR), so path_fields['site'] is the value or NULL.
+    # The documented form (docs/concepts/tables.md): MAP(VARCHAR, VARCHAR), so
+    # path_fields['site'] is the value or NULL.
     assert duckdb.sql(
         f"SELECT image_uri, path_fields['site'], captured_at IS NULL FROM "
         f"read_parquet('{tmp_path}/images/*/*.parquet') ORDER BY 1"

@@ -30,7 +30,7 @@ CONFIG = {"NAME": "road", "NUM_CLASSES": 3, "BACKBONE": "resnet50", "IMAGE_MAX_D
 
 
 def weights_file(folder: Path, token: str) -> str:
-    """A stand-in weight file: the HDF5 signature, then the token (so versions can be told apart)."""
+    """A stand-in weight file: the HDF5 signature, then the token (versions can be told apart)."""
     path = folder / f"{token}.weights.h5"
     path.write_bytes(registry.HDF5_SIGNATURE + token.encode())
     return str(path)
