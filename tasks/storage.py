@@ -1,10 +1,10 @@
 """Bytes in and out of any fsspec URI: local paths, ``file://``, ``memory://`` and ``s3://``.
 
 This is the only module that imports fsspec/s3fs; everything else passes URIs (strings).
-For ``s3://`` the credentials and endpoint come from explicit options or, at call time, from
-the standard environment: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` /
-``FSSPEC_S3_ENDPOINT_URL``. Options are never logged or put in error messages.
+For ``s3://`` the credentials and endpoint come, at call time, from the standard
+environment: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` / ``FSSPEC_S3_ENDPOINT_URL`` (else botocore's
+own chain). Credentials are never logged or put in error messages.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from tasks.failures import (
 )
 from tasks.faults import crash_point
 
-StorageOptions = Mapping[str, Any] | None
-
 _S3_PROTOCOLS = ("s3", "s3a")
 _ENDPOINT_VARIABLES = ("FSSPEC_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
@@ -51,8 +49,8 @@ def is_local(uri: str) -> bool:
     return protocol_of(uri) in ("file", "local")
 
 
-def _s3_options(options: StorageOptions) -> dict[str, Any]:
-    """Explicit options over the environment, read now (not at import) so tests can set it.
+def _s3_options() -> dict[str, Any]:
+    """s3fs options from the environment, read now (not at import) so tests can set it.
 
     Passing key/secret explicitly also keys fsspec's instance cache on them: a changed
     environment gives a new client instead of a cached one holding old credentials.
@@ -66,16 +64,10 @@ def _s3_options(options: StorageOptions) -> dict[str, Any]:
     endpoint = next((env[name] for name in _ENDPOINT_VARIABLES if env.get(name)), None)
     if endpoint:
         resolved["endpoint_url"] = endpoint
-    explicit = dict(options or {})
-    if "key" in explicit or "secret" in explicit or "anon" in explicit:
-        for name in ("key", "secret", "token"):
-            resolved.pop(name, None)
-    if "endpoint_url" in explicit or "endpoint_url" in explicit.get("client_kwargs", {}):
-        resolved.pop("endpoint_url", None)
     # Listings must be fresh: fsspec keeps one s3fs instance per thread, each with its own
     # listing cache, and the commit protocol decides from listings what other threads wrote.
     resolved["use_listings_cache"] = False
-    return {**resolved, **explicit}
+    return resolved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +78,9 @@ class StoreDescription:
         protocol: ``file``, ``s3``, ``memory`` ...
         endpoint: an object store's endpoint URL; None for local paths and for AWS's
             default endpoint.
-        credentials: where an object store's credentials come from (``environment``,
-            ``storage options``, or botocore's source such as ``shared-credentials-file``);
-            None when none are found (and for stores that need none).
+        credentials: where an object store's credentials come from (``environment`` or
+            botocore's source such as ``shared-credentials-file``); None when none are
+            found (and for stores that need none).
     """
 
     protocol: str
@@ -96,20 +88,16 @@ class StoreDescription:
     credentials: str | None = None
 
 
-def describe_store(uri: str, options: StorageOptions = None) -> StoreDescription:
+def describe_store(uri: str) -> StoreDescription:
     """The store behind ``uri``: its endpoint and the source of its credentials, looked up
     the way :func:`filesystem_for` would use them (botocore's chain after the environment)."""
     protocol = protocol_of(uri)
     if protocol not in _S3_PROTOCOLS:
         return StoreDescription(protocol)
-    resolved = _s3_options(options)
-    endpoint = resolved.get("endpoint_url") or resolved.get("client_kwargs", {}).get("endpoint_url")
-    if "key" in dict(options or {}):
-        source: str | None = "storage options"
-    elif "key" in resolved:
-        source = "environment"
-    elif resolved.get("anon"):
-        source = "anonymous"
+    resolved = _s3_options()
+    endpoint = resolved.get("endpoint_url")
+    if "key" in resolved:
+        source: str | None = "environment"
     else:
         import botocore.session
 
@@ -118,24 +106,22 @@ def describe_store(uri: str, options: StorageOptions = None) -> StoreDescription
     return StoreDescription(protocol, endpoint, source)
 
 
-def filesystem_for(uri: str, options: StorageOptions = None) -> AbstractFileSystem:
+def filesystem_for(uri: str) -> AbstractFileSystem:
     """The fsspec filesystem that serves ``uri``.
 
     Args:
         uri: a local path or a URI such as ``s3://bucket/prefix``.
-        options: storage options for the filesystem (e.g. s3fs's ``key``, ``secret``,
-            ``endpoint_url``); for s3 they override the environment.
 
     Returns:
         A (cached) fsspec filesystem instance.
     """
     protocol = protocol_of(uri)
-    kwargs = _s3_options(options) if protocol in _S3_PROTOCOLS else dict(options or {})
+    kwargs = _s3_options() if protocol in _S3_PROTOCOLS else {}
     return fsspec.filesystem(protocol, **kwargs)
 
 
-def _resolve(uri: str, options: StorageOptions) -> tuple[AbstractFileSystem, str]:
-    fs = filesystem_for(uri, options)
+def _resolve(uri: str) -> tuple[AbstractFileSystem, str]:
+    fs = filesystem_for(uri)
     return fs, fs._strip_protocol(str(uri))
 
 
@@ -152,7 +138,7 @@ def _described(uri: str, fs: AbstractFileSystem | None = None) -> Iterator[None]
         yield
     except PermissionError as error:
         hint = (
-            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the storage options"
+            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
             if protocol_of(uri) in _S3_PROTOCOLS
             else "check the file permissions"
         )
@@ -193,55 +179,55 @@ def join(base: str, *parts: str) -> str:
     return joined
 
 
-def relative_path(uri: str, root: str, options: StorageOptions = None) -> str:
+def relative_path(uri: str, root: str) -> str:
     """Path of ``uri`` below ``root`` with ``/`` separators.
 
     Raises:
         ValueError: if ``uri`` is not inside ``root``.
     """
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     root_path = fs._strip_protocol(str(root)).rstrip("/")
     if not path.startswith(root_path + "/"):
         raise ValueError(f"{uri!r} is not inside {root!r}")
     return path[len(root_path) + 1 :]
 
 
-def is_inside(uri: str, root: str, options: StorageOptions = None) -> bool:
+def is_inside(uri: str, root: str) -> bool:
     """True if ``uri`` is ``root`` itself or lies below it (same filesystem)."""
     if protocol_of(uri) != protocol_of(root):
         return False
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     root_path = fs._strip_protocol(str(root)).rstrip("/")
     return path.rstrip("/") == root_path or path.startswith(root_path + "/")
 
 
-def exists(uri: str, options: StorageOptions = None) -> bool:
+def exists(uri: str) -> bool:
     """True if a file or folder exists at ``uri``."""
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     with _described(uri, fs):
         return fs.exists(path)
 
 
-def is_file(uri: str, options: StorageOptions = None) -> bool:
+def is_file(uri: str) -> bool:
     """True if a file (not a folder) exists at ``uri``."""
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     with _described(uri, fs):
         return fs.isfile(path)
 
 
-def read_bytes(uri: str, options: StorageOptions = None) -> bytes:
+def read_bytes(uri: str) -> bytes:
     """The whole content of the file at ``uri``.
 
     Raises:
         FileNotFoundError: if there is no file at ``uri``.
         PermissionError: if access is refused (message names the URI, never credentials).
     """
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     with _described(uri, fs):
         return fs.cat_file(path)
 
 
-def read_json(uri: str, what: str, options: StorageOptions = None) -> Any:
+def read_json(uri: str, what: str) -> Any:
     """Parse the JSON file at ``uri``; errors name ``what`` (e.g. "model config") and the URI.
 
     Raises:
@@ -249,7 +235,7 @@ def read_json(uri: str, what: str, options: StorageOptions = None) -> Any:
         ValueError: the file is not valid JSON.
     """
     try:
-        return json.loads(read_bytes(uri, options))
+        return json.loads(read_bytes(uri))
     except FileNotFoundError:
         raise MissingInput(f"{what} {uri!r} not found") from None
     except ValueError as error:
@@ -257,9 +243,9 @@ def read_json(uri: str, what: str, options: StorageOptions = None) -> Any:
 
 
 @contextmanager
-def open_file(uri: str, mode: str = "rb", options: StorageOptions = None) -> Iterator[IO]:
+def open_file(uri: str, mode: str = "rb") -> Iterator[IO]:
     """Open ``uri`` as a file object (for streaming readers and writers such as Parquet)."""
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     with _described(uri, fs):
         if "w" in mode and isinstance(fs, LocalFileSystem):
             fs.makedirs(posixpath.dirname(path), exist_ok=True)
@@ -267,7 +253,7 @@ def open_file(uri: str, mode: str = "rb", options: StorageOptions = None) -> Ite
             yield handle
 
 
-def write_bytes(uri: str, data: bytes, options: StorageOptions = None) -> str:
+def write_bytes(uri: str, data: bytes) -> str:
     """Write ``data`` to ``uri``, creating parent folders, without leaving partial files.
 
     Local files are written under a temporary name in the same folder and renamed, so a
@@ -282,7 +268,7 @@ def write_bytes(uri: str, data: bytes, options: StorageOptions = None) -> str:
     Raises:
         OSError: naming ``uri`` (never the temporary name), with the system's errno.
     """
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     with _described(uri, fs):
         if not isinstance(fs, LocalFileSystem):
             fs.pipe_file(path, bytes(data))
@@ -313,13 +299,13 @@ def _local_write_error(uri: str, error: OSError) -> OSError:
     return kind(error.errno, f"cannot write {uri!r}: {reason}")
 
 
-def create_exclusive(uri: str, data: bytes, options: StorageOptions = None) -> bool:
+def create_exclusive(uri: str, data: bytes) -> bool:
     """Create a file only if nothing exists at ``uri``; False when another writer was first.
 
     Locally ``os.open(O_CREAT | O_EXCL)``; on S3 a conditional PUT (``If-None-Match: *``,
     s3fs ``mode="create"``), which AWS S3 and SeaweedFS refuse when the object exists.
     """
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     with _described(uri, fs):
         if isinstance(fs, LocalFileSystem):
             return _create_local_exclusive(uri, path, data)
@@ -352,7 +338,7 @@ def _create_local_exclusive(uri: str, path: str, data: bytes) -> bool:
     return True
 
 
-def move(source: str, destination: str, options: StorageOptions = None) -> str:
+def move(source: str, destination: str) -> str:
     """Move a file within one filesystem; done again after a crash, it finishes the move.
 
     Locally an atomic ``os.replace``; on an object store a server-side copy (readers see the
@@ -365,7 +351,7 @@ def move(source: str, destination: str, options: StorageOptions = None) -> str:
     Raises:
         FileNotFoundError: neither the source nor the destination exists.
     """
-    fs, source_path = _resolve(source, options)
+    fs, source_path = _resolve(source)
     destination_path = fs._strip_protocol(str(destination))
     with _described(source, fs):
         if isinstance(fs, LocalFileSystem):
@@ -390,7 +376,7 @@ def move(source: str, destination: str, options: StorageOptions = None) -> str:
     return destination
 
 
-def probe_writable(uri: str, options: StorageOptions = None, *, keep_folders: bool = True) -> None:
+def probe_writable(uri: str, *, keep_folders: bool = True) -> None:
     """Write and delete a small object below ``uri``, before any expensive work.
 
     A failed probe leaves nothing behind: the local folders it made (``uri`` itself when it
@@ -406,7 +392,7 @@ def probe_writable(uri: str, options: StorageOptions = None, *, keep_folders: bo
         StorageUnavailable: the object store did not answer.
     """
     probe = join(uri, "_manifest", f"probe-{uuid.uuid4().hex}")
-    fs, path = _resolve(probe, options)
+    fs, path = _resolve(probe)
     local = isinstance(fs, LocalFileSystem)
     tidy = _probe_removed(path, keep_folders) if local else nullcontext()
     try:
@@ -448,21 +434,16 @@ def _remove_empty(path: str, folders: list[str]) -> None:
             pass  # never made, not empty (another writer's), or not removable: leave it
 
 
-def copy_file(
-    source: str,
-    destination: str,
-    source_options: StorageOptions = None,
-    destination_options: StorageOptions = None,
-) -> str:
+def copy_file(source: str, destination: str) -> str:
     """Copy one file, also between filesystems (e.g. a local file to ``s3://``).
 
     Returns:
         ``destination``.
     """
-    return write_bytes(destination, read_bytes(source, source_options), destination_options)
+    return write_bytes(destination, read_bytes(source))
 
 
-def list_files(uri: str, suffixes: Sequence[str] = (), options: StorageOptions = None) -> list[str]:
+def list_files(uri: str, suffixes: Sequence[str] = ()) -> list[str]:
     """All files below ``uri`` (recursively), sorted, as URIs of the same kind.
 
     Args:
@@ -472,7 +453,7 @@ def list_files(uri: str, suffixes: Sequence[str] = (), options: StorageOptions =
     Returns:
         Sorted URIs; empty when the folder is empty or missing.
     """
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     wanted = tuple(suffix.lower() for suffix in suffixes)
     with _described(uri, fs):
         found = _below(path, fs.find(path, withdirs=False))
@@ -481,28 +462,24 @@ def list_files(uri: str, suffixes: Sequence[str] = (), options: StorageOptions =
     )
 
 
-def list_ages(
-    uri: str, depth: int | None = None, options: StorageOptions = None
-) -> dict[str, float]:
+def list_ages(uri: str, depth: int | None = None) -> dict[str, float]:
     """Files below ``uri`` (``depth`` levels, default all) and their age in seconds since
     they were last modified; empty when the folder is missing."""
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     with _described(uri, fs):
         found = fs.find(path, maxdepth=depth, withdirs=False, detail=True)
     now = time.time()
     return {_as_uri(fs, name): now - _modified(found[name], now) for name in _below(path, found)}
 
 
-def list_sizes(
-    uri: str, suffixes: Sequence[str] = (), options: StorageOptions = None
-) -> dict[str, int]:
+def list_sizes(uri: str, suffixes: Sequence[str] = ()) -> dict[str, int]:
     """Files below ``uri`` (recursively) and their sizes in bytes; empty when it is missing.
 
     Args:
         uri: folder to list.
         suffixes: keep only names ending in one of these (case-insensitive).
     """
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     wanted = tuple(suffix.lower() for suffix in suffixes)
     with _described(uri, fs):
         found = fs.find(path, withdirs=False, detail=True)
@@ -527,9 +504,9 @@ def _modified(info: Mapping[str, Any], now: float) -> float:
     return float(stamp) if stamp else now
 
 
-def remove(uri: str, options: StorageOptions = None) -> None:
+def remove(uri: str) -> None:
     """Delete a file or a folder tree; a missing ``uri`` is not an error."""
-    fs, path = _resolve(uri, options)
+    fs, path = _resolve(uri)
     with _described(uri, fs):
         if fs.exists(path):
             fs.rm(path, recursive=True)

@@ -201,10 +201,10 @@ def test_a_failed_publish_leaves_no_version(
         root = str(tmp_path / "registry")
     real_write = storage.write_bytes
 
-    def failing_write(uri: str, data: bytes, options=None) -> str:
+    def failing_write(uri: str, data: bytes) -> str:
         if uri.endswith("MODEL_CARD.md"):  # after weights, config, classes and metrics
             raise OSError("connection reset (simulated)")
-        return real_write(uri, data, options)
+        return real_write(uri, data)
 
     monkeypatch.setattr(storage, "write_bytes", failing_write)
     with pytest.raises(OSError, match="simulated"):

@@ -1,5 +1,5 @@
 """Storage by URI: local paths and a real S3 server (SeaweedFS), credentials from the
-environment or explicit options, clear errors for refused access."""
+environment, clear errors for refused access."""
 
 from __future__ import annotations
 
@@ -13,33 +13,33 @@ import pytest
 from tasks import storage
 
 
-def round_trip(root: str, options=None) -> None:
+def round_trip(root: str) -> None:
     """The same script against any filesystem."""
     a = storage.join(root, "x", "a.json")
-    assert storage.write_bytes(a, b"{}", options) == a
-    storage.write_bytes(storage.join(root, "x/sub/b.PNG"), b"png", options)
-    storage.write_bytes(storage.join(root, "c.txt"), b"text", options)
-    assert storage.read_bytes(a, options) == b"{}"
-    assert storage.exists(a, options) and storage.is_file(a, options)
-    assert storage.exists(storage.join(root, "x"), options)
-    assert not storage.is_file(storage.join(root, "x"), options)
-    listed = storage.list_files(root, options=options)
-    assert [storage.relative_path(u, root, options) for u in listed] == [
+    assert storage.write_bytes(a, b"{}") == a
+    storage.write_bytes(storage.join(root, "x/sub/b.PNG"), b"png")
+    storage.write_bytes(storage.join(root, "c.txt"), b"text")
+    assert storage.read_bytes(a) == b"{}"
+    assert storage.exists(a) and storage.is_file(a)
+    assert storage.exists(storage.join(root, "x"))
+    assert not storage.is_file(storage.join(root, "x"))
+    listed = storage.list_files(root)
+    assert [storage.relative_path(u, root) for u in listed] == [
         "c.txt",
         "x/a.json",
         "x/sub/b.PNG",
     ]
-    assert storage.list_files(root, (".png", ".json"), options) == listed[1:]
-    with storage.open_file(storage.join(root, "y/stream.bin"), "wb", options) as handle:
+    assert storage.list_files(root, (".png", ".json")) == listed[1:]
+    with storage.open_file(storage.join(root, "y/stream.bin"), "wb") as handle:
         handle.write(b"streamed")
-    with storage.open_file(storage.join(root, "y/stream.bin"), "rb", options) as handle:
+    with storage.open_file(storage.join(root, "y/stream.bin"), "rb") as handle:
         assert handle.read() == b"streamed"
     with pytest.raises(FileNotFoundError):
-        storage.read_bytes(storage.join(root, "missing.json"), options)
-    storage.remove(storage.join(root, "x"), options)
-    storage.remove(storage.join(root, "never-was"), options)
-    assert not storage.exists(a, options)
-    assert storage.list_files(storage.join(root, "nothing-here"), options=options) == []
+        storage.read_bytes(storage.join(root, "missing.json"))
+    storage.remove(storage.join(root, "x"))
+    storage.remove(storage.join(root, "never-was"))
+    assert not storage.exists(a)
+    assert storage.list_files(storage.join(root, "nothing-here")) == []
 
 
 def test_local_paths(tmp_path: Path):
@@ -107,17 +107,6 @@ def test_join_and_inside(tmp_path: Path):
 
 def test_s3_with_credentials_from_the_environment(s3_env, s3_prefix: str):
     round_trip(s3_prefix)
-
-
-def test_s3_with_explicit_options(seaweed, s3_prefix: str, monkeypatch: pytest.MonkeyPatch):
-    for name in (
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_ENDPOINT_URL",
-        "FSSPEC_S3_ENDPOINT_URL",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    round_trip(s3_prefix, seaweed.storage_options)
 
 
 def test_s3_endpoint_from_fsspec_variable(s3_env, s3_prefix: str, monkeypatch: pytest.MonkeyPatch):
