@@ -23,11 +23,11 @@ from mrcnn import weights as weight_files
 from mrcnn.anchors import get_anchors
 from mrcnn.boxes import denorm_boxes, norm_boxes
 from mrcnn.config import Config
-from mrcnn.data import DataGenerator, load_image_gt  # noqa: F401  (matterport: modellib.load_image_gt)
+from mrcnn.data import DataGenerator, load_image_gt  # noqa: F401 - matterport's modellib API
 from mrcnn.dataset import Dataset
 from mrcnn.distribute import training_strategy
 from mrcnn.errors import InvalidSetting, MissingInput
-from mrcnn.export import EXPORT_CONFIG, export_model, load_exported  # noqa: F401  (former home)
+from mrcnn.export import export_model
 from mrcnn.initialization import prepare_for_training
 from mrcnn.intensity import Normalization, to_rgb_uint8
 from mrcnn.masks import paste_masks
