@@ -326,7 +326,7 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
         record: dict[str, Any] = {"size": size, "batch": batch}
         try:
             record.update(_measure(engine, task, precision, size, batch, args))
-        except Exception as error:  # noqa: BLE001 - a failing setting is a result (e.g. bf16 not supported)
+        except Exception as error:  # a failing setting is a result (e.g. bf16 not supported)
             record["error"] = (
                 f"not supported: {type(error).__name__}: {common.plain(str(error), 600)}"
             )

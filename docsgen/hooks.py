@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from docsgen.reference import pages  # noqa: E402
+from docsgen.reference import pages  # noqa: E402 - needs the path entry above
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:

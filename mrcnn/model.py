@@ -51,7 +51,8 @@ MODES = ("training", "inference")
 OPEN_ENDED_EPOCHS = 1_000_000
 # <model_dir>/<name><YYYYMMDDTHHMM>/mask_rcnn_<name>_<epoch:04d>[.weights].h5
 CHECKPOINT_PATTERN = re.compile(
-    r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w-]+_(\d{4})(\.weights)?\.h5$"
+    r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})"
+    r"[/\\]mask_rcnn_[\w-]+_(\d{4})(\.weights)?\.h5$"
 )
 
 

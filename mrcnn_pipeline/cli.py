@@ -26,23 +26,23 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mrcnn_pipeline import (  # noqa: E402
-    doctor,  # noqa: E402
+from mrcnn_pipeline import (
+    doctor,
     inference_commands,
     model_commands,
     report_commands,
     review_commands,
 )
-from mrcnn_pipeline.arguments import (  # noqa: E402
+from mrcnn_pipeline.arguments import (
     backbone_argument,
     fraction,
     registry_argument,
     runtime_argument,
 )
-from mrcnn_pipeline.prefect_api import ensure_api  # noqa: E402
-from tasks.annotations.formats import ReaderOption  # noqa: E402
-from tasks.annotations.registry import FORMATS, NAMES, all_options, formats_taking, get_format  # noqa: E402
-from tasks.failures import InvalidSetting, MissingInput, UserError  # noqa: E402
+from mrcnn_pipeline.prefect_api import ensure_api
+from tasks.annotations.formats import ReaderOption
+from tasks.annotations.registry import FORMATS, NAMES, all_options, formats_taking, get_format
+from tasks.failures import InvalidSetting, MissingInput, UserError
 
 if TYPE_CHECKING:  # the flows load inside the handlers, so that --help stays fast
     from flows.convert_masks import ConversionSummary

@@ -37,11 +37,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-import PIL.Image  # noqa: E402
+import PIL.Image
 
-from mrcnn.shapes import ShapesDataset  # noqa: E402
-from mrcnn_pipeline.prefect_api import ensure_api_or_exit  # noqa: E402
-from tasks.exports.labelme import instance_shapes, labelme_file  # noqa: E402
+from mrcnn.shapes import ShapesDataset
+from mrcnn_pipeline.prefect_api import ensure_api_or_exit
+from tasks.exports.labelme import instance_shapes, labelme_file
 from tasks.failures import InvalidSetting
 
 CLASSES = ("square", "circle", "triangle")  # the shapes preset's classes, in category order

@@ -32,7 +32,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 SIZE = 128  # the shapes images
 PARITY = {"box_px": 2.0, "score": 1e-3, "mask_iou": 0.97}

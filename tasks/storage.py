@@ -143,7 +143,7 @@ def _described(uri: str, fs: AbstractFileSystem | None = None) -> Iterator[None]
             else "check the file permissions"
         )
         raise AccessDenied(f"access denied to {uri!r} ({error}); {hint}") from error
-    except Exception as error:  # noqa: BLE001 - only connection failures are translated
+    except Exception as error:  # only connection failures are translated
         if not _is_connection_failure(error):
             raise
         endpoint = getattr(fs, "endpoint_url", None) or "the object store"

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.seaweed import SeaweedServer, seaweed_server, weed_binary
+
 _PREFECT_HOME = tempfile.mkdtemp(prefix="pytest-prefect-home-")
 atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-
-from tests.support.seaweed import SeaweedServer, seaweed_server, weed_binary  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"

@@ -13,7 +13,10 @@ import PIL.Image
 import PIL.ImageOps
 
 from mrcnn import images
-from mrcnn.images import exif_orientation, turn_upright  # noqa: F401  (the converter's API)
+from mrcnn.images import (
+    exif_orientation,
+    turn_upright,  # noqa: F401 - re-exported for the readers
+)
 
 from . import pixels
 from .paths import parent_of

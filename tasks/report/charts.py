@@ -14,8 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: files only, never a window
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import PercentFormatter
 
 SIZE = (6.4, 2.6)  # inches; at 100 dpi a chart fits beside the numbers on a laptop screen
 

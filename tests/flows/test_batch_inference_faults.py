@@ -206,7 +206,7 @@ def watch_readers(out: str, watching: threading.Event, seen: set[str], failures:
             dataset = ds.dataset(f"{out}/area_ratios", format="parquet", partitioning="hive")
             seen.update(dataset.files)
             dataset.to_table()
-        except Exception as error:  # noqa: BLE001 - every other failure is a finding
+        except Exception as error:  # every other failure is a finding
             if not vanished(error):
                 failures.append(repr(error))
 

@@ -10,12 +10,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from mrcnn.config import Config  # noqa: E402
-from mrcnn.model import MaskRCNN  # noqa: E402
-from mrcnn.shapes import ShapesDataset  # noqa: E402
+from mrcnn.config import Config
+from mrcnn.model import MaskRCNN
+from mrcnn.shapes import ShapesDataset
 
 # Class logits of the fixed classifier head (see `fix_class_head`): class 1 always wins with
 # probability e^3 / (1 + e^3 + e + 1) ≈ 0.8098.

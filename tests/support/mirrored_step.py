@@ -16,15 +16,15 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from mrcnn.distribute import ensure_cpu_devices  # noqa: E402
+from mrcnn.distribute import ensure_cpu_devices
 
 ensure_cpu_devices(2)
 
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402 - after the CPU split
 
-from mrcnn.config import Config  # noqa: E402
-from mrcnn.model import MaskRCNN  # noqa: E402
-from mrcnn.shapes import ShapesDataset  # noqa: E402
+from mrcnn.config import Config  # noqa: E402 - after the CPU split
+from mrcnn.model import MaskRCNN  # noqa: E402 - after the CPU split
+from mrcnn.shapes import ShapesDataset  # noqa: E402 - after the CPU split
 
 SETTINGS = dict(
     NAME="mirror",

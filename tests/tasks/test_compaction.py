@@ -332,12 +332,12 @@ def test_a_reader_during_compaction_sees_every_row_once_or_twice_and_the_views_o
                 if "No such file" not in str(error) and "not found" not in str(error).lower():
                     failures.append(repr(error))
                 vanished += 1
-            except Exception as error:  # noqa: BLE001 - reported below
+            except Exception as error:  # reported below
                 failures.append(f"reader: {error!r}")
             try:  # the next run's planning, meanwhile: every image stays done
                 if done_images(read_current(out), "roads@3") != done:
                     failures.append("the index lost images")
-            except Exception as error:  # noqa: BLE001 - reported below
+            except Exception as error:  # reported below
                 failures.append(f"index: {error!r}")
 
     thread = threading.Thread(target=reader)

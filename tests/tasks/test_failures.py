@@ -124,7 +124,7 @@ def _run_in_flow(failures: list[BaseException]) -> tuple[int | BaseException, in
 
     try:
         return run(), len(calls)
-    except Exception as error:  # noqa: BLE001 - the test compares what was raised
+    except Exception as error:  # the test compares what was raised
         return error, len(calls)
 
 

@@ -112,7 +112,8 @@ def test_garbled_exif_values_are_nulls(taken: dict, gps: dict):
         b"Exif\x00\x00garbage",
         b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff\x01\x02",  # an IFD cut short
         # an Exif IFD pointer far past the end of the data
-        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00\x69\x87\x04\x00\x01\x00\x00\x00\xff\xff\x00\x00",
+        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00"
+        b"\x69\x87\x04\x00\x01\x00\x00\x00\xff\xff\x00\x00",
     ],
 )
 def test_broken_exif_blocks_and_files_without_exif_give_nulls(payload: bytes):
