@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import IO, Any
+from typing import Any
 
 import fsspec
 from fsspec import AbstractFileSystem
@@ -240,17 +240,6 @@ def read_json(uri: str, what: str) -> Any:
         raise MissingInput(f"{what} {uri!r} not found") from None
     except ValueError as error:
         raise InvalidInput(f"{what} {uri!r} is not valid JSON: {error}") from None
-
-
-@contextmanager
-def open_file(uri: str, mode: str = "rb") -> Iterator[IO]:
-    """Open ``uri`` as a file object (for streaming readers and writers such as Parquet)."""
-    fs, path = _resolve(uri)
-    with _described(uri, fs):
-        if "w" in mode and isinstance(fs, LocalFileSystem):
-            fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        with fs.open(path, mode) as handle:
-            yield handle
 
 
 def write_bytes(uri: str, data: bytes) -> str:

@@ -30,10 +30,6 @@ def round_trip(root: str) -> None:
         "x/sub/b.PNG",
     ]
     assert storage.list_files(root, (".png", ".json")) == listed[1:]
-    with storage.open_file(storage.join(root, "y/stream.bin"), "wb") as handle:
-        handle.write(b"streamed")
-    with storage.open_file(storage.join(root, "y/stream.bin"), "rb") as handle:
-        assert handle.read() == b"streamed"
     with pytest.raises(FileNotFoundError):
         storage.read_bytes(storage.join(root, "missing.json"))
     storage.remove(storage.join(root, "x"))
