@@ -84,10 +84,6 @@ class TrainingRequest:
         """Budget spent before this request (by earlier attempts of a resumed run)."""
         return float(self.history[-1].get("elapsed", 0.0)) if self.history else 0.0
 
-    @property
-    def budget_spent(self) -> bool:
-        return bool(self.budget_seconds) and self.elapsed_seconds >= self.budget_seconds
-
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
