@@ -3,11 +3,15 @@
 A registered model is exported through the CLI (SavedModel, ONNX and OpenVINO IR, to the
 version's ``exports/`` folder); each export is itself a ``--model`` source; batch inference with
 ``--runtime onnxruntime``, ``--runtime openvino`` and with the SavedModel writes the tables the
-Keras weights write, within the parity tolerances.
+Keras weights write, within the parity tolerances. The three exports are made once for the
+module (`exports`) and shared by the tests that read them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -66,12 +70,40 @@ def cli(argv: list[str]) -> subprocess.CompletedProcess:
     )
 
 
-def export(reg: str, fmt: str) -> str:
-    done = cli(
-        ["export-model", "--model", "tiny@production", "--format", fmt, "--registry", reg, "--json"]
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)["export"]
+def export(reg: str, fmt: str, own_process: bool = True) -> str:
+    """``export-model`` of ``tiny@production`` as ``fmt``; the export folder it prints.
+
+    ``own_process=False`` calls the same entry point in the test's process, which saves the
+    TensorFlow start-up of a process of its own.
+    """
+    argv = ["export-model", "--model", "tiny@production", "--format", fmt, "--registry", reg]
+    if own_process:
+        done = cli([*argv, "--json"])
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["export"]
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main([*argv, "--json"]) == 0
+    return json.loads(printed.getvalue())["export"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Exports:
+    """The export folders of ``tiny@production`` by format, and the registry's versions as
+    they were before exporting."""
+
+    folders: dict[str, str]
+    versions_before: list[int]
+
+
+@pytest.fixture(scope="module")
+def exports(registered: str, prefect_harness: None) -> Exports:
+    """``tiny@production`` exported in each format: ONNX by the installed command in a process
+    of its own, as a user runs it, SavedModel and OpenVINO IR by its entry point in-process."""
+    versions = registry.list_versions(registered, "tiny")
+    folders = {"onnx": export(registered, "onnx")}
+    for fmt in ("saved_model", "openvino"):
+        folders[fmt] = export(registered, fmt, own_process=False)
+    return Exports(folders, versions)
 
 
 def infer(
@@ -163,22 +195,18 @@ def test_resolve_pins_the_alias_once_and_names_every_file(registered: str, tmp_p
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_exports_run_in_their_runtimes_with_the_tables_of_the_keras_weights(
-    registered: str, images: Path, tmp_path: Path
+    registered: str, exports: Exports, images: Path, tmp_path: Path
 ):
-    versions = registry.list_versions(registered, "tiny")
-    onnx_folder = export(registered, "onnx")
-    saved_folder = export(registered, "saved_model")
-    openvino_folder = export(registered, "openvino")
-    assert onnx_folder.endswith("tiny/versions/1/exports/onnx")
-    for folder, fmt in (
-        (onnx_folder, "onnx"),
-        (saved_folder, "saved_model"),
-        (openvino_folder, "openvino"),
-    ):
+    onnx_folder = exports.folders["onnx"]
+    saved_folder = exports.folders["saved_model"]
+    openvino_folder = exports.folders["openvino"]
+    for fmt, folder in exports.folders.items():
+        assert folder.endswith(f"tiny/versions/1/exports/{fmt}")
         artifact = resolve(folder)
         assert (artifact.identity, artifact.format) == ("tiny@1", fmt)
         assert artifact.class_names == tuple(CLASS_NAMES)
-    assert registry.list_versions(registered, "tiny") == versions  # exports are no new versions
+    # exports are no new versions
+    assert registry.list_versions(registered, "tiny") == exports.versions_before
 
     infer(images, tmp_path / "keras", "tiny@v1", registered)
     infer(images, tmp_path / "onnx", onnx_folder, registered, runtime="onnxruntime")
@@ -244,13 +272,13 @@ def test_a_runtime_that_cannot_run_the_model_is_one_line(
     assert len(done.stderr.splitlines()) == 1
 
 
-def test_an_export_keeps_its_precision(registered: str, tmp_path: Path):
+def test_an_export_keeps_its_precision(registered: str, exports: Exports):
     """A SavedModel or ONNX graph runs as exported; Keras weights and OpenVINO IR choose."""
     from tasks.models import check_runtime
 
     keras_model = resolve("tiny@production", registered)
     check_runtime(keras_model, "tensorflow", "bfloat16")
-    fixed = resolve(export(registered, "saved_model"))
+    fixed = resolve(exports.folders["saved_model"])
     check_runtime(fixed, "tensorflow", "float32")
     with pytest.raises(
         ValueError, match="saved_model export in float32; its precision cannot change to bfloat16"
@@ -262,7 +290,7 @@ def test_an_export_keeps_its_precision(registered: str, tmp_path: Path):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_run_records_the_precision_its_shards_computed_in(
-    registered: str, images: Path, tmp_path: Path, capsys
+    registered: str, exports: Exports, images: Path, tmp_path: Path, capsys
 ):
     """`--precision auto` resolves per machine (mrcnn.precision) and the summary says to what;
     an export written in float32 runs float32 whatever is asked."""
@@ -279,7 +307,7 @@ def test_a_run_records_the_precision_its_shards_computed_in(
         "auto",
     )
     assert json.loads(capsys.readouterr().out)["precision"] == [expected]
-    loaded = build(resolve(export(registered, "saved_model")), "tensorflow", precision="auto")
+    loaded = build(resolve(exports.folders["saved_model"]), "tensorflow", precision="auto")
     assert (loaded.precision.precision, loaded.precision.reason) == (
         "float32",
         "exported in float32",

@@ -1,12 +1,14 @@
 """Shared fixtures for the model-level tests: a tiny config, shapes data, a built model.
 
 Building a Mask R-CNN graph takes seconds, so one inference model is shared by the whole
-session; tests that change weights build their own.
+session; tests that change weights build their own. Converting one to OpenVINO IR takes
+longer, so the export tests and the INT8 tests share one light model and its IR export.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -16,6 +18,7 @@ import pytest
 from mrcnn.config import Config
 from mrcnn.model import MaskRCNN
 from mrcnn.shapes import ShapesDataset
+from tests.support.tiny_model import distinct_class_head
 
 # Class logits of the fixed classifier head (see `fix_class_head`): class 1 always wins with
 # probability e^3 / (1 + e^3 + e + 1) ≈ 0.8098.
@@ -43,6 +46,22 @@ class TinyConfig(Config):
     STEPS_PER_EPOCH = 1
     VALIDATION_STEPS = 0
     SEED = 0
+
+
+class ExportConfig(TinyConfig):
+    """The tiny config on ResNet-18 with 32-channel heads: the model the export tests convert.
+
+    tf2onnx's and OpenVINO's conversion time grows with the weights: a ResNet-50 took a minute
+    more to convert to ONNX, and the default 256-channel pyramid and 1024-wide box head more
+    than double a ResNet-18's weights (31.5 M against 13.4 M). 200 proposals: the count at
+    which `mrcnn.quantize` documents why it keeps the box-delta layers in float32.
+    """
+
+    BACKBONE = "resnet18"
+    TOP_DOWN_PYRAMID_SIZE = 32
+    FPN_CLASSIF_FC_LAYERS_SIZE = 32
+    RPN_CONV_CHANNELS = 32
+    POST_NMS_ROIS_INFERENCE = 200
 
 
 def fix_class_head(model: MaskRCNN) -> None:
@@ -76,3 +95,20 @@ def inference_model(tmp_path_factory: pytest.TempPathFactory) -> MaskRCNN:
     model = MaskRCNN("inference", TinyConfig(), tmp_path_factory.mktemp("inference_logs"))
     fix_class_head(model)
     return model
+
+
+@pytest.fixture(scope="session")
+def export_model(tmp_path_factory: pytest.TempPathFactory) -> MaskRCNN:
+    """The `ExportConfig` inference model whose ROIs score distinct values (detections, no
+    ties). Do not change its weights: `openvino_export` is its IR."""
+    model = MaskRCNN("inference", ExportConfig(), tmp_path_factory.mktemp("export_logs"))
+    distinct_class_head(model)
+    return model
+
+
+@pytest.fixture(scope="session")
+def openvino_export(export_model: MaskRCNN, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`export_model` as a float32 OpenVINO IR export folder."""
+    folder = tmp_path_factory.mktemp("export") / "openvino"
+    export_model.export(folder, format="openvino")
+    return folder

@@ -17,16 +17,9 @@ from mrcnn.export import EXPORT_CONFIG, exported_config, exported_format, load_e
 from mrcnn.export_onnx import ONNX_FILE
 from mrcnn.export_openvino import OPENVINO_FILE
 from mrcnn.model import MaskRCNN
-from tests.mrcnn.conftest import TinyConfig
+from tests.mrcnn.conftest import ExportConfig
 from tests.support.code_modules import side_effect_module
 from tests.support.parity import assert_same_detections
-from tests.support.tiny_model import distinct_class_head
-
-
-class ExportConfig(TinyConfig):
-    """The tiny config on ResNet-18: the ONNX conversion of a ResNet-50 takes a minute more."""
-
-    BACKBONE = "resnet18"
 
 
 def _images() -> list[np.ndarray]:
@@ -38,24 +31,15 @@ def _images() -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> MaskRCNN:
-    """A tiny random-weight model whose ROIs score distinct values (detections exist, no ties)."""
-    built = MaskRCNN("inference", ExportConfig(), tmp_path_factory.mktemp("logs"))
-    distinct_class_head(built)
-    return built
+def model(export_model: MaskRCNN) -> MaskRCNN:
+    """The session's light random-weight model whose ROIs score distinct values."""
+    return export_model
 
 
 @pytest.fixture(scope="module")
 def saved_model(model, tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("export") / "saved")
     model.export(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def openvino_model(model, tmp_path_factory) -> str:
-    path = str(tmp_path_factory.mktemp("export") / "openvino")
-    model.export(path, format="openvino")
     return path
 
 
@@ -137,30 +121,30 @@ def test_onnx_export_matches_the_model_in_onnx_runtime(model, onnx_model):
     assert_same_detections(load_exported(onnx_model)(images), model.detect(images))
 
 
-def test_openvino_export_matches_the_model_in_openvino(model, openvino_model):
-    assert exported_format(openvino_model) == "openvino"
-    assert Path(openvino_model, OPENVINO_FILE).is_file()
+def test_openvino_export_matches_the_model_in_openvino(model, openvino_export):
+    assert exported_format(openvino_export) == "openvino"
+    assert Path(openvino_export, OPENVINO_FILE).is_file()
     images = _images()  # padded: the anchors over the padding tie, and keep TF's order
     assert_same_detections(
-        load_exported(openvino_model, precision="float32")(images), model.detect(images)
+        load_exported(openvino_export, precision="float32")(images), model.detect(images)
     )
 
 
-def test_openvino_export_keeps_no_stable_sort_over_all_anchors(openvino_model):
+def test_openvino_export_keeps_no_stable_sort_over_all_anchors(openvino_export):
     """The proposal layer's top-k over every anchor reads only values: it must run unstable."""
     import openvino
 
     from mrcnn.export_openvino import graph_nodes
 
-    graph = openvino.Core().read_model(str(Path(openvino_model, OPENVINO_FILE)))
+    graph = openvino.Core().read_model(str(Path(openvino_export, OPENVINO_FILE)))
     top_ks = [node for node in graph_nodes(graph) if node.get_type_name() == "TopK"]
     values_only = [node for node in top_ks if not node.output(1).get_target_inputs()]
     assert values_only and all(not node.get_attributes()["stable"] for node in values_only)
     assert all(node.get_attributes()["stable"] for node in top_ks if node not in values_only)
 
 
-def test_export_writes_the_config(model, saved_model, onnx_model, openvino_model):
-    for path in (saved_model, onnx_model, openvino_model):
+def test_export_writes_the_config(model, saved_model, onnx_model, openvino_export):
+    for path in (saved_model, onnx_model, openvino_export):
         saved = json.loads((Path(path) / EXPORT_CONFIG).read_text())
         assert saved["NUM_CLASSES"] == model.config.NUM_CLASSES
         assert saved["BACKBONE"] == "resnet18"

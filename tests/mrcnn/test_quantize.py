@@ -17,7 +17,6 @@ import pytest
 from mrcnn.export import load_exported
 from mrcnn.export_openvino import OPENVINO_FILE, graph_nodes
 from mrcnn.int8_check import CheckImage, Tolerances, check_int8, coverage_pp
-from mrcnn.model import MaskRCNN
 from mrcnn.quantize import (
     FLOAT_PARTS,
     QuantizationSettings,
@@ -26,20 +25,11 @@ from mrcnn.quantize import (
     runtime_precisions,
 )
 from mrcnn.shapes import ShapesDataset
-from tests.mrcnn.test_export import ExportConfig
-from tests.support.tiny_model import distinct_class_head
 
 openvino = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 CLASSES = ["square", "circle", "triangle"]
-
-
-class QuantizeConfig(ExportConfig):
-    """The tiny export config with 200 proposals: OpenVINO's CPU plugin fails to compile such a
-    graph when the box head's deltas are INT8, which the default float parts prevent."""
-
-    POST_NMS_ROIS_INFERENCE = 200
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +41,9 @@ def shapes() -> ShapesDataset:
 
 
 @pytest.fixture(scope="module")
-def float_export(tmp_path_factory) -> Path:
-    model = MaskRCNN("inference", QuantizeConfig(), tmp_path_factory.mktemp("logs"))
-    distinct_class_head(model)
-    folder = tmp_path_factory.mktemp("export") / "float32"
-    model.export(folder, format="openvino")
-    return folder
+def float_export(openvino_export: Path) -> Path:
+    """The session's float32 IR of the light export model (`ExportConfig`, 200 proposals)."""
+    return openvino_export
 
 
 @pytest.fixture(scope="module")
