@@ -1,9 +1,9 @@
 """Training, evaluation and registration flows.
 
-Tiny models (64×64 images, ResNet-50, one step per epoch) keep this affordable: one staged
-run with a simulated crash and its resume, then the whole `training-pipeline` on a real S3
-server (SeaweedFS) under Prefect's test harness. Input errors are checked before any model
-is built.
+Tiny models (64×64 images, ResNet-18 with 32-channel FPN and heads, one step per epoch) keep
+this affordable: one staged run with a simulated crash and its resume, then the whole
+`training-pipeline` on a real S3 server (SeaweedFS) under Prefect's test harness. Input errors
+are checked before any model is built.
 """
 
 from __future__ import annotations
@@ -40,7 +40,11 @@ from tests.support.builders import labelme_json, shape, write
 
 SHAPES = ["square", "circle", "triangle"]
 TINY = {
-    "BACKBONE": "resnet50",
+    "BACKBONE": "resnet18",
+    "TOP_DOWN_PYRAMID_SIZE": 32,
+    "FPN_CLASSIF_FC_LAYERS_SIZE": 32,
+    "MASK_POOL_SIZE": 7,
+    "MASK_SHAPE": [14, 14],
     "IMAGE_MIN_DIM": 64,
     "IMAGE_MAX_DIM": 64,
     "RPN_ANCHOR_SCALES": [8, 16, 32, 64, 128],
@@ -233,7 +237,8 @@ def test_staged_training_freezes_counts_epochs_and_resumes_after_a_crash(tmp_pat
         if not all(np.array_equal(a, b) for a, b in zip(values, probe.after_first_epoch[name]))
     }
     backbone = {name for name in probe.before if BACKBONE.fullmatch(name)}
-    assert len(backbone) > 50 and not changed & backbone
+    # ResNet-18: conv1 and 16 block convolutions, 3 projections, each with its batch norm
+    assert len(backbone) == 2 * (1 + 16 + 3) and not changed & backbone
     assert {"rpn_class_raw", "mrcnn_class_logits"} <= changed
     assert all(re.match(r"(mrcnn_|rpn_|fpn_)", name) for name in changed)
 
@@ -281,16 +286,16 @@ def test_the_training_process_runs_onednn_unless_the_user_says_otherwise():
 
 @pytest.mark.slow
 def test_a_time_budget_stops_each_stage_on_the_clock(tmp_path: Path):
-    """`minutes: 0.5` with stages until 0.6 and 1.0 of it: the run ends after the step that
-    passes 30 s (model building included), whatever this machine's speed; stage 1 may be
-    skipped where building alone takes longer than its 18 s, stage 2 always runs."""
+    """`minutes: 0.25` with stages until 0.6 and 1.0 of it: the run ends after the step that
+    passes 15 s (model building included), whatever this machine's speed; stage 1 may be
+    skipped where building alone takes longer than its 9 s, stage 2 always runs."""
     dataset = write_canonical(tmp_path / "data")
     training = TrainingConfig.from_dict(
         {
             "name": "tiny",
             "classes": SHAPES,
             "config": {**TINY, "STEPS_PER_EPOCH": 3},
-            "minutes": 0.5,
+            "minutes": 0.25,
             "stages": [
                 {"layers": "all", "until": 0.6, "learning_rate": 0.01},
                 {"layers": "all", "until": 1.0, "learning_rate": 0.001},
@@ -301,27 +306,27 @@ def test_a_time_budget_stops_each_stage_on_the_clock(tmp_path: Path):
     request = prepare_training(
         dataset, training, run_dir, False, str(tmp_path / "reg"), str(tmp_path / "work")
     )
-    assert (request.budget_seconds, request.total_epochs) == (30.0, None)
+    assert (request.budget_seconds, request.total_epochs) == (15.0, None)
     started = time.monotonic()
     run_training(request, lambda event: None, verbose=0)
     took = time.monotonic() - started
     rows = read_history(run_dir)
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
     assert all(1 <= r["steps"] <= 3 for r in rows)
-    assert rows[-1]["elapsed"] >= 30 and took < 30 + max(r["seconds"] for r in rows) + 10
+    assert rows[-1]["elapsed"] >= 15 and took < 15 + max(r["seconds"] for r in rows) + 10
     first = [r for r in rows if r["stage"] == 1]
     second = [r for r in rows if r["stage"] == 2]
     assert second and [r["learning_rate"] for r in second] == pytest.approx([0.001] * len(second))
     assert [r["learning_rate"] for r in first] == pytest.approx([0.01] * len(first))
     if first:  # stopped on the clock: the epochs before its last ran all their steps (a row's
-        # `elapsed` counts the checkpoint upload too, so an earlier row may already pass 18 s)
-        assert all(r["steps"] == 3 for r in first[:-1]) and first[-1]["elapsed"] >= 18
+        # `elapsed` counts the checkpoint upload too, so an earlier row may already pass 9 s)
+        assert all(r["steps"] == 3 for r in first[:-1]) and first[-1]["elapsed"] >= 9
     assert collect_run(run_dir)["lineage"]["epochs"] == len(rows)
 
     # A run stopped before its budget ran out (a crash) is not registered.
-    crashed = [{**rows[0], "elapsed": 12.0}]
+    crashed = [{**rows[0], "elapsed": 6.0}]
     storage.write_bytes(storage.join(run_dir, "history.json"), json.dumps(crashed).encode())
-    with pytest.raises(ValueError, match=r"stopped after 0\.2 of its 0.5 minutes; resume"):
+    with pytest.raises(ValueError, match=r"stopped after 0\.1 of its 0.25 minutes; resume"):
         collect_run(run_dir)
 
 

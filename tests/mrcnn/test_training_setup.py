@@ -56,7 +56,11 @@ def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 @pytest.fixture(scope="module")
 def training_model(tmp_path_factory) -> MaskRCNN:
-    return MaskRCNN("training", TinyConfig(), tmp_path_factory.mktemp("training_logs"))
+    """matterport's SGD with 4 warmup steps (`training_run` trains it; warmup shows whether
+    an optimizer goes on or starts anew)."""
+    return MaskRCNN(
+        "training", TinyConfig(WARMUP_STEPS=4), tmp_path_factory.mktemp("training_logs")
+    )
 
 
 # ---------------------------------------------------------------------------------- set_trainable
@@ -135,19 +139,47 @@ def test_modes_guard_train_and_detect(inference_model, training_model, shapes_da
 
 
 # ---------------------------------------------------------------------------------- staged training
+class OptimizerState(keras.callbacks.Callback):
+    """The optimizer's variable count when training starts (before the first step runs)."""
+
+    def on_train_begin(self, logs=None):
+        self.slots = len(self.model.optimizer.variables)
+
+
 @pytest.fixture(scope="module")
 def training_run(training_model, shapes_dataset) -> SimpleNamespace:
-    """heads to epoch 1 (lr 0.002), then all to epoch 2 (lr 0.001): one step per epoch."""
+    """heads to epoch 1 (lr 0.002), heads again to epoch 3 (lr 0.004), then all to epoch 4
+    (lr 0.001): one step per epoch. Two compiled steps serve every test of this section."""
     model = training_model
-    run = SimpleNamespace(initial=snapshot(model))
-    model.train(shapes_dataset, None, learning_rate=0.002, epochs=1, layers="heads", verbose=0)
+    run = SimpleNamespace(initial=snapshot(model), state=OptimizerState())
+    model.train(
+        shapes_dataset,
+        None,
+        learning_rate=0.002,
+        epochs=1,
+        layers="heads",
+        custom_callbacks=[run.state],
+        verbose=0,
+    )
     run.after_heads, run.epoch_heads = snapshot(model), model.epoch
     run.files_heads = sorted(os.listdir(model.log_dir))
     run.lr_heads = float(model.keras_model.optimizer.learning_rate)
+    run.trainable_heads = len(model.keras_model.trainable_variables)
+    run.slots_after_first_step = len(model.keras_model.optimizer.variables)
+    run.step, run.optimizer = model.keras_model.train_function, model.keras_model.optimizer
+    model.train(shapes_dataset, None, learning_rate=0.004, epochs=3, layers="heads", verbose=0)
+    run.step_again, run.optimizer_again = (
+        model.keras_model.train_function,
+        model.keras_model.optimizer,
+    )
+    run.iterations_again = int(run.optimizer_again.iterations)
+    run.lr_again = float(run.optimizer_again.learning_rate)
     run.history_all = model.train(
-        shapes_dataset, None, learning_rate=0.001, epochs=2, layers="all", verbose=0
+        shapes_dataset, None, learning_rate=0.001, epochs=4, layers="all", verbose=0
     )
     run.final, run.lr_all = snapshot(model), float(model.keras_model.optimizer.learning_rate)
+    run.optimizer_all = model.keras_model.optimizer
+    run.iterations_all = int(run.optimizer_all.iterations)
     return run
 
 
@@ -182,79 +214,59 @@ def test_heads_stage_checkpoint_and_epoch(training_run):
     assert training_run.epoch_heads == 1
     assert "mask_rcnn_tiny_0001.weights.h5" in training_run.files_heads
     assert "mask_rcnn_tiny_0002.weights.h5" not in training_run.files_heads
-    np.testing.assert_allclose(training_run.lr_heads, 0.002, rtol=1e-6)
+    # One of four warmup steps taken: the rate is (1 + 1) / 4 of 0.002.
+    np.testing.assert_allclose(training_run.lr_heads, 0.001, rtol=1e-6)
 
 
 def test_all_stage_runs_one_more_epoch(training_model, training_run):
-    assert training_run.history_all.epoch == [1]
-    assert training_model.epoch == 2
-    np.testing.assert_allclose(training_run.lr_all, 0.001, rtol=1e-6)
+    assert training_run.history_all.epoch == [3]
+    assert training_model.epoch == 4
+    # A new optimizer for the new layers: its warmup starts again, one step into it.
+    np.testing.assert_allclose(training_run.lr_all, 0.0005, rtol=1e-6)
     assert not same(training_run.final["conv1"], training_run.after_heads["conv1"]), (
         "'all' must train the backbone"
     )
     log_dir = Path(training_model.log_dir)
     assert re.fullmatch(r"tiny\d{8}T\d{4}", log_dir.name)
-    assert {"mask_rcnn_tiny_0001.weights.h5", "mask_rcnn_tiny_0002.weights.h5"} <= set(
+    assert {f"mask_rcnn_tiny_000{epoch}.weights.h5" for epoch in range(1, 5)} <= set(
         os.listdir(log_dir)
     )
     with open(log_dir / "losses.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     for name in ("loss", *LOSS_NAMES):
         assert all(math.isfinite(float(r[name])) for r in rows), name
     saved = Config.from_dict(json.loads((log_dir / "config.json").read_text()))
     assert saved.to_dict() == training_model.config.to_dict()
 
 
-def test_training_the_same_layers_again_keeps_the_step_and_the_optimizer(shapes_dataset, tmp_path):
+def test_training_the_same_layers_again_keeps_the_step_and_the_optimizer(training_run):
     """matterport's scripts call train() every few epochs: no new trace, no new optimizer (its
     moments and warmup go on); only the rate changes. Other layers compile anew."""
-    model = MaskRCNN("training", TinyConfig(WARMUP_STEPS=4, OPTIMIZER="adamw"), tmp_path)
-    model.train(shapes_dataset, None, learning_rate=0.002, epochs=1, layers="heads", verbose=0)
-    step, optimizer = model.keras_model.train_function, model.keras_model.optimizer
-    model.train(shapes_dataset, None, learning_rate=0.004, epochs=3, layers="heads", verbose=0)
-    assert model.keras_model.train_function is step and model.keras_model.optimizer is optimizer
-    assert int(optimizer.iterations) == 3  # one step per epoch, counted across the calls
-    np.testing.assert_allclose(float(optimizer.learning_rate), 0.004, rtol=1e-6)  # warmed up
-    model.train(shapes_dataset, None, learning_rate=0.001, epochs=4, layers="all", verbose=0)
-    assert model.keras_model.optimizer is not optimizer and model.epoch == 4
-    assert int(model.keras_model.optimizer.iterations) == 1
+    assert training_run.step_again is training_run.step
+    assert training_run.optimizer_again is training_run.optimizer
+    assert training_run.iterations_again == 3  # one step per epoch, counted across the calls
+    np.testing.assert_allclose(training_run.lr_again, 0.004, rtol=1e-6)  # warmed up
+    assert training_run.optimizer_all is not training_run.optimizer
+    assert training_run.iterations_all == 1
 
 
-def test_the_optimizer_is_built_before_the_first_step_is_traced(shapes_dataset, tmp_path):
+def test_the_optimizer_is_built_before_the_first_step_is_traced(training_run):
     """Variables created inside the traced step would make TensorFlow trace it twice."""
-
-    class OptimizerState(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.slots = len(self.model.optimizer.variables)
-
-    model = MaskRCNN("training", TinyConfig(OPTIMIZER="adamw"), tmp_path)
-    state = OptimizerState()
-    model.train(
-        shapes_dataset,
-        None,
-        learning_rate=0.002,
-        epochs=1,
-        layers="heads",
-        custom_callbacks=[state],
-        verbose=0,
-    )
-    trainable = len(model.keras_model.trainable_variables)
-    assert (
-        state.slots >= 2 * trainable
-    )  # AdamW's two moments per trainable variable, before the step
-    assert len(model.keras_model.optimizer.variables) == state.slots  # and none created by it
+    # SGD's momentum for every trainable variable, before the step
+    assert training_run.state.slots >= training_run.trainable_heads
+    assert training_run.slots_after_first_step == training_run.state.slots  # none created by it
 
 
 def test_find_last_and_resume(training_model, training_run):
     last = training_model.find_last()
-    assert last == os.path.join(training_model.log_dir, "mask_rcnn_tiny_0002.weights.h5")
+    assert last == os.path.join(training_model.log_dir, "mask_rcnn_tiny_0004.weights.h5")
     resumed = MaskRCNN("training", TinyConfig(SEED=1), training_model.model_dir)
     assert resumed.epoch == 0 and not np.array_equal(
         kernel(resumed, "conv1"), training_run.final["conv1"][0]
     )
     resumed.load_weights(last)
-    assert resumed.epoch == 2
+    assert resumed.epoch == 4
     assert resumed.log_dir == training_model.log_dir
     assert resumed.checkpoint_path.startswith(training_model.log_dir)
     for name in ("conv1", "rpn_conv_shared", "mrcnn_mask"):

@@ -28,7 +28,11 @@ from mrcnn.shapes import ShapesDataset  # noqa: E402 - after the CPU split
 
 SETTINGS = dict(
     NAME="mirror",
-    BACKBONE="resnet50",
+    BACKBONE="resnet18",
+    TOP_DOWN_PYRAMID_SIZE=32,
+    FPN_CLASSIF_FC_LAYERS_SIZE=32,
+    MASK_POOL_SIZE=7,
+    MASK_SHAPE=[14, 14],
     NUM_CLASSES=4,
     IMAGE_MIN_DIM=64,
     IMAGE_MAX_DIM=64,
